@@ -1,0 +1,179 @@
+"""The one error tree of regionkit.
+
+Every error regionkit raises on purpose derives from :class:`RegionkitError`.
+There are two branches, and the CLI maps each to an exit code::
+
+    RegionkitError
+    ├── ConfigError                 bad input or configuration (CLI exit 2)
+    │   ├── PolicyError             a policy file is invalid; carries every problem found
+    │   ├── SettingsError           a setting is invalid (for example a non-loopback
+    │   │                           endpoint in local mode)
+    │   ├── UnknownRegion           a region code that is not in the policy
+    │   ├── UnknownDataClass        a data class that is not in the policy
+    │   ├── UnknownCountry          not an ISO 3166-1 alpha-2 country code
+    │   ├── MalformedId             an ID regionkit did not mint, or mangled
+    │   └── UnknownName             a scenario, check, format ... that does not exist
+    └── OperationError              the request was valid but could not be carried out
+        ├── ResidencyViolation      the residency guard refused a request before it left
+        ├── RegionUnavailable       no allowed region is healthy
+        ├── StaleWrite              a conditional write lost to a newer version
+        ├── BackendError            DynamoDB (or the local cluster) failed; wraps ClientError
+        └── ClusterError            the embedded local cluster could not start or was lost
+
+Like botocore's exceptions, each class builds its message from a template and
+keeps the facts as attributes (``err.region``, ``err.data_class`` ...), so code
+can branch on them without parsing text. **No attribute and no message ever
+holds a PII value**: errors name data classes, regions, jurisdictions, keys of
+non-PII tables and user IDs minted by the router (opaque, no PII), never the
+contents of a profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+__all__ = [
+    "BackendError",
+    "ClusterError",
+    "ConfigError",
+    "MalformedId",
+    "OperationError",
+    "PolicyError",
+    "PolicyProblem",
+    "RegionUnavailable",
+    "RegionkitError",
+    "ResidencyViolation",
+    "SettingsError",
+    "StaleWrite",
+    "UnknownCountry",
+    "UnknownDataClass",
+    "UnknownName",
+    "UnknownRegion",
+]
+
+
+class RegionkitError(Exception):
+    """Base of every regionkit error.
+
+    Subclasses set ``fmt``; the keyword arguments fill it and are kept as
+    attributes.
+    """
+
+    fmt: ClassVar[str] = "regionkit error"
+
+    def __init__(self, **facts: Any) -> None:
+        self.facts = facts
+        for name, value in facts.items():
+            setattr(self, name, value)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        try:
+            return self.fmt.format(**self.facts)
+        except (KeyError, IndexError):  # a missing fact is a bug in the raiser
+            return f"{self.fmt} {self.facts}"
+
+
+# --- input and configuration -------------------------------------------------
+
+
+class ConfigError(RegionkitError):
+    """Bad input or configuration: the user can fix it. CLI exit code 2."""
+
+    fmt = "{message}"
+
+
+@dataclass(frozen=True)
+class PolicyProblem:
+    """One problem in a policy file, located as precisely as the YAML allows."""
+
+    file: str
+    line: int | None
+    field: str
+    message: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{where}: {self.field}: {self.message}"
+        return f"{text} (fix: {self.fix})" if self.fix else text
+
+
+class PolicyError(ConfigError):
+    """A policy file is invalid. ``problems`` lists every problem found."""
+
+    fmt = "{summary}"
+
+    def __init__(self, problems: list[PolicyProblem]) -> None:
+        self.problems = problems
+        summary = "\n".join(str(p) for p in problems)
+        super().__init__(summary=summary)
+        self.problems = problems
+
+
+class SettingsError(ConfigError):
+    fmt = "setting {setting}={value!r} is invalid: {reason} (fix: {fix})"
+
+
+class UnknownRegion(ConfigError):
+    fmt = "unknown region {region!r}: {reason} (known: {known})"
+
+
+class UnknownDataClass(ConfigError):
+    fmt = "unknown data class {data_class!r} (the policy declares: {known})"
+
+
+class UnknownCountry(ConfigError):
+    fmt = "{country!r} is not an ISO 3166-1 alpha-2 country code (for example 'IN', 'BR', 'DE')"
+
+
+class MalformedId(ConfigError):
+    fmt = "malformed {kind} {value!r}: {reason}"
+
+
+class UnknownName(ConfigError):
+    fmt = "unknown {kind} {name!r} (choose one of: {known})"
+
+
+# --- runtime and backend ----------------------------------------------------
+
+
+class OperationError(RegionkitError):
+    """A valid request that could not be carried out. CLI exit code 1."""
+
+    fmt = "{message}"
+
+
+class ResidencyViolation(OperationError):
+    """The residency guard refused a request; nothing was sent to AWS."""
+
+    fmt = (
+        "residency violation: {op} of data class {data_class!r} for a subject of "
+        "jurisdiction {jurisdiction} may not go to region {region} "
+        "(allowed: {allowed}); {reason}"
+    )
+
+
+class RegionUnavailable(OperationError):
+    fmt = "no healthy region for data class {data_class!r} in {scope}: {reason}"
+
+
+class StaleWrite(OperationError):
+    """A conditional write lost: the item already holds a newer version.
+
+    ``current`` is the version (an HLC stamp string) the item holds now.
+    """
+
+    fmt = (
+        "stale write to {data_class!r} key {key!r} in {region}: based on {based_on}, "
+        "but the item is at {current}; re-read and retry"
+    )
+
+
+class BackendError(OperationError):
+    fmt = "{operation} in {region} failed: {code}: {reason}"
+
+
+class ClusterError(OperationError):
+    fmt = "local cluster: {message}"

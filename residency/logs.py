@@ -1,0 +1,154 @@
+"""structlog configuration with PII redaction.
+
+Every regionkit log line passes :class:`PiiRedactor`. It removes
+
+* the value of any key named as a PII attribute in the policy (at any depth), and
+* any string value that looks like an e-mail address or a phone number,
+
+so a profile value cannot reach a log even if a caller logs a whole item.
+regionkit's own code never logs item values in the first place; the redactor is
+the safety net. Services that configure structlog themselves should put
+:func:`redaction_processor` first in their chain.
+
+The library never configures logging on import. The CLI calls
+:func:`configure_logging`; a service may call it too.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any, Literal, TextIO
+
+import structlog
+
+__all__ = ["REDACTED", "PiiRedactor", "configure_logging", "get_logger", "redaction_processor"]
+
+REDACTED = "[redacted]"
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# International or national phone numbers: 8+ digits with optional separators.
+_PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,}\d(?![\w-])")
+
+
+def _looks_like_phone(value: str) -> bool:
+    for m in _PHONE.finditer(value):
+        if sum(ch.isdigit() for ch in m.group()) >= 8:
+            return True
+    return False
+
+
+class PiiRedactor:
+    """A structlog processor removing PII values from an event dict."""
+
+    def __init__(self, pii_attributes: Iterable[str] = ()) -> None:
+        self.names = frozenset(a.lower() for a in pii_attributes)
+
+    def with_attributes(self, pii_attributes: Iterable[str]) -> PiiRedactor:
+        return PiiRedactor(self.names | {a.lower() for a in pii_attributes})
+
+    def _clean(self, value: Any, depth: int = 0) -> Any:
+        if depth > 8:
+            return REDACTED
+        if isinstance(value, str):
+            if _EMAIL.search(value) or _looks_like_phone(value):
+                return REDACTED
+            return value
+        if isinstance(value, Mapping):
+            return {
+                k: (REDACTED if str(k).lower() in self.names else self._clean(v, depth + 1))
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple, set, frozenset)):
+            return [self._clean(v, depth + 1) for v in value]
+        return value
+
+    def __call__(
+        self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            if key.lower() in self.names:
+                event_dict[key] = REDACTED
+            else:
+                event_dict[key] = self._clean(event_dict[key])
+        return event_dict
+
+
+_redactor = PiiRedactor()
+
+
+def redaction_processor() -> PiiRedactor:
+    """The process-wide redactor, for services that build their own structlog chain."""
+    return _redactor
+
+
+def configure_logging(
+    *,
+    log_format: Literal["console", "json"] = "console",
+    level: str = "warning",
+    pii_attributes: Iterable[str] = (),
+    stream: TextIO | None = None,
+) -> None:
+    """Configure structlog for regionkit: redaction first, then JSON or console output.
+
+    Logs go to standard error, so command output on standard output stays clean.
+    """
+    global _redactor
+    _redactor = PiiRedactor(pii_attributes)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            _redact,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.WriteLoggerFactory(file=stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+def _redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+    return _redactor(logger, method_name, event_dict)
+
+
+class _Logger:
+    """Resolves the logger at each call, so module-level loggers follow later configuration."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        if structlog.is_configured():
+            return getattr(structlog.get_logger(self._name), method)
+        fallback = structlog.wrap_logger(
+            logging.getLogger(self._name),
+            processors=[_redact, structlog.processors.add_log_level,
+                        structlog.processors.JSONRenderer()],
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        return getattr(fallback, method)
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger for a regionkit module.
+
+    Before :func:`configure_logging` (or the service's own ``structlog.configure``)
+    runs, events go through the redactor to the standard-library logger of the
+    same name, which by default shows warnings on standard error and nothing on
+    standard output: the library never prints.
+    """
+    return _Logger(name)

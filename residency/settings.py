@@ -1,0 +1,159 @@
+"""Settings: where the policy is, which region this process runs in, and how to reach AWS.
+
+Sources, highest priority first:
+
+1. keyword arguments (``Settings(region="eu-west-1")``);
+2. environment variables prefixed ``REGIONKIT_`` (``REGIONKIT_ENDPOINTS='{"us-east-1": ...}'``);
+3. a ``.env`` file in the working directory;
+4. the local-cluster state file written by ``regionkit local up``
+   (``.regionkit/cluster.json`` unless ``REGIONKIT_STATE_FILE`` says otherwise), which
+   supplies the per-region endpoints of the running cluster;
+5. defaults.
+
+Settings are immutable once built. In ``local`` mode every endpoint must be on
+loopback: a typo must never send test traffic to a real AWS account.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from residency.errors import SettingsError
+
+__all__ = ["DEFAULT_STATE_FILE", "Settings", "is_loopback_url", "load_settings"]
+
+DEFAULT_STATE_FILE = Path(".regionkit/cluster.json")
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _StateFileSource(PydanticBaseSettingsSource):
+    """Endpoints of a running ``regionkit local up``, read from its state file."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = Path(os.environ.get("REGIONKIT_STATE_FILE", DEFAULT_STATE_FILE))
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        endpoints = state.get("endpoints")
+        if not isinstance(endpoints, dict):
+            return {}
+        return {"endpoints": endpoints, "mode": "local"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="REGIONKIT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        frozen=True,
+        validate_default=True,
+    )
+
+    policy: Path = Field(
+        default=Path("policies/social-network.yaml"), description="The policy file."
+    )
+    mode: Literal["local", "aws"] = Field(
+        default="local",
+        description="'local': the embedded cluster on loopback. 'aws': real AWS endpoints.",
+    )
+    region: str | None = Field(
+        default=None, description="The region this service runs in; routes start from it."
+    )
+    endpoints: dict[str, str] = Field(
+        default_factory=dict, description="Per-region endpoint URL overrides."
+    )
+    table_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,50}$")
+    connect_timeout: float = Field(default=1.0, gt=0, le=60)
+    read_timeout: float = Field(default=2.0, gt=0, le=300)
+    max_attempts: int = Field(default=3, ge=1, le=10, description="botocore standard retries.")
+    failover_attempts: int = Field(default=3, ge=1, le=10, description="Regions tried per call.")
+    breaker_failures: int = Field(default=3, ge=1, description="Failures that open a breaker.")
+    breaker_reset_seconds: float = Field(default=2.0, gt=0)
+    directory_cache_size: int = Field(default=100_000, ge=0)
+    directory_cache_ttl_seconds: float = Field(default=300.0, ge=0)
+    hlc_max_offset_ms: int = Field(default=500, gt=0)
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    state_file: Path = DEFAULT_STATE_FILE
+    drill_history: Path = Path(".regionkit/drills")
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: dict[str, str]) -> dict[str, str]:
+        for region, url in value.items():
+            parts = urlsplit(url)
+            if parts.scheme not in {"http", "https"} or not parts.hostname:
+                raise ValueError(f"endpoint for {region} is not an http(s) URL: {url!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _loopback_only_in_local_mode(self) -> Settings:
+        if self.mode == "local":
+            for region, url in self.endpoints.items():
+                if not is_loopback_url(url):
+                    raise ValueError(
+                        f"local mode refuses the non-loopback endpoint {url!r} for {region}; "
+                        "use 127.0.0.1, or set REGIONKIT_MODE=aws for real AWS"
+                    )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, _StateFileSource(settings_cls))
+
+    def endpoint_for(self, region: str) -> str | None:
+        return self.endpoints.get(region)
+
+    def table_name(self, logical: str) -> str:
+        return f"{self.table_prefix}{logical}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings, turning validation errors into one readable SettingsError."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        name = ".".join(str(x) for x in err["loc"]) or "settings"
+        raise SettingsError(
+            setting=name,
+            value=err.get("input") if name != "settings" else "",
+            reason=err["msg"].removeprefix("Value error, "),
+            fix=f"set REGIONKIT_{name.upper()} or the matching CLI option correctly"
+            if name != "settings"
+            else "check REGIONKIT_* variables, .env and the cluster state file",
+        ) from None

@@ -1,0 +1,41 @@
+"""Shared test set-up: fake AWS credentials, never a real endpoint."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests talk only to 127.0.0.1. Fake credentials make any accidental real call fail fast.
+for _k, _v in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
+}.items():
+    os.environ[_k] = _v
+for _k in [k for k in os.environ if k.startswith("REGIONKIT_")]:
+    del os.environ[_k]
+
+ROOT = Path(__file__).resolve().parent.parent
+os.environ.setdefault("JSII_RUNTIME_PACKAGE_CACHE_ROOT", str(ROOT / ".build" / "jsii-cache"))
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def example_policy_path() -> Path:
+    return ROOT / "policies" / "social-network.yaml"
+
+
+@pytest.fixture(scope="session")
+def minimal_policy_path() -> Path:
+    return ROOT / "policies" / "minimal.yaml"
