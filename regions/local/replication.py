@@ -1,0 +1,769 @@
+"""The global-table replication emulator: DynamoDB MREC semantics on moto streams.
+
+moto keeps each region's tables apart and replicates nothing. This module tails
+every replica's stream and applies each change to the other replicas of the same
+table, following what AWS documents for global tables version 2019.11.21 in
+multi-region eventual consistency (MREC) mode:
+
+* **asynchronous, per item.** Each change travels on its own over a link
+  ``(table, source, destination)``, after that link's lag. Items are not kept in
+  order across keys, as DynamoDB's partitions replicate independently.
+* **last writer wins by write time**, on a private per-item timestamp (the source
+  record's creation time; ties broken by region, then stream sequence), resolved
+  identically in every region, so all replicas converge. Items carry no extra
+  attributes, as in the current global-tables version.
+* **replicated writes appear in the destination's stream**, and are recognised
+  as the emulator's own (an expected-echo ledger), so they are never sent on
+  again: no echo, no ping-pong.
+* **deletes and transactions replicate per item**: moto writes one stream
+  record per item of a transaction, and each travels alone.
+* **faults lose nothing**: a paused or partitioned link, or a region that is
+  down, keeps its backlog; when it resumes everything is applied.
+
+The per-item rule, for each replica region ``R`` and key ``k``: the emulator
+remembers the LWW winner ``W`` it believes ``R`` holds. Reading ``R``'s stream in
+order, a record is either an expected echo of a change the emulator applied or a
+local write ``L``. A local write newer than ``W`` becomes the winner and is queued
+to every other replica; an apply to ``R`` happens only when the incoming version
+is newer than ``W``. Whenever the image physically last written to ``R`` is not
+the winner's and no echo of the winner is still due (a client write raced with a
+replicated put), the emulator re-applies the winner. This is what makes
+concurrent writes converge even when a local write and a replicated put
+interleave.
+
+There are two drivers over one engine:
+
+* :class:`Replicator` runs background threads (a poller per region, an applier
+  per destination) against moto servers: the live local cluster.
+* :class:`ReplicationEngine` used directly is step-by-step and thread-free: the
+  caller passes virtual time to :meth:`~ReplicationEngine.poll` and
+  :meth:`~ReplicationEngine.deliver_due`. With a seeded RNG the whole history is
+  reproducible, which the deterministic drill simulations rely on.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from residency.logs import get_logger
+from residency.policy import GlobalDataClass, Policy
+
+__all__ = [
+    "Change",
+    "ClientSource",
+    "LinkFaults",
+    "LinkMetrics",
+    "RecordListener",
+    "ReplicationEngine",
+    "Replicator",
+    "Version",
+]
+
+log = get_logger("regionkit.replication")
+
+Image = dict[str, Any] | None  # DynamoDB JSON of the item; None for a delete
+KeyTuple = tuple[tuple[str, str], ...]
+
+
+class ClientSource(Protocol):
+    def dynamodb(self, region: str) -> Any: ...
+
+    def streams(self, region: str) -> Any: ...
+
+
+class RecordListener(Protocol):
+    """Called for every stream record of every replica, echoes included.
+
+    This is the feed a stream consumer in each region sees (the conflict
+    detector subscribes to it in the local cluster).
+    """
+
+    def __call__(self, region: str, table: str, record: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Version:
+    """The private per-item write time DynamoDB resolves conflicts with."""
+
+    ts: float  # seconds since the epoch (creation time of the source record)
+    origin: str  # region of the write; breaks ties
+    seq: int  # stream sequence in the origin; orders writes within one ms
+
+
+@dataclass(slots=True)
+class Change:
+    table: str
+    key: KeyTuple
+    keys: dict[str, Any]
+    image: Image
+    version: Version
+    digest: str
+    deliver_at: float = 0.0
+
+
+@dataclass(slots=True)
+class LinkMetrics:
+    table: str
+    src: str
+    dst: str
+    lag_p50_ms: float | None
+    lag_p99_ms: float | None
+    lag_last_ms: float | None
+    pending: int
+    applied: int
+    skipped: int
+    paused: bool
+
+
+@dataclass(slots=True)
+class _Link:
+    table: str
+    src: str
+    dst: str
+    queue: list[tuple[float, int, Change]] = field(default_factory=list)  # (deliver_at, n, c)
+    lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+    applied: int = 0
+    skipped: int = 0
+    lag_s: float = 0.0
+    jitter_s: float = 0.0
+    jitter_kind: Literal["uniform", "exponential"] = "uniform"
+
+
+def _key_tuple(keys: dict[str, Any]) -> KeyTuple:
+    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in keys.items()))
+
+
+def _digest(image: Image) -> str:
+    if image is None:
+        return "-"
+    return hashlib.blake2b(json.dumps(image, sort_keys=True).encode(), digest_size=12).hexdigest()
+
+
+def _pct(values: Iterable[float], q: float) -> float | None:
+    data = sorted(values)
+    if not data:
+        return None
+    return data[min(len(data) - 1, int(q * len(data)))]
+
+
+class LinkFaults:
+    """Fault injection on replication links: lag, pause, partition, heal.
+
+    A pause matches the FIS action ``aws:dynamodb:global-table-pause-replication``:
+    changes keep accumulating and are all applied, in LWW order, on resume.
+    """
+
+    def __init__(self, engine: ReplicationEngine) -> None:
+        self._engine = engine
+
+    def _links(self, src: str | None, dst: str | None) -> list[_Link]:
+        return [
+            ln
+            for ln in self._engine._links.values()
+            if (src is None or ln.src == src) and (dst is None or ln.dst == dst)
+        ]
+
+    def set_lag(
+        self,
+        src: str | None = None,
+        dst: str | None = None,
+        seconds: float | None = None,
+        *,
+        jitter: float = 0.0,
+        distribution: Literal["uniform", "exponential"] = "uniform",
+    ) -> None:
+        """Fixed lag plus jitter (uniform in [0, jitter], or exponential with mean jitter)."""
+        with self._engine._lock:
+            for ln in self._links(src, dst):
+                ln.lag_s = seconds or 0.0
+                ln.jitter_s = jitter
+                ln.jitter_kind = distribution
+
+    def pause(self, src: str | None = None, dst: str | None = None) -> None:
+        self._engine._add_block(src, dst, "pause")
+
+    def resume(self, src: str | None = None, dst: str | None = None) -> None:
+        self._engine._remove_block(src, dst, "pause")
+
+    def partition(self, groups: list[list[str]]) -> None:
+        """Cut every link between regions of different groups."""
+        owner = {r: i for i, g in enumerate(groups) for r in g}
+        with self._engine._lock:
+            for ln in self._engine._links.values():
+                if ln.src in owner and ln.dst in owner and owner[ln.src] != owner[ln.dst]:
+                    self._engine._blocks[(ln.src, ln.dst)].add("partition")
+            self._engine._wake()
+
+    def heal(self) -> None:
+        """Clear lag, pauses and partitions (not region outages)."""
+        with self._engine._lock:
+            for pair in list(self._engine._blocks):
+                self._engine._blocks[pair] -= {"pause", "partition"}
+            for ln in self._engine._links.values():
+                ln.lag_s, ln.jitter_s = 0.0, 0.0
+            self._engine._wake()
+
+    def blocked(self, src: str, dst: str) -> bool:
+        return bool(self._engine._blocks.get((src, dst)))
+
+
+class ReplicationEngine:
+    """The thread-safe, clock-free core: stream records in, puts and deletes out."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        clients: ClientSource,
+        *,
+        table_prefix: str = "",
+        rng: random.Random | None = None,
+        time_source: Literal["record", "poll"] = "record",
+        listeners: Iterable[RecordListener] = (),
+    ) -> None:
+        self.policy = policy
+        self.clients = clients
+        self.prefix = table_prefix
+        self.rng = rng or random.Random(0)
+        self.time_source = time_source
+        self.listeners: list[RecordListener] = list(listeners)
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        # Replication groups, as the policy places tables: a global table is one
+        # group; a pinned table is one group per multi-region jurisdiction, so it
+        # never replicates across a border.
+        self.groups: list[tuple[str, tuple[str, ...]]] = []
+        for dc in policy.data_classes.values():
+            if isinstance(dc, GlobalDataClass):
+                self.groups.append((self.prefix + dc.table, tuple(dc.replicas)))
+            else:
+                self.groups.extend(
+                    (self.prefix + dc.table, tuple(j.regions))
+                    for j in policy.jurisdictions.values()
+                    if len(j.regions) > 1
+                )
+        self.groups.append((self.prefix + policy.system.conflict_log_table, tuple(policy.regions)))
+        self._links: dict[tuple[str, str, str], _Link] = {}
+        for table, regions in self.groups:
+            for src in regions:
+                for dst in regions:
+                    if src != dst:
+                        self._links[(table, src, dst)] = _Link(table, src, dst)
+        self._blocks: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._down: set[str] = set()
+        self._winner: dict[tuple[str, str, KeyTuple], Version] = {}
+        self._winner_change: dict[tuple[str, str, KeyTuple], Change] = {}
+        self._echoes: dict[tuple[str, str, KeyTuple], deque[tuple[str, Version]]] = {}
+        self._repairs: list[tuple[str, Change]] = []
+        self._iterators: dict[tuple[str, str], list[str]] = {}
+        self._n = 0
+        self.faults = LinkFaults(self)
+        self.errors: deque[str] = deque(maxlen=100)
+
+    # --- topology ---
+
+    def tables_in(self, region: str) -> list[str]:
+        """Tables with a replica in ``region`` that take part in replication."""
+        return sorted({t for t, regions in self.groups if region in regions})
+
+    def peers(self, table: str, region: str) -> list[str]:
+        for t, regions in self.groups:
+            if t == table and region in regions:
+                return [r for r in regions if r != region]
+        return []
+
+    # --- faults bookkeeping ---
+
+    def _add_block(self, src: str | None, dst: str | None, reason: str) -> None:
+        with self._lock:
+            for ln in self._links.values():
+                if (src is None or ln.src == src) and (dst is None or ln.dst == dst):
+                    self._blocks[(ln.src, ln.dst)].add(reason)
+
+    def _remove_block(self, src: str | None, dst: str | None, reason: str) -> None:
+        with self._lock:
+            for pair, reasons in self._blocks.items():
+                if (src is None or pair[0] == src) and (dst is None or pair[1] == dst):
+                    reasons.discard(reason)
+            self._wake()
+
+    def region_down(self, region: str) -> None:
+        """Stop reading from and writing to ``region``; its links keep their backlog."""
+        self._add_block(region, None, f"down:{region}")
+        self._add_block(None, region, f"down:{region}")
+        with self._lock:
+            self._down.add(region)
+
+    def region_up(self, region: str) -> None:
+        with self._lock:
+            self._down.discard(region)
+        self._remove_block(region, None, f"down:{region}")
+        self._remove_block(None, region, f"down:{region}")
+
+    def is_down(self, region: str) -> bool:
+        with self._lock:
+            return region in self._down
+
+    def _wake(self) -> None:
+        self._changed.notify_all()
+
+    # --- reading streams ---
+
+    def _iterator_list(self, region: str, table: str) -> list[str]:
+        key = (region, table)
+        its = self._iterators.get(key)
+        if its is None:
+            ddb, streams = self.clients.dynamodb(region), self.clients.streams(region)
+            arn = ddb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
+            if not arn:
+                its = []
+            else:
+                shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
+                its = [
+                    streams.get_shard_iterator(
+                        StreamArn=arn, ShardId=s["ShardId"], ShardIteratorType="TRIM_HORIZON"
+                    )["ShardIterator"]
+                    for s in shards
+                ]
+            self._iterators[key] = its
+        return its
+
+    def poll(
+        self, region: str, table: str | None = None, *, now: float | None = None, limit: int = 1000
+    ) -> int:
+        """Read new records of ``region``'s streams and queue what must replicate.
+
+        Returns the number of records read. Raises the client's error if the
+        region cannot be reached (the caller decides how to back off).
+        """
+        if self.is_down(region):
+            return 0
+        count = 0
+        for t in [table] if table else self.tables_in(region):
+            its = self._iterator_list(region, t)
+            streams = self.clients.streams(region)
+            for i, it in enumerate(its):
+                if not it:
+                    continue
+                resp = streams.get_records(ShardIterator=it, Limit=limit)
+                its[i] = resp.get("NextShardIterator") or ""
+                records = resp.get("Records", [])
+                for rec in records:
+                    self._ingest(region, t, rec, now)
+                count += len(records)
+        return count
+
+    def _record_time(self, rec: dict[str, Any], now: float | None) -> float:
+        if self.time_source == "poll" and now is not None:
+            return now
+        created = rec["dynamodb"].get("ApproximateCreationDateTime")
+        if hasattr(created, "timestamp"):
+            return float(created.timestamp())
+        if isinstance(created, (int, float)):
+            return float(created)
+        return time.time() if now is None else now
+
+    def _ingest(self, region: str, table: str, rec: dict[str, Any], now: float | None) -> None:
+        for listener in self.listeners:
+            try:
+                listener(region, table, rec)
+            except Exception as exc:  # a listener bug must not stop replication; record it
+                self.errors.append(f"listener failed on {region}/{table}: {exc!r}")
+                log.error("stream listener failed", region=region, table=table, error=repr(exc))
+        body = rec["dynamodb"]
+        keys = body["Keys"]
+        key = _key_tuple(keys)
+        image = body.get("NewImage") if rec["eventName"] != "REMOVE" else None
+        digest = _digest(image)
+        slot = (region, table, key)
+        with self._lock:
+            expected = self._echoes.get(slot)
+            if expected and any(d == digest for d, _ in expected):
+                for i, (d, _version) in enumerate(expected):
+                    if d == digest:
+                        del expected[i]
+                        break
+                if not expected:
+                    del self._echoes[slot]
+                self._reconcile(region, table, key, physical_digest=digest)
+                return
+            seq = int(body.get("SequenceNumber", "0"))
+            version = Version(self._record_time(rec, now), region, seq)
+            change = Change(table, key, keys, image, version, digest)
+            current = self._winner.get(slot)
+            if current is None or version > current:
+                self._winner[slot] = version
+                self._winner_change[slot] = change
+                for dst in self.peers(table, region):
+                    self._enqueue(self._links[(table, region, dst)], change, now)
+                self._wake()
+            else:
+                # A local write landed before a replicated put of a newer version
+                # reached it: the region must end on the winner again.
+                self._reconcile(region, table, key, physical_digest=digest)
+
+    def _reconcile(self, region: str, table: str, key: KeyTuple, *, physical_digest: str) -> None:
+        slot = (region, table, key)
+        winner = self._winner_change.get(slot)
+        if winner is None or winner.digest == physical_digest:
+            return
+        if any(d == winner.digest for d, _ in self._echoes.get(slot, ())):
+            return  # the winner's own put is still on its way through the stream
+        repair = Change(
+            winner.table, winner.key, winner.keys, winner.image, winner.version, winner.digest, 0.0
+        )
+        self._repairs.append((region, repair))
+        self._wake()
+
+    def _enqueue(self, link: _Link, change: Change, now: float | None) -> None:
+        delay = link.lag_s
+        if link.jitter_s:
+            delay += (
+                self.rng.uniform(0, link.jitter_s)
+                if link.jitter_kind == "uniform"
+                else self.rng.expovariate(1 / link.jitter_s)
+            )
+        base = now if now is not None else time.time()
+        self._n += 1
+        bisect.insort(link.queue, (base + delay, self._n, change), key=lambda e: (e[0], e[1]))
+
+    # --- applying ---
+
+    def due(self, dst: str, now: float) -> list[tuple[_Link | None, Change]]:
+        """Pop the changes due for ``dst`` (repairs first, then each link's due changes)."""
+        out: list[tuple[_Link | None, Change]] = []
+        with self._lock:
+            if dst in self._down:
+                return out
+            out.extend((None, c) for region, c in self._repairs if region == dst)
+            self._repairs = [(region, c) for region, c in self._repairs if region != dst]
+            for ln in self._links.values():
+                if ln.dst != dst or self._blocks.get((ln.src, ln.dst)):
+                    continue
+                while ln.queue and ln.queue[0][0] <= now:
+                    out.append((ln, ln.queue.pop(0)[2]))
+        return out
+
+    def _claim(self, dst: str, ln: _Link | None, change: Change, now: float) -> bool:
+        """Decide under the lock whether ``change`` overwrites ``dst``; if so register its echo."""
+        slot = (dst, change.table, change.key)
+        current = self._winner.get(slot)
+        is_repair = current == change.version and self._winner_change[slot].digest == change.digest
+        if not is_repair and current is not None and current >= change.version:
+            if ln is not None:
+                ln.skipped += 1
+            return False
+        if not is_repair:
+            self._winner[slot] = change.version
+            self._winner_change[slot] = change
+            if ln is not None:
+                ln.applied += 1
+                ln.lags_ms.append(max(0.0, (now - change.version.ts) * 1000))
+        self._echoes.setdefault(slot, deque()).append((change.digest, change.version))
+        return True
+
+    def _unclaim(
+        self,
+        dst: str,
+        change: Change,
+        previous: tuple[Version | None, Change | None],
+        ln: _Link | None,
+    ) -> None:
+        slot = (dst, change.table, change.key)
+        if self._winner.get(slot) == change.version:
+            if previous[0] is None:
+                self._winner.pop(slot, None)
+                self._winner_change.pop(slot, None)
+            else:
+                self._winner[slot] = previous[0]
+                assert previous[1] is not None
+                self._winner_change[slot] = previous[1]
+            if ln is not None:
+                ln.applied -= 1
+        echoes = self._echoes.get(slot)
+        if echoes:
+            for i, (d, v) in enumerate(echoes):
+                if d == change.digest and v == change.version:
+                    del echoes[i]
+                    break
+
+    def apply(
+        self, dst: str, batch: list[tuple[_Link | None, Change]], *, now: float | None = None
+    ) -> int:
+        """Write ``batch`` to ``dst``; a failed write goes back on its link, nothing is lost."""
+        now_ = time.time() if now is None else now
+        claimed: list[tuple[_Link | None, Change, tuple[Version | None, Change | None]]] = []
+        with self._lock:
+            for ln, change in batch:
+                slot = (dst, change.table, change.key)
+                prev = (self._winner.get(slot), self._winner_change.get(slot))
+                if self._claim(dst, ln, change, now_):
+                    claimed.append((ln, change, prev))
+        if not claimed:
+            return 0
+        by_table: dict[str, list[tuple[_Link | None, Change, Any]]] = defaultdict(list)
+        for item in claimed:
+            by_table[item[1].table].append(item)
+        ddb = self.clients.dynamodb(dst)
+        written = 0
+        for table, items in by_table.items():
+            for start in range(0, len(items), 25):
+                chunk = items[start : start + 25]
+                requests = [
+                    {"PutRequest": {"Item": c.image}}
+                    if c.image is not None
+                    else {"DeleteRequest": {"Key": c.keys}}
+                    for _, c, _ in chunk
+                ]
+                try:
+                    unprocessed = (
+                        ddb.batch_write_item(RequestItems={table: requests})
+                        .get("UnprocessedItems", {})
+                        .get(table, [])
+                    )
+                except Exception as exc:
+                    self._requeue(dst, chunk, now_, exc)
+                    continue
+                if unprocessed:  # retry those one by one later
+                    failed = [
+                        (ln, c, p)
+                        for ln, c, p in chunk
+                        if (
+                            {"PutRequest": {"Item": c.image}}
+                            if c.image is not None
+                            else {"DeleteRequest": {"Key": c.keys}}
+                        )
+                        in unprocessed
+                    ]
+                    self._requeue(dst, failed, now_, None)
+                    written += len(chunk) - len(failed)
+                else:
+                    written += len(chunk)
+        return written
+
+    def _requeue(
+        self,
+        dst: str,
+        chunk: list[tuple[_Link | None, Change, Any]],
+        now: float,
+        exc: Exception | None,
+    ) -> None:
+        with self._lock:
+            for ln, change, prev in chunk:
+                self._unclaim(dst, change, prev, ln)
+                if ln is None:
+                    self._repairs.append((dst, change))
+                    continue
+                self._n += 1
+                bisect.insort(ln.queue, (now + 0.05, self._n, change), key=lambda e: (e[0], e[1]))
+            if exc is not None:
+                self.errors.append(f"apply to {dst} failed: {exc!r}")
+                log.warning(
+                    "replication apply failed; will retry", region=dst, error=type(exc).__name__
+                )
+
+    def deliver_due(self, now: float, dst: str | None = None) -> int:
+        """Step mode: apply every change due by ``now`` (to ``dst`` or to all regions)."""
+        written = 0
+        for region in [dst] if dst else sorted({ln.dst for ln in self._links.values()}):
+            batch = self._dedupe(self.due(region, now))
+            if batch:
+                written += self.apply(region, batch, now=now)
+        return written
+
+    @staticmethod
+    def _dedupe(batch: list[tuple[_Link | None, Change]]) -> list[tuple[_Link | None, Change]]:
+        """Keep the newest change per key; a batch write takes each key once.
+
+        A repair (no link) is kept before a link's change of the same version.
+        """
+        best: dict[tuple[str, KeyTuple], tuple[_Link | None, Change]] = {}
+        losers: list[tuple[_Link | None, Change]] = []
+        for ln, c in batch:
+            k = (c.table, c.key)
+            if k not in best or c.version > best[k][1].version:
+                if k in best:
+                    losers.append(best[k])
+                best[k] = (ln, c)
+            else:
+                losers.append((ln, c))
+        for ln, _ in losers:
+            if ln is not None:
+                ln.skipped += 1
+        return list(best.values())
+
+    # --- observation ---
+
+    def pending(self) -> int:
+        with self._lock:
+            return sum(len(ln.queue) for ln in self._links.values()) + len(self._repairs)
+
+    def echoes_pending(self) -> int:
+        with self._lock:
+            return sum(len(q) for q in self._echoes.values())
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            times = [
+                ln.queue[0][0]
+                for ln in self._links.values()
+                if ln.queue and not self._blocks.get((ln.src, ln.dst))
+            ]
+            if self._repairs:
+                times.append(0.0)
+            return min(times) if times else None
+
+    def metrics(self) -> list[LinkMetrics]:
+        with self._lock:
+            return [
+                LinkMetrics(
+                    table=ln.table,
+                    src=ln.src,
+                    dst=ln.dst,
+                    lag_p50_ms=_pct(ln.lags_ms, 0.50),
+                    lag_p99_ms=_pct(ln.lags_ms, 0.99),
+                    lag_last_ms=ln.lags_ms[-1] if ln.lags_ms else None,
+                    pending=len(ln.queue),
+                    applied=ln.applied,
+                    skipped=ln.skipped,
+                    paused=bool(self._blocks.get((ln.src, ln.dst))),
+                )
+                for ln in sorted(self._links.values(), key=lambda x: (x.table, x.src, x.dst))
+            ]
+
+    def lag_samples_ms(self) -> list[float]:
+        with self._lock:
+            return [v for ln in self._links.values() for v in ln.lags_ms]
+
+
+class Replicator:
+    """The live emulator: background threads over a :class:`ReplicationEngine`.
+
+    One poller thread per region reads that region's streams (backing off while
+    the region does not answer); one applier thread per region writes the changes
+    due for it, in batches.
+    """
+
+    def __init__(
+        self,
+        policy: Policy,
+        clients: ClientSource,
+        *,
+        table_prefix: str = "",
+        listeners: Iterable[RecordListener] = (),
+        poll_interval: float = 0.01,
+        max_idle_interval: float = 0.05,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.engine = ReplicationEngine(
+            policy, clients, table_prefix=table_prefix, listeners=listeners
+        )
+        self.faults = self.engine.faults
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.max_idle_interval = max_idle_interval
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._idle: dict[str, bool] = {}
+        regions = sorted({r for _, rs in self.engine.groups for r in rs})
+        self.regions = [r for r in regions if self.engine.tables_in(r)]
+
+    def start(self) -> None:
+        for region in self.regions:
+            self._idle[region] = False
+            for target, name in ((self._poll_loop, "poll"), (self._apply_loop, "apply")):
+                t = threading.Thread(
+                    target=target,
+                    args=(region,),
+                    daemon=True,
+                    name=f"regionkit-repl-{name}-{region}",
+                )
+                t.start()
+                self._threads.append(t)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self.engine._lock:
+            self.engine._wake()
+        for t in self._threads:
+            t.join(timeout=5)
+        self._threads.clear()
+
+    def __enter__(self) -> Replicator:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _poll_loop(self, region: str) -> None:
+        delay = self.poll_interval
+        while not self._stop.is_set():
+            try:
+                n = self.engine.poll(region, now=self.clock())
+            except Exception as exc:  # region unreachable: keep trying, keep state
+                self.engine.errors.append(f"poll {region} failed: {exc!r}")
+                self._idle[region] = False
+                self._stop.wait(min(1.0, delay * 4))
+                continue
+            self._idle[region] = n == 0
+            delay = self.poll_interval if n else min(self.max_idle_interval, delay * 1.5)
+            if n == 0:
+                self._stop.wait(delay)
+
+    def _apply_loop(self, region: str) -> None:
+        engine = self.engine
+        while not self._stop.is_set():
+            now = self.clock()
+            batch = engine._dedupe(engine.due(region, now))
+            if batch:
+                try:
+                    engine.apply(region, batch, now=now)
+                except Exception as exc:  # never die silently: keep the error, go on
+                    engine.errors.append(f"apply loop {region}: {exc!r}")
+                continue
+            with engine._lock:
+                nxt = engine.next_due()
+                timeout = 0.05 if nxt is None else max(0.0, min(0.05, nxt - self.clock()))
+                if timeout > 0:
+                    engine._changed.wait(timeout)
+
+    # the interface LocalCluster uses
+
+    def metrics(self) -> list[LinkMetrics]:
+        return self.engine.metrics()
+
+    def region_down(self, region: str) -> None:
+        self.engine.region_down(region)
+
+    def region_up(self, region: str) -> None:
+        self.engine.region_up(region)
+
+    def wait_converged(self, timeout: float = 10.0) -> bool:
+        """True once every link is empty, every echo seen and every poller idle."""
+        deadline = time.monotonic() + timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            busy = (
+                self.engine.pending()
+                or self.engine.echoes_pending()
+                or not all(
+                    self._idle.get(r, True) for r in self.regions if not self.engine.is_down(r)
+                )
+            )
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= 2 * self.max_idle_interval:
+                return True
+            time.sleep(0.01)
+        return False
