@@ -1,0 +1,47 @@
+"""regionkit's region router: what services import.
+
+    from regions import RegionRouter
+    router = RegionRouter.from_settings()          # REGIONKIT_* env, .env, `local up` state
+    uid = router.new_user_id(country="IN")
+    router.assign_home(uid, country="IN")
+    router.put("profile", {"pk": uid, "display_name": "..."})   # stays in India
+    router.put("content", {"pk": "post-1", "body": "..."})       # nearest replica
+
+Importing this package pulls in neither aws_cdk nor moto.
+"""
+
+from regions.directory import DirectoryEntry
+from regions.health import BreakerState, HealthState, RegionHealth, RegionStatus
+from regions.hlc import HLC, ClockDriftError, Stamp
+from regions.ids import mint_user_id, parse_user_id
+from regions.pool import ClientPool, ClientProvider
+from regions.router import MoveResult, RegionRouter, Route, Written
+from residency.errors import (
+    RegionkitError,
+    RegionUnavailable,
+    ResidencyViolation,
+    StaleWrite,
+)
+
+__all__ = [
+    "HLC",
+    "BreakerState",
+    "ClientPool",
+    "ClientProvider",
+    "ClockDriftError",
+    "DirectoryEntry",
+    "HealthState",
+    "MoveResult",
+    "RegionHealth",
+    "RegionRouter",
+    "RegionStatus",
+    "RegionUnavailable",
+    "RegionkitError",
+    "ResidencyViolation",
+    "Route",
+    "StaleWrite",
+    "Stamp",
+    "Written",
+    "mint_user_id",
+    "parse_user_id",
+]

@@ -1,0 +1,107 @@
+"""The user directory: user ID → home region, cached in process.
+
+The directory is a global data class (no PII: a user ID, a region, a
+jurisdiction and a move status). The router caches entries in a bounded LRU
+with a TTL; a hit costs a dict lookup and no I/O. ``move_user`` invalidates the
+local entry at once; other processes see the move when their entry expires
+(``directory_cache_ttl_seconds``) or when a read of the old home finds nothing
+and the router re-reads the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DirectoryCache", "DirectoryEntry"]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEntry:
+    user_id: str
+    home_region: str
+    jurisdiction: str
+    status: str = "active"  # "active" | "moving"
+    moving_to: str | None = None
+    moved_from: str | None = None
+    version: str | None = None
+    source: str = "directory"  # "directory" | "id-hint"
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            "home_region": self.home_region,
+            "jurisdiction": self.jurisdiction,
+            "status": self.status,
+        }
+        if self.moving_to:
+            item["moving_to"] = self.moving_to
+        if self.moved_from:
+            item["moved_from"] = self.moved_from
+        return item
+
+    @classmethod
+    def from_item(cls, user_id: str, item: dict[str, Any]) -> DirectoryEntry:
+        return cls(
+            user_id=user_id,
+            home_region=str(item["home_region"]),
+            jurisdiction=str(item["jurisdiction"]),
+            status=str(item.get("status", "active")),
+            moving_to=item.get("moving_to"),
+            moved_from=item.get("moved_from"),
+            version=item.get("rk_v"),
+        )
+
+
+class DirectoryCache:
+    """A thread-safe LRU with a TTL. ``maxsize=0`` disables caching."""
+
+    def __init__(
+        self,
+        maxsize: int = 100_000,
+        ttl_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.maxsize = maxsize
+        self.ttl = ttl_seconds
+        self.clock = clock
+        self._data: OrderedDict[str, tuple[float, DirectoryEntry]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, user_id: str) -> DirectoryEntry | None:
+        found = self._data.get(user_id)
+        if found is not None and found[0] > self.clock():
+            self.hits += 1  # a lost increment under contention is acceptable for a statistic
+            # One C call, atomic under the GIL; the entry may have just been evicted.
+            with contextlib.suppress(KeyError):
+                self._data.move_to_end(user_id)
+            return found[1]
+        self.misses += 1
+        return None
+
+    def put(self, entry: DirectoryEntry, ttl: float | None = None) -> None:
+        if self.maxsize <= 0:
+            return
+        expires = self.clock() + (self.ttl if ttl is None else ttl)
+        with self._lock:
+            self._data[entry.user_id] = (expires, entry)
+            self._data.move_to_end(entry.user_id)
+            while len(self._data) > self.maxsize:
+                self._data.popitem(last=False)
+
+    def invalidate(self, user_id: str) -> None:
+        with self._lock:
+            self._data.pop(user_id, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+    def __len__(self) -> int:
+        return len(self._data)

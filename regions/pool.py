@@ -1,0 +1,100 @@
+"""The client pool: one boto3 client per (service, region, endpoint) per process.
+
+Clients are created lazily, once, under a lock, and then read without one:
+after warm-up no client is ever built on the hot path. Callers may pass their
+own :class:`ClientProvider` (a pool over in-process moto, a stub in tests),
+which is how the local cluster plugs in; nothing patches boto3 by import path.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Protocol
+
+from residency.errors import SettingsError
+from residency.settings import Settings, is_loopback_url
+
+__all__ = ["ClientPool", "ClientProvider"]
+
+
+class ClientProvider(Protocol):
+    def dynamodb(self, region: str) -> Any: ...
+
+    def streams(self, region: str) -> Any: ...
+
+
+class ClientPool:
+    """Thread-safe lazy boto3 clients configured from settings."""
+
+    def __init__(
+        self, settings: Settings, *, session: Any = None, max_pool_connections: int = 32
+    ) -> None:
+        self.settings = settings
+        self._session = session
+        self._max_pool = max_pool_connections
+        self._clients: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+        self.created = 0  # how many clients were built (the benchmark checks it stays flat)
+
+    def dynamodb(self, region: str) -> Any:
+        c = self._clients.get(("dynamodb", region))
+        return c if c is not None else self._create("dynamodb", region)
+
+    def streams(self, region: str) -> Any:
+        c = self._clients.get(("dynamodbstreams", region))
+        return c if c is not None else self._create("dynamodbstreams", region)
+
+    def client(self, service: str, region: str) -> Any:
+        c = self._clients.get((service, region))
+        return c if c is not None else self._create(service, region)
+
+    def _endpoint(self, region: str) -> str | None:
+        url = self.settings.endpoint_for(region)
+        if self.settings.mode == "local":
+            if url is None:
+                raise SettingsError(
+                    setting="endpoints",
+                    value=region,
+                    reason=f"local mode has no endpoint for {region}",
+                    fix="start the cluster with `regionkit local up`, or set "
+                    "REGIONKIT_MODE=aws for real AWS",
+                )
+            if not is_loopback_url(url):  # settings validate this too; never trust twice-removed
+                raise SettingsError(
+                    setting="endpoints",
+                    value=url,
+                    reason="local mode refuses non-loopback endpoints",
+                    fix="use 127.0.0.1",
+                )
+        return url
+
+    def _create(self, service: str, region: str) -> Any:
+        with self._lock:
+            existing = self._clients.get((service, region))
+            if existing is not None:
+                return existing
+            import boto3
+            from botocore.config import Config
+
+            s = self.settings
+            config = Config(
+                region_name=region,
+                connect_timeout=s.connect_timeout,
+                read_timeout=s.read_timeout,
+                retries={"mode": "standard", "max_attempts": s.max_attempts},
+                max_pool_connections=self._max_pool,
+                tcp_keepalive=True,
+            )
+            session: Any = self._session or boto3.session.Session()
+            kwargs: dict[str, Any] = {"config": config, "region_name": region}
+            endpoint = self._endpoint(region)
+            if endpoint:
+                kwargs["endpoint_url"] = endpoint
+            if s.mode == "local":  # the local cluster accepts any credentials
+                kwargs.update(
+                    aws_access_key_id="regionkit-local", aws_secret_access_key="regionkit-local"
+                )
+            client = session.client(service, **kwargs)
+            self._clients[(service, region)] = client
+            self.created += 1
+            return client
