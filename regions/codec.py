@@ -4,7 +4,11 @@ Items of every data class carry two attributes the router manages:
 
 * ``rk_v``: the HLC stamp of the write (see :mod:`regions.hlc`);
 * ``rk_base``: the stamp of the version the write was based on (absent for a
-  blind write or a create).
+  blind write or a create);
+* ``rk_vv``: the item's causal past as a version vector, region → the latest
+  stamp written by that region that this version descends from. The conflict
+  detector uses it to tell an ancestor from a concurrent write when replication
+  delivers versions out of order.
 
 Numbers come back as :class:`decimal.Decimal`, as with boto3's resource API.
 """
@@ -15,11 +19,21 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
-__all__ = ["BASE_ATTR", "RESERVED", "VERSION_ATTR", "from_ddb", "to_ddb", "to_ddb_value"]
+__all__ = [
+    "BASE_ATTR",
+    "RESERVED",
+    "VERSION_ATTR",
+    "VV_ATTR",
+    "descends",
+    "from_ddb",
+    "to_ddb",
+    "to_ddb_value",
+]
 
 VERSION_ATTR = "rk_v"
 BASE_ATTR = "rk_base"
-RESERVED = frozenset({VERSION_ATTR, BASE_ATTR})
+VV_ATTR = "rk_vv"
+RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR})
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -37,3 +51,12 @@ def from_ddb(item: dict[str, Any] | None) -> dict[str, Any] | None:
     if item is None:
         return None
     return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def descends(new: dict[str, Any], old_version: str) -> bool:
+    """Whether the item ``new`` has the version ``old_version`` in its causal past."""
+    if new.get(VERSION_ATTR) == old_version or new.get(BASE_ATTR) == old_version:
+        return True
+    region = old_version.rsplit(".", 1)[-1]
+    seen = (new.get(VV_ATTR) or {}).get(region)
+    return isinstance(seen, str) and seen >= old_version

@@ -7,9 +7,11 @@ regionkit version stamps of the image that was replaced and the one that
 replaced it:
 
 ==================  ==========================================================
-no conflict         the new version was based on the old one (``rk_base``),
-                    or is the same version (a repair or an idempotent retry),
-                    or both were written, one after the other, in one region
+no conflict         the new version descends from the old one: it was based on
+                    it (``rk_base``), or the old one is in its causal past
+                    (its version vector ``rk_vv``), or it is the same version
+                    (a repair or an idempotent retry), or it is a blind write
+                    replacing what its own region held
 **inversion**       the new version is HLC-*older* than the one it replaced:
                     replication's wall-clock LWW kept the causally older write
                     (a skewed clock does this). Repaired: the HLC winner is
@@ -45,7 +47,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from regions.codec import BASE_ATTR, RESERVED, VERSION_ATTR, from_ddb, to_ddb
+from regions.codec import BASE_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, descends, from_ddb, to_ddb
 from regions.hlc import HLC, Stamp
 from regions.pool import ClientProvider
 from residency.errors import MalformedId
@@ -64,15 +66,23 @@ def _content(item: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in item.items() if k not in RESERVED}
 
 
-def classify(old: dict[str, Any] | None, new: dict[str, Any] | None) -> ConflictKind | None:
-    """The kind of conflict a stream record shows, or None. Items are plain Python dicts."""
+def classify(
+    old: dict[str, Any] | None, new: dict[str, Any] | None, region: str | None = None
+) -> ConflictKind | None:
+    """The kind of conflict a record of ``region``'s stream shows, or None.
+
+    Items are plain Python dicts. A blind write (no ``rk_base``) that replaced
+    what its own region's replica held is ordinary last-writer-wins: the writer
+    chose not to read. The same write replacing, in another region, a version
+    its writer never saw is a lost write.
+    """
     if not old or not new:
         return None  # an insert or a delete: deletes carry no version to compare
     ov, nv = old.get(VERSION_ATTR), new.get(VERSION_ATTR)
     if not ov or not nv or ov == nv:
         return None
-    if new.get(BASE_ATTR) == ov:
-        return None  # a causal successor
+    if descends(new, str(ov)):
+        return None  # a causal successor (directly, or through versions delivered out of order)
     try:
         o, n = Stamp.parse(str(ov)), Stamp.parse(str(nv))
     except MalformedId:
@@ -81,8 +91,8 @@ def classify(old: dict[str, Any] | None, new: dict[str, Any] | None) -> Conflict
         return "inversion"
     if _content(old) == _content(new):
         return None  # two writes of the same content (e.g. two identical merges): nothing lost
-    if o.region == n.region and new.get(BASE_ATTR) is None:
-        return None  # sequential blind writes from one region: ordinary LWW
+    if new.get(BASE_ATTR) is None and n.region == region:
+        return None
     if new.get(BASE_ATTR) == old.get(BASE_ATTR):
         return "concurrent"
     return "lost_write"
@@ -187,7 +197,7 @@ class ConflictDetector:
         data_class, dc = entry
         body = record.get("dynamodb", {})
         old, new = from_ddb(body.get("OldImage")), from_ddb(body.get("NewImage"))
-        kind = classify(old, new)
+        kind = classify(old, new, region)
         if kind is None or old is None or new is None:
             return None
         ov, nv = Stamp.parse(str(old[VERSION_ATTR])), Stamp.parse(str(new[VERSION_ATTR]))
@@ -256,6 +266,12 @@ class ConflictDetector:
             stamp = self._clock(region).observe(wv)
             merged[VERSION_ATTR] = str(stamp)
             merged[BASE_ATTR] = str(wv)
+            vv = dict(winner.get(VV_ATTR) or {})
+            for r, v in (loser.get(VV_ATTR) or {}).items():
+                vv[r] = max(str(v), str(vv.get(r, "")))
+            vv[str(lv.region)] = max(str(lv), str(vv.get(lv.region, "")))
+            vv[stamp.region] = str(stamp)
+            merged[VV_ATTR] = vv
             self._rewrite(region, table, merged, str(wv), f"{VERSION_ATTR} = :base", base=str(wv))
         return rec
 

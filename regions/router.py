@@ -37,7 +37,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from regions.codec import BASE_ATTR, RESERVED, VERSION_ATTR, from_ddb, to_ddb, to_ddb_value
+from regions.codec import (
+    BASE_ATTR,
+    RESERVED,
+    VERSION_ATTR,
+    VV_ATTR,
+    from_ddb,
+    to_ddb,
+    to_ddb_value,
+)
 from regions.directory import DirectoryCache, DirectoryEntry
 from regions.health import RegionHealth
 from regions.hlc import HLC, ClockDriftError, Stamp, wall_clock_ms
@@ -169,6 +177,7 @@ class RegionRouter:
         self._lock = threading.Lock()
         self.drift_flags = 0
         self.failovers = 0
+        self._vv_cache: dict[str, dict[str, str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> RegionRouter:
@@ -475,6 +484,12 @@ class RegionRouter:
         """Merge a read item's stamp into our clock, flagging (not adopting) a drifted one."""
         if not item or VERSION_ATTR not in item:
             return
+        vv = item.get(VV_ATTR)
+        if isinstance(vv, dict):
+            with self._lock:
+                self._vv_cache[str(item[VERSION_ATTR])] = vv
+                if len(self._vv_cache) > 10_000:
+                    self._vv_cache.pop(next(iter(self._vv_cache)))
         try:
             self.clock.observe(Stamp.parse(str(item[VERSION_ATTR])))
         except ClockDriftError as exc:
@@ -518,13 +533,14 @@ class RegionRouter:
         item: dict[str, Any],
         *,
         subject: str | None = None,
-        based_on: str | None = None,
+        based_on: str | dict[str, Any] | None = None,
         create_only: bool = False,
     ) -> Written:
         """Write a whole item, stamped and conditional.
 
-        ``based_on``: the version you read (compare-and-set); without it the write
-        succeeds unless the item already holds a newer version. ``create_only``:
+        ``based_on``: the item you read, or its version (``item["rk_v"]``), for a
+        compare-and-set; without it the write succeeds unless the item already
+        holds a newer version. ``create_only``:
         fail if the item exists. Raises StaleWrite, or merges where the data class
         names a merge function.
         """
@@ -534,8 +550,10 @@ class RegionRouter:
         key = self._key(data_class, item)
         subject = self._subject_of(data_class, key, subject)
         stamp = str(self.clock.now())
+        based_on, vv = self._causal_past(based_on, stamp)
         body = dict(item)
         body[VERSION_ATTR] = stamp
+        body[VV_ATTR] = vv
         if based_on:
             body[BASE_ATTR] = based_on
         ddb_item = to_ddb(body)
@@ -560,7 +578,7 @@ class RegionRouter:
         changes: dict[str, Any],
         *,
         subject: str | None = None,
-        based_on: str | None = None,
+        based_on: str | dict[str, Any] | None = None,
     ) -> Written:
         """Set attributes of one item (stamped, conditional like ``put``)."""
         bad = RESERVED & changes.keys()
@@ -568,9 +586,11 @@ class RegionRouter:
             raise ConfigError(message=f"update needs attributes to set, none of {sorted(RESERVED)}")
         subject = self._subject_of(data_class, key, subject)
         stamp = str(self.clock.now())
-        names = {"#v": VERSION_ATTR}
+        based_on, vv = self._causal_past(based_on, stamp)
+        names = {"#v": VERSION_ATTR, "#vv": VV_ATTR}
         cond, values = self._condition(based_on, False, stamp)
-        sets = ["#v = :v"]
+        values[":vv"] = to_ddb_value(vv)
+        sets = ["#v = :v", "#vv = :vv"]
         for i, (k, v) in enumerate(changes.items()):
             names[f"#a{i}"] = k
             values[f":a{i}"] = to_ddb_value(v)
@@ -601,11 +621,12 @@ class RegionRouter:
         key: dict[str, Any],
         *,
         subject: str | None = None,
-        based_on: str | None = None,
+        based_on: str | dict[str, Any] | None = None,
     ) -> Written:
         """Delete one item unless it holds a version newer than this delete."""
         subject = self._subject_of(data_class, key, subject)
         stamp = str(self.clock.now())
+        based_on, _ = self._causal_past(based_on, stamp)
         cond, values = self._condition(based_on, False, stamp)
         cond = f"attribute_not_exists(#v) OR ({cond})"
         ddb_key = to_ddb(key)
@@ -660,6 +681,24 @@ class RegionRouter:
         for item in out:
             self.observe(item)
         return out
+
+    def _causal_past(
+        self, based_on: str | dict[str, Any] | None, stamp: str
+    ) -> tuple[str | None, dict[str, str]]:
+        """The base version and the version vector of a new write stamped ``stamp``."""
+        if isinstance(based_on, dict):
+            base = based_on.get(VERSION_ATTR)
+            vv = dict(based_on.get(VV_ATTR) or {})
+            based_on = str(base) if base else None
+        elif based_on:
+            with self._lock:
+                vv = dict(self._vv_cache.get(based_on, {}))
+            region = based_on.rsplit(".", 1)[-1]
+            vv[region] = max(based_on, vv.get(region, ""))
+        else:
+            vv = {}
+        vv[self.clock.region] = stamp
+        return based_on, vv
 
     @staticmethod
     def _condition(

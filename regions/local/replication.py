@@ -136,6 +136,7 @@ class _Link:
     lag_s: float = 0.0
     jitter_s: float = 0.0
     jitter_kind: Literal["uniform", "exponential"] = "uniform"
+    last_at: dict[KeyTuple, float] = field(default_factory=dict)
 
 
 def _key_tuple(keys: dict[str, Any]) -> KeyTuple:
@@ -432,24 +433,49 @@ class ReplicationEngine:
                 else self.rng.expovariate(1 / link.jitter_s)
             )
         base = now if now is not None else time.time()
+        # One item replicates in order on a link (it lives in one partition), so a
+        # change never overtakes an earlier change of the same key.
+        at = max(base + delay, link.last_at.get(change.key, 0.0))
+        link.last_at[change.key] = at
         self._n += 1
-        bisect.insort(link.queue, (base + delay, self._n, change), key=lambda e: (e[0], e[1]))
+        bisect.insort(link.queue, (at, self._n, change), key=lambda e: (e[0], e[1]))
 
     # --- applying ---
 
     def due(self, dst: str, now: float) -> list[tuple[_Link | None, Change]]:
-        """Pop the changes due for ``dst`` (repairs first, then each link's due changes)."""
+        """Pop the changes due for ``dst``: repairs first, then each link's, in order.
+
+        At most one change per item is taken per call, so a batch never holds two
+        versions of one item and every version is applied (and streamed) in turn.
+        """
         out: list[tuple[_Link | None, Change]] = []
+        taken: set[tuple[str, KeyTuple]] = set()
         with self._lock:
             if dst in self._down:
                 return out
-            out.extend((None, c) for region, c in self._repairs if region == dst)
-            self._repairs = [(region, c) for region, c in self._repairs if region != dst]
+            keep: list[tuple[str, Change]] = []
+            for region, c in self._repairs:
+                if region == dst and (c.table, c.key) not in taken:
+                    taken.add((c.table, c.key))
+                    out.append((None, c))
+                else:
+                    keep.append((region, c))
+            self._repairs = keep
             for ln in self._links.values():
                 if ln.dst != dst or self._blocks.get((ln.src, ln.dst)):
                     continue
-                while ln.queue and ln.queue[0][0] <= now:
-                    out.append((ln, ln.queue.pop(0)[2]))
+                rest: list[tuple[float, int, Change]] = []
+                i = 0
+                while i < len(ln.queue) and ln.queue[i][0] <= now:
+                    entry = ln.queue[i]
+                    k = (entry[2].table, entry[2].key)
+                    if k in taken:
+                        rest.append(entry)
+                    else:
+                        taken.add(k)
+                        out.append((ln, entry[2]))
+                    i += 1
+                ln.queue[:i] = rest
         return out
 
     def _claim(self, dst: str, ln: _Link | None, change: Change, now: float) -> bool:
@@ -574,31 +600,10 @@ class ReplicationEngine:
         """Step mode: apply every change due by ``now`` (to ``dst`` or to all regions)."""
         written = 0
         for region in [dst] if dst else sorted({ln.dst for ln in self._links.values()}):
-            batch = self._dedupe(self.due(region, now))
+            batch = self.due(region, now)
             if batch:
                 written += self.apply(region, batch, now=now)
         return written
-
-    @staticmethod
-    def _dedupe(batch: list[tuple[_Link | None, Change]]) -> list[tuple[_Link | None, Change]]:
-        """Keep the newest change per key; a batch write takes each key once.
-
-        A repair (no link) is kept before a link's change of the same version.
-        """
-        best: dict[tuple[str, KeyTuple], tuple[_Link | None, Change]] = {}
-        losers: list[tuple[_Link | None, Change]] = []
-        for ln, c in batch:
-            k = (c.table, c.key)
-            if k not in best or c.version > best[k][1].version:
-                if k in best:
-                    losers.append(best[k])
-                best[k] = (ln, c)
-            else:
-                losers.append((ln, c))
-        for ln, _ in losers:
-            if ln is not None:
-                ln.skipped += 1
-        return list(best.values())
 
     # --- observation ---
 
@@ -723,7 +728,7 @@ class Replicator:
         engine = self.engine
         while not self._stop.is_set():
             now = self.clock()
-            batch = engine._dedupe(engine.due(region, now))
+            batch = engine.due(region, now)
             if batch:
                 try:
                     engine.apply(region, batch, now=now)

@@ -1,0 +1,252 @@
+"""A deterministic, thread-free simulation of the local cluster on in-process moto.
+
+Everything runs in the calling thread under ``moto.mock_aws``: every region is
+a moto backend in this process, the replication engine is driven step by step
+on a virtual clock, and each region's router stamps writes with an HLC whose
+physical clock is the virtual clock plus that region's skew. Given a seed, the
+same calls produce the same history, which is what property-based conflict
+tests and the drill simulations need.
+
+Faults: per-link lag and pauses (the engine's :class:`LinkFaults`), partitions,
+clock skew per writer region, and region outages: an unavailable region's
+clients raise ``EndpointConnectionError``, as a refused connection would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from regions.conflicts import ConflictDetector
+from regions.health import RegionHealth
+from regions.hlc import HLC
+from regions.local.replication import ReplicationEngine
+from regions.router import RegionRouter
+from residency.policy import Policy
+from residency.settings import Settings
+
+__all__ = ["InProcessClients", "Simulation", "simulation"]
+
+EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: virtual time starts here
+
+
+class _DownClient:
+    """Stands in for a client of a region that is down: every call is refused."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def __getattr__(self, name: str) -> Any:
+        from botocore.exceptions import EndpointConnectionError
+
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise EndpointConnectionError(endpoint_url=f"https://dynamodb.{self.region}.sim")
+
+        return refuse
+
+
+class InProcessClients:
+    """A ClientProvider over in-process moto, with switchable region outages."""
+
+    def __init__(self) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self._session: Any = boto3.session.Session(
+            aws_access_key_id="sim", aws_secret_access_key="sim"
+        )
+        self._config = Config(retries={"max_attempts": 1, "mode": "standard"})
+        self._clients: dict[tuple[str, str], Any] = {}
+        self.down: set[str] = set()
+
+    def _get(self, service: str, region: str) -> Any:
+        if region in self.down:
+            return _DownClient(region)
+        key = (service, region)
+        if key not in self._clients:
+            self._clients[key] = self._session.client(
+                service, region_name=region, config=self._config
+            )
+        return self._clients[key]
+
+    def dynamodb(self, region: str) -> Any:
+        return self._get("dynamodb", region)
+
+    def streams(self, region: str) -> Any:
+        return self._get("dynamodbstreams", region)
+
+    def raw(self, region: str) -> Any:
+        """The real client even while the region is 'down' (for inspection)."""
+        self.down, saved = set(), self.down
+        try:
+            return self._get("dynamodb", region)
+        finally:
+            self.down = saved
+
+
+def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> None:
+    """Tables as the policy places them, with streams; enough for simulations."""
+    for dc_name, dc in policy.data_classes.items():
+        del dc_name
+        keys = [{"AttributeName": dc.partition_key, "KeyType": "HASH"}]
+        attrs = [{"AttributeName": dc.partition_key, "AttributeType": "S"}]
+        if dc.sort_key:
+            keys.append({"AttributeName": dc.sort_key, "KeyType": "RANGE"})
+            attrs.append({"AttributeName": dc.sort_key, "AttributeType": "S"})
+        for region in policy.table_placements()[dc.table]:
+            _create(clients.dynamodb(region), table_prefix + dc.table, keys, attrs)
+    log_keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    log_attrs = [{"AttributeName": "pk", "AttributeType": "S"}]
+    for region in policy.regions:
+        _create(
+            clients.dynamodb(region),
+            table_prefix + policy.system.conflict_log_table,
+            log_keys,
+            log_attrs,
+        )
+
+
+def _create(
+    client: Any, name: str, keys: list[dict[str, str]], attrs: list[dict[str, str]]
+) -> None:
+    try:
+        client.create_table(
+            TableName=name,
+            KeySchema=keys,
+            AttributeDefinitions=attrs,
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+    except client.exceptions.ResourceInUseException:
+        pass
+
+
+class Simulation:
+    """The whole cluster in one thread, on virtual time. Use :func:`simulation`."""
+
+    def __init__(self, policy: Policy, *, seed: int = 0, detect: bool = True) -> None:
+        self.policy = policy
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.now = EPOCH
+        self.skew_ms: dict[str, int] = {}
+        self.clients = InProcessClients()
+        create_tables(policy, self.clients)
+        self.detector = ConflictDetector(
+            policy, self.clients, clock=lambda r: HLC(r, physical=self._physical(r))
+        )
+        self.engine = ReplicationEngine(
+            policy,
+            self.clients,
+            time_source="poll",
+            rng=random.Random(seed + 1),
+            listeners=[self.detector] if detect else [],
+        )
+        self.faults = self.engine.faults
+        settings = Settings(
+            mode="aws",
+            failover_attempts=3,
+            breaker_failures=2,
+            breaker_reset_seconds=1e9,
+            directory_cache_ttl_seconds=1e9,
+        )
+        self.routers: dict[str, RegionRouter] = {}
+        for region in policy.regions:
+            health = RegionHealth(
+                policy.regions, failures=2, reset_seconds=1e9, clock=lambda: self.now
+            )
+            self.routers[region] = RegionRouter(
+                policy,
+                region=region,
+                clients=self.clients,
+                settings=settings,
+                health=health,
+                physical_clock=self._physical(region),
+            )
+
+    def _physical(self, region: str) -> Any:
+        return lambda: int(self.now * 1000) + self.skew_ms.get(region, 0)
+
+    # --- time and replication ---
+
+    def advance(self, seconds: float) -> None:
+        """Move virtual time on. Streams are read first, so every write made at the
+        current instant gets it as its write time (DynamoDB's per-item timestamp)."""
+        self.poll()
+        self.now += seconds
+
+    def poll(self, region: str | None = None) -> int:
+        regions = [region] if region else self.policy.regions
+        return sum(self.engine.poll(r, now=self.now) for r in regions if r not in self.clients.down)
+
+    def deliver(self) -> int:
+        return self.engine.deliver_due(self.now)
+
+    def step(self, seconds: float = 0.01) -> None:
+        """Advance time, then apply what is due."""
+        self.advance(seconds)
+        self.deliver()
+
+    def settle(self, max_steps: int = 10_000) -> int:
+        """Run until nothing is pending or in flight (faults permitting); return steps taken."""
+        for i in range(max_steps):
+            polled = self.poll()
+            self.advance(0.05)
+            applied = self.deliver()
+            nxt = self.engine.next_due()
+            if not polled and not applied and (nxt is None) and not self.engine.echoes_pending():
+                return i
+            if nxt is not None and nxt > self.now and not polled and not applied:
+                self.now = nxt
+        raise RuntimeError("the simulation did not settle")
+
+    # --- faults ---
+
+    def outage(self, region: str) -> None:
+        self.poll(region)  # what was written before the fault keeps its write time
+        self.clients.down.add(region)
+        self.engine.region_down(region)
+
+    def restore(self, region: str) -> None:
+        self.clients.down.discard(region)
+        self.engine.region_up(region)
+        for router in self.routers.values():
+            router.health.mark_up(region, "restored")
+
+    def skew(self, region: str, ms: int) -> None:
+        self.skew_ms[region] = ms
+
+    # --- inspection ---
+
+    def items(self, region: str, table: str) -> dict[str, dict[str, Any]]:
+        """Every item of a table in a region, by partition key (real state, outages ignored)."""
+        from regions.codec import from_ddb
+
+        client = self.clients.raw(region)
+        out: dict[str, dict[str, Any]] = {}
+        kwargs: dict[str, Any] = {"TableName": table}
+        while True:
+            page = client.scan(**kwargs)
+            for raw in page.get("Items", []):
+                item = from_ddb(raw) or {}
+                out[str(item.get("pk"))] = item
+            if "LastEvaluatedKey" not in page:
+                return out
+            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+    def converged(self, table: str, regions: list[str]) -> bool:
+        states = [self.items(r, table) for r in regions]
+        return all(s == states[0] for s in states[1:])
+
+
+@contextmanager
+def simulation(policy: Policy, *, seed: int = 0, detect: bool = True) -> Iterator[Simulation]:
+    """A :class:`Simulation` inside its own ``mock_aws`` context."""
+    os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    from moto import mock_aws
+
+    with mock_aws():
+        yield Simulation(policy, seed=seed, detect=detect)
