@@ -697,6 +697,17 @@ class RegionRouter:
             vv[region] = max(based_on, vv.get(region, ""))
         else:
             vv = {}
+        if based_on and Stamp.parse(based_on) >= Stamp.parse(stamp):
+            # The version we read is ahead of our clock by more than the allowed offset
+            # (observe() refused to adopt it). Writing now would order our write before
+            # the one it is based on: refuse instead.
+            base = Stamp.parse(based_on)
+            raise ClockDriftError(
+                stamp=based_on,
+                region=base.region,
+                ahead_ms=base.l - Stamp.parse(stamp).l,
+                max_offset_ms=self.clock.max_offset_ms,
+            )
         vv[self.clock.region] = stamp
         return based_on, vv
 
