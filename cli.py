@@ -219,6 +219,456 @@ def policy_explain(
         con.print(t)
 
 
+# --- regionkit local ----------------------------------------------------------------------
+
+local_app = typer.Typer(
+    help="Run the embedded local cluster (one moto server per region) and inject faults.",
+    no_args_is_help=True,
+)
+app.add_typer(local_app, name="local")
+fault_app = typer.Typer(
+    help="Inject faults into the running local cluster (`regionkit local up`).",
+    no_args_is_help=True,
+)
+local_app.add_typer(fault_app, name="fault")
+
+_StateFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-file",
+        help="Cluster state file (default: REGIONKIT_STATE_FILE or .regionkit/cluster.json).",
+    ),
+]
+
+
+def _local_state_path(state_file: Path | None) -> Path:
+    return state_file or _settings().state_file
+
+
+def _local_control(state_file: Path | None) -> Any:
+    from regions.local.control import ControlClient
+
+    return ControlClient.from_state_file(_local_state_path(state_file))
+
+
+def _split_regions(text: str) -> list[str]:
+    return [r.strip() for r in text.split(",") if r.strip()]
+
+
+@local_app.command("up")
+def local_up(
+    state_file: _StateFileOpt = None,
+    table_prefix: Annotated[
+        str, typer.Option("--table-prefix", help="Prefix of every table.")
+    ] = "",
+    replicate: Annotated[
+        bool, typer.Option("--replicate/--no-replicate", help="Run the replication emulator.")
+    ] = True,
+    server: Annotated[
+        str, typer.Option("--server", help="'fast' (keep-alive, default) or 'stock' moto_server.")
+    ] = "fast",
+) -> None:
+    """Start the local cluster and keep it running in the foreground until Ctrl-C."""
+    import signal
+    import threading
+
+    from regions.local.cluster import LocalCluster
+
+    if server not in {"fast", "stock"}:
+        _fail(f"--server must be 'fast' or 'stock', not {server!r}")
+    settings = _settings()
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    path = state_file or settings.state_file
+    stop = threading.Event()
+    cluster = LocalCluster(
+        policy,
+        table_prefix=table_prefix,
+        replicate=replicate,
+        state_file=path,
+        server_kind="fast" if server == "fast" else "stock",
+        control=True,
+        on_stop_request=stop.set,
+        policy_file=settings.policy,
+    )
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    con = _console()
+    try:
+        cluster.start()
+        from rich.table import Table
+
+        t = Table(title=f"local cluster for policy {policy.name!r}", title_justify="left")
+        t.add_column("region")
+        t.add_column("jurisdiction")
+        t.add_column("endpoint")
+        t.add_column("pid", justify="right")
+        for region, url in cluster.endpoints.items():
+            t.add_row(region, policy.jurisdiction_of_region(region), url, str(cluster.pids[region]))
+        con.print(t)
+        con.print(
+            f"replication: {'on' if cluster.replicator else 'off'}; "
+            f"started in {cluster.timings.get('total_s', 0):.2f} s"
+        )
+        con.print(f"state file: {_esc(path)}  control: {cluster.control_url}")
+        con.print("press Ctrl-C (or run `regionkit local down`) to stop")
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        cluster.stop()
+    con.print("local cluster stopped")
+
+
+@local_app.command("status")
+def local_status(
+    state_file: _StateFileOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Endpoints, server liveness and per-link replication metrics of the running cluster."""
+    from regions.local.control import ControlClient
+    from regions.local.state import pid_alive, read_state
+    from residency.errors import ClusterError
+
+    path = _local_state_path(state_file)
+    state = read_state(path)
+    if state is None:
+        raise ClusterError(message=f"no local cluster is running (no state file at {path})")
+    try:
+        status: dict[str, Any] = ControlClient.from_state(state, timeout=5).status()
+        status["control"] = {"url": state.get("control"), "answering": True}
+    except RegionkitError as exc:
+        servers = state.get("pids", {}).get("servers", {})
+        status = {
+            "policy": state.get("policy"),
+            "running": False,
+            "servers": {
+                r: {
+                    "url": state["endpoints"].get(r),
+                    "pid": pid,
+                    "alive": pid_alive(pid),
+                    "state": "unknown",
+                }
+                for r, pid in servers.items()
+            },
+            "links": [],
+            "clock_skew_ms": state.get("clock_skew_ms", {}),
+            "control": {"url": state.get("control"), "answering": False, "error": str(exc)},
+        }
+    status["state_file"] = str(path)
+    if as_json:
+        _print_json(status)
+    else:
+        from rich import box
+        from rich.table import Table
+
+        con = _console()
+        t = Table(
+            title=f"local cluster {status.get('policy')!r} ({_esc(path)}; clock skew in ms)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        for col in ("region", "jurisdiction", "endpoint", "pid", "state", "skew"):
+            t.add_column(col, justify="right" if col in {"pid", "skew"} else "left", no_wrap=True)
+        skew = status.get("clock_skew_ms", {})
+        for region, s in status.get("servers", {}).items():
+            now = str(s.get("state"))
+            shown = {"up": "[green]up[/]", "unknown": "unknown"}.get(now, f"[yellow]{now}[/]")
+            t.add_row(
+                region,
+                str(s.get("jurisdiction", "")),
+                str(s.get("url")),
+                str(s.get("pid")),
+                shown if s.get("alive") else "[red]dead[/]",
+                str(skew.get(region, 0)),
+            )
+        con.print(t)
+        links = status.get("links", [])
+        if links:
+            lt = Table(
+                title="replication links (lag in ms)",
+                title_justify="left",
+                box=box.SIMPLE_HEAD,
+                pad_edge=False,
+            )
+            for col in ("link", "p50", "p99", "pending", "applied", "skipped", "paused"):
+                lt.add_column(col, justify="left" if col == "link" else "right", no_wrap=True)
+
+            def ms(v: Any) -> str:
+                return "-" if v is None else f"{v:.0f}"
+
+            table_name = None
+            for m in links:
+                if m["table"] != table_name:
+                    table_name = m["table"]
+                    lt.add_row(f"[bold]{_esc(table_name)}[/]")
+                lt.add_row(
+                    f"  {m['src']} → {m['dst']}",
+                    ms(m.get("lag_p50_ms")),
+                    ms(m.get("lag_p99_ms")),
+                    str(m.get("pending")),
+                    str(m.get("applied")),
+                    str(m.get("skipped")),
+                    "[yellow]yes[/]" if m.get("paused") else "no",
+                )
+            con.print(lt)
+        elif status.get("control", {}).get("answering"):
+            con.print("replication: off")
+        if not status.get("control", {}).get("answering"):
+            _console(stderr=True).print(
+                f"[yellow]control endpoint not answering:[/] "
+                f"{_esc(status['control'].get('error', ''))}"
+            )
+    if not status.get("control", {}).get("answering"):
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode("utf-8", "replace")
+        )
+    except OSError:
+        return ""
+
+
+@local_app.command("down")
+def local_down(
+    state_file: _StateFileOpt = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 10.0,
+) -> None:
+    """Stop the running cluster; kill its recorded processes if it does not answer."""
+    import os
+    import signal
+    import time
+
+    from regions.local.control import ControlClient
+    from regions.local.state import pid_alive, read_state, remove_state
+
+    path = _local_state_path(state_file)
+    state = read_state(path)
+    con = _console()
+    if state is None:
+        con.print(f"no local cluster is running (no state file at {_esc(path)})")
+        return
+    pids = state.get("pids", {})
+    owner = pids.get("owner") if isinstance(pids.get("owner"), int) else None
+    servers = [p for p in pids.get("servers", {}).values() if isinstance(p, int)]
+    try:
+        ControlClient.from_state(state, timeout=5).stop()
+        how = "asked it to stop"
+    except RegionkitError:
+        how = "its control endpoint did not answer"
+    deadline = time.monotonic() + timeout
+    everyone = [p for p in [owner, *servers] if p is not None]
+    while any(pid_alive(p) for p in everyone) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    killed = []
+    for pid in everyone:
+        if not pid_alive(pid):
+            continue
+        cmd = _cmdline(pid)
+        mine = ("local" in cmd) if pid == owner else ("moto" in cmd or "_server_main" in cmd)
+        if not mine:  # the PID was reused by an unrelated process: leave it alone
+            continue
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                break
+        killed.append(pid)
+    remove_state(path)
+    msg = f"local cluster stopped ({how}"
+    msg += f"; killed pids {', '.join(map(str, killed))})" if killed else ")"
+    con.print(msg)
+
+
+def _link_text(src: str | None, dst: str | None) -> str:
+    return f"{src or '*'} → {dst or '*'}"
+
+
+def _fault_done(what: str) -> None:
+    _console().print(f"[green]ok[/] {_esc(what)}")
+
+
+@fault_app.command("pause")
+def fault_pause(
+    region: Annotated[
+        str | None, typer.Option("--region", help="Every link into and out of this region.")
+    ] = None,
+    src: Annotated[str | None, typer.Option("--src", help="Source region (default: all).")] = None,
+    dst: Annotated[
+        str | None, typer.Option("--dst", help="Destination region (default: all).")
+    ] = None,
+    state_file: _StateFileOpt = None,
+) -> None:
+    """Pause replication (like FIS global-table-pause-replication); nothing is lost."""
+    if region and (src or dst):
+        _fail("use --region, or --src/--dst, not both")
+    _local_control(state_file).pause(src, dst, region=region)
+    _fault_done(f"replication paused: {region or _link_text(src, dst)}")
+
+
+@fault_app.command("resume")
+def fault_resume(
+    region: Annotated[
+        str | None, typer.Option("--region", help="Every link into and out of this region.")
+    ] = None,
+    src: Annotated[str | None, typer.Option("--src", help="Source region (default: all).")] = None,
+    dst: Annotated[
+        str | None, typer.Option("--dst", help="Destination region (default: all).")
+    ] = None,
+    state_file: _StateFileOpt = None,
+) -> None:
+    """Resume paused replication; the backlog is applied."""
+    if region and (src or dst):
+        _fail("use --region, or --src/--dst, not both")
+    _local_control(state_file).resume(src, dst, region=region)
+    _fault_done(f"replication resumed: {region or _link_text(src, dst)}")
+
+
+@fault_app.command("lag")
+def fault_lag(
+    ms: Annotated[float | None, typer.Option("--ms", help="Replication lag in ms.")] = None,
+    src: Annotated[str | None, typer.Option("--src", help="Source region (default: all).")] = None,
+    dst: Annotated[
+        str | None, typer.Option("--dst", help="Destination region (default: all).")
+    ] = None,
+    jitter_ms: Annotated[float, typer.Option("--jitter-ms", help="Random extra lag.")] = 0.0,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the lag.")] = False,
+    state_file: _StateFileOpt = None,
+) -> None:
+    """Add replication lag on links src → dst."""
+    if (ms is None) == (not clear):
+        _fail("give --ms N, or --clear")
+    _local_control(state_file).lag(src, dst, None if clear else ms, jitter_ms=jitter_ms)
+    _fault_done(
+        f"lag {_link_text(src, dst)}: "
+        + ("cleared" if clear else f"{ms:g} ms (+ up to {jitter_ms:g} ms)")
+    )
+
+
+@fault_app.command("partition")
+def fault_partition(
+    group: Annotated[
+        list[str], typer.Option("--group", help="Comma-separated regions; repeat for each side.")
+    ],
+    state_file: _StateFileOpt = None,
+) -> None:
+    """Cut replication between groups of regions (until `heal`)."""
+    groups = [_split_regions(g) for g in group]
+    if len(groups) < 2 or not all(groups):
+        _fail("give at least two non-empty --group options, e.g. --group a,b --group c")
+    _local_control(state_file).partition(groups)
+    _fault_done("partitioned: " + " | ".join(",".join(g) for g in groups))
+
+
+@fault_app.command("heal")
+def fault_heal(state_file: _StateFileOpt = None) -> None:
+    """Clear lag, pauses and partitions (region outages stay: use `restore`)."""
+    _local_control(state_file).heal()
+    _fault_done("replication healed")
+
+
+@fault_app.command("outage")
+def fault_outage(
+    region: Annotated[str, typer.Option("--region", help="The region to take down.")],
+    mode: Annotated[
+        str,
+        typer.Option(
+            "--mode",
+            help="'stop' (SIGSTOP: clients time out) or "
+            "'refuse' (port closed: connections refused).",
+        ),
+    ] = "stop",
+    state_file: _StateFileOpt = None,
+) -> None:
+    """Take a region down; its data is kept for `restore`."""
+    if mode not in {"stop", "refuse"}:
+        _fail(f"--mode must be 'stop' or 'refuse', not {mode!r}")
+    _local_control(state_file).outage(region, mode)
+    _fault_done(f"{region} is down ({mode})")
+
+
+@fault_app.command("restore")
+def fault_restore(
+    region: Annotated[str, typer.Option("--region", help="The region to bring back.")],
+    state_file: _StateFileOpt = None,
+) -> None:
+    """Bring a region back from an outage."""
+    _local_control(state_file).restore(region)
+    _fault_done(f"{region} is back")
+
+
+@fault_app.command("skew")
+def fault_skew(
+    region: Annotated[str, typer.Option("--region", help="The writer's region.")],
+    ms: Annotated[int, typer.Option("--ms", help="Clock offset in ms (negative: behind).")],
+    state_file: _StateFileOpt = None,
+) -> None:
+    """Skew the clock of writers in a region (drill writers read it from the state file)."""
+    _local_control(state_file).skew(region, ms)
+    _fault_done(f"clock of {region} skewed by {ms} ms")
+
+
+# --- regionkit infra ----------------------------------------------------------------------
+
+infra_app = typer.Typer(help="The AWS CDK app built from the policy (needs the 'infra' extra).",
+                        no_args_is_help=True)
+app.add_typer(infra_app, name="infra")
+
+
+@infra_app.command("synth")
+def infra_synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cloud assembly directory.")]
+    = Path("cdk.out"),
+    nag: Annotated[bool, typer.Option("--nag/--no-nag", help="Run the cdk-nag AwsSolutions "
+                                      "checks (a finding fails the synth).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Write the CloudFormation templates of the policy and summarize every stack."""
+    from infra.app import AppOptions, synth  # imports aws_cdk: only here, never at start-up
+
+    s = _settings()
+    result = synth(AppOptions(policy_path=s.policy, table_prefix=s.table_prefix, nag=nag), out)
+    if as_json:
+        _print_json({"policy": result.policy_name, "out_dir": str(result.out_dir),
+                     "seconds": round(result.seconds, 2),
+                     "stacks": [st.as_dict() for st in result.stacks]})
+        return
+    from rich.table import Table
+
+    prefix = f"regionkit-{result.policy_name}-"
+    all_regions = {st.region for st in result.stacks}
+    t = Table(title=f"policy {result.policy_name}: {len(result.stacks)} stacks "
+              f"({prefix}*) in {out}", title_justify="left")
+    for col in ("stack", "region", "tables"):
+        t.add_column(col, no_wrap=True)
+    t.add_column("replicas", overflow="fold")
+    for col in ("keys", "alarms", "lambdas", "FIS"):
+        t.add_column(col, justify="right")
+    for st in result.stacks:
+        replicas = [
+            f"{len(rs)}: every region" if set(rs) == all_regions and len(rs) > 2
+            else f"{len(rs)}: {' '.join(rs)}"
+            for rs in st.replicas.values()
+        ]
+        t.add_row(
+            _esc(st.stack.removeprefix(prefix)), st.region,
+            "\n".join(_esc(name) for name in st.tables) or "-", "\n".join(replicas) or "-",
+            str(st.keys), str(st.alarms), str(st.lambdas), str(st.fis_templates),
+        )
+    con = _console()
+    con.print(t)
+    con.print(f"[green]ok[/] synthesized in {result.seconds:.1f} s"
+              f"{' (cdk-nag AwsSolutions: no unacknowledged finding)' if nag else ''}")
+
+
 # --- entry point ------------------------------------------------------------------------
 
 

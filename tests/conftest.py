@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["cluster_fixtures"]  # the local-cluster fixtures (tests/cluster_fixtures.py)
+
 # Tests talk only to 127.0.0.1. Fake credentials make any accidental real call fail fast.
 for _k, _v in {
     "AWS_ACCESS_KEY_ID": "testing",

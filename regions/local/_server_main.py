@@ -1,0 +1,388 @@
+"""The program of one region's moto server process (started by :mod:`regions.local.servers`).
+
+Run as ``python -m regions.local._server_main --region eu-west-1 --port 0``. It
+serves moto's WSGI app (DynamoDB, DynamoDB Streams and KMS, and anything else
+moto knows, for the one region it stands for) on 127.0.0.1, and differs from the
+stock ``moto_server`` in three measured ways:
+
+* **HTTP/1.1 keep-alive.** werkzeug's development server closes the connection
+  after every response ("Connection: close"), so each boto3 call paid a TCP
+  handshake and a new server thread. This server keeps pooled connections open,
+  as DynamoDB does.
+* **direct dispatch.** Requests are routed to the DynamoDB, Streams and KMS apps
+  by their ``X-Amz-Target`` header instead of moto's per-request scan of every
+  service module on disk; everything else still goes through moto's dispatcher.
+* **no per-request logging**, a cached method table, a cheaper request ID, and
+  KMS key pairs generated on first use instead of for every key (moto makes an
+  RSA-2048 pair even for a symmetric key: 50 ms per table per region).
+
+Each tweak is guarded: if a moto release renames what it patches, the server
+still starts, only slower.
+
+It talks to its parent over a line protocol on its standard input and a private
+copy of its original standard output (moto's own ``print`` calls go to standard
+error, which the parent keeps in a log file)::
+
+    parent → child          child → parent
+    (start-up)              {"event": "ready", "port": 41234, "pid": 123}
+    "dark"                  {"ok": true, "state": "refusing"}  # listener and
+                                                               # connections closed
+    "light"                 {"ok": true, "state": "up"}        # listening again,
+                                                               # same port, same data
+    "ping"                  {"ok": true, "state": ...}
+
+End of input means the parent is gone: the server exits at once. With the
+parent's ``PR_SET_PDEATHSIG`` this is the second guarantee that no server
+outlives the process that started it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import functools
+import io
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+from collections.abc import Callable, Iterable
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler
+from typing import Any, TextIO
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "content-length",
+    }
+)
+
+
+def _speedups() -> None:
+    """Cheap, behaviour-preserving patches of moto's per-request overhead."""
+    try:
+        from moto.core import responses
+        from moto.core.utils import method_names_from_class
+
+        cached = functools.lru_cache(maxsize=None)(method_names_from_class)
+        responses.method_names_from_class = cached  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):  # pragma: no cover - a moto upgrade renamed it
+        pass
+    try:
+        from moto.utilities import aws_headers
+
+        def gen_amzn_requestid_long(headerdict: dict[str, Any] | None = None) -> str:
+            raw = base64.b64encode(os.urandom(39), altchars=b"Aa").decode("ascii")
+            if isinstance(headerdict, dict):
+                headerdict["x-amzn-requestid"] = raw
+            return raw
+
+        aws_headers.gen_amzn_requestid_long = gen_amzn_requestid_long
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+
+
+class _LazyPrivateKey:
+    """Generates moto's per-key RSA/ECC private key only when something uses it.
+
+    moto makes an RSA-2048 key pair for every KMS key, symmetric ones included
+    (about 50 ms each); provisioning creates one key per table per region and
+    never signs with it.
+    """
+
+    def __init__(self, make: Callable[[str], Any], key_spec: str) -> None:
+        self._make, self._spec, self._key = make, key_spec, None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        with self._lock:
+            if self._key is None:
+                self._key = self._make(self._spec)
+        return getattr(self._key, name)
+
+
+def _lazy_kms_keys() -> None:
+    try:
+        from moto.kms import models as kms_models
+        from moto.kms.utils import generate_private_key as make
+
+        def generate_private_key(key_spec: str) -> Any:
+            return _LazyPrivateKey(make, key_spec)
+
+        kms_models.generate_private_key = generate_private_key  # type: ignore[attr-defined]
+    except (ImportError, AttributeError):  # pragma: no cover
+        pass
+
+
+def build_app() -> WsgiApp:
+    """moto's WSGI app, with the three services the cluster uses dispatched directly."""
+    _speedups()
+    _lazy_kms_keys()
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    fallback = DomainDispatcherApplication(create_backend_app)
+    dynamodb = create_backend_app("dynamodb")
+    streams = create_backend_app("dynamodbstreams")
+    kms = create_backend_app("kms")
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if target.startswith("DynamoDB_2012"):
+            return dynamodb(environ, start_response)
+        if target.startswith("DynamoDBStreams_"):
+            return streams(environ, start_response)
+        if target.startswith("TrentService."):
+            return kms(environ, start_response)
+        result: Iterable[bytes] = fallback(environ, start_response)
+        return result
+
+    return app
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """A keep-alive HTTP/1.1 WSGI handler: buffered bodies, Content-Length framing."""
+
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    server_version = "regionkit-moto"
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, add=True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        finally:
+            self.server.track(self.connection, add=False)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _read_body(self) -> bytes | None:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size_line = self.rfile.readline(65537)
+                if not size_line:
+                    return None
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(3)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def handle_one_request(self) -> None:
+        line = self.rfile.readline(65537)
+        if not line:
+            self.close_connection = True
+            return
+        self.raw_requestline = line
+        if not self.parse_request():
+            return
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.send_error(400, "bad chunked body")
+            return
+        if body is None:
+            self.close_connection = True
+            return
+        path, _, query = self.path.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "RAW_URI": self.path,
+            "REQUEST_URI": self.path,
+            "SERVER_NAME": self.server.server_address[0],
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version,
+            "REMOTE_ADDR": self.client_address[0],
+            "REMOTE_PORT": str(self.client_address[1]),
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        for name, value in self.headers.items():
+            key = name.upper().replace("-", "_")
+            if key in {"CONTENT_LENGTH", "TRANSFER_ENCODING"}:
+                continue
+            if key == "CONTENT_TYPE":
+                environ["CONTENT_TYPE"] = value
+                continue
+            key = "HTTP_" + key
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+
+        started: list[Any] = []
+
+        def start_response(
+            status: str, headers: list[tuple[str, str]], exc_info: Any = None
+        ) -> Callable[[bytes], None]:
+            started[:] = [status, headers]
+            return lambda data: None
+
+        try:
+            result = self.server.app(environ, start_response)
+            try:
+                data = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+            status, headers = started
+        except Exception as exc:  # a moto bug: answer 500 like moto_server does
+            sys.stderr.write(f"regionkit moto server: {exc!r}\n")
+            status, headers, data = "500 Internal Server Error", [], repr(exc).encode()
+        if self.command == "HEAD":
+            data = b""
+        out = [f"HTTP/1.1 {status}\r\n"]
+        out.extend(f"{k}: {v}\r\n" for k, v in headers if k.lower() not in _HOP_BY_HOP)
+        if not any(k.lower() == "date" for k, _ in headers):
+            out.append(f"Date: {formatdate(usegmt=True)}\r\n")
+        out.append(f"Content-Length: {len(data)}\r\n")
+        if self.close_connection:
+            out.append("Connection: close\r\n")
+        out.append("\r\n")
+        self.wfile.write("".join(out).encode("latin-1") + data)
+
+
+class _Server(socketserver.ThreadingMixIn, socketserver.TCPServer):
+    daemon_threads = True
+    block_on_close = False
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, address: tuple[str, int], app: WsgiApp) -> None:
+        self.app = app
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    def track(self, conn: socket.socket, *, add: bool) -> None:
+        with self._conns_lock:
+            if add:
+                self._conns.add(conn)
+            else:
+                self._conns.discard(conn)
+
+    def drop_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns)
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):  # client went away, or we dropped it going dark
+            return
+        super().handle_error(request, client_address)
+
+
+class _Runner:
+    """Owns the listening server; can close it (refuse) and reopen it on the same port."""
+
+    def __init__(self, host: str, port: int, app: WsgiApp) -> None:
+        self.host, self.app = host, app
+        self.server: _Server | None = _Server((host, port), app)
+        self.port = self.server.server_address[1]
+        self._thread: threading.Thread | None = None
+        self._serve()
+
+    def _serve(self) -> None:
+        assert self.server is not None
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def state(self) -> str:
+        return "up" if self.server is not None else "refusing"
+
+    def dark(self) -> None:
+        if self.server is None:
+            return
+        server, self.server = self.server, None
+        server.shutdown()
+        server.server_close()
+        server.drop_connections()
+
+    def light(self) -> None:
+        if self.server is not None:
+            return
+        self.server = _Server((self.host, self.port), self.app)
+        self._serve()
+
+
+def _reply(out: TextIO, **fields: Any) -> None:
+    out.write(json.dumps(fields) + "\n")
+    out.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="regionkit-moto-server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--region", required=True)
+    args = parser.parse_args(argv)
+    if args.host not in {"127.0.0.1", "localhost", "::1"}:
+        sys.stderr.write(f"refusing to listen on non-loopback address {args.host!r}\n")
+        return 2
+
+    # The protocol channel is a private copy of stdout; stdout itself becomes stderr,
+    # so a stray print() inside moto can never corrupt the protocol.
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    runner = _Runner(args.host, args.port, build_app())
+    _reply(proto, event="ready", port=runner.port, pid=os.getpid(), region=args.region)
+    for line in sys.stdin:
+        command = line.strip()
+        try:
+            if command == "dark":
+                runner.dark()
+            elif command == "light":
+                runner.light()
+            elif command != "ping":
+                _reply(proto, ok=False, error=f"unknown command {command!r}")
+                continue
+        except OSError as exc:
+            _reply(proto, ok=False, error=f"{command} failed: {exc}", state=runner.state)
+            continue
+        _reply(proto, ok=True, state=runner.state)
+    # End of input: the parent is gone (or asked us to go). Leave at once.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

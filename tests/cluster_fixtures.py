@@ -1,0 +1,117 @@
+"""pytest fixtures for the embedded local cluster (a plugin; tests/conftest.py registers it).
+
+* ``cluster``: the minimal policy's 3-region cluster with replication, started once
+  per session. After each test it is put back: outages restored, replication
+  links healed and resumed, clock skew zeroed. Data written by a test stays, so
+  use unique keys.
+* ``isolated_cluster``: the same without replication (regions never see each
+  other's writes), once per session, put back the same way.
+* ``cluster_factory``: ``cluster_factory(policy, **LocalCluster kwargs)`` starts a
+  cluster for a custom policy; every one is stopped at the end of the test.
+
+Tests that use any of them get the ``cluster`` marker automatically
+(``pytest -m "not cluster"`` skips them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from residency.policy import Policy, load_policy
+
+_ROOT = Path(__file__).resolve().parent.parent
+_FIXTURES = {"cluster", "isolated_cluster", "cluster_factory"}
+
+
+def _replication_available() -> bool:
+    return importlib.util.find_spec("regions.local.replication") is not None
+
+
+def _reset(c: Any) -> None:
+    """Undo every fault a test may have left on a shared cluster."""
+    for region in list(c.outages):
+        with contextlib.suppress(Exception):
+            c.restore(region)
+    for region in c.policy.regions:
+        if c.clock_skew.get(region):
+            c.set_clock_skew(region, 0)
+    if c.replicator is not None:
+        c.heal()
+        c.resume_replication()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def cluster_policy() -> Policy:
+    """The minimal policy (3 regions, 2 jurisdictions) the shared clusters run."""
+    return load_policy(_ROOT / "policies" / "minimal.yaml")
+
+
+@pytest.fixture(scope="session")
+def _session_cluster(cluster_policy: Policy) -> Iterator[Any]:
+    if not _replication_available():
+        pytest.skip("the replication emulator (regions/local/replication.py) is not there yet")
+    from regions.local.cluster import LocalCluster
+
+    with LocalCluster(cluster_policy, replicate=True) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def _session_isolated_cluster(cluster_policy: Policy) -> Iterator[Any]:
+    from regions.local.cluster import LocalCluster
+
+    with LocalCluster(cluster_policy, replicate=False) as c:
+        yield c
+
+
+@pytest.fixture
+def cluster(_session_cluster: Any) -> Iterator[Any]:
+    """The shared replicated 3-region cluster, reset after the test."""
+    yield _session_cluster
+    _reset(_session_cluster)
+
+
+@pytest.fixture
+def isolated_cluster(_session_isolated_cluster: Any) -> Iterator[Any]:
+    """The shared 3-region cluster without replication, reset after the test."""
+    yield _session_isolated_cluster
+    _reset(_session_isolated_cluster)
+
+
+@pytest.fixture
+def cluster_factory() -> Iterator[Callable[..., Any]]:
+    """Start clusters for custom policies; all are stopped when the test ends."""
+    from regions.local.cluster import LocalCluster
+
+    started: list[LocalCluster] = []
+
+    def make(policy: Policy | str | Path, **kwargs: Any) -> LocalCluster:
+        if not isinstance(policy, Policy):
+            policy = load_policy(policy)
+        if kwargs.get("replicate", True) and not _replication_available():
+            pytest.skip("the replication emulator is not there yet")
+        c = LocalCluster(policy, **kwargs)
+        started.append(c)
+        return c.start()
+
+    yield make
+    errors = []
+    for c in reversed(started):
+        try:
+            c.stop()
+        except Exception as exc:  # stop them all, then fail
+            errors.append(exc)
+    if errors:
+        raise errors[0]
