@@ -1,0 +1,207 @@
+"""The conflict detector of one region: a Lambda on the stream of every local replica.
+
+DynamoDB resolves concurrent cross-region writes silently (last writer wins) and
+records nothing; the detector reads each replica's stream (new and old images)
+and writes what it finds to the conflict log. It runs in *every* replica region
+of every global data class, because each replica has its own stream.
+
+**Stream ARNs across regions.** ``AWS::DynamoDB::GlobalTable`` returns the stream
+ARN of the primary replica only, and a stream ARN ends in a creation-time label,
+so the replica's ARN cannot be built either (``TableV2.replica(region)
+.table_stream_arn`` is the IAM wildcard ``.../stream/*``, fine for a policy but
+not for an event source mapping). Each regional stack therefore reads
+``Table.LatestStreamArn`` with ``DescribeTable`` *in its own region* through an
+``AwsCustomResource``, after the tables stack has created the replica (a stack
+dependency), and points the event source mapping at it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aws_cdk as cdk
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import custom_resources as cr
+from constructs import Construct
+
+from infra import access, naming
+from infra.asset import POLICY_FILE
+from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge, acknowledge_wildcards
+from infra.plan import DeploymentPlan
+
+__all__ = ["HANDLER", "ConflictDetector"]
+
+HANDLER = "regions.detector_lambda.handler"
+RUNTIME = lambda_.Runtime.PYTHON_3_11
+
+
+def _statements(stmts: list[dict[str, object]]) -> list[iam.PolicyStatement]:
+    return [iam.PolicyStatement.from_json(s) for s in stmts]
+
+
+class ConflictDetector(Construct):
+    """One function per region, one event source mapping per watched replica."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        plan: DeploymentPlan,
+        region: str,
+        code_dir: Path,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        watched = plan.detector_tables(region)
+        partition, account = cdk.Aws.PARTITION, cdk.Aws.ACCOUNT_ID
+        log_group = logs.LogGroup(
+            self,
+            "Logs",
+            retention=logs.RetentionDays.ONE_YEAR,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+        )
+        role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"regionkit {plan.policy_name} conflict detector in {region}",
+            inline_policies={
+                "detector": iam.PolicyDocument(
+                    statements=[
+                        *_statements(
+                            access.detector_statements(
+                                plan, region, partition=partition, account=account
+                            )
+                        ),
+                        iam.PolicyStatement(
+                            sid="WriteOwnLogs",
+                            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                            resources=[log_group.log_group_arn],
+                        ),
+                    ]
+                )
+            },
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            function_name=naming.detector_function_name(plan.policy_name, region),
+            description=f"regionkit {plan.policy_name}: detect replication conflicts in {region}",
+            runtime=RUNTIME,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(code_dir)),
+            role=role,
+            log_group=log_group,
+            memory_size=256,
+            timeout=cdk.Duration.seconds(60),
+            environment={
+                "REGIONKIT_MODE": "aws",
+                "REGIONKIT_POLICY": f"/var/task/{POLICY_FILE}",
+                "REGIONKIT_POLICY_NAME": plan.policy_name,
+                "REGIONKIT_TABLE_PREFIX": plan.table_prefix,
+                "REGIONKIT_CONFLICT_LOG_TABLE": plan.conflict_log_table,
+                "REGIONKIT_DETECTOR_TABLES": json.dumps(
+                    {t.table_name: t.data_class for t in watched}, sort_keys=True
+                ),
+                "REGIONKIT_LOG_FORMAT": "json",
+            },
+        )
+        # Batches that still fail after the retries land here (their shard positions,
+        # never item contents): an unread record would be a conflict nobody saw.
+        self.failures = sqs.Queue(
+            self,
+            "Failures",
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=cdk.Duration.days(14),
+        )
+        lookup_logs = logs.LogGroup(
+            self,
+            "StreamLookupLogs",
+            retention=logs.RetentionDays.ONE_MONTH,
+            removal_policy=cdk.RemovalPolicy.DESTROY,
+        )
+        lookup_role = iam.Role(
+            self,
+            "StreamLookupRole",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"regionkit {plan.policy_name}: read stream ARNs in {region}",
+            inline_policies={
+                "lookup": iam.PolicyDocument(
+                    statements=[
+                        iam.PolicyStatement(
+                            sid="DescribeWatchedTables",
+                            actions=["dynamodb:DescribeTable"],
+                            resources=[
+                                access.table_arn(partition, region, account, t.table_name)
+                                for t in watched
+                            ],
+                        ),
+                        iam.PolicyStatement(
+                            sid="WriteOwnLogs",
+                            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                            resources=[lookup_logs.log_group_arn],
+                        ),
+                    ]
+                )
+            },
+        )
+        self.mappings: list[lambda_.EventSourceMapping] = []
+        for spec in watched:
+            call = cr.AwsSdkCall(
+                service="DynamoDB",
+                action="describeTable",
+                parameters={"TableName": spec.table_name},
+                region=region,
+                physical_resource_id=cr.PhysicalResourceId.of(f"{spec.table_name}@{region}"),
+                output_paths=["Table.LatestStreamArn"],
+            )
+            lookup = cr.AwsCustomResource(
+                self,
+                f"StreamArn-{spec.key}",
+                on_create=call,
+                on_update=call,
+                role=lookup_role,
+                log_group=lookup_logs,
+                install_latest_aws_sdk=False,
+            )
+            mapping = lambda_.EventSourceMapping(
+                self,
+                f"Stream-{spec.key}",
+                target=self.function,
+                event_source_arn=lookup.get_response_field("Table.LatestStreamArn"),
+                starting_position=lambda_.StartingPosition.TRIM_HORIZON,
+                batch_size=100,
+                bisect_batch_on_error=True,
+                retry_attempts=5,
+                report_batch_item_failures=True,
+                on_failure=sources.SqsDlq(self.failures),
+            )
+            self.mappings.append(mapping)
+
+        acknowledge_wildcards(
+            role,
+            access.detector_statements(plan, region, partition=NAG_PARTITION, account=NAG_ACCOUNT),
+            access.WILDCARD_REASONS,
+        )
+        acknowledge(
+            self.function,
+            (
+                "AwsSolutions-L1",
+                "The detector runs the regionkit code base, which targets Python 3.11 "
+                "(pyproject requires-python); the runtime moves with the project.",
+            ),
+        )
+        acknowledge(
+            self.failures,
+            (
+                "AwsSolutions-SQS3",
+                "This queue is itself the on-failure destination (a dead-letter queue) of the "
+                "detector's stream mappings; a DLQ of a DLQ would add nothing.",
+            ),
+        )

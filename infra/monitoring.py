@@ -1,0 +1,113 @@
+"""ReplicationLatency alarms: one per replica pair, plus one composite per region.
+
+DynamoDB emits ``ReplicationLatency`` (milliseconds) in the *source* region, with
+the dimensions ``TableName`` and ``ReceivingRegion``. So the alarms of a pair
+live in the regional stack of the source region, one per (table, receiving
+region). AWS's guidance is to alarm when the average stays high; the level is
+the policy's ``targets.replication_latency_alarm_ms``.
+
+A composite alarm per region (``ALARM`` of any of that region's pair alarms) is
+the FIS stop condition: a template takes at most five stop conditions, a region
+may have dozens of pair alarms.
+"""
+
+from __future__ import annotations
+
+from aws_cdk import aws_cloudwatch as cloudwatch
+from constructs import Construct
+
+from infra import naming
+from infra.plan import DeploymentPlan
+
+__all__ = ["ReplicationAlarms"]
+
+#: Minutes the one-minute average must stay above the level before the alarm fires.
+EVALUATION_MINUTES = 5
+_RULE_LIMIT = 10_240  # CloudWatch's limit on a composite alarm rule
+
+
+class ReplicationAlarms(Construct):
+    """The ReplicationLatency alarms of every replica pair whose source is ``region``."""
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, plan: DeploymentPlan, region: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.alarms: list[cloudwatch.CfnAlarm] = []
+        self.composite: cloudwatch.CfnCompositeAlarm | None = None
+        threshold = plan.replication_latency_alarm_ms
+        names: list[str] = []
+        for spec, receiving in plan.alarm_pairs(region):
+            name = naming.replication_alarm_name(
+                plan.policy_name, spec.table_name, region, receiving
+            )
+            alarm = cloudwatch.CfnAlarm(
+                self,
+                f"{spec.key}-to-{receiving}",
+                alarm_name=name,
+                alarm_description=(
+                    f"Replication of {spec.table_name} from {region} to {receiving} has "
+                    f"averaged over {threshold} ms for {EVALUATION_MINUTES} minutes"
+                ),
+                namespace="AWS/DynamoDB",
+                metric_name="ReplicationLatency",
+                dimensions=[
+                    cloudwatch.CfnAlarm.DimensionProperty(name="TableName", value=spec.table_name),
+                    cloudwatch.CfnAlarm.DimensionProperty(name="ReceivingRegion", value=receiving),
+                ],
+                statistic="Average",
+                unit="Milliseconds",
+                period=60,
+                evaluation_periods=EVALUATION_MINUTES,
+                datapoints_to_alarm=EVALUATION_MINUTES,
+                threshold=threshold,
+                comparison_operator="GreaterThanThreshold",
+                # No writes, no metric: an idle table is not a lagging one.
+                treat_missing_data="notBreaching",
+            )
+            self.alarms.append(alarm)
+            names.append(name)
+        if not names:
+            return
+        # A rule holds at most 10,240 characters: past that, OR the alarms in groups,
+        # each group a composite of its own, and the region's composite ORs the groups.
+        groups = _chunk([f'ALARM("{n}")' for n in names])
+        members: list[cloudwatch.CfnAlarm | cloudwatch.CfnCompositeAlarm] = list(self.alarms)
+        if len(groups) > 1:
+            members = []
+            for i, group in enumerate(groups):
+                part = cloudwatch.CfnCompositeAlarm(
+                    self,
+                    f"CompositePart{i}",
+                    alarm_name=f"{naming.composite_alarm_name(plan.policy_name, region)}-{i}",
+                    alarm_rule=" OR ".join(group),
+                )
+                for alarm in self.alarms:
+                    part.add_resource_dependency(alarm)
+                members.append(part)
+            groups = [[f'ALARM("{m.alarm_name}")' for m in members]]
+        self.composite = cloudwatch.CfnCompositeAlarm(
+            self,
+            "Composite",
+            alarm_name=naming.composite_alarm_name(plan.policy_name, region),
+            alarm_description=(
+                f"Any replica pair sourced in {region} lags over {threshold} ms; "
+                "the stop condition of the region's FIS pause-replication experiment"
+            ),
+            alarm_rule=" OR ".join(groups[0]),
+        )
+        # The rule names the alarms; CloudFormation must create them first.
+        for member in members:
+            self.composite.add_resource_dependency(member)
+
+
+def _chunk(terms: list[str]) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    size = 0
+    for term in terms:
+        if groups[-1] and size + len(term) + 4 > _RULE_LIMIT:
+            groups.append([])
+            size = 0
+        groups[-1].append(term)
+        size += len(term) + 4
+    return groups

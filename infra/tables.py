@@ -1,0 +1,117 @@
+"""Constructs for the data: per-region KMS keys, and the global tables themselves.
+
+**KMS keys across regions.** A customer-managed key is strictly regional and a
+global table needs one in every replica region. CloudFormation cannot reference
+a resource of another region, so each key gets a deterministic alias
+(:func:`infra.naming.key_alias`, the same name in every region) and the table
+stack names the replica keys by alias ARN
+(``arn:<partition>:kms:<region>:<account>:alias/regionkit/<policy>/<table>``),
+which DynamoDB accepts wherever it takes a key id. The keys stack of each region
+is deployed before the tables stacks (a stack dependency, not a reference).
+"""
+
+from __future__ import annotations
+
+import aws_cdk as cdk
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_kms as kms
+from constructs import Construct
+
+from infra import naming
+from infra.plan import TableSpec
+
+__all__ = ["RegionKeys", "ReplicatedTable", "alias_arn"]
+
+
+def alias_arn(region: str, alias: str) -> str:
+    """The ARN of ``alias`` in ``region`` of the deploying account (tokens for the rest)."""
+    return f"arn:{cdk.Aws.PARTITION}:kms:{region}:{cdk.Aws.ACCOUNT_ID}:{alias}"
+
+
+def _tag(scope: Construct, spec: TableSpec, policy_name: str) -> None:
+    tags = cdk.Tags.of(scope)
+    tags.add(naming.TAG_POLICY, policy_name)
+    tags.add(naming.TAG_DATA_CLASS, spec.data_class or spec.key)
+    tags.add(naming.TAG_JURISDICTION, spec.jurisdiction)
+
+
+class RegionKeys(Construct):
+    """One customer-managed key (with its alias) per table replica in one region."""
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        policy_name: str,
+        region: str,
+        tables: list[TableSpec],
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.keys: dict[str, kms.Key] = {}
+        for spec in tables:
+            key = kms.Key(
+                self,
+                f"Key-{spec.key}",
+                alias=spec.key_alias,
+                description=(
+                    f"regionkit {policy_name}: table {spec.table_name} "
+                    f"({spec.jurisdiction}) in {region}"
+                ),
+                enable_key_rotation=True,
+                pending_window=cdk.Duration.days(30),
+                # Deleting the key would make every backup of the table unreadable.
+                removal_policy=cdk.RemovalPolicy.RETAIN,
+            )
+            _tag(key, spec, policy_name)
+            self.keys[spec.key] = key
+
+
+class ReplicatedTable(Construct):
+    """A DynamoDB global table (``AWS::DynamoDB::GlobalTable``) with every protection on.
+
+    Defined once, in the stack of the primary region; the other regions of
+    ``spec`` become replicas. Streams carry new and old images (the conflict
+    detector compares them), PITR and deletion protection are on in every
+    replica, every replica is encrypted with its own region's customer-managed
+    key, and the table survives the deletion of its stack.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        spec: TableSpec,
+        policy_name: str,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        table_key = kms.Alias.from_alias_name(self, "TableKey", spec.key_alias)
+        self.table = dynamodb.TableV2(
+            self,
+            "Table",
+            table_name=spec.table_name,
+            partition_key=dynamodb.Attribute(
+                name=spec.partition_key, type=dynamodb.AttributeType.STRING
+            ),
+            sort_key=(
+                dynamodb.Attribute(name=spec.sort_key, type=dynamodb.AttributeType.STRING)
+                if spec.sort_key
+                else None
+            ),
+            billing=dynamodb.Billing.on_demand(),
+            dynamo_stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            deletion_protection=True,
+            removal_policy=cdk.RemovalPolicy.RETAIN,
+            encryption=dynamodb.TableEncryptionV2.customer_managed_key(
+                table_key,
+                {r: alias_arn(r, spec.key_alias) for r in spec.replica_regions},
+            ),
+            replicas=[dynamodb.ReplicaTableProps(region=r) for r in spec.replica_regions],
+        )
+        _tag(self.table, spec, policy_name)
+        if spec.fis_target:
+            cdk.Tags.of(self.table).add(naming.DISRUPT_TAG, naming.DISRUPT_TAG_VALUE)
