@@ -122,6 +122,14 @@ def _is_retryable(exc: BaseException) -> bool:
     return False
 
 
+def _tag_region(exc: BaseException, region: str) -> None:
+    """Remember on the exception which region answered it (for StaleWrite/BackendError)."""
+    try:
+        exc.regionkit_region = region  # type: ignore[attr-defined]
+    except AttributeError:  # pragma: no cover - an exception type with __slots__
+        pass
+
+
 def _error_code(exc: BaseException) -> str:
     resp = getattr(exc, "response", None)
     if isinstance(resp, dict):
@@ -387,6 +395,7 @@ class RegionRouter:
             result = fn(route, self.clients.dynamodb(route.region))
         except Exception as exc:
             if not _is_retryable(exc):
+                _tag_region(exc, route.region)
                 raise
             self.health.record_failure(route.region, _error_code(exc))
             return self._failover(data_class, subject, op, fn, [route.region], exc)
@@ -419,6 +428,8 @@ class RegionRouter:
                 if _is_retryable(exc):
                     self.health.record_failure(route.region, _error_code(exc))
                     tried.append(route.region)
+                else:
+                    _tag_region(exc, route.region)
                 raise
             self.health.record_success(route.region)
             return out
@@ -743,7 +754,7 @@ class RegionRouter:
             if code != "ConditionalCheckFailedException":
                 raise BackendError(
                     operation="write",
-                    region=self._last_region(data_class),
+                    region=self._last_region(data_class, exc),
                     code=code,
                     reason=exc.response.get("Error", {}).get("Message", ""),
                 ) from exc
@@ -760,7 +771,7 @@ class RegionRouter:
             raise StaleWrite(
                 data_class=data_class,
                 key=self._safe_key(data_class, key),
-                region=self._last_region(data_class),
+                region=self._last_region(data_class, exc),
                 based_on=based_on or "(blind write)",
                 current=str(current.get(VERSION_ATTR, "(unknown)")),
             ) from None
@@ -819,8 +830,9 @@ class RegionRouter:
         """The item's key for messages: keys are IDs, never PII (the policy forbids PII keys)."""
         return str(item.get(self._pk[data_class], "?"))
 
-    def _last_region(self, data_class: str) -> str:
-        return self.region or "?"
+    def _last_region(self, data_class: str, exc: BaseException | None = None) -> str:
+        """The region that answered ``exc`` (tagged by the call path), else our own."""
+        return str(getattr(exc, "regionkit_region", None) or self.region or "?")
 
     # --- moving users between homes ---
 
@@ -831,8 +843,11 @@ class RegionRouter:
 
         The directory entry is set to ``moving`` (with the target) before the copy,
         so a crash midway leaves a record: the audit reports the profile in two
-        places as an unfinished move, and calling ``move_user`` again finishes it.
+        places as an unfinished move, and calling ``move_user`` again finishes it,
+        also when the crash came after the directory update (the old copy is
+        deleted then) or the retry picks another target (the half-made copy is too).
         """
+        self.directory.invalidate(user_id)  # a move starts from the directory, not a cache
         entry = self.home_of(user_id)
         if region is None and country is None:
             raise ConfigError(message="move_user needs country= or region=")
@@ -844,7 +859,10 @@ class RegionRouter:
         to_j = self.policy.jurisdiction_of_region(region)
         steps: list[str] = []
         if entry.home_region == region and entry.status == "active":
-            return MoveResult(user_id, region, region, to_j, to_j, False, ["already there"])
+            steps = ["already there"]
+            if entry.moved_from and entry.moved_from != region:  # finish an interrupted delete
+                steps += self._delete_pinned(user_id, entry.moved_from, leftovers=True)
+            return MoveResult(user_id, region, region, to_j, to_j, False, steps)
         dpk = self._pk[self._dir_class]
         moving = DirectoryEntry(
             user_id, entry.home_region, entry.jurisdiction, "moving", moving_to=region
@@ -874,10 +892,11 @@ class RegionRouter:
         self.directory.invalidate(user_id)
         self.directory.put(done)
         steps.append(f"directory: home is {region}")
-        for name, dc in self.policy.data_classes.items():
-            if isinstance(dc, PinnedDataClass) and entry.home_region != region:
-                self._pinned_delete(name, user_id, entry.home_region, entry.jurisdiction)
-                steps.append(f"{name}: deleted from {entry.home_region}")
+        for old_region in (entry.home_region, entry.moving_to):
+            if old_region and old_region != region:  # moving_to: an earlier, other target
+                steps += self._delete_pinned(
+                    user_id, old_region, leftovers=old_region != entry.home_region
+                )
         audit_log.info(
             "residency.move.completed",
             user_id=user_id,
@@ -889,6 +908,20 @@ class RegionRouter:
         return MoveResult(
             user_id, entry.home_region, region, entry.jurisdiction, to_j, copied, steps
         )
+
+    def _delete_pinned(self, user_id: str, region: str, *, leftovers: bool = False) -> list[str]:
+        """Delete every pinned item of ``user_id`` in ``region`` (idempotent); the steps.
+
+        With ``leftovers`` only deletions that found an item are reported.
+        """
+        jurisdiction = self.policy.jurisdiction_of_region(region)
+        steps = []
+        for name, dc in self.policy.data_classes.items():
+            if isinstance(dc, PinnedDataClass):
+                found = self._pinned_delete(name, user_id, region, jurisdiction)
+                if found or not leftovers:
+                    steps.append(f"{name}: deleted from {region}")
+        return steps
 
     def _pinned_get(
         self, data_class: str, user_id: str, region: str, jurisdiction: str
@@ -914,13 +947,17 @@ class RegionRouter:
             TableName=self._tables[data_class], Item=to_ddb(body)
         )
 
-    def _pinned_delete(self, data_class: str, user_id: str, region: str, jurisdiction: str) -> None:
+    def _pinned_delete(self, data_class: str, user_id: str, region: str, jurisdiction: str) -> bool:
+        """Delete one pinned item; True if there was one."""
         self.guard.check(
             op="write", data_class=data_class, region=region, jurisdiction=jurisdiction
         )
-        self.clients.dynamodb(region).delete_item(
-            TableName=self._tables[data_class], Key=to_ddb({self._pk[data_class]: user_id})
+        out = self.clients.dynamodb(region).delete_item(
+            TableName=self._tables[data_class],
+            Key=to_ddb({self._pk[data_class]: user_id}),
+            ReturnValues="ALL_OLD",
         )
+        return bool(out.get("Attributes"))
 
     # --- introspection ---
 

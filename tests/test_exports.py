@@ -1,0 +1,242 @@
+"""The public API of ``regions`` and the layering of the whole code base.
+
+Like httpx's ``tests/test_exported_members.py``: the names services import are
+listed once, here, and a change to them is a deliberate change to this file.
+The import graph is read from the source with :mod:`ast` (lazy imports inside
+functions and ``TYPE_CHECKING`` blocks count too), so a layering violation
+fails here even when the offending line never runs in a test.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import regions
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What services import (the regions package docstring shows the usage).
+DOCUMENTED = {
+    # the router and what it returns
+    "RegionRouter",
+    "Route",
+    "Written",
+    "MoveResult",
+    # its replaceable parts
+    "ClientPool",
+    "ClientProvider",
+    "RegionHealth",
+    "HealthState",
+    "BreakerState",
+    "RegionStatus",
+    "DirectoryEntry",
+    # version stamps
+    "HLC",
+    "Stamp",
+    "ClockDriftError",
+    # user IDs
+    "mint_user_id",
+    "parse_user_id",
+    # the errors a caller handles
+    "RegionkitError",
+    "RegionUnavailable",
+    "ResidencyViolation",
+    "StaleWrite",
+}
+
+
+def test_regions_all_is_exactly_the_documented_set() -> None:
+    assert set(regions.__all__) == DOCUMENTED
+    assert len(regions.__all__) == len(set(regions.__all__))  # no duplicates
+
+
+def test_every_public_name_imports_and_nothing_else_is_public() -> None:
+    for name in regions.__all__:
+        assert getattr(regions, name) is not None
+        exec(f"from regions import {name}", {})  # the import statement itself works
+    submodules = {p.stem for p in (ROOT / "regions").iterdir() if p.suffix == ".py" or p.is_dir()}
+    public = {
+        n
+        for n in vars(regions)
+        if not n.startswith("_") and n not in submodules and n != "annotations"
+    }
+    assert public == set(regions.__all__)
+
+
+def test_public_errors_belong_to_the_error_tree() -> None:
+    from residency.errors import ConfigError, OperationError, RegionkitError
+
+    for name in ("RegionUnavailable", "ResidencyViolation", "StaleWrite", "ClockDriftError"):
+        cls = getattr(regions, name)
+        assert issubclass(cls, OperationError) and issubclass(cls, RegionkitError)
+    assert not issubclass(regions.RegionUnavailable, ConfigError)
+
+
+HEAVY = frozenset({"aws_cdk", "moto", "constructs", "cdk_nag", "jsii"})
+
+
+def _modules_loaded_by(statement: str) -> list[str]:
+    """The heavy top-level packages a fresh interpreter has loaded after ``statement``."""
+    code = "\n".join(
+        [
+            "import json, sys",
+            statement,
+            f"heavy = set({sorted(HEAVY)!r})",
+            "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & heavy)))",
+        ]
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stderr
+    loaded: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "import regions",
+        "from regions import RegionRouter",
+        "import regions.local",
+        "import residency.policy, residency.guard",
+        "import cli",
+    ],
+)
+def test_importing_does_not_pull_in_aws_cdk_or_moto(statement: str) -> None:
+    assert _modules_loaded_by(statement) == []
+
+
+# --- the import graph -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str  # dotted module name, e.g. "regions.router"
+    path: str
+    line: int
+    target: str  # dotted name imported, e.g. "residency.audit.checks"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _sources() -> Iterator[Path]:
+    for package in ("residency", "regions", "infra"):
+        base = ROOT / package
+        if base.is_dir():
+            yield from sorted(base.rglob("*.py"))
+    yield ROOT / "cli.py"
+
+
+def _imports(path: Path) -> Iterator[Import]:
+    module = _module_name(path)
+    is_package = path.name == "__init__.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield Import(module, str(path), node.lineno, alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # a relative import: resolve it against this module's package
+                package = module.split(".") if is_package else module.split(".")[:-1]
+                base = package[: len(package) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            yield Import(module, str(path), node.lineno, target)
+            for alias in node.names:  # "from regions import local" imports regions.local
+                yield Import(module, str(path), node.lineno, f"{target}.{alias.name}")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            yield Import(module, str(path), node.lineno, node.args[0].value)
+
+
+GRAPH = [imp for path in _sources() for imp in _imports(path)]
+
+
+def _under(name: str, *prefixes: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _violations(
+    importers: tuple[str, ...], forbidden: tuple[str, ...], *, unless: tuple[str, ...] = ()
+) -> list[str]:
+    return [
+        f"{imp.path}:{imp.line}: {imp.importer} imports {imp.target}"
+        for imp in GRAPH
+        if _under(imp.importer, *importers)
+        and not _under(imp.importer, *unless)
+        and _under(imp.target, *forbidden)
+    ]
+
+
+def test_the_graph_was_read() -> None:
+    importers = {imp.importer for imp in GRAPH}
+    assert {"cli", "regions.router", "residency.guard", "regions.local.sim"} <= importers
+    assert any(imp.target == "regions.local.replication" for imp in GRAPH)  # lazy ones too
+
+
+def test_residency_imports_nothing_from_regions_infra_or_cli() -> None:
+    assert (
+        _violations(("residency",), ("regions", "infra", "cli"), unless=("residency.audit",)) == []
+    )
+
+
+def test_regions_never_imports_cli_infra_the_audit_or_the_cdk() -> None:
+    forbidden = ("cli", "infra", "residency.audit", "aws_cdk", "constructs", "cdk_nag")
+    assert _violations(("regions",), forbidden) == []
+
+
+def test_only_the_local_cluster_imports_moto() -> None:
+    assert (
+        _violations(("residency", "regions", "infra", "cli"), ("moto",), unless=("regions.local",))
+        == []
+    )
+
+
+def test_only_infra_imports_the_cdk() -> None:
+    cdk = ("aws_cdk", "constructs", "cdk_nag")
+    assert _violations(("residency", "regions", "cli"), cdk) == []
+
+
+def test_the_audit_imports_nothing_from_cli_or_infra() -> None:
+    assert _violations(("residency.audit",), ("cli", "infra")) == []
+
+
+def test_no_module_imports_cli() -> None:
+    assert _violations(("residency", "regions", "infra"), ("cli",)) == []
+    assert [i for i in GRAPH if i.importer == "cli" and _under(i.target, "cli")] == []
+
+
+def test_the_checker_catches_a_violation(tmp_path: Path) -> None:
+    """The rules above would fail on a bad import (the checker is not vacuous)."""
+    bad = ROOT / "regions" / "__init__.py"
+    imports = list(_imports(bad))
+    assert any(i.target == "regions.router" for i in imports)
+    fake = Import("regions.router", "regions/router.py", 1, "aws_cdk.aws_dynamodb")
+    GRAPH.append(fake)
+    try:
+        assert _violations(("regions",), ("aws_cdk",)) == [
+            "regions/router.py:1: regions.router imports aws_cdk.aws_dynamodb"
+        ]
+    finally:
+        GRAPH.remove(fake)
