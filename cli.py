@@ -56,7 +56,8 @@ _state = _State()
 def _console(stderr: bool = False) -> Console:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    # soft_wrap: never break "file:line: message" lines; tables still fit the width
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -674,15 +675,20 @@ def infra_synth(
 
 def main(argv: list[str] | None = None) -> NoReturn:
     """Run the CLI; map regionkit's error tree to exit codes, with no traceback."""
-    import click
+    # Recent typer vendors click: its usage errors derive from typer.TyperException,
+    # not from click's ClickException (catching only the latter printed tracebacks).
+    usage_error: Any = getattr(typer, "TyperException", None)
+    if usage_error is None:  # an older typer that raises click's own exceptions
+        import click
 
+        usage_error = click.exceptions.ClickException
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="regionkit", standalone_mode=False)
-    except click.exceptions.ClickException as exc:
+    except usage_error as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except ConfigError as exc:

@@ -17,9 +17,11 @@ and the field:
 
 from __future__ import annotations
 
+import difflib
+import functools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -32,7 +34,13 @@ from pydantic import (
 )
 
 from residency.aws_regions import AWS_REGIONS, distance_km
-from residency.errors import PolicyError, PolicyProblem, UnknownDataClass, UnknownRegion
+from residency.errors import (
+    PolicyError,
+    PolicyProblem,
+    UnknownCountry,
+    UnknownDataClass,
+    UnknownRegion,
+)
 from residency.yamlmarks import MarkedYaml, load_marked_yaml
 
 __all__ = [
@@ -119,9 +127,15 @@ DataClass = Annotated[PinnedDataClass | GlobalDataClass, Field(discriminator="ki
 
 
 class DrillTargets(_Model):
-    rto_seconds: float = Field(gt=0, description="Maximum time until routed writes succeed.")
-    rpo_seconds: float = Field(ge=0, description="Maximum age of writes lost to a fault.")
-    convergence_seconds: float = Field(gt=0, description="Maximum time to converge after heal.")
+    rto_seconds: float = Field(
+        gt=0, allow_inf_nan=False, description="Maximum time until routed writes succeed."
+    )
+    rpo_seconds: float = Field(
+        ge=0, allow_inf_nan=False, description="Maximum age of writes lost to a fault."
+    )
+    convergence_seconds: float = Field(
+        gt=0, allow_inf_nan=False, description="Maximum time to converge after heal."
+    )
     max_age_days: int = Field(gt=0, description="Every region must be drilled this often.")
 
 
@@ -176,12 +190,22 @@ class Policy(_Model):
             if region in j.regions:
                 return jid
         raise UnknownRegion(
-            region=region, reason="no jurisdiction of the policy owns it", known=self.regions
+            region=region,
+            reason="no jurisdiction of the policy owns it",
+            known=", ".join(self.regions),
         )
 
     def jurisdiction_of_country(self, country: str) -> str:
+        """The jurisdiction of an ISO 3166-1 alpha-2 country (any case), else the default.
+
+        A code that is not ISO raises :class:`UnknownCountry`: silently homing a
+        mistyped 'de' or 'UK' in the default jurisdiction would break residency.
+        """
+        code = country.strip().upper()
+        if code not in _country_codes():
+            raise UnknownCountry(country=country)
         for jid, j in self.jurisdictions.items():
-            if country in j.countries:
+            if code in j.countries:
                 return jid
         return self.default_jurisdiction
 
@@ -245,10 +269,21 @@ Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str, str]  # (location, message, fix)
 
 
+@functools.cache
 def _country_codes() -> frozenset[str]:
     from iso3166 import countries_by_alpha2
 
     return frozenset(countries_by_alpha2)
+
+
+def _unknown_region(r: str, declared: list[str] | None = None) -> tuple[str, str]:
+    """Message and fix for a region code AWS does not have; suggest a declared one first."""
+    close = difflib.get_close_matches(r, declared or [], n=1, cutoff=0.8)
+    close = close or difflib.get_close_matches(r, list(AWS_REGIONS), n=1, cutoff=0.8)
+    if close:
+        return f"unknown AWS region code {r!r} (did you mean {close[0]!r}?)", f"use {close[0]!r}"
+    known = ", ".join(sorted(AWS_REGIONS)[:6]) + ", ..."
+    return f"unknown AWS region code {r!r}", f"use a commercial AWS region code such as {known}"
 
 
 def policy_problems(p: Policy) -> list[Problem]:
@@ -257,12 +292,10 @@ def policy_problems(p: Policy) -> list[Problem]:
 
 
 def _iter_problems(p: Policy) -> Iterator[Problem]:
-    known_codes = ", ".join(sorted(AWS_REGIONS)[:6]) + ", ..."
     seen_regions: set[str] = set()
     for i, r in enumerate(p.regions):
         if r not in AWS_REGIONS:
-            yield (("regions", i), f"unknown AWS region code {r!r}",
-                   f"use a commercial AWS region code such as {known_codes}")
+            yield (("regions", i), *_unknown_region(r))
         if r in seen_regions:
             yield (("regions", i), f"region {r!r} is listed twice", "list each region once")
         seen_regions.add(r)
@@ -273,7 +306,9 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
     for jid, j in p.jurisdictions.items():
         base: Loc = ("jurisdictions", jid)
         for i, r in enumerate(j.regions):
-            if r not in p.regions:
+            if r not in AWS_REGIONS:
+                yield (base + ("regions", i), *_unknown_region(r, p.regions))
+            elif r not in p.regions:
                 yield (base + ("regions", i), f"region {r!r} is not declared in 'regions'",
                        f"add {r!r} to the top-level 'regions' list or remove it here")
             if r in region_owner and region_owner[r] != jid:
@@ -292,9 +327,11 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
             country_owner.setdefault(c, jid)
         if not j.home_regions:
             yield (base + ("home_regions",), "the home region list is empty",
-                   f"list at least one of {j.regions} in failover order")
+                   f"list at least one of {', '.join(j.regions)} in failover order")
         for i, r in enumerate(j.home_regions):
-            if r not in j.regions:
+            if r not in AWS_REGIONS:
+                yield (base + ("home_regions", i), *_unknown_region(r, j.regions))
+            elif r not in j.regions:
                 yield (base + ("home_regions", i),
                        f"home region {r!r} is outside jurisdiction {jid!r} "
                        f"(its regions: {', '.join(j.regions)})",
@@ -319,7 +356,9 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
         if isinstance(dc, GlobalDataClass):
             placement: tuple[str, ...] = tuple(sorted(dc.replicas))
             for i, r in enumerate(dc.replicas):
-                if r not in p.regions:
+                if r not in AWS_REGIONS:
+                    yield (base + ("replicas", i), *_unknown_region(r, p.regions))
+                elif r not in p.regions:
                     yield (base + ("replicas", i), f"replica region {r!r} is not declared",
                            f"use one of {', '.join(p.regions)} or declare it")
             if len(set(dc.replicas)) != len(dc.replicas):
@@ -354,11 +393,13 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
 
     directory = p.data_classes.get(p.system.directory)
     if directory is None:
-        yield (("system", "directory"),
-               f"data class {p.system.directory!r} (the user directory) is not declared",
+        yield (("data_classes",),
+               f"data class {p.system.directory!r} (the user directory) is not declared "
+               "(system.directory names it)",
                "declare a global data class for the directory, e.g. 'directory'")
     elif not isinstance(directory, GlobalDataClass):
-        yield (("system", "directory"), "the user directory must be a global data class",
+        yield (("data_classes", p.system.directory, "kind"),
+               "the user directory must be a global data class",
                "set kind: global; the directory holds no PII")
     elif set(directory.replicas) != set(p.regions):
         yield (("data_classes", p.system.directory, "replicas"),
@@ -373,21 +414,158 @@ def _field(loc: Loc) -> str:
     return ".".join(str(x) for x in loc) or "(top level)"
 
 
-def _fix_for(err_type: str, loc: Loc) -> str:
-    return {
-        "extra_forbidden": "remove the key or check its spelling; " + _FIX_SCHEMA,
-        "missing": "add the field; " + _FIX_SCHEMA,
-        "literal_error": "use one of the allowed values",
-        "string_pattern_mismatch": "use the documented format; " + _FIX_SCHEMA,
-        "union_tag_invalid": "set kind to 'pinned' or 'global'",
-        "union_tag_not_found": "add kind: pinned or kind: global",
-    }.get(err_type, _FIX_SCHEMA)
+# Plain-language descriptions of the string formats above, keyed by their regex.
+_FORMATS: dict[str, str] = {
+    get_args(Name)[1].pattern: "a lowercase name (a letter, then up to 62 of a-z 0-9 _ -)",
+    get_args(TableName)[1].pattern: "a DynamoDB table name (3 to 200 of A-Z a-z 0-9 _ . -)",
+    get_args(JurisdictionId)[1].pattern: "an upper-case jurisdiction ID such as 'EU' or 'IN'",
+    get_args(RegionCode)[1].pattern: "an AWS region code such as 'eu-west-1'",
+    get_args(CountryCode)[1].pattern: "an upper-case ISO 3166-1 alpha-2 code such as 'DE'",
+    get_args(FunctionRef)[1].pattern: "a 'module:function' reference such as "
+    "'regions.merges:merge_counters'",
+}
+
+
+def _shown(value: Any) -> str:
+    """How a YAML value reads in a message (never long)."""
+    if value is None:
+        return "nothing (an empty value)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}" if len(value) <= 40 else "a long string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return type(value).__name__
+
+
+def _at(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        found = (isinstance(data, dict) and part in data) or (
+            isinstance(data, list) and isinstance(part, int) and part < len(data))
+        if not found:
+            return None
+        data = data[part]
+    return data
+
+
+def _known_keys(loc: Loc, data: Any) -> list[str]:
+    """The keys the mapping at ``loc`` may hold (for "did you mean")."""
+    models: list[type[BaseModel]]
+    match loc:
+        case ():
+            models = [Policy]
+        case ("jurisdictions", _):
+            models = [Jurisdiction]
+        case ("data_classes", _, "conflicts"):
+            models = [MergeConflicts]
+        case ("data_classes", _):
+            kind = _at(data, (*loc, "kind"))
+            models = [PinnedDataClass, GlobalDataClass]
+            if kind == "pinned":
+                models = [PinnedDataClass]
+            elif kind == "global":
+                models = [GlobalDataClass]
+        case ("system",):
+            models = [SystemTables]
+        case ("targets",):
+            models = [Targets]
+        case ("targets", "drills"):
+            models = [DrillTargets]
+        case ("targets", "audit"):
+            models = [AuditRequirements]
+        case _:
+            models = []
+    return [name for m in models for name in m.model_fields]
 
 
 def _clean_loc(loc: tuple[str | int, ...]) -> Loc:
-    # pydantic puts union/discriminator tags in locations: drop them.
-    return tuple(x for x in loc if x not in {"pinned", "global", "str", "MergeConflicts",
-                                              "literal['lww']"})
+    """Drop what pydantic adds to locations: union tags and dict-key markers.
+
+    Only at the places pydantic puts them, so a data class named 'global' keeps its name.
+    """
+    out: list[str | int] = []
+    for i, x in enumerate(loc):
+        if i == 2 and loc[0] == "data_classes" and x in {"pinned", "global"}:
+            continue
+        if i > 0 and loc[i - 1] == "conflicts" and x in {"literal['lww']", "MergeConflicts"}:
+            continue
+        if x == "[key]":
+            continue
+        out.append(x)
+    return tuple(out)
+
+
+_YAML_BOOLS = "YAML 1.1 reads unquoted yes, no, on and off as booleans"
+
+
+def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
+    """One pydantic error as (location, message, fix), or None for union noise."""
+    raw: tuple[str | int, ...] = tuple(err["loc"])
+    loc = _clean_loc(raw)
+    kind: str = err["type"]
+    value = err.get("input")
+    got = _shown(value)
+    if "literal['lww']" in raw and isinstance(value, dict):
+        return None  # a mapping: only the MergeConflicts branch applies
+    if "MergeConflicts" in raw and kind == "model_type":
+        return None  # not a mapping: the literal branch reports it
+    if kind == "missing":
+        return loc, f"required field {loc[-1]!r} is missing", "add it; " + _FIX_SCHEMA
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        known = _known_keys(loc[:-1], data)
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+        if close:
+            return (loc, f"unknown key {key!r} (did you mean {close[0]!r}?)",
+                    f"rename it to {close[0]!r}")
+        allowed = f"the keys allowed here are {', '.join(known)}" if known else _FIX_SCHEMA
+        return loc, f"unknown key {key!r}", f"remove it or check its spelling; {allowed}"
+    if isinstance(value, bool) and "countries" in loc:
+        return (loc, f"expected a country code, got {got}: {_YAML_BOOLS} (an unquoted NO is "
+                "false)", "quote the country code, e.g. \"NO\"")
+    if kind == "union_tag_invalid":
+        tag = err["ctx"]["tag"]
+        return (*loc, "kind"), f"unknown kind {tag!r}", "use kind: pinned or kind: global"
+    if kind == "union_tag_not_found":
+        return (loc, "the data class has no 'kind'",
+                "add kind: pinned (personal data) or kind: global (shared data)")
+    if kind == "literal_error" and loc[-1:] == ("conflicts",):
+        return (loc, f"conflicts must be 'lww' or a mapping 'merge: module:function', got {got}",
+                "write conflicts: lww, or conflicts: {merge: 'package.module:function'}")
+    if kind == "literal_error":
+        return loc, f"must be {err['ctx']['expected']}, got {got}", "use one of the allowed values"
+    if kind == "string_pattern_mismatch":
+        fmt = _FORMATS.get(err["ctx"]["pattern"], f"of the form {err['ctx']['pattern']}")
+        what = "the key" if raw[-1] == "[key]" else "the value"
+        return loc, f"{what} {value!r} is not {fmt}", "use that format; " + _FIX_SCHEMA
+    if kind == "list_type":
+        return loc, f"expected a list, got {got}", "write a list, e.g. [a, b]"
+    if kind in {"dict_type", "model_type", "model_attributes_type"}:
+        return (loc, f"expected a mapping, got {got}",
+                "write indented 'key: value' lines under it; " + _FIX_SCHEMA)
+    if kind == "string_type":
+        return loc, f"expected a string, got {got}", "quote the value"
+    if kind in {"float_type", "int_type", "int_from_float"}:
+        whole = "a whole number" if kind != "float_type" else "a number"
+        if isinstance(value, bool):
+            return loc, f"expected {whole}, got {got}: {_YAML_BOOLS}", f"write {whole}"
+        return loc, f"expected {whole}, got {got}", f"write {whole}"
+    if kind == "bool_type":
+        return loc, f"expected true or false, got {got}", "write true or false, unquoted"
+    if kind == "finite_number":
+        return loc, f"must be a finite number, got {got}", "write a finite number"
+    if kind == "too_short":
+        return (loc, f"must hold at least {err['ctx']['min_length']} item, got none",
+                "add at least one; " + _FIX_SCHEMA)
+    msg = err["msg"].replace("Input should be", "must be", 1)
+    if "input" in err:
+        msg = f"{msg}, got {got}"
+    return loc, msg, _FIX_SCHEMA
 
 
 def parse_policy(data: Any, *, source: str = "<policy>", marks: MarkedYaml | None = None) -> Policy:
@@ -397,29 +575,22 @@ def parse_policy(data: Any, *, source: str = "<policy>", marks: MarkedYaml | Non
         return marks.line_of(loc) if marks else None
 
     if not isinstance(data, dict):
-        raise PolicyError([PolicyProblem(source, 1, "(top level)",
-                                         "the policy must be a YAML mapping", _FIX_SCHEMA)])
+        if data is None:
+            msg, fix = ("the file is empty (or holds only comments)",
+                        "start from policies/minimal.yaml; " + _FIX_SCHEMA)
+        else:
+            msg, fix = (f"the policy must be a YAML mapping (key: value lines), got {_shown(data)}",
+                        "start from policies/minimal.yaml; " + _FIX_SCHEMA)
+        raise PolicyError([PolicyProblem(source, line(()) or 1, "(top level)", msg, fix)])
     try:
         policy = Policy.model_validate(data, context={"skip_semantics": True})
     except ValidationError as exc:
         problems = []
         for err in exc.errors(include_url=False):
-            loc = _clean_loc(err["loc"])
-            msg = err["msg"]
-            if err["type"] == "extra_forbidden":
-                msg = f"unknown key {loc[-1]!r}"
-            if isinstance(err.get("input"), bool) and "countries" in loc:
-                msg = f"{msg}: YAML 1.1 reads an unquoted NO, YES, ON or OFF as a boolean"
-                problems.append(PolicyProblem(source, line(loc), _field(loc), msg,
-                                              "quote the country code, e.g. \"NO\""))
-                continue
-            if "input" in err and err["type"] not in {"missing"}:
-                shown = repr(err["input"])
-                if len(shown) <= 60:
-                    msg = f"{msg} (got {shown})"
-            problems.append(
-                PolicyProblem(source, line(loc), _field(loc), msg, _fix_for(err["type"], loc))
-            )
+            described = _describe(err, data)
+            if described is not None:
+                loc, msg, fix = described
+                problems.append(PolicyProblem(source, line(loc), _field(loc), msg, fix))
         raise PolicyError(problems) from None
     found = policy_problems(policy)
     if found:
@@ -450,6 +621,16 @@ def dump_policy(policy: Policy) -> str:
     """The policy as canonical YAML: defaults included, keys in model order."""
     import yaml
 
+    class Dumper(yaml.SafeDumper):
+        pass
+
+    def represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+        # PyYAML writes a NEL (U+0085) raw inside a single-quoted scalar when
+        # allow_unicode is on, and reads it back as a space; double quotes escape it.
+        style = '"' if "\x85" in value else None
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+    Dumper.add_representer(str, represent_str)
     data = policy.model_dump(mode="json")
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
 

@@ -16,20 +16,23 @@ loopback: a typo must never send test traffic to a real AWS account.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+from pydantic_settings import SettingsError as SourceError
 
 from residency.errors import SettingsError
 
@@ -59,6 +62,8 @@ class _StateFileSource(PydanticBaseSettingsSource):
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
+            return {}
+        if not isinstance(state, dict):
             return {}
         endpoints = state.get("endpoints")
         if not isinstance(endpoints, dict):
@@ -106,23 +111,19 @@ class Settings(BaseSettings):
 
     @field_validator("endpoints")
     @classmethod
-    def _urls(cls, value: dict[str, str]) -> dict[str, str]:
+    def _urls(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        # A field validator (not a model one) so the error names the endpoints setting;
+        # ``mode`` is declared before ``endpoints``, so it is already validated here.
         for region, url in value.items():
             parts = urlsplit(url)
             if parts.scheme not in {"http", "https"} or not parts.hostname:
                 raise ValueError(f"endpoint for {region} is not an http(s) URL: {url!r}")
+            if info.data.get("mode") == "local" and not is_loopback_url(url):
+                raise ValueError(
+                    f"local mode refuses the non-loopback endpoint {url!r} for {region}; "
+                    "use 127.0.0.1, or set REGIONKIT_MODE=aws for real AWS"
+                )
         return value
-
-    @model_validator(mode="after")
-    def _loopback_only_in_local_mode(self) -> Settings:
-        if self.mode == "local":
-            for region, url in self.endpoints.items():
-                if not is_loopback_url(url):
-                    raise ValueError(
-                        f"local mode refuses the non-loopback endpoint {url!r} for {region}; "
-                        "use 127.0.0.1, or set REGIONKIT_MODE=aws for real AWS"
-                    )
-        return self
 
     @classmethod
     def settings_customise_sources(
@@ -146,9 +147,30 @@ def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning validation errors into one readable SettingsError."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except SourceError as exc:  # a value pydantic-settings could not even parse (bad JSON)
+        found = re.search(r'field "(\w+)"', str(exc))
+        name = found[1] if found else "settings"
+        raise SettingsError(
+            setting=name,
+            value=os.environ.get(f"REGIONKIT_{name.upper()}", ""),
+            reason=f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc),
+            fix=f"set REGIONKIT_{name.upper()} to JSON, e.g. "
+            '\'{"us-east-1": "http://127.0.0.1:5001"}\'',
+        ) from None
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         name = ".".join(str(x) for x in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":  # a misspelt REGIONKIT_ line in .env, usually
+            key = name.upper()
+            key = key if key.startswith("REGIONKIT_") else f"REGIONKIT_{key}"
+            known = [f"REGIONKIT_{f.upper()}" for f in Settings.model_fields]
+            close = difflib.get_close_matches(key, known, n=1)
+            raise SettingsError(
+                setting=key,
+                value=err.get("input"),
+                reason="there is no such setting (check .env)",
+                fix=f"did you mean {close[0]}?" if close else "known: " + ", ".join(known),
+            ) from None
         raise SettingsError(
             setting=name,
             value=err.get("input") if name != "settings" else "",

@@ -41,9 +41,14 @@ def load_marked_yaml(text: str, *, source: str = "<yaml>") -> MarkedYaml:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
-        raise PolicyError([PolicyProblem(source, line, "(yaml)",
-                                         f"not valid YAML: {exc.problem or exc}",
-                                         "fix the YAML syntax at that line")]) from None
+        message = f"not valid YAML: {exc.problem or exc}"
+        if exc.context and exc.context_mark and exc.problem_mark:
+            # e.g. an unclosed '[' is noticed lines later: say where it opened
+            message += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
+        fix = "fix the YAML syntax at that line"
+        if "'\\t'" in message:
+            fix = "indent with spaces: YAML does not allow tabs for indentation"
+        raise PolicyError([PolicyProblem(source, line, "(yaml)", message, fix)]) from None
     except yaml.YAMLError as exc:
         raise PolicyError([PolicyProblem(source, None, "(yaml)", f"not valid YAML: {exc}",
                                          "fix the YAML syntax")]) from None
@@ -63,7 +68,8 @@ def load_marked_yaml(text: str, *, source: str = "<yaml>") -> MarkedYaml:
                 if isinstance(key, (dict, list)):
                     problems.append(PolicyProblem(source, key_node.start_mark.line + 1,
                                                   ".".join(map(str, loc)) or "(top level)",
-                                                  "a mapping key must be a scalar", ""))
+                                                  "a mapping key must be a scalar",
+                                                  "use a plain name as the key"))
                     continue
                 if key in result:
                     problems.append(PolicyProblem(

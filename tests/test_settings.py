@@ -1,0 +1,234 @@
+"""Settings: sources and their priority, immutability, and the loopback guard of local mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from residency.errors import ConfigError, SettingsError
+from residency.settings import DEFAULT_STATE_FILE, Settings, is_loopback_url, load_settings
+
+AWS_ENDPOINT = "https://dynamodb.eu-west-1.amazonaws.com"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty working directory (no .env, no state file) and no REGIONKIT_* variables."""
+    monkeypatch.chdir(tmp_path)
+    for key in [k for k in os.environ if k.startswith("REGIONKIT_")]:
+        monkeypatch.delenv(key)
+    return tmp_path
+
+
+def _write_state(path: Path, endpoints: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"endpoints": endpoints, "pids": {}}), encoding="utf-8")
+    return path
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert s.mode == "local"
+    assert s.policy == Path("policies/social-network.yaml")
+    assert s.endpoints == {}
+    assert s.endpoint_for("us-east-1") is None
+    assert s.table_name("profiles") == "profiles"
+
+
+def test_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIONKIT_REGION", "eu-west-1")
+    monkeypatch.setenv("REGIONKIT_TABLE_PREFIX", "staging-")
+    monkeypatch.setenv("REGIONKIT_MAX_ATTEMPTS", "5")
+    monkeypatch.setenv("REGIONKIT_ENDPOINTS", '{"eu-west-1": "http://127.0.0.1:5001"}')
+    monkeypatch.setenv("REGION", "ap-south-1")  # unprefixed: ignored
+    s = load_settings()
+    assert s.region == "eu-west-1"
+    assert s.table_name("profiles") == "staging-profiles"
+    assert s.max_attempts == 5
+    assert s.endpoint_for("eu-west-1") == "http://127.0.0.1:5001"
+
+
+def test_keyword_arguments_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIONKIT_REGION", "eu-west-1")
+    assert load_settings(region="us-east-1").region == "us-east-1"
+    # None means "not given" (how the CLI passes options the user left out)
+    assert load_settings(region=None).region == "eu-west-1"
+
+
+def test_dotenv_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text(
+        "REGIONKIT_REGION=sa-east-1\nREGIONKIT_LOG_LEVEL=debug\n", encoding="utf-8"
+    )
+    s = load_settings()
+    assert (s.region, s.log_level) == ("sa-east-1", "debug")
+    monkeypatch.setenv("REGIONKIT_REGION", "eu-west-1")
+    assert load_settings().region == "eu-west-1"  # the environment beats .env
+
+
+def test_misspelt_dotenv_line_is_named_with_a_suggestion(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("REGIONKIT_REGOIN=sa-east-1\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "REGIONKIT_REGOIN" in str(info.value)
+    assert "did you mean REGIONKIT_REGION?" in str(info.value)
+
+
+def test_settings_are_frozen() -> None:
+    s = load_settings(region="eu-west-1")
+    with pytest.raises(ValidationError):
+        s.region = "us-east-1"  # type: ignore[misc]
+    assert s.region == "eu-west-1"
+
+
+def test_unknown_keyword_is_refused() -> None:
+    with pytest.raises(ValidationError, match="extra"):
+        Settings(regoin="eu-west-1")  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        AWS_ENDPOINT,
+        "http://10.0.0.5:8000",
+        "http://192.168.1.10",
+        "http://dynamodb.local:8000",
+        "http://127.0.0.1.nip.io:5000",
+    ],
+)
+def test_local_mode_refuses_non_loopback_endpoints(url: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(endpoints={"eu-west-1": url})
+    err = info.value
+    assert isinstance(err, ConfigError)
+    assert url in str(err)
+    assert "local mode refuses" in str(err)
+    assert "REGIONKIT_MODE=aws" in str(err)
+    assert err.setting == "endpoints"  # type: ignore[attr-defined]
+
+
+def test_local_mode_refuses_non_loopback_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REGIONKIT_ENDPOINTS", json.dumps({"us-east-1": AWS_ENDPOINT}))
+    with pytest.raises(SettingsError, match=re.escape(AWS_ENDPOINT)):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5001",
+        "http://localhost:5002",
+        "http://[::1]:5003",
+        "https://127.0.0.2:443",
+        "http://LOCALHOST:1",
+    ],
+)
+def test_local_mode_accepts_loopback(url: str) -> None:
+    assert is_loopback_url(url)
+    assert load_settings(endpoints={"us-east-1": url}).endpoints == {"us-east-1": url}
+
+
+def test_aws_mode_accepts_real_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIONKIT_MODE", "aws")
+    s = load_settings(endpoints={"eu-west-1": AWS_ENDPOINT})
+    assert s.mode == "aws"
+    assert s.endpoint_for("eu-west-1") == AWS_ENDPOINT
+
+
+@pytest.mark.parametrize("url", ["ftp://127.0.0.1", "127.0.0.1:5000", "http://"])
+def test_endpoint_must_be_an_http_url(url: str) -> None:
+    with pytest.raises(SettingsError, match="not an http"):
+        load_settings(mode="aws", endpoints={"eu-west-1": url})
+
+
+def test_bad_json_in_the_environment_is_a_settings_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIONKIT_ENDPOINTS", "us-east-1=http://127.0.0.1:5001")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert info.value.setting == "endpoints"  # type: ignore[attr-defined]
+    assert "REGIONKIT_ENDPOINTS to JSON" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "fragment"),
+    [
+        ("max_attempts", 0, "greater than or equal to 1"),
+        ("mode", "cloud", "'local' or 'aws'"),
+        ("table_prefix", "bad prefix!", "pattern"),
+        ("log_level", "verbose", "debug"),
+    ],
+)
+def test_invalid_values_name_the_setting(setting: str, value: object, fragment: str) -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(**{setting: value})
+    message = str(info.value)
+    assert message.startswith(f"setting {setting}={value!r} is invalid")
+    assert fragment in message
+    assert f"REGIONKIT_{setting.upper()}" in message
+
+
+def test_state_file_supplies_endpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoints = {"us-east-1": "http://127.0.0.1:5001", "eu-west-1": "http://127.0.0.1:5002"}
+    state = _write_state(tmp_path / "run" / "cluster.json", endpoints)
+    monkeypatch.setenv("REGIONKIT_STATE_FILE", str(state))
+    s = load_settings()
+    assert s.endpoints == endpoints
+    assert s.mode == "local"
+    assert s.state_file == state
+
+
+def test_state_file_default_location(tmp_path: Path) -> None:
+    endpoints = {"sa-east-1": "http://127.0.0.1:5009"}
+    _write_state(tmp_path / DEFAULT_STATE_FILE, endpoints)
+    assert load_settings().endpoints == endpoints
+
+
+def test_state_file_has_the_lowest_priority_per_region(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pydantic-settings merges mappings across sources: overrides replace single regions."""
+    state = _write_state(
+        tmp_path / "cluster.json",
+        {"us-east-1": "http://127.0.0.1:5001", "eu-west-1": "http://127.0.0.1:5002"},
+    )
+    monkeypatch.setenv("REGIONKIT_STATE_FILE", str(state))
+    monkeypatch.setenv("REGIONKIT_ENDPOINTS", '{"us-east-1": "http://127.0.0.1:6001"}')
+    assert load_settings().endpoints == {
+        "us-east-1": "http://127.0.0.1:6001",
+        "eu-west-1": "http://127.0.0.1:5002",
+    }
+    s = load_settings(endpoints={"eu-west-1": "http://127.0.0.1:7002"})
+    assert s.endpoints == {
+        "us-east-1": "http://127.0.0.1:6001",
+        "eu-west-1": "http://127.0.0.1:7002",
+    }
+
+
+def test_state_file_with_a_non_loopback_endpoint_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = _write_state(tmp_path / "cluster.json", {"us-east-1": AWS_ENDPOINT})
+    monkeypatch.setenv("REGIONKIT_STATE_FILE", str(state))
+    with pytest.raises(SettingsError, match="local mode refuses"):
+        load_settings()
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"endpoints": ["a"]}', '["x"]'])
+def test_unreadable_state_file_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: str
+) -> None:
+    state = tmp_path / "cluster.json"
+    state.write_text(content, encoding="utf-8")
+    monkeypatch.setenv("REGIONKIT_STATE_FILE", str(state))
+    assert load_settings().endpoints == {}
+
+
+def test_missing_state_file_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIONKIT_STATE_FILE", str(tmp_path / "absent.json"))
+    assert load_settings().endpoints == {}
