@@ -292,7 +292,10 @@ def local_up(
         on_stop_request=stop.set,
         policy_file=settings.policy,
     )
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # SIGTERM and SIGHUP (terminal closed) stop the cluster in order, like Ctrl-C.
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGHUP)
+    }
     con = _console()
     try:
         cluster.start()
@@ -317,7 +320,8 @@ def local_up(
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         cluster.stop()
     con.print("local cluster stopped")
 
@@ -461,7 +465,7 @@ def local_down(
     owner = pids.get("owner") if isinstance(pids.get("owner"), int) else None
     servers = [p for p in pids.get("servers", {}).values() if isinstance(p, int)]
     try:
-        ControlClient.from_state(state, timeout=5).stop()
+        ControlClient.from_state(state, timeout=2).stop()
         how = "asked it to stop"
     except RegionkitError:
         how = "its control endpoint did not answer"
@@ -619,17 +623,24 @@ def fault_skew(
 
 # --- regionkit infra ----------------------------------------------------------------------
 
-infra_app = typer.Typer(help="The AWS CDK app built from the policy (needs the 'infra' extra).",
-                        no_args_is_help=True)
+infra_app = typer.Typer(
+    help="The AWS CDK app built from the policy (needs the 'infra' extra).", no_args_is_help=True
+)
 app.add_typer(infra_app, name="infra")
 
 
 @infra_app.command("synth")
 def infra_synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Cloud assembly directory.")]
-    = Path("cdk.out"),
-    nag: Annotated[bool, typer.Option("--nag/--no-nag", help="Run the cdk-nag AwsSolutions "
-                                      "checks (a finding fails the synth).")] = True,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cloud assembly directory.")] = Path(
+        "cdk.out"
+    ),
+    nag: Annotated[
+        bool,
+        typer.Option(
+            "--nag/--no-nag",
+            help="Run the cdk-nag AwsSolutions checks (a finding fails the synth).",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Write the CloudFormation templates of the policy and summarize every stack."""
@@ -638,16 +649,23 @@ def infra_synth(
     s = _settings()
     result = synth(AppOptions(policy_path=s.policy, table_prefix=s.table_prefix, nag=nag), out)
     if as_json:
-        _print_json({"policy": result.policy_name, "out_dir": str(result.out_dir),
-                     "seconds": round(result.seconds, 2),
-                     "stacks": [st.as_dict() for st in result.stacks]})
+        _print_json(
+            {
+                "policy": result.policy_name,
+                "out_dir": str(result.out_dir),
+                "seconds": round(result.seconds, 2),
+                "stacks": [st.as_dict() for st in result.stacks],
+            }
+        )
         return
     from rich.table import Table
 
     prefix = f"regionkit-{result.policy_name}-"
     all_regions = {st.region for st in result.stacks}
-    t = Table(title=f"policy {result.policy_name}: {len(result.stacks)} stacks "
-              f"({prefix}*) in {out}", title_justify="left")
+    t = Table(
+        title=f"policy {result.policy_name}: {len(result.stacks)} stacks ({prefix}*) in {out}",
+        title_justify="left",
+    )
     for col in ("stack", "region", "tables"):
         t.add_column(col, no_wrap=True)
     t.add_column("replicas", overflow="fold")
@@ -655,19 +673,613 @@ def infra_synth(
         t.add_column(col, justify="right")
     for st in result.stacks:
         replicas = [
-            f"{len(rs)}: every region" if set(rs) == all_regions and len(rs) > 2
+            f"{len(rs)}: every region"
+            if set(rs) == all_regions and len(rs) > 2
             else f"{len(rs)}: {' '.join(rs)}"
             for rs in st.replicas.values()
         ]
         t.add_row(
-            _esc(st.stack.removeprefix(prefix)), st.region,
-            "\n".join(_esc(name) for name in st.tables) or "-", "\n".join(replicas) or "-",
-            str(st.keys), str(st.alarms), str(st.lambdas), str(st.fis_templates),
+            _esc(st.stack.removeprefix(prefix)),
+            st.region,
+            "\n".join(_esc(name) for name in st.tables) or "-",
+            "\n".join(replicas) or "-",
+            str(st.keys),
+            str(st.alarms),
+            str(st.lambdas),
+            str(st.fis_templates),
         )
     con = _console()
     con.print(t)
-    con.print(f"[green]ok[/] synthesized in {result.seconds:.1f} s"
-              f"{' (cdk-nag AwsSolutions: no unacknowledged finding)' if nag else ''}")
+    con.print(
+        f"[green]ok[/] synthesized in {result.seconds:.1f} s"
+        f"{' (cdk-nag AwsSolutions: no unacknowledged finding)' if nag else ''}"
+    )
+
+
+# --- regionkit route ----------------------------------------------------------------------
+
+
+def _quick_settings() -> Settings:
+    """Settings for interactive commands: fail fast on a region that does not answer."""
+    return _settings(connect_timeout=0.5, read_timeout=2.0, max_attempts=1, failover_attempts=2)
+
+
+def _no_cluster_reason(settings: Settings) -> str | None:
+    """Why nothing can be reached (local mode without a running cluster), or None."""
+    if settings.mode == "local" and not settings.endpoints:
+        return (
+            f"no local cluster is running (no endpoints in the settings or in the state file "
+            f"{settings.state_file}); start one with `regionkit local up`, or set "
+            "REGIONKIT_STATE_FILE / REGIONKIT_ENDPOINTS"
+        )
+    return None
+
+
+def _backend_hint(settings: Settings) -> str:
+    if settings.mode == "local":
+        return (
+            "; is the local cluster running? (`regionkit local status`; state file "
+            f"{settings.state_file})"
+        )
+    return "; check credentials and network access to AWS"
+
+
+def _reach_failed(settings: Settings, what: str, exc: BaseException) -> NoReturn:
+    """Exit 1 (main prints "failed: ..."): the request was fine, the backend did not answer."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    raise OperationError(
+        message=f"{what}: {type(exc).__name__}: {detail}{_backend_hint(settings)}"
+    ) from None
+
+
+def _probe_regions(router: Any, regions: list[str]) -> dict[str, str]:
+    """Ask each region a cheap question, in parallel; feed the answers to the router's health."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(region: str) -> str:
+        try:
+            router.clients.dynamodb(region).list_tables(Limit=1)
+        except Exception as exc:  # any failure to answer is the answer
+            router.health.record_failure(region, type(exc).__name__)
+            return f"unreachable ({type(exc).__name__})"
+        router.health.record_success(region)
+        return "up"
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(regions)))) as pool:
+        return dict(zip(regions, pool.map(ask, regions), strict=True))
+
+
+@app.command("route")
+def route_cmd(
+    user_id: Annotated[str, typer.Argument(help="A user ID minted by the router.")],
+    data_class: Annotated[
+        str | None,
+        typer.Option("--data-class", "-d", help="Default: the policy's first pinned class."),
+    ] = None,
+    from_region: Annotated[
+        str | None,
+        typer.Option(
+            "--from-region",
+            help="Where the request starts (global data goes to its nearest replica; "
+            "default REGIONKIT_REGION, else the user's home).",
+        ),
+    ] = None,
+    op: Annotated[str, typer.Option("--op", help="read or write.")] = "read",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Where a request for a user's data goes now, and why, with the failover chain.
+
+    The decision needs no cluster: when the directory cannot be reached, the home
+    region comes from the hint inside the user ID (and the output says so).
+    """
+    from regions.directory import DirectoryEntry
+    from regions.ids import parse_user_id
+    from regions.router import RegionRouter
+    from residency.errors import RegionUnavailable
+    from residency.policy import PinnedDataClass
+
+    if op not in {"read", "write"}:
+        _fail(f"--op must be 'read' or 'write', not {op!r}")
+    uid = parse_user_id(user_id)  # MalformedId: exit 2, naming the expected format
+    settings = _quick_settings()
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    if from_region is not None:
+        policy.check_region(from_region)
+    if data_class is None:
+        pinned = [n for n, d in policy.data_classes.items() if isinstance(d, PinnedDataClass)]
+        data_class = pinned[0] if pinned else policy.system.directory
+    dc = policy.data_class(data_class)
+    policy.check_region(uid.home_hint)
+    router = RegionRouter(
+        policy,
+        region=from_region or settings.region,
+        settings=settings.model_copy(update={"breaker_failures": 1}),
+    )
+    unreachable = _no_cluster_reason(settings)
+    entry = None
+    if unreachable is None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            entry = router.home_of(user_id)
+        except (RegionkitError, BotoCoreError, ClientError) as exc:
+            unreachable = f"the directory cannot be reached ({type(exc).__name__}: {exc})"
+    if entry is None:
+        jid = policy.jurisdiction_of_region(uid.home_hint)
+        entry = DirectoryEntry(user_id, uid.home_hint, jid, source="id-hint")
+        router.directory.put(entry)
+        directory_note = f"{unreachable}; using the home region in the user ID"
+    elif entry.source == "id-hint" and router.health.unavailable:
+        directory_note = (
+            f"the directory could not be read ({', '.join(sorted(router.health.unavailable))} "
+            "did not answer); using the home region in the user ID"
+        )
+    elif entry.source == "id-hint":
+        directory_note = (
+            "the directory has no entry for this user here (not assigned, or not replicated "
+            "yet); using the home region in the user ID"
+        )
+    else:
+        directory_note = "from the directory"
+    pinned_class = isinstance(dc, PinnedDataClass)
+    origin = entry.home_region if pinned_class else (router.region or entry.home_region)
+    chain = router.chain(data_class, origin)
+    health = (
+        _probe_regions(router, [r.region for r in chain])
+        if unreachable is None
+        else dict.fromkeys((r.region for r in chain), "not probed (no cluster)")
+    )
+    decision, refused = None, None
+    try:
+        decision = router.route(data_class, user_id, op)  # type: ignore[arg-type]
+    except RegionUnavailable as exc:
+        refused = exc
+    jurisdiction = policy.jurisdictions[entry.jurisdiction]
+    out: dict[str, Any] = {
+        "user_id": user_id,
+        "data_class": data_class,
+        "kind": dc.kind,
+        "op": op,
+        "from_region": router.region,
+        "home": {
+            "region": entry.home_region,
+            "jurisdiction": entry.jurisdiction,
+            "status": entry.status,
+            "source": entry.source,
+        },
+        "directory": {"reachable": unreachable is None, "note": directory_note},
+        "decision": None
+        if decision is None
+        else {
+            "region": decision.region,
+            "table": decision.table_name,
+            "failover": decision.failover,
+            "reason": decision.reason,
+        },
+        "error": None if refused is None else str(refused),
+        "chain": [
+            {
+                "region": r.region,
+                "reason": r.reason,
+                "health": health[r.region],
+                "available": (r.region not in router.health.unavailable)
+                if unreachable is None
+                else None,
+            }
+            for r in chain
+        ],
+    }
+    if pinned_class:
+        out["jurisdiction"] = {
+            "id": entry.jurisdiction,
+            "law": jurisdiction.law,
+            "regions": list(jurisdiction.regions),
+        }
+    if as_json:
+        _print_json(out)
+    else:
+        from rich.table import Table
+
+        con = _console()
+        con.print(f"[bold]{_esc(user_id)}[/] → {data_class} ({dc.kind}), {op}")
+        status = "" if entry.status == "active" else f", {entry.status} to {entry.moving_to}"
+        con.print(
+            f"home: [bold]{entry.home_region}[/] (jurisdiction {entry.jurisdiction}{status}): "
+            f"{_esc(directory_note)}"
+        )
+        if decision is not None:
+            how = "[yellow]failover[/]" if decision.failover else "direct"
+            con.print(
+                f"route: [bold green]{decision.region}[/] table {_esc(decision.table_name)}, "
+                f"{how}: {_esc(decision.reason)}"
+            )
+        if pinned_class:
+            con.print(
+                f"jurisdiction {entry.jurisdiction} ({_esc(jurisdiction.law)}): {data_class} "
+                f"never leaves {', '.join(jurisdiction.regions)}"
+            )
+        t = Table(title="chain", title_justify="left")
+        t.add_column("#", justify="right")
+        t.add_column("region")
+        t.add_column("health")
+        t.add_column("why")
+        for i, step in enumerate(out["chain"], 1):
+            mark = "[green]" if step["health"] == "up" else "[yellow]"
+            chosen = " ←" if decision is not None and step["region"] == decision.region else ""
+            t.add_row(
+                str(i),
+                f"{step['region']}{chosen}",
+                f"{mark}{_esc(step['health'])}[/]",
+                _esc(step["reason"]),
+            )
+        con.print(t)
+    if refused is not None:
+        raise refused  # main(): "failed: ...", exit 1
+
+
+# --- regionkit users ------------------------------------------------------------------------
+
+users_app = typer.Typer(
+    help="Users: seed fake users on the local cluster, move a user's home.", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+
+
+def _seed_countries(policy: Policy) -> list[str]:
+    """One round of countries: each jurisdiction's next country, then a default-jurisdiction
+    one (a country no jurisdiction lists, NG if possible)."""
+    from iso3166 import countries_by_alpha2
+
+    listed = {c for j in policy.jurisdictions.values() for c in j.countries}
+    unlisted = "NG"
+    if unlisted in listed:
+        unlisted = next(c for c in countries_by_alpha2 if c not in listed)
+    lists = [list(j.countries) for j in policy.jurisdictions.values() if j.countries]
+    longest = max((len(c) for c in lists), default=1)
+    out: list[str] = []
+    for i in range(longest):
+        out += [c[i % len(c)] for c in lists]
+        out.append(unlisted)
+    return out
+
+
+def _fake_value(attribute: str, i: int) -> str:
+    """A PII-looking but fake value (the CLI never prints it)."""
+    a = attribute.lower()
+    if "mail" in a:
+        return f"seed.user{i:05d}@example.invalid"
+    if "phone" in a:
+        return f"+1 555 01{i % 100:02d} {i % 10_000:04d}"
+    if "birth" in a or "date" in a:
+        return f"19{70 + i % 30}-{1 + i % 12:02d}-{1 + i % 28:02d}"
+    if "address" in a:
+        return f"{i} Example Street, Springfield"
+    if "name" in a:
+        return f"Seed User {i}"
+    return f"fake {attribute} {i}"
+
+
+@users_app.command("seed")
+def users_seed(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Users to create.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Create fake users in every jurisdiction on the running local cluster.
+
+    Countries cycle through every jurisdiction's countries plus one that only the
+    default jurisdiction covers (NG). Each user gets a directory entry and a
+    profile in its home region, with fake PII-like attributes that are never printed.
+    """
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regions.router import RegionRouter
+    from residency.errors import BackendError
+    from residency.policy import PinnedDataClass
+
+    settings = _quick_settings()
+    if settings.mode != "local":
+        _fail(
+            "`users seed` writes fake users: it runs against the local cluster only "
+            "(REGIONKIT_MODE=local)"
+        )
+    reason = _no_cluster_reason(settings)
+    if reason:
+        raise OperationError(message=reason)
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    router = RegionRouter(policy, region=settings.region, settings=settings)
+    pinned = {n: d for n, d in policy.data_classes.items() if isinstance(d, PinnedDataClass)}
+    rounds = _seed_countries(policy)
+    countries = [rounds[i % len(rounds)] for i in range(count)]
+
+    def create(i: int) -> dict[str, str]:
+        country = countries[i]
+        uid = router.new_user_id(country=country)
+        entry = router.assign_home(uid, country=country)
+        for name, d in pinned.items():
+            fake = {a: _fake_value(a, i) for a in d.pii_attributes}
+            router.put(name, {d.partition_key: uid, **fake})
+        return {
+            "user_id": uid,
+            "country": country,
+            "jurisdiction": entry.jurisdiction,
+            "home_region": entry.home_region,
+        }
+
+    try:
+        first = create(0)  # fail fast, and clearly, when the cluster does not answer
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            users = [first, *pool.map(create, range(1, count))]
+    except (BackendError, BotoCoreError, ClientError) as exc:
+        _reach_failed(settings, "seeding users failed", exc)
+    by_j = Counter(u["jurisdiction"] for u in users)
+    by_home = Counter((u["jurisdiction"], u["home_region"]) for u in users)
+    attrs = sorted({a for d in pinned.values() for a in d.pii_attributes})
+    if as_json:
+        _print_json(
+            {
+                "created": len(users),
+                "by_jurisdiction": dict(sorted(by_j.items())),
+                "by_home_region": {
+                    r: n for (_, r), n in sorted(by_home.items(), key=lambda kv: kv[0])
+                },
+                "fake_pii_attributes": attrs,
+                "users": users,
+            }
+        )
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{len(users)} users created", title_justify="left")
+    for col in ("jurisdiction", "home region", "countries", "users", "e.g."):
+        t.add_column(col, justify="right" if col == "users" else "left")
+    for (jid, home), n in sorted(by_home.items()):
+        mine = [u for u in users if (u["jurisdiction"], u["home_region"]) == (jid, home)]
+        t.add_row(
+            jid,
+            home,
+            ", ".join(sorted({u["country"] for u in mine})),
+            str(n),
+            mine[0]["user_id"],
+        )
+    con = _console()
+    con.print(t)
+    con.print(
+        f"profiles hold fake values for {', '.join(attrs) or 'no attribute'} (never printed); "
+        "try `regionkit route <user id>`"
+    )
+
+
+@users_app.command("move")
+def users_move(
+    user_id: Annotated[str, typer.Argument(help="The user ID.")],
+    country: Annotated[
+        str | None, typer.Option("--country", "-c", help="The user's new country (ISO 3166).")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", "-r", help="The new home region.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Move a user's home: copy the profile, update the directory, delete the old copy.
+
+    An interrupted move leaves the directory entry 'moving'; run the command again to finish it.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regions.ids import parse_user_id
+    from regions.router import RegionRouter
+    from residency.errors import BackendError
+
+    if (country is None) == (region is None):
+        _fail("give the new home as --country XX or --region R (exactly one)")
+    parse_user_id(user_id)
+    settings = _quick_settings()
+    reason = _no_cluster_reason(settings)
+    if reason:
+        raise OperationError(message=reason)
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    if region is not None:
+        policy.check_region(region)
+    router = RegionRouter(policy, region=settings.region, settings=settings)
+    try:
+        result = router.move_user(user_id, country=country, region=region)
+    except (BackendError, BotoCoreError, ClientError) as exc:
+        _reach_failed(
+            settings,
+            "the move was interrupted (the directory says 'moving'; run it again to finish)",
+            exc,
+        )
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json(asdict(result))
+        return
+    con = _console()
+    con.print(
+        f"[bold]{_esc(user_id)}[/]: {result.from_region} ({result.from_jurisdiction}) → "
+        f"{result.to_region} ({result.to_jurisdiction})"
+    )
+    for i, step in enumerate(result.steps, 1):
+        con.print(f"  {i}. {_esc(step)}")
+    con.print("[green]ok[/] done")
+
+
+# --- regionkit conflicts ------------------------------------------------------------------
+
+conflicts_app = typer.Typer(
+    help="The conflict log: concurrent cross-region writes found by the detector.",
+    no_args_is_help=True,
+)
+app.add_typer(conflicts_app, name="conflicts")
+
+_CONFLICT_KINDS = ("concurrent", "inversion", "lost_write")
+
+
+def _read_conflict_log() -> tuple[str, list[Any]]:
+    """Every conflict record, from the nearest region that answers (settings.region first)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regions.conflicts import ConflictLog
+    from regions.pool import ClientPool
+
+    settings = _quick_settings()
+    reason = _no_cluster_reason(settings)
+    if reason:
+        raise OperationError(message=reason)
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    start = policy.check_region(settings.region) if settings.region else policy.regions[0]
+    order = [start, *(r for r in policy.nearest_first(start, list(policy.regions)) if r != start)]
+    log = ConflictLog(policy, ClientPool(settings), table_prefix=settings.table_prefix)
+    errors: list[str] = []
+    for region in order:
+        try:
+            return region, log.scan(region)
+        except (RegionkitError, BotoCoreError, ClientError) as exc:
+            errors.append(f"{region}: {type(exc).__name__}")
+    raise OperationError(
+        message=f"cannot read the conflict log: no region answered ({'; '.join(errors)})"
+        f"{_backend_hint(settings)}"
+    )
+
+
+def _parse_since(text: str) -> Any:
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
+        return datetime.now(UTC) - timedelta(seconds=float(m[1]) * unit)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        _fail(
+            f"--since {text!r} is neither an ISO 8601 time (2026-01-01T12:00:00Z) "
+            "nor a duration (90s, 15m, 1h, 2d, 1w)"
+        )
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@conflicts_app.command("list")
+def conflicts_list(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="ISO 8601 time, or a duration back from now: 15m, 1h, 2d."),
+    ] = None,
+    data_class: Annotated[
+        str | None, typer.Option("--data-class", "-d", help="Only this data class.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", "-k", help="Only this kind: concurrent, inversion, lost_write."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List logged conflicts, oldest first (keys are opaque IDs; no item values are shown)."""
+    if kind is not None and kind not in _CONFLICT_KINDS:
+        _fail(f"--kind must be one of {', '.join(_CONFLICT_KINDS)}, not {kind!r}")
+    after = _parse_since(since) if since is not None else None
+    if data_class is not None:
+        _policy().data_class(data_class)  # UnknownDataClass: exit 2, naming the known ones
+    region, records = _read_conflict_log()
+    shown = [
+        r
+        for r in records
+        if (after is None or r.occurred_at >= after)
+        and (data_class is None or r.data_class == data_class)
+        and (kind is None or r.kind == kind)
+    ]
+    if as_json:
+        _print_json(
+            {
+                "region": region,
+                "total": len(records),
+                "shown": len(shown),
+                "conflicts": [r.model_dump(mode="json") for r in shown],
+            }
+        )
+        return
+    from rich.table import Table
+
+    t = Table(title=f"conflicts (read from {region})", title_justify="left")
+    for col in (
+        "occurred",
+        "kind",
+        "data class",
+        "key",
+        "winner",
+        "loser",
+        "resolution",
+        "detected in",
+    ):
+        t.add_column(col)
+    for r in shown:
+        t.add_row(
+            r.occurred_at.isoformat(timespec="milliseconds"),
+            r.kind,
+            _esc(r.data_class),
+            _esc(r.key),
+            f"{r.winner_region} {_esc(r.winner_version)}",
+            f"{r.loser_region} {_esc(r.loser_version)}",
+            r.resolution,
+            r.detected_in,
+        )
+    con = _console()
+    con.print(t)
+    con.print(f"{len(shown)} of {len(records)} logged conflicts")
+
+
+@conflicts_app.command("stats")
+def conflicts_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Conflict counts by kind, data class, resolution and region pair."""
+    from collections import Counter
+
+    region, records = _read_conflict_log()
+    stats: dict[str, Any] = {
+        "region": region,
+        "total": len(records),
+        "by_kind": dict(Counter(r.kind for r in records).most_common()),
+        "by_data_class": dict(Counter(r.data_class for r in records).most_common()),
+        "by_resolution": dict(Counter(r.resolution for r in records).most_common()),
+        "by_regions": dict(
+            Counter(f"{r.winner_region} > {r.loser_region}" for r in records).most_common()
+        ),
+        "repaired": sum(1 for r in records if r.repaired),
+        "first": records[0].occurred_at.isoformat() if records else None,
+        "last": records[-1].occurred_at.isoformat() if records else None,
+    }
+    if as_json:
+        _print_json(stats)
+        return
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"{stats['total']} logged conflicts (read from {region})")
+    if records:
+        con.print(f"from {stats['first']} to {stats['last']}; {stats['repaired']} repaired")
+    for title, key in (
+        ("by kind", "by_kind"),
+        ("by data class", "by_data_class"),
+        ("by resolution", "by_resolution"),
+        ("winner > loser region", "by_regions"),
+    ):
+        if not stats[key]:
+            continue
+        t = Table(title=title, title_justify="left")
+        t.add_column(title.removeprefix("by "))
+        t.add_column("conflicts", justify="right")
+        for name, n in stats[key].items():
+            t.add_row(_esc(name), str(n))
+        con.print(t)
 
 
 # --- entry point ------------------------------------------------------------------------

@@ -124,13 +124,14 @@ def test_cluster_stop_leaves_no_process(cluster_policy: Policy) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_servers_die_when_the_parent_is_sigkilled() -> None:
+@pytest.mark.parametrize("fork", [True, False], ids=["fork-server", "one-process-each"])
+def test_servers_die_when_the_parent_is_sigkilled(fork: bool) -> None:
     code = textwrap.dedent(
-        """
+        f"""
         import json, time
         from regions.local.servers import start_servers
-        s = start_servers(["eu-west-1", "us-east-1"])
-        print(json.dumps({r: v.pid for r, v in s.items()}), flush=True)
+        s = start_servers(["eu-west-1", "us-east-1"], fork={fork})
+        print(json.dumps({{r: v.pid for r, v in s.items()}}), flush=True)
         time.sleep(120)
         """
     )
@@ -202,8 +203,9 @@ def test_servers_started_from_a_short_lived_thread_survive_it() -> None:
         server.stop()
 
 
+@pytest.mark.parametrize("fork", [True, False], ids=["fork-server", "one-process-each"])
 def test_start_failure_quotes_the_server_stderr(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
 ) -> None:
     import regions.local.servers as servers
 
@@ -211,25 +213,30 @@ def test_start_failure_quotes_the_server_stderr(
     broken.write_text("import sys\nsys.stderr.write('boom: no moto here\\n')\nsys.exit(3)\n")
     monkeypatch.setattr(servers, "_SERVER_MAIN", broken)
     with pytest.raises(ClusterError) as err:
-        start_servers(["eu-west-1", "us-east-1"], log_dir=tmp_path, timeout=10)
+        start_servers(["eu-west-1", "us-east-1"], log_dir=tmp_path, timeout=10, fork=fork)
     assert "eu-west-1" in str(err.value)
     assert "exited with code 3" in str(err.value)
     assert "boom: no moto here" in str(err.value)
+    assert list(tmp_path.iterdir()) == [broken]  # no log file left behind
 
 
+@pytest.mark.parametrize("fork", [True, False], ids=["fork-server", "one-process-each"])
 def test_start_timeout_is_bounded_and_kills_the_server(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
 ) -> None:
     import regions.local.servers as servers
 
     hung = tmp_path / "hung.py"
-    hung.write_text("import os, sys, time\nprint(os.getpid(), file=sys.stderr, flush=True)\n"
-                    "time.sleep(60)\n")
+    pid_file = tmp_path / "pid"
+    hung.write_text(
+        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
     monkeypatch.setattr(servers, "_SERVER_MAIN", hung)
     t0 = time.monotonic()
     with pytest.raises(ClusterError, match="did not report ready in time"):
-        start_servers(["eu-west-1"], log_dir=tmp_path, timeout=1.0)
-    assert time.monotonic() - t0 < 5
+        start_servers(["eu-west-1"], log_dir=tmp_path, timeout=1.0, fork=fork)
+    assert time.monotonic() - t0 < 4
+    assert _wait_gone([int(pid_file.read_text())], 2.0) == []
 
 
 def test_loopback_only() -> None:
@@ -267,7 +274,9 @@ def test_tables_have_what_the_audit_asks_for(placed: Any, placement_policy: Poli
             ddb, kms = placed.client(region), placed.client(region, "kms")
             t = ddb.describe_table(TableName=plan.table)["Table"]
             keys = {k["AttributeName"]: k["KeyType"] for k in t["KeySchema"]}
-            want = {plan.partition_key: "HASH"} | ({plan.sort_key: "RANGE"} if plan.sort_key else {})
+            want = {plan.partition_key: "HASH"} | (
+                {plan.sort_key: "RANGE"} if plan.sort_key else {}
+            )
             assert keys == want
             assert t["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
             assert t["StreamSpecification"] == {

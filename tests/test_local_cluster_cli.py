@@ -29,6 +29,7 @@ def _env() -> dict[str, str]:
 
 
 def _regionkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in a subprocess, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", "cli", "--policy", POLICY, *args],
         capture_output=True,
@@ -36,7 +37,21 @@ def _regionkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         cwd=cwd,
         env=_env(),
         timeout=60,
+        check=False,
     )
+
+
+def _inproc(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in this process (the quick way for the many fault commands)."""
+    import cli
+
+    capsys.readouterr()
+    try:
+        cli.main(["--policy", POLICY, *args])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 30.0) -> dict:  # type: ignore[type-arg]
@@ -68,8 +83,17 @@ def _gone(pids: list[int], timeout: float = 5.0) -> bool:
 def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     state_file = tmp_path / ".regionkit" / "cluster.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--policy", POLICY, "local", "up",
-         "--state-file", str(state_file)],
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "--policy",
+            POLICY,
+            "local",
+            "up",
+            "--state-file",
+            str(state_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,7 +109,9 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
 
 
 @pytest.mark.timeout(90)
-def test_up_status_fault_down(up: tuple[subprocess.Popen[str], Path], tmp_path: Path) -> None:
+def test_up_status_fault_down(
+    up: tuple[subprocess.Popen[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     proc, state_file = up
     state = _wait_for(state_file, proc)
     servers = list(state["pids"]["servers"].values())
@@ -102,8 +128,17 @@ def test_up_status_fault_down(up: tuple[subprocess.Popen[str], Path], tmp_path: 
     assert all(s["alive"] and s["state"] == "up" for s in status["servers"].values())
     assert status["replicate"] is True
     link = status["links"][0]
-    assert {"table", "src", "dst", "lag_p50_ms", "lag_p99_ms", "pending", "applied",
-            "skipped", "paused"} <= set(link)
+    assert {
+        "table",
+        "src",
+        "dst",
+        "lag_p50_ms",
+        "lag_p99_ms",
+        "pending",
+        "applied",
+        "skipped",
+        "paused",
+    } <= set(link)
 
     for args in (
         ["pause", "--region", "eu-west-1"],
@@ -114,21 +149,21 @@ def test_up_status_fault_down(up: tuple[subprocess.Popen[str], Path], tmp_path: 
         ["outage", "--region", "us-east-1", "--mode", "refuse"],
         ["skew", "--region", "eu-west-1", "--ms", "400"],
     ):
-        r = _regionkit("local", "fault", *args, *sf, cwd=tmp_path)
+        r = _inproc(capsys, "local", "fault", *args, *sf)
         assert r.returncode == 0, (args, r.stdout, r.stderr)
         assert r.stdout.startswith("ok ")
 
-    status = json.loads(_regionkit("local", "status", "--json", *sf, cwd=tmp_path).stdout)
+    status = json.loads(_inproc(capsys, "local", "status", "--json", *sf).stdout)
     assert status["servers"]["us-east-1"]["state"] == "refusing"
     assert status["clock_skew_ms"]["eu-west-1"] == 400
     assert read_state(state_file)["clock_skew_ms"]["eu-west-1"] == 400  # type: ignore[index]
 
-    r = _regionkit("local", "fault", "outage", "--region", "mars-north-1", *sf, cwd=tmp_path)
+    r = _inproc(capsys, "local", "fault", "outage", "--region", "mars-north-1", *sf)
     assert r.returncode == 2 and "unknown region" in r.stderr
-    r = _regionkit("local", "fault", "restore", "--region", "us-east-1", *sf, cwd=tmp_path)
+    r = _inproc(capsys, "local", "fault", "restore", "--region", "us-east-1", *sf)
     assert r.returncode == 0
 
-    r = _regionkit("local", "status", *sf, cwd=tmp_path)  # the human-readable form
+    r = _inproc(capsys, "local", "status", *sf)  # the human-readable form
     assert r.returncode == 0 and "eu-central-1" in r.stdout and "replication links" in r.stdout
 
     r = _regionkit("local", "down", *sf, cwd=tmp_path)
@@ -149,8 +184,9 @@ def test_down_kills_the_recorded_processes_when_control_is_gone(
     servers = list(state["pids"]["servers"].values())
     os.kill(proc.pid, signal.SIGSTOP)  # a hung `local up`: its control cannot answer
     try:
-        r = _regionkit("local", "down", "--timeout", "1", "--state-file", str(state_file),
-                       cwd=tmp_path)
+        r = _regionkit(
+            "local", "down", "--timeout", "1", "--state-file", str(state_file), cwd=tmp_path
+        )
         assert r.returncode == 0, r.stderr
         assert "did not answer" in r.stdout and "killed" in r.stdout
         assert _gone([proc.pid, *servers])
@@ -172,11 +208,13 @@ def test_ctrl_c_stops_the_cluster(up: tuple[subprocess.Popen[str], Path]) -> Non
     assert not state_file.exists()
 
 
-def test_status_and_down_without_a_cluster(tmp_path: Path) -> None:
+def test_status_and_down_without_a_cluster(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     sf = ["--state-file", str(tmp_path / "none.json")]
-    r = _regionkit("local", "status", *sf, cwd=tmp_path)
+    r = _inproc(capsys, "local", "status", *sf)
     assert r.returncode == 1 and "no local cluster is running" in r.stderr
-    r = _regionkit("local", "down", *sf, cwd=tmp_path)
+    r = _inproc(capsys, "local", "down", *sf)
     assert r.returncode == 0 and "no local cluster is running" in r.stdout
-    r = _regionkit("local", "fault", "heal", *sf, cwd=tmp_path)
+    r = _inproc(capsys, "local", "fault", "heal", *sf)
     assert r.returncode == 1 and "is `regionkit local up` running?" in r.stderr

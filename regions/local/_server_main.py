@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import functools
 import io
 import json
@@ -149,7 +150,45 @@ def build_app() -> WsgiApp:
         result: Iterable[bytes] = fallback(environ, start_response)
         return result
 
+    _warm_up(app)
     return app
+
+
+def _warm_up(app: WsgiApp) -> None:
+    """One read-only call per service, so that moto's lazy first-request work (model
+    loading, the region list, backend set-up) happens once, before any fork."""
+    for service, target, content_type in (
+        ("dynamodb", "DynamoDB_20120810.ListTables", "application/x-amz-json-1.0"),
+        ("dynamodb", "DynamoDBStreams_20120810.ListStreams", "application/x-amz-json-1.0"),
+        ("kms", "TrentService.ListKeys", "application/x-amz-json-1.1"),
+    ):
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": "/",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "0",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "CONTENT_TYPE": content_type,
+            "CONTENT_LENGTH": "2",
+            "HTTP_X_AMZ_TARGET": target,
+            "HTTP_AUTHORIZATION": "AWS4-HMAC-SHA256 Credential=regionkit/20200101/"
+            f"us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0",
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": "http",
+            "wsgi.input": io.BytesIO(b"{}"),
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+        }
+        try:
+            result = app(environ, lambda status, headers, exc_info=None: lambda data: None)
+            b"".join(result)
+        except Exception as exc:  # only a warm-up: the real request will say what is wrong
+            sys.stderr.write(f"regionkit moto server: warm-up {target} failed: {exc!r}\n")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -348,25 +387,11 @@ def _reply(out: TextIO, **fields: Any) -> None:
     out.flush()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="regionkit-moto-server")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--region", required=True)
-    args = parser.parse_args(argv)
-    if args.host not in {"127.0.0.1", "localhost", "::1"}:
-        sys.stderr.write(f"refusing to listen on non-loopback address {args.host!r}\n")
-        return 2
-
-    # The protocol channel is a private copy of stdout; stdout itself becomes stderr,
-    # so a stray print() inside moto can never corrupt the protocol.
-    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-
-    runner = _Runner(args.host, args.port, build_app())
-    _reply(proto, event="ready", port=runner.port, pid=os.getpid(), region=args.region)
-    for line in sys.stdin:
+def serve(region: str, host: str, port: int, app: WsgiApp, proto: TextIO, commands: TextIO) -> None:
+    """Serve one region until ``commands`` ends; never returns."""
+    runner = _Runner(host, port, app)
+    _reply(proto, event="ready", port=runner.port, pid=os.getpid(), region=region)
+    for line in commands:
         command = line.strip()
         try:
             if command == "dark":
@@ -382,6 +407,111 @@ def main(argv: list[str] | None = None) -> int:
         _reply(proto, ok=True, state=runner.state)
     # End of input: the parent is gone (or asked us to go). Leave at once.
     os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: get SIGKILL when the forking process dies (and check it has not already)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import ctypes.util
+        import signal
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _zygote(host: str, specs: list[str]) -> int:
+    """Import moto and build the app once, then fork one server per region.
+
+    Each spec is ``region:command_fd:reply_fd:log_path``; the fds were passed
+    down by the parent (:mod:`regions.local.servers`). The forked children start
+    in milliseconds and share the imported code copy-on-write. This process only
+    reaps them, and exits when the last one has.
+    """
+    children: list[tuple[str, int, int, str]] = []
+    for spec in specs:
+        name, cmd_text, reply_text, log_name = spec.split(":", 3)
+        children.append((name, int(cmd_text), int(reply_text), log_name))
+    app = build_app()
+    me = os.getpid()
+    for region, cmd_fd, reply_fd, log_path in children:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the region's server
+            try:
+                os.setsid()  # its own process group: stopped and killed on its own
+                _die_with_parent(me)
+                for _, c, r, _ in children:  # the other regions' pipes are not ours
+                    if c != cmd_fd:
+                        os.close(c)
+                    if r != reply_fd:
+                        os.close(r)
+                log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                os.dup2(log_fd, 2)
+                os.dup2(log_fd, 1)
+                os.close(log_fd)
+                import random
+
+                random.seed()  # forked children must not share moto's random streams
+                try:
+                    from moto.moto_api._internal import mock_random
+
+                    mock_random.seed()
+                except (ImportError, AttributeError):  # pragma: no cover
+                    pass
+                proto = os.fdopen(reply_fd, "w", buffering=1, encoding="utf-8")
+                commands = os.fdopen(cmd_fd, "r", encoding="utf-8")
+                serve(region, host, 0, app, proto, commands)
+            except BaseException as exc:  # never return into the zygote's loop
+                with contextlib.suppress(Exception):
+                    sys.stderr.write(f"regionkit moto server {region}: {exc!r}\n")
+                    sys.stderr.flush()
+                os._exit(70)
+    for _, cmd_fd, reply_fd, _ in children:
+        os.close(cmd_fd)
+        os.close(reply_fd)
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            os._exit(0)  # no interpreter tear-down: moto's module graph takes 0.3 s to free
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="regionkit-moto-server")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--region", help="serve this region in this process")
+    parser.add_argument(
+        "--zygote",
+        action="append",
+        metavar="REGION:CMD_FD:REPLY_FD:LOG",
+        help="fork a server per spec instead (repeatable)",
+    )
+    args = parser.parse_args(argv)
+    if args.host not in {"127.0.0.1", "localhost", "::1"}:
+        sys.stderr.write(f"refusing to listen on non-loopback address {args.host!r}\n")
+        return 2
+    if args.zygote:
+        return _zygote(args.host, args.zygote)
+    if not args.region:
+        parser.error("give --region, or --zygote specs")
+
+    # The protocol channel is a private copy of stdout; stdout itself becomes stderr,
+    # so a stray print() inside moto can never corrupt the protocol.
+    proto = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    serve(args.region, args.host, args.port, build_app(), proto, sys.stdin)
+    return 0  # pragma: no cover - serve() never returns
 
 
 if __name__ == "__main__":

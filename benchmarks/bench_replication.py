@@ -1,0 +1,271 @@
+"""The embedded local cluster: start-up time and put throughput (more sections to come).
+
+Sections (run all, or some with ``--section NAME``; each is a function taking the
+parsed arguments and returning a list of result lines, a ``Verdict`` or nothing):
+
+``startup``
+    Wall time to start, provision and stop a cluster of the minimal policy
+    (3 regions) and of the example policy (7 regions), replication off.
+
+``put_throughput``
+    ``put_item`` calls per second through the 3-region cluster (one moto server
+    per region, replication off, so only the servers are measured) beside a
+    single stock ``moto_server`` process (``python -m moto.server``, werkzeug),
+    both in the same run, with the same load: ``--procs`` load processes of
+    ``--threads`` threads each, for ``--seconds`` seconds after a short untimed
+    warm-up. Against the cluster, the load processes are spread over the regions
+    (one region each, round robin); against the single server they all hit it.
+    Every item is a 100-byte item with a unique key, put into a table with a
+    NEW_AND_OLD_IMAGES stream, as the cluster's tables have. The load runs in
+    separate processes because a single Python client process is itself limited
+    to about one core by the GIL.
+
+    Goal: the cluster does at least 1.5x the single stock server's put/s.
+
+    python benchmarks/bench_replication.py [--section put_throughput] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+GOAL_PUT_RATIO = 1.5
+
+
+@dataclass
+class Verdict:
+    name: str
+    lines: list[str]
+    passed: bool | None = None  # None: informational only
+
+
+# --- load generation (runs in worker processes) -----------------------------------------
+
+
+def _put_worker(
+    region: str,
+    url: str,
+    table: str,
+    threads: int,
+    start_at: float,
+    seconds: float,
+    out: Any,
+) -> None:
+    from regions.local.clients import ClientProfile, make_client
+
+    client = make_client(
+        "dynamodb",
+        region,
+        url,
+        profile=ClientProfile(
+            connect_timeout=2.0, read_timeout=10.0, max_pool_connections=max(10, threads)
+        ),
+    )
+    client.describe_table(TableName=table)  # connect and load the model before the clock
+    counts = [0] * threads
+    errors = [0] * threads
+    payload = {"S": "x" * 100}
+    stop_at = start_at + seconds
+
+    def run(i: int) -> None:
+        n = 0
+        while time.time() < start_at:  # warm-up until the common start
+            client.put_item(
+                TableName=table, Item={"pk": {"S": f"w-{region}-{i}-{n}"}, "v": payload}
+            )
+            n += 1
+        while time.time() < stop_at:
+            try:
+                client.put_item(
+                    TableName=table, Item={"pk": {"S": f"{region}-{i}-{n}"}, "v": payload}
+                )
+                counts[i] += 1
+            except Exception:
+                errors[i] += 1
+            n += 1
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    out.put((region, sum(counts), sum(errors)))
+
+
+def _load(
+    targets: list[tuple[str, str]],
+    table: str,
+    procs: int,
+    threads: int,
+    seconds: float,
+    warmup: float,
+) -> tuple[float, dict[str, int], int]:
+    """Run ``procs`` load processes round-robin over ``targets``; put/s, per region, errors."""
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    start_at = time.time() + warmup + 2.0  # spawn start-up (imports) before the warm-up
+    workers = [
+        ctx.Process(
+            target=_put_worker,
+            args=(*targets[i % len(targets)], table, threads, start_at, seconds, out),
+        )
+        for i in range(procs)
+    ]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=seconds + warmup + 60) for _ in workers]
+    for w in workers:
+        w.join()
+    per_region: dict[str, int] = {}
+    errors = 0
+    for region, n, e in results:
+        per_region[region] = per_region.get(region, 0) + n
+        errors += e
+    return sum(per_region.values()) / seconds, per_region, errors
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+def startup(args: argparse.Namespace) -> Verdict:
+    from regions.local.cluster import LocalCluster
+    from residency.policy import load_policy
+
+    lines = []
+    for name in ("minimal", "social-network"):
+        policy = load_policy(ROOT / "policies" / f"{name}.yaml")
+        t0 = time.perf_counter()
+        cluster = LocalCluster(policy, replicate=False).start()
+        timings = cluster.timings
+        t1 = time.perf_counter()
+        cluster.stop()
+        stop_s = time.perf_counter() - t1
+        lines.append(
+            f"{name:<15} {len(policy.regions)} regions: start {t1 - t0:5.2f} s "
+            f"(servers {timings['servers_s']:.2f} s, provisioning {timings['provision_s']:.2f} s"
+            f" for {len(policy.table_placements())} tables), stop {stop_s:.2f} s"
+        )
+    return Verdict("cluster start-up", lines)
+
+
+def put_throughput(args: argparse.Namespace) -> Verdict:
+    from regions.local.clients import make_client
+    from regions.local.cluster import LocalCluster
+    from regions.local.servers import start_servers
+    from residency.policy import load_policy
+
+    procs, threads, seconds = args.procs, args.threads, args.seconds
+    table = "content"
+    policy = load_policy(ROOT / "policies" / "minimal.yaml")
+    stock = start_servers(["us-east-1"], kind="stock")["us-east-1"]
+    # replication off: the servers alone are measured
+    cluster = LocalCluster(policy, replicate=False)
+    single: list[float] = []
+    multi: list[float] = []
+    errors = {"single": 0, "cluster": 0}
+    per_region: dict[str, int] = {}
+    try:
+        make_client("dynamodb", "us-east-1", stock.url).create_table(
+            TableName=table,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        )
+        cluster.start()
+        # Rounds alternate which side goes first, so background load hits both alike.
+        for r in range(args.rounds):
+            order = ["single", "cluster"] if r % 2 == 0 else ["cluster", "single"]
+            for side in order:
+                if side == "single":
+                    rate, _, err = _load(
+                        [("us-east-1", stock.url)], table, procs, threads, seconds, args.warmup
+                    )
+                    single.append(rate)
+                else:
+                    rate, spread, err = _load(
+                        list(cluster.endpoints.items()),
+                        table,
+                        procs,
+                        threads,
+                        seconds,
+                        args.warmup,
+                    )
+                    multi.append(rate)
+                    for region, n in spread.items():
+                        per_region[region] = per_region.get(region, 0) + n
+                errors[side] += err
+    finally:
+        stock.stop()
+        cluster.stop()
+
+    s_med, m_med = statistics.median(single), statistics.median(multi)
+    ratio = m_med / s_med if s_med else float("inf")
+    total = sum(per_region.values()) or 1
+    spread_text = ", ".join(f"{r} {100 * n / total:.0f}%" for r, n in per_region.items())
+
+    def runs(xs: list[float]) -> str:
+        return ", ".join(f"{x:.0f}" for x in xs)
+
+    lines = [
+        f"load: {procs} processes x {threads} threads, {seconds:g} s timed "
+        f"(+{args.warmup:g} s warm-up), 100-byte items, streams on, {args.rounds} rounds",
+        f"single stock moto_server: median {s_med:6.0f} put/s  runs: {runs(single)}  "
+        f"errors: {errors['single']}",
+        f"3-region cluster:         median {m_med:6.0f} put/s  runs: {runs(multi)}  "
+        f"errors: {errors['cluster']}  ({spread_text})",
+        f"ratio {ratio:.2f}x (goal >= {GOAL_PUT_RATIO:g}x): "
+        f"{'PASS' if ratio >= GOAL_PUT_RATIO else 'MISS'}",
+    ]
+    return Verdict("put throughput", lines, passed=ratio >= GOAL_PUT_RATIO)
+
+
+SECTIONS: dict[str, Callable[[argparse.Namespace], Verdict]] = {
+    "startup": startup,
+    "put_throughput": put_throughput,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--section",
+        action="append",
+        choices=sorted(SECTIONS),
+        help="run only this section (repeatable; default: all)",
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="timed load per target")
+    parser.add_argument("--warmup", type=float, default=0.5, help="untimed load first")
+    parser.add_argument("--procs", type=int, default=3, help="load processes")
+    parser.add_argument("--threads", type=int, default=4, help="threads per load process")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per side")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
+    args = parser.parse_args(argv)
+
+    missed = []
+    for name in args.section or list(SECTIONS):
+        verdict = SECTIONS[name](args)
+        print(f"{verdict.name}:")
+        for line in verdict.lines:
+            print(f"  {line}")
+        sys.stdout.flush()
+        if verdict.passed is False:
+            missed.append(verdict.name)
+    return 1 if (args.strict and missed) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
