@@ -22,6 +22,10 @@ no conflict         the new version descends from the old one: it was based on
                     acknowledged in another region and is now gone
 ==================  ==========================================================
 
+A *replay*, where an ancestor overwrites its own descendant (a repair that
+arrived late), is put right the same way as an inversion but logged as nothing:
+no two writers conflicted.
+
 For concurrent and lost writes, a data class with a merge function
 (``conflicts: {merge: module:function}``) gets ``merge(winner, loser)`` written
 as a new version based on the winner; otherwise the HLC winner stands (LWW).
@@ -199,6 +203,14 @@ class ConflictDetector:
         old, new = from_ddb(body.get("OldImage")), from_ddb(body.get("NewImage"))
         kind = classify(old, new, region)
         if kind is None or old is None or new is None:
+            return None
+        if kind == "inversion" and descends(old, str(new[VERSION_ATTR])):
+            # A replay of an ancestor (typically another region's repair that arrived
+            # after its descendant): not a conflict between writers. Put the
+            # descendant back; nothing is logged.
+            if self.repair:
+                self._rewrite(region, table, old, str(old[VERSION_ATTR]), f"{VERSION_ATTR} < :v")
+            self.counts["replay"] += 1
             return None
         ov, nv = Stamp.parse(str(old[VERSION_ATTR])), Stamp.parse(str(new[VERSION_ATTR]))
         winner, loser = (old, new) if kind == "inversion" else (new, old)

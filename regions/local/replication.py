@@ -265,6 +265,7 @@ class ReplicationEngine:
         self._echoes: dict[tuple[str, str, KeyTuple], deque[tuple[str, Version]]] = {}
         self._repairs: list[tuple[str, Change]] = []
         self._iterators: dict[tuple[str, str], list[str]] = {}
+        self._poll_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         self._n = 0
         self.faults = LinkFaults(self)
         self.errors: deque[str] = deque(maxlen=100)
@@ -347,6 +348,10 @@ class ReplicationEngine:
         """
         if self.is_down(region):
             return 0
+        with self._poll_locks[region]:
+            return self._poll_locked(region, table, now, limit)
+
+    def _poll_locked(self, region: str, table: str | None, now: float | None, limit: int) -> int:
         count = 0
         for t in [table] if table else self.tables_in(region):
             its = self._iterator_list(region, t)
@@ -397,9 +402,14 @@ class ReplicationEngine:
                 self._reconcile(region, table, key, physical_digest=digest)
                 return
             seq = int(body.get("SequenceNumber", "0"))
-            version = Version(self._record_time(rec, now), region, seq)
-            change = Change(table, key, keys, image, version, digest)
             current = self._winner.get(slot)
+            ts = self._record_time(rec, now)
+            if current is not None and not self._echoes.get(slot) and ts <= current.ts:
+                # Written after everything this replica holds (no put of ours is in
+                # flight): its write time is later, even within one clock tick.
+                ts = current.ts + 1e-6
+            version = Version(ts, region, seq)
+            change = Change(table, key, keys, image, version, digest)
             if current is None or version > current:
                 self._winner[slot] = version
                 self._winner_change[slot] = change
@@ -441,6 +451,20 @@ class ReplicationEngine:
         bisect.insort(link.queue, (at, self._n, change), key=lambda e: (e[0], e[1]))
 
     # --- applying ---
+
+    def has_due(self, dst: str, now: float) -> bool:
+        with self._lock:
+            if dst in self._down:
+                return False
+            if any(region == dst for region, _ in self._repairs):
+                return True
+            return any(
+                ln.dst == dst
+                and ln.queue
+                and ln.queue[0][0] <= now
+                and not self._blocks.get((ln.src, ln.dst))
+                for ln in self._links.values()
+            )
 
     def due(self, dst: str, now: float) -> list[tuple[_Link | None, Change]]:
         """Pop the changes due for ``dst``: repairs first, then each link's, in order.
@@ -600,6 +624,11 @@ class ReplicationEngine:
         """Step mode: apply every change due by ``now`` (to ``dst`` or to all regions)."""
         written = 0
         for region in [dst] if dst else sorted({ln.dst for ln in self._links.values()}):
+            if not self.has_due(region, now):
+                continue
+            # Read the destination's own writes first, as a replica compares
+            # timestamps atomically: an older change must not land on a newer write.
+            self.poll(region, now=now)
             batch = self.due(region, now)
             if batch:
                 written += self.apply(region, batch, now=now)
@@ -610,6 +639,19 @@ class ReplicationEngine:
     def pending(self) -> int:
         with self._lock:
             return sum(len(ln.queue) for ln in self._links.values()) + len(self._repairs)
+
+    def unreplicated_ages(self, region: str, now: float) -> list[float]:
+        """Ages (s) of writes made in ``region`` that some replica has not received yet.
+
+        This is the RPO exposure if ``region`` were lost now.
+        """
+        with self._lock:
+            ages: dict[tuple[str, KeyTuple, Version], float] = {}
+            for ln in self._links.values():
+                if ln.src == region:
+                    for _, _, c in ln.queue:
+                        ages[(c.table, c.key, c.version)] = max(0.0, now - c.version.ts)
+            return sorted(ages.values())
 
     def echoes_pending(self) -> int:
         with self._lock:
@@ -728,6 +770,11 @@ class Replicator:
         engine = self.engine
         while not self._stop.is_set():
             now = self.clock()
+            if engine.has_due(region, now):
+                try:
+                    engine.poll(region, now=now)  # see local writes first (see deliver_due)
+                except Exception as exc:  # unreachable: the apply below fails and requeues
+                    engine.errors.append(f"poll before apply {region}: {exc!r}")
             batch = engine.due(region, now)
             if batch:
                 try:

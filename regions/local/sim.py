@@ -191,16 +191,27 @@ class Simulation:
         self.deliver()
 
     def settle(self, max_steps: int = 10_000) -> int:
-        """Run until nothing is pending or in flight (faults permitting); return steps taken."""
+        """Run until nothing is pending or in flight (faults permitting); return steps taken.
+
+        Each step applies everything due (several versions of one item go one per
+        pass, in order), reads every stream, then moves time on.
+        """
         for i in range(max_steps):
+            applied = 0
+            for _ in range(1000):
+                n = self.deliver()
+                applied += n
+                if not n:
+                    break
+                self.poll()
             polled = self.poll()
-            self.advance(0.05)
-            applied = self.deliver()
             nxt = self.engine.next_due()
-            if not polled and not applied and (nxt is None) and not self.engine.echoes_pending():
+            if not polled and not applied and nxt is None and not self.engine.echoes_pending():
                 return i
-            if nxt is not None and nxt > self.now and not polled and not applied:
-                self.now = nxt
+            if nxt is not None and nxt > self.now + 0.01 and not polled and not applied:
+                self.advance(nxt - self.now)
+            else:
+                self.advance(0.01)
         raise RuntimeError("the simulation did not settle")
 
     # --- faults ---
