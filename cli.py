@@ -674,6 +674,833 @@ def infra_synth(
               f"{' (cdk-nag AwsSolutions: no unacknowledged finding)' if nag else ''}")
 
 
+# --- regionkit route ----------------------------------------------------------------------
+
+
+def _quick_settings() -> Settings:
+    """Settings for interactive commands: fail fast on a region that does not answer."""
+    return _settings(connect_timeout=0.5, read_timeout=1.0, max_attempts=1, failover_attempts=2)
+
+
+def _no_cluster_reason(settings: Settings) -> str | None:
+    """Why nothing can be reached (local mode without a running cluster), or None."""
+    if settings.mode == "local" and not settings.endpoints:
+        return (
+            f"no local cluster is running (no endpoints in the settings or in the state file "
+            f"{settings.state_file}); start one with `regionkit local up`, or set "
+            "REGIONKIT_STATE_FILE / REGIONKIT_ENDPOINTS"
+        )
+    return None
+
+
+def _backend_hint(settings: Settings) -> str:
+    if settings.mode == "local":
+        return (
+            "; is the local cluster running? (`regionkit local status`; state file "
+            f"{settings.state_file})"
+        )
+    return "; check credentials and network access to AWS"
+
+
+def _reach_failed(settings: Settings, what: str, exc: BaseException) -> NoReturn:
+    """Exit 1 (main prints "failed: ..."): the request was fine, the backend did not answer."""
+    detail = str(exc).splitlines()[0] if str(exc) else ""
+    raise OperationError(
+        message=f"{what}: {type(exc).__name__}: {detail}{_backend_hint(settings)}"
+    ) from None
+
+
+def _probe_regions(router: Any, regions: list[str]) -> dict[str, str]:
+    """Ask each region a cheap question, in parallel; mark the silent ones down for the router."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def ask(region: str) -> str:
+        try:
+            router.clients.dynamodb(region).list_tables(Limit=1)
+        except Exception as exc:  # any failure to answer is the answer
+            router.health.mark_down(region, f"did not answer a probe: {type(exc).__name__}")
+            return f"unreachable ({type(exc).__name__})"
+        router.health.mark_up(region, "answered a probe")
+        return "up"
+
+    with ThreadPoolExecutor(max_workers=min(8, max(1, len(regions)))) as pool:
+        return dict(zip(regions, pool.map(ask, regions), strict=True))
+
+
+@app.command("route")
+def route_cmd(
+    user_id: Annotated[str, typer.Argument(help="A user ID minted by the router.")],
+    data_class: Annotated[
+        str | None,
+        typer.Option("--data-class", "-d", help="Default: the policy's first pinned class."),
+    ] = None,
+    from_region: Annotated[
+        str | None,
+        typer.Option(
+            "--from-region",
+            help="Where the request starts (global data goes to its nearest replica; "
+            "default REGIONKIT_REGION, else the user's home).",
+        ),
+    ] = None,
+    op: Annotated[str, typer.Option("--op", help="read or write.")] = "read",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Where a request for a user's data goes now, and why, with the failover chain.
+
+    The decision needs no cluster: when the directory cannot be reached, the home
+    region comes from the hint inside the user ID (and the output says so).
+    """
+    from regions.directory import DirectoryEntry
+    from regions.ids import parse_user_id
+    from regions.router import RegionRouter
+    from residency.errors import RegionUnavailable
+    from residency.policy import PinnedDataClass
+
+    if op not in {"read", "write"}:
+        _fail(f"--op must be 'read' or 'write', not {op!r}")
+    uid = parse_user_id(user_id)  # MalformedId: exit 2, naming the expected format
+    settings = _quick_settings()
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    if from_region is not None:
+        policy.check_region(from_region)
+    if data_class is None:
+        pinned = [n for n, d in policy.data_classes.items() if isinstance(d, PinnedDataClass)]
+        data_class = pinned[0] if pinned else policy.system.directory
+    dc = policy.data_class(data_class)
+    policy.check_region(uid.home_hint)
+    router = RegionRouter(policy, region=from_region or settings.region, settings=settings)
+    no_cluster = _no_cluster_reason(settings)
+    unreachable = no_cluster
+    entry = None
+    if unreachable is None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            entry = router.home_of(user_id)
+        except (RegionkitError, BotoCoreError, ClientError) as exc:
+            unreachable = f"the directory cannot be reached ({type(exc).__name__}: {exc})"
+    if entry is None:
+        jid = policy.jurisdiction_of_region(uid.home_hint)
+        entry = DirectoryEntry(user_id, uid.home_hint, jid, source="id-hint")
+        router.directory.put(entry)
+        directory_note = f"{unreachable}; using the home region in the user ID"
+    elif entry.source == "id-hint" and router.health.unavailable:
+        directory_note = (
+            f"the directory could not be read ({', '.join(sorted(router.health.unavailable))} "
+            "did not answer); using the home region in the user ID"
+        )
+    elif entry.source == "id-hint":
+        directory_note = (
+            "the directory has no entry for this user here (not assigned, or not replicated "
+            "yet); using the home region in the user ID"
+        )
+    else:
+        directory_note = "from the directory"
+    pinned_class = isinstance(dc, PinnedDataClass)
+    origin = entry.home_region if pinned_class else (router.region or entry.home_region)
+    chain = router.chain(data_class, origin)
+    health = (
+        _probe_regions(router, [r.region for r in chain])
+        if no_cluster is None
+        else dict.fromkeys((r.region for r in chain), "not probed (no cluster)")
+    )
+    decision, refused = None, None
+    try:
+        decision = router.route(data_class, user_id, op)  # type: ignore[arg-type]
+    except RegionUnavailable as exc:
+        refused = exc
+    jurisdiction = policy.jurisdictions[entry.jurisdiction]
+    out: dict[str, Any] = {
+        "user_id": user_id,
+        "data_class": data_class,
+        "kind": dc.kind,
+        "op": op,
+        "from_region": router.region,
+        "home": {
+            "region": entry.home_region,
+            "jurisdiction": entry.jurisdiction,
+            "status": entry.status,
+            "source": entry.source,
+        },
+        "directory": {"reachable": unreachable is None, "note": directory_note},
+        "decision": None
+        if decision is None
+        else {
+            "region": decision.region,
+            "table": decision.table_name,
+            "failover": decision.failover,
+            "reason": decision.reason,
+        },
+        "error": None if refused is None else str(refused),
+        "chain": [
+            {
+                "region": r.region,
+                "reason": r.reason,
+                "health": health[r.region],
+                "available": (r.region not in router.health.unavailable)
+                if no_cluster is None
+                else None,
+            }
+            for r in chain
+        ],
+    }
+    if pinned_class:
+        out["jurisdiction"] = {
+            "id": entry.jurisdiction,
+            "law": jurisdiction.law,
+            "regions": list(jurisdiction.regions),
+        }
+    if as_json:
+        _print_json(out)
+    else:
+        from rich.table import Table
+
+        con = _console()
+        con.print(f"[bold]{_esc(user_id)}[/] → {data_class} ({dc.kind}), {op}")
+        status = "" if entry.status == "active" else f", {entry.status} to {entry.moving_to}"
+        con.print(
+            f"home: [bold]{entry.home_region}[/] (jurisdiction {entry.jurisdiction}{status}): "
+            f"{_esc(directory_note)}"
+        )
+        if decision is not None:
+            how = "[yellow]failover[/]" if decision.failover else "direct"
+            con.print(
+                f"route: [bold green]{decision.region}[/] table {_esc(decision.table_name)}, "
+                f"{how}: {_esc(decision.reason)}"
+            )
+        if pinned_class:
+            con.print(
+                f"jurisdiction {entry.jurisdiction} ({_esc(jurisdiction.law)}): {data_class} "
+                f"never leaves {', '.join(jurisdiction.regions)}"
+            )
+        t = Table(title="chain", title_justify="left")
+        t.add_column("#", justify="right")
+        t.add_column("region")
+        t.add_column("health")
+        t.add_column("why")
+        for i, step in enumerate(out["chain"], 1):
+            mark = "[green]" if step["health"] == "up" else "[yellow]"
+            chosen = " ←" if decision is not None and step["region"] == decision.region else ""
+            t.add_row(
+                str(i),
+                f"{step['region']}{chosen}",
+                f"{mark}{_esc(step['health'])}[/]",
+                _esc(step["reason"]),
+            )
+        con.print(t)
+    if refused is not None:
+        raise refused  # main(): "failed: ...", exit 1
+
+
+# --- regionkit users ------------------------------------------------------------------------
+
+users_app = typer.Typer(
+    help="Users: seed fake users on the local cluster, move a user's home.", no_args_is_help=True
+)
+app.add_typer(users_app, name="users")
+
+
+def _seed_countries(policy: Policy) -> list[str]:
+    """One round of countries: each jurisdiction's next country, then a default-jurisdiction
+    one (a country no jurisdiction lists, NG if possible)."""
+    from iso3166 import countries_by_alpha2
+
+    listed = {c for j in policy.jurisdictions.values() for c in j.countries}
+    unlisted = "NG"
+    if unlisted in listed:
+        unlisted = next(c for c in countries_by_alpha2 if c not in listed)
+    lists = [list(j.countries) for j in policy.jurisdictions.values() if j.countries]
+    longest = max((len(c) for c in lists), default=1)
+    out: list[str] = []
+    for i in range(longest):
+        out += [c[i % len(c)] for c in lists]
+        out.append(unlisted)
+    return out
+
+
+def _fake_value(attribute: str, i: int) -> str:
+    """A PII-looking but fake value (the CLI never prints it)."""
+    a = attribute.lower()
+    if "mail" in a:
+        return f"seed.user{i:05d}@example.invalid"
+    if "phone" in a:
+        return f"+1 555 01{i % 100:02d} {i % 10_000:04d}"
+    if "birth" in a or "date" in a:
+        return f"19{70 + i % 30}-{1 + i % 12:02d}-{1 + i % 28:02d}"
+    if "address" in a:
+        return f"{i} Example Street, Springfield"
+    if "name" in a:
+        return f"Seed User {i}"
+    return f"fake {attribute} {i}"
+
+
+@users_app.command("seed")
+def users_seed(
+    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Users to create.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Create fake users in every jurisdiction on the running local cluster.
+
+    Countries cycle through every jurisdiction's countries plus one that only the
+    default jurisdiction covers (NG). Each user gets a directory entry and a
+    profile in its home region, with fake PII-like attributes that are never printed.
+    """
+    from collections import Counter
+    from concurrent.futures import ThreadPoolExecutor
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regions.router import RegionRouter
+    from residency.errors import BackendError
+    from residency.policy import PinnedDataClass
+
+    settings = _quick_settings()
+    if settings.mode != "local":
+        _fail(
+            "`users seed` writes fake users: it runs against the local cluster only "
+            "(REGIONKIT_MODE=local)"
+        )
+    reason = _no_cluster_reason(settings)
+    if reason:
+        raise OperationError(message=reason)
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    router = RegionRouter(policy, region=settings.region, settings=settings)
+    pinned = {n: d for n, d in policy.data_classes.items() if isinstance(d, PinnedDataClass)}
+    rounds = _seed_countries(policy)
+    countries = [rounds[i % len(rounds)] for i in range(count)]
+
+    def create(i: int) -> dict[str, str]:
+        country = countries[i]
+        uid = router.new_user_id(country=country)
+        entry = router.assign_home(uid, country=country)
+        for name, d in pinned.items():
+            fake = {a: _fake_value(a, i) for a in d.pii_attributes}
+            router.put(name, {d.partition_key: uid, **fake})
+        return {
+            "user_id": uid,
+            "country": country,
+            "jurisdiction": entry.jurisdiction,
+            "home_region": entry.home_region,
+        }
+
+    try:
+        first = create(0)  # fail fast, and clearly, when the cluster does not answer
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            users = [first, *pool.map(create, range(1, count))]
+    except (BackendError, BotoCoreError, ClientError) as exc:
+        _reach_failed(settings, "seeding users failed", exc)
+    by_j = Counter(u["jurisdiction"] for u in users)
+    by_home = Counter((u["jurisdiction"], u["home_region"]) for u in users)
+    attrs = sorted({a for d in pinned.values() for a in d.pii_attributes})
+    if as_json:
+        _print_json(
+            {
+                "created": len(users),
+                "by_jurisdiction": dict(sorted(by_j.items())),
+                "by_home_region": {
+                    r: n for (_, r), n in sorted(by_home.items(), key=lambda kv: kv[0])
+                },
+                "fake_pii_attributes": attrs,
+                "users": users,
+            }
+        )
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{len(users)} users created", title_justify="left")
+    for col in ("jurisdiction", "home region", "countries", "users"):
+        t.add_column(col, justify="right" if col == "users" else "left")
+    samples = []
+    for (jid, home), n in sorted(by_home.items()):
+        mine = [u for u in users if (u["jurisdiction"], u["home_region"]) == (jid, home)]
+        t.add_row(jid, home, ", ".join(sorted({u["country"] for u in mine})), str(n))
+        samples.append(f"  {jid} {home}: {mine[0]['user_id']}")
+    con = _console()
+    con.print(t)
+    con.print("for example:\n" + "\n".join(samples))
+    con.print(
+        f"profiles hold fake values for {', '.join(attrs) or 'no attribute'} (never printed); "
+        "try `regionkit route <user id>`"
+    )
+
+
+@users_app.command("move")
+def users_move(
+    user_id: Annotated[str, typer.Argument(help="The user ID.")],
+    country: Annotated[
+        str | None, typer.Option("--country", "-c", help="The user's new country (ISO 3166).")
+    ] = None,
+    region: Annotated[
+        str | None, typer.Option("--region", "-r", help="The new home region.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Move a user's home: copy the profile, update the directory, delete the old copy.
+
+    An interrupted move leaves the directory entry 'moving'; run the command again to finish it.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regions.ids import parse_user_id
+    from regions.router import RegionRouter
+    from residency.errors import BackendError
+
+    if (country is None) == (region is None):
+        _fail("give the new home as --country XX or --region R (exactly one)")
+    parse_user_id(user_id)
+    settings = _quick_settings()
+    reason = _no_cluster_reason(settings)
+    if reason:
+        raise OperationError(message=reason)
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    if region is not None:
+        policy.check_region(region)
+    router = RegionRouter(policy, region=settings.region, settings=settings)
+    try:
+        result = router.move_user(user_id, country=country, region=region)
+    except (BackendError, BotoCoreError, ClientError) as exc:
+        _reach_failed(
+            settings,
+            "the move did not complete (if it had started, the directory entry says "
+            "'moving', and running the command again finishes it)",
+            exc,
+        )
+    if as_json:
+        from dataclasses import asdict
+
+        _print_json(asdict(result))
+        return
+    con = _console()
+    con.print(
+        f"[bold]{_esc(user_id)}[/]: {result.from_region} ({result.from_jurisdiction}) → "
+        f"{result.to_region} ({result.to_jurisdiction})"
+    )
+    for i, step in enumerate(result.steps, 1):
+        con.print(f"  {i}. {_esc(step)}")
+    con.print("[green]ok[/] done")
+
+
+# --- regionkit conflicts ------------------------------------------------------------------
+
+conflicts_app = typer.Typer(
+    help="The conflict log: concurrent cross-region writes found by the detector.",
+    no_args_is_help=True,
+)
+app.add_typer(conflicts_app, name="conflicts")
+
+_CONFLICT_KINDS = ("concurrent", "inversion", "lost_write")
+
+
+def _read_conflict_log() -> tuple[str, list[Any]]:
+    """Every conflict record, from the nearest region that answers (settings.region first)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regions.conflicts import ConflictLog
+    from regions.pool import ClientPool
+
+    settings = _quick_settings()
+    reason = _no_cluster_reason(settings)
+    if reason:
+        raise OperationError(message=reason)
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    start = policy.check_region(settings.region) if settings.region else policy.regions[0]
+    order = [start, *(r for r in policy.nearest_first(start, list(policy.regions)) if r != start)]
+    log = ConflictLog(policy, ClientPool(settings), table_prefix=settings.table_prefix)
+    errors: list[str] = []
+    for region in order:
+        try:
+            return region, log.scan(region)
+        except (RegionkitError, BotoCoreError, ClientError) as exc:
+            errors.append(f"{region}: {type(exc).__name__}")
+    raise OperationError(
+        message=f"cannot read the conflict log: no region answered ({'; '.join(errors)})"
+        f"{_backend_hint(settings)}"
+    )
+
+
+def _parse_since(text: str) -> Any:
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
+        return datetime.now(UTC) - timedelta(seconds=float(m[1]) * unit)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        _fail(
+            f"--since {text!r} is neither an ISO 8601 time (2026-01-01T12:00:00Z) "
+            "nor a duration (90s, 15m, 1h, 2d, 1w)"
+        )
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@conflicts_app.command("list")
+def conflicts_list(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="ISO 8601 time, or a duration back from now: 15m, 1h, 2d."),
+    ] = None,
+    data_class: Annotated[
+        str | None, typer.Option("--data-class", "-d", help="Only this data class.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", "-k", help="Only this kind: concurrent, inversion, lost_write."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List logged conflicts, oldest first (keys are opaque IDs; no item values are shown).
+
+    ``--json`` adds the versions (HLC stamps) of winner and loser and where each was detected.
+    """
+    from datetime import UTC
+    if kind is not None and kind not in _CONFLICT_KINDS:
+        _fail(f"--kind must be one of {', '.join(_CONFLICT_KINDS)}, not {kind!r}")
+    after = _parse_since(since) if since is not None else None
+    if data_class is not None:
+        _policy().data_class(data_class)  # UnknownDataClass: exit 2, naming the known ones
+    region, records = _read_conflict_log()
+    shown = [
+        r
+        for r in records
+        if (after is None or r.occurred_at >= after)
+        and (data_class is None or r.data_class == data_class)
+        and (kind is None or r.kind == kind)
+    ]
+    if as_json:
+        _print_json(
+            {
+                "region": region,
+                "total": len(records),
+                "shown": len(shown),
+                "conflicts": [r.model_dump(mode="json") for r in shown],
+            }
+        )
+        return
+    from rich.table import Table
+
+    t = Table(title=f"conflicts (read from {region})", title_justify="left")
+    for col in ("occurred (UTC)", "kind", "data class", "key", "winner", "loser", "resolution"):
+        t.add_column(col, overflow="fold", no_wrap=col not in {"key", "data class"})
+    for r in shown:
+        t.add_row(
+            r.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.kind,
+            _esc(r.data_class),
+            _esc(r.key),
+            r.winner_region,
+            r.loser_region,
+            r.resolution + (" (repaired)" if r.repaired else ""),
+        )
+    con = _console()
+    con.print(t)
+    con.print(f"{len(shown)} of {len(records)} logged conflicts")
+
+
+@conflicts_app.command("stats")
+def conflicts_stats(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Conflict counts by kind, data class, resolution and region pair."""
+    from collections import Counter
+
+    region, records = _read_conflict_log()
+    stats: dict[str, Any] = {
+        "region": region,
+        "total": len(records),
+        "by_kind": dict(Counter(r.kind for r in records).most_common()),
+        "by_data_class": dict(Counter(r.data_class for r in records).most_common()),
+        "by_resolution": dict(Counter(r.resolution for r in records).most_common()),
+        "by_regions": dict(
+            Counter(f"{r.winner_region} > {r.loser_region}" for r in records).most_common()
+        ),
+        "repaired": sum(1 for r in records if r.repaired),
+        "first": records[0].occurred_at.isoformat() if records else None,
+        "last": records[-1].occurred_at.isoformat() if records else None,
+    }
+    if as_json:
+        _print_json(stats)
+        return
+    from rich.table import Table
+
+    con = _console()
+    con.print(f"{stats['total']} logged conflicts (read from {region})")
+    if records:
+        con.print(f"from {stats['first']} to {stats['last']}; {stats['repaired']} repaired")
+    for title, key in (
+        ("by kind", "by_kind"),
+        ("by data class", "by_data_class"),
+        ("by resolution", "by_resolution"),
+        ("winner > loser region", "by_regions"),
+    ):
+        if not stats[key]:
+            continue
+        t = Table(title=title, title_justify="left")
+        t.add_column(title.removeprefix("by "))
+        t.add_column("conflicts", justify="right")
+        for name, n in stats[key].items():
+            t.add_row(_esc(name), str(n))
+        con.print(t)
+
+
+# --- regionkit audit ----------------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="Compliance audit: check the deployed tables and the stored data against the policy.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+_AUDIT_SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+
+@audit_app.command("checks")
+def audit_checks(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    source: Annotated[
+        str, typer.Option("--source", help="IAM policy for 'scan' or for 'export' runs.")
+    ] = "scan",
+) -> None:
+    """List the audit checks and print the least-privilege IAM policy for running them."""
+    from residency.audit import all_checks, iam_policy
+
+    if source not in {"scan", "export"}:
+        _fail(f"--source must be 'scan' or 'export', not {source!r}")
+    checks = all_checks()
+    try:  # scope the table actions to the policy's tables when the policy loads
+        settings = _settings()
+        policy: Policy | None = _policy(settings.policy)
+        prefix = settings.table_prefix
+    except ConfigError:
+        policy, prefix = None, ""
+    doc = iam_policy(checks, export=source == "export", policy=policy, table_prefix=prefix)
+    if as_json:
+        _print_json(
+            {
+                "checks": [
+                    {
+                        "id": c.id,
+                        "title": c.meta.title,
+                        "severity": c.meta.severity,
+                        "rationale": c.meta.rationale,
+                        "remediation": c.meta.remediation,
+                        "permissions": list(c.meta.permissions),
+                        "export_permissions": list(c.meta.export_permissions),
+                        "summary": c.meta.summary,
+                        "example": c.meta.example,
+                    }
+                    for c in checks
+                ],
+                "iam_policy": doc,
+            }
+        )
+        return
+    from rich import box
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title="audit checks", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("check", "severity", "title", "permissions"):
+        t.add_column(col, overflow="fold")
+    for c in checks:
+        t.add_row(c.id, c.meta.severity, _esc(c.meta.title),
+                  ", ".join(c.meta.permissions) or "(none)")
+    con.print(t)
+    scope = f"policy {policy.name!r}" if policy else "all tables (no policy loaded)"
+    con.print(f"least-privilege IAM policy for `regionkit audit run --source {source}` "
+              f"({_esc(scope)}):")
+    typer.echo(json.dumps(doc, indent=2))
+
+
+def _audit_progress(console: Console) -> tuple[Any, Any]:
+    """A rich progress bar over the data scans, and the callback that feeds it."""
+    import threading
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from residency.audit import ProgressEvent
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.phase not in {"scan", "export"}:
+            return
+        with lock:
+            task = tasks.get(event.key)
+            if task is None:
+                task = tasks[event.key] = bar.add_task(event.key, total=event.total or None)
+            if event.advance:
+                bar.advance(task, event.advance)
+            if event.done:
+                done = bar.tasks[task].completed
+                bar.update(task, total=done, completed=done)
+
+    return bar, on_event
+
+
+@audit_app.command("run")
+def audit_run(
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f",
+                     help="terminal, json, markdown, html, junit or ocsf."),
+    ] = "terminal",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the report to this file.")
+    ] = None,
+    fail_on: Annotated[
+        str,
+        typer.Option("--fail-on",
+                     help="Exit 1 when a FAIL or ERROR finding has this severity or more: "
+                     "critical, high, medium, low or info."),
+    ] = "high",
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Read at most N items per table.", min=1)
+    ] = None,
+    regions: Annotated[
+        str | None, typer.Option("--regions", help="Comma-separated policy regions (default: all).")
+    ] = None,
+    extra_regions: Annotated[
+        str | None,
+        typer.Option("--extra-regions",
+                     help="More regions to search for misplaced tables, comma-separated; "
+                     "'all' for every commercial region."),
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="'scan' the live tables or read an S3 'export'.")
+    ] = "scan",
+    export_bucket: Annotated[
+        str | None,
+        typer.Option("--export-bucket",
+                     help="S3 bucket for --source export; may contain {region}. Pinned tables "
+                     "only export to a bucket inside their jurisdiction."),
+    ] = None,
+    export_prefix: Annotated[
+        str, typer.Option("--export-prefix", help="Key prefix of the exports.")
+    ] = "regionkit-audit",
+    export_arn: Annotated[
+        list[str] | None,
+        typer.Option("--export-arn", help="Read this existing export (repeat for each table)."),
+    ] = None,
+    checks: Annotated[
+        str | None,
+        typer.Option("--checks", help="Comma-separated check ids or families (policy, infra, "
+                     "data, operations); default: all. See `regionkit audit checks`."),
+    ] = None,
+    account_id: Annotated[
+        str | None,
+        typer.Option("--account-id", help="AWS account for ARNs (default: STS GetCallerIdentity)."),
+    ] = None,
+    window_days: Annotated[
+        int, typer.Option("--window-days", help="Conflict window in days.", min=1)
+    ] = 7,
+    drill_history: Annotated[
+        Path | None,
+        typer.Option("--drill-history", help="Drill journals (default: REGIONKIT_DRILL_HISTORY "
+                     "or .regionkit/drills)."),
+    ] = None,
+    show_passed: Annotated[
+        bool, typer.Option("--show-passed", help="List PASS findings too (terminal, markdown).")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+    ] = True,
+) -> None:
+    """Audit the deployment and the data against the policy; write a signed report.
+
+    Exit 0 when no FAIL or ERROR finding reaches --fail-on, 1 when one does, 2 on bad input.
+    """
+    from datetime import timedelta
+
+    from residency.audit import FORMATS, render, run_audit, select_checks
+    from residency.audit.render.terminal import render_text, renderable
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fail_on not in _AUDIT_SEVERITIES:
+        _fail(f"--fail-on must be one of {', '.join(_AUDIT_SEVERITIES)}, not {fail_on!r}")
+    if source not in {"scan", "export"}:
+        _fail(f"--source must be 'scan' or 'export', not {source!r}")
+    check_ids = _split_regions(checks) if checks else None
+    selected = select_checks(check_ids)  # an unknown id is a ConfigError: exit 2
+    settings = _settings()
+    # Scans read 1 MB pages: give them more time than the router's interactive default.
+    settings = _settings(read_timeout=max(settings.read_timeout, 10.0))
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    needs_aws = any(c.meta.permissions for c in selected)
+    reason = _no_cluster_reason(settings) if needs_aws else None
+    if reason:
+        raise OperationError(message=reason)
+    from regions.pool import ClientPool
+
+    err = _console(stderr=True)
+    bar, on_event = _audit_progress(err) if progress and err.is_terminal else (None, None)
+    if bar is not None:
+        bar.start()
+    try:
+        report = run_audit(
+            policy,
+            ClientPool(settings),
+            policy_path=settings.policy,
+            regions=_split_regions(regions) if regions else None,
+            extra_regions=_split_regions(extra_regions) if extra_regions else None,
+            checks=check_ids,
+            source="export" if source == "export" else "scan",
+            sample=sample,
+            progress=on_event,
+            drill_history=drill_history or settings.drill_history,
+            table_prefix=settings.table_prefix,
+            account_id=account_id,
+            conflict_window=timedelta(days=window_days),
+            export_bucket=export_bucket,
+            export_prefix=export_prefix,
+            export_arns=export_arn or (),
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    failing = report.failing(fail_on)
+    if out is not None:
+        text = (render_text(report, show_passed=show_passed) if fmt == "terminal"
+                else render(report, fmt, show_passed=show_passed))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        s = report.summary["by_status"]
+        _console().print(
+            f"wrote {fmt} report to {_esc(out)}: {s['FAIL']} FAIL, {s['ERROR']} ERROR, "
+            f"{s['PASS']} PASS; {len(failing)} at or above {fail_on}; "
+            f"report sha256 {report.report_sha256}"
+        )
+    elif fmt == "terminal":
+        _console().print(renderable(report, show_passed=show_passed))
+    else:
+        typer.echo(render(report, fmt, show_passed=show_passed), nl=False)
+    if failing:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
 # --- entry point ------------------------------------------------------------------------
 
 

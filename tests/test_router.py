@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pytest
@@ -192,7 +193,7 @@ def test_every_jurisdiction_routes_to_its_home_region(sim: Simulation, country: 
     assert router.assign_home(uid, country=country).home_region == home  # idempotent
 
     for op in ("read", "write"):
-        route = router.route("profile", uid, op)  # type: ignore[arg-type]
+        route = router.route("profile", uid, op)
         assert (route.region, route.failover, route.table_name) == (home, False, "profiles")
         assert jid in route.reason
     written = router.put("profile", {"pk": uid, **PII})
@@ -282,11 +283,11 @@ def test_router_refuses_cross_border_before_any_request(
             uid = mint_user_id(region)
             router.directory.put(DirectoryEntry(uid, region, subject_j))
             attempts: list[Callable[[], Any]] = [
-                lambda uid=uid: router.put("profile", {"pk": uid, **PII}),
-                lambda uid=uid: router.get("profile", {"pk": uid}),
-                lambda uid=uid: router.update("profile", {"pk": uid}, {"email": PII["email"]}),
-                lambda uid=uid: router.delete("profile", {"pk": uid}),
-                lambda uid=uid: router.query("profile", uid),
+                partial(router.put, "profile", {"pk": uid, **PII}),
+                partial(router.get, "profile", {"pk": uid}),
+                partial(router.update, "profile", {"pk": uid}, {"email": PII["email"]}),
+                partial(router.delete, "profile", {"pk": uid}),
+                partial(router.query, "profile", uid),
             ]
             for attempt in attempts:
                 with pytest.raises(ResidencyViolation) as err:
