@@ -319,7 +319,7 @@ def test_pinned_tables_are_tagged_with_their_regions_jurisdiction(placed: Any) -
         ddb = placed.client(region)
         arn = ddb.describe_table(TableName=PREFIX + "profiles")["Table"]["TableArn"]
         tags = ddb.list_tags_of_resource(ResourceArn=arn)["Tags"]
-        return next(t["Value"] for t in tags if t["Key"] == "regionkit:jurisdiction")
+        return str(next(t["Value"] for t in tags if t["Key"] == "regionkit:jurisdiction"))
 
     assert jurisdiction("eu-west-1") == "EU"
     assert jurisdiction("eu-central-1") == "EU"
@@ -460,9 +460,10 @@ def test_clock_skew_is_live_and_in_the_state_file(placed: Any) -> None:
     try:
         assert view["eu-west-1"] == 5_000  # a live view
         assert clock() - time.time_ns() // 1_000_000 >= 4_900
-        assert read_state(placed.state_file)["clock_skew_ms"]["eu-west-1"] == 5_000  # type: ignore[index]
+        state = read_state(placed.state_file)
+        assert state is not None and state["clock_skew_ms"]["eu-west-1"] == 5_000
         with pytest.raises(TypeError):
-            view["eu-west-1"] = 1  # type: ignore[index]
+            view["eu-west-1"] = 1
         with pytest.raises(ConfigError):
             placed.set_clock_skew("eu-west-1", 1.5)
     finally:
