@@ -28,6 +28,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,7 @@ class DrillRunner:
             scenario=scenario.name,
             description=scenario.description,
             parameters=params.model_dump(),
-            target=backend.name,  # type: ignore[arg-type]
+            target=backend.name,
             policy=self.policy.name,
             policy_sha256=policy_sha256(self.policy, policy_path),
             regions=self._fault_regions(),
@@ -307,37 +308,34 @@ class DrillRunner:
     def _round(self, region: str, n: int) -> None:
         router = self.b.router(region)
         policy = self.policy
+        hot = f"drill-{self.drill_id}-hot"
         for dc in self.global_classes:
             pk = policy.data_classes[dc].partition_key
             key = f"drill-{self.drill_id}-{region}-{n}"
             self.keys_written[dc].add(key)
             self._record(
-                region,
-                dc,
-                "write",
-                lambda dc=dc, pk=pk, key=key: router.put(dc, {pk: key, "n": n, "writer": region}),
+                region, dc, "write", partial(router.put, dc, {pk: key, "n": n, "writer": region})
             )
             if self.opt.hot_key_every and n % self.opt.hot_key_every == 0:
-                hot = f"drill-{self.drill_id}-hot"
                 self.keys_written[dc].add(hot)
-
-                def edit(dc: str = dc, pk: str = pk, hot: str = hot) -> Any:
-                    current = router.get(dc, {pk: hot})
-                    body = {pk: hot, "n": n, "writer": region}
-                    return (
-                        router.put(dc, body, based_on=current) if current else router.put(dc, body)
-                    )
-
-                self._record(region, dc, "edit", edit)
-            self._record(
-                region, dc, "read", lambda dc=dc, pk=pk, key=key: router.get(dc, {pk: key})
-            )
+                self._record(
+                    region,
+                    dc,
+                    "edit",
+                    partial(self._edit, router, dc, {pk: hot, "n": n, "writer": region}),
+                )
+            self._record(region, dc, "read", partial(router.get, dc, {pk: key}))
         uid = self.users[region]
         for dc in self.pinned_classes:
             pk = policy.data_classes[dc].partition_key
-            self._record(
-                region, dc, "write", lambda dc=dc, pk=pk: router.put(dc, {pk: uid, "drill_n": n})
-            )
+            self._record(region, dc, "write", partial(router.put, dc, {pk: uid, "drill_n": n}))
+
+    @staticmethod
+    def _edit(router: Any, dc: str, body: dict[str, Any]) -> Any:
+        """Read-modify-write of a shared item: concurrent edits across regions conflict."""
+        pk = router.policy.data_classes[dc].partition_key
+        current = router.get(dc, {pk: body[pk]})
+        return router.put(dc, body, based_on=current) if current else router.put(dc, body)
 
     def _workload(self, seconds: float, name: str) -> None:
         ph = self._phase(name)
