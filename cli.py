@@ -1249,6 +1249,258 @@ def conflicts_stats(
         con.print(t)
 
 
+# --- regionkit audit ----------------------------------------------------------------------
+
+audit_app = typer.Typer(
+    help="Compliance audit: check the deployed tables and the stored data against the policy.",
+    no_args_is_help=True,
+)
+app.add_typer(audit_app, name="audit")
+
+_AUDIT_SEVERITIES = ("critical", "high", "medium", "low", "info")
+
+
+@audit_app.command("checks")
+def audit_checks(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    source: Annotated[
+        str, typer.Option("--source", help="IAM policy for 'scan' or for 'export' runs.")
+    ] = "scan",
+) -> None:
+    """List the audit checks and print the least-privilege IAM policy for running them."""
+    from residency.audit import all_checks, iam_policy
+
+    if source not in {"scan", "export"}:
+        _fail(f"--source must be 'scan' or 'export', not {source!r}")
+    checks = all_checks()
+    try:  # scope the table actions to the policy's tables when the policy loads
+        settings = _settings()
+        policy: Policy | None = _policy(settings.policy)
+        prefix = settings.table_prefix
+    except ConfigError:
+        policy, prefix = None, ""
+    doc = iam_policy(checks, export=source == "export", policy=policy, table_prefix=prefix)
+    if as_json:
+        _print_json(
+            {
+                "checks": [
+                    {
+                        "id": c.id,
+                        "title": c.meta.title,
+                        "severity": c.meta.severity,
+                        "rationale": c.meta.rationale,
+                        "remediation": c.meta.remediation,
+                        "permissions": list(c.meta.permissions),
+                        "export_permissions": list(c.meta.export_permissions),
+                        "summary": c.meta.summary,
+                        "example": c.meta.example,
+                    }
+                    for c in checks
+                ],
+                "iam_policy": doc,
+            }
+        )
+        return
+    from rich import box
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title="audit checks", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("check", "severity", "title", "permissions"):
+        t.add_column(col, overflow="fold")
+    for c in checks:
+        t.add_row(c.id, c.meta.severity, _esc(c.meta.title),
+                  ", ".join(c.meta.permissions) or "(none)")
+    con.print(t)
+    scope = f"policy {policy.name!r}" if policy else "all tables (no policy loaded)"
+    con.print(f"least-privilege IAM policy for `regionkit audit run --source {source}` "
+              f"({_esc(scope)}):")
+    typer.echo(json.dumps(doc, indent=2))
+
+
+def _audit_progress(console: Console) -> tuple[Any, Any]:
+    """A rich progress bar over the data scans, and the callback that feeds it."""
+    import threading
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from residency.audit import ProgressEvent
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+    tasks: dict[str, Any] = {}
+    lock = threading.Lock()
+
+    def on_event(event: ProgressEvent) -> None:
+        if event.phase not in {"scan", "export"}:
+            return
+        with lock:
+            task = tasks.get(event.key)
+            if task is None:
+                task = tasks[event.key] = bar.add_task(event.key, total=event.total or None)
+            if event.advance:
+                bar.advance(task, event.advance)
+            if event.done:
+                done = bar.tasks[task].completed
+                bar.update(task, total=done, completed=done)
+
+    return bar, on_event
+
+
+@audit_app.command("run")
+def audit_run(
+    fmt: Annotated[
+        str,
+        typer.Option("--format", "-f",
+                     help="terminal, json, markdown, html, junit or ocsf."),
+    ] = "terminal",
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write the report to this file.")
+    ] = None,
+    fail_on: Annotated[
+        str,
+        typer.Option("--fail-on",
+                     help="Exit 1 when a FAIL or ERROR finding has this severity or more: "
+                     "critical, high, medium, low or info."),
+    ] = "high",
+    sample: Annotated[
+        int | None, typer.Option("--sample", help="Read at most N items per table.", min=1)
+    ] = None,
+    regions: Annotated[
+        str | None, typer.Option("--regions", help="Comma-separated policy regions (default: all).")
+    ] = None,
+    extra_regions: Annotated[
+        str | None,
+        typer.Option("--extra-regions",
+                     help="More regions to search for misplaced tables, comma-separated; "
+                     "'all' for every commercial region."),
+    ] = None,
+    source: Annotated[
+        str, typer.Option("--source", help="'scan' the live tables or read an S3 'export'.")
+    ] = "scan",
+    export_bucket: Annotated[
+        str | None,
+        typer.Option("--export-bucket",
+                     help="S3 bucket for --source export; may contain {region}. Pinned tables "
+                     "only export to a bucket inside their jurisdiction."),
+    ] = None,
+    export_prefix: Annotated[
+        str, typer.Option("--export-prefix", help="Key prefix of the exports.")
+    ] = "regionkit-audit",
+    export_arn: Annotated[
+        list[str] | None,
+        typer.Option("--export-arn", help="Read this existing export (repeat for each table)."),
+    ] = None,
+    checks: Annotated[
+        str | None,
+        typer.Option("--checks", help="Comma-separated check ids or families (policy, infra, "
+                     "data, operations); default: all. See `regionkit audit checks`."),
+    ] = None,
+    account_id: Annotated[
+        str | None,
+        typer.Option("--account-id", help="AWS account for ARNs (default: STS GetCallerIdentity)."),
+    ] = None,
+    window_days: Annotated[
+        int, typer.Option("--window-days", help="Conflict window in days.", min=1)
+    ] = 7,
+    drill_history: Annotated[
+        Path | None,
+        typer.Option("--drill-history", help="Drill journals (default: REGIONKIT_DRILL_HISTORY "
+                     "or .regionkit/drills)."),
+    ] = None,
+    show_passed: Annotated[
+        bool, typer.Option("--show-passed", help="List PASS findings too (terminal, markdown).")
+    ] = False,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
+    ] = True,
+) -> None:
+    """Audit the deployment and the data against the policy; write a signed report.
+
+    Exit 0 when no FAIL or ERROR finding reaches --fail-on, 1 when one does, 2 on bad input.
+    """
+    from datetime import timedelta
+
+    from residency.audit import FORMATS, render, run_audit, select_checks
+    from residency.audit.render.terminal import render_text, renderable
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fail_on not in _AUDIT_SEVERITIES:
+        _fail(f"--fail-on must be one of {', '.join(_AUDIT_SEVERITIES)}, not {fail_on!r}")
+    if source not in {"scan", "export"}:
+        _fail(f"--source must be 'scan' or 'export', not {source!r}")
+    check_ids = _split_regions(checks) if checks else None
+    selected = select_checks(check_ids)  # an unknown id is a ConfigError: exit 2
+    settings = _settings()
+    # Scans read 1 MB pages: give them more time than the router's interactive default.
+    settings = _settings(read_timeout=max(settings.read_timeout, 10.0))
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    needs_aws = any(c.meta.permissions for c in selected)
+    reason = _no_cluster_reason(settings) if needs_aws else None
+    if reason:
+        raise OperationError(message=reason)
+    from regions.pool import ClientPool
+
+    err = _console(stderr=True)
+    bar, on_event = _audit_progress(err) if progress and err.is_terminal else (None, None)
+    if bar is not None:
+        bar.start()
+    try:
+        report = run_audit(
+            policy,
+            ClientPool(settings),
+            policy_path=settings.policy,
+            regions=_split_regions(regions) if regions else None,
+            extra_regions=_split_regions(extra_regions) if extra_regions else None,
+            checks=check_ids,
+            source="export" if source == "export" else "scan",
+            sample=sample,
+            progress=on_event,
+            drill_history=drill_history or settings.drill_history,
+            table_prefix=settings.table_prefix,
+            account_id=account_id,
+            conflict_window=timedelta(days=window_days),
+            export_bucket=export_bucket,
+            export_prefix=export_prefix,
+            export_arns=export_arn or (),
+        )
+    finally:
+        if bar is not None:
+            bar.stop()
+    failing = report.failing(fail_on)
+    if out is not None:
+        text = (render_text(report, show_passed=show_passed) if fmt == "terminal"
+                else render(report, fmt, show_passed=show_passed))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+        s = report.summary["by_status"]
+        _console().print(
+            f"wrote {fmt} report to {_esc(out)}: {s['FAIL']} FAIL, {s['ERROR']} ERROR, "
+            f"{s['PASS']} PASS; {len(failing)} at or above {fail_on}; "
+            f"report sha256 {report.report_sha256}"
+        )
+    elif fmt == "terminal":
+        _console().print(renderable(report, show_passed=show_passed))
+    else:
+        typer.echo(render(report, fmt, show_passed=show_passed), nl=False)
+    if failing:
+        raise typer.Exit(EXIT_CHECK_FAILED)
+
+
 # --- entry point ------------------------------------------------------------------------
 
 

@@ -1,0 +1,418 @@
+"""Infrastructure checks: the tables, where they are and how they are set up.
+
+They read the inventory (:mod:`residency.audit.inventory`): every selected policy
+region and every extra region is listed, so a table that exists where the policy
+does not place it is found too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from residency.audit.context import AuditContext
+from residency.audit.inventory import TableState
+from residency.audit.model import Finding
+from residency.audit.plan import expected_tags
+from residency.audit.registry import Check, check
+
+_LIST = "dynamodb:ListTables"
+_DESCRIBE = "dynamodb:DescribeTable"
+
+
+def _tables(
+    ctx: AuditContext, me: Check, judge: Callable[[TableState], Iterator[Finding]]
+) -> Iterator[Finding]:
+    """Run ``judge`` on every existing table; ERROR for what could not be read."""
+    for region, inv in ctx.inventory().regions.items():
+        if not inv.listed:
+            if inv.in_policy:
+                for st in inv.tables.values():
+                    if st.expected:
+                        yield me.error(
+                            region=region,
+                            resource=st.arn,
+                            reason=f"the region could not be read: {inv.error}",
+                        )
+            continue
+        for st in inv.tables.values():
+            if not st.exists:
+                continue
+            if st.error or st.description is None:
+                yield me.error(
+                    region=region, resource=st.arn, reason=f"DescribeTable failed: {st.error}"
+                )
+                continue
+            yield from judge(st)
+
+
+def _what(st: TableState) -> str:
+    p = st.plan
+    kind = {"pinned": "pinned", "global": "global", "system": "system"}[p.kind]
+    return f"{kind} table {p.table} ({p.data_class})"
+
+
+@check(
+    id="infra.table_placement",
+    title="Tables exist exactly where the policy places them",
+    severity="critical",
+    rationale="A pinned table or a global replica in a region outside its allowed set stores "
+    "data where the law does not allow it; a missing table breaks routing and failover.",
+    remediation="Delete (after export and review) any table outside its allowed regions; "
+    "deploy missing tables from the policy (`cdk deploy` or `regionkit local up`).",
+    permissions=[_LIST, _DESCRIBE],
+)
+def table_placement(ctx: AuditContext) -> Iterator[Finding]:
+    """Each data class's table exists in every region the policy places it in, and in no
+    other region (the selected policy regions and any extra regions are listed).
+
+    Example::
+
+        regionkit audit run --checks infra.table_placement --extra-regions ap-south-1,us-west-2
+    """
+    me = table_placement
+    for region, inv in ctx.inventory().regions.items():
+        if not inv.listed:
+            for st in inv.tables.values():
+                if st.expected or not inv.in_policy:
+                    yield me.error(
+                        region=region, resource=st.arn, reason=f"ListTables failed: {inv.error}"
+                    )
+            continue
+        for st in inv.tables.values():
+            p = st.plan
+            if st.exists and st.expected:
+                yield me.passed(
+                    region=region,
+                    resource=st.arn,
+                    reason=f"{_what(st)} is in {region}, as the policy places it",
+                )
+            elif st.exists:
+                j = ctx.jurisdiction(region)
+                where = f"{region} ({j})" if j else f"{region} (in no jurisdiction of the policy)"
+                yield me.failed(
+                    region=region,
+                    resource=st.arn,
+                    severity="critical" if p.kind != "system" else "medium",
+                    reason=f"{_what(st)} exists in {where}, outside its allowed regions "
+                    f"({', '.join(p.regions)})",
+                    details={"allowed_regions": list(p.regions)},
+                )
+            elif st.expected:
+                yield me.failed(
+                    region=region,
+                    resource=st.arn,
+                    severity="high",
+                    reason=f"{_what(st)} is missing from {region}, where the policy places it",
+                    remediation="Deploy the table from the policy (`cdk deploy`, or "
+                    "`regionkit local up` for the local cluster).",
+                )
+
+
+@check(
+    id="infra.replica_sets",
+    title="Replica sets match the policy",
+    severity="critical",
+    rationale="A replica outside the allowed set copies every item across the border; a "
+    "missing replica removes the failover the policy promises.",
+    remediation="Remove replicas outside the allowed set with UpdateTable ReplicaUpdates "
+    "(one per deployment) and add the missing ones.",
+    permissions=[_LIST, _DESCRIBE],
+)
+def replica_sets(ctx: AuditContext) -> Iterator[Finding]:
+    """A global table's replicas (``DescribeTable`` ``Replicas``) are exactly its policy
+    replicas; a pinned table's replicas stay inside its region's jurisdiction. Where
+    ``Replicas`` is absent (a single-region table, or the local cluster, whose moto has no
+    replica description) the replica set is the placement ``infra.table_placement`` checks.
+
+    Example::
+
+        regionkit audit run --checks infra.replica_sets
+    """
+    me = replica_sets
+
+    def judge(st: TableState) -> Iterator[Finding]:
+        desc = st.description or {}
+        described = [
+            str(r["RegionName"]) for r in desc.get("Replicas") or [] if r.get("RegionName")
+        ]
+        allowed = st.plan.allowed_replicas(ctx.policy, st.region)
+        if not described:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason=f"{_what(st)}: DescribeTable lists no replicas; its replica set is its "
+                "placement by region (see infra.table_placement)",
+                details={"basis": "placement"},
+            )
+            return
+        have = set(described) | {st.region}
+        extra = sorted(have - allowed)
+        missing = sorted(allowed - have) if st.plan.kind != "system" else []
+        if extra:
+            yield me.failed(
+                region=st.region,
+                resource=st.arn,
+                discriminator="extra",
+                reason=f"{_what(st)} has replicas in {', '.join(extra)}, outside its allowed "
+                f"set ({', '.join(sorted(allowed)) or 'none'})",
+                details={"replicas": sorted(have), "outside": extra},
+            )
+        if missing:
+            yield me.failed(
+                region=st.region,
+                resource=st.arn,
+                severity="high",
+                discriminator="missing",
+                reason=f"{_what(st)} lacks replicas in {', '.join(missing)}",
+                details={"replicas": sorted(have), "missing": missing},
+            )
+        if not extra and not missing:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason=f"{_what(st)} replicates to {', '.join(sorted(have))}",
+            )
+
+    yield from _tables(ctx, me, judge)
+
+
+@check(
+    id="infra.streams",
+    title="Streams carry new and old images",
+    severity="high",
+    rationale="Replication and the conflict detector read every replica's stream; without "
+    "NEW_AND_OLD_IMAGES conflicts go unrecorded.",
+    remediation="UpdateTable StreamSpecification={StreamEnabled: true, StreamViewType: "
+    "NEW_AND_OLD_IMAGES}.",
+    permissions=[_LIST, _DESCRIBE],
+)
+def streams(ctx: AuditContext) -> Iterator[Finding]:
+    """Every table has a stream with view type NEW_AND_OLD_IMAGES
+    (when ``targets.audit.streams``).
+
+    Example::
+
+        regionkit audit run --checks infra.streams
+    """
+    me = streams
+    required = ctx.policy.targets.audit.streams
+
+    def judge(st: TableState) -> Iterator[Finding]:
+        spec = (st.description or {}).get("StreamSpecification") or {}
+        ok = spec.get("StreamEnabled") and spec.get("StreamViewType") == "NEW_AND_OLD_IMAGES"
+        if ok:
+            yield me.passed(
+                region=st.region, resource=st.arn, reason=f"{_what(st)} streams NEW_AND_OLD_IMAGES"
+            )
+        elif not required:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason="not required (targets.audit.streams is false)",
+            )
+        else:
+            view = spec.get("StreamViewType") if spec.get("StreamEnabled") else None
+            yield me.failed(
+                region=st.region,
+                resource=st.arn,
+                reason=f"{_what(st)} has "
+                + (f"stream view type {view}" if view else "no stream enabled"),
+            )
+
+    yield from _tables(ctx, me, judge)
+
+
+@check(
+    id="infra.pitr",
+    title="Point-in-time recovery is on",
+    severity="high",
+    rationale="Without PITR a bad write or delete cannot be undone, and the table cannot be "
+    "exported for an audit without scanning it.",
+    remediation="UpdateContinuousBackups PointInTimeRecoverySpecification="
+    "{PointInTimeRecoveryEnabled: true}.",
+    permissions=[_LIST, _DESCRIBE, "dynamodb:DescribeContinuousBackups"],
+)
+def pitr(ctx: AuditContext) -> Iterator[Finding]:
+    """Every table has point-in-time recovery enabled (when ``targets.audit.pitr``).
+
+    Example::
+
+        regionkit audit run --checks infra.pitr --regions eu-west-1
+    """
+    me = pitr
+    required = ctx.policy.targets.audit.pitr
+
+    def judge(st: TableState) -> Iterator[Finding]:
+        if st.pitr_error:
+            yield me.error(
+                region=st.region,
+                resource=st.arn,
+                reason=f"DescribeContinuousBackups failed: {st.pitr_error}",
+            )
+        elif st.pitr_status == "ENABLED":
+            yield me.passed(
+                region=st.region, resource=st.arn, reason=f"{_what(st)} has PITR enabled"
+            )
+        elif not required:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason="not required (targets.audit.pitr is false)",
+            )
+        else:
+            yield me.failed(
+                region=st.region,
+                resource=st.arn,
+                reason=f"{_what(st)} has PITR {st.pitr_status or 'DISABLED'}",
+            )
+
+    yield from _tables(ctx, me, judge)
+
+
+@check(
+    id="infra.kms",
+    title="Encrypted with a customer-managed KMS key in the table's region",
+    severity="high",
+    rationale="A customer-managed key lets the data owner revoke access and audit every use; "
+    "KMS keys are regional, so each replica needs a key in its own region.",
+    remediation="UpdateTable SSESpecification={Enabled: true, SSEType: KMS, KMSMasterKeyId: "
+    "<customer-managed key ARN in the same region>}.",
+    permissions=[_LIST, _DESCRIBE, "kms:DescribeKey"],
+)
+def kms(ctx: AuditContext) -> Iterator[Finding]:
+    """Every table is encrypted with SSE type KMS under a customer-managed key (KeyManager
+    CUSTOMER, not the AWS-owned or AWS-managed ``aws/dynamodb`` key) that lives in the
+    table's region (when ``targets.audit.customer_managed_kms``).
+
+    Example::
+
+        regionkit audit run --checks infra.kms
+    """
+    me = kms
+    required = ctx.policy.targets.audit.customer_managed_kms
+
+    def judge(st: TableState) -> Iterator[Finding]:
+        sse = (st.description or {}).get("SSEDescription") or {}
+        key = sse.get("KMSMasterKeyArn")
+        problem = None
+        if sse.get("SSEType") != "KMS" or not key:
+            problem = "is encrypted with an AWS-owned key (no KMS key)"
+        elif sse.get("Status") not in {"ENABLED", "UPDATING"}:
+            problem = f"has SSE status {sse.get('Status')}"
+        elif st.kms_error:
+            yield me.error(
+                region=st.region,
+                resource=st.arn,
+                reason=f"kms:DescribeKey on its key failed: {st.kms_error}",
+            )
+            return
+        elif st.kms_manager != "CUSTOMER":
+            problem = f"is encrypted with an AWS-managed key ({key})"
+        elif str(key).split(":")[3:4] != [st.region]:
+            problem = f"is encrypted with a key in another region ({key})"
+        if problem is None:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason=f"{_what(st)} uses customer-managed key {key}",
+                details={"kms_key": str(key)},
+            )
+        elif not required:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason="not required (targets.audit.customer_managed_kms is false)",
+            )
+        else:
+            yield me.failed(region=st.region, resource=st.arn, reason=f"{_what(st)} {problem}")
+
+    yield from _tables(ctx, me, judge)
+
+
+@check(
+    id="infra.deletion_protection",
+    title="Deletion protection is on",
+    severity="medium",
+    rationale="A deleted table loses its replicas' data in every region at once.",
+    remediation="UpdateTable DeletionProtectionEnabled=true.",
+    permissions=[_LIST, _DESCRIBE],
+)
+def deletion_protection(ctx: AuditContext) -> Iterator[Finding]:
+    """Every table has deletion protection enabled (when ``targets.audit.deletion_protection``).
+
+    Example::
+
+        regionkit audit run --checks infra.deletion_protection
+    """
+    me = deletion_protection
+    required = ctx.policy.targets.audit.deletion_protection
+
+    def judge(st: TableState) -> Iterator[Finding]:
+        if (st.description or {}).get("DeletionProtectionEnabled"):
+            yield me.passed(
+                region=st.region, resource=st.arn, reason=f"{_what(st)} has deletion protection"
+            )
+        elif not required:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason="not required (targets.audit.deletion_protection is false)",
+            )
+        else:
+            yield me.failed(
+                region=st.region, resource=st.arn, reason=f"{_what(st)} has no deletion protection"
+            )
+
+    yield from _tables(ctx, me, judge)
+
+
+@check(
+    id="infra.tags",
+    title="Tables carry the regionkit tags",
+    severity="low",
+    rationale="The regionkit:data-class, regionkit:jurisdiction and regionkit:policy tags "
+    "tie each table to the policy for access control (ABAC), cost and incident response.",
+    remediation="TagResource with the tags the policy implies (the CDK app and "
+    "`regionkit local up` set them).",
+    permissions=[_LIST, _DESCRIBE, "dynamodb:ListTagsOfResource"],
+)
+def tags(ctx: AuditContext) -> Iterator[Finding]:
+    """Every table carries ``regionkit:data-class``, ``regionkit:jurisdiction`` (the
+    jurisdiction for pinned tables, ``global`` otherwise) and ``regionkit:policy`` with the
+    values the policy implies.
+
+    Example::
+
+        regionkit audit run --checks infra.tags
+    """
+    me = tags
+
+    def judge(st: TableState) -> Iterator[Finding]:
+        if st.tags_error or st.tags is None:
+            yield me.error(
+                region=st.region,
+                resource=st.arn,
+                reason=f"ListTagsOfResource failed: {st.tags_error}",
+            )
+            return
+        want = expected_tags(ctx.policy, st.plan, st.region)
+        wrong = [
+            f"{k}={st.tags[k]!r} (expected {v!r})" if k in st.tags else f"{k} missing"
+            for k, v in want.items()
+            if st.tags.get(k) != v
+        ]
+        if wrong:
+            yield me.failed(
+                region=st.region,
+                resource=st.arn,
+                reason=f"{_what(st)}: {'; '.join(wrong)}",
+                details={"expected_tags": [f"{k}={v}" for k, v in want.items()]},
+            )
+        else:
+            yield me.passed(
+                region=st.region,
+                resource=st.arn,
+                reason=f"{_what(st)} carries " + ", ".join(f"{k}={v}" for k, v in want.items()),
+            )
+
+    yield from _tables(ctx, me, judge)

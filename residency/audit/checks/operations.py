@@ -1,0 +1,191 @@
+"""Operations checks: the conflict log and the drill history."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC
+
+from residency.audit.context import AuditContext
+from residency.audit.model import Finding
+from residency.audit.registry import check
+from residency.audit.safety import safe_key
+
+_LOG = ["dynamodb:Scan"]
+_MANY_CONFLICTS = 100
+
+
+@check(
+    id="operations.conflicts",
+    title="Write conflicts in the window",
+    severity="medium",
+    rationale="DynamoDB settles concurrent writes silently and records nothing; the conflict "
+    "log is the only record of writes that were lost or merged.",
+    remediation="Review the conflicts (`regionkit` conflict log); route writers of the same "
+    "item to one region, or give the data class a merge function.",
+    permissions=_LOG,
+)
+def conflicts(ctx: AuditContext) -> Iterator[Finding]:
+    """Counts the conflicts each region's conflict log recorded in the window
+    (default 7 days): none is a PASS, a few are INFO, 100 or more are MEDIUM.
+
+    Example::
+
+        regionkit audit run --checks operations.conflicts --window-days 30
+    """
+    me = conflicts
+    history = ctx.conflict_history()
+    now = ctx.options.now.astimezone(UTC)
+    since = now - ctx.options.conflict_window
+    days = ctx.options.conflict_window.total_seconds() / 86400
+    for region in ctx.options.regions:
+        resource = ctx.arn(region, history.table)
+        if region in history.errors:
+            yield me.error(
+                region=region,
+                resource=resource,
+                reason=f"the conflict log could not be read: {history.errors[region]}",
+            )
+            continue
+        recent = [
+            r
+            for r in history.records.get(region, [])
+            if since <= r.occurred_at.astimezone(UTC) <= now
+        ]
+        if not recent:
+            yield me.passed(
+                region=region,
+                resource=resource,
+                reason=f"no conflict recorded in the last {days:g} days",
+            )
+            continue
+        kinds = Counter(r.kind for r in recent)
+        tables = Counter(r.table for r in recent)
+        yield me.failed(
+            region=region,
+            resource=resource,
+            severity="medium" if len(recent) >= _MANY_CONFLICTS else "info",
+            reason=f"{len(recent):,} conflicts recorded in the last {days:g} days ("
+            + ", ".join(f"{k}: {n}" for k, n in sorted(kinds.items()))
+            + ")",
+            details={
+                "conflicts": len(recent),
+                "by_kind": [f"{k}={n}" for k, n in sorted(kinds.items())],
+                "by_table": [f"{k}={n}" for k, n in sorted(tables.items())],
+            },
+        )
+
+
+@check(
+    id="operations.unrepaired_inversions",
+    title="Every inversion was repaired",
+    severity="high",
+    rationale="An inversion is replication keeping the causally older write (a skewed clock); "
+    "until it is repaired every replica serves the older version.",
+    remediation="Re-run the conflict detector's repair, or write the winning version back "
+    "with a conditional put; check the writer's clock.",
+    permissions=_LOG,
+)
+def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
+    """No conflict-log record of kind ``inversion`` has ``repaired`` false (at any time).
+
+    Example::
+
+        regionkit audit run --checks operations.unrepaired_inversions
+    """
+    me = unrepaired_inversions
+    history = ctx.conflict_history()
+    for region in ctx.options.regions:
+        resource = ctx.arn(region, history.table)
+        if region in history.errors:
+            yield me.error(
+                region=region,
+                resource=resource,
+                reason=f"the conflict log could not be read: {history.errors[region]}",
+            )
+            continue
+        open_ = [
+            r for r in history.records.get(region, []) if r.kind == "inversion" and not r.repaired
+        ]
+        for r in open_:
+            key = safe_key(r.key)
+            yield me.failed(
+                region=region,
+                resource=ctx.arn(r.detected_in or region, r.table),
+                discriminator=r.conflict_id,
+                reason=f"inversion {r.conflict_id} on {r.table} key {key}: the winner "
+                f"{r.winner_version} ({r.winner_region}) was not written back",
+                details={"conflict_id": r.conflict_id, "key": key, "table": r.table},
+            )
+        if not open_:
+            n = sum(1 for r in history.records.get(region, []) if r.kind == "inversion")
+            yield me.passed(
+                region=region, resource=resource, reason=f"{n} inversions recorded, all repaired"
+            )
+
+
+@check(
+    id="operations.drill_recency",
+    title="Every region was drilled recently",
+    severity="medium",
+    rationale="A failover nobody has rehearsed recently is a failover nobody knows works; "
+    "the policy sets how often each region must be drilled.",
+    remediation="Run a failover drill covering the region (`regionkit drill run`) and keep "
+    "its journal in the drill history.",
+    permissions=[],
+)
+def drill_recency(ctx: AuditContext) -> Iterator[Finding]:
+    """Each region's last successful drill (verdict ``pass``) ended within
+    ``targets.drills.max_age_days``. A region never drilled fails; a journal that cannot
+    be read is an ERROR, never skipped.
+
+    Example::
+
+        regionkit audit run --checks operations.drill_recency --drill-history .regionkit/drills
+    """
+    me = drill_recency
+    history = ctx.drill_history()
+    max_age = ctx.policy.targets.drills.max_age_days
+    now = ctx.options.now.astimezone(UTC)
+    for name, reason in history.errors:
+        yield me.error(
+            region="global",
+            resource=f"regionkit:drills/{name}",
+            discriminator=name,
+            reason=f"drill journal {name} is unreadable: {reason}",
+        )
+    where = "" if history.exists else f" (there is no drill history at {history.path})"
+    for region in ctx.options.regions:
+        resource = f"regionkit:drills/{region}"
+        passed = [
+            (file, d) for file, d in history.drills if d.verdict == "pass" and region in d.regions
+        ]
+        if not passed:
+            yield me.failed(
+                region=region,
+                resource=resource,
+                reason=f"{region} has never been drilled successfully{where}",
+            )
+            continue
+        file, last = max(passed, key=lambda fd: fd[1].ended_at)
+        age = now - last.ended_at.astimezone(UTC)
+        days = age.total_seconds() / 86400
+        text = (
+            f"last successful drill {last.drill_id} ({last.scenario}, {last.target}) ended "
+            f"{last.ended_at.astimezone(UTC).date().isoformat()}, {days:.0f} days ago"
+        )
+        details = {"drill_id": last.drill_id, "journal": file, "age_days": int(days)}
+        if days > max_age:
+            yield me.failed(
+                region=region,
+                resource=resource,
+                details=details,
+                reason=f"{text}: older than {max_age} days",
+            )
+        else:
+            yield me.passed(
+                region=region,
+                resource=resource,
+                details=details,
+                reason=f"{text} (limit {max_age})",
+            )

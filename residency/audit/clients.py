@@ -1,0 +1,87 @@
+"""What the audit needs from its AWS clients, and how it reads their failures.
+
+The audit never builds a client. It is handed an :class:`AuditClients`:
+``dynamodb(region)`` and ``client(service, region)`` for ``sts``, ``kms`` and
+``s3``. :class:`regions.pool.ClientPool` is one (the CLI uses it); tests pass
+adapters over the local cluster or over in-process moto.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from residency.audit.safety import clean_text
+from residency.errors import RegionkitError
+
+__all__ = [
+    "AuditClients",
+    "error_code",
+    "error_reason",
+    "is_access_denied",
+    "is_missing",
+    "is_unreachable",
+]
+
+
+class AuditClients(Protocol):
+    def dynamodb(self, region: str) -> Any: ...
+
+    def client(self, service: str, region: str) -> Any: ...
+
+
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "ExpiredTokenException",
+        "NotAuthorized",
+    }
+)
+_MISSING = frozenset({"ResourceNotFoundException", "TableNotFoundException", "NoSuchKey"})
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Connection refused, timed out or reset; or no endpoint configured for the region."""
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.exceptions import HTTPClientError
+
+    from residency.errors import SettingsError, UnknownRegion
+
+    return isinstance(exc, (BotoConnectionError, HTTPClientError, SettingsError, UnknownRegion))
+
+
+def is_access_denied(exc: BaseException) -> bool:
+    return error_code(exc) in _DENIED
+
+
+def is_missing(exc: BaseException) -> bool:
+    return error_code(exc) in _MISSING
+
+
+def error_reason(exc: BaseException) -> str:
+    """A short, PII-free description of a failure for a finding."""
+    if isinstance(exc, RegionkitError):
+        return clean_text(str(exc))
+    code = error_code(exc)
+    if is_unreachable(exc):
+        what = "unreachable"
+    elif is_access_denied(exc):
+        what = "access denied"
+    elif is_missing(exc):
+        what = "not found"
+    else:
+        what = "failed"
+    text = clean_text(str(exc), limit=300)
+    return f"{what}: {code}: {text}" if text and code not in text else f"{what}: {text or code}"

@@ -1,0 +1,198 @@
+"""The state one audit run shares between its checks.
+
+An :class:`AuditContext` holds the policy, the clients, the options, and the
+*collectors*: the table inventory, the data scan, the conflict log and the drill
+history. Each collector runs at most once per audit, when the first check that
+needs it asks (thread-safe), and every check reads its results. A region that
+fails with a connection error is remembered as down, so the rest of the audit
+reports ERROR for it at once instead of waiting for more timeouts.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from residency.audit.clients import AuditClients, error_reason, is_unreachable
+from residency.audit.plan import TablePlan, plan_tables
+from residency.logs import get_logger
+from residency.policy import Policy
+
+if TYPE_CHECKING:
+    from residency.audit.datascan import DataScan
+    from residency.audit.inventory import Inventory
+    from residency.audit.records import ConflictHistory, DrillHistory
+    from residency.audit.registry import Check
+
+__all__ = ["AuditContext", "AuditOptions", "ProgressEvent", "ProgressFn"]
+
+log = get_logger("regionkit.audit")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Progress of the audit, for a progress bar.
+
+    ``phase`` ``scan`` events come per page: ``key`` is ``region/table``,
+    ``advance`` the items just read, ``total`` the table's estimated item count
+    (first event of a key only), ``done`` once the key is finished.
+    """
+
+    phase: Literal["inventory", "scan", "export", "check"]
+    key: str
+    advance: int = 0
+    total: int | None = None
+    done: bool = False
+    message: str = ""
+
+
+ProgressFn = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    policy_path: Path
+    regions: tuple[str, ...]
+    drill_history: Path
+    now: datetime
+    run_id: str
+    table_prefix: str = ""
+    extra_regions: tuple[str, ...] = ()
+    source: Literal["scan", "export"] = "scan"
+    sample: int | None = None
+    segments: int | None = None
+    max_segments: int = 8
+    workers: int = 8
+    export_bucket: str | None = None
+    export_prefix: str = "regionkit-audit"
+    export_arns: tuple[str, ...] = ()
+    export_timeout_s: float = 3600.0
+    export_poll_s: float = 2.0
+    conflict_window: timedelta = timedelta(days=7)
+    max_findings_per_resource: int = 100
+    max_lookups: int = 10_000
+    account_id: str | None = None
+    progress: ProgressFn | None = field(default=None, compare=False)
+
+
+class AuditContext:
+    def __init__(
+        self,
+        policy: Policy,
+        clients: AuditClients,
+        options: AuditOptions,
+        checks: list[Check],
+        *,
+        resolve_account: bool = True,
+    ) -> None:
+        self.policy = policy
+        self.clients = clients
+        self.options = options
+        self.checks = checks
+        self.check_ids = frozenset(c.id for c in checks)
+        self.plans: list[TablePlan] = plan_tables(policy, options.table_prefix)
+        self.plan_by_table = {p.table: p for p in self.plans}
+        self.region_jurisdiction = {
+            r: jid for jid, j in policy.jurisdictions.items() for r in j.regions
+        }
+        self._down: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._memo: dict[str, Any] = {}
+        self._memo_locks: dict[str, threading.Lock] = {}
+        if resolve_account:
+            self.account, self.account_source = self._account()
+        else:  # policy-only audits make no AWS call at all, STS included
+            self.account = options.account_id or "unknown"
+            self.account_source = "option" if options.account_id else "not needed"
+
+    # --- identity and names ---
+
+    def _account(self) -> tuple[str, str]:
+        if self.options.account_id:
+            return self.options.account_id, "option"
+        last = "no region to ask"
+        for region in self.options.regions[:2]:
+            try:
+                ident = self.clients.client("sts", region).get_caller_identity()
+                return str(ident["Account"]), "sts"
+            except Exception as exc:  # recorded in the report's parameters
+                last = error_reason(exc)
+                self.note_failure(region, exc)
+        return "unknown", f"unavailable ({last})"
+
+    def arn(self, region: str, table: str) -> str:
+        return f"arn:aws:dynamodb:{region}:{self.account}:table/{table}"
+
+    def jurisdiction(self, region: str) -> str | None:
+        return self.region_jurisdiction.get(region)
+
+    @property
+    def all_regions(self) -> list[str]:
+        """The selected policy regions, then the extra regions."""
+        extra = [r for r in self.options.extra_regions if r not in self.options.regions]
+        return [*self.options.regions, *extra]
+
+    def wants(self, *check_ids: str) -> bool:
+        return any(c in self.check_ids for c in check_ids)
+
+    # --- regions that stopped answering ---
+
+    def note_failure(self, region: str, exc: BaseException) -> None:
+        if is_unreachable(exc):
+            with self._lock:
+                self._down.setdefault(region, error_reason(exc))
+
+    def down(self, region: str) -> str | None:
+        """Why ``region`` is considered unreachable, or None."""
+        return self._down.get(region)
+
+    # --- progress ---
+
+    def progress(self, event: ProgressEvent) -> None:
+        if self.options.progress is not None:
+            self.options.progress(event)
+
+    # --- collectors (each runs once) ---
+
+    def once(self, name: str, factory: Callable[[], T]) -> T:
+        with self._lock:
+            if name in self._memo:
+                return self._memo[name]  # type: ignore[no-any-return]
+            lock = self._memo_locks.setdefault(name, threading.Lock())
+        with lock:
+            if name not in self._memo:
+                value = factory()
+                with self._lock:
+                    self._memo[name] = value
+            return self._memo[name]  # type: ignore[no-any-return]
+
+    def collected(self, name: str) -> Any:
+        """A collector's result if it already ran, else None."""
+        with self._lock:
+            return self._memo.get(name)
+
+    def inventory(self) -> Inventory:
+        from residency.audit.inventory import collect_inventory
+
+        return self.once("inventory", lambda: collect_inventory(self))
+
+    def data(self) -> DataScan:
+        from residency.audit.datascan import run_data_scan
+
+        return self.once("data", lambda: run_data_scan(self))
+
+    def conflict_history(self) -> ConflictHistory:
+        from residency.audit.records import read_conflicts
+
+        return self.once("conflicts", lambda: read_conflicts(self))
+
+    def drill_history(self) -> DrillHistory:
+        from residency.audit.records import read_drills
+
+        return self.once("drills", lambda: read_drills(self))

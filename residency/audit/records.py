@@ -1,0 +1,114 @@
+"""The operations collectors: the conflict log of each region, and the drill history.
+
+* **Conflict log**: each region's conflict-log table, read with
+  :class:`regions.conflicts.ConflictLog` (one ``Scan`` a region, in parallel).
+  A region that cannot be read is kept as an error, never as "no conflicts".
+* **Drill history**: a directory of drill journals (``Settings.drill_history``,
+  ``.regionkit/drills/`` by default), one JSON file per drill, read as
+  :class:`residency.records.DrillSummary` (which ignores the journal's other
+  fields). A file that does not parse is kept as an error, never skipped.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from regions.conflicts import ConflictLog
+from residency.audit.clients import error_reason
+from residency.audit.context import AuditContext
+from residency.records import ConflictRecord, DrillSummary
+
+__all__ = ["ConflictHistory", "DrillHistory", "read_conflicts", "read_drills"]
+
+
+@dataclass
+class ConflictHistory:
+    records: dict[str, list[ConflictRecord]] = field(default_factory=dict)  # region -> records
+    errors: dict[str, str] = field(default_factory=dict)  # region -> reason
+    table: str = ""
+
+
+@dataclass
+class DrillHistory:
+    path: Path
+    exists: bool
+    drills: list[tuple[str, DrillSummary]] = field(default_factory=list)  # (file, summary)
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+
+class _TablesOnly:
+    """The ClientProvider ConflictLog wants; reading the log needs no stream client."""
+
+    def __init__(self, ctx: AuditContext) -> None:
+        self._clients = ctx.clients
+
+    def dynamodb(self, region: str) -> Any:
+        return self._clients.dynamodb(region)
+
+    def streams(self, region: str) -> Any:
+        raise NotImplementedError("the audit reads no streams")
+
+
+def read_conflicts(ctx: AuditContext) -> ConflictHistory:
+    log = ConflictLog(ctx.policy, _TablesOnly(ctx), table_prefix=ctx.options.table_prefix)
+    out = ConflictHistory(table=log.table)
+
+    def read(region: str) -> list[ConflictRecord]:
+        down = ctx.down(region)
+        if down:
+            raise _Down(down)
+        return log.scan(region)
+
+    regions = list(ctx.options.regions)
+    with ThreadPoolExecutor(
+        max_workers=max(1, min(ctx.options.workers, len(regions))),
+        thread_name_prefix="regionkit-audit-conflicts",
+    ) as pool:
+        futures = {r: pool.submit(read, r) for r in regions}
+        for region, future in futures.items():
+            try:
+                out.records[region] = future.result()
+            except _Down as exc:
+                out.errors[region] = str(exc)
+            except Exception as exc:  # kept as an ERROR finding, never as "no conflicts"
+                ctx.note_failure(region, exc)
+                out.errors[region] = error_reason(exc)
+    return out
+
+
+class _Down(Exception):
+    pass
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def read_drills(ctx: AuditContext) -> DrillHistory:
+    path = Path(ctx.options.drill_history)
+    history = DrillHistory(path=path, exists=path.is_dir())
+    if not history.exists:
+        return history
+    for file in sorted(path.rglob("*.json")):
+        name = str(file.relative_to(path))
+        try:
+            summary = DrillSummary.model_validate_json(file.read_bytes())
+        except (OSError, ValidationError, ValueError) as exc:
+            reason = (
+                f"{type(exc).__name__}: {exc.errors(include_url=False)[0]['msg']}"
+                if isinstance(exc, ValidationError)
+                else error_reason(exc)
+            )
+            history.errors.append((name, reason))
+            continue
+        summary = summary.model_copy(
+            update={"started_at": _aware(summary.started_at), "ended_at": _aware(summary.ended_at)}
+        )
+        history.drills.append((name, summary))
+    return history

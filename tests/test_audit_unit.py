@@ -1,0 +1,533 @@
+"""The audit without a cluster: the registry, the report digest, the export reader, key
+safety, policy-only audits (no AWS call at all), worker failures, and the CLI."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from residency.audit import (
+    AuditReport,
+    CheckMeta,
+    all_checks,
+    iam_policy,
+    run_audit,
+    select_checks,
+    severity_at_least,
+    verify_report,
+)
+from residency.audit.export import ExportFailed, iter_export_items, wait_for_export
+from residency.audit.registry import Check, check
+from residency.audit.safety import clean_text, safe_key
+from residency.errors import ConfigError, UnknownName, UnknownRegion
+from residency.policy import Policy, load_policy
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = ROOT / "policies" / "minimal.yaml"
+REGIONKIT = Path(sys.executable).parent / "regionkit"
+
+
+@pytest.fixture(scope="module")
+def policy() -> Policy:
+    return load_policy(MINIMAL)
+
+
+class NoAws:
+    """Fails the test on any AWS call."""
+
+    def dynamodb(self, region: str) -> Any:
+        raise AssertionError(f"unexpected AWS call (dynamodb, {region})")
+
+    def client(self, service: str, region: str) -> Any:
+        raise AssertionError(f"unexpected AWS call ({service}, {region})")
+
+
+# --- the registry ------------------------------------------------------------------------
+
+
+def test_every_check_is_registered_with_valid_metadata() -> None:
+    checks = all_checks()
+    ids = [c.id for c in checks]
+    assert len(ids) == len(set(ids)) >= 16
+    families = {c.meta.family for c in checks}
+    assert families == {"policy", "infra", "data", "operations"}
+    for c in checks:
+        assert c.id.split(".")[0] == c.fn.__module__.rsplit(".", 1)[-1]
+        assert c.meta.example.startswith("regionkit ")
+        assert c.meta.summary
+        assert c.meta.severity in {"critical", "high", "medium", "low", "info"}
+    expected = {
+        "policy.valid",
+        "policy.jurisdiction_homes",
+        "policy.targets",
+        "infra.table_placement",
+        "infra.replica_sets",
+        "infra.streams",
+        "infra.pitr",
+        "infra.kms",
+        "infra.deletion_protection",
+        "infra.tags",
+        "data.pinned_placement",
+        "data.profile_duplicates",
+        "data.directory_consistency",
+        "data.global_pii",
+        "operations.conflicts",
+        "operations.unrepaired_inversions",
+        "operations.drill_recency",
+    }
+    assert expected <= set(ids)
+
+
+def _meta(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "infra.example",
+        "title": "An example",
+        "severity": "low",
+        "rationale": "Because it matters.",
+        "remediation": "Do the right thing.",
+        "permissions": ("dynamodb:DescribeTable",),
+        "doc": "Checks a thing.\n\nExample::\n\n    regionkit audit run --checks infra.example\n",
+    }
+    base.update(over)
+    return base
+
+
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"colour": "red"},  # extra="forbid"
+        {"severity": "severe"},
+        {"id": "infra.Bad-Id"},
+        {"id": "network.example"},
+        {"permissions": ("dynamodb:*",)},
+        {"permissions": ("Scan",)},
+        {"doc": "No example in this docstring at all."},
+        {"title": "two\nlines"},
+    ],
+)
+def test_check_metadata_is_validated(over: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        CheckMeta(**_meta(**over))
+
+
+def test_a_check_id_must_match_its_family_module() -> None:
+    def fn(ctx: Any) -> Iterator[Any]:
+        """Doc.
+
+        Example::
+
+            regionkit audit run
+        """
+        yield from ()
+
+    fn.__module__ = "residency.audit.checks.infra"
+    with pytest.raises(ValueError, match=r"must start with 'infra\.'"):
+        check(
+            id="data.misfiled",
+            title="Misfiled",
+            severity="low",
+            rationale="A rationale.",
+            remediation="A remediation.",
+            permissions=[],
+        )(fn)
+
+
+def test_select_checks_by_id_and_family() -> None:
+    assert [c.id for c in select_checks(["infra.pitr"])] == ["infra.pitr"]
+    fam = select_checks(["data"])
+    assert {c.meta.family for c in fam} == {"data"} and len(fam) == 4
+    with pytest.raises(UnknownName) as err:
+        select_checks(["infra.nope"])
+    assert isinstance(err.value, ConfigError)
+    assert "infra.pitr" in str(err.value)
+
+
+def test_the_iam_policy_is_the_union_of_the_checks_permissions(policy: Policy) -> None:
+    doc = iam_policy(all_checks())
+    actions = {a for s in doc["Statement"] for a in s["Action"]}
+    assert {
+        "dynamodb:ListTables",
+        "dynamodb:DescribeTable",
+        "dynamodb:DescribeContinuousBackups",
+        "dynamodb:ListTagsOfResource",
+        "dynamodb:Scan",
+        "dynamodb:Query",
+        "kms:DescribeKey",
+        "sts:GetCallerIdentity",
+    } == actions
+    assert not any("*" in a for a in actions)
+    assert "dynamodb:PutItem" not in actions  # the audit only reads
+    export = iam_policy(all_checks(), export=True, policy=policy, table_prefix="p-")
+    actions = {a for s in export["Statement"] for a in s["Action"]}
+    assert {
+        "dynamodb:ExportTableToPointInTime",
+        "dynamodb:DescribeExport",
+        "s3:GetObject",
+        "s3:GetBucketLocation",
+    } <= actions
+    tables = next(s for s in export["Statement"] if s["Sid"] == "RegionkitAuditTables")
+    assert "arn:aws:dynamodb:*:*:table/p-profiles" in tables["Resource"]
+    assert "arn:aws:dynamodb:*:*:table/p-profiles/export/*" in tables["Resource"]
+    only_pitr = iam_policy(select_checks(["infra.pitr"]))
+    assert {a for s in only_pitr["Statement"] for a in s["Action"]} == {
+        "dynamodb:ListTables",
+        "dynamodb:DescribeTable",
+        "dynamodb:DescribeContinuousBackups",
+        "sts:GetCallerIdentity",
+    }
+
+
+def test_severity_order() -> None:
+    assert severity_at_least("critical", "high")
+    assert severity_at_least("high", "high")
+    assert not severity_at_least("medium", "high")
+    assert severity_at_least("info", "info") and not severity_at_least("info", "low")
+
+
+# --- policy-only audits, the digest, broken checks ---------------------------------------------
+
+
+def test_a_policy_only_audit_makes_no_aws_call(policy: Policy) -> None:
+    report = run_audit(policy, NoAws(), policy_path=MINIMAL, checks=["policy"])
+    assert {f.check_id for f in report.findings} == {
+        "policy.valid",
+        "policy.jurisdiction_homes",
+        "policy.targets",
+        "policy.failover_capacity",
+    }
+    assert report.account == "unknown"
+    assert report.failing("low") == []
+    assert report.inventory == []
+
+
+def test_the_report_digest_follows_the_documented_recipe(policy: Policy) -> None:
+    report = run_audit(policy, NoAws(), policy_path=MINIMAL, checks=["policy"])
+    data = json.loads(json.dumps(report.to_dict()))
+    claimed = data.pop("report_sha256")
+    body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    assert hashlib.sha256(body.encode("utf-8")).hexdigest() == claimed
+    assert report.verify()
+    data["report_sha256"] = claimed
+    assert verify_report(data)
+    data["policy"]["sha256"] = "0" * 64
+    assert not verify_report(data)
+    assert report.policy.sha256 == hashlib.sha256(MINIMAL.read_bytes()).hexdigest()
+    assert AuditReport.model_validate(report.to_dict()).verify()  # a round trip keeps it
+
+
+def test_an_invalid_or_drifted_policy_fails_policy_valid(policy: Policy, tmp_path: Path) -> None:
+    data = policy.model_dump(mode="json")
+    data["jurisdictions"]["US"]["home_regions"] = ["eu-west-1"]  # outside the jurisdiction
+    broken = Policy.model_validate(data, context={"skip_semantics": True})
+    path = tmp_path / "broken.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    report = run_audit(broken, NoAws(), policy_path=path, checks=["policy"])
+    valid = [f for f in report.findings if f.check_id == "policy.valid"]
+    assert valid and {f.status for f in valid} == {"FAIL"}
+    assert any("jurisdictions.US.home_regions" in f.reason for f in valid)
+    homes = [
+        f
+        for f in report.findings
+        if f.check_id == "policy.jurisdiction_homes" and f.status == "FAIL"
+    ]
+    assert [f.resource for f in homes] == ["regionkit:policy/minimal/jurisdictions/US"]
+    # the file is fine, but the policy the audit was handed is not the file's
+    drifted = policy.model_copy(update={"description": "edited in memory"})
+    report = run_audit(drifted, NoAws(), policy_path=MINIMAL, checks=["policy.valid"])
+    assert [f.status for f in report.findings] == ["FAIL"]
+    assert "differs from the file" in report.findings[0].reason
+
+
+def test_a_check_that_raises_is_an_error_finding_not_a_crash(policy: Policy) -> None:
+    from residency.audit.context import AuditContext
+    from residency.audit.registry import CheckMeta
+    from residency.audit.runner import _run_check
+
+    def boom(ctx: Any) -> Iterator[Any]:
+        yield from ()
+        raise RuntimeError("the check has a bug")
+
+    meta = CheckMeta(**_meta(id="infra.boom"))
+    ctx = AuditContext.__new__(AuditContext)
+    ctx.options = type("O", (), {"progress": None})()
+    findings = _run_check(ctx, Check(meta, boom))
+    assert [(f.status, f.severity, f.check_id) for f in findings] == [
+        ("ERROR", "low", "infra.boom")
+    ]
+    assert "RuntimeError" in findings[0].reason
+
+
+def test_bad_arguments_are_config_errors(policy: Policy) -> None:
+    with pytest.raises(UnknownRegion):
+        run_audit(policy, NoAws(), policy_path=MINIMAL, regions=["ap-nowhere-9"])
+    with pytest.raises(UnknownRegion):
+        run_audit(policy, NoAws(), policy_path=MINIMAL, extra_regions=["xx-nowhere-1"])
+    with pytest.raises(ConfigError, match="export"):
+        run_audit(policy, NoAws(), policy_path=MINIMAL, source="export")
+    with pytest.raises(ConfigError, match="sample"):
+        run_audit(policy, NoAws(), policy_path=MINIMAL, sample=0)
+    with pytest.raises(ConfigError):
+        run_audit(policy, NoAws(), policy_path=ROOT / "no-such-policy.yaml", checks=["policy"])
+
+
+# --- keys and messages ----------------------------------------------------------------------
+
+
+def test_keys_are_shown_only_when_plainly_opaque() -> None:
+    uid = "u-eu-central-1-01JD3X9Q4M8V2R6T0BNC5K7H1E"
+    assert safe_key(uid) == uid
+    assert safe_key(uid, user_ids_only=True) == uid
+    assert safe_key("post-123") == "post-123"
+    assert safe_key("post-123", user_ids_only=True).startswith("sha256:")
+    for value in (
+        "jane.doe@example.com",
+        "+49 151 2345 6789",
+        "4915123456789",
+        "Jane Doe",
+        "a" * 200,
+    ):
+        shown = safe_key(value)
+        assert shown.startswith("sha256:") and value not in shown
+    assert safe_key("x") == "x"
+
+
+def test_error_text_is_scrubbed() -> None:
+    text = clean_text("ValidationException: bad value jane.doe@example.com or +49 151 2345 6789")
+    assert "jane.doe" not in text and "2345" not in text
+    long = clean_text("x" * 1000)
+    assert len(long) == 500
+
+
+# --- the export reader (in-process moto S3) ----------------------------------------------------
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    import boto3
+    from moto import mock_aws
+
+    with mock_aws():
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="exports")
+        yield client
+
+
+def _data(items: list[dict[str, Any]]) -> bytes:
+    return gzip.compress("".join(json.dumps({"Item": i}) + "\n" for i in items).encode())
+
+
+def _items(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [{"pk": {"S": f"k{i}"}, "n": {"N": str(i)}} for i in range(start, start + n)]
+
+
+def _desc(prefix: str, export_id: str = "01700000000000-abcdef12", **extra: Any) -> dict[str, Any]:
+    return {
+        "ExportArn": f"arn:aws:dynamodb:us-east-1:123456789012:table/t/export/{export_id}",
+        "S3Bucket": "exports",
+        "S3Prefix": prefix,
+        **extra,
+    }
+
+
+def test_export_reader_follows_the_documented_manifests(s3: Any) -> None:
+    base = "audit/AWSDynamoDB/01700000000000-abcdef12"
+    for part, rows in (("a", _items(3)), ("b", _items(2, 3)), ("empty", [])):
+        s3.put_object(Bucket="exports", Key=f"{base}/data/{part}.json.gz", Body=_data(rows))
+    files = "".join(
+        json.dumps({"itemCount": n, "dataFileS3Key": f"{base}/data/{p}.json.gz"}) + "\n"
+        for p, n in (("a", 3), ("b", 2), ("empty", 0))
+    )
+    s3.put_object(Bucket="exports", Key=f"{base}/manifest-files.json", Body=files.encode())
+    s3.put_object(
+        Bucket="exports",
+        Key=f"{base}/manifest-summary.json",
+        Body=json.dumps(
+            {"itemCount": 5, "manifestFilesS3Key": f"{base}/manifest-files.json"}
+        ).encode(),
+    )
+    got = [i["pk"]["S"] for i in iter_export_items(s3, _desc("audit"))]
+    assert got == ["k0", "k1", "k2", "k3", "k4"]
+    assert len(list(iter_export_items(s3, _desc("audit"), limit=2))) == 2
+    # ExportManifest from DescribeExport is used when present
+    desc = _desc("audit", "other-id", ExportManifest=f"{base}/manifest-summary.json")
+    assert len(list(iter_export_items(s3, desc))) == 5
+
+
+def test_export_reader_detects_a_short_export(s3: Any) -> None:
+    base = "p/AWSDynamoDB/01700000000000-abcdef12"
+    s3.put_object(Bucket="exports", Key=f"{base}/data/a.json.gz", Body=_data(_items(2)))
+    s3.put_object(
+        Bucket="exports",
+        Key=f"{base}/manifest-files.json",
+        Body=json.dumps({"dataFileS3Key": f"{base}/data/a.json.gz"}).encode(),
+    )
+    s3.put_object(
+        Bucket="exports",
+        Key=f"{base}/manifest-summary.json",
+        Body=json.dumps(
+            {"itemCount": 3, "manifestFilesS3Key": f"{base}/manifest-files.json"}
+        ).encode(),
+    )
+    with pytest.raises(ExportFailed, match="promises 3 items"):
+        list(iter_export_items(s3, _desc("p")))
+
+
+def test_export_reader_without_a_manifest_needs_one_export_under_the_prefix(s3: Any) -> None:
+    # moto's layout: data/<uuid>.gz under a directory that is not the export ID
+    s3.put_object(Bucket="exports", Key="m/AWSDynamoDB/d1/data/x.gz", Body=_data(_items(4)))
+    assert len(list(iter_export_items(s3, _desc("m")))) == 4
+    s3.put_object(Bucket="exports", Key="m/AWSDynamoDB/d2/data/y.gz", Body=_data(_items(1)))
+    with pytest.raises(ExportFailed, match="cannot tell"):
+        list(iter_export_items(s3, _desc("m")))
+    with pytest.raises(ExportFailed, match="no data files"):
+        list(iter_export_items(s3, _desc("empty-prefix")))
+
+
+def test_wait_for_export() -> None:
+    class Ddb:
+        def __init__(self, statuses: list[str]) -> None:
+            self.statuses = statuses
+
+        def describe_export(self, ExportArn: str) -> dict[str, Any]:
+            status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+            return {
+                "ExportDescription": {
+                    "ExportArn": ExportArn,
+                    "ExportStatus": status,
+                    "FailureCode": "S3NoSuchBucket",
+                }
+            }
+
+    slept: list[float] = []
+    desc = wait_for_export(
+        Ddb(["IN_PROGRESS", "IN_PROGRESS", "COMPLETED"]), "arn", poll_s=1.0, sleep=slept.append
+    )
+    assert desc["ExportStatus"] == "COMPLETED" and len(slept) == 2
+    with pytest.raises(ExportFailed, match="S3NoSuchBucket"):
+        wait_for_export(Ddb(["FAILED"]), "arn", sleep=slept.append)
+    t = iter(range(0, 10_000, 100))
+    with pytest.raises(ExportFailed, match="not complete"):
+        wait_for_export(
+            Ddb(["IN_PROGRESS"]),
+            "arn",
+            timeout_s=250,
+            sleep=lambda s: None,
+            clock=lambda: float(next(t)),
+        )
+
+
+# --- failures inside the scan's worker threads (in-process moto) -------------------------------
+
+
+def test_a_worker_failure_becomes_an_error_finding(policy: Policy) -> None:
+    from regions.local.sim import simulation
+
+    class Flaky:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "scan":
+
+                def scan(**kw: Any) -> Any:
+                    if kw["TableName"] == "profiles":
+                        raise RuntimeError("worker blew up")
+                    return self.inner.scan(**kw)
+
+                return scan
+            return getattr(self.inner, name)
+
+    class Clients:
+        def __init__(self, sim_clients: Any) -> None:
+            self.sim = sim_clients
+
+        def dynamodb(self, region: str) -> Any:
+            inner = self.sim.dynamodb(region)
+            return Flaky(inner) if region == "eu-west-1" else inner
+
+        def client(self, service: str, region: str) -> Any:
+            return self.sim._get(service, region)
+
+    with simulation(policy) as sim:
+        report = run_audit(
+            policy,
+            Clients(sim.clients),
+            policy_path=MINIMAL,
+            checks=["data.pinned_placement"],
+            now=datetime.now(UTC),
+        )
+    errors = [f for f in report.findings if f.status == "ERROR"]
+    assert [(f.region, f.resource.rsplit("/", 1)[-1]) for f in errors] == [
+        ("eu-west-1", "profiles")
+    ]
+    assert "RuntimeError" in errors[0].reason and "worker blew up" in errors[0].reason
+    assert {f.region for f in report.findings if f.status == "PASS"} == {
+        "eu-central-1",
+        "us-east-1",
+    }
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [str(REGIONKIT), "--policy", str(MINIMAL), *args],
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    return proc
+
+
+def test_cli_audit_checks_prints_checks_and_the_iam_policy() -> None:
+    proc = run_cli("audit", "checks", "--json")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    assert {c["id"] for c in data["checks"]} == {c.id for c in all_checks()}
+    assert data["iam_policy"]["Version"] == "2012-10-17"
+    text = run_cli("audit", "checks").stdout
+    assert "infra.pitr" in text and "dynamodb:DescribeContinuousBackups" in text
+    assert '"Statement"' in text
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["--format", "yaml"], 2),
+        (["--fail-on", "severe"], 2),
+        (["--checks", "infra.nope"], 2),
+        (["--checks", "policy", "--regions", "xx-nowhere-1"], 2),
+        (["--checks", "policy", "--source", "tape"], 2),
+        (["--checks", "policy"], 0),  # only an info-level FAIL: below --fail-on high
+        (["--checks", "policy", "--fail-on", "info"], 1),
+    ],
+)
+def test_cli_audit_run_exit_codes(args: list[str], code: int) -> None:
+    proc = run_cli("audit", "run", "--no-progress", *args)
+    assert proc.returncode == code, proc.stdout + proc.stderr
+
+
+def test_cli_audit_run_writes_a_report_file(tmp_path: Path) -> None:
+    out = tmp_path / "r" / "audit.json"
+    proc = run_cli("audit", "run", "--checks", "policy", "--format", "json", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote json report" in proc.stdout
+    assert verify_report(json.loads(out.read_text(encoding="utf-8")))
+    proc = run_cli("audit", "run", "--checks", "policy", "--format", "junit")
+    assert proc.stdout.startswith("<?xml")
