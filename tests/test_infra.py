@@ -166,6 +166,7 @@ def edited(tmp_path_factory: pytest.TempPathFactory, minimal_policy_path: Path) 
     data["jurisdictions"]["EU"]["regions"].append("eu-north-1")
     data["data_classes"]["content"]["replicas"].append("eu-north-1")
     data["data_classes"]["directory"]["replicas"].append("eu-north-1")
+    data["data_classes"]["content"]["sort_key"] = "sk"
     tmp = tmp_path_factory.mktemp("cdk-edited")
     path = tmp / "edited.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -519,6 +520,11 @@ def test_a_new_region_adds_exactly_the_expected_replicas(
         ("regionkit-conflicts", "global"): {"eu-north-1"},
     }
     assert after[("profiles", "US")] == {"us-east-1"}
+    content = edited.tables()[("content", "global")]["Properties"]
+    assert content["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
     # The new region gets its keys and its regional stack; no other stack appears.
     new_stacks = set(edited.templates) - set(minimal_cli[0].templates)
     assert new_stacks == {
