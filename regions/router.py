@@ -289,6 +289,10 @@ class RegionRouter:
         entry = self.directory.get(user_id)
         if entry is not None:
             return entry
+        return self._lookup_home(user_id)
+
+    def _lookup_home(self, user_id: str) -> DirectoryEntry:
+        """home_of after a cache miss: the directory, else the hint inside the ID."""
         uid = parse_user_id(user_id)
         found = self._read_directory(user_id)
         if found is None:
@@ -334,7 +338,7 @@ class RegionRouter:
                     value="None",
                     reason=f"{data_class} is pinned: pass the subject's user ID",
                 )
-            entry = self.home_of(subject)
+            entry = self.directory.get(subject) or self._lookup_home(subject)
             chain = self._chains[(data_class, entry.home_region)]
             jurisdiction = entry.jurisdiction
             allowed = self._allowed[(data_class, jurisdiction)]

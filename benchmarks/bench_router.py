@@ -1,0 +1,426 @@
+"""The region router's cost: cached decisions, routed reads and writes, threads.
+
+(a) A cached route decision (the directory entry and the health state in memory),
+    for a pinned class (``profile``: directory cache + jurisdiction chain) and a
+    global one (``content``: nearest replica), beside a plain dict lookup in the
+    same run. Calls are timed in batches (``perf_counter_ns`` around 1,000 calls,
+    divided), so the timer's own cost does not dominate; the figures are the
+    median and the 99th percentile of those per-call batch means.
+    Goal: median <= 1 us for both classes.
+
+(b) Routed ``put`` and ``get`` through the router against the raw boto3 client, on
+    the same in-process moto table (``mock_aws``), the same number of calls,
+    interleaved call by call (the order rotating) and each call timed on its own,
+    so that background load hits every variant alike. The figures are medians per
+    call; the goal is checked on the ratio of medians (the ratio of totals, more
+    sensitive to outliers, is printed beside it). The router's ``put`` is stamped
+    and conditional, so two ratios are reported:
+
+    * vs a raw put sending the *same* request (same item attributes, stamp and
+      version vector included, same ConditionExpression): the router's own
+      overhead (routing, stamping, serialization, failover bookkeeping);
+    * vs a plain unconditional raw put of the bare item: what the stamped,
+      conditional write costs in all.
+
+    Goal: ratio <= 1.05 (against the same request). The router's own work per call
+    is also measured without moto (the same calls against a stub client).
+
+(c) Decisions per second from 8 threads sharing one router, beside one thread.
+
+    python benchmarks/bench_router.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from regions.directory import DirectoryEntry  # noqa: E402
+from regions.ids import mint_user_id  # noqa: E402
+from regions.pool import ClientPool  # noqa: E402
+from regions.router import RegionRouter  # noqa: E402
+from residency.policy import Policy, load_policy  # noqa: E402
+from residency.settings import Settings  # noqa: E402
+
+GOAL_DECISION_NS = 1_000.0
+GOAL_RATIO = 1.05
+REGION = "eu-west-1"
+
+
+class _NoClients:
+    """For decisions only: any request would be a bug in the benchmark."""
+
+    def dynamodb(self, region: str) -> Any:
+        raise AssertionError(f"a cached decision sent a request to {region}")
+
+    def streams(self, region: str) -> Any:
+        raise AssertionError(f"a cached decision sent a request to {region}")
+
+
+def _settings() -> Settings:
+    # endpoints={} explicitly: a local-cluster state file in the working directory must
+    # not point this in-process benchmark at running servers.
+    return Settings(mode="aws", endpoints={}, region=REGION, directory_cache_size=200_000)
+
+
+def _users(policy: Policy, router: RegionRouter, n: int) -> list[str]:
+    """n users spread over every jurisdiction, their directory entries cached."""
+    jids = list(policy.jurisdictions)
+    out = []
+    for i in range(n):
+        jid = jids[i % len(jids)]
+        home = policy.jurisdictions[jid].home_regions[0]
+        uid = mint_user_id(home)
+        router.directory.put(DirectoryEntry(uid, home, jid))
+        out.append(uid)
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- (a) cached decisions ----------------------------------------------------------------
+
+
+def bench_decisions(policy: Policy, batches: int, size: int) -> dict[str, tuple[float, float]]:
+    router = RegionRouter(policy, clients=_NoClients(), settings=_settings())
+    ids = _users(policy, router, size)
+    table = {uid: i for i, uid in enumerate(ids)}
+    route = router.route
+    clock = time.perf_counter_ns
+
+    def pinned() -> int:
+        t0 = clock()
+        for uid in ids:
+            route("profile", uid)
+        return clock() - t0
+
+    def global_() -> int:
+        t0 = clock()
+        for _ in ids:
+            route("content")
+        return clock() - t0
+
+    def global_subject() -> int:
+        t0 = clock()
+        for uid in ids:
+            route("content", uid)
+        return clock() - t0
+
+    def dict_lookup() -> int:
+        t0 = clock()
+        for uid in ids:
+            table[uid]  # the lookup is the point
+        return clock() - t0
+
+    variants: dict[str, Callable[[], int]] = {
+        "pinned (profile)": pinned,
+        "global (content)": global_,
+        "global with subject": global_subject,
+        "dict lookup": dict_lookup,
+    }
+    for fn in variants.values():  # warm-up
+        for _ in range(20):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(batches):  # interleaved, so drift and noise hit all alike
+        for name, fn in variants.items():
+            samples[name].append(fn() / size)
+    hits_before = router.directory.hits
+    pinned()
+    assert router.directory.hits - hits_before == size  # every decision was a cache hit
+    return {name: (statistics.median(v), _pct(v, 0.99)) for name, v in samples.items()}
+
+
+# --- (b) routed reads and writes vs raw boto3 ------------------------------------------------
+
+
+def _create_table(client: Any, name: str) -> None:
+    client.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+def bench_io(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
+    os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
+        os.environ.setdefault(k, v)
+    from moto import mock_aws
+
+    with mock_aws():
+        settings = _settings()
+        pool = ClientPool(settings)
+        router = RegionRouter(policy, clients=pool, settings=settings)
+        client = pool.dynamodb(REGION)  # the very client the router uses
+        table = settings.table_name(policy.data_classes["content"].table)
+        _create_table(client, table)
+        body = "x" * 200
+        stamp_region = router.clock.region
+        counter = iter(range(10**9))
+
+        def router_put() -> None:
+            router.put("content", {"pk": f"r{next(counter)}", "body": body})
+
+        def raw_same_put() -> None:
+            # What the router sends, built by hand: stamp, version vector, condition.
+            k = f"s{next(counter)}"
+            stamp = str(router.clock.now())
+            client.put_item(
+                TableName=table,
+                Item={
+                    "pk": {"S": k},
+                    "body": {"S": body},
+                    "rk_v": {"S": stamp},
+                    "rk_vv": {"M": {stamp_region: {"S": stamp}}},
+                },
+                ConditionExpression="attribute_not_exists(#v) OR #v <= :v",
+                ExpressionAttributeNames={"#v": "rk_v"},
+                ExpressionAttributeValues={":v": {"S": stamp}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+
+        def raw_plain_put() -> None:
+            k = f"p{next(counter)}"
+            client.put_item(TableName=table, Item={"pk": {"S": k}, "body": {"S": body}})
+
+        read_keys = [f"g{i}" for i in range(calls)]
+        for k in read_keys:
+            router.put("content", {"pk": k, "body": body})
+        reads = iter(range(10**9))
+
+        def router_get() -> None:
+            router.get("content", {"pk": read_keys[next(reads) % calls]})
+
+        def raw_get() -> None:
+            client.get_item(TableName=table, Key={"pk": {"S": read_keys[next(reads) % calls]}})
+
+        variants: dict[str, Callable[[], None]] = {
+            "router put": router_put,
+            "raw put, same request": raw_same_put,
+            "raw put, plain": raw_plain_put,
+            "router get": router_get,
+            "raw get": raw_get,
+        }
+        for fn in variants.values():  # warm-up: botocore's caches, moto's code paths
+            for _ in range(max(20, calls // 10)):
+                fn()
+        created = pool.created
+        # Interleaved call by call (rotating who goes first), each call timed on its own:
+        # a 1-2 ms call dwarfs the timer, and load changes on a busy machine hit every
+        # variant alike instead of whichever block happened to run then.
+        per_call: dict[str, list[float]] = {name: [] for name in variants}
+        names = list(variants)
+        clock = time.perf_counter_ns
+        for r in range(rounds):
+            gc.collect()
+            for i in range(calls):
+                shift = (r + i) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    fn = variants[name]
+                    t0 = clock()
+                    fn()
+                    per_call[name].append(clock() - t0)
+        assert pool.created == created, "a client was built after warm-up"
+
+        def ratio(a: str, b: str) -> tuple[float, float]:
+            med = statistics.median(per_call[a]) / statistics.median(per_call[b])
+            return med, sum(per_call[a]) / sum(per_call[b])
+
+        return {
+            "median_us": {n: statistics.median(v) / 1000 for n, v in per_call.items()},
+            "ratios": {
+                "put_same": ratio("router put", "raw put, same request"),
+                "put_plain": ratio("router put", "raw put, plain"),
+                "get": ratio("router get", "raw get"),
+            },
+            "calls": rounds * calls,
+            "clients_built": pool.created,
+        }
+
+
+class _StubClient:
+    """Answers at once, so what is left is the router's own work per call."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self._item = item
+
+    def put_item(self, **kwargs: Any) -> dict[str, Any]:
+        return {}
+
+    def get_item(self, **kwargs: Any) -> dict[str, Any]:
+        return {"Item": self._item}
+
+
+def bench_own_cost(policy: Policy, calls: int) -> dict[str, float]:
+    """The router's own cost per put and get, in us: the same calls against a stub client."""
+    stamp = "019b76daa800.0001." + REGION
+    item = {
+        "pk": {"S": "k"},
+        "body": {"S": "x" * 200},
+        "rk_v": {"S": stamp},
+        "rk_vv": {"M": {REGION: {"S": stamp}}},
+    }
+    stub = _StubClient(item)
+
+    class Provider:
+        def dynamodb(self, region: str) -> Any:
+            return stub
+
+        def streams(self, region: str) -> Any:
+            return stub
+
+    router = RegionRouter(policy, clients=Provider(), settings=_settings())
+    body = "x" * 200
+    out: dict[str, float] = {}
+    for name, fn in (
+        ("put", lambda i: router.put("content", {"pk": f"k{i}", "body": body})),
+        ("get", lambda i: router.get("content", {"pk": f"k{i}"})),
+    ):
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter_ns()
+            for i in range(calls):
+                fn(i)
+            runs.append((time.perf_counter_ns() - t0) / calls / 1000)
+        out[name] = statistics.median(runs)
+    return out
+
+
+# --- (c) decisions from threads -----------------------------------------------------------------
+
+
+def bench_threads(policy: Policy, threads: int, per_thread: int) -> dict[str, float]:
+    router = RegionRouter(policy, clients=_NoClients(), settings=_settings())
+    ids = _users(policy, router, 1000)
+    errors: list[BaseException] = []
+
+    def work(barrier: threading.Barrier) -> None:
+        route = router.route
+        barrier.wait()
+        try:
+            for i in range(per_thread):
+                uid = ids[i % 1000]
+                route("profile", uid)
+                route("content")
+        except BaseException as exc:
+            errors.append(exc)
+
+    out: dict[str, float] = {}
+    for n in (1, threads):
+        barrier = threading.Barrier(n + 1)
+        ts = [threading.Thread(target=work, args=(barrier,)) for _ in range(n)]
+        for t in ts:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        for t in ts:
+            t.join()
+        wall = time.perf_counter() - t0
+        out[f"{n} thread{'s' if n > 1 else ''}"] = n * per_thread * 2 / wall
+    if errors:
+        raise errors[0]
+    return out
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--policy", default=str(ROOT / "policies" / "social-network.yaml"))
+    ap.add_argument("--batches", type=int, default=2000, help="Decision batches per variant.")
+    ap.add_argument("--batch-size", type=int, default=1000, help="Decisions per batch.")
+    ap.add_argument("--rounds", type=int, default=5, help="Interleaved I/O rounds.")
+    ap.add_argument("--calls", type=int, default=400, help="Calls per variant per round.")
+    ap.add_argument("--threads", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="Fewer samples (a smoke run).")
+    args = ap.parse_args()
+    if args.quick:
+        args.batches, args.rounds, args.calls = 200, 3, 100
+    policy = load_policy(args.policy)
+    print(f"python {sys.version.split()[0]}, policy {policy.name!r}, router region {REGION}")
+    misses = 0
+
+    print(f"\n(a) cached route decision: {args.batches} batches of {args.batch_size} calls")
+    print(f"    {'':24} {'median':>10} {'p99':>10}   (ns per call; p99 of batch means)")
+    decisions = bench_decisions(policy, args.batches, args.batch_size)
+    base = decisions["dict lookup"][0]
+    for name, (med, p99) in decisions.items():
+        ratio = "" if name == "dict lookup" else f"   {med / base:5.1f}x a dict lookup"
+        print(f"    {name:24} {med:10.0f} {p99:10.0f}{ratio}")
+    for name in ("pinned (profile)", "global (content)"):
+        med = decisions[name][0]
+        ok = med <= GOAL_DECISION_NS
+        misses += not ok
+        print(
+            f"    {'PASS' if ok else 'MISS'}: {name} median {med:.0f} ns "
+            f"(goal <= {GOAL_DECISION_NS:.0f} ns)"
+        )
+
+    print(
+        f"\n(b) routed I/O vs raw boto3 on in-process moto: {args.rounds} rounds x "
+        f"{args.calls} calls per variant, interleaved call by call"
+    )
+    io = bench_io(policy, args.rounds, args.calls)
+    for name, us in io["median_us"].items():
+        print(f"    {name:24} {us:8.1f} us per call (median)")
+    ratios = {k: v[0] for k, v in io["ratios"].items()}
+    print(f"    {'ratio':40} {'of medians':>10} {'of totals':>10}")
+    for label, key in (
+        ("put vs raw put, same conditional request", "put_same"),
+        ("put vs raw put, plain unconditional", "put_plain"),
+        ("get vs raw get", "get"),
+    ):
+        med, tot = io["ratios"][key]
+        print(f"    {label:40} {med:10.3f} {tot:10.3f}")
+    own = bench_own_cost(policy, 5_000 if args.quick else 20_000)
+    raw_put = io["median_us"]["raw put, same request"]
+    raw_get = io["median_us"]["raw get"]
+    print(
+        f"    the router's own work (same calls, stub client): put {own['put']:.1f} us "
+        f"(= {own['put'] / raw_put:.1%} of a raw in-process moto put), "
+        f"get {own['get']:.1f} us (= {own['get'] / raw_get:.1%} of a raw get)"
+    )
+    print(f"    clients built: {io['clients_built']} (none after warm-up)")
+    for label, ratio in (("put (same request)", ratios["put_same"]), ("get", ratios["get"])):
+        ok = ratio <= GOAL_RATIO
+        misses += not ok
+        print(
+            f"    {'PASS' if ok else 'MISS'}: {label} ratio {ratio:.3f} "
+            f"(ratio of medians; goal <= {GOAL_RATIO})"
+        )
+    print(
+        f"    (info) put vs a plain put: {ratios['put_plain']:.3f}; the stamp, version vector "
+        "and condition are what never overwriting a newer write costs"
+    )
+
+    per_thread = max(10_000, args.batches * 50)
+    print(f"\n(c) decisions per second (profile + content), {per_thread * 2:,} per thread")
+    rates = bench_threads(policy, args.threads, per_thread)
+    one = rates["1 thread"]
+    for name, rate in rates.items():
+        print(f"    {name:12} {rate / 1e6:6.2f} M decisions/s ({rate / one:.2f}x one thread)")
+    print("    (one router shared by all threads; the GIL serializes pure-Python decisions)")
+
+    print(f"\n{'PASS' if not misses else 'MISS'}: {misses} goal(s) missed")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
