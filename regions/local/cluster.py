@@ -205,10 +205,17 @@ class LocalCluster:
             if self.control is not None:
                 with contextlib.suppress(Exception):
                     self.control.stop()
+            # Bring regions back first, so no replicator call hangs on a frozen server.
+            for region, mode in list(self._outages.items()):
+                server = self.servers.get(region)
+                if server is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    if mode == "stop":
+                        server.resume()
+                    else:
+                        server.accept()
             if self.replicator is not None:
-                for region in list(self._outages):  # let pollers finish their calls
-                    with contextlib.suppress(Exception):
-                        self.replicator.region_up(region)
                 try:
                     self.replicator.stop()
                 except Exception:

@@ -60,6 +60,7 @@ import ctypes.util
 import http.client
 import json
 import os
+import queue
 import select
 import signal
 import socket
@@ -132,25 +133,46 @@ def _child_preexec(parent_pid: int) -> Callable[[], None]:
 
 
 class _Spawner:
-    """Forks every child from one long-lived thread (see the PDEATHSIG note above)."""
+    """Forks every child from one long-lived daemon thread (see the PDEATHSIG note above).
+
+    A daemon thread, not an executor: executors' threads are joined early at
+    interpreter exit, and their end would fire PDEATHSIG while other threads of
+    the program may still be using the servers.
+    """
 
     def __init__(self) -> None:
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._queue: queue.SimpleQueue[
+            tuple[Callable[[], subprocess.Popen[bytes]], concurrent.futures.Future[Any]]
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:  # a forked child of ours has no spawner thread
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+        self._lock = threading.Lock()
+
+    def _run(self) -> None:
+        while True:
+            make, future = self._queue.get()
+            try:
+                future.set_result(make())
+            except BaseException as exc:
+                future.set_exception(exc)
 
     def popen(self, args: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         with self._lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=1, thread_name_prefix="regionkit-spawner"
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, daemon=True, name="regionkit-spawner"
                 )
-            pool = self._pool
+                self._thread.start()
         kwargs["preexec_fn"] = _child_preexec(os.getpid())
-        return pool.submit(_popen, args, kwargs).result()
-
-
-def _popen(args: list[str], kwargs: dict[str, Any]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, **kwargs)
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._queue.put((lambda: subprocess.Popen(args, **kwargs), future))
+        popen: subprocess.Popen[bytes] = future.result()
+        return popen
 
 
 _spawner = _Spawner()
