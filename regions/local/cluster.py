@@ -313,14 +313,15 @@ class LocalCluster:
         self.policy.check_region(region)
         self._require_running()
         with self._lock:
-            mode = self._outages.pop(region, None)
+            mode = self._outages.get(region)
             if mode is None:
                 return
             server = self.servers[region]
             if mode == "stop":
                 server.resume()
             else:
-                server.accept()
+                server.accept()  # may fail (port taken): then the outage stays recorded
+            del self._outages[region]
             if self.replicator is not None:
                 self.replicator.region_up(region)
             log.info("region_restored", region=region)
