@@ -5,10 +5,16 @@ Items of every data class carry two attributes the router manages:
 * ``rk_v``: the HLC stamp of the write (see :mod:`regions.hlc`);
 * ``rk_base``: the stamp of the version the write was based on (absent for a
   blind write or a create);
-* ``rk_vv``: the item's causal past as a version vector, region → the latest
-  stamp written by that region that this version descends from. The conflict
-  detector uses it to tell an ancestor from a concurrent write when replication
-  delivers versions out of order.
+* ``rk_at``: the replica region the write landed in (the writer's region, or
+  the one it failed over to);
+* ``rk_vv``: the item's causal past as a version vector: landing region → the
+  latest ancestor that landed there (the version itself is not included).
+  Writes landing in one replica are serialised by their conditions, so
+  "stamp ≤ vv[region]" almost always means "is an ancestor"; the exception, a
+  version overwritten by a concurrent one before a descendant landed, has
+  already been logged as a conflict loser where it was overwritten. The
+  conflict detector uses it to tell an ancestor from a concurrent write when
+  replication delivers versions out of order.
 
 Numbers come back as :class:`decimal.Decimal`, as with boto3's resource API.
 """
@@ -20,6 +26,7 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 
 __all__ = [
+    "AT_ATTR",
     "BASE_ATTR",
     "RESERVED",
     "VERSION_ATTR",
@@ -33,7 +40,8 @@ __all__ = [
 VERSION_ATTR = "rk_v"
 BASE_ATTR = "rk_base"
 VV_ATTR = "rk_vv"
-RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR})
+AT_ATTR = "rk_at"
+RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR})
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -53,10 +61,11 @@ def from_ddb(item: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: _de.deserialize(v) for k, v in item.items()}
 
 
-def descends(new: dict[str, Any], old_version: str) -> bool:
-    """Whether the item ``new`` has the version ``old_version`` in its causal past."""
+def descends(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """Whether item ``new`` has item ``old``'s version in its causal past."""
+    old_version = str(old.get(VERSION_ATTR, ""))
     if new.get(VERSION_ATTR) == old_version or new.get(BASE_ATTR) == old_version:
         return True
-    region = old_version.rsplit(".", 1)[-1]
+    region = old.get(AT_ATTR) or old_version.rsplit(".", 1)[-1]
     seen = (new.get(VV_ATTR) or {}).get(region)
     return isinstance(seen, str) and seen >= old_version

@@ -49,9 +49,18 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from regions.codec import BASE_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, descends, from_ddb, to_ddb
+from regions.codec import (
+    AT_ATTR,
+    BASE_ATTR,
+    RESERVED,
+    VERSION_ATTR,
+    VV_ATTR,
+    descends,
+    from_ddb,
+    to_ddb,
+)
 from regions.hlc import HLC, Stamp
 from regions.pool import ClientProvider
 from residency.errors import MalformedId
@@ -85,7 +94,7 @@ def classify(
     ov, nv = old.get(VERSION_ATTR), new.get(VERSION_ATTR)
     if not ov or not nv or ov == nv:
         return None
-    if descends(new, str(ov)):
+    if descends(new, old):
         return None  # a causal successor (directly, or through versions delivered out of order)
     try:
         o, n = Stamp.parse(str(ov)), Stamp.parse(str(nv))
@@ -95,7 +104,7 @@ def classify(
         return "inversion"
     if _content(old) == _content(new):
         return None  # two writes of the same content (e.g. two identical merges): nothing lost
-    if new.get(BASE_ATTR) is None and n.region == region:
+    if new.get(BASE_ATTR) is None and (new.get(AT_ATTR) or n.region) == region:
         return None
     if new.get(BASE_ATTR) == old.get(BASE_ATTR):
         return "concurrent"
@@ -204,12 +213,12 @@ class ConflictDetector:
         kind = classify(old, new, region)
         if kind is None or old is None or new is None:
             return None
-        if kind == "inversion" and descends(old, str(new[VERSION_ATTR])):
+        if kind == "inversion" and descends(old, new):
             # A replay of an ancestor (typically another region's repair that arrived
             # after its descendant): not a conflict between writers. Put the
             # descendant back; nothing is logged.
             if self.repair:
-                self._rewrite(region, table, old, str(old[VERSION_ATTR]), f"{VERSION_ATTR} < :v")
+                self._rewrite(region, table, old, f"{VERSION_ATTR} < :v")
             self.counts["replay"] += 1
             return None
         ov, nv = Stamp.parse(str(old[VERSION_ATTR])), Stamp.parse(str(new[VERSION_ATTR]))
@@ -219,12 +228,81 @@ class ConflictDetector:
         if dc.sort_key:
             key = f"{key}#{new.get(dc.sort_key, '?')}"
         cid = conflict_id(table, key, str(ov), str(nv))
+        with self._lock:
+            if cid in self._seen:
+                return None
+            self._seen.add(cid)
         merge_ref = (
             dc.conflicts.merge
             if isinstance(dc, GlobalDataClass) and isinstance(dc.conflicts, MergeConflicts)
             else None
         )
-        resolution = "repaired" if kind == "inversion" else "merged" if merge_ref else "lww"
+        moved_on: dict[str, Any] | None = None
+        if kind == "inversion" and self.repair:
+            # Put the HLC winner back; if the item has moved on meanwhile, say so.
+            moved_on = self._rewrite(region, table, winner, f"{VERSION_ATTR} < :v")
+        repaired = kind == "inversion" and self.repair and moved_on is None
+        resolution: Any = (
+            ("repaired" if repaired else "lww")
+            if kind == "inversion"
+            else ("merged" if merge_ref else "lww")
+        )
+        rec, created = self._record(
+            cid, region, table, data_class, key, kind, wv, lv, resolution, repaired
+        )
+        if (
+            moved_on is not None
+            and VERSION_ATTR in moved_on
+            and moved_on.get(BASE_ATTR) != winner.get(VERSION_ATTR)
+        ):
+            # The HLC winner could not be put back: a write that (as far as one base
+            # pointer tells) never saw it replaced it first. The winner is lost.
+            cur = Stamp.parse(str(moved_on[VERSION_ATTR]))
+            self._record(
+                conflict_id(table, key, str(cur), str(wv)),
+                region,
+                table,
+                data_class,
+                key,
+                "lost_write",
+                cur,
+                wv,
+                "lww",
+                False,
+            )
+        if rec.resolution == "merged" and self.repair and created:
+            merged = _content(
+                self._merge_fn(data_class, merge_ref or "")(_content(winner), _content(loser))
+            )
+            stamp = self._clock(region).observe(wv)
+            merged[VERSION_ATTR] = str(stamp)
+            merged[BASE_ATTR] = str(wv)
+            vv = dict(winner.get(VV_ATTR) or {})
+            for r, v in (loser.get(VV_ATTR) or {}).items():
+                vv[r] = max(str(v), str(vv.get(r, "")))
+            lat = str(loser.get(AT_ATTR) or lv.region)
+            vv[lat] = max(str(lv), str(vv.get(lat, "")))
+            wat = str(winner.get(AT_ATTR) or wv.region)
+            vv[wat] = max(str(wv), str(vv.get(wat, "")))
+            merged[VV_ATTR] = vv
+            merged[AT_ATTR] = region
+            self._rewrite(region, table, merged, f"{VERSION_ATTR} = :base", base=str(wv))
+        return rec
+
+    def _record(
+        self,
+        cid: str,
+        region: str,
+        table: str,
+        data_class: str,
+        key: str,
+        kind: ConflictKind,
+        wv: Stamp,
+        lv: Stamp,
+        resolution: Any,
+        repaired: bool,
+    ) -> tuple[ConflictRecord, bool]:
+        """Write one conflict to the log, once across regions; True if this call created it."""
         rec = ConflictRecord(
             conflict_id=cid,
             table=table,
@@ -236,14 +314,12 @@ class ConflictDetector:
             winner_region=wv.region,
             loser_region=lv.region,
             resolution=resolution,
-            repaired=kind == "inversion",
-            occurred_at=datetime.fromtimestamp(max(ov.l, nv.l) / 1000, UTC),
+            repaired=repaired,
+            occurred_at=datetime.fromtimestamp(max(wv.l, lv.l) / 1000, UTC),
             detected_at=self.now(),
             detected_in=region,
         )
         with self._lock:
-            if cid in self._seen:
-                return None
             self._seen.add(cid)
         try:
             created = self.log.record(region, rec)
@@ -267,36 +343,12 @@ class ConflictDetector:
             region=region,
             new=created,
         )
-        if not created:
-            return rec
-        if kind == "inversion" and self.repair:
-            self._rewrite(region, table, winner, str(wv), f"{VERSION_ATTR} < :v")
-        elif merge_ref and self.repair:
-            merged = _content(
-                self._merge_fn(data_class, merge_ref)(_content(winner), _content(loser))
-            )
-            stamp = self._clock(region).observe(wv)
-            merged[VERSION_ATTR] = str(stamp)
-            merged[BASE_ATTR] = str(wv)
-            vv = dict(winner.get(VV_ATTR) or {})
-            for r, v in (loser.get(VV_ATTR) or {}).items():
-                vv[r] = max(str(v), str(vv.get(r, "")))
-            vv[str(lv.region)] = max(str(lv), str(vv.get(lv.region, "")))
-            vv[stamp.region] = str(stamp)
-            merged[VV_ATTR] = vv
-            self._rewrite(region, table, merged, str(wv), f"{VERSION_ATTR} = :base", base=str(wv))
-        return rec
+        return rec, created
 
     def _rewrite(
-        self,
-        region: str,
-        table: str,
-        item: dict[str, Any],
-        version: str,
-        condition: str,
-        base: str | None = None,
-    ) -> None:
-        """Conditionally write ``item``: a no-op if the replica moved on meanwhile."""
+        self, region: str, table: str, item: dict[str, Any], condition: str, base: str | None = None
+    ) -> dict[str, Any] | None:
+        """Conditionally write ``item``. Returns None on success, else the item now there."""
         from botocore.exceptions import ClientError
 
         values: dict[str, Any] = {":v": {"S": str(item[VERSION_ATTR])}}
@@ -310,8 +362,11 @@ class ConflictDetector:
                 ConditionExpression=cond,
                 ExpressionAttributeNames={"#v": VERSION_ATTR},
                 ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
                 raise
             log.info("repair skipped: the item moved on", region=region, table=table)
+            return from_ddb(cast(dict[str, Any] | None, exc.response.get("Item"))) or {}
+        return None

@@ -38,6 +38,7 @@ from tenacity import (
 )
 
 from regions.codec import (
+    AT_ATTR,
     BASE_ATTR,
     RESERVED,
     VERSION_ATTR,
@@ -109,6 +110,12 @@ class MoveResult:
     to_jurisdiction: str
     profile_copied: bool
     steps: list[str] = field(default_factory=list)
+
+
+def _vv_value(vv: dict[str, str], region: str, stamp: str) -> dict[str, Any]:
+    """The version vector of a write, as DynamoDB JSON: its ancestors only, not itself."""
+    del region, stamp  # the write itself is identified by rk_v and rk_at
+    return {"M": {r: {"S": v} for r, v in vv.items()}}
 
 
 def _is_retryable(exc: BaseException) -> bool:
@@ -501,8 +508,12 @@ class RegionRouter:
             return
         vv = item.get(VV_ATTR)
         if isinstance(vv, dict):
+            own = dict(vv)
+            at = item.get(AT_ATTR)
+            if isinstance(at, str):
+                own[at] = max(str(item[VERSION_ATTR]), str(own.get(at, "")))
             with self._lock:
-                self._vv_cache[str(item[VERSION_ATTR])] = vv
+                self._vv_cache[str(item[VERSION_ATTR])] = own
                 if len(self._vv_cache) > 10_000:
                     self._vv_cache.pop(next(iter(self._vv_cache)))
         try:
@@ -568,13 +579,16 @@ class RegionRouter:
         based_on, vv = self._causal_past(based_on, stamp)
         body = dict(item)
         body[VERSION_ATTR] = stamp
-        body[VV_ATTR] = vv
         if based_on:
             body[BASE_ATTR] = based_on
-        ddb_item = to_ddb(body)
+        ddb_body = to_ddb(body)
         cond, values = self._condition(based_on, create_only, stamp)
 
         def call(route: Route, client: Any) -> Any:
+            # The landing region is known only now (a retry may fail over).
+            ddb_item = dict(ddb_body)
+            ddb_item[AT_ATTR] = {"S": route.region}
+            ddb_item[VV_ATTR] = _vv_value(vv, route.region, stamp)
             return client.put_item(
                 TableName=route.table_name,
                 Item=ddb_item,
@@ -602,10 +616,9 @@ class RegionRouter:
         subject = self._subject_of(data_class, key, subject)
         stamp = str(self.clock.now())
         based_on, vv = self._causal_past(based_on, stamp)
-        names = {"#v": VERSION_ATTR, "#vv": VV_ATTR}
+        names = {"#v": VERSION_ATTR, "#vv": VV_ATTR, "#at": AT_ATTR}
         cond, values = self._condition(based_on, False, stamp)
-        values[":vv"] = to_ddb_value(vv)
-        sets = ["#v = :v", "#vv = :vv"]
+        sets = ["#v = :v", "#vv = :vv", "#at = :at"]
         for i, (k, v) in enumerate(changes.items()):
             names[f"#a{i}"] = k
             values[f":a{i}"] = to_ddb_value(v)
@@ -618,13 +631,16 @@ class RegionRouter:
         expr = "SET " + ", ".join(sets)
 
         def call(route: Route, client: Any) -> Any:
+            attempt = dict(values)
+            attempt[":at"] = {"S": route.region}
+            attempt[":vv"] = _vv_value(vv, route.region, stamp)
             return client.update_item(
                 TableName=route.table_name,
                 Key=ddb_key,
                 UpdateExpression=expr,
                 ConditionExpression=cond,
                 ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues=attempt,
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
 
@@ -704,12 +720,16 @@ class RegionRouter:
         if isinstance(based_on, dict):
             base = based_on.get(VERSION_ATTR)
             vv = dict(based_on.get(VV_ATTR) or {})
+            if base:
+                at = str(based_on.get(AT_ATTR) or str(base).rsplit(".", 1)[-1])
+                vv[at] = max(str(base), vv.get(at, ""))
             based_on = str(base) if base else None
         elif based_on:
             with self._lock:
                 vv = dict(self._vv_cache.get(based_on, {}))
-            region = based_on.rsplit(".", 1)[-1]
-            vv[region] = max(based_on, vv.get(region, ""))
+            if not vv:  # never read here: its landing region is unknown, assume its writer's
+                region = based_on.rsplit(".", 1)[-1]
+                vv[region] = based_on
         else:
             vv = {}
         if based_on and Stamp.parse(based_on) >= Stamp.parse(stamp):
@@ -723,7 +743,6 @@ class RegionRouter:
                 ahead_ms=base.l - Stamp.parse(stamp).l,
                 max_offset_ms=self.clock.max_offset_ms,
             )
-        vv[self.clock.region] = stamp
         return based_on, vv
 
     @staticmethod

@@ -80,6 +80,8 @@ class DrillFigures(_M):
     rpo_exposure_max_age_seconds: float = 0.0
     convergence_seconds: float | None = None
     converged: bool = False
+    failback_seconds: float | None = Field(
+        None, description="failback: heal until writes for the region's users land at home.")
     tables_compared: int = 0
     conflicts: dict[str, int] = Field(default_factory=dict)
     conflict_resolutions: dict[str, int] = Field(default_factory=dict)

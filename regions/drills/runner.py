@@ -208,8 +208,9 @@ class DrillRunner:
             self._inject()
             self._workload(self.opt.duration, "workload")
             self._heal()
-            self._workload(self.opt.recovery, "recovery")
             self._converge()
+            if self.scenario.name == "failback":
+                self._failback()
             self._measure()
             self._verdict()
         except Exception as exc:
@@ -382,6 +383,27 @@ class DrillRunner:
                 n += 1
         done = self.outcomes[before:]
         self._end(ph, operations=len(done), failed=sum(not o.ok for o in done))
+
+    def _failback(self) -> None:
+        """After recovery, time until writes for data homed in the region land at home again."""
+        ph = self._phase("failback")
+        region = self.params.region
+        t0 = self.b.now()
+        uid = self.users[region]
+        home_again: float | None = None
+        deadline = t0 + max(self.opt.recovery, 1.0)
+        while self.b.now() < deadline and home_again is None:
+            router = self.b.router(region)
+            for dc in self.pinned_classes:
+                pk = self.policy.data_classes[dc].partition_key
+                w = self._record(region, dc, "write", partial(router.put, dc, {pk: uid}))
+                if w is not None and w.route.region == region and not w.route.failover:
+                    home_again = self.b.now() - self.t_heal
+            if home_again is None:
+                self.b.sleep(0.05)
+        self.journal.figures.failback_seconds = (
+            round(home_again, 3) if home_again is not None else None)
+        self._end(ph, ok=home_again is not None, failback_s=self.journal.figures.failback_seconds)
 
     def _heal(self) -> None:
         ph = self._phase("heal")

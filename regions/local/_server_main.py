@@ -81,6 +81,7 @@ def _speedups() -> None:
     except (ImportError, AttributeError):  # pragma: no cover - a moto upgrade renamed it
         pass
     try:
+        from moto.core import responses
         from moto.utilities import aws_headers
 
         def gen_amzn_requestid_long(headerdict: dict[str, Any] | None = None) -> str:
@@ -90,6 +91,7 @@ def _speedups() -> None:
             return raw
 
         aws_headers.gen_amzn_requestid_long = gen_amzn_requestid_long
+        responses.gen_amzn_requestid_long = gen_amzn_requestid_long  # imported by name there
     except (ImportError, AttributeError):  # pragma: no cover
         pass
 

@@ -266,6 +266,9 @@ class ReplicationEngine:
         self._repairs: list[tuple[str, Change]] = []
         self._iterators: dict[tuple[str, str], list[str]] = {}
         self._poll_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        # Optional: (region, table) -> "may have new records?". The simulation tracks
+        # writes and skips reading streams that cannot have changed.
+        self.should_poll: Callable[[str, str], bool] | None = None
         self._n = 0
         self.faults = LinkFaults(self)
         self.errors: deque[str] = deque(maxlen=100)
@@ -354,6 +357,8 @@ class ReplicationEngine:
     def _poll_locked(self, region: str, table: str | None, now: float | None, limit: int) -> int:
         count = 0
         for t in [table] if table else self.tables_in(region):
+            if self.should_poll is not None and not self.should_poll(region, t):
+                continue
             its = self._iterator_list(region, t)
             streams = self.clients.streams(region)
             for i, it in enumerate(its):

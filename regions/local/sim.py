@@ -61,15 +61,38 @@ class InProcessClients:
         self._config = Config(retries={"max_attempts": 1, "mode": "standard"})
         self._clients: dict[tuple[str, str], Any] = {}
         self.down: set[str] = set()
+        self._dirty: set[tuple[str, str]] = set()
+
+    def _mark(self, region: str, params: dict[str, Any], **kwargs: Any) -> None:
+        if "TableName" in params:
+            self._dirty.add((region, params["TableName"]))
+        for table in params.get("RequestItems", {}):
+            self._dirty.add((region, table))
+        for op in params.get("TransactItems", []):
+            for body in op.values():
+                if "TableName" in body:
+                    self._dirty.add((region, body["TableName"]))
+
+    def take_dirty(self, region: str, table: str) -> bool:
+        """Whether ``table`` in ``region`` was written since the last call (then clears it)."""
+        if (region, table) in self._dirty:
+            self._dirty.discard((region, table))
+            return True
+        return False
 
     def _get(self, service: str, region: str) -> Any:
         if region in self.down:
             return _DownClient(region)
         key = (service, region)
         if key not in self._clients:
-            self._clients[key] = self._session.client(
-                service, region_name=region, config=self._config
-            )
+            client = self._session.client(service, region_name=region, config=self._config)
+            if service == "dynamodb":
+                for op in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem",
+                           "TransactWriteItems"):
+                    client.meta.events.register(
+                        f"provide-client-params.dynamodb.{op}",
+                        lambda params, region=region, **kw: self._mark(region, params))
+            self._clients[key] = client
         return self._clients[key]
 
     def dynamodb(self, region: str) -> Any:
@@ -145,6 +168,7 @@ class Simulation:
             rng=random.Random(seed + 1),
             listeners=[self.detector] if detect else [],
         )
+        self.engine.should_poll = self.clients.take_dirty
         self.faults = self.engine.faults
         settings = Settings(
             mode="aws",
