@@ -7,6 +7,11 @@ parsed arguments and returning a list of result lines, a ``Verdict`` or nothing)
     Wall time to start, provision and stop a cluster of the minimal policy
     (3 regions) and of the example policy (7 regions), replication off.
 
+``server_cpu``
+    CPU time a server spends per ``put_item`` (read from ``/proc``, so other work
+    on the machine does not skew it): the stock ``moto_server`` against
+    regionkit's server, each fed sequential puts by one raw HTTP client.
+
 ``put_throughput``
     ``put_item`` calls per second through the 3-region cluster (one moto server
     per region, replication off, so only the servers are measured) beside a
@@ -28,6 +33,7 @@ parsed arguments and returning a list of result lines, a ``Verdict`` or nothing)
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
 import statistics
@@ -239,8 +245,83 @@ def put_throughput(args: argparse.Namespace) -> Verdict:
     return Verdict("put throughput", lines, passed=ratio >= GOAL_PUT_RATIO)
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _raw_puts(url: str, region: str, table: str, n: int, keep_alive: bool) -> None:
+    """``n`` PutItem requests from one cheap raw-HTTP client (its own cost is not measured)."""
+    import http.client
+
+    host, _, port = url.removeprefix("http://").partition(":")
+    headers = {
+        "X-Amz-Target": "DynamoDB_20120810.PutItem",
+        "Content-Type": "application/x-amz-json-1.0",
+        "Authorization": "AWS4-HMAC-SHA256 Credential=bench/20200101/"
+        f"{region}/dynamodb/aws4_request, SignedHeaders=host, Signature=0",
+    }
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    for i in range(n):
+        body = json.dumps(
+            {"TableName": table, "Item": {"pk": {"S": f"cpu-{i}"}, "v": {"S": "x" * 100}}}
+        )
+        conn.request("POST", "/", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status != 200:
+            raise SystemExit(f"PutItem failed: HTTP {resp.status}")
+        if not keep_alive or resp.getheader("Connection", "").lower() == "close":
+            conn.close()
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.close()
+
+
+def server_cpu(args: argparse.Namespace) -> Verdict:
+    """Server CPU time per PutItem, stock vs regionkit's server (robust to other load)."""
+    from regions.local.clients import make_client
+    from regions.local.servers import start_servers
+
+    if not Path("/proc/self/stat").exists():
+        return Verdict("server CPU per put", ["skipped: needs /proc (Linux)"])
+    n = args.cpu_requests
+    lines = []
+    per_put = {}
+    for kind in ("stock", "fast"):
+        server = start_servers(["us-east-1"], kind=kind, fork=False)["us-east-1"]
+        try:
+            make_client("dynamodb", "us-east-1", server.url).create_table(
+                TableName="cpu",
+                KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                BillingMode="PAY_PER_REQUEST",
+                StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            )
+            _raw_puts(server.url, "us-east-1", "cpu", 200, keep_alive=True)  # warm-up
+            before = _cpu_seconds(server.pid)
+            _raw_puts(server.url, "us-east-1", "cpu", n, keep_alive=True)
+            per_put[kind] = (_cpu_seconds(server.pid) - before) / n * 1000
+        finally:
+            server.stop()
+    lines.append(
+        f"stock moto_server (werkzeug, a connection per request): "
+        f"{per_put['stock']:.2f} ms CPU per put"
+    )
+    lines.append(
+        f"regionkit server (keep-alive, direct dispatch):          "
+        f"{per_put['fast']:.2f} ms CPU per put "
+        f"({per_put['stock'] / per_put['fast']:.2f}x less)"
+    )
+    lines.append(
+        f"({n} sequential puts from one raw HTTP client; the server's own CPU time "
+        "from /proc, so other load on the machine does not skew it)"
+    )
+    return Verdict("server CPU per put", lines)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], Verdict]] = {
     "startup": startup,
+    "server_cpu": server_cpu,
     "put_throughput": put_throughput,
 }
 
@@ -258,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--procs", type=int, default=3, help="load processes")
     parser.add_argument("--threads", type=int, default=4, help="threads per load process")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per side")
+    parser.add_argument(
+        "--cpu-requests", type=int, default=2000, help="puts for the server-CPU section"
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a goal is missed")
     args = parser.parse_args(argv)
 

@@ -91,7 +91,8 @@ def _speedups() -> None:
             return raw
 
         aws_headers.gen_amzn_requestid_long = gen_amzn_requestid_long
-        responses.gen_amzn_requestid_long = gen_amzn_requestid_long  # imported by name there
+        # moto.core.responses imported it by name: patch it there too
+        responses.gen_amzn_requestid_long = gen_amzn_requestid_long  # type: ignore[attr-defined]
     except (ImportError, AttributeError):  # pragma: no cover
         pass
 
