@@ -19,6 +19,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 __all__ = ["PACKAGES", "POLICY_FILE", "REPO_ROOT", "stage_detector_code"]
@@ -44,6 +45,17 @@ def _files(root: Path) -> list[tuple[str, Path]]:
     return out
 
 
+def _prune(build_dir: Path, *, older_than_s: float = 3600.0) -> None:
+    """Remove staged code unused for an hour (earlier versions; no synth still reads it)."""
+    cutoff = time.time() - older_than_s
+    for old in build_dir.glob("detector-*"):
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            continue
+
+
 def stage_detector_code(
     policy_path: Path, *, root: Path = REPO_ROOT, build_dir: Path | None = None
 ) -> Path:
@@ -58,8 +70,10 @@ def stage_detector_code(
     build_dir = build_dir or root / ".build" / "infra"
     target = build_dir / f"detector-{digest.hexdigest()[:16]}"
     if target.is_dir():
+        os.utime(target)  # in use: keep it out of the next prune
         return target
     build_dir.mkdir(parents=True, exist_ok=True)
+    _prune(build_dir)
     scratch = Path(tempfile.mkdtemp(prefix=".detector-", dir=build_dir))
     try:
         for rel, data in contents:

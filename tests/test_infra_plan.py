@@ -209,3 +209,17 @@ def test_detector_code_holds_only_the_two_packages_and_the_policy(tmp_path: Path
     assert not list(first.rglob("__pycache__"))
     assert (first / "regions" / "detector_lambda.py").is_file()
     assert (first / "policy.yaml").read_bytes() == policy.read_bytes()
+
+
+def test_staging_prunes_code_unused_for_an_hour(tmp_path: Path) -> None:
+    import os
+    import time
+
+    stale, fresh = tmp_path / "detector-stale", tmp_path / "detector-fresh"
+    for d in (stale, fresh):
+        d.mkdir()
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    staged = stage_detector_code(ROOT / "policies" / "minimal.yaml", build_dir=tmp_path)
+    assert not stale.exists()
+    assert fresh.exists() and staged.exists()
