@@ -243,3 +243,114 @@ class LocalClusterBackend:
         return ConflictLog(
             self.policy, self.cluster.clients, table_prefix=self.cluster.table_prefix
         ).scan(self.policy.regions[0])
+
+
+class RemoteClusterBackend:
+    """The cluster a ``regionkit local up`` process runs, driven over its control endpoint.
+
+    Faults go through the control endpoint; reads, writes and scans go straight to
+    the regions' endpoints. The control endpoint reports how many changes each
+    link still holds, not their ages, so the RPO exposure ages are approximated by
+    the link's last measured lag.
+    """
+
+    name = "local"
+    threaded = True
+
+    def __init__(self, policy: Policy, settings: Any, control: Any) -> None:
+        from regions.health import RegionHealth
+        from regions.pool import ClientPool
+
+        self.policy = policy
+        self.control = control
+        self.settings = settings.model_copy(
+            update={
+                "connect_timeout": 0.2,
+                "read_timeout": 0.3,
+                "max_attempts": 1,
+                "breaker_failures": 2,
+                "breaker_reset_seconds": 1.0,
+                "failover_attempts": 3,
+            }
+        )
+        self._pool = ClientPool(self.settings, max_pool_connections=64)
+        self._skew: dict[str, int] = {}
+        self._routers = {
+            r: RegionRouter(
+                policy,
+                region=r,
+                clients=self._pool,
+                settings=self.settings,
+                health=RegionHealth(policy.regions, failures=2, reset_seconds=1.0),
+                physical_clock=self._clock(r),
+            )
+            for r in policy.regions
+        }
+
+    def _clock(self, region: str) -> Any:
+        return lambda: time.time_ns() // 1_000_000 + self._skew.get(region, 0)
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def router(self, region: str) -> RegionRouter:
+        return self._routers[region]
+
+    def outage(self, region: str, mode: str = "stop") -> None:
+        self.control.outage(region, mode)
+
+    def restore(self, region: str) -> None:
+        self.control.restore(region)
+
+    def pause(self, src: str | None = None, dst: str | None = None) -> None:
+        self.control.pause(src=src, dst=dst)
+
+    def resume(self, src: str | None = None, dst: str | None = None) -> None:
+        self.control.resume(src=src, dst=dst)
+
+    def partition(self, groups: list[list[str]]) -> None:
+        self.control.partition(groups)
+
+    def heal_links(self) -> None:
+        self.control.heal()
+
+    def skew(self, region: str, ms: int) -> None:
+        self._skew[region] = ms
+        self.control.skew(region, ms)
+
+    def _links(self) -> list[dict[str, Any]]:
+        return list(self.control.status().get("links", []))
+
+    def unreplicated_ages(self, region: str) -> list[float]:
+        ages: list[float] = []
+        for ln in self._links():
+            if ln.get("src") == region and ln.get("pending"):
+                ages += [float(ln.get("lag_last_ms") or 0) / 1000] * int(ln["pending"])
+        return ages
+
+    def wait_converged(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        quiet = 0
+        while time.monotonic() < deadline:
+            if all(not ln.get("pending") for ln in self._links()):
+                quiet += 1
+                if quiet >= 3:
+                    return True
+            else:
+                quiet = 0
+            time.sleep(0.1)
+        return False
+
+    def scan(self, region: str, table: str) -> Iterable[dict[str, Any]]:
+        return _scan(self._pool.dynamodb(region), table)
+
+    def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        return _get(self._pool.dynamodb(region), table, key)
+
+    def conflicts(self) -> list[ConflictRecord]:
+        return ConflictLog(self.policy, self._pool, table_prefix=self.settings.table_prefix).scan(
+            self.policy.regions[0]
+        )

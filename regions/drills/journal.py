@@ -81,7 +81,8 @@ class DrillFigures(_M):
     convergence_seconds: float | None = None
     converged: bool = False
     failback_seconds: float | None = Field(
-        None, description="failback: heal until writes for the region's users land at home.")
+        None, description="failback: heal until writes for the region's users land at home."
+    )
     tables_compared: int = 0
     conflicts: dict[str, int] = Field(default_factory=dict)
     conflict_resolutions: dict[str, int] = Field(default_factory=dict)

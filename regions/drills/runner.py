@@ -402,7 +402,8 @@ class DrillRunner:
             if home_again is None:
                 self.b.sleep(0.05)
         self.journal.figures.failback_seconds = (
-            round(home_again, 3) if home_again is not None else None)
+            round(home_again, 3) if home_again is not None else None
+        )
         self._end(ph, ok=home_again is not None, failback_s=self.journal.figures.failback_seconds)
 
     def _heal(self) -> None:

@@ -69,8 +69,11 @@ def run_schedule(policy: Policy, seed: int, *, events: int = 24) -> ScheduleResu
     rng = random.Random(seed)
     res = ScheduleResult(seed)
     regions = list(policy.regions)
-    glob = next(n for n, dc in policy.data_classes.items()
-                if isinstance(dc, GlobalDataClass) and n != policy.system.directory)
+    glob = next(
+        n
+        for n, dc in policy.data_classes.items()
+        if isinstance(dc, GlobalDataClass) and n != policy.system.directory
+    )
     pinned = next(n for n, dc in policy.data_classes.items() if isinstance(dc, PinnedDataClass))
     # version -> base version (None for a create)
     acked: dict[str, str | None] = {}
@@ -96,11 +99,15 @@ def run_schedule(policy: Policy, seed: int, *, events: int = 24) -> ScheduleResu
                 try:
                     current = router.get(dc, key)
                     body = {**key, "n": i, "by": writer}
-                    w = (router.put(dc, body, based_on=current) if current
-                         else router.put(dc, body, create_only=True))
+                    w = (
+                        router.put(dc, body, based_on=current)
+                        if current
+                        else router.put(dc, body, create_only=True)
+                    )
                     acked[w.version] = str(current["rk_v"]) if current else None
-                    res.events.append(f"{i} write {dc} {key['pk'][:12]} @{writer} -> "
-                                      f"{w.route.region} {w.version}")
+                    res.events.append(
+                        f"{i} write {dc} {key['pk'][:12]} @{writer} -> {w.route.region} {w.version}"
+                    )
                 except ResidencyViolation:
                     res.refused += 1
                     res.events.append(f"{i} write {dc} @{writer} refused")
@@ -165,8 +172,13 @@ def run_schedule(policy: Policy, seed: int, *, events: int = 24) -> ScheduleResu
         # accounting
         log = sim.detector.log.scan(regions[0])
         res.conflicts = len(log)
-        finals = [str(i["rk_v"]) for t in (table, policy.data_classes[glob].table)
-                  for r in regions for i in sim.items(r, t).values() if "rk_v" in i]
+        finals = [
+            str(i["rk_v"])
+            for t in (table, policy.data_classes[glob].table)
+            for r in regions
+            for i in sim.items(r, t).values()
+            if "rk_v" in i
+        ]
         accounted: set[str] = set()
         for start in finals + [c.loser_version for c in log]:
             v: str | None = start
@@ -176,7 +188,9 @@ def run_schedule(policy: Policy, seed: int, *, events: int = 24) -> ScheduleResu
         res.unaccounted = sorted(set(acked) - accounted)
         res.acknowledged = len(acked)
         history: dict[str, Any] = {
-            "events": res.events, "digests": digests,
-            "conflicts": sorted((c.kind, c.winner_version, c.loser_version) for c in log)}
+            "events": res.events,
+            "digests": digests,
+            "conflicts": sorted((c.kind, c.winner_version, c.loser_version) for c in log),
+        }
         res.digest = hashlib.sha256(json.dumps(history, sort_keys=True).encode()).hexdigest()
     return res

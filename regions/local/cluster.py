@@ -51,6 +51,7 @@ from residency.policy import Policy
 
 if TYPE_CHECKING:
     from regions.local.control import ControlServer
+    from regions.conflicts import ConflictDetector
     from regions.local.replication import Replicator
     from residency.settings import Settings
 
@@ -106,6 +107,7 @@ class LocalCluster:
         self.clients = ClusterClients({}, CONTROL)
         self.replication_clients = ClusterClients({}, REPLICATION)
         self.replicator: Replicator | None = None
+        self.detector: ConflictDetector | None = None
         self.control: ControlServer | None = None
         self.control_token = secrets.token_urlsafe(24)
         self._skew: dict[str, int] = dict.fromkeys(policy.regions, 0)
@@ -190,8 +192,18 @@ class LocalCluster:
                 message=f"the replication emulator is not available ({exc}); "
                 "start the cluster with replicate=False"
             ) from exc
-        self.replicator = Replicator(
+        from regions.conflicts import ConflictDetector
+
+        # The conflict detector reads every replica's stream through the emulator's
+        # feed, as the Lambda on each stream does in AWS.
+        self.detector = ConflictDetector(
             self.policy, self.replication_clients, table_prefix=self.table_prefix
+        )
+        self.replicator = Replicator(
+            self.policy,
+            self.replication_clients,
+            table_prefix=self.table_prefix,
+            listeners=[self.detector],
         )
         self.replicator.start()
 

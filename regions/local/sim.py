@@ -30,6 +30,7 @@ from residency.settings import Settings
 
 __all__ = ["InProcessClients", "Simulation", "simulation"]
 
+_SESSION: Any = None
 EPOCH = 1_767_225_600.0  # 2026-01-01T00:00:00Z: virtual time starts here
 
 
@@ -55,9 +56,10 @@ class InProcessClients:
         import boto3
         from botocore.config import Config
 
-        self._session: Any = boto3.session.Session(
-            aws_access_key_id="sim", aws_secret_access_key="sim"
-        )
+        global _SESSION
+        if _SESSION is None:  # loading service models is the slow part: do it once
+            _SESSION = boto3.session.Session(aws_access_key_id="sim", aws_secret_access_key="sim")
+        self._session: Any = _SESSION
         self._config = Config(retries={"max_attempts": 1, "mode": "standard"})
         self._clients: dict[tuple[str, str], Any] = {}
         self.down: set[str] = set()
