@@ -1501,6 +1501,299 @@ def audit_run(
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
+# --- regionkit drill ----------------------------------------------------------------------
+
+drill_app = typer.Typer(
+    help="Failover drills: region outage, replication pause, partition, clock skew, failback.",
+    no_args_is_help=True,
+)
+app.add_typer(drill_app, name="drill")
+
+_ScenarioArg = Annotated[str, typer.Argument(help="Scenario name (see `regionkit drill list`).")]
+_RegionOpt = Annotated[str, typer.Option("--region", "-r", help="The region the fault hits.")]
+_TargetOpt = Annotated[
+    str, typer.Option("--target", help="local (default: ephemeral or `local up` cluster) or aws.")
+]
+
+
+def _drill_params(
+    name: str, region: str, mode: str | None, ms: int | None, groups: list[str] | None
+) -> tuple[Any, Any]:
+    from regions.drills import get_scenario
+
+    policy = _policy()
+    scenario = get_scenario(name)
+    raw: dict[str, Any] = {"region": region}
+    if mode is not None:
+        raw["mode"] = mode
+    if ms is not None:
+        raw["ms"] = ms
+    if groups:
+        raw["groups"] = [_split_regions(g) for g in groups]
+    return scenario, scenario.parse(policy, raw)
+
+
+@drill_app.command("list")
+def drill_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The registered scenarios and their parameters."""
+    from regions.drills import SCENARIOS
+
+    rows = [
+        {
+            "name": s.name,
+            "description": s.description,
+            "parameters": {
+                k: (f.description or "") for k, f in s.params.model_fields.items()
+            },
+            "fis_action": s.fis_action,
+        }
+        for s in SCENARIOS.values()
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    t = Table(title="drill scenarios", title_justify="left")
+    for col in ("scenario", "what it does", "parameters"):
+        t.add_column(col)
+    for s in SCENARIOS.values():
+        t.add_row(s.name, s.description, ", ".join(s.params.model_fields))
+    _console().print(t)
+
+
+@drill_app.command("plan")
+def drill_plan(
+    scenario: _ScenarioArg,
+    region: _RegionOpt,
+    target: _TargetOpt = "local",
+    mode: Annotated[str | None, typer.Option("--mode", help="Outage: stop or refuse.")] = None,
+    ms: Annotated[int | None, typer.Option("--ms", help="Clock skew in ms.")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Partition group a,b.")] = None,
+    duration: Annotated[float, typer.Option("--duration", help="Fault duration, s.")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The steps a drill will take; for --target aws, the FIS experiment template too."""
+    sc, params = _drill_params(scenario, region, mode, ms, group)
+    policy = _policy()
+    t = policy.targets.drills
+    steps = [
+        "plan: validate the scenario against the policy",
+        f"steady state: canary writes in every region replicate within {t.convergence_seconds:g} s",
+        f"inject: {sc.name} on {params.region} ({sc.description})",
+        f"workload: writers in all {len(policy.regions)} regions on "
+        f"{', '.join(n for n in policy.data_classes if n != policy.system.directory)} "
+        f"for {duration:g} s",
+        "heal: remove the fault",
+        "convergence: replicas identical item for item (SHA-256 digests)",
+        f"verdict: RTO ≤ {t.rto_seconds:g} s, RPO ≤ {t.rpo_seconds:g} s, convergence ≤ "
+        f"{t.convergence_seconds:g} s, 0 residency violations",
+    ]
+    out: dict[str, Any] = {"scenario": sc.name, "parameters": params.model_dump(),
+                           "target": target, "steps": steps}
+    if target == "aws":
+        if sc.fis_action is None:
+            _fail(f"scenario {sc.name} cannot run on AWS: only replication-pause has an FIS "
+                  "action (aws:dynamodb:global-table-pause-replication)")
+        from infra.fis_template import experiment_template
+
+        seconds = max(1, int(duration))
+        out["fis_experiment_template"] = experiment_template(
+            policy, params.region, duration=f"PT{seconds}S",
+            table_prefix=_settings().table_prefix)
+    elif target != "local":
+        _fail(f"--target must be 'local' or 'aws', not {target!r}")
+    if as_json:
+        _print_json(out)
+        return
+    con = _console()
+    con.print(f"[bold]drill plan[/]: {_esc(sc.name)} on {_esc(params.region)} (target {target})")
+    for i, step in enumerate(steps, 1):
+        con.print(f"  {i}. {_esc(step)}")
+    if "fis_experiment_template" in out:
+        con.print("\n[bold]AWS FIS experiment template[/] (CreateExperimentTemplate request):")
+        typer.echo(json.dumps(out["fis_experiment_template"], indent=2))
+
+
+@drill_app.command("run")
+def drill_run(
+    scenario: _ScenarioArg,
+    region: _RegionOpt,
+    target: _TargetOpt = "local",
+    mode: Annotated[str | None, typer.Option("--mode", help="Outage: stop or refuse.")] = None,
+    ms: Annotated[int | None, typer.Option("--ms", help="Clock skew in ms.")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="Partition group a,b.")] = None,
+    duration: Annotated[float, typer.Option("--duration", help="Workload under fault, s.")] = 5.0,
+    rate: Annotated[float, typer.Option("--rate", help="Rounds/s per writer region.")] = 10.0,
+    report_dir: Annotated[
+        Path, typer.Option("--report-dir", help="Where to write JSON, Markdown and HTML.")
+    ] = Path("regionkit-report"),
+    confirm_account: Annotated[
+        str | None, typer.Option("--confirm-account", help="aws: the account ID, to confirm.")
+    ] = None,
+    create_template: Annotated[
+        bool, typer.Option("--create-template", help="aws: create the FIS template if missing.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the journal as JSON.")] = False,
+) -> None:
+    """Run a drill; exit 1 when a target is missed. The journal joins the drill history."""
+    from regions.drills import DrillOptions, save_journal
+    from regions.drills.report import write_reports
+
+    sc, params = _drill_params(scenario, region, mode, ms, group)
+    settings = _settings()
+    policy = _policy()
+    _configure_logging(policy)
+    if duration <= 0 or rate <= 0:
+        _fail("--duration and --rate must be positive")
+    if target == "aws":
+        journal = _drill_aws(sc, params, policy, settings, duration, confirm_account,
+                             create_template)
+    elif target == "local":
+        journal = _drill_local(sc, params, policy, settings,
+                               DrillOptions(duration=duration, rate=rate))
+    else:
+        _fail(f"--target must be 'local' or 'aws', not {target!r}")
+    history = save_journal(journal, settings.drill_history)
+    paths = write_reports(journal, report_dir)
+    if as_json:
+        typer.echo(journal.model_dump_json(indent=2))
+    else:
+        _print_drill(journal)
+        _console().print(f"reports: {', '.join(str(p) for p in paths.values())}\n"
+                         f"history: {history}")
+    raise typer.Exit(EXIT_OK if journal.verdict == "pass" else EXIT_CHECK_FAILED)
+
+
+def _drill_local(sc: Any, params: Any, policy: Policy, settings: Settings, options: Any) -> Any:
+    """On the `local up` cluster if one is running, else on an ephemeral cluster."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from regions.drills import DrillRunner
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=_console(stderr=True), transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def on_event(name: str, detail: dict[str, Any]) -> None:
+            if name == "phase":
+                progress.update(task, description=f"drill {sc.name}: {detail['name']}")
+            elif name == "progress":
+                progress.update(task, description=(
+                    f"drill {sc.name}: {detail['phase']} {detail['elapsed']:.1f}/"
+                    f"{detail['of']:.0f} s"))
+
+        if settings.state_file.is_file():
+            from regions.drills.backends import RemoteClusterBackend
+            from regions.local.control import ControlClient
+
+            progress.update(task, description=f"using the cluster in {settings.state_file}")
+            backend: Any = RemoteClusterBackend(
+                policy, settings, ControlClient.from_state_file(settings.state_file))
+            return DrillRunner(backend, sc, params, options=options,
+                               policy_path=settings.policy, on_event=on_event).run()
+        from regions.drills.backends import LocalClusterBackend
+        from regions.local.cluster import LocalCluster
+
+        progress.update(task, description=f"starting a local cluster of {len(policy.regions)} "
+                                          "regions")
+        with LocalCluster(policy, table_prefix=settings.table_prefix,
+                          policy_file=settings.policy) as cluster:
+            backend = LocalClusterBackend(cluster)
+            return DrillRunner(backend, sc, params, options=options,
+                               policy_path=settings.policy, on_event=on_event).run()
+
+
+def _drill_aws(sc: Any, params: Any, policy: Policy, settings: Settings, duration: float,
+               confirm_account: str | None, create_template: bool) -> Any:
+    import boto3
+
+    from infra.fis_template import experiment_template
+    from regions.drills.aws import require_account, run_fis_drill
+    from regions.drills.runner import policy_sha256
+
+    if sc.fis_action is None:
+        _fail(f"scenario {sc.name} cannot run on AWS: only replication-pause has an FIS action")
+    sts = boto3.client("sts", region_name=params.region)
+    account = require_account(sts, confirm_account)
+    template = experiment_template(policy, params.region, duration=f"PT{max(1, int(duration))}S",
+                                   table_prefix=settings.table_prefix, account=account)
+    fis = boto3.client("fis", region_name=params.region)
+    return run_fis_drill(fis, template, policy_name=policy.name,
+                         policy_sha256=policy_sha256(policy, settings.policy),
+                         region=params.region, account=account,
+                         create_template=create_template, timeout=duration + 600)
+
+
+def _print_drill(j: Any) -> None:
+    from rich.table import Table
+
+    from regions.drills.report import _rows
+
+    con = _console()
+    colour = {"pass": "green", "fail": "red"}.get(j.verdict, "yellow")
+    con.print(f"[bold]drill {j.drill_id}[/] {_esc(j.scenario)} on {_esc(', '.join(j.regions))}:"
+              f" [bold {colour}]{j.verdict.upper()}[/]")
+    for r in j.reasons:
+        con.print(f"  [red]- {_esc(r)}[/]")
+    t = Table(title="figures against targets", title_justify="left")
+    for col in ("figure", "measured", "target", "ok"):
+        t.add_column(col)
+    for a, b, c, ok in _rows(j):
+        t.add_row(a, b, c, "[green]yes[/]" if ok else "[red]NO[/]")
+    con.print(t)
+    if j.figures.data_classes:
+        d = Table(title="per data class", title_justify="left")
+        for col in ("data class", "kind", "RTO s", "writes ok/failed", "failover",
+                    "no compliant failover"):
+            d.add_column(col)
+        for x in j.figures.data_classes:
+            rto = "-" if x.rto_seconds is None else f"{x.rto_seconds:.3f}"
+            d.add_row(x.data_class, x.kind, rto, f"{x.writes_ok}/{x.writes_failed}",
+                      str(x.failover_writes), ", ".join(x.no_compliant_failover) or "-")
+        con.print(d)
+
+
+@drill_app.command("history")
+def drill_history(
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent N drills.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Past drills, newest last, with each region's last successful drill."""
+    from regions.drills import load_history
+
+    journals = load_history(_settings().drill_history)[-limit:]
+    if as_json:
+        _print_json([j.summary().model_dump(mode="json") | {
+            "rto_seconds": j.figures.rto_seconds,
+            "convergence_seconds": j.figures.convergence_seconds,
+            "residency_violations": j.figures.residency_violations} for j in journals])
+        return
+    from rich.table import Table
+
+    t = Table(title=f"drill history ({_settings().drill_history})", title_justify="left")
+    for col in ("started", "drill", "scenario", "target", "regions", "verdict", "RTO s",
+                "converge s"):
+        t.add_column(col)
+    for j in journals:
+        f = j.figures
+        t.add_row(j.started_at.strftime("%Y-%m-%d %H:%M:%S"), j.drill_id, j.scenario, j.target,
+                  ", ".join(j.regions), j.verdict,
+                  "-" if f.rto_seconds is None else f"{f.rto_seconds:.3f}",
+                  "-" if f.convergence_seconds is None else f"{f.convergence_seconds:.3f}")
+    _console().print(t)
+    last: dict[str, str] = {}
+    for j in journals:
+        if j.verdict == "pass":
+            for r in j.regions:
+                last[r] = j.started_at.strftime("%Y-%m-%d %H:%M")
+    policy = _policy()
+    _console().print("last successful drill per region: " + ", ".join(
+        f"{r}: {last.get(r, 'never')}" for r in policy.regions))
+
+
 # --- entry point ------------------------------------------------------------------------
 
 
