@@ -50,8 +50,8 @@ from residency.logs import get_logger
 from residency.policy import Policy
 
 if TYPE_CHECKING:
-    from regions.local.control import ControlServer
     from regions.conflicts import ConflictDetector
+    from regions.local.control import ControlServer
     from regions.local.replication import Replicator
     from residency.settings import Settings
 
