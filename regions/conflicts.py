@@ -227,7 +227,7 @@ class ConflictDetector:
         key = str(new.get(dc.partition_key, "?"))
         if dc.sort_key:
             key = f"{key}#{new.get(dc.sort_key, '?')}"
-        cid = conflict_id(table, key, str(ov), str(nv))
+        cid = conflict_id(table, key, str(ov), str(nv), kind)
         with self._lock:
             if cid in self._seen:
                 return None
@@ -259,7 +259,7 @@ class ConflictDetector:
             # pointer tells) never saw it replaced it first. The winner is lost.
             cur = Stamp.parse(str(moved_on[VERSION_ATTR]))
             self._record(
-                conflict_id(table, key, str(cur), str(wv)),
+                conflict_id(table, key, str(cur), str(wv), "lost_write"),
                 region,
                 table,
                 data_class,

@@ -21,7 +21,9 @@ for _k, _v in {
     "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20",
 }.items():
     os.environ[_k] = _v
-for _k in [k for k in os.environ if k.startswith("REGIONKIT_")]:
+# Settings come from the tests, never from the developer's shell; REGIONKIT_TEST_* are knobs.
+for _k in [k for k in os.environ
+           if k.startswith("REGIONKIT_") and not k.startswith("REGIONKIT_TEST_")]:
     del os.environ[_k]
 
 ROOT = Path(__file__).resolve().parent.parent

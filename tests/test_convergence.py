@@ -28,7 +28,7 @@ from residency.policy import load_policy
 POLICY = load_policy(os.path.join(os.path.dirname(__file__), "..", "policies", "minimal.yaml"))
 REGIONS = list(POLICY.regions)
 KEYS = ["a", "b", "c"]
-EXAMPLES = int(os.environ.get("REGIONKIT_CONVERGENCE_EXAMPLES", "20"))
+EXAMPLES = int(os.environ.get("REGIONKIT_TEST_CONVERGENCE_EXAMPLES", "20"))
 
 
 class ConvergenceMachine(RuleBasedStateMachine):

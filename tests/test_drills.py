@@ -1,0 +1,212 @@
+"""Failover drills: scenarios, the runner's journal and figures, reports, AWS safety,
+and the deterministic simulation over seeded random fault schedules."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from regions.drills import DrillOptions, DrillRunner, get_scenario, load_history, save_journal
+from regions.drills.backends import SimBackend
+from regions.drills.report import render_html, render_markdown, write_reports
+from regions.drills.simulate import run_schedule
+from regions.local.sim import simulation
+from residency.errors import ConfigError, UnknownName, UnknownRegion
+from residency.policy import Policy, load_policy
+from residency.records import DrillSummary
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = load_policy(ROOT / "policies" / "minimal.yaml")
+SCHEDULES = int(os.environ.get("REGIONKIT_TEST_SCHEDULES", "200"))
+PHASES = ["plan", "steady-state", "inject", "workload", "heal", "convergence", "measure",
+          "verdict"]
+
+
+def sim_drill(policy: Policy, scenario: str, region: str, seed: int = 1,
+              **params: Any) -> Any:
+    with simulation(policy, seed=seed) as s:
+        sc = get_scenario(scenario)
+        runner = DrillRunner(SimBackend(s), sc, sc.parse(policy, {"region": region, **params}),
+                             options=DrillOptions(duration=0.6, rate=10, recovery=0.5, seed=seed))
+        return runner.run()
+
+
+# --- the deterministic simulation ----------------------------------------------------
+
+
+def test_seeded_random_fault_schedules() -> None:
+    """Every schedule: 0 residency violations, full convergence, every ack accounted for."""
+    failures: list[str] = []
+    totals = {"acknowledged": 0, "conflicts": 0, "unavailable": 0}
+    kinds: set[str] = set()
+    for seed in range(SCHEDULES):
+        r = run_schedule(MINIMAL, seed)
+        totals["acknowledged"] += r.acknowledged
+        totals["conflicts"] += r.conflicts
+        totals["unavailable"] += r.unavailable
+        kinds |= {e.split()[2] for e in r.events if " fault " in e}
+        if not r.ok:
+            failures.append(f"seed {seed}: converged={r.converged} "
+                            f"violations={r.residency_violations} unaccounted={r.unaccounted}")
+    assert not failures, "\n".join(failures)
+    # the schedules really exercised what they claim
+    assert kinds == {"outage", "pause", "partition", "skew", "lag"}
+    assert totals["acknowledged"] > 10 * SCHEDULES // 2
+    assert totals["conflicts"] > 0 and totals["unavailable"] > 0
+
+
+def test_the_same_seed_reproduces_the_same_history() -> None:
+    a, b, c = run_schedule(MINIMAL, 42), run_schedule(MINIMAL, 42), run_schedule(MINIMAL, 43)
+    assert a.digest == b.digest and a.events == b.events
+    assert a.digest != c.digest
+
+
+# --- the runner on the simulation ---------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario,region,params", [
+    ("region-outage", "eu-central-1", {}),
+    ("replication-pause", "eu-west-1", {}),
+    ("partition", "us-east-1", {}),
+    ("clock-skew", "eu-central-1", {"ms": 250}),
+    ("failback", "eu-central-1", {}),
+])
+def test_every_scenario_passes_on_the_simulation(scenario: str, region: str,
+                                                 params: dict[str, Any]) -> None:
+    j = sim_drill(MINIMAL, scenario, region, **params)
+    assert j.verdict == "pass", j.reasons
+    names = [p.name for p in j.phases]
+    expected = PHASES if scenario != "failback" else PHASES[:6] + ["failback"] + PHASES[6:]
+    assert names == expected
+    assert all(p.ended_at is not None and p.ended_at >= p.started_at for p in j.phases)
+    f = j.figures
+    assert f.converged and f.residency_violations == 0 and f.tables_compared >= 3
+    assert f.writes_acknowledged > 0
+    assert {d.data_class for d in f.data_classes} == {"content", "profile"}
+    assert {r.region for r in f.regions} == set(MINIMAL.regions)
+
+
+def test_region_outage_fails_over_and_measures_rto() -> None:
+    j = sim_drill(MINIMAL, "region-outage", "eu-central-1")
+    by = {d.data_class: d for d in j.figures.data_classes}
+    assert by["content"].failover_writes > 0 and by["profile"].failover_writes > 0
+    assert by["profile"].rto_seconds is not None and by["profile"].rto_seconds < 1.0
+    assert "eu-central-1" in by["profile"].rto_by_region
+
+
+def test_single_region_jurisdiction_waits_by_law() -> None:
+    """us-east-1 is the US's only region: its profiles cannot fail over, and say why."""
+    j = sim_drill(MINIMAL, "region-outage", "us-east-1")
+    profile = next(d for d in j.figures.data_classes if d.data_class == "profile")
+    assert profile.no_compliant_failover == ["US"]
+    assert j.figures.client_errors.get("RegionUnavailable", 0) > 0
+    assert j.figures.residency_violations == 0
+    assert j.verdict == "pass", j.reasons
+
+
+def test_a_missed_target_fails_the_verdict() -> None:
+    strict = MINIMAL.model_copy(update={"targets": MINIMAL.targets.model_copy(update={
+        "drills": MINIMAL.targets.drills.model_copy(update={"rto_seconds": 1e-9})})})
+    j = sim_drill(strict, "region-outage", "eu-central-1")
+    assert j.verdict == "fail"
+    assert any("RTO" in r for r in j.reasons)
+
+
+def test_scenario_parameters_are_validated() -> None:
+    with pytest.raises(UnknownName):
+        get_scenario("meteor-strike")
+    with pytest.raises(UnknownRegion):
+        get_scenario("region-outage").parse(MINIMAL, {"region": "mars-east-1"})
+    with pytest.raises(ConfigError, match="mode"):
+        get_scenario("region-outage").parse(MINIMAL, {"region": "eu-west-1", "mode": "nuke"})
+
+
+# --- journal, history and reports -----------------------------------------------------
+
+
+def test_history_reports_and_summary(tmp_path: Path) -> None:
+    j = sim_drill(MINIMAL, "replication-pause", "eu-west-1")
+    path = save_journal(j, tmp_path / "history")
+    assert path.exists()
+    (tmp_path / "history" / "junk.json").write_text("{not json", encoding="utf-8")
+    [back] = load_history(tmp_path / "history")
+    assert back == j
+    summary = DrillSummary.model_validate(json.loads(path.read_text()))
+    assert summary.regions == ["eu-west-1"] and summary.verdict == "pass"
+    paths = write_reports(j, tmp_path / "out")
+    assert json.loads(paths["json"].read_text())["drill_id"] == j.drill_id
+    md = paths["markdown"].read_text()
+    assert "| RTO" in md and "## Timeline" in md
+    page = paths["html"].read_text()
+
+    class Links(html.parser.HTMLParser):
+        external: list[str] = []
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            for name, value in attrs:
+                if name in {"src", "href"} and value and "://" in value:
+                    self.external.append(value)
+
+    parser = Links()
+    parser.feed(page)
+    assert parser.external == []  # self-contained
+    assert "<script" not in page and "timeline" in page and j.drill_id in page
+    assert render_markdown(j) == md and render_html(j) == page
+
+
+def test_html_escapes_text() -> None:
+    j = sim_drill(MINIMAL, "clock-skew", "eu-west-1")
+    j.reasons.append("<script>alert(1)</script>")
+    assert "<script>alert" not in render_html(j)
+
+
+# --- AWS target safety -----------------------------------------------------------------
+
+
+def test_aws_drill_refuses_without_a_matching_account() -> None:
+    from moto import mock_aws
+
+    from regions.drills.aws import require_account
+
+    with mock_aws():
+        import boto3
+
+        sts = boto3.client("sts", region_name="eu-west-1")
+        with pytest.raises(ConfigError, match="--confirm-account 123456789012"):
+            require_account(sts, None)
+        with pytest.raises(ConfigError, match="does not match"):
+            require_account(sts, "999999999999")
+        assert require_account(sts, "123456789012") == "123456789012"
+
+
+def test_aws_drill_runs_the_fis_experiment_on_moto() -> None:
+    from moto import mock_aws
+
+    from infra.fis_template import experiment_template
+    from regions.drills.aws import find_template, run_fis_drill
+
+    with mock_aws():
+        import boto3
+
+        fis = boto3.client("fis", region_name="eu-west-1")
+        template = experiment_template(MINIMAL, "eu-west-1", duration="PT1S",
+                                       account="123456789012")
+        with pytest.raises(ConfigError, match="no regionkit FIS template"):
+            run_fis_drill(fis, template, policy_name=MINIMAL.name, policy_sha256="x",
+                          region="eu-west-1", account="123456789012")
+        j = run_fis_drill(fis, template, policy_name=MINIMAL.name, policy_sha256="x",
+                          region="eu-west-1", account="123456789012", create_template=True,
+                          poll=0.0, sleep=lambda s: None)
+        assert find_template(fis, MINIMAL.name, "eu-west-1") is not None
+        assert j.target == "aws" and [p.name for p in j.phases][:2] == ["plan", "inject"]
+        exp_id = j.phases[1].detail["experiment"]
+        assert fis.get_experiment(id=exp_id)["experiment"]["experimentTemplateId"]
+        assert j.verdict in {"pass", "fail"}
+        template_actions = template["actions"]
+        assert any(a["actionId"] == "aws:dynamodb:global-table-pause-replication"
+                   for a in template_actions.values())
