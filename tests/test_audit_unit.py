@@ -531,3 +531,71 @@ def test_cli_audit_run_writes_a_report_file(tmp_path: Path) -> None:
     assert verify_report(json.loads(out.read_text(encoding="utf-8")))
     proc = run_cli("audit", "run", "--checks", "policy", "--format", "junit")
     assert proc.stdout.startswith("<?xml")
+
+
+def test_drill_journals_written_by_the_drill_runner_are_read(
+    policy: Policy, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from regions.drills.journal import DrillJournal, save_journal
+
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    for i, (region, target, verdict, ended) in enumerate(
+        [
+            ("eu-central-1", "sim", "pass", None),  # a simulated drill, no end recorded
+            ("eu-west-1", "local", "pass", now - timedelta(days=2)),
+            ("us-east-1", "aws", "fail", now - timedelta(days=2)),
+        ]
+    ):
+        save_journal(
+            DrillJournal(
+                drill_id=f"d{i}",
+                scenario="region-outage",
+                target=target,
+                policy="minimal",
+                policy_sha256="0" * 64,
+                regions=[region],
+                started_at=now - timedelta(days=3),
+                ended_at=ended,
+                verdict=verdict,
+            ),
+            tmp_path,
+        )
+    report = run_audit(
+        policy,
+        NoAws(),
+        policy_path=MINIMAL,
+        checks=["operations.drill_recency"],
+        drill_history=tmp_path,
+        now=now,
+    )
+    by_region = {f.region: f for f in report.findings}
+    assert by_region["eu-central-1"].status == "PASS"
+    assert "(region-outage, sim)" in by_region["eu-central-1"].reason
+    assert by_region["eu-west-1"].status == "PASS"
+    assert by_region["us-east-1"].status == "FAIL"  # its only drill failed
+    assert not [f for f in report.findings if f.status == "ERROR"]
+
+
+def test_the_cli_progress_bar_follows_scan_events() -> None:
+    import io
+
+    from rich.console import Console
+
+    import cli
+    from residency.audit import ProgressEvent
+
+    console = Console(file=io.StringIO(), force_terminal=True, width=100)
+    bar, on_event = cli._audit_progress(console)
+    bar.start()
+    try:
+        on_event(ProgressEvent("check", "infra.pitr"))  # ignored
+        on_event(ProgressEvent("scan", "eu-west-1/profiles", total=10))
+        on_event(ProgressEvent("scan", "eu-west-1/profiles", advance=4))
+        on_event(ProgressEvent("scan", "eu-west-1/profiles", advance=3))
+        on_event(ProgressEvent("scan", "eu-west-1/profiles", done=True))
+    finally:
+        bar.stop()
+    (task,) = bar.tasks
+    assert (task.description, task.completed, task.total) == ("eu-west-1/profiles", 7, 7)

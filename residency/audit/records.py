@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ class DrillHistory:
     exists: bool
     drills: list[tuple[str, DrillSummary]] = field(default_factory=list)  # (file, summary)
     errors: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+    targets: dict[str, str] = field(default_factory=dict)  # file -> target as written
 
 
 class _TablesOnly:
@@ -98,7 +100,17 @@ def read_drills(ctx: AuditContext) -> DrillHistory:
     for file in sorted(path.rglob("*.json")):
         name = str(file.relative_to(path))
         try:
-            summary = DrillSummary.model_validate_json(file.read_bytes())
+            raw = json.loads(file.read_bytes())
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            # As DrillJournal.summary() reads its own journals: a simulated drill counts
+            # as a local one, and a journal without an end ended when it started.
+            history.targets[name] = str(raw.get("target", ""))
+            if raw.get("target") == "sim":
+                raw["target"] = "local"
+            if raw.get("ended_at") is None and "started_at" in raw:
+                raw["ended_at"] = raw["started_at"]
+            summary = DrillSummary.model_validate(raw)
         except (OSError, ValidationError, ValueError) as exc:
             reason = (
                 f"{type(exc).__name__}: {exc.errors(include_url=False)[0]['msg']}"

@@ -170,8 +170,9 @@ def drill_recency(ctx: AuditContext) -> Iterator[Finding]:
         file, last = max(passed, key=lambda fd: fd[1].ended_at)
         age = now - last.ended_at.astimezone(UTC)
         days = age.total_seconds() / 86400
+        target = history.targets.get(file) or last.target
         text = (
-            f"last successful drill {last.drill_id} ({last.scenario}, {last.target}) ended "
+            f"last successful drill {last.drill_id} ({last.scenario}, {target}) ended "
             f"{last.ended_at.astimezone(UTC).date().isoformat()}, {days:.0f} days ago"
         )
         details = {"drill_id": last.drill_id, "journal": file, "age_days": int(days)}
