@@ -227,10 +227,9 @@ class ConflictDetector:
         key = str(new.get(dc.partition_key, "?"))
         if dc.sort_key:
             key = f"{key}#{new.get(dc.sort_key, '?')}"
-        cid = conflict_id(table, key, str(ov), str(nv), kind)
+        cid = conflict_id(table, key, str(ov), str(nv))
         with self._lock:
-            if cid in self._seen:
-                return None
+            already = cid in self._seen
             self._seen.add(cid)
         merge_ref = (
             dc.conflicts.merge
@@ -239,8 +238,11 @@ class ConflictDetector:
         )
         moved_on: dict[str, Any] | None = None
         if kind == "inversion" and self.repair:
-            # Put the HLC winner back; if the item has moved on meanwhile, say so.
+            # Put the HLC winner back, even when this pair was logged before: the
+            # same two versions can meet again, the older one replayed over the newer.
             moved_on = self._rewrite(region, table, winner, f"{VERSION_ATTR} < :v")
+        if already:
+            return None
         repaired = kind == "inversion" and self.repair and moved_on is None
         resolution: Any = (
             ("repaired" if repaired else "lww")
@@ -259,7 +261,7 @@ class ConflictDetector:
             # pointer tells) never saw it replaced it first. The winner is lost.
             cur = Stamp.parse(str(moved_on[VERSION_ATTR]))
             self._record(
-                conflict_id(table, key, str(cur), str(wv), "lost_write"),
+                conflict_id(table, key, str(cur), str(wv)),
                 region,
                 table,
                 data_class,

@@ -19,14 +19,10 @@ ConflictKind = Literal["concurrent", "inversion", "lost_write"]
 Resolution = Literal["lww", "merged", "repaired"]
 
 
-def conflict_id(table: str, key: str, a: str, b: str, kind: str = "") -> str:
-    """The same conflict gets the same ID in every region (that is how it is logged once).
-
-    The kind is part of it: the same two versions can meet twice, e.g. a lost write
-    whose loser is later replayed over the winner (an inversion that must be repaired).
-    """
+def conflict_id(table: str, key: str, a: str, b: str) -> str:
+    """The same conflict gets the same ID in every region (that is how it is logged once)."""
     lo, hi = sorted((a, b))
-    return hashlib.sha256(f"{table}\0{key}\0{lo}\0{hi}\0{kind}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{table}\0{key}\0{lo}\0{hi}".encode()).hexdigest()[:32]
 
 
 class ConflictRecord(BaseModel):
