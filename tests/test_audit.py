@@ -350,17 +350,25 @@ def test_a_table_recreated_with_defaults_and_a_missing_table(env: Env) -> None:
     content = env.table("content")
     env.raw(EU2).update_table(TableName=content, DeletionProtectionEnabled=False)
     env.raw(EU2).delete_table(TableName=content)
+    ddb = env.raw(EU1)  # the AWS-managed aws/dynamodb key instead of the table's own
+    ddb.update_table(TableName=log_table, DeletionProtectionEnabled=False)
+    ddb.delete_table(TableName=log_table)
+    ddb.create_table(
+        TableName=log_table,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        SSESpecification={"Enabled": True, "SSEType": "KMS"},
+    )
     report = env.audit(checks=["infra"])
     arn = env.arn(US, "regionkit-conflicts")
-    for check in (
-        "infra.kms",
-        "infra.pitr",
-        "infra.streams",
-        "infra.tags",
-        "infra.deletion_protection",
-    ):
-        assert [(f.region, f.resource) for f in of(report, check, "FAIL")] == [(US, arn)], check
-    assert "AWS-owned key" in of(report, "infra.kms", "FAIL")[0].reason
+    for check in ("infra.pitr", "infra.streams", "infra.tags", "infra.deletion_protection"):
+        found = sorted((f.region, f.resource) for f in of(report, check, "FAIL"))
+        assert found == [(EU1, env.arn(EU1, "regionkit-conflicts")), (US, arn)], check
+    kms = {f.region: f for f in of(report, "infra.kms", "FAIL")}
+    assert set(kms) == {EU1, US}
+    assert kms[US].resource == arn and "AWS-owned key" in kms[US].reason
+    assert "AWS-managed key" in kms[EU1].reason
     missing = of(report, "infra.table_placement", "FAIL")
     assert [(f.region, f.resource, f.severity) for f in missing] == [
         (EU2, env.arn(EU2, "content"), "high")

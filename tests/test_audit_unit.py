@@ -163,6 +163,7 @@ def test_the_iam_policy_is_the_union_of_the_checks_permissions(policy: Policy) -
         "dynamodb:Scan",
         "dynamodb:Query",
         "kms:DescribeKey",
+        "kms:ListAliases",
         "sts:GetCallerIdentity",
     } == actions
     assert not any("*" in a for a in actions)

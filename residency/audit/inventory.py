@@ -181,8 +181,17 @@ def _describe(ctx: AuditContext, client: Any, state: TableState, aspects: set[st
                 state.kms_error = down
             else:
                 try:
-                    meta = ctx.clients.client("kms", key_region).describe_key(KeyId=key_arn)
+                    kms = ctx.clients.client("kms", key_region)
+                    meta = kms.describe_key(KeyId=key_arn)
                     state.kms_manager = str(meta["KeyMetadata"].get("KeyManager", ""))
+                    if state.kms_manager == "CUSTOMER":
+                        # The reserved alias/aws/ names only AWS-managed keys (moto reports
+                        # its aws/dynamodb default key as CUSTOMER; AWS does not).
+                        aliases = kms.list_aliases(KeyId=key_arn).get("Aliases", [])
+                        if any(
+                            str(a.get("AliasName", "")).startswith("alias/aws/") for a in aliases
+                        ):
+                            state.kms_manager = "AWS"
                 except Exception as exc:
                     ctx.note_failure(key_region, exc)
                     state.kms_error = error_reason(exc)

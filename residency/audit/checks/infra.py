@@ -277,12 +277,13 @@ def pitr(ctx: AuditContext) -> Iterator[Finding]:
     "KMS keys are regional, so each replica needs a key in its own region.",
     remediation="UpdateTable SSESpecification={Enabled: true, SSEType: KMS, KMSMasterKeyId: "
     "<customer-managed key ARN in the same region>}.",
-    permissions=[_LIST, _DESCRIBE, "kms:DescribeKey"],
+    permissions=[_LIST, _DESCRIBE, "kms:DescribeKey", "kms:ListAliases"],
 )
 def kms(ctx: AuditContext) -> Iterator[Finding]:
     """Every table is encrypted with SSE type KMS under a customer-managed key (KeyManager
-    CUSTOMER, not the AWS-owned or AWS-managed ``aws/dynamodb`` key) that lives in the
-    table's region (when ``targets.audit.customer_managed_kms``).
+    CUSTOMER and no reserved ``alias/aws/`` alias: not the AWS-owned or the AWS-managed
+    ``aws/dynamodb`` key) that lives in the table's region
+    (when ``targets.audit.customer_managed_kms``).
 
     Example::
 
