@@ -844,3 +844,36 @@ def test_cli_audit_run_against_the_cluster(env: Env, tmp_path: Path) -> None:
     assert env.arn(EU2, "content") in proc.stdout
     assert run("--checks", "infra.pitr", "--fail-on", "critical").returncode == 0
     assert run("--checks", "infra.pitr", "--regions", "eu-central-1").returncode == 0
+
+
+def test_access_denied_is_an_error_with_its_reason(env: Env) -> None:
+    from botocore.exceptions import ClientError
+
+    class Denied:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            if name == "describe_continuous_backups":
+
+                def deny(**kw: Any) -> Any:
+                    raise ClientError(
+                        {"Error": {"Code": "AccessDeniedException", "Message": "no"}},
+                        "DescribeContinuousBackups",
+                    )
+
+                return deny
+            return getattr(self.inner, name)
+
+    class DeniedClients(Clients):
+        def client(self, service: str, region: str) -> Any:
+            inner = super().client(service, region)
+            return Denied(inner) if service == "dynamodb" and region == US else inner
+
+    report = env.audit(checks=["infra.pitr"], clients=DeniedClients(env.cluster))
+    errors = of(report, "infra.pitr", "ERROR")
+    assert sorted(f.resource for f in errors) == sorted(
+        env.arn(US, t) for t in ("profiles", "content", "directory", "regionkit-conflicts")
+    )
+    assert all("access denied" in f.reason and "AccessDeniedException" in f.reason for f in errors)
+    assert {f.region for f in of(report, "infra.pitr", "PASS")} == {EU1, EU2}
