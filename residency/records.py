@@ -66,7 +66,7 @@ class DrillSummary(BaseModel):
 
     drill_id: str
     scenario: str
-    target: Literal["local", "aws"]
+    target: Literal["local", "aws", "sim"]
     policy_sha256: str = ""
     regions: list[str]
     started_at: datetime

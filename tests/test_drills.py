@@ -111,10 +111,10 @@ def test_single_region_jurisdiction_waits_by_law() -> None:
 
 def test_a_missed_target_fails_the_verdict() -> None:
     strict = MINIMAL.model_copy(update={"targets": MINIMAL.targets.model_copy(update={
-        "drills": MINIMAL.targets.drills.model_copy(update={"rto_seconds": 1e-9})})})
-    j = sim_drill(strict, "region-outage", "eu-central-1")
+        "drills": MINIMAL.targets.drills.model_copy(update={"convergence_seconds": 1e-9})})})
+    j = sim_drill(strict, "replication-pause", "eu-central-1")
     assert j.verdict == "fail"
-    assert any("RTO" in r for r in j.reasons)
+    assert any("convergence" in r for r in j.reasons), j.reasons
 
 
 def test_scenario_parameters_are_validated() -> None:

@@ -126,7 +126,7 @@ class DrillJournal(_M):
                         "verdict",
                     }
                 ),
-                "target": "local" if self.target == "sim" else self.target,
+                "target": self.target,
                 "ended_at": self.ended_at or self.started_at,
             }
         )
