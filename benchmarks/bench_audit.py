@@ -442,6 +442,11 @@ def main() -> None:
     for name, n, t, c in rows:
         print(f"{name:<38} {n:>8,} {t:>8.1f} {n / t:>10,.0f} {c:>8.1f} ({c / t:.2f} cores busy)")
     print(f"FAIL/ERROR findings of the audit: {len(bad)}")
+    eff_audit = max(n_audit / c_audit, n_audit2 / c_audit2)
+    print(
+        f"items per CPU second (independent of how busy the machine is): naive projected "
+        f"{n_proj / c_proj:,.0f}, audit {eff_audit:,.0f}"
+    )
     speedup = best / rate_proj
     print(
         f"speed-up vs naive projected: {speedup:.2f}x (vs whole items: "
