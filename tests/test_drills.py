@@ -210,3 +210,29 @@ def test_aws_drill_runs_the_fis_experiment_on_moto() -> None:
         template_actions = template["actions"]
         assert any(a["actionId"] == "aws:dynamodb:global-table-pause-replication"
                    for a in template_actions.values())
+
+
+# --- on the real local cluster ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("scenario", ["region-outage", "replication-pause"])
+def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path) -> None:
+    """Real moto servers, a SIGSTOPped region or paused links, wall-clock figures."""
+    from regions.drills.backends import LocalClusterBackend
+
+    sc = get_scenario(scenario)
+    runner = DrillRunner(LocalClusterBackend(cluster), sc,
+                         sc.parse(cluster.policy, {"region": "eu-central-1"}),
+                         options=DrillOptions(duration=1.5, rate=10))
+    j = runner.run()
+    assert j.verdict == "pass", j.reasons
+    f = j.figures
+    assert f.converged and f.residency_violations == 0
+    assert f.convergence_seconds is not None and f.convergence_seconds < 10
+    if scenario == "region-outage":
+        by = {d.data_class: d for d in f.data_classes}
+        assert by["content"].failover_writes > 0
+        # the breaker opens after two 0.3 s timeouts: failover well inside a second
+        assert by["content"].rto_seconds is not None and by["content"].rto_seconds < 1.5
+        assert "eu-central-1" in by["profile"].rto_by_region
+    write_reports(j, tmp_path)
