@@ -239,6 +239,58 @@ def test_start_timeout_is_bounded_and_kills_the_server(
     assert _wait_gone([int(pid_file.read_text())], 2.0) == []
 
 
+def _raw(url: str, data: bytes) -> bytes:
+    """Send raw bytes; read until the server closes (every request here ends with a close)."""
+    import socket
+
+    host, _, port = url.removeprefix("http://").partition(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(data)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_the_keep_alive_server_speaks_plain_http(isolated_cluster: Any) -> None:
+    url = isolated_cluster.endpoints["eu-west-1"]
+    auth = (
+        "Authorization: AWS4-HMAC-SHA256 Credential=x/20200101/eu-west-1/dynamodb/"
+        "aws4_request, SignedHeaders=host, Signature=0\r\n"
+    )
+    head = (
+        "POST / HTTP/1.1\r\nHost: x\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n"
+        "Content-Type: application/x-amz-json-1.0\r\n" + auth
+    )
+    # two requests on one connection (keep-alive), the second one chunked, then close
+    two = (
+        head
+        + "Content-Length: 2\r\n\r\n{}"
+        + head
+        + "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    ).encode()
+    reply = _raw(url, two)
+    assert reply.count(b"HTTP/1.1 200 OK") == 2
+    assert b"TableNames" in reply and reply.count(b"Connection: close") == 1
+    # HTTP/1.0 closes after one answer
+    reply = _raw(
+        url, (head.replace("HTTP/1.1", "HTTP/1.0") + "Content-Length: 2\r\n\r\n{}").encode()
+    )
+    assert reply.startswith(b"HTTP/1.1 200") and b"Connection: close" in reply
+    # garbage is refused, and the server keeps serving
+    assert _raw(url, b"NONSENSE\r\n\r\n").startswith(b"HTTP/1.1 400")
+    assert isolated_cluster.servers["eu-west-1"].ping()
+    # an unknown target is moto's answer, not a crash
+    reply = _raw(
+        url,
+        (
+            head.replace("ListTables", "NoSuchCall") + "Content-Length: 2\r\n"
+            "Connection: close\r\n\r\n{}"
+        ).encode(),
+    )
+    assert reply.split(b" ", 2)[1] in {b"400", b"404", b"500"}
+
+
 def test_loopback_only() -> None:
     with pytest.raises(ConfigError, match="loopback"):
         start_servers(["eu-west-1"], host="0.0.0.0")

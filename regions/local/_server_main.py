@@ -9,9 +9,11 @@ stock ``moto_server`` in three measured ways:
   after every response ("Connection: close"), so each boto3 call paid a TCP
   handshake and a new server thread. This server keeps pooled connections open,
   as DynamoDB does.
-* **direct dispatch.** Requests are routed to the DynamoDB, Streams and KMS apps
-  by their ``X-Amz-Target`` header instead of moto's per-request scan of every
-  service module on disk; everything else still goes through moto's dispatcher.
+* **direct dispatch.** Requests are routed to the DynamoDB, Streams and KMS
+  handlers by their ``X-Amz-Target`` header instead of moto's per-request scan of
+  every service module on disk, and called without Flask around them (moto's
+  own view does nothing more); everything else still goes through moto's
+  dispatcher and Flask apps.
 * **no per-request logging**, a cached method table, a cheaper request ID, and
   KMS key pairs generated on first use instead of for every key (moto makes an
   RSA-2048 pair even for a symmetric key: 50 ms per table per region).
@@ -51,6 +53,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler
 from typing import Any, TextIO
 
@@ -131,6 +134,56 @@ def _lazy_kms_keys() -> None:
         pass
 
 
+def _direct(service: str, flask_app: WsgiApp) -> WsgiApp:
+    """Call moto's handler for ``POST /`` of ``service`` without Flask around it.
+
+    This is what moto's Flask view does (``moto.core.utils.convert_to_flask_response``):
+    build moto's request object, call the service's ``dispatch``, turn a
+    ``ClientError`` into a 400, and return the status, headers and body, plus the
+    CORS header Flask-CORS adds. Flask's request context, URL routing and response
+    object cost 30 % of a put; these three services have the one route. Anything
+    else (another path or method), or a moto release that changed these
+    internals, goes through the Flask app as before.
+    """
+    try:
+        from botocore.exceptions import ClientError
+        from moto import backends
+        from moto.core.models import DEFAULT_ACCOUNT_ID
+        from moto.moto_server.werkzeug_app import BackendRequest
+
+        backend_dict: Any = backends.get_backend(service)  # type: ignore[call-overload]
+        handler = backend_dict[DEFAULT_ACCOUNT_ID]["us-east-1"].flask_paths["/"]
+    except Exception:  # pragma: no cover - moto's internals moved: keep Flask
+        return flask_app
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != "/":
+            return flask_app(environ, start_response)
+        request = BackendRequest(environ)
+        try:
+            result = handler(request, request.raw_url, dict(request.headers))
+        except ClientError as exc:
+            result = 400, {}, exc.response["Error"]["Message"]
+        if isinstance(result, tuple) and len(result) == 3:
+            status, headers, content = result
+        else:
+            status, headers, content = 200, {}, result
+        code = int(status)
+        try:
+            phrase = HTTPStatus(code).phrase.upper()
+        except ValueError:
+            phrase = "UNKNOWN"
+        out = [(str(k), str(v)) for k, v in dict(headers).items()]
+        if not any(k.lower() == "content-type" for k, _ in out):
+            out.append(("Content-Type", "text/html; charset=utf-8"))  # as Flask does
+        out.append(("Access-Control-Allow-Origin", "*"))  # as Flask-CORS does
+        body = content.encode("utf-8") if isinstance(content, str) else bytes(content or b"")
+        start_response(f"{code} {phrase}", out)
+        return [body]
+
+    return app
+
+
 def build_app() -> WsgiApp:
     """moto's WSGI app, with the three services the cluster uses dispatched directly."""
     _speedups()
@@ -138,9 +191,9 @@ def build_app() -> WsgiApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     fallback = DomainDispatcherApplication(create_backend_app)
-    dynamodb = create_backend_app("dynamodb")
-    streams = create_backend_app("dynamodbstreams")
-    kms = create_backend_app("kms")
+    dynamodb = _direct("dynamodb", create_backend_app("dynamodb"))
+    streams = _direct("dynamodbstreams", create_backend_app("dynamodbstreams"))
+    kms = _direct("kms", create_backend_app("kms"))
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -216,8 +269,8 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def _read_body(self) -> bytes | None:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+    def _read_body(self, headers: dict[str, str]) -> bytes | None:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
             chunks: list[bytes] = []
             while True:
                 size_line = self.rfile.readline(65537)
@@ -230,21 +283,60 @@ class _Handler(BaseHTTPRequestHandler):
                     return b"".join(chunks)
                 chunks.append(self.rfile.read(size))
                 self.rfile.readline(3)
-        length = int(self.headers.get("Content-Length") or 0)
+        length = int(headers.get("content-length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def handle_one_request(self) -> None:
+    def _refuse(self, code: int, reason: str) -> None:
+        self.close_connection = True
+        body = reason.encode()
+        self.wfile.write(
+            f"HTTP/1.1 {code} {reason}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n".encode("latin-1")
+            + body
+        )
+
+    def _read_head(self) -> list[tuple[str, str]] | None:
+        """Request line and headers, parsed plainly (http.server's email parser costs
+        a sixth of a put). None when the connection is done or the request refused."""
         line = self.rfile.readline(65537)
         if not line:
             self.close_connection = True
+            return None
+        parts = line.decode("latin-1").split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+            self._refuse(400, "Bad Request")
+            return None
+        self.command, self.path, self.request_version = parts
+        self.requestline = line.decode("latin-1").rstrip("\r\n")
+        fields: list[tuple[str, str]] = []
+        while True:
+            raw = self.rfile.readline(65537)
+            if raw in (b"\r\n", b"\n"):
+                return fields
+            if not raw:
+                self.close_connection = True
+                return None
+            name, sep, value = raw.decode("latin-1").partition(":")
+            if not sep or len(fields) >= 200:
+                self._refuse(400 if not sep else 431, "Bad Request Header")
+                return None
+            fields.append((name.strip(), value.strip()))
+
+    def handle_one_request(self) -> None:
+        fields = self._read_head()
+        if fields is None:
             return
-        self.raw_requestline = line
-        if not self.parse_request():
-            return
+        headers = {name.lower(): value for name, value in fields}
+        connection = headers.get("connection", "").lower()
+        self.close_connection = connection == "close" or (
+            self.request_version == "HTTP/1.0" and connection != "keep-alive"
+        )
+        if headers.get("expect", "").lower() == "100-continue":
+            self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            body = self._read_body()
+            body = self._read_body(headers)
         except ValueError:
-            self.send_error(400, "bad chunked body")
+            self._refuse(400, "Bad Chunked Body")
             return
         if body is None:
             self.close_connection = True
@@ -271,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
             "wsgi.multiprocess": False,
             "wsgi.run_once": False,
         }
-        for name, value in self.headers.items():
+        for name, value in fields:
             key = name.upper().replace("-", "_")
             if key in {"CONTENT_LENGTH", "TRANSFER_ENCODING"}:
                 continue
@@ -297,15 +389,15 @@ class _Handler(BaseHTTPRequestHandler):
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
-            status, headers = started
+            status, reply_headers = started
         except Exception as exc:  # a moto bug: answer 500 like moto_server does
             sys.stderr.write(f"regionkit moto server: {exc!r}\n")
-            status, headers, data = "500 Internal Server Error", [], repr(exc).encode()
+            status, reply_headers, data = "500 Internal Server Error", [], repr(exc).encode()
         if self.command == "HEAD":
             data = b""
         out = [f"HTTP/1.1 {status}\r\n"]
-        out.extend(f"{k}: {v}\r\n" for k, v in headers if k.lower() not in _HOP_BY_HOP)
-        if not any(k.lower() == "date" for k, _ in headers):
+        out.extend(f"{k}: {v}\r\n" for k, v in reply_headers if k.lower() not in _HOP_BY_HOP)
+        if not any(k.lower() == "date" for k, _ in reply_headers):
             out.append(f"Date: {formatdate(usegmt=True)}\r\n")
         out.append(f"Content-Length: {len(data)}\r\n")
         if self.close_connection:
