@@ -1794,6 +1794,224 @@ def drill_history(
         f"{r}: {last.get(r, 'never')}" for r in policy.regions))
 
 
+# --- regionkit demo -----------------------------------------------------------------------
+
+
+def _demo_regions(policy: Policy) -> tuple[str, str]:
+    """An outage region in a multi-region jurisdiction, and a pause region elsewhere."""
+    multi = [j for j in policy.jurisdictions.values() if len(j.regions) > 1]
+    if not multi:
+        raise OperationError(message="the demo needs a jurisdiction with two regions")
+    outage = multi[0].home_regions[0]
+    others = [r for j in multi[1:] for r in j.regions] or [
+        r for r in policy.regions if r != outage]
+    pause = others[-1] if others else outage
+    return outage, pause
+
+
+@app.command("demo")
+def demo(
+    duration: Annotated[float, typer.Option("--duration", help="Seconds under each fault.")] = 4.0,
+    users: Annotated[int, typer.Option("--users", help="Sign-ups per country.")] = 3,
+    rounds: Annotated[int, typer.Option("--rounds", help="Traffic rounds.")] = 2,
+    report_dir: Annotated[
+        Path, typer.Option("--report-dir", help="Where every report goes.")
+    ] = Path("regionkit-report"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """The main job, end to end, on the embedded local cluster (no AWS account needed).
+
+    Starts a cluster for the policy, signs up users in every jurisdiction, runs a
+    traffic mix with concurrent cross-region edits, runs a region-outage and a
+    replication-pause drill, audits the result, prints a summary and writes every
+    report to --report-dir. Exit 1 when a drill misses its targets or the audit
+    finds a problem of high severity or worse.
+    """
+    import time as _time
+    from collections import Counter
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from regions.conflicts import ConflictLog
+    from regions.drills import DrillOptions, DrillRunner, get_scenario, save_journal
+    from regions.drills.backends import LocalClusterBackend
+    from regions.drills.report import write_reports
+    from regions.local.cluster import LocalCluster
+    from regions.pool import ClientPool
+    from regions.traffic import run_traffic, sign_up_users
+    from residency.audit import render, run_audit
+
+    settings = _settings()
+    policy = _policy()
+    _configure_logging(policy)
+    outage_region, pause_region = _demo_regions(policy)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    started = _time.monotonic()
+    summary: dict[str, Any] = {"policy": policy.name, "regions": list(policy.regions)}
+    err = _console(stderr=True)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err, transient=not err.is_terminal) as progress:
+        step = progress.add_task("", total=None)
+
+        def say(text: str) -> None:
+            progress.update(step, description=text)
+            progress.console.print(f"[dim]{_time.monotonic() - started:6.1f}s[/] {_esc(text)}")
+
+        say(f"1/6 starting the local cluster: {len(policy.regions)} moto servers, "
+            f"tables provisioned from {policy.name}")
+        with LocalCluster(policy, table_prefix=settings.table_prefix,
+                          policy_file=settings.policy) as cluster:
+            backend = LocalClusterBackend(cluster)
+            routers = {r: backend.router(r) for r in policy.regions}
+
+            say("2/6 signing up users in every jurisdiction")
+            signups = sign_up_users(routers, policy, per_country=users)
+            say(f"3/6 traffic mix from every region: {len(signups)} users, {rounds} rounds, "
+                "concurrent cross-region edits")
+            stats = run_traffic(routers, policy, signups, rounds=rounds)
+            assert cluster.replicator is not None
+            cluster.replicator.wait_converged(30)
+            summary["routing"] = [
+                {"jurisdiction": jid, "law": j.law, "users": stats.signups.get(jid, 0),
+                 "home_regions": list(j.home_regions),
+                 "profiles_written_in": sorted(stats.profile_placement.get(jid, set())),
+                 "stayed_inside": stats.profile_placement.get(jid, set()) <= set(j.regions)}
+                for jid, j in policy.jurisdictions.items()]
+            summary["traffic"] = {
+                "signups": len(signups), "profile_writes": sum(stats.profile_writes.values()),
+                "profile_reads": stats.profile_reads, "posts": stats.posts, "reads": stats.reads,
+                "concurrent_edits": stats.concurrent_edits, "stale_writes": stats.stale_writes,
+                "reactions": stats.reactions, "errors": dict(stats.errors)}
+
+            drills = []
+            for i, (name, region) in enumerate((("region-outage", outage_region),
+                                                ("replication-pause", pause_region)), 4):
+                sc = get_scenario(name)
+                say(f"{i}/6 drill {name} on {region} ({duration:g} s under fault)")
+
+                def on_event(kind: str, detail: dict[str, Any], name: str = name) -> None:
+                    if kind == "phase":
+                        progress.update(step, description=f"drill {name}: {detail['name']}")
+
+                j = DrillRunner(LocalClusterBackend(cluster), sc,
+                                sc.parse(policy, {"region": region}),
+                                options=DrillOptions(duration=duration, rate=5),
+                                policy_path=settings.policy, on_event=on_event).run()
+                save_journal(j, settings.drill_history)
+                write_reports(j, report_dir)
+                drills.append(j)
+            summary["drills"] = [
+                {"scenario": j.scenario, "region": j.regions[0], "verdict": j.verdict,
+                 "reasons": j.reasons, "rto_seconds": j.figures.rto_seconds,
+                 "rpo_exposure": j.figures.rpo_exposure_count,
+                 "convergence_seconds": j.figures.convergence_seconds,
+                 "conflicts": j.figures.conflicts,
+                 "residency_violations": j.figures.residency_violations,
+                 "targets": j.targets} for j in drills]
+
+            say("6/6 compliance audit of the deployed tables and the stored data")
+            cluster.replicator.wait_converged(30)
+            pool = ClientPool(cluster.settings())
+            report = run_audit(policy, pool, policy_path=settings.policy,
+                               drill_history=settings.drill_history,
+                               table_prefix=settings.table_prefix)
+            for fmt, ext in (("json", "json"), ("markdown", "md"), ("html", "html"),
+                             ("junit", "junit.xml"), ("ocsf", "ocsf.json")):
+                (report_dir / f"audit.{ext}").write_text(render(report, fmt), encoding="utf-8")
+            log = ConflictLog(policy, pool, table_prefix=settings.table_prefix).scan(
+                policy.regions[0])
+            summary["conflicts"] = {
+                "total": len(log),
+                "by_kind": dict(Counter(c.kind for c in log)),
+                "by_resolution": dict(Counter(c.resolution for c in log)),
+                "by_data_class": dict(Counter(c.data_class for c in log))}
+            failing = report.failing("high")
+            summary["audit"] = {
+                "by_status": report.summary["by_status"],
+                "failing_high_or_worse": len(failing),
+                "findings": [{"check": f.check_id, "severity": f.severity, "status": f.status,
+                              "region": f.region, "reason": f.reason}
+                             for f in report.findings if f.status != "PASS"][:20],
+                "report_sha256": report.report_sha256}
+        summary["seconds"] = round(_time.monotonic() - started, 1)
+        say(f"done in {summary['seconds']} s; the cluster is stopped")
+    (report_dir / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str),
+                                                  encoding="utf-8")
+    (report_dir / "demo-summary.md").write_text(_demo_markdown(summary), encoding="utf-8")
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_demo(summary, report_dir)
+    bad = any(d["verdict"] != "pass" for d in summary["drills"]) or summary["audit"][
+        "failing_high_or_worse"]
+    raise typer.Exit(EXIT_CHECK_FAILED if bad else EXIT_OK)
+
+
+def _demo_markdown(s: dict[str, Any]) -> str:
+    lines = [f"# regionkit demo: {s['policy']}", "", f"Ran in {s['seconds']} s on the embedded "
+             f"local cluster ({len(s['regions'])} regions).", "", "## Routing per jurisdiction",
+             "", "| jurisdiction | users | home regions | profiles written in | inside |",
+             "|---|---|---|---|---|"]
+    for r in s["routing"]:
+        lines.append(f"| {r['jurisdiction']} | {r['users']} | {', '.join(r['home_regions'])} | "
+                     f"{', '.join(r['profiles_written_in'])} | "
+                     f"{'yes' if r['stayed_inside'] else '**NO**'} |")
+    lines += ["", "## Drills", "", "| scenario | region | verdict | RTO s | RPO exposure | "
+              "convergence s | conflicts |", "|---|---|---|---|---|---|---|"]
+    for d in s["drills"]:
+        lines.append(f"| {d['scenario']} | {d['region']} | {d['verdict']} | {d['rto_seconds']} | "
+                     f"{d['rpo_exposure']} | {d['convergence_seconds']} | {d['conflicts']} |")
+    c, a = s["conflicts"], s["audit"]
+    lines += ["", "## Conflicts", "", f"{c['total']} logged: {c['by_kind']}; resolutions "
+              f"{c['by_resolution']}.", "", "## Audit", "", f"{a['by_status']}; "
+              f"{a['failing_high_or_worse']} findings of high severity or worse; report sha256 "
+              f"`{a['report_sha256']}`.", ""]
+    lines += [f"- {f['status']} {f['severity']} {f['check']} ({f['region'] or '-'}): {f['reason']}"
+              for f in a["findings"]]
+    return "\n".join(lines) + "\n"
+
+
+def _print_demo(s: dict[str, Any], report_dir: Path) -> None:
+    from rich.table import Table
+
+    con = _console()
+    t = Table(title="routing per jurisdiction", title_justify="left")
+    for col in ("jurisdiction", "law", "users", "home regions", "profiles written in", "inside"):
+        t.add_column(col)
+    for r in s["routing"]:
+        t.add_row(r["jurisdiction"], r["law"], str(r["users"]), ", ".join(r["home_regions"]),
+                  ", ".join(r["profiles_written_in"]),
+                  "[green]yes[/]" if r["stayed_inside"] else "[red]NO[/]")
+    con.print(t)
+    tr = s["traffic"]
+    con.print(f"traffic: {tr['signups']} sign-ups, {tr['profile_writes']} profile writes, "
+              f"{tr['posts']} posts, {tr['reads']} reads, {tr['concurrent_edits']} concurrent "
+              f"edits ({tr['stale_writes']} stale), {tr['reactions']} reactions")
+    d = Table(title="drills against the policy's targets", title_justify="left")
+    for col in ("scenario", "region", "verdict", "RTO s", "RPO exposure", "convergence s",
+                "conflicts", "violations"):
+        d.add_column(col)
+    for x in s["drills"]:
+        colour = "green" if x["verdict"] == "pass" else "red"
+        d.add_row(x["scenario"], x["region"], f"[{colour}]{x['verdict']}[/]",
+                  f"{x['rto_seconds']}", str(x["rpo_exposure"]), f"{x['convergence_seconds']}",
+                  ", ".join(f"{k}: {v}" for k, v in x["conflicts"].items()) or "-",
+                  str(x["residency_violations"]))
+    con.print(d)
+    c = s["conflicts"]
+    con.print(f"conflicts logged: {c['total']} "
+              f"({', '.join(f'{k}: {v}' for k, v in c['by_kind'].items()) or 'none'}); "
+              f"resolutions: {', '.join(f'{k}: {v}' for k, v in c['by_resolution'].items())}")
+    a = s["audit"]
+    st = a["by_status"]
+    con.print(f"audit: {st.get('PASS', 0)} PASS, {st.get('FAIL', 0)} FAIL, {st.get('ERROR', 0)} "
+              f"ERROR; {a['failing_high_or_worse']} at high severity or worse")
+    for f in a["findings"][:8]:
+        con.print(f"  {f['status']} {f['severity']:<8} {_esc(f['check'])} "
+                  f"{_esc(f['region'] or '')}: {_esc(f['reason'])}")
+    con.print(f"reports in {_esc(report_dir)}/: demo-summary.md, audit.html, drill-*.html, ...")
+
+
 # --- entry point ------------------------------------------------------------------------
 
 
