@@ -2034,13 +2034,19 @@ def main(argv: list[str] | None = None) -> NoReturn:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except ConfigError as exc:
-        _console(stderr=True).print(f"[bold red]error:[/] {_esc(exc)}", markup=True, highlight=False)
+        _console(stderr=True).print(
+            f"[bold red]error:[/] {_esc(exc)}", markup=True, highlight=False
+        )
         sys.exit(EXIT_BAD_INPUT)
     except OperationError as exc:
-        _console(stderr=True).print(f"[bold red]failed:[/] {_esc(exc)}", markup=True, highlight=False)
+        _console(stderr=True).print(
+            f"[bold red]failed:[/] {_esc(exc)}", markup=True, highlight=False
+        )
         sys.exit(EXIT_CHECK_FAILED)
     except RegionkitError as exc:  # pragma: no cover - every error is in one branch
-        _console(stderr=True).print(f"[bold red]error:[/] {_esc(exc)}", markup=True, highlight=False)
+        _console(stderr=True).print(
+            f"[bold red]error:[/] {_esc(exc)}", markup=True, highlight=False
+        )
         sys.exit(EXIT_CHECK_FAILED)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 

@@ -106,9 +106,9 @@ def run_traffic(
     for u in users:
         stats.signups[u.jurisdiction] += 1
 
-    def attempt(what: str, fn: Any) -> Any:
+    def attempt(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return fn()
+            return fn(*args, **kwargs)
         except StaleWrite:
             stats.stale_writes += 1
         except RegionkitError as exc:
