@@ -128,67 +128,33 @@ def run_traffic(
                     "phone": f"+1 555 01{n:02d} {r}",
                     "round": r,
                 }
-                w = attempt(
-                    "profile",
-                    lambda router=router, dc=dc, profile=profile: router.put(
-                        dc, profile, subject=u.user_id
-                    ),
-                )
+                w = attempt("profile", router.put, dc, profile, subject=u.user_id)
                 if w is not None:
                     stats.profile_writes[w.route.region] += 1
                     stats.profile_placement.setdefault(u.jurisdiction, set()).add(w.route.region)
-                if (
-                    attempt(
-                        "profile read",
-                        lambda router=router, dc=dc, pk=pk: router.get(dc, {pk: u.user_id}),
-                    )
-                    is not None
-                ):
+                if attempt("profile read", router.get, dc, {pk: u.user_id}) is not None:
                     stats.profile_reads += 1
         if posts_dc is None:
             continue
         pk = policy.data_classes[posts_dc].partition_key
-        # posts from every region, read back from another
+        # posts from every region, read back where they landed
         for region in regions:
             key = f"post-{seed}-{r}-{region}"
-            w = attempt(
-                "post",
-                lambda region=region, key=key: routers[region].put(
-                    posts_dc,
-                    {
-                        pk: key,
-                        "author": rng.choice(users).user_id if users else "anon",
-                        "body": f"hello from {region}",
-                    },
-                ),
-            )
+            author = rng.choice(users).user_id if users else "anon"
+            body = {pk: key, "author": author, "body": f"hello from {region}"}
+            w = attempt("post", routers[region].put, posts_dc, body)
             if w is not None:
                 stats.posts += 1
                 stats.post_regions[w.route.region] += 1
-            # read your own write where it landed (another region may not have it yet)
-            if attempt(
-                "read",
-                lambda region=region, key=key: routers[region].get(
-                    posts_dc, {pk: key}, consistent=True
-                ),
-            ):
+            if attempt("read", routers[region].get, posts_dc, {pk: key}, consistent=True):
                 stats.reads += 1
         # concurrent edits: several regions edit one post before replication catches up
         hot = f"post-{seed}-{r}-{regions[0]}"
         editors = rng.sample(regions, k=min(3, len(regions)))
-        seen = {
-            e: attempt("edit read", lambda e=e: routers[e].get(posts_dc, {pk: hot}))
-            for e in editors
-        }
+        seen = {e: attempt("edit read", routers[e].get, posts_dc, {pk: hot}) for e in editors}
         for e in editors:
             body = {pk: hot, "body": f"edited in {e}", "round": r}
-            if (
-                attempt(
-                    "edit",
-                    lambda e=e, body=body: routers[e].put(posts_dc, body, based_on=seen[e] or None),
-                )
-                is not None
-            ):
+            if attempt("edit", routers[e].put, posts_dc, body, based_on=seen[e] or None):
                 stats.concurrent_edits += 1
         # reactions from several regions at once: merged by per-region counters
         if merge_dc is not None:
@@ -196,22 +162,12 @@ def run_traffic(
             target = f"reactions-{seed}-{r}"
             for region in rng.sample(regions, k=min(4, len(regions))):
                 router = routers[region]
-                current = (
-                    attempt(
-                        "reaction read", lambda router=router: router.get(merge_dc, {mpk: target})
-                    )
-                    or {}
-                )
+                current = attempt("reaction read", router.get, merge_dc, {mpk: target}) or {}
                 body = increment_counter(
                     {k: v for k, v in current.items() if not k.startswith("rk_")}, "like", region
                 )
                 body[mpk] = target
-                w = attempt(
-                    "reaction",
-                    lambda router=router, body=body, current=current: router.put(
-                        merge_dc, body, based_on=current or None
-                    ),
-                )
+                w = attempt("reaction", router.put, merge_dc, body, based_on=current or None)
                 if w is not None:
                     stats.reactions += 1
                     stats.merged_writes += int(w.merged)
