@@ -153,8 +153,8 @@ def run_traffic(
         editors = rng.sample(regions, k=min(3, len(regions)))
         seen = {e: attempt("edit read", routers[e].get, posts_dc, {pk: hot}) for e in editors}
         for e in editors:
-            body = {pk: hot, "body": f"edited in {e}", "round": r}
-            if attempt("edit", routers[e].put, posts_dc, body, based_on=seen[e] or None):
+            edit: dict[str, Any] = {pk: hot, "body": f"edited in {e}", "round": r}
+            if attempt("edit", routers[e].put, posts_dc, edit, based_on=seen[e] or None):
                 stats.concurrent_edits += 1
         # reactions from several regions at once: merged by per-region counters
         if merge_dc is not None:
