@@ -34,8 +34,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-policy_app = typer.Typer(help="Validate, explain and export the residency policy.",
-                         no_args_is_help=True)
+policy_app = typer.Typer(
+    help="Validate, explain and export the residency policy.", no_args_is_help=True
+)
 app.add_typer(policy_app, name="policy")
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -108,13 +109,20 @@ def _version_callback(value: bool) -> None:
 def _root(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version_callback, is_eager=True,
-                     help="Print the version and exit."),
+        typer.Option(
+            "--version",
+            callback=_version_callback,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
     ] = False,
     policy: Annotated[
         Path | None,
-        typer.Option("--policy", "-p", help="Policy file (env REGIONKIT_POLICY, default "
-                     "policies/social-network.yaml)."),
+        typer.Option(
+            "--policy",
+            "-p",
+            help="Policy file (env REGIONKIT_POLICY, default policies/social-network.yaml).",
+        ),
     ] = None,
     log_format: Annotated[
         str | None,
@@ -132,8 +140,9 @@ def _root(
 
 @policy_app.command("validate")
 def policy_validate(
-    paths: Annotated[list[Path] | None, typer.Argument(help="Policy files (default: --policy).")]
-    = None,
+    paths: Annotated[
+        list[Path] | None, typer.Argument(help="Policy files (default: --policy).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Validate policy files; exit 2 naming the file, line and field of every problem."""
@@ -146,27 +155,41 @@ def policy_validate(
         try:
             p = load_policy(path)
         except PolicyError as exc:
-            results.append({"file": str(path), "valid": False,
-                            "problems": [vars(pr) for pr in exc.problems]})
+            results.append(
+                {"file": str(path), "valid": False, "problems": [vars(pr) for pr in exc.problems]}
+            )
         else:
-            results.append({"file": str(path), "valid": True, "name": p.name,
-                            "jurisdictions": len(p.jurisdictions),
-                            "regions": len(p.regions), "data_classes": len(p.data_classes)})
+            results.append(
+                {
+                    "file": str(path),
+                    "valid": True,
+                    "name": p.name,
+                    "jurisdictions": len(p.jurisdictions),
+                    "regions": len(p.regions),
+                    "data_classes": len(p.data_classes),
+                }
+            )
     if as_json:
         _print_json(results)
     else:
         out, err = _console(), _console(stderr=True)
         for r in results:
             if r["valid"]:
-                out.print(f"[green]ok[/]  {r['file']}: policy {r['name']!r}, "
-                          f"{r['jurisdictions']} jurisdictions, {r['regions']} regions, "
-                          f"{r['data_classes']} data classes")
+                out.print(
+                    f"[green]ok[/]  {r['file']}: policy {r['name']!r}, "
+                    f"{r['jurisdictions']} jurisdictions, {r['regions']} regions, "
+                    f"{r['data_classes']} data classes"
+                )
             else:
                 for pr in r["problems"]:
                     where = f"{pr['file']}:{pr['line']}" if pr["line"] else pr["file"]
                     fix = f"\n      fix: {pr['fix']}" if pr["fix"] else ""
-                    err.print(f"[bold red]error[/] {_esc(where)}: [bold]{_esc(pr['field'])}[/]: "
-                              f"{_esc(pr['message'])}{_esc(fix)}", markup=True, highlight=False)
+                    err.print(
+                        f"[bold red]error[/] {_esc(where)}: [bold]{_esc(pr['field'])}[/]: "
+                        f"{_esc(pr['message'])}{_esc(fix)}",
+                        markup=True,
+                        highlight=False,
+                    )
     if not all(r["valid"] for r in results):
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -209,8 +232,11 @@ def policy_explain(
     con.print(f"[bold]{ex.country}[/] → jurisdiction [bold]{ex.jurisdiction}[/]{how}: {ex.law}")
     con.print(f"home regions, in order: {', '.join(region_label(r) for r in ex.home_regions)}")
     for dc in ex.data_classes:
-        t = Table(title=f"{dc.data_class} ({dc.kind}, table {dc.table})", title_justify="left",
-                  show_lines=False)
+        t = Table(
+            title=f"{dc.data_class} ({dc.kind}, table {dc.table})",
+            title_justify="left",
+            show_lines=False,
+        )
         t.add_column("#", justify="right")
         t.add_column("region")
         t.add_column("why")
@@ -623,17 +649,24 @@ def fault_skew(
 
 # --- regionkit infra ----------------------------------------------------------------------
 
-infra_app = typer.Typer(help="The AWS CDK app built from the policy (needs the 'infra' extra).",
-                        no_args_is_help=True)
+infra_app = typer.Typer(
+    help="The AWS CDK app built from the policy (needs the 'infra' extra).", no_args_is_help=True
+)
 app.add_typer(infra_app, name="infra")
 
 
 @infra_app.command("synth")
 def infra_synth(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Cloud assembly directory.")]
-    = Path("cdk.out"),
-    nag: Annotated[bool, typer.Option("--nag/--no-nag", help="Run the cdk-nag AwsSolutions "
-                                      "checks (a finding fails the synth).")] = True,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Cloud assembly directory.")] = Path(
+        "cdk.out"
+    ),
+    nag: Annotated[
+        bool,
+        typer.Option(
+            "--nag/--no-nag",
+            help="Run the cdk-nag AwsSolutions checks (a finding fails the synth).",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Write the CloudFormation templates of the policy and summarize every stack."""
@@ -642,16 +675,23 @@ def infra_synth(
     s = _settings()
     result = synth(AppOptions(policy_path=s.policy, table_prefix=s.table_prefix, nag=nag), out)
     if as_json:
-        _print_json({"policy": result.policy_name, "out_dir": str(result.out_dir),
-                     "seconds": round(result.seconds, 2),
-                     "stacks": [st.as_dict() for st in result.stacks]})
+        _print_json(
+            {
+                "policy": result.policy_name,
+                "out_dir": str(result.out_dir),
+                "seconds": round(result.seconds, 2),
+                "stacks": [st.as_dict() for st in result.stacks],
+            }
+        )
         return
     from rich.table import Table
 
     prefix = f"regionkit-{result.policy_name}-"
     all_regions = {st.region for st in result.stacks}
-    t = Table(title=f"policy {result.policy_name}: {len(result.stacks)} stacks "
-              f"({prefix}*) in {out}", title_justify="left")
+    t = Table(
+        title=f"policy {result.policy_name}: {len(result.stacks)} stacks ({prefix}*) in {out}",
+        title_justify="left",
+    )
     for col in ("stack", "region", "tables"):
         t.add_column(col, no_wrap=True)
     t.add_column("replicas", overflow="fold")
@@ -659,19 +699,27 @@ def infra_synth(
         t.add_column(col, justify="right")
     for st in result.stacks:
         replicas = [
-            f"{len(rs)}: every region" if set(rs) == all_regions and len(rs) > 2
+            f"{len(rs)}: every region"
+            if set(rs) == all_regions and len(rs) > 2
             else f"{len(rs)}: {' '.join(rs)}"
             for rs in st.replicas.values()
         ]
         t.add_row(
-            _esc(st.stack.removeprefix(prefix)), st.region,
-            "\n".join(_esc(name) for name in st.tables) or "-", "\n".join(replicas) or "-",
-            str(st.keys), str(st.alarms), str(st.lambdas), str(st.fis_templates),
+            _esc(st.stack.removeprefix(prefix)),
+            st.region,
+            "\n".join(_esc(name) for name in st.tables) or "-",
+            "\n".join(replicas) or "-",
+            str(st.keys),
+            str(st.alarms),
+            str(st.lambdas),
+            str(st.fis_templates),
         )
     con = _console()
     con.print(t)
-    con.print(f"[green]ok[/] synthesized in {result.seconds:.1f} s"
-              f"{' (cdk-nag AwsSolutions: no unacknowledged finding)' if nag else ''}")
+    con.print(
+        f"[green]ok[/] synthesized in {result.seconds:.1f} s"
+        f"{' (cdk-nag AwsSolutions: no unacknowledged finding)' if nag else ''}"
+    )
 
 
 # --- regionkit route ----------------------------------------------------------------------
@@ -1160,6 +1208,7 @@ def conflicts_list(
     ``--json`` adds the versions (HLC stamps) of winner and loser and where each was detected.
     """
     from datetime import UTC
+
     if kind is not None and kind not in _CONFLICT_KINDS:
         _fail(f"--kind must be one of {', '.join(_CONFLICT_KINDS)}, not {kind!r}")
     after = _parse_since(since) if since is not None else None
@@ -1309,12 +1358,14 @@ def audit_checks(
     for col in ("check", "severity", "title", "permissions"):
         t.add_column(col, overflow="fold")
     for c in checks:
-        t.add_row(c.id, c.meta.severity, _esc(c.meta.title),
-                  ", ".join(c.meta.permissions) or "(none)")
+        t.add_row(
+            c.id, c.meta.severity, _esc(c.meta.title), ", ".join(c.meta.permissions) or "(none)"
+        )
     con.print(t)
     scope = f"policy {policy.name!r}" if policy else "all tables (no policy loaded)"
-    con.print(f"least-privilege IAM policy for `regionkit audit run --source {source}` "
-              f"({_esc(scope)}):")
+    con.print(
+        f"least-privilege IAM policy for `regionkit audit run --source {source}` ({_esc(scope)}):"
+    )
     typer.echo(json.dumps(doc, indent=2))
 
 
@@ -1363,17 +1414,18 @@ def _audit_progress(console: Console) -> tuple[Any, Any]:
 def audit_run(
     fmt: Annotated[
         str,
-        typer.Option("--format", "-f",
-                     help="terminal, json, markdown, html, junit or ocsf."),
+        typer.Option("--format", "-f", help="terminal, json, markdown, html, junit or ocsf."),
     ] = "terminal",
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write the report to this file.")
     ] = None,
     fail_on: Annotated[
         str,
-        typer.Option("--fail-on",
-                     help="Exit 1 when a FAIL or ERROR finding has this severity or more: "
-                     "critical, high, medium, low or info."),
+        typer.Option(
+            "--fail-on",
+            help="Exit 1 when a FAIL or ERROR finding has this severity or more: "
+            "critical, high, medium, low or info.",
+        ),
     ] = "high",
     sample: Annotated[
         int | None, typer.Option("--sample", help="Read at most N items per table.", min=1)
@@ -1383,18 +1435,22 @@ def audit_run(
     ] = None,
     extra_regions: Annotated[
         str | None,
-        typer.Option("--extra-regions",
-                     help="More regions to search for misplaced tables, comma-separated; "
-                     "'all' for every commercial region."),
+        typer.Option(
+            "--extra-regions",
+            help="More regions to search for misplaced tables, comma-separated; "
+            "'all' for every commercial region.",
+        ),
     ] = None,
     source: Annotated[
         str, typer.Option("--source", help="'scan' the live tables or read an S3 'export'.")
     ] = "scan",
     export_bucket: Annotated[
         str | None,
-        typer.Option("--export-bucket",
-                     help="S3 bucket for --source export; may contain {region}. Pinned tables "
-                     "only export to a bucket inside their jurisdiction."),
+        typer.Option(
+            "--export-bucket",
+            help="S3 bucket for --source export; may contain {region}. Pinned tables "
+            "only export to a bucket inside their jurisdiction.",
+        ),
     ] = None,
     export_prefix: Annotated[
         str, typer.Option("--export-prefix", help="Key prefix of the exports.")
@@ -1405,8 +1461,11 @@ def audit_run(
     ] = None,
     checks: Annotated[
         str | None,
-        typer.Option("--checks", help="Comma-separated check ids or families (policy, infra, "
-                     "data, operations); default: all. See `regionkit audit checks`."),
+        typer.Option(
+            "--checks",
+            help="Comma-separated check ids or families (policy, infra, "
+            "data, operations); default: all. See `regionkit audit checks`.",
+        ),
     ] = None,
     account_id: Annotated[
         str | None,
@@ -1417,8 +1476,10 @@ def audit_run(
     ] = 7,
     drill_history: Annotated[
         Path | None,
-        typer.Option("--drill-history", help="Drill journals (default: REGIONKIT_DRILL_HISTORY "
-                     "or .regionkit/drills)."),
+        typer.Option(
+            "--drill-history",
+            help="Drill journals (default: REGIONKIT_DRILL_HISTORY or .regionkit/drills).",
+        ),
     ] = None,
     show_passed: Annotated[
         bool, typer.Option("--show-passed", help="List PASS findings too (terminal, markdown).")
@@ -1483,8 +1544,11 @@ def audit_run(
             bar.stop()
     failing = report.failing(fail_on)
     if out is not None:
-        text = (render_text(report, show_passed=show_passed) if fmt == "terminal"
-                else render(report, fmt, show_passed=show_passed))
+        text = (
+            render_text(report, show_passed=show_passed)
+            if fmt == "terminal"
+            else render(report, fmt, show_passed=show_passed)
+        )
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text, encoding="utf-8")
         s = report.summary["by_status"]
@@ -1544,9 +1608,7 @@ def drill_list(
         {
             "name": s.name,
             "description": s.description,
-            "parameters": {
-                k: (f.description or "") for k, f in s.params.model_fields.items()
-            },
+            "parameters": {k: (f.description or "") for k, f in s.params.model_fields.items()},
             "fis_action": s.fis_action,
         }
         for s in SCENARIOS.values()
@@ -1591,18 +1653,24 @@ def drill_plan(
         f"verdict: RTO ≤ {t.rto_seconds:g} s, RPO ≤ {t.rpo_seconds:g} s, convergence ≤ "
         f"{t.convergence_seconds:g} s, 0 residency violations",
     ]
-    out: dict[str, Any] = {"scenario": sc.name, "parameters": params.model_dump(),
-                           "target": target, "steps": steps}
+    out: dict[str, Any] = {
+        "scenario": sc.name,
+        "parameters": params.model_dump(),
+        "target": target,
+        "steps": steps,
+    }
     if target == "aws":
         if sc.fis_action is None:
-            _fail(f"scenario {sc.name} cannot run on AWS: only replication-pause has an FIS "
-                  "action (aws:dynamodb:global-table-pause-replication)")
+            _fail(
+                f"scenario {sc.name} cannot run on AWS: only replication-pause has an FIS "
+                "action (aws:dynamodb:global-table-pause-replication)"
+            )
         from infra.fis_template import experiment_template
 
         seconds = max(1, int(duration))
         out["fis_experiment_template"] = experiment_template(
-            policy, params.region, duration=f"PT{seconds}S",
-            table_prefix=_settings().table_prefix)
+            policy, params.region, duration=f"PT{seconds}S", table_prefix=_settings().table_prefix
+        )
     elif target != "local":
         _fail(f"--target must be 'local' or 'aws', not {target!r}")
     if as_json:
@@ -1649,11 +1717,13 @@ def drill_run(
     if duration <= 0 or rate <= 0:
         _fail("--duration and --rate must be positive")
     if target == "aws":
-        journal = _drill_aws(sc, params, policy, settings, duration, confirm_account,
-                             create_template)
+        journal = _drill_aws(
+            sc, params, policy, settings, duration, confirm_account, create_template
+        )
     elif target == "local":
-        journal = _drill_local(sc, params, policy, settings,
-                               DrillOptions(duration=duration, rate=rate))
+        journal = _drill_local(
+            sc, params, policy, settings, DrillOptions(duration=duration, rate=rate)
+        )
     else:
         _fail(f"--target must be 'local' or 'aws', not {target!r}")
     history = save_journal(journal, settings.drill_history)
@@ -1662,8 +1732,9 @@ def drill_run(
         typer.echo(journal.model_dump_json(indent=2))
     else:
         _print_drill(journal)
-        _console().print(f"reports: {', '.join(str(p) for p in paths.values())}\n"
-                         f"history: {history}")
+        _console().print(
+            f"reports: {', '.join(str(p) for p in paths.values())}\nhistory: {history}"
+        )
     raise typer.Exit(EXIT_OK if journal.verdict == "pass" else EXIT_CHECK_FAILED)
 
 
@@ -1673,17 +1744,26 @@ def _drill_local(sc: Any, params: Any, policy: Policy, settings: Settings, optio
 
     from regions.drills import DrillRunner
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=_console(stderr=True), transient=True) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=_console(stderr=True),
+        transient=True,
+    ) as progress:
         task = progress.add_task("starting", total=None)
 
         def on_event(name: str, detail: dict[str, Any]) -> None:
             if name == "phase":
                 progress.update(task, description=f"drill {sc.name}: {detail['name']}")
             elif name == "progress":
-                progress.update(task, description=(
-                    f"drill {sc.name}: {detail['phase']} {detail['elapsed']:.1f}/"
-                    f"{detail['of']:.0f} s"))
+                progress.update(
+                    task,
+                    description=(
+                        f"drill {sc.name}: {detail['phase']} {detail['elapsed']:.1f}/"
+                        f"{detail['of']:.0f} s"
+                    ),
+                )
 
         if settings.state_file.is_file():
             from regions.drills.backends import RemoteClusterBackend
@@ -1691,23 +1771,35 @@ def _drill_local(sc: Any, params: Any, policy: Policy, settings: Settings, optio
 
             progress.update(task, description=f"using the cluster in {settings.state_file}")
             backend: Any = RemoteClusterBackend(
-                policy, settings, ControlClient.from_state_file(settings.state_file))
-            return DrillRunner(backend, sc, params, options=options,
-                               policy_path=settings.policy, on_event=on_event).run()
+                policy, settings, ControlClient.from_state_file(settings.state_file)
+            )
+            return DrillRunner(
+                backend, sc, params, options=options, policy_path=settings.policy, on_event=on_event
+            ).run()
         from regions.drills.backends import LocalClusterBackend
         from regions.local.cluster import LocalCluster
 
-        progress.update(task, description=f"starting a local cluster of {len(policy.regions)} "
-                                          "regions")
-        with LocalCluster(policy, table_prefix=settings.table_prefix,
-                          policy_file=settings.policy) as cluster:
+        progress.update(
+            task, description=f"starting a local cluster of {len(policy.regions)} regions"
+        )
+        with LocalCluster(
+            policy, table_prefix=settings.table_prefix, policy_file=settings.policy
+        ) as cluster:
             backend = LocalClusterBackend(cluster)
-            return DrillRunner(backend, sc, params, options=options,
-                               policy_path=settings.policy, on_event=on_event).run()
+            return DrillRunner(
+                backend, sc, params, options=options, policy_path=settings.policy, on_event=on_event
+            ).run()
 
 
-def _drill_aws(sc: Any, params: Any, policy: Policy, settings: Settings, duration: float,
-               confirm_account: str | None, create_template: bool) -> Any:
+def _drill_aws(
+    sc: Any,
+    params: Any,
+    policy: Policy,
+    settings: Settings,
+    duration: float,
+    confirm_account: str | None,
+    create_template: bool,
+) -> Any:
     import boto3
 
     from infra.fis_template import experiment_template
@@ -1718,13 +1810,24 @@ def _drill_aws(sc: Any, params: Any, policy: Policy, settings: Settings, duratio
         _fail(f"scenario {sc.name} cannot run on AWS: only replication-pause has an FIS action")
     sts = boto3.client("sts", region_name=params.region)
     account = require_account(sts, confirm_account)
-    template = experiment_template(policy, params.region, duration=f"PT{max(1, int(duration))}S",
-                                   table_prefix=settings.table_prefix, account=account)
+    template = experiment_template(
+        policy,
+        params.region,
+        duration=f"PT{max(1, int(duration))}S",
+        table_prefix=settings.table_prefix,
+        account=account,
+    )
     fis = boto3.client("fis", region_name=params.region)
-    return run_fis_drill(fis, template, policy_name=policy.name,
-                         policy_sha256=policy_sha256(policy, settings.policy),
-                         region=params.region, account=account,
-                         create_template=create_template, timeout=duration + 600)
+    return run_fis_drill(
+        fis,
+        template,
+        policy_name=policy.name,
+        policy_sha256=policy_sha256(policy, settings.policy),
+        region=params.region,
+        account=account,
+        create_template=create_template,
+        timeout=duration + 600,
+    )
 
 
 def _print_drill(j: Any) -> None:
@@ -1734,8 +1837,10 @@ def _print_drill(j: Any) -> None:
 
     con = _console()
     colour = {"pass": "green", "fail": "red"}.get(j.verdict, "yellow")
-    con.print(f"[bold]drill {j.drill_id}[/] {_esc(j.scenario)} on {_esc(', '.join(j.regions))}:"
-              f" [bold {colour}]{j.verdict.upper()}[/]")
+    con.print(
+        f"[bold]drill {j.drill_id}[/] {_esc(j.scenario)} on {_esc(', '.join(j.regions))}:"
+        f" [bold {colour}]{j.verdict.upper()}[/]"
+    )
     for r in j.reasons:
         con.print(f"  [red]- {_esc(r)}[/]")
     t = Table(title="figures against targets", title_justify="left")
@@ -1746,13 +1851,25 @@ def _print_drill(j: Any) -> None:
     con.print(t)
     if j.figures.data_classes:
         d = Table(title="per data class", title_justify="left")
-        for col in ("data class", "kind", "RTO s", "writes ok/failed", "failover",
-                    "no compliant failover"):
+        for col in (
+            "data class",
+            "kind",
+            "RTO s",
+            "writes ok/failed",
+            "failover",
+            "no compliant failover",
+        ):
             d.add_column(col)
         for x in j.figures.data_classes:
             rto = "-" if x.rto_seconds is None else f"{x.rto_seconds:.3f}"
-            d.add_row(x.data_class, x.kind, rto, f"{x.writes_ok}/{x.writes_failed}",
-                      str(x.failover_writes), ", ".join(x.no_compliant_failover) or "-")
+            d.add_row(
+                x.data_class,
+                x.kind,
+                rto,
+                f"{x.writes_ok}/{x.writes_failed}",
+                str(x.failover_writes),
+                ", ".join(x.no_compliant_failover) or "-",
+            )
         con.print(d)
 
 
@@ -1766,23 +1883,44 @@ def drill_history(
 
     journals = load_history(_settings().drill_history)[-limit:]
     if as_json:
-        _print_json([j.summary().model_dump(mode="json") | {
-            "rto_seconds": j.figures.rto_seconds,
-            "convergence_seconds": j.figures.convergence_seconds,
-            "residency_violations": j.figures.residency_violations} for j in journals])
+        _print_json(
+            [
+                j.summary().model_dump(mode="json")
+                | {
+                    "rto_seconds": j.figures.rto_seconds,
+                    "convergence_seconds": j.figures.convergence_seconds,
+                    "residency_violations": j.figures.residency_violations,
+                }
+                for j in journals
+            ]
+        )
         return
     from rich.table import Table
 
     t = Table(title=f"drill history ({_settings().drill_history})", title_justify="left")
-    for col in ("started", "drill", "scenario", "target", "regions", "verdict", "RTO s",
-                "converge s"):
+    for col in (
+        "started",
+        "drill",
+        "scenario",
+        "target",
+        "regions",
+        "verdict",
+        "RTO s",
+        "converge s",
+    ):
         t.add_column(col)
     for j in journals:
         f = j.figures
-        t.add_row(j.started_at.strftime("%Y-%m-%d %H:%M:%S"), j.drill_id, j.scenario, j.target,
-                  ", ".join(j.regions), j.verdict,
-                  "-" if f.rto_seconds is None else f"{f.rto_seconds:.3f}",
-                  "-" if f.convergence_seconds is None else f"{f.convergence_seconds:.3f}")
+        t.add_row(
+            j.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            j.drill_id,
+            j.scenario,
+            j.target,
+            ", ".join(j.regions),
+            j.verdict,
+            "-" if f.rto_seconds is None else f"{f.rto_seconds:.3f}",
+            "-" if f.convergence_seconds is None else f"{f.convergence_seconds:.3f}",
+        )
     _console().print(t)
     last: dict[str, str] = {}
     for j in journals:
@@ -1790,8 +1928,10 @@ def drill_history(
             for r in j.regions:
                 last[r] = j.started_at.strftime("%Y-%m-%d %H:%M")
     policy = _policy()
-    _console().print("last successful drill per region: " + ", ".join(
-        f"{r}: {last.get(r, 'never')}" for r in policy.regions))
+    _console().print(
+        "last successful drill per region: "
+        + ", ".join(f"{r}: {last.get(r, 'never')}" for r in policy.regions)
+    )
 
 
 # --- regionkit demo -----------------------------------------------------------------------
@@ -1803,8 +1943,7 @@ def _demo_regions(policy: Policy) -> tuple[str, str]:
     if not multi:
         raise OperationError(message="the demo needs a jurisdiction with two regions")
     outage = multi[0].home_regions[0]
-    others = [r for j in multi[1:] for r in j.regions] or [
-        r for r in policy.regions if r != outage]
+    others = [r for j in multi[1:] for r in j.regions] or [r for r in policy.regions if r != outage]
     pause = others[-1] if others else outage
     return outage, pause
 
@@ -1849,43 +1988,65 @@ def demo(
     started = _time.monotonic()
     summary: dict[str, Any] = {"policy": policy.name, "regions": list(policy.regions)}
     err = _console(stderr=True)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=err, transient=not err.is_terminal) as progress:
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err,
+        transient=not err.is_terminal,
+    ) as progress:
         step = progress.add_task("", total=None)
 
         def say(text: str) -> None:
             progress.update(step, description=text)
             progress.console.print(f"[dim]{_time.monotonic() - started:6.1f}s[/] {_esc(text)}")
 
-        say(f"1/6 starting the local cluster: {len(policy.regions)} moto servers, "
-            f"tables provisioned from {policy.name}")
-        with LocalCluster(policy, table_prefix=settings.table_prefix,
-                          policy_file=settings.policy) as cluster:
+        say(
+            f"1/6 starting the local cluster: {len(policy.regions)} moto servers, "
+            f"tables provisioned from {policy.name}"
+        )
+        with LocalCluster(
+            policy, table_prefix=settings.table_prefix, policy_file=settings.policy
+        ) as cluster:
             backend = LocalClusterBackend(cluster)
             routers = {r: backend.router(r) for r in policy.regions}
 
             say("2/6 signing up users in every jurisdiction")
             signups = sign_up_users(routers, policy, per_country=users)
-            say(f"3/6 traffic mix from every region: {len(signups)} users, {rounds} rounds, "
-                "concurrent cross-region edits")
+            say(
+                f"3/6 traffic mix from every region: {len(signups)} users, {rounds} rounds, "
+                "concurrent cross-region edits"
+            )
             stats = run_traffic(routers, policy, signups, rounds=rounds)
             assert cluster.replicator is not None
             cluster.replicator.wait_converged(30)
             summary["routing"] = [
-                {"jurisdiction": jid, "law": j.law, "users": stats.signups.get(jid, 0),
-                 "home_regions": list(j.home_regions),
-                 "profiles_written_in": sorted(stats.profile_placement.get(jid, set())),
-                 "stayed_inside": stats.profile_placement.get(jid, set()) <= set(j.regions)}
-                for jid, j in policy.jurisdictions.items()]
+                {
+                    "jurisdiction": jid,
+                    "law": j.law,
+                    "users": stats.signups.get(jid, 0),
+                    "home_regions": list(j.home_regions),
+                    "profiles_written_in": sorted(stats.profile_placement.get(jid, set())),
+                    "stayed_inside": stats.profile_placement.get(jid, set()) <= set(j.regions),
+                }
+                for jid, j in policy.jurisdictions.items()
+            ]
             summary["traffic"] = {
-                "signups": len(signups), "profile_writes": sum(stats.profile_writes.values()),
-                "profile_reads": stats.profile_reads, "posts": stats.posts, "reads": stats.reads,
-                "concurrent_edits": stats.concurrent_edits, "stale_writes": stats.stale_writes,
-                "reactions": stats.reactions, "errors": dict(stats.errors)}
+                "signups": len(signups),
+                "profile_writes": sum(stats.profile_writes.values()),
+                "profile_reads": stats.profile_reads,
+                "posts": stats.posts,
+                "reads": stats.reads,
+                "concurrent_edits": stats.concurrent_edits,
+                "stale_writes": stats.stale_writes,
+                "reactions": stats.reactions,
+                "errors": dict(stats.errors),
+            }
 
             drills = []
-            for i, (name, region) in enumerate((("region-outage", outage_region),
-                                                ("replication-pause", pause_region)), 4):
+            for i, (name, region) in enumerate(
+                (("region-outage", outage_region), ("replication-pause", pause_region)), 4
+            ):
                 sc = get_scenario(name)
                 say(f"{i}/6 drill {name} on {region} ({duration:g} s under fault)")
 
@@ -1893,81 +2054,141 @@ def demo(
                     if kind == "phase":
                         progress.update(step, description=f"drill {name}: {detail['name']}")
 
-                j = DrillRunner(LocalClusterBackend(cluster), sc,
-                                sc.parse(policy, {"region": region}),
-                                options=DrillOptions(duration=duration, rate=5),
-                                policy_path=settings.policy, on_event=on_event).run()
+                j = DrillRunner(
+                    LocalClusterBackend(cluster),
+                    sc,
+                    sc.parse(policy, {"region": region}),
+                    options=DrillOptions(duration=duration, rate=5),
+                    policy_path=settings.policy,
+                    on_event=on_event,
+                ).run()
                 save_journal(j, settings.drill_history)
                 write_reports(j, report_dir)
                 drills.append(j)
             summary["drills"] = [
-                {"scenario": j.scenario, "region": j.regions[0], "verdict": j.verdict,
-                 "reasons": j.reasons, "rto_seconds": j.figures.rto_seconds,
-                 "rpo_exposure": j.figures.rpo_exposure_count,
-                 "convergence_seconds": j.figures.convergence_seconds,
-                 "conflicts": j.figures.conflicts,
-                 "residency_violations": j.figures.residency_violations,
-                 "targets": j.targets} for j in drills]
+                {
+                    "scenario": j.scenario,
+                    "region": j.regions[0],
+                    "verdict": j.verdict,
+                    "reasons": j.reasons,
+                    "rto_seconds": j.figures.rto_seconds,
+                    "rpo_exposure": j.figures.rpo_exposure_count,
+                    "convergence_seconds": j.figures.convergence_seconds,
+                    "conflicts": j.figures.conflicts,
+                    "residency_violations": j.figures.residency_violations,
+                    "targets": j.targets,
+                }
+                for j in drills
+            ]
 
             say("6/6 compliance audit of the deployed tables and the stored data")
             cluster.replicator.wait_converged(30)
             pool = ClientPool(cluster.settings())
-            report = run_audit(policy, pool, policy_path=settings.policy,
-                               drill_history=settings.drill_history,
-                               table_prefix=settings.table_prefix)
-            for fmt, ext in (("json", "json"), ("markdown", "md"), ("html", "html"),
-                             ("junit", "junit.xml"), ("ocsf", "ocsf.json")):
+            report = run_audit(
+                policy,
+                pool,
+                policy_path=settings.policy,
+                drill_history=settings.drill_history,
+                table_prefix=settings.table_prefix,
+            )
+            for fmt, ext in (
+                ("json", "json"),
+                ("markdown", "md"),
+                ("html", "html"),
+                ("junit", "junit.xml"),
+                ("ocsf", "ocsf.json"),
+            ):
                 (report_dir / f"audit.{ext}").write_text(render(report, fmt), encoding="utf-8")
             log = ConflictLog(policy, pool, table_prefix=settings.table_prefix).scan(
-                policy.regions[0])
+                policy.regions[0]
+            )
             summary["conflicts"] = {
                 "total": len(log),
                 "by_kind": dict(Counter(c.kind for c in log)),
                 "by_resolution": dict(Counter(c.resolution for c in log)),
-                "by_data_class": dict(Counter(c.data_class for c in log))}
+                "by_data_class": dict(Counter(c.data_class for c in log)),
+            }
             failing = report.failing("high")
             summary["audit"] = {
                 "by_status": report.summary["by_status"],
                 "failing_high_or_worse": len(failing),
-                "findings": [{"check": f.check_id, "severity": f.severity, "status": f.status,
-                              "region": f.region, "reason": f.reason}
-                             for f in report.findings if f.status != "PASS"][:20],
-                "report_sha256": report.report_sha256}
+                "findings": [
+                    {
+                        "check": f.check_id,
+                        "severity": f.severity,
+                        "status": f.status,
+                        "region": f.region,
+                        "reason": f.reason,
+                    }
+                    for f in report.findings
+                    if f.status != "PASS"
+                ][:20],
+                "report_sha256": report.report_sha256,
+            }
         summary["seconds"] = round(_time.monotonic() - started, 1)
         say(f"done in {summary['seconds']} s; the cluster is stopped")
-    (report_dir / "demo-summary.json").write_text(json.dumps(summary, indent=2, default=str),
-                                                  encoding="utf-8")
+    (report_dir / "demo-summary.json").write_text(
+        json.dumps(summary, indent=2, default=str), encoding="utf-8"
+    )
     (report_dir / "demo-summary.md").write_text(_demo_markdown(summary), encoding="utf-8")
     if as_json:
         _print_json(summary)
     else:
         _print_demo(summary, report_dir)
-    bad = any(d["verdict"] != "pass" for d in summary["drills"]) or summary["audit"][
-        "failing_high_or_worse"]
+    bad = (
+        any(d["verdict"] != "pass" for d in summary["drills"])
+        or summary["audit"]["failing_high_or_worse"]
+    )
     raise typer.Exit(EXIT_CHECK_FAILED if bad else EXIT_OK)
 
 
 def _demo_markdown(s: dict[str, Any]) -> str:
-    lines = [f"# regionkit demo: {s['policy']}", "", f"Ran in {s['seconds']} s on the embedded "
-             f"local cluster ({len(s['regions'])} regions).", "", "## Routing per jurisdiction",
-             "", "| jurisdiction | users | home regions | profiles written in | inside |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"# regionkit demo: {s['policy']}",
+        "",
+        f"Ran in {s['seconds']} s on the embedded local cluster ({len(s['regions'])} regions).",
+        "",
+        "## Routing per jurisdiction",
+        "",
+        "| jurisdiction | users | home regions | profiles written in | inside |",
+        "|---|---|---|---|---|",
+    ]
     for r in s["routing"]:
-        lines.append(f"| {r['jurisdiction']} | {r['users']} | {', '.join(r['home_regions'])} | "
-                     f"{', '.join(r['profiles_written_in'])} | "
-                     f"{'yes' if r['stayed_inside'] else '**NO**'} |")
-    lines += ["", "## Drills", "", "| scenario | region | verdict | RTO s | RPO exposure | "
-              "convergence s | conflicts |", "|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {r['jurisdiction']} | {r['users']} | {', '.join(r['home_regions'])} | "
+            f"{', '.join(r['profiles_written_in'])} | "
+            f"{'yes' if r['stayed_inside'] else '**NO**'} |"
+        )
+    lines += [
+        "",
+        "## Drills",
+        "",
+        "| scenario | region | verdict | RTO s | RPO exposure | convergence s | conflicts |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for d in s["drills"]:
-        lines.append(f"| {d['scenario']} | {d['region']} | {d['verdict']} | {d['rto_seconds']} | "
-                     f"{d['rpo_exposure']} | {d['convergence_seconds']} | {d['conflicts']} |")
+        lines.append(
+            f"| {d['scenario']} | {d['region']} | {d['verdict']} | {d['rto_seconds']} | "
+            f"{d['rpo_exposure']} | {d['convergence_seconds']} | {d['conflicts']} |"
+        )
     c, a = s["conflicts"], s["audit"]
-    lines += ["", "## Conflicts", "", f"{c['total']} logged: {c['by_kind']}; resolutions "
-              f"{c['by_resolution']}.", "", "## Audit", "", f"{a['by_status']}; "
-              f"{a['failing_high_or_worse']} findings of high severity or worse; report sha256 "
-              f"`{a['report_sha256']}`.", ""]
-    lines += [f"- {f['status']} {f['severity']} {f['check']} ({f['region'] or '-'}): {f['reason']}"
-              for f in a["findings"]]
+    lines += [
+        "",
+        "## Conflicts",
+        "",
+        f"{c['total']} logged: {c['by_kind']}; resolutions {c['by_resolution']}.",
+        "",
+        "## Audit",
+        "",
+        f"{a['by_status']}; "
+        f"{a['failing_high_or_worse']} findings of high severity or worse; report sha256 "
+        f"`{a['report_sha256']}`.",
+        "",
+    ]
+    lines += [
+        f"- {f['status']} {f['severity']} {f['check']} ({f['region'] or '-'}): {f['reason']}"
+        for f in a["findings"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -1979,36 +2200,63 @@ def _print_demo(s: dict[str, Any], report_dir: Path) -> None:
     for col in ("jurisdiction", "law", "users", "home regions", "profiles written in", "inside"):
         t.add_column(col)
     for r in s["routing"]:
-        t.add_row(r["jurisdiction"], r["law"], str(r["users"]), ", ".join(r["home_regions"]),
-                  ", ".join(r["profiles_written_in"]),
-                  "[green]yes[/]" if r["stayed_inside"] else "[red]NO[/]")
+        t.add_row(
+            r["jurisdiction"],
+            r["law"],
+            str(r["users"]),
+            ", ".join(r["home_regions"]),
+            ", ".join(r["profiles_written_in"]),
+            "[green]yes[/]" if r["stayed_inside"] else "[red]NO[/]",
+        )
     con.print(t)
     tr = s["traffic"]
-    con.print(f"traffic: {tr['signups']} sign-ups, {tr['profile_writes']} profile writes, "
-              f"{tr['posts']} posts, {tr['reads']} reads, {tr['concurrent_edits']} concurrent "
-              f"edits ({tr['stale_writes']} stale), {tr['reactions']} reactions")
+    con.print(
+        f"traffic: {tr['signups']} sign-ups, {tr['profile_writes']} profile writes, "
+        f"{tr['posts']} posts, {tr['reads']} reads, {tr['concurrent_edits']} concurrent "
+        f"edits ({tr['stale_writes']} stale), {tr['reactions']} reactions"
+    )
     d = Table(title="drills against the policy's targets", title_justify="left")
-    for col in ("scenario", "region", "verdict", "RTO s", "RPO exposure", "convergence s",
-                "conflicts", "violations"):
+    for col in (
+        "scenario",
+        "region",
+        "verdict",
+        "RTO s",
+        "RPO exposure",
+        "convergence s",
+        "conflicts",
+        "violations",
+    ):
         d.add_column(col)
     for x in s["drills"]:
         colour = "green" if x["verdict"] == "pass" else "red"
-        d.add_row(x["scenario"], x["region"], f"[{colour}]{x['verdict']}[/]",
-                  f"{x['rto_seconds']}", str(x["rpo_exposure"]), f"{x['convergence_seconds']}",
-                  ", ".join(f"{k}: {v}" for k, v in x["conflicts"].items()) or "-",
-                  str(x["residency_violations"]))
+        d.add_row(
+            x["scenario"],
+            x["region"],
+            f"[{colour}]{x['verdict']}[/]",
+            f"{x['rto_seconds']}",
+            str(x["rpo_exposure"]),
+            f"{x['convergence_seconds']}",
+            ", ".join(f"{k}: {v}" for k, v in x["conflicts"].items()) or "-",
+            str(x["residency_violations"]),
+        )
     con.print(d)
     c = s["conflicts"]
-    con.print(f"conflicts logged: {c['total']} "
-              f"({', '.join(f'{k}: {v}' for k, v in c['by_kind'].items()) or 'none'}); "
-              f"resolutions: {', '.join(f'{k}: {v}' for k, v in c['by_resolution'].items())}")
+    con.print(
+        f"conflicts logged: {c['total']} "
+        f"({', '.join(f'{k}: {v}' for k, v in c['by_kind'].items()) or 'none'}); "
+        f"resolutions: {', '.join(f'{k}: {v}' for k, v in c['by_resolution'].items())}"
+    )
     a = s["audit"]
     st = a["by_status"]
-    con.print(f"audit: {st.get('PASS', 0)} PASS, {st.get('FAIL', 0)} FAIL, {st.get('ERROR', 0)} "
-              f"ERROR; {a['failing_high_or_worse']} at high severity or worse")
+    con.print(
+        f"audit: {st.get('PASS', 0)} PASS, {st.get('FAIL', 0)} FAIL, {st.get('ERROR', 0)} "
+        f"ERROR; {a['failing_high_or_worse']} at high severity or worse"
+    )
     for f in a["findings"][:8]:
-        con.print(f"  {f['status']} {f['severity']:<8} {_esc(f['check'])} "
-                  f"{_esc(f['region'] or '')}: {_esc(f['reason'])}")
+        con.print(
+            f"  {f['status']} {f['severity']:<8} {_esc(f['check'])} "
+            f"{_esc(f['region'] or '')}: {_esc(f['reason'])}"
+        )
     con.print(f"reports in {_esc(report_dir)}/: demo-summary.md, audit.html, drill-*.html, ...")
 
 

@@ -21,8 +21,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-             "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled"}.items():
+for k, v in {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID_ENDPOINT_MODE": "disabled",
+}.items():
     os.environ.setdefault(k, v)
 
 from regions.drills import DrillOptions, DrillRunner, get_scenario  # noqa: E402
@@ -41,13 +45,19 @@ def rto_runs(runs: int) -> list[float]:
         for i in range(runs):
             region = ["eu-central-1", "eu-west-1"][i % 2]
             sc = get_scenario("region-outage")
-            j = DrillRunner(LocalClusterBackend(cluster), sc, sc.parse(policy, {"region": region}),
-                            options=DrillOptions(duration=2.0, rate=20)).run()
+            j = DrillRunner(
+                LocalClusterBackend(cluster),
+                sc,
+                sc.parse(policy, {"region": region}),
+                options=DrillOptions(duration=2.0, rate=20),
+            ).run()
             content = next(d for d in j.figures.data_classes if d.data_class == "content")
             rto = content.rto_by_region.get(region)
-            print(f"  run {i + 1}: outage of {region}: content RTO "
-                  f"{'n/a' if rto is None else f'{rto:.3f} s'}, verdict {j.verdict}, "
-                  f"convergence {j.figures.convergence_seconds} s")
+            print(
+                f"  run {i + 1}: outage of {region}: content RTO "
+                f"{'n/a' if rto is None else f'{rto:.3f} s'}, verdict {j.verdict}, "
+                f"convergence {j.figures.convergence_seconds} s"
+            )
             if rto is not None:
                 out.append(rto)
     return out
@@ -62,8 +72,10 @@ def main() -> None:
     rtos = rto_runs(args.runs)
     if rtos:
         med = statistics.median(rtos)
-        print(f"  RTO median {med:.3f} s, max {max(rtos):.3f} s over {len(rtos)} runs; "
-              f"goal <= {GOAL_RTO_S:.1f} s: {'PASS' if max(rtos) <= GOAL_RTO_S else 'MISS'}")
+        print(
+            f"  RTO median {med:.3f} s, max {max(rtos):.3f} s over {len(rtos)} runs; "
+            f"goal <= {GOAL_RTO_S:.1f} s: {'PASS' if max(rtos) <= GOAL_RTO_S else 'MISS'}"
+        )
     else:
         print("  no RTO measured (writes never failed over): MISS")
     print("(b) deterministic simulation, minimal policy")
@@ -72,8 +84,10 @@ def main() -> None:
     t0 = time.perf_counter()
     ok = sum(run_schedule(policy, s).ok for s in range(args.schedules))
     dt = time.perf_counter() - t0
-    print(f"  {args.schedules} schedules in {dt:.1f} s: {args.schedules / dt:.2f} schedules/s, "
-          f"{ok}/{args.schedules} passed every check")
+    print(
+        f"  {args.schedules} schedules in {dt:.1f} s: {args.schedules / dt:.2f} schedules/s, "
+        f"{ok}/{args.schedules} passed every check"
+    )
 
 
 if __name__ == "__main__":

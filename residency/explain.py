@@ -12,8 +12,13 @@ from residency.aws_regions import AWS_REGIONS, distance_km
 from residency.errors import UnknownCountry
 from residency.policy import GlobalDataClass, Policy
 
-__all__ = ["ChainStep", "CountryExplanation", "DataClassPlacement", "explain_country",
-           "failover_chain"]
+__all__ = [
+    "ChainStep",
+    "CountryExplanation",
+    "DataClassPlacement",
+    "explain_country",
+    "failover_chain",
+]
 
 
 @dataclass(frozen=True)
@@ -57,26 +62,36 @@ def failover_chain(policy: Policy, data_class: str, jurisdiction: str) -> DataCl
                 km = distance_km(home, r)
                 why = f"replica #{i + 1} nearest to {home} ({km:,.0f} km)"
             chain.append(ChainStep(r, why))
-        return DataClassPlacement(data_class, "global", dc.table, list(dc.replicas), chain,
-                                  "no replica left: the data class is unavailable")
+        return DataClassPlacement(
+            data_class,
+            "global",
+            dc.table,
+            list(dc.replicas),
+            chain,
+            "no replica left: the data class is unavailable",
+        )
     chain = [
-        ChainStep(r, "home region" if i == 0 else
-                  f"failover inside {jurisdiction}, home choice #{i + 1}")
+        ChainStep(
+            r, "home region" if i == 0 else f"failover inside {jurisdiction}, home choice #{i + 1}"
+        )
         for i, r in enumerate(j.home_regions)
     ]
     for r in j.regions:
         if r not in j.home_regions:
             chain.append(ChainStep(r, f"other region of {jurisdiction}, last resort"))
     if len(j.regions) == 1:
-        stop = (f"{jurisdiction} has a single region: no compliant failover; "
-                f"{data_class} stays in {j.regions[0]}")
+        stop = (
+            f"{jurisdiction} has a single region: no compliant failover; "
+            f"{data_class} stays in {j.regions[0]}"
+        )
     else:
         stop = f"no region outside {jurisdiction} may hold {data_class}"
     return DataClassPlacement(data_class, "pinned", dc.table, list(j.regions), chain, stop)
 
 
-def explain_country(policy: Policy, country: str,
-                    data_classes: list[str] | None = None) -> CountryExplanation:
+def explain_country(
+    policy: Policy, country: str, data_classes: list[str] | None = None
+) -> CountryExplanation:
     from iso3166 import countries_by_alpha2
 
     code = country.strip().upper()

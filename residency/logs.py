@@ -34,10 +34,7 @@ _PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,}\d(?![\w-])")
 
 
 def _looks_like_phone(value: str) -> bool:
-    for m in _PHONE.finditer(value):
-        if sum(ch.isdigit() for ch in m.group()) >= 8:
-            return True
-    return False
+    return any(sum(ch.isdigit() for ch in m.group()) >= 8 for m in _PHONE.finditer(value))
 
 
 class PiiRedactor:
@@ -136,8 +133,11 @@ class _Logger:
             return getattr(structlog.get_logger(self._name), method)
         fallback = structlog.wrap_logger(
             logging.getLogger(self._name),
-            processors=[_redact, structlog.processors.add_log_level,
-                        structlog.processors.JSONRenderer()],
+            processors=[
+                _redact,
+                structlog.processors.add_log_level,
+                structlog.processors.JSONRenderer(),
+            ],
             wrapper_class=structlog.stdlib.BoundLogger,
         )
         return getattr(fallback, method)

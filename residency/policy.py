@@ -69,9 +69,7 @@ AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
 JurisdictionId = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,15}$")]
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
-FunctionRef = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-]
+FunctionRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
 
 
 class _Model(BaseModel):
@@ -213,9 +211,7 @@ class Policy(_Model):
         try:
             return self.data_classes[name]
         except KeyError:
-            raise UnknownDataClass(
-                data_class=name, known=", ".join(self.data_classes)
-            ) from None
+            raise UnknownDataClass(data_class=name, known=", ".join(self.data_classes)) from None
 
     def check_region(self, region: str) -> str:
         if region not in self.regions:
@@ -309,46 +305,69 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
             if r not in AWS_REGIONS:
                 yield (base + ("regions", i), *_unknown_region(r, p.regions))
             elif r not in p.regions:
-                yield (base + ("regions", i), f"region {r!r} is not declared in 'regions'",
-                       f"add {r!r} to the top-level 'regions' list or remove it here")
+                yield (
+                    base + ("regions", i),
+                    f"region {r!r} is not declared in 'regions'",
+                    f"add {r!r} to the top-level 'regions' list or remove it here",
+                )
             if r in region_owner and region_owner[r] != jid:
-                yield (base + ("regions", i),
-                       f"region {r!r} is already in jurisdiction {region_owner[r]!r}",
-                       "a region belongs to exactly one jurisdiction")
+                yield (
+                    base + ("regions", i),
+                    f"region {r!r} is already in jurisdiction {region_owner[r]!r}",
+                    "a region belongs to exactly one jurisdiction",
+                )
             region_owner.setdefault(r, jid)
         for i, c in enumerate(j.countries):
             if c not in countries:
-                yield (base + ("countries", i), f"{c!r} is not an ISO 3166-1 alpha-2 code",
-                       "use two-letter codes such as 'IN', 'BR', 'DE'")
+                yield (
+                    base + ("countries", i),
+                    f"{c!r} is not an ISO 3166-1 alpha-2 code",
+                    "use two-letter codes such as 'IN', 'BR', 'DE'",
+                )
             if c in country_owner and country_owner[c] != jid:
-                yield (base + ("countries", i),
-                       f"country {c!r} is already in jurisdiction {country_owner[c]!r}",
-                       "a country belongs to exactly one jurisdiction")
+                yield (
+                    base + ("countries", i),
+                    f"country {c!r} is already in jurisdiction {country_owner[c]!r}",
+                    "a country belongs to exactly one jurisdiction",
+                )
             country_owner.setdefault(c, jid)
         if not j.home_regions:
-            yield (base + ("home_regions",), "the home region list is empty",
-                   f"list at least one of {', '.join(j.regions)} in failover order")
+            yield (
+                base + ("home_regions",),
+                "the home region list is empty",
+                f"list at least one of {', '.join(j.regions)} in failover order",
+            )
         for i, r in enumerate(j.home_regions):
             if r not in AWS_REGIONS:
                 yield (base + ("home_regions", i), *_unknown_region(r, j.regions))
             elif r not in j.regions:
-                yield (base + ("home_regions", i),
-                       f"home region {r!r} is outside jurisdiction {jid!r} "
-                       f"(its regions: {', '.join(j.regions)})",
-                       f"add {r!r} to this jurisdiction's regions or pick one of them")
+                yield (
+                    base + ("home_regions", i),
+                    f"home region {r!r} is outside jurisdiction {jid!r} "
+                    f"(its regions: {', '.join(j.regions)})",
+                    f"add {r!r} to this jurisdiction's regions or pick one of them",
+                )
         if len(set(j.home_regions)) != len(j.home_regions):
-            yield (base + ("home_regions",), "a home region is listed twice",
-                   "list each home region once")
+            yield (
+                base + ("home_regions",),
+                "a home region is listed twice",
+                "list each home region once",
+            )
 
     for i, r in enumerate(p.regions):
         if r in AWS_REGIONS and r not in region_owner:
-            yield (("regions", i), f"region {r!r} belongs to no jurisdiction",
-                   "add it to exactly one jurisdiction's 'regions'")
+            yield (
+                ("regions", i),
+                f"region {r!r} belongs to no jurisdiction",
+                "add it to exactly one jurisdiction's 'regions'",
+            )
 
     if p.default_jurisdiction not in p.jurisdictions:
-        yield (("default_jurisdiction",),
-               f"{p.default_jurisdiction!r} is not a declared jurisdiction",
-               f"use one of {', '.join(p.jurisdictions)}")
+        yield (
+            ("default_jurisdiction",),
+            f"{p.default_jurisdiction!r} is not a declared jurisdiction",
+            f"use one of {', '.join(p.jurisdictions)}",
+        )
 
     tables: dict[str, tuple[str, tuple[str, ...]]] = {}
     for name, dc in p.data_classes.items():
@@ -359,52 +378,79 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
                 if r not in AWS_REGIONS:
                     yield (base + ("replicas", i), *_unknown_region(r, p.regions))
                 elif r not in p.regions:
-                    yield (base + ("replicas", i), f"replica region {r!r} is not declared",
-                           f"use one of {', '.join(p.regions)} or declare it")
+                    yield (
+                        base + ("replicas", i),
+                        f"replica region {r!r} is not declared",
+                        f"use one of {', '.join(p.regions)} or declare it",
+                    )
             if len(set(dc.replicas)) != len(dc.replicas):
-                yield (base + ("replicas",), "a replica region is listed twice",
-                       "list each replica once")
+                yield (
+                    base + ("replicas",),
+                    "a replica region is listed twice",
+                    "list each replica once",
+                )
             if dc.sort_key is not None and dc.sort_key == dc.partition_key:
-                yield (base + ("sort_key",), "sort_key equals partition_key",
-                       "use distinct attribute names")
+                yield (
+                    base + ("sort_key",),
+                    "sort_key equals partition_key",
+                    "use distinct attribute names",
+                )
         else:
             placement = tuple(sorted(p.regions))
             if dc.partition_key in dc.pii_attributes:
-                yield (base + ("pii_attributes",),
-                       f"the partition key {dc.partition_key!r} is listed as PII",
-                       "keys are logged and reported: key items by an opaque user ID")
+                yield (
+                    base + ("pii_attributes",),
+                    f"the partition key {dc.partition_key!r} is listed as PII",
+                    "keys are logged and reported: key items by an opaque user ID",
+                )
             if len(set(dc.pii_attributes)) != len(dc.pii_attributes):
-                yield (base + ("pii_attributes",), "an attribute is listed twice",
-                       "list each PII attribute once")
+                yield (
+                    base + ("pii_attributes",),
+                    "an attribute is listed twice",
+                    "list each PII attribute once",
+                )
         if dc.table in tables and tables[dc.table][1] != placement:
             other = tables[dc.table][0]
-            yield (base + ("table",),
-                   f"table {dc.table!r} is shared with data class {other!r} "
-                   "but the two have different replica sets",
-                   "give each data class its own table")
+            yield (
+                base + ("table",),
+                f"table {dc.table!r} is shared with data class {other!r} "
+                "but the two have different replica sets",
+                "give each data class its own table",
+            )
         elif dc.table in tables:
-            yield (base + ("table",),
-                   f"table {dc.table!r} is already used by data class {tables[dc.table][0]!r}",
-                   "give each data class its own table")
+            yield (
+                base + ("table",),
+                f"table {dc.table!r} is already used by data class {tables[dc.table][0]!r}",
+                "give each data class its own table",
+            )
         tables.setdefault(dc.table, (name, placement))
         if dc.table == p.system.conflict_log_table:
-            yield (base + ("table",), f"table {dc.table!r} is the conflict-log table",
-                   "choose another table name")
+            yield (
+                base + ("table",),
+                f"table {dc.table!r} is the conflict-log table",
+                "choose another table name",
+            )
 
     directory = p.data_classes.get(p.system.directory)
     if directory is None:
-        yield (("data_classes",),
-               f"data class {p.system.directory!r} (the user directory) is not declared "
-               "(system.directory names it)",
-               "declare a global data class for the directory, e.g. 'directory'")
+        yield (
+            ("data_classes",),
+            f"data class {p.system.directory!r} (the user directory) is not declared "
+            "(system.directory names it)",
+            "declare a global data class for the directory, e.g. 'directory'",
+        )
     elif not isinstance(directory, GlobalDataClass):
-        yield (("data_classes", p.system.directory, "kind"),
-               "the user directory must be a global data class",
-               "set kind: global; the directory holds no PII")
+        yield (
+            ("data_classes", p.system.directory, "kind"),
+            "the user directory must be a global data class",
+            "set kind: global; the directory holds no PII",
+        )
     elif set(directory.replicas) != set(p.regions):
-        yield (("data_classes", p.system.directory, "replicas"),
-               "the directory must be replicated to every region",
-               f"set replicas to all of: {', '.join(p.regions)}")
+        yield (
+            ("data_classes", p.system.directory, "replicas"),
+            "the directory must be replicated to every region",
+            f"set replicas to all of: {', '.join(p.regions)}",
+        )
 
 
 # --- loading and dumping ------------------------------------------------------------
@@ -446,7 +492,8 @@ def _shown(value: Any) -> str:
 def _at(data: Any, loc: Loc) -> Any:
     for part in loc:
         found = (isinstance(data, dict) and part in data) or (
-            isinstance(data, list) and isinstance(part, int) and part < len(data))
+            isinstance(data, list) and isinstance(part, int) and part < len(data)
+        )
         if not found:
             return None
         data = data[part]
@@ -521,22 +568,34 @@ def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
         known = _known_keys(loc[:-1], data)
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
         if close:
-            return (loc, f"unknown key {key!r} (did you mean {close[0]!r}?)",
-                    f"rename it to {close[0]!r}")
+            return (
+                loc,
+                f"unknown key {key!r} (did you mean {close[0]!r}?)",
+                f"rename it to {close[0]!r}",
+            )
         allowed = f"the keys allowed here are {', '.join(known)}" if known else _FIX_SCHEMA
         return loc, f"unknown key {key!r}", f"remove it or check its spelling; {allowed}"
     if isinstance(value, bool) and "countries" in loc:
-        return (loc, f"expected a country code, got {got}: {_YAML_BOOLS} (an unquoted NO is "
-                "false)", "quote the country code, e.g. \"NO\"")
+        return (
+            loc,
+            f"expected a country code, got {got}: {_YAML_BOOLS} (an unquoted NO is false)",
+            'quote the country code, e.g. "NO"',
+        )
     if kind == "union_tag_invalid":
         tag = err["ctx"]["tag"]
         return (*loc, "kind"), f"unknown kind {tag!r}", "use kind: pinned or kind: global"
     if kind == "union_tag_not_found":
-        return (loc, "the data class has no 'kind'",
-                "add kind: pinned (personal data) or kind: global (shared data)")
+        return (
+            loc,
+            "the data class has no 'kind'",
+            "add kind: pinned (personal data) or kind: global (shared data)",
+        )
     if kind == "literal_error" and loc[-1:] == ("conflicts",):
-        return (loc, f"conflicts must be 'lww' or a mapping 'merge: module:function', got {got}",
-                "write conflicts: lww, or conflicts: {merge: 'package.module:function'}")
+        return (
+            loc,
+            f"conflicts must be 'lww' or a mapping 'merge: module:function', got {got}",
+            "write conflicts: lww, or conflicts: {merge: 'package.module:function'}",
+        )
     if kind == "literal_error":
         return loc, f"must be {err['ctx']['expected']}, got {got}", "use one of the allowed values"
     if kind == "string_pattern_mismatch":
@@ -546,8 +605,11 @@ def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
     if kind == "list_type":
         return loc, f"expected a list, got {got}", "write a list, e.g. [a, b]"
     if kind in {"dict_type", "model_type", "model_attributes_type"}:
-        return (loc, f"expected a mapping, got {got}",
-                "write indented 'key: value' lines under it; " + _FIX_SCHEMA)
+        return (
+            loc,
+            f"expected a mapping, got {got}",
+            "write indented 'key: value' lines under it; " + _FIX_SCHEMA,
+        )
     if kind == "string_type":
         return loc, f"expected a string, got {got}", "quote the value"
     if kind in {"float_type", "int_type", "int_from_float"}:
@@ -560,8 +622,11 @@ def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
     if kind == "finite_number":
         return loc, f"must be a finite number, got {got}", "write a finite number"
     if kind == "too_short":
-        return (loc, f"must hold at least {err['ctx']['min_length']} item, got none",
-                "add at least one; " + _FIX_SCHEMA)
+        return (
+            loc,
+            f"must hold at least {err['ctx']['min_length']} item, got none",
+            "add at least one; " + _FIX_SCHEMA,
+        )
     msg = err["msg"].replace("Input should be", "must be", 1)
     if "input" in err:
         msg = f"{msg}, got {got}"
@@ -576,11 +641,15 @@ def parse_policy(data: Any, *, source: str = "<policy>", marks: MarkedYaml | Non
 
     if not isinstance(data, dict):
         if data is None:
-            msg, fix = ("the file is empty (or holds only comments)",
-                        "start from policies/minimal.yaml; " + _FIX_SCHEMA)
+            msg, fix = (
+                "the file is empty (or holds only comments)",
+                "start from policies/minimal.yaml; " + _FIX_SCHEMA,
+            )
         else:
-            msg, fix = (f"the policy must be a YAML mapping (key: value lines), got {_shown(data)}",
-                        "start from policies/minimal.yaml; " + _FIX_SCHEMA)
+            msg, fix = (
+                f"the policy must be a YAML mapping (key: value lines), got {_shown(data)}",
+                "start from policies/minimal.yaml; " + _FIX_SCHEMA,
+            )
         raise PolicyError([PolicyProblem(source, line(()) or 1, "(top level)", msg, fix)])
     try:
         policy = Policy.model_validate(data, context={"skip_semantics": True})
@@ -606,9 +675,17 @@ def load_policy(path: str | Path) -> Policy:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError([PolicyProblem(str(path), None, "(file)",
-                                         f"cannot read the file: {exc.strerror}",
-                                         "check the path, or set REGIONKIT_POLICY")]) from None
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    str(path),
+                    None,
+                    "(file)",
+                    f"cannot read the file: {exc.strerror}",
+                    "check the path, or set REGIONKIT_POLICY",
+                )
+            ]
+        ) from None
     return parse_policy_text(text, source=str(path))
 
 
@@ -633,4 +710,3 @@ def dump_policy(policy: Policy) -> str:
     Dumper.add_representer(str, represent_str)
     data = policy.model_dump(mode="json")
     return yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, width=100)
-

@@ -50,8 +50,9 @@ def load_marked_yaml(text: str, *, source: str = "<yaml>") -> MarkedYaml:
             fix = "indent with spaces: YAML does not allow tabs for indentation"
         raise PolicyError([PolicyProblem(source, line, "(yaml)", message, fix)]) from None
     except yaml.YAMLError as exc:
-        raise PolicyError([PolicyProblem(source, None, "(yaml)", f"not valid YAML: {exc}",
-                                         "fix the YAML syntax")]) from None
+        raise PolicyError(
+            [PolicyProblem(source, None, "(yaml)", f"not valid YAML: {exc}", "fix the YAML syntax")]
+        ) from None
     out = MarkedYaml(data=None)
     if node is None:
         out.data = None
@@ -66,17 +67,26 @@ def load_marked_yaml(text: str, *, source: str = "<yaml>") -> MarkedYaml:
             for key_node, value_node in n.value:
                 key = build(key_node, (*loc, "<key>"))
                 if isinstance(key, (dict, list)):
-                    problems.append(PolicyProblem(source, key_node.start_mark.line + 1,
-                                                  ".".join(map(str, loc)) or "(top level)",
-                                                  "a mapping key must be a scalar",
-                                                  "use a plain name as the key"))
+                    problems.append(
+                        PolicyProblem(
+                            source,
+                            key_node.start_mark.line + 1,
+                            ".".join(map(str, loc)) or "(top level)",
+                            "a mapping key must be a scalar",
+                            "use a plain name as the key",
+                        )
+                    )
                     continue
                 if key in result:
-                    problems.append(PolicyProblem(
-                        source, key_node.start_mark.line + 1,
-                        ".".join(map(str, (*loc, key))),
-                        f"duplicate key {key!r} (first on line {out.lines[(*loc, key)]})",
-                        "remove one of the two; YAML keeps only the last silently"))
+                    problems.append(
+                        PolicyProblem(
+                            source,
+                            key_node.start_mark.line + 1,
+                            ".".join(map(str, (*loc, key))),
+                            f"duplicate key {key!r} (first on line {out.lines[(*loc, key)]})",
+                            "remove one of the two; YAML keeps only the last silently",
+                        )
+                    )
                     continue
                 out.lines[(*loc, key)] = key_node.start_mark.line + 1
                 result[key] = build(value_node, (*loc, key))

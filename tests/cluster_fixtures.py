@@ -8,6 +8,8 @@
   other's writes), once per session, put back the same way.
 * ``cluster_factory``: ``cluster_factory(policy, **LocalCluster kwargs)`` starts a
   cluster for a custom policy; every one is stopped at the end of the test.
+* ``session_cluster`` / ``session_isolated_cluster``: the same two shared clusters
+  for module- or session-scoped fixtures; nothing resets them between tests.
 
 Tests that use any of them get the ``cluster`` marker automatically
 (``pytest -m "not cluster"`` skips them).
@@ -26,7 +28,13 @@ import pytest
 from residency.policy import Policy, load_policy
 
 _ROOT = Path(__file__).resolve().parent.parent
-_FIXTURES = {"cluster", "isolated_cluster", "cluster_factory"}
+_FIXTURES = {
+    "cluster",
+    "isolated_cluster",
+    "cluster_factory",
+    "session_cluster",
+    "session_isolated_cluster",
+}
 
 
 def _replication_available() -> bool:
@@ -59,7 +67,8 @@ def cluster_policy() -> Policy:
 
 
 @pytest.fixture(scope="session")
-def _session_cluster(cluster_policy: Policy) -> Iterator[Any]:
+def session_cluster(cluster_policy: Policy) -> Iterator[Any]:
+    """The shared replicated cluster itself (not reset between tests)."""
     if not _replication_available():
         pytest.skip("the replication emulator (regions/local/replication.py) is not there yet")
     from regions.local.cluster import LocalCluster
@@ -69,7 +78,8 @@ def _session_cluster(cluster_policy: Policy) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def _session_isolated_cluster(cluster_policy: Policy) -> Iterator[Any]:
+def session_isolated_cluster(cluster_policy: Policy) -> Iterator[Any]:
+    """The shared cluster without replication itself (not reset between tests)."""
     from regions.local.cluster import LocalCluster
 
     with LocalCluster(cluster_policy, replicate=False) as c:
@@ -77,17 +87,17 @@ def _session_isolated_cluster(cluster_policy: Policy) -> Iterator[Any]:
 
 
 @pytest.fixture
-def cluster(_session_cluster: Any) -> Iterator[Any]:
+def cluster(session_cluster: Any) -> Iterator[Any]:
     """The shared replicated 3-region cluster, reset after the test."""
-    yield _session_cluster
-    _reset(_session_cluster)
+    yield session_cluster
+    _reset(session_cluster)
 
 
 @pytest.fixture
-def isolated_cluster(_session_isolated_cluster: Any) -> Iterator[Any]:
+def isolated_cluster(session_isolated_cluster: Any) -> Iterator[Any]:
     """The shared 3-region cluster without replication, reset after the test."""
-    yield _session_isolated_cluster
-    _reset(_session_isolated_cluster)
+    yield session_isolated_cluster
+    _reset(session_isolated_cluster)
 
 
 @pytest.fixture

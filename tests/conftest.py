@@ -22,8 +22,9 @@ for _k, _v in {
 }.items():
     os.environ[_k] = _v
 # Settings come from the tests, never from the developer's shell; REGIONKIT_TEST_* are knobs.
-for _k in [k for k in os.environ
-           if k.startswith("REGIONKIT_") and not k.startswith("REGIONKIT_TEST_")]:
+for _k in [
+    k for k in os.environ if k.startswith("REGIONKIT_") and not k.startswith("REGIONKIT_TEST_")
+]:
     del os.environ[_k]
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,11 +27,29 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONKIT_")}
     env["REGIONKIT_STATE_FILE"] = str(work / "no-cluster.json")  # never reuse a running cluster
     proc = subprocess.run(
-        [sys.executable, "-m", "cli", "--policy", str(ROOT / "policies" / "social-network.yaml"),
-         "demo", "--duration", "1.5", "--users", "1", "--rounds", "1",
-         "--report-dir", str(work / "regionkit-report")],
-        cwd=work, env={**env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        timeout=300, check=False)
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "--policy",
+            str(ROOT / "policies" / "social-network.yaml"),
+            "demo",
+            "--duration",
+            "1.5",
+            "--users",
+            "1",
+            "--rounds",
+            "1",
+            "--report-dir",
+            str(work / "regionkit-report"),
+        ],
+        cwd=work,
+        env={**env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     summary = json.loads((work / "regionkit-report" / "demo-summary.json").read_text())
@@ -64,8 +82,15 @@ def test_demo_writes_every_report(demo_run: tuple[Path, dict[str, Any], str]) ->
     work, s, _ = demo_run
     reports = work / "regionkit-report"
     names = {p.name for p in reports.iterdir()}
-    for name in ("demo-summary.json", "demo-summary.md", "audit.json", "audit.md", "audit.html",
-                 "audit.junit.xml", "audit.ocsf.json"):
+    for name in (
+        "demo-summary.json",
+        "demo-summary.md",
+        "audit.json",
+        "audit.md",
+        "audit.html",
+        "audit.junit.xml",
+        "audit.ocsf.json",
+    ):
         assert name in names
     for ext in (".json", ".md", ".html"):
         assert sum(n.startswith("drill-") and n.endswith(ext) for n in names) == 2
@@ -99,17 +124,35 @@ def test_html_reports_open_in_headless_chromium(
     work, _, _ = demo_run
     shots = ROOT / ".build" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
-    pages = [work / "regionkit-report" / "audit.html",
-             *sorted((work / "regionkit-report").glob("drill-*.html"))]
+    pages = [
+        work / "regionkit-report" / "audit.html",
+        *sorted((work / "regionkit-report").glob("drill-*.html")),
+    ]
     for page in pages:
         shot = shots / f"{page.stem}.png"
         profile = work / f"chrome-{page.stem}"
         proc = subprocess.run(
-            [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={profile}", "--enable-logging=stderr",
-             "--window-size=1280,1600", f"--screenshot={shot}", page.as_uri()],
-            capture_output=True, text=True, timeout=120, check=False)
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--enable-logging=stderr",
+                "--window-size=1280,1600",
+                f"--screenshot={shot}",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert shot.exists() and shot.stat().st_size > 10_000
         console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]

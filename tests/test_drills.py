@@ -23,16 +23,18 @@ from residency.records import DrillSummary
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = load_policy(ROOT / "policies" / "minimal.yaml")
 SCHEDULES = int(os.environ.get("REGIONKIT_TEST_SCHEDULES", "200"))
-PHASES = ["plan", "steady-state", "inject", "workload", "heal", "convergence", "measure",
-          "verdict"]
+PHASES = ["plan", "steady-state", "inject", "workload", "heal", "convergence", "measure", "verdict"]
 
 
-def sim_drill(policy: Policy, scenario: str, region: str, seed: int = 1,
-              **params: Any) -> Any:
+def sim_drill(policy: Policy, scenario: str, region: str, seed: int = 1, **params: Any) -> Any:
     with simulation(policy, seed=seed) as s:
         sc = get_scenario(scenario)
-        runner = DrillRunner(SimBackend(s), sc, sc.parse(policy, {"region": region, **params}),
-                             options=DrillOptions(duration=0.6, rate=10, recovery=0.5, seed=seed))
+        runner = DrillRunner(
+            SimBackend(s),
+            sc,
+            sc.parse(policy, {"region": region, **params}),
+            options=DrillOptions(duration=0.6, rate=10, recovery=0.5, seed=seed),
+        )
         return runner.run()
 
 
@@ -51,8 +53,10 @@ def test_seeded_random_fault_schedules() -> None:
         totals["unavailable"] += r.unavailable
         kinds |= {e.split()[2] for e in r.events if " fault " in e}
         if not r.ok:
-            failures.append(f"seed {seed}: converged={r.converged} "
-                            f"violations={r.residency_violations} unaccounted={r.unaccounted}")
+            failures.append(
+                f"seed {seed}: converged={r.converged} "
+                f"violations={r.residency_violations} unaccounted={r.unaccounted}"
+            )
     assert not failures, "\n".join(failures)
     # the schedules really exercised what they claim
     assert kinds == {"outage", "pause", "partition", "skew", "lag"}
@@ -69,15 +73,19 @@ def test_the_same_seed_reproduces_the_same_history() -> None:
 # --- the runner on the simulation ---------------------------------------------------
 
 
-@pytest.mark.parametrize("scenario,region,params", [
-    ("region-outage", "eu-central-1", {}),
-    ("replication-pause", "eu-west-1", {}),
-    ("partition", "us-east-1", {}),
-    ("clock-skew", "eu-central-1", {"ms": 250}),
-    ("failback", "eu-central-1", {}),
-])
-def test_every_scenario_passes_on_the_simulation(scenario: str, region: str,
-                                                 params: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "scenario,region,params",
+    [
+        ("region-outage", "eu-central-1", {}),
+        ("replication-pause", "eu-west-1", {}),
+        ("partition", "us-east-1", {}),
+        ("clock-skew", "eu-central-1", {"ms": 250}),
+        ("failback", "eu-central-1", {}),
+    ],
+)
+def test_every_scenario_passes_on_the_simulation(
+    scenario: str, region: str, params: dict[str, Any]
+) -> None:
     j = sim_drill(MINIMAL, scenario, region, **params)
     assert j.verdict == "pass", j.reasons
     names = [p.name for p in j.phases]
@@ -110,8 +118,17 @@ def test_single_region_jurisdiction_waits_by_law() -> None:
 
 
 def test_a_missed_target_fails_the_verdict() -> None:
-    strict = MINIMAL.model_copy(update={"targets": MINIMAL.targets.model_copy(update={
-        "drills": MINIMAL.targets.drills.model_copy(update={"convergence_seconds": 1e-9})})})
+    strict = MINIMAL.model_copy(
+        update={
+            "targets": MINIMAL.targets.model_copy(
+                update={
+                    "drills": MINIMAL.targets.drills.model_copy(
+                        update={"convergence_seconds": 1e-9}
+                    )
+                }
+            )
+        }
+    )
     j = sim_drill(strict, "replication-pause", "eu-central-1")
     assert j.verdict == "fail"
     assert any("convergence" in r for r in j.reasons), j.reasons
@@ -194,22 +211,39 @@ def test_aws_drill_runs_the_fis_experiment_on_moto() -> None:
         import boto3
 
         fis = boto3.client("fis", region_name="eu-west-1")
-        template = experiment_template(MINIMAL, "eu-west-1", duration="PT1S",
-                                       account="123456789012")
+        template = experiment_template(
+            MINIMAL, "eu-west-1", duration="PT1S", account="123456789012"
+        )
         with pytest.raises(ConfigError, match="no regionkit FIS template"):
-            run_fis_drill(fis, template, policy_name=MINIMAL.name, policy_sha256="x",
-                          region="eu-west-1", account="123456789012")
-        j = run_fis_drill(fis, template, policy_name=MINIMAL.name, policy_sha256="x",
-                          region="eu-west-1", account="123456789012", create_template=True,
-                          poll=0.0, sleep=lambda s: None)
+            run_fis_drill(
+                fis,
+                template,
+                policy_name=MINIMAL.name,
+                policy_sha256="x",
+                region="eu-west-1",
+                account="123456789012",
+            )
+        j = run_fis_drill(
+            fis,
+            template,
+            policy_name=MINIMAL.name,
+            policy_sha256="x",
+            region="eu-west-1",
+            account="123456789012",
+            create_template=True,
+            poll=0.0,
+            sleep=lambda s: None,
+        )
         assert find_template(fis, MINIMAL.name, "eu-west-1") is not None
         assert j.target == "aws" and [p.name for p in j.phases][:2] == ["plan", "inject"]
         exp_id = j.phases[1].detail["experiment"]
         assert fis.get_experiment(id=exp_id)["experiment"]["experimentTemplateId"]
         assert j.verdict in {"pass", "fail"}
         template_actions = template["actions"]
-        assert any(a["actionId"] == "aws:dynamodb:global-table-pause-replication"
-                   for a in template_actions.values())
+        assert any(
+            a["actionId"] == "aws:dynamodb:global-table-pause-replication"
+            for a in template_actions.values()
+        )
 
 
 # --- on the real local cluster ---------------------------------------------------------
@@ -221,9 +255,12 @@ def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path)
     from regions.drills.backends import LocalClusterBackend
 
     sc = get_scenario(scenario)
-    runner = DrillRunner(LocalClusterBackend(cluster), sc,
-                         sc.parse(cluster.policy, {"region": "eu-central-1"}),
-                         options=DrillOptions(duration=1.5, rate=10))
+    runner = DrillRunner(
+        LocalClusterBackend(cluster),
+        sc,
+        sc.parse(cluster.policy, {"region": "eu-central-1"}),
+        options=DrillOptions(duration=1.5, rate=10),
+    )
     j = runner.run()
     assert j.verdict == "pass", j.reasons
     f = j.figures

@@ -89,11 +89,17 @@ class InProcessClients:
         if key not in self._clients:
             client = self._session.client(service, region_name=region, config=self._config)
             if service == "dynamodb":
-                for op in ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem",
-                           "TransactWriteItems"):
+                for op in (
+                    "PutItem",
+                    "UpdateItem",
+                    "DeleteItem",
+                    "BatchWriteItem",
+                    "TransactWriteItems",
+                ):
                     client.meta.events.register(
                         f"provide-client-params.dynamodb.{op}",
-                        lambda params, region=region, **kw: self._mark(region, params))
+                        lambda params, region=region, **kw: self._mark(region, params),
+                    )
             self._clients[key] = client
         return self._clients[key]
 
