@@ -135,6 +135,8 @@ border-radius:.3rem;background:#fbfcfd}
 .bar{position:absolute;height:18px;border-radius:3px;background:#54aeff;font-size:12px;color:#0b2440;
 white-space:nowrap;padding-left:4px;overflow:visible}.bar.bad{background:#ff8182}
 .meta{color:#57606a}
+.bar.late{display:flex;justify-content:flex-end;padding:0 4px 0 0}
+.bar.late span{white-space:nowrap}
 </style></head><body>
 <h1>Drill {{ j.drill_id }}: {{ j.scenario }}</h1>
 <p><span class="verdict {{ j.verdict }}">{{ j.verdict|upper }}</span>
@@ -149,9 +151,10 @@ white-space:nowrap;padding-left:4px;overflow:visible}.bar.bad{background:#ff8182
 <td class="{{ 'yes' if ok else 'no' }}">{{ 'yes' if ok else 'NO' }}</td></tr>{% endfor %}
 </table>
 <h2>Timeline</h2>
-<div class="timeline">{% for p in phases %}<div class="bar{{ '' if p.ok else ' bad' }}"
-style="top:{{ 6 + 26 * loop.index0 }}px;left:{{ p.left }}%;width:{{ p.width }}%">{{ p.name }}
-({{ '%.2f' % p.seconds }} s)</div>{% endfor %}</div>
+<div class="timeline">{% for p in phases %}<div class="bar{{ '' if p.ok else ' bad' }}{{
+' late' if p.late }}"
+style="top:{{ 6 + 26 * loop.index0 }}px;left:{{ p.left }}%;width:{{ p.width }}%"><span>{{
+p.name }} ({{ '%.2f' % p.seconds }} s)</span></div>{% endfor %}</div>
 <h2>Per data class</h2>
 <table><tr><th>data class</th><th>kind</th><th>RTO</th><th>RTO by writer region</th>
 <th>writes ok</th><th>failed</th><th>failover</th><th>no compliant failover</th></tr>
@@ -188,6 +191,7 @@ def render_html(j: DrillJournal) -> str:
                 "name": p.name,
                 "ok": p.ok,
                 "seconds": p.seconds,
+                "late": left > 70,
                 "left": f"{min(left, 99):.2f}",
                 "width": f"{min(width, 100 - left):.2f}",
             }
