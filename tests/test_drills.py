@@ -273,3 +273,94 @@ def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path)
         assert by["content"].rto_seconds is not None and by["content"].rto_seconds < 1.5
         assert "eu-central-1" in by["profile"].rto_by_region
     write_reports(j, tmp_path)
+
+
+# --- the CLI ------------------------------------------------------------------------------
+
+
+def _cli(
+    args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cwd: Path
+) -> tuple[int, str, str]:
+    import cli
+
+    monkeypatch.chdir(cwd)
+    try:
+        cli.main(["--policy", str(ROOT / "policies" / "minimal.yaml"), *args])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_drill_list_and_plan(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, _ = _cli(["drill", "list", "--json"], monkeypatch, capsys, tmp_path)
+    assert code == 0
+    assert {s["name"] for s in json.loads(out)} == {
+        "region-outage",
+        "replication-pause",
+        "partition",
+        "clock-skew",
+        "failback",
+    }
+    code, out, _ = _cli(
+        [
+            "drill",
+            "plan",
+            "replication-pause",
+            "--region",
+            "eu-west-1",
+            "--target",
+            "aws",
+            "--json",
+        ],
+        monkeypatch,
+        capsys,
+        tmp_path,
+    )
+    assert code == 0
+    plan = json.loads(out)
+    assert len(plan["steps"]) == 7
+    actions = plan["fis_experiment_template"]["actions"].values()
+    assert [a["actionId"] for a in actions] == ["aws:dynamodb:global-table-pause-replication"]
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["drill", "run", "meteor", "--region", "eu-west-1"], "unknown scenario 'meteor'"),
+        (["drill", "run", "region-outage", "--region", "mars-1"], "mars-1"),
+        (
+            ["drill", "plan", "region-outage", "--region", "eu-west-1", "--target", "aws"],
+            "only replication-pause",
+        ),
+        (
+            ["drill", "run", "region-outage", "--region", "eu-west-1", "--target", "moon"],
+            "--target must be",
+        ),
+    ],
+)
+def test_cli_drill_bad_input_is_exit_2(
+    args: list[str],
+    needle: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    code, _, err = _cli(args, monkeypatch, capsys, tmp_path)
+    assert code == 2
+    assert needle in err and "Traceback" not in err
+
+
+def test_cli_drill_history(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    j = sim_drill(MINIMAL, "partition", "us-east-1")
+    save_journal(j, tmp_path / ".regionkit" / "drills")
+    code, out, _ = _cli(["drill", "history", "--json"], monkeypatch, capsys, tmp_path)
+    assert code == 0
+    [entry] = json.loads(out)
+    assert entry["drill_id"] == j.drill_id and entry["verdict"] == "pass"
+    code, out, _ = _cli(["drill", "history"], monkeypatch, capsys, tmp_path)
+    assert code == 0 and "us-east-1" in out and "never" in out
