@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -180,11 +181,17 @@ def test_a_paused_cluster_dies_with_its_sigkilled_parent(tmp_path: Path) -> None
     finally:
         child.kill()
         child.wait()
-    # The stale state file (its owner is dead) does not block a new cluster.
+    tmp = Path(tempfile.gettempdir())
+    left = list(tmp.glob(f"regionkit-cluster-{child.pid}-*"))
+    assert left, "the SIGKILLed owner could not remove its run directory"
+    # The stale state file (its owner is dead) does not block a new cluster, and the
+    # new cluster sweeps away what the dead one left in the temporary directory.
     policy = parse_policy_text((ROOT / "policies/minimal.yaml").read_text())
     with LocalCluster(policy, replicate=False, state_file=state) as c:
-        assert read_state(state)["pids"]["owner"] == os.getpid()  # type: ignore[index]
+        state_now = read_state(state)
+        assert state_now is not None and state_now["pids"]["owner"] == os.getpid()
         assert c.running
+        assert not any(p.exists() for p in left)
     assert not state.exists()
 
 

@@ -44,7 +44,13 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from regions.local.clients import CONTROL, REPLICATION, ClusterClients
-from regions.local.servers import MotoServer, ServerKind, start_servers
+from regions.local.servers import (
+    MotoServer,
+    ServerKind,
+    run_dir_prefix,
+    start_servers,
+    sweep_stale,
+)
 from residency.errors import ClusterError, ConfigError
 from residency.logs import get_logger
 from residency.policy import Policy
@@ -141,7 +147,8 @@ class LocalCluster:
             t0 = time.perf_counter()
             atexit.register(self.stop)
             try:
-                self._run_dir = Path(tempfile.mkdtemp(prefix="regionkit-cluster-"))
+                sweep_stale()  # what SIGKILLed clusters left in the temporary directory
+                self._run_dir = Path(tempfile.mkdtemp(prefix=run_dir_prefix()))
                 self.servers = start_servers(
                     self.policy.regions,
                     kind=self.server_kind,

@@ -61,7 +61,9 @@ import http.client
 import json
 import os
 import queue
+import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,9 +86,11 @@ __all__ = [
     "ServerState",
     "free_port",
     "probe",
+    "run_dir_prefix",
     "start_server",
     "start_servers",
     "stop_all",
+    "sweep_stale",
 ]
 
 log = get_logger("regionkit.local.servers")
@@ -570,8 +574,54 @@ def _child_env() -> dict[str, str]:
 
 
 def _log_file(log_dir: Path, name: str) -> tuple[int, Path]:
-    fd, path = tempfile.mkstemp(prefix=f"regionkit-{name}-", suffix=".log", dir=log_dir)
+    # The owner's PID in the name lets sweep_stale() find what a SIGKILLed owner left.
+    fd, path = tempfile.mkstemp(
+        prefix=f"regionkit-{os.getpid()}-{name}-", suffix=".log", dir=log_dir
+    )
     return fd, Path(path)
+
+
+_STALE = re.compile(r"^regionkit-(?:cluster-)?(\d+)-")
+
+
+def run_dir_prefix() -> str:
+    """The ``tempfile`` prefix of a cluster's run directory (owner PID included)."""
+    return f"regionkit-cluster-{os.getpid()}-"
+
+
+def sweep_stale(directory: Path | None = None) -> int:
+    """Remove run directories and log files whose owner died without cleaning up.
+
+    A process killed by SIGKILL cannot remove its files; its servers die with it
+    (PDEATHSIG), and the next cluster started on the machine removes what is left.
+    Only names carrying a PID that no longer exists are touched.
+    """
+    directory = Path(tempfile.gettempdir()) if directory is None else directory
+    removed = 0
+    try:
+        entries = [e for e in directory.iterdir() if e.name.startswith("regionkit-")]
+    except OSError:
+        return 0
+    for entry in entries:
+        m = _STALE.match(entry.name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # alive (or not ours to judge)
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError):
+            continue
+        try:
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _spawn_one(region: str, kind: ServerKind, log_dir: Path) -> tuple[_Proc, int]:
@@ -742,7 +792,9 @@ def start_servers(
     if fork and kind != "fast":
         raise ConfigError(message="only the 'fast' server kind can be forked")
     regions = list(dict.fromkeys(regions))
-    log_dir = Path(tempfile.gettempdir()) if log_dir is None else log_dir
+    if log_dir is None:
+        log_dir = Path(tempfile.gettempdir())
+        sweep_stale(log_dir)
     log_dir.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + timeout
     spawned: dict[str, tuple[_Proc, int]] = {}
