@@ -41,7 +41,9 @@ No server is left behind, whatever happens to the parent:
 * an ``atexit`` hook stops every server still running when the interpreter exits;
 * :meth:`MotoServer.stop` sends SIGCONT and SIGTERM to the server's process
   group, closes its pipe, and SIGKILLs it if it has not gone within the grace
-  period; the fork server exits when its last server has.
+  period; the fork server exits when its last server has;
+* log files (and a cluster's run directory) carry the owner's PID in their
+  names, so :func:`sweep_stale` removes what a SIGKILLed owner could not.
 
 Two server kinds exist. ``fast`` (the default) is :mod:`regions.local._server_main`:
 moto's WSGI app under a keep-alive HTTP/1.1 server, measured faster than the
