@@ -325,10 +325,34 @@ def server_cpu(args: argparse.Namespace) -> Verdict:
     return Verdict("server CPU per put", lines)
 
 
+def replication(args: argparse.Namespace) -> Verdict:
+    """Lag at >= 100 writes/s and convergence after a 10 s pause (see replication_lag.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from replication_lag import measure
+
+    m = measure(rate=120.0, seconds=8.0, pause_s=10.0)
+    lag_ok = m["writes_per_s"] >= 100 and m["lag_p99_ms"] <= 500
+    conv_ok = m["converge_s"] <= 2.0 and m["identical"]
+    return Verdict(
+        "replication lag and post-pause convergence (3 regions)",
+        [
+            f"steady writes: {m['writes']} in total, {m['writes_per_s']:.1f} writes/s aggregate",
+            f"replication lag over {m['lag_samples']} applied changes: p50 "
+            f"{m['lag_p50_ms']:.1f} ms, p99 {m['lag_p99_ms']:.1f} ms "
+            f"(goal p99 <= 500 ms at >= 100 writes/s: {'PASS' if lag_ok else 'MISS'})",
+            f"10 s pause of every link of one region: {m['pause_writes']} writes, backlog "
+            f"{m['pause_backlog']} changes; converged {m['converge_s']:.2f} s after resume, "
+            f"replicas identical: {m['identical']} (goal <= 2 s: {'PASS' if conv_ok else 'MISS'})",
+        ],
+        passed=lag_ok and conv_ok,
+    )
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], Verdict]] = {
     "startup": startup,
     "server_cpu": server_cpu,
     "put_throughput": put_throughput,
+    "replication": replication,
 }
 
 
