@@ -21,7 +21,6 @@ Numbers come back as :class:`decimal.Decimal`, as with boto3's resource API.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
