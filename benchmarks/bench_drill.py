@@ -33,6 +33,7 @@ from regions.drills import DrillOptions, DrillRunner, get_scenario  # noqa: E402
 from regions.drills.backends import LocalClusterBackend  # noqa: E402
 from regions.drills.simulate import run_schedule  # noqa: E402
 from regions.local.cluster import LocalCluster  # noqa: E402
+from residency.logs import configure_logging  # noqa: E402
 from residency.policy import load_policy  # noqa: E402
 
 GOAL_RTO_S = 1.0
@@ -68,6 +69,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--schedules", type=int, default=50)
     args = ap.parse_args()
+    configure_logging(level="error")  # breakers opening are the point here, not news
     print("(a) region-outage RTO for global data on the local cluster (3 moto servers)")
     rtos = rto_runs(args.runs)
     if rtos:
