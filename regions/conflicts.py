@@ -245,7 +245,7 @@ class ConflictDetector:
             return None
         repaired = kind == "inversion" and self.repair and moved_on is None
         resolution: Any = (
-            ("repaired" if repaired else "lww")
+            ("repaired" if repaired else "superseded" if moved_on is not None else "lww")
             if kind == "inversion"
             else ("merged" if merge_ref else "lww")
         )

@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = ["ConflictKind", "ConflictRecord", "DrillSummary", "conflict_id"]
 
 ConflictKind = Literal["concurrent", "inversion", "lost_write"]
-Resolution = Literal["lww", "merged", "repaired"]
+# superseded: an inversion whose repair found the item already replaced by a newer
+# write; nothing stale is served, and the HLC winner is logged as a lost write.
+Resolution = Literal["lww", "merged", "repaired", "superseded"]
 
 
 def conflict_id(table: str, key: str, a: str, b: str) -> str:

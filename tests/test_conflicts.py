@@ -273,3 +273,25 @@ def test_lambda_handler_on_a_streams_event(sim: Simulation) -> None:
     assert handler({"Records": [broken]}, None, detector=sim.detector)["batchItemFailures"] == [
         {"itemIdentifier": "7"}
     ]
+
+
+def test_an_inversion_superseded_before_its_repair_is_logged_as_such(sim: Simulation) -> None:
+    """The replica already holds a newer write: nothing stale is served, the winner is lost."""
+    newer = {"pk": "s", "rk_v": v(9, US), "body": "newest"}
+    sim.clients.dynamodb(EU1).put_item(TableName="content", Item=to_ddb(newer))
+    winner = {"pk": "s", "rk_v": v(5, EU1), "rk_base": v(1, EU1), "body": "winner"}
+    older = {"pk": "s", "rk_v": v(3, EU2), "rk_base": v(1, EU1), "body": "older"}
+    record = {
+        "eventName": "MODIFY",
+        "dynamodb": {
+            "Keys": to_ddb({"pk": "s"}),
+            "OldImage": to_ddb(winner),
+            "NewImage": to_ddb(older),
+        },
+    }
+    rec = sim.detector.process(EU1, "content", record)
+    assert rec is not None and rec.kind == "inversion"
+    assert rec.resolution == "superseded" and not rec.repaired
+    assert sim.items(EU1, "content")["s"]["body"] == "newest"  # the repair did not go back
+    logged = {(c.kind, c.winner_version, c.loser_version) for c in conflicts(sim, EU1)}
+    assert ("lost_write", v(9, US), v(5, EU1)) in logged

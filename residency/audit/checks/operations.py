@@ -89,6 +89,9 @@ def conflicts(ctx: AuditContext) -> Iterator[Finding]:
 def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
     """No conflict-log record of kind ``inversion`` has ``repaired`` false (at any time).
 
+    An inversion *superseded* by a newer write before its repair serves nothing stale
+    (its HLC winner is logged separately as a lost write) and does not count.
+
     Example::
 
         regionkit audit run --checks operations.unrepaired_inversions
@@ -105,7 +108,9 @@ def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
             )
             continue
         open_ = [
-            r for r in history.records.get(region, []) if r.kind == "inversion" and not r.repaired
+            r
+            for r in history.records.get(region, [])
+            if r.kind == "inversion" and not r.repaired and r.resolution != "superseded"
         ]
         for r in open_:
             key = safe_key(r.key)
