@@ -2112,17 +2112,7 @@ def demo(
             summary["audit"] = {
                 "by_status": report.summary["by_status"],
                 "failing_high_or_worse": len(failing),
-                "findings": [
-                    {
-                        "check": f.check_id,
-                        "severity": f.severity,
-                        "status": f.status,
-                        "region": f.region,
-                        "reason": f.reason,
-                    }
-                    for f in report.findings
-                    if f.status != "PASS"
-                ][:20],
+                "findings": _group_findings(report.findings),
                 "report_sha256": report.report_sha256,
             }
         summary["seconds"] = round(_time.monotonic() - started, 1)
@@ -2140,6 +2130,30 @@ def demo(
         or summary["audit"]["failing_high_or_worse"]
     )
     raise typer.Exit(EXIT_CHECK_FAILED if bad else EXIT_OK)
+
+
+def _group_findings(findings: list[Any]) -> list[dict[str, Any]]:
+    """Non-passing findings, worst first; the same finding in several regions is one line."""
+    from residency.audit import SEVERITIES
+
+    groups: dict[tuple[str, str, str, str], list[str]] = {}
+    for f in findings:
+        if f.status != "PASS":
+            groups.setdefault((f.status, f.severity, f.check_id, f.reason), []).append(
+                f.region or "-"
+            )
+    rank: dict[str, int] = {str(sev): i for i, sev in enumerate(SEVERITIES)}
+    out = [
+        {
+            "status": st,
+            "severity": sev,
+            "check": check,
+            "reason": reason,
+            "region": ", ".join(sorted(set(regions))),
+        }
+        for (st, sev, check, reason), regions in groups.items()
+    ]
+    return sorted(out, key=lambda g: (rank.get(g["severity"], 9), g["check"]))[:20]
 
 
 def _demo_markdown(s: dict[str, Any]) -> str:
