@@ -251,6 +251,18 @@ class Policy(_Model):
         index = {r: i for i, r in enumerate(candidates)}
         return sorted(candidates, key=lambda r: (distance_km(origin, r), index[r]))
 
+    def country_in(self, jurisdiction: str) -> str:
+        """A country whose residents belong to ``jurisdiction`` (for sign-ups in tests,
+        drills and the demo); for a default jurisdiction without countries, the first
+        ISO country no jurisdiction lists."""
+        j = self.jurisdictions[jurisdiction]
+        if j.countries:
+            return j.countries[0]
+        from iso3166 import countries_by_alpha2
+
+        listed = {c for x in self.jurisdictions.values() for c in x.countries}
+        return next(c for c in sorted(countries_by_alpha2) if c not in listed)
+
     def pii_attributes(self) -> frozenset[str]:
         names: set[str] = set()
         for dc in self.data_classes.values():

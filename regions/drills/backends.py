@@ -154,40 +154,36 @@ class SimBackend:
         return ConflictLog(self.policy, self.sim.clients).scan(self.policy.regions[0])
 
 
-class LocalClusterBackend:
-    """A running :class:`~regions.local.cluster.LocalCluster` as a drill backend."""
+class _WallClockBackend:
+    """Routers per writer region on a shared client pool, with drill timeouts, on real time.
+
+    A drill wants failover fast: 0.2 s to connect, 0.3 s to read, one attempt, and
+    a breaker that opens after two failures and probes again after a second.
+    """
 
     name = "local"
     threaded = True
+    policy: Policy
 
-    def __init__(
-        self, cluster: Any, *, connect_timeout: float = 0.2, read_timeout: float = 0.3
-    ) -> None:
+    def _build_routers(self, settings: Any, clock: Any) -> None:
         from regions.health import RegionHealth
         from regions.pool import ClientPool
 
-        self.cluster = cluster
-        self.policy = cluster.policy
-        self.settings = cluster.settings(
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            max_attempts=1,
-            breaker_failures=2,
-            breaker_reset_seconds=1.0,
-            failover_attempts=3,
-        )
-        self._routers: dict[str, RegionRouter] = {}
+        self.settings = settings.model_copy(update=DRILL_SETTINGS)
         self._pool = ClientPool(self.settings, max_pool_connections=64)
-        for region in self.policy.regions:
-            health = RegionHealth(self.policy.regions, failures=2, reset_seconds=1.0)
-            self._routers[region] = RegionRouter(
+        # scans and checks are not the workload: they get ordinary timeouts
+        self._admin = ClientPool(settings.model_copy(update={"read_timeout": 10.0}))
+        self._routers = {
+            r: RegionRouter(
                 self.policy,
-                region=region,
+                region=r,
                 clients=self._pool,
                 settings=self.settings,
-                health=health,
-                physical_clock=cluster.physical_clock(region),
+                health=RegionHealth(self.policy.regions, failures=2, reset_seconds=1.0),
+                physical_clock=clock(r),
             )
+            for r in self.policy.regions
+        }
 
     def now(self) -> float:
         return time.time()
@@ -197,6 +193,38 @@ class LocalClusterBackend:
 
     def router(self, region: str) -> RegionRouter:
         return self._routers[region]
+
+    def scan(self, region: str, table: str) -> Iterable[dict[str, Any]]:
+        return _scan(self._admin.dynamodb(region), table)
+
+    def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        return _get(self._admin.dynamodb(region), table, key)
+
+    def conflicts(self) -> list[ConflictRecord]:
+        log = ConflictLog(self.policy, self._admin, table_prefix=self.settings.table_prefix)
+        return log.scan(self.policy.regions[0])
+
+
+DRILL_SETTINGS: dict[str, Any] = {
+    "connect_timeout": 0.2,
+    "read_timeout": 0.3,
+    "max_attempts": 1,
+    "breaker_failures": 2,
+    "breaker_reset_seconds": 1.0,
+    "failover_attempts": 3,
+}
+
+
+class LocalClusterBackend(_WallClockBackend):
+    """A running :class:`~regions.local.cluster.LocalCluster` as a drill backend."""
+
+    name = "local"
+    threaded = True
+
+    def __init__(self, cluster: Any) -> None:
+        self.cluster = cluster
+        self.policy = cluster.policy
+        self._build_routers(cluster.settings(), cluster.physical_clock)
 
     def outage(self, region: str, mode: str = "stop") -> None:
         self.cluster.outage(region, mode)
@@ -233,19 +261,8 @@ class LocalClusterBackend:
     def wait_converged(self, timeout: float) -> bool:
         return bool(self.cluster.replicator.wait_converged(timeout))
 
-    def scan(self, region: str, table: str) -> Iterable[dict[str, Any]]:
-        return _scan(self.cluster.client(region), table)
 
-    def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        return _get(self.cluster.client(region), table, key)
-
-    def conflicts(self) -> list[ConflictRecord]:
-        return ConflictLog(
-            self.policy, self.cluster.clients, table_prefix=self.cluster.table_prefix
-        ).scan(self.policy.regions[0])
-
-
-class RemoteClusterBackend:
+class RemoteClusterBackend(_WallClockBackend):
     """The cluster a ``regionkit local up`` process runs, driven over its control endpoint.
 
     Faults go through the control endpoint; reads, writes and scans go straight to
@@ -258,46 +275,13 @@ class RemoteClusterBackend:
     threaded = True
 
     def __init__(self, policy: Policy, settings: Any, control: Any) -> None:
-        from regions.health import RegionHealth
-        from regions.pool import ClientPool
-
         self.policy = policy
         self.control = control
-        self.settings = settings.model_copy(
-            update={
-                "connect_timeout": 0.2,
-                "read_timeout": 0.3,
-                "max_attempts": 1,
-                "breaker_failures": 2,
-                "breaker_reset_seconds": 1.0,
-                "failover_attempts": 3,
-            }
-        )
-        self._pool = ClientPool(self.settings, max_pool_connections=64)
         self._skew: dict[str, int] = {}
-        self._routers = {
-            r: RegionRouter(
-                policy,
-                region=r,
-                clients=self._pool,
-                settings=self.settings,
-                health=RegionHealth(policy.regions, failures=2, reset_seconds=1.0),
-                physical_clock=self._clock(r),
-            )
-            for r in policy.regions
-        }
+        self._build_routers(settings, self._clock)
 
     def _clock(self, region: str) -> Any:
         return lambda: time.time_ns() // 1_000_000 + self._skew.get(region, 0)
-
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    def router(self, region: str) -> RegionRouter:
-        return self._routers[region]
 
     def outage(self, region: str, mode: str = "stop") -> None:
         self.control.outage(region, mode)
@@ -343,14 +327,3 @@ class RemoteClusterBackend:
                 quiet = 0
             time.sleep(0.1)
         return False
-
-    def scan(self, region: str, table: str) -> Iterable[dict[str, Any]]:
-        return _scan(self._pool.dynamodb(region), table)
-
-    def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        return _get(self._pool.dynamodb(region), table, key)
-
-    def conflicts(self) -> list[ConflictRecord]:
-        return ConflictLog(self.policy, self._pool, table_prefix=self.settings.table_prefix).scan(
-            self.policy.regions[0]
-        )

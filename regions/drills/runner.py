@@ -79,16 +79,6 @@ class Outcome:
     error: str | None
 
 
-def _country_for(policy: Policy, jurisdiction: str) -> str:
-    j = policy.jurisdictions[jurisdiction]
-    if j.countries:
-        return j.countries[0]
-    from iso3166 import countries_by_alpha2
-
-    listed = {c for x in policy.jurisdictions.values() for c in x.countries}
-    return next(c for c in sorted(countries_by_alpha2) if c not in listed)
-
-
 def policy_sha256(policy: Policy, path: str | Path | None) -> str:
     if path is not None and Path(path).is_file():
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -247,7 +237,7 @@ class DrillRunner:
         for region in policy.regions:
             uid = mint_user_id(region, idempotency_key=f"{self.drill_id}-{region}")
             jid = policy.jurisdiction_of_region(region)
-            self.b.router(region).assign_home(uid, country=_country_for(policy, jid))
+            self.b.router(region).assign_home(uid, country=policy.country_in(jid))
             self.users[region] = uid
         t0 = self.b.now()
         canary = f"drill-{self.drill_id}-canary"

@@ -54,16 +54,6 @@ class ScheduleResult:
         return self.converged and not self.residency_violations and not self.unaccounted
 
 
-def _country(policy: Policy, jid: str) -> str:
-    j = policy.jurisdictions[jid]
-    if j.countries:
-        return j.countries[0]
-    listed = {c for x in policy.jurisdictions.values() for c in x.countries}
-    from iso3166 import countries_by_alpha2
-
-    return next(c for c in sorted(countries_by_alpha2) if c not in listed)
-
-
 def run_schedule(policy: Policy, seed: int, *, events: int = 24) -> ScheduleResult:
     """Run one random schedule; see the module docstring for what it checks."""
     rng = random.Random(seed)
@@ -82,7 +72,7 @@ def run_schedule(policy: Policy, seed: int, *, events: int = 24) -> ScheduleResu
         users = {}
         for r in regions:
             uid = mint_user_id(r, idempotency_key=f"sim-{seed}-{r}")
-            country = _country(policy, policy.jurisdiction_of_region(r))
+            country = policy.country_in(policy.jurisdiction_of_region(r))
             sim.routers[r].assign_home(uid, country=country)
             users[r] = uid
         sim.settle()
