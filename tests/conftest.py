@@ -28,6 +28,16 @@ for _k in [
     del os.environ[_k]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# CI explores the same examples every run (a red build is then reproducible); locally
+# hypothesis explores new ones. REGIONKIT_TEST_HYPOTHESIS=ci|dev picks one explicitly.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+_hypothesis_settings.register_profile("dev")
+_hypothesis_settings.load_profile(
+    os.environ.get("REGIONKIT_TEST_HYPOTHESIS", "ci" if os.environ.get("CI") else "dev")
+)
 os.environ.setdefault("JSII_RUNTIME_PACKAGE_CACHE_ROOT", str(ROOT / ".build" / "jsii-cache"))
 
 
