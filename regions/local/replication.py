@@ -149,6 +149,13 @@ def _digest(image: Image) -> str:
     return hashlib.blake2b(json.dumps(image, sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
+def _request(c: Change) -> dict[str, Any]:
+    """The BatchWriteItem request that applies ``c``."""
+    if c.image is not None:
+        return {"PutRequest": {"Item": c.image}}
+    return {"DeleteRequest": {"Key": c.keys}}
+
+
 def _pct(values: Iterable[float], q: float) -> float | None:
     data = sorted(values)
     if not data:
@@ -572,12 +579,7 @@ class ReplicationEngine:
         for table, items in by_table.items():
             for start in range(0, len(items), 25):
                 chunk = items[start : start + 25]
-                requests = [
-                    {"PutRequest": {"Item": c.image}}
-                    if c.image is not None
-                    else {"DeleteRequest": {"Key": c.keys}}
-                    for _, c, _ in chunk
-                ]
+                requests = [_request(c) for _, c, _ in chunk]
                 try:
                     unprocessed = (
                         ddb.batch_write_item(RequestItems={table: requests})
@@ -588,16 +590,7 @@ class ReplicationEngine:
                     self._requeue(dst, chunk, now_, exc)
                     continue
                 if unprocessed:  # retry those one by one later
-                    failed = [
-                        (ln, c, p)
-                        for ln, c, p in chunk
-                        if (
-                            {"PutRequest": {"Item": c.image}}
-                            if c.image is not None
-                            else {"DeleteRequest": {"Key": c.keys}}
-                        )
-                        in unprocessed
-                    ]
+                    failed = [(ln, c, p) for ln, c, p in chunk if _request(c) in unprocessed]
                     self._requeue(dst, failed, now_, None)
                     written += len(chunk) - len(failed)
                 else:
