@@ -527,49 +527,49 @@ def _fault_done(what: str) -> None:
     _console().print(f"[green]ok[/] {_esc(what)}")
 
 
+_LinkRegionOpt = Annotated[
+    str | None, typer.Option("--region", help="Every link into and out of this region.")
+]
+_SrcOpt = Annotated[str | None, typer.Option("--src", help="Source region (default: all).")]
+_DstOpt = Annotated[str | None, typer.Option("--dst", help="Destination region (default: all).")]
+
+
+def _links_fault(
+    action: str, region: str | None, src: str | None, dst: str | None, state_file: Path | None
+) -> None:
+    if region and (src or dst):
+        _fail("use --region, or --src/--dst, not both")
+    getattr(_local_control(state_file), action)(src, dst, region=region)
+    _fault_done(f"replication {action}d: {region or _link_text(src, dst)}")
+
+
 @fault_app.command("pause")
 def fault_pause(
-    region: Annotated[
-        str | None, typer.Option("--region", help="Every link into and out of this region.")
-    ] = None,
-    src: Annotated[str | None, typer.Option("--src", help="Source region (default: all).")] = None,
-    dst: Annotated[
-        str | None, typer.Option("--dst", help="Destination region (default: all).")
-    ] = None,
+    region: _LinkRegionOpt = None,
+    src: _SrcOpt = None,
+    dst: _DstOpt = None,
     state_file: _StateFileOpt = None,
 ) -> None:
     """Pause replication (like FIS global-table-pause-replication); nothing is lost."""
-    if region and (src or dst):
-        _fail("use --region, or --src/--dst, not both")
-    _local_control(state_file).pause(src, dst, region=region)
-    _fault_done(f"replication paused: {region or _link_text(src, dst)}")
+    _links_fault("pause", region, src, dst, state_file)
 
 
 @fault_app.command("resume")
 def fault_resume(
-    region: Annotated[
-        str | None, typer.Option("--region", help="Every link into and out of this region.")
-    ] = None,
-    src: Annotated[str | None, typer.Option("--src", help="Source region (default: all).")] = None,
-    dst: Annotated[
-        str | None, typer.Option("--dst", help="Destination region (default: all).")
-    ] = None,
+    region: _LinkRegionOpt = None,
+    src: _SrcOpt = None,
+    dst: _DstOpt = None,
     state_file: _StateFileOpt = None,
 ) -> None:
     """Resume paused replication; the backlog is applied."""
-    if region and (src or dst):
-        _fail("use --region, or --src/--dst, not both")
-    _local_control(state_file).resume(src, dst, region=region)
-    _fault_done(f"replication resumed: {region or _link_text(src, dst)}")
+    _links_fault("resume", region, src, dst, state_file)
 
 
 @fault_app.command("lag")
 def fault_lag(
     ms: Annotated[float | None, typer.Option("--ms", help="Replication lag in ms.")] = None,
-    src: Annotated[str | None, typer.Option("--src", help="Source region (default: all).")] = None,
-    dst: Annotated[
-        str | None, typer.Option("--dst", help="Destination region (default: all).")
-    ] = None,
+    src: _SrcOpt = None,
+    dst: _DstOpt = None,
     jitter_ms: Annotated[float, typer.Option("--jitter-ms", help="Random extra lag.")] = 0.0,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the lag.")] = False,
     state_file: _StateFileOpt = None,

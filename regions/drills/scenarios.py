@@ -169,11 +169,5 @@ class ClockSkew:
     "returns and must converge with everything written meanwhile.",
     OutageParams,
 )
-class Failback:
-    @staticmethod
-    def inject(b: DrillBackend, p: OutageParams) -> None:
-        b.outage(p.region, p.mode)
-
-    @staticmethod
-    def heal(b: DrillBackend, p: OutageParams) -> None:
-        b.restore(p.region)
+class Failback(RegionOutage):
+    """The same fault as region-outage; the runner adds the failback phase after heal."""

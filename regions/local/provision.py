@@ -29,11 +29,12 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from residency.errors import ClusterError
 from residency.logs import get_logger
-from residency.policy import GlobalDataClass, Policy
+from residency.policy import Policy
+from residency.tables import CONFLICT_LOG, TablePlan, expected_tags, plan_tables
 
 __all__ = [
     "CONFLICT_LOG_DATA_CLASS",
@@ -49,59 +50,11 @@ __all__ = [
 log = get_logger("regionkit.local.provision")
 
 TTL_ATTRIBUTE = "expires_at"
-CONFLICT_LOG_DATA_CLASS = "conflict-log"
-GLOBAL = "global"
+CONFLICT_LOG_DATA_CLASS = CONFLICT_LOG  # kept for importers of this module
 
 
 class _Clients(Protocol):
     def client(self, region: str, service: str = "dynamodb") -> Any: ...
-
-
-@dataclass(frozen=True)
-class TablePlan:
-    """One table as the policy places it."""
-
-    table: str  # the physical name, with the prefix
-    logical: str  # the name in the policy
-    data_class: str  # the data class name, or CONFLICT_LOG_DATA_CLASS
-    kind: Literal["global", "pinned", "system"]
-    partition_key: str
-    sort_key: str | None
-    regions: tuple[str, ...]
-
-    def jurisdiction_tag(self, policy: Policy, region: str) -> str:
-        return policy.jurisdiction_of_region(region) if self.kind == "pinned" else GLOBAL
-
-
-def plan_tables(policy: Policy, table_prefix: str = "") -> list[TablePlan]:
-    """Every table of the policy and the regions it belongs in."""
-    placements = policy.table_placements()
-    plans: list[TablePlan] = []
-    for name, dc in policy.data_classes.items():
-        plans.append(
-            TablePlan(
-                table=table_prefix + dc.table,
-                logical=dc.table,
-                data_class=name,
-                kind="global" if isinstance(dc, GlobalDataClass) else "pinned",
-                partition_key=dc.partition_key,
-                sort_key=dc.sort_key,
-                regions=tuple(placements[dc.table]),
-            )
-        )
-    log_table = policy.system.conflict_log_table
-    plans.append(
-        TablePlan(
-            table=table_prefix + log_table,
-            logical=log_table,
-            data_class=CONFLICT_LOG_DATA_CLASS,
-            kind="system",
-            partition_key="pk",
-            sort_key=None,
-            regions=tuple(placements.get(log_table, policy.regions)),
-        )
-    )
-    return plans
 
 
 def kms_alias(table: str) -> str:
@@ -109,15 +62,12 @@ def kms_alias(table: str) -> str:
 
 
 def table_tags(policy: Policy, plan: TablePlan, region: str) -> dict[str, str]:
-    tags = {
-        "regionkit:data-class": plan.data_class,
-        "regionkit:jurisdiction": plan.jurisdiction_tag(policy, region),
-        "regionkit:policy": policy.name,
-        "DisruptDynamoDb": "Allowed",
-    }
+    """The audit's expected tags, plus the FIS opt-in and the system-table marker."""
+    tags = expected_tags(policy, plan, region)
+    tags["DisruptDynamoDb"] = "Allowed"
     if plan.kind == "system":
         tags["regionkit:system"] = plan.data_class
-    elif plan.data_class == policy.system.directory:
+    elif plan.is_directory:
         tags["regionkit:system"] = "directory"
     return tags
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from regions.conflicts import ConflictDetector
@@ -27,6 +27,7 @@ from regions.local.replication import ReplicationEngine
 from regions.router import RegionRouter
 from residency.policy import Policy
 from residency.settings import Settings
+from residency.tables import plan_tables
 
 __all__ = ["InProcessClients", "Simulation", "simulation"]
 
@@ -119,40 +120,26 @@ class InProcessClients:
 
 
 def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> None:
-    """Tables as the policy places them, with streams; enough for simulations."""
-    for dc_name, dc in policy.data_classes.items():
-        del dc_name
-        keys = [{"AttributeName": dc.partition_key, "KeyType": "HASH"}]
-        attrs = [{"AttributeName": dc.partition_key, "AttributeType": "S"}]
-        if dc.sort_key:
-            keys.append({"AttributeName": dc.sort_key, "KeyType": "RANGE"})
-            attrs.append({"AttributeName": dc.sort_key, "AttributeType": "S"})
-        for region in policy.table_placements()[dc.table]:
-            _create(clients.dynamodb(region), table_prefix + dc.table, keys, attrs)
-    log_keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
-    log_attrs = [{"AttributeName": "pk", "AttributeType": "S"}]
-    for region in policy.regions:
-        _create(
-            clients.dynamodb(region),
-            table_prefix + policy.system.conflict_log_table,
-            log_keys,
-            log_attrs,
-        )
-
-
-def _create(
-    client: Any, name: str, keys: list[dict[str, str]], attrs: list[dict[str, str]]
-) -> None:
-    try:
-        client.create_table(
-            TableName=name,
-            KeySchema=keys,
-            AttributeDefinitions=attrs,
-            BillingMode="PAY_PER_REQUEST",
-            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-        )
-    except client.exceptions.ResourceInUseException:
-        pass
+    """Tables as the policy places them (``residency.tables``), with streams."""
+    for plan in plan_tables(policy, table_prefix):
+        keys = [{"AttributeName": plan.partition_key, "KeyType": "HASH"}]
+        attrs = [{"AttributeName": plan.partition_key, "AttributeType": "S"}]
+        if plan.sort_key:
+            keys.append({"AttributeName": plan.sort_key, "KeyType": "RANGE"})
+            attrs.append({"AttributeName": plan.sort_key, "AttributeType": "S"})
+        for region in plan.regions:
+            client = clients.dynamodb(region)
+            with suppress(client.exceptions.ResourceInUseException):
+                client.create_table(
+                    TableName=plan.table,
+                    KeySchema=keys,
+                    AttributeDefinitions=attrs,
+                    BillingMode="PAY_PER_REQUEST",
+                    StreamSpecification={
+                        "StreamEnabled": True,
+                        "StreamViewType": "NEW_AND_OLD_IMAGES",
+                    },
+                )
 
 
 class Simulation:

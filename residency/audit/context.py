@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from residency.audit.clients import AuditClients, error_reason, is_unreachable
-from residency.audit.plan import TablePlan, plan_tables
 from residency.logs import get_logger
 from residency.policy import Policy
+from residency.tables import TablePlan, plan_tables
 
 if TYPE_CHECKING:
     from residency.audit.datascan import DataScan

@@ -50,10 +50,10 @@ from typing import Any
 
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, ProgressEvent
-from residency.audit.plan import TablePlan
 from residency.audit.safety import USER_ID, hashed, safe_key
 from residency.logs import get_logger
 from residency.policy import PinnedDataClass
+from residency.tables import TablePlan
 
 __all__ = [
     "DataScan",

@@ -19,8 +19,8 @@ from typing import Any
 
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, ProgressEvent
-from residency.audit.plan import TablePlan
 from residency.logs import get_logger
+from residency.tables import TablePlan
 
 __all__ = ["Inventory", "RegionInventory", "TableState", "collect_inventory"]
 

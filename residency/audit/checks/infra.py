@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from residency.audit.context import AuditContext
 from residency.audit.inventory import TableState
 from residency.audit.model import Finding
-from residency.audit.plan import expected_tags
 from residency.audit.registry import Check, check
+from residency.tables import expected_tags
 
 _LIST = "dynamodb:ListTables"
 _DESCRIBE = "dynamodb:DescribeTable"

@@ -1,0 +1,111 @@
+"""Every table the policy implies, where it belongs, and the tags it carries.
+
+One derivation, used by whatever creates or inspects tables: the local cluster's
+provisioning, the deterministic simulation and the compliance audit. The rules
+(``Policy.table_placements``): a global data class lives in its replica regions;
+a pinned data class in every region, each jurisdiction's regions forming their
+own replica set; the conflict log in every region, as one global table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from residency.policy import GlobalDataClass, Policy
+
+__all__ = [
+    "CONFLICT_LOG",
+    "GLOBAL_TAG",
+    "TAG_DATA_CLASS",
+    "TAG_JURISDICTION",
+    "TAG_POLICY",
+    "TablePlan",
+    "expected_tags",
+    "jurisdiction_or_none",
+    "plan_tables",
+]
+
+CONFLICT_LOG = "conflict-log"  # the data_class of the conflict-log table
+GLOBAL_TAG = "global"  # the jurisdiction tag of tables that are not pinned
+
+TAG_DATA_CLASS = "regionkit:data-class"
+TAG_JURISDICTION = "regionkit:jurisdiction"
+TAG_POLICY = "regionkit:policy"
+
+
+def jurisdiction_or_none(policy: Policy, region: str) -> str | None:
+    """The jurisdiction owning ``region``, or None for a region outside the policy."""
+    for jid, j in policy.jurisdictions.items():
+        if region in j.regions:
+            return jid
+    return None
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    """One table as the policy places it."""
+
+    table: str  # the physical name, with the settings' prefix
+    logical: str  # the name in the policy
+    data_class: str  # the data class name, or CONFLICT_LOG
+    kind: Literal["pinned", "global", "system"]
+    partition_key: str
+    sort_key: str | None
+    regions: tuple[str, ...]
+    is_directory: bool = False
+
+    def jurisdiction_tag(self, policy: Policy, region: str) -> str:
+        """The ``regionkit:jurisdiction`` tag of this table's replica in ``region``."""
+        if self.kind != "pinned":
+            return GLOBAL_TAG
+        return jurisdiction_or_none(policy, region) or "(none)"
+
+    def allowed_replicas(self, policy: Policy, region: str) -> frozenset[str]:
+        """The regions a replica of this table in ``region`` may have."""
+        if self.kind == "pinned":
+            j = jurisdiction_or_none(policy, region)
+            return frozenset(policy.jurisdictions[j].regions) if j else frozenset()
+        if self.kind == "system":
+            return frozenset({region})  # the conflict log is one table per region
+        return frozenset(self.regions)
+
+
+def plan_tables(policy: Policy, table_prefix: str = "") -> list[TablePlan]:
+    """Every table of the policy and the regions it belongs in."""
+    placements = policy.table_placements()
+    plans = [
+        TablePlan(
+            table=table_prefix + dc.table,
+            logical=dc.table,
+            data_class=name,
+            kind="global" if isinstance(dc, GlobalDataClass) else "pinned",
+            partition_key=dc.partition_key,
+            sort_key=dc.sort_key,
+            regions=tuple(placements[dc.table]),
+            is_directory=name == policy.system.directory,
+        )
+        for name, dc in policy.data_classes.items()
+    ]
+    log = policy.system.conflict_log_table
+    plans.append(
+        TablePlan(
+            table=table_prefix + log,
+            logical=log,
+            data_class=CONFLICT_LOG,
+            kind="system",
+            partition_key="pk",
+            sort_key=None,
+            regions=tuple(placements.get(log, policy.regions)),
+        )
+    )
+    return plans
+
+
+def expected_tags(policy: Policy, plan: TablePlan, region: str) -> dict[str, str]:
+    """The tags every regionkit table carries (the CDK app and the local cluster set them)."""
+    return {
+        TAG_DATA_CLASS: plan.data_class,
+        TAG_JURISDICTION: plan.jurisdiction_tag(policy, region),
+        TAG_POLICY: policy.name,
+    }
