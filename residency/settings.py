@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -35,6 +35,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as SourceError
 
 from residency.errors import SettingsError
+from residency.pseudonym import Pseudonymizer, default_pseudonymizer
 
 __all__ = ["DEFAULT_STATE_FILE", "Settings", "is_loopback_url", "load_settings"]
 
@@ -108,6 +109,17 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     state_file: Path = DEFAULT_STATE_FILE
     drill_history: Path = Path(".regionkit/drills")
+    pseudonym_key: SecretStr | None = Field(
+        default=None,
+        description="Hex secret (>= 16 bytes) keying the pseudonyms of items in errors, "
+        "logs and reports; without it each process uses a random key.",
+    )
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        """The deployment's keyed pseudonymizer (a random key when none is set)."""
+        if self.pseudonym_key is None:
+            return default_pseudonymizer()
+        return Pseudonymizer.from_hex(self.pseudonym_key.get_secret_value())
 
     @field_validator("endpoints")
     @classmethod
@@ -123,6 +135,19 @@ class Settings(BaseSettings):
                     f"local mode refuses the non-loopback endpoint {url!r} for {region}; "
                     "use 127.0.0.1, or set REGIONKIT_MODE=aws for real AWS"
                 )
+        return value
+
+    @field_validator("pseudonym_key")
+    @classmethod
+    def _hex_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Pseudonymizer.from_hex(value.get_secret_value())
+            except ValueError:
+                raise ValueError(
+                    "must be hex of at least 16 bytes, e.g. from: python -c "
+                    "'import secrets; print(secrets.token_hex(32))'"
+                ) from None
         return value
 
     @classmethod
