@@ -1000,7 +1000,7 @@ def users_seed(
     from botocore.exceptions import BotoCoreError, ClientError
 
     from regions.router import RegionRouter
-    from residency.errors import BackendError
+    from residency.errors import BackendError, RegionUnavailable
     from residency.policy import PinnedDataClass
 
     settings = _quick_settings()
@@ -1037,7 +1037,7 @@ def users_seed(
         first = create(0)  # fail fast, and clearly, when the cluster does not answer
         with ThreadPoolExecutor(max_workers=8) as pool:
             users = [first, *pool.map(create, range(1, count))]
-    except (BackendError, BotoCoreError, ClientError) as exc:
+    except (BackendError, RegionUnavailable, BotoCoreError, ClientError) as exc:
         _reach_failed(settings, "seeding users failed", exc)
     by_j = Counter(u["jurisdiction"] for u in users)
     by_home = Counter((u["jurisdiction"], u["home_region"]) for u in users)
@@ -1487,9 +1487,24 @@ def audit_run(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr.")
     ] = True,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="Check every item's values for PII, not a sample.")
+    ] = False,
+    value_every: Annotated[
+        int,
+        typer.Option("--value-every", help="Check the values of 1 item in N for PII.", min=1),
+    ] = 20,
+    evidence_dir: Annotated[
+        Path,
+        typer.Option(
+            "--evidence-dir", help="Where the signed JSON goes when the report is not a file."
+        ),
+    ] = Path("regionkit-report"),
 ) -> None:
     """Audit the deployment and the data against the policy; write a signed report.
 
+    The signed JSON report is always written: it is --out with --format json, else a
+    .json file beside --out, else audit-<run>.json in --evidence-dir.
     Exit 0 when no FAIL or ERROR finding reaches --fail-on, 1 when one does, 2 on bad input.
     """
     from datetime import timedelta
@@ -1538,31 +1553,210 @@ def audit_run(
             export_bucket=export_bucket,
             export_prefix=export_prefix,
             export_arns=export_arn or (),
+            deep=deep,
+            value_every=value_every,
+            pseudonymizer=settings.pseudonymizer(),
+            signer=_audit_signer(settings, policy),
         )
     finally:
         if bar is not None:
             bar.stop()
     failing = report.failing(fail_on)
+    signed = _signed_json_path(report, fmt, out, evidence_dir)
+    signed.parent.mkdir(parents=True, exist_ok=True)
+    signed.write_text(render(report, "json"), encoding="utf-8")
     if out is not None:
         text = (
-            render_text(report, show_passed=show_passed)
+            render_text(report, show_passed=show_passed, signed_json=signed.name)
             if fmt == "terminal"
-            else render(report, fmt, show_passed=show_passed)
+            else render(report, fmt, show_passed=show_passed, signed_json=signed.name)
         )
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        if out != signed:
+            out.write_text(text, encoding="utf-8")
         s = report.summary["by_status"]
         _console().print(
             f"wrote {fmt} report to {_esc(out)}: {s['FAIL']} FAIL, {s['ERROR']} ERROR, "
             f"{s['PASS']} PASS; {len(failing)} at or above {fail_on}; "
             f"report sha256 {report.report_sha256}"
+            + ("" if out == signed else f"; signed JSON {_esc(signed)}")
         )
-    elif fmt == "terminal":
-        _console().print(renderable(report, show_passed=show_passed))
     else:
-        typer.echo(render(report, fmt, show_passed=show_passed), nl=False)
+        _console(stderr=True).print(f"signed JSON report: {_esc(signed)}")
+        if fmt == "terminal":
+            _console().print(renderable(report, show_passed=show_passed, signed_json=signed.name))
+        else:
+            typer.echo(
+                render(report, fmt, show_passed=show_passed, signed_json=signed.name), nl=False
+            )
     if failing:
         raise typer.Exit(EXIT_CHECK_FAILED)
+
+
+def _signed_json_path(report: Any, fmt: str, out: Path | None, evidence_dir: Path) -> Path:
+    """Where the signed JSON goes: --out itself for json, beside --out, or --evidence-dir."""
+    from residency.audit.render import SUFFIXES, signed_json_name
+
+    if out is None:
+        return evidence_dir / signed_json_name(report)
+    if fmt == "json":
+        return out
+    name = out.name
+    for suffix in sorted(set(SUFFIXES.values()), key=len, reverse=True):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name = out.stem
+    return out.with_name(name + ".json")
+
+
+def _audit_signer(settings: Settings, policy: Policy) -> Any:
+    """The deployment's signing key: KMS in aws mode (when named), else the local key file."""
+    from residency.signing import KmsSigner, LocalSigner
+
+    if settings.mode == "aws" and settings.signing_kms_key:
+        from regions.pool import ClientPool
+
+        key = settings.signing_kms_key
+        parts = key.split(":")
+        region = parts[3] if key.startswith("arn:") and len(parts) > 4 else None
+        region = region or settings.region or policy.regions[0]
+        try:
+            return KmsSigner(ClientPool(settings).client("kms", region), key)
+        except Exception as exc:
+            from residency.audit.clients import error_reason
+
+            raise OperationError(
+                message=f"the signing key {key} cannot be used: {error_reason(exc)}"
+            ) from None
+    try:
+        return LocalSigner.load_or_create(settings.signing_key_file)
+    except (OSError, ValueError) as exc:
+        raise OperationError(
+            message=f"the signing key file {settings.signing_key_file} cannot be used "
+            f"({type(exc).__name__}); check REGIONKIT_SIGNING_KEY_FILE"
+        ) from None
+
+
+def _trusted_keys(settings: Settings, policy: Policy | None, files: list[Path]) -> list[str]:
+    """Public keys `audit verify` trusts: --public-key files, the local key, the KMS key."""
+    pems: list[str] = []
+    for f in files:
+        try:
+            pems.append(f.read_text(encoding="ascii"))
+        except (OSError, UnicodeDecodeError):
+            _fail(f"--public-key {f} cannot be read as a PEM file")
+    if settings.signing_key_file.exists():
+        try:
+            from residency.signing import LocalSigner
+
+            pems.append(LocalSigner.load_or_create(settings.signing_key_file).public_key_pem())
+        except (OSError, ValueError):
+            pass
+    if settings.mode == "aws" and settings.signing_kms_key and policy is not None:
+        try:
+            pems.append(_audit_signer(settings, policy).public_key_pem())
+        except OperationError:
+            pass
+    return pems
+
+
+@audit_app.command("verify")
+def audit_verify(
+    report_file: Annotated[
+        Path, typer.Argument(help="A report: the signed JSON, or any format beside it.")
+    ],
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option("--public-key", help="Trust this signer's public key (PEM); repeatable."),
+    ] = None,
+) -> None:
+    """Check a report's signature and name the key. Exit 0 when valid, 1 when not.
+
+    A JSON report is checked itself. Any other format names its signed JSON (kept beside
+    it): that file is checked, and this one must carry its digest and signature.
+    """
+    import re
+
+    from residency.audit import verify_report
+
+    try:
+        text = report_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        _fail(f"{report_file} cannot be read as a text file")
+    settings = _settings()
+    try:
+        policy: Policy | None = _policy(settings.policy)
+    except ConfigError:
+        policy = None
+    trusted = _trusted_keys(settings, policy, public_key or [])
+    data: Any = None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        pass
+    signed_path = report_file
+    if not (isinstance(data, dict) and "signature" in data):
+        found = re.search(r"audit-[0-9TZ]+-[0-9a-f]+\.json|[\w.-]+\.json", text)
+        ref = re.search(r"signed[ _]json[^\w]{0,40}?([\w.-]+\.json)", text, re.IGNORECASE)
+        name = ref.group(1) if ref else (found.group() if found else None)
+        if name is None:
+            _fail(f"{report_file} is not a signed JSON report and names none", EXIT_CHECK_FAILED)
+        signed_path = report_file.with_name(name)
+        try:
+            data = json.loads(signed_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            _fail(
+                f"{report_file} renders {name}, which is missing or unreadable beside it",
+                EXIT_CHECK_FAILED,
+            )
+        if not isinstance(data, dict):
+            _fail(f"{signed_path} is not a JSON report", EXIT_CHECK_FAILED)
+        sig = data.get("signature") or {}
+        if str(data.get("report_sha256")) not in text or str(sig.get("value")) not in text:
+            _fail(
+                f"{report_file} does not carry the digest and signature of {signed_path.name}: "
+                "it is not a rendering of that signed report",
+                EXIT_CHECK_FAILED,
+            )
+    result = verify_report(data, trusted=trusted)
+    con = _console()
+    if not result:
+        con.print(f"[red]FAILED[/] {_esc(signed_path)}: {_esc(result.reason)}")
+        raise typer.Exit(EXIT_CHECK_FAILED)
+    con.print(
+        f"[green]OK[/] {_esc(signed_path)}: signed by key {_esc(result.key_id)} "
+        f"({result.key_fingerprint}, {result.algorithm}); report sha256 "
+        f"{data.get('report_sha256')}"
+        + ("" if signed_path == report_file else f"; {_esc(report_file)} renders it")
+    )
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the public key that signs reports (PEM), for auditors to keep."""
+    settings = _settings()
+    policy = _policy(settings.policy) if settings.mode == "aws" else None
+    signer = _audit_signer(settings, policy) if policy is not None else None
+    if signer is None:
+        from residency.signing import LocalSigner
+
+        signer = LocalSigner.load_or_create(settings.signing_key_file)
+    typer.echo(f"# key {signer.key_id}", err=True)
+    typer.echo(signer.public_key_pem(), nl=False)
+
+
+@audit_app.command("pseudonym")
+def audit_pseudonym(
+    value: Annotated[str, typer.Argument(help="A key value (an item key or a user ID).")],
+    table: Annotated[
+        str | None, typer.Option("--table", help="The table (physical name) the item is in.")
+    ] = None,
+) -> None:
+    """The keyed pseudonym reports use for an item (or, without --table, a subject)."""
+    pn = _settings().pseudonymizer()
+    typer.echo(pn(value, scope=table) if table else pn(value, scope="subject"))
 
 
 # --- regionkit drill ----------------------------------------------------------------------

@@ -7,6 +7,8 @@ Items of every data class carry two attributes the router manages:
   blind write or a create);
 * ``rk_at``: the replica region the write landed in (the writer's region, or
   the one it failed over to);
+* ``rk_del``, ``rk_to``, ``rk_exp``: a tombstone's kind, a move's target region and
+  the TTL expiry (see :mod:`regions.tombstones`);
 * ``rk_vv``: the item's causal past as a version vector: landing region → the
   latest ancestor that landed there (the version itself is not included).
   Writes landing in one replica are serialised by their conditions, so
@@ -41,7 +43,8 @@ VERSION_ATTR = "rk_v"
 BASE_ATTR = "rk_base"
 VV_ATTR = "rk_vv"
 AT_ATTR = "rk_at"
-RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR})
+# and the tombstone attributes of regions.tombstones (rk_del, rk_to, rk_exp)
+RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, "rk_del", "rk_to", "rk_exp"})
 
 _ser = TypeSerializer()
 _MAX_INT = 10**38

@@ -2,10 +2,9 @@
 
 The directory is a global data class (no PII: a user ID, a region, a
 jurisdiction and a move status). The router caches entries in a bounded LRU
-with a TTL; a hit costs a dict lookup and no I/O. ``move_user`` invalidates the
-local entry at once; other processes see the move when their entry expires
-(``directory_cache_ttl_seconds``) or when a read of the old home finds nothing
-and the router re-reads the directory.
+with a TTL; a hit costs a dict lookup and no I/O. The cache is a speed-up, never
+the guarantee: a process whose entry is stale after a move meets the ``moved``
+fence the move left in the old home (see :mod:`regions.users`), and follows it.
 """
 
 from __future__ import annotations
@@ -25,11 +24,11 @@ class DirectoryEntry:
     user_id: str
     home_region: str
     jurisdiction: str
-    status: str = "active"  # "active" | "moving"
+    status: str = "active"  # "active" | "moving" | "verifying" (see regions.users)
     moving_to: str | None = None
     moved_from: str | None = None
     version: str | None = None
-    source: str = "directory"  # "directory" | "id-hint"
+    source: str = "directory"  # "directory" | "id-hint" | "fence" (learnt from a move fence)
 
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
-from residency.errors import MalformedId, OperationError
+from residency.errors import MalformedId, OperationError, describe_value
 
 __all__ = ["HLC", "ClockDriftError", "Stamp", "wall_clock_ms"]
 
@@ -60,7 +60,9 @@ class Stamp:
         m = _TEXT.match(text)
         if not m:
             raise MalformedId(
-                kind="version stamp", value=text, reason="expected '<12 hex>.<4 hex>.<region>'"
+                kind="version stamp",
+                value=describe_value(text),
+                reason="expected '<12 hex>.<4 hex>.<region>'",
             )
         return cls(int(m.group(1), 16), int(m.group(2), 16), m.group(3))
 

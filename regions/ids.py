@@ -21,7 +21,7 @@ import re
 import time
 from typing import NamedTuple
 
-from residency.errors import MalformedId
+from residency.errors import MalformedId, describe_value
 
 __all__ = ["UserId", "mint_user_id", "parse_user_id"]
 
@@ -55,12 +55,12 @@ def mint_user_id(
 
 def parse_user_id(value: str) -> UserId:
     if not isinstance(value, str):
-        raise MalformedId(kind="user ID", value=str(value), reason="must be a string")
+        raise MalformedId(kind="user ID", value=describe_value(value), reason="must be a string")
     m = _ID.match(value)
     if not m:
         raise MalformedId(
             kind="user ID",
-            value=value[:80],
+            value=describe_value(value),
             reason="expected 'u-<region>-<26-character ULID>', as minted by router.new_user_id()",
         )
     return UserId(value, m.group(1))

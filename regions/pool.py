@@ -48,6 +48,21 @@ class ClientPool:
         c = self._clients.get((service, region))
         return c if c is not None else self._create(service, region)
 
+    def close(self) -> None:
+        """Close every client this pool built (their HTTP connection pools)."""
+        with self._lock:
+            clients, self._clients = list(self._clients.values()), {}
+        for c in clients:
+            closer = getattr(c, "close", None)
+            if callable(closer):
+                closer()
+
+    def __enter__(self) -> ClientPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def _endpoint(self, region: str) -> str | None:
         url = self.settings.endpoint_for(region)
         if self.settings.mode == "local":

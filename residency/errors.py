@@ -11,10 +11,13 @@ There are two branches, and the CLI maps each to an exit code::
     │   ├── UnknownRegion           a region code that is not in the policy
     │   ├── UnknownDataClass        a data class that is not in the policy
     │   ├── UnknownCountry          not an ISO 3166-1 alpha-2 country code
-    │   ├── MalformedId             an ID regionkit did not mint, or mangled
+    │   ├── MalformedId             an ID regionkit did not mint, or mangled (the value is
+    │   │                           described by shape, never echoed)
+    │   ├── UnassignedUser          a pinned request for a user with no directory entry yet
     │   └── UnknownName             a scenario, check, format ... that does not exist
     └── OperationError              the request was valid but could not be carried out
         ├── ResidencyViolation      the residency guard refused a request before it left
+        │                           (a pinned item abroad, or a PII attribute in a global class)
         ├── RegionUnavailable       no allowed region is healthy
         ├── StaleWrite              a conditional write lost to a newer version
         ├── BackendError            DynamoDB (or the local cluster) failed; wraps ClientError
@@ -25,7 +28,15 @@ keeps the facts as attributes (``err.region``, ``err.data_class`` ...), so code
 can branch on them without parsing text. **No attribute and no message ever
 holds a PII value**: errors name data classes, regions, jurisdictions, keys of
 non-PII tables and user IDs minted by the router (opaque, no PII), never the
-contents of a profile.
+contents of a profile. An item that must be identified is named by its keyed
+pseudonym (:mod:`residency.pseudonym`).
+
+Every error pickles and copies with its facts (``__reduce__``, as botocore's
+errors do), so it survives process pools, task queues and ``copy.copy``.
+Library failures are mapped at the boundary (``raise ... from exc``) only where
+the original carries no item value; where it could (a serialization error, a
+condition failure returning the old item), the regionkit error is raised outside
+the ``except`` block so that neither ``__cause__`` nor ``__context__`` holds it.
 """
 
 from __future__ import annotations
@@ -46,6 +57,7 @@ __all__ = [
     "ResidencyViolation",
     "SettingsError",
     "StaleWrite",
+    "UnassignedUser",
     "UnknownCountry",
     "UnknownDataClass",
     "UnknownName",
@@ -67,6 +79,9 @@ class RegionkitError(Exception):
         for name, value in facts.items():
             setattr(self, name, value)
         super().__init__(self._render())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.facts))
 
     def _render(self) -> str:
         try:
@@ -93,10 +108,13 @@ class PolicyProblem:
     field: str
     message: str
     fix: str = ""
+    value: str | None = None  # the offending value as written, escaped and truncated
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         text = f"{where}: {self.field}: {self.message}"
+        if self.value is not None and self.value.strip("'\"") not in self.message:
+            text += f" (value: {self.value})"
         return f"{text} (fix: {self.fix})" if self.fix else text
 
 
@@ -110,6 +128,9 @@ class PolicyError(ConfigError):
         summary = "\n".join(str(p) for p in problems)
         super().__init__(summary=summary)
         self.problems = problems
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (PolicyError, (self.problems,))
 
 
 class SettingsError(ConfigError):
@@ -129,7 +150,23 @@ class UnknownCountry(ConfigError):
 
 
 class MalformedId(ConfigError):
-    fmt = "malformed {kind} {value!r}: {reason}"
+    """``value`` is a description of what was given (its shape), never the value itself:
+    a mistyped e-mail passed as a user ID must not be echoed into logs and terminals."""
+
+    fmt = "malformed {kind} ({value}): {reason}"
+
+
+class UnassignedUser(ConfigError):
+    """A pinned request for a user the directory has no home for.
+
+    Routing on the hint inside the ID would let a mis-minted ID choose the
+    jurisdiction; only ``assign_home`` (which checks the country) makes a home.
+    """
+
+    fmt = (
+        "user {user} has no home in the directory, so {data_class!r} cannot be "
+        "{op}; call router.assign_home(user_id, country=...) at sign-up first"
+    )
 
 
 class UnknownName(ConfigError):
@@ -177,3 +214,15 @@ class BackendError(OperationError):
 
 class ClusterError(OperationError):
     fmt = "local cluster: {message}"
+
+
+def _rebuild(cls: type[RegionkitError], facts: dict[str, Any]) -> RegionkitError:
+    """Unpickle a regionkit error from its class and facts (see ``__reduce__``)."""
+    return cls(**facts)
+
+
+def describe_value(value: object) -> str:
+    """A value's shape for a message: its type and length, never its content."""
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    return f"a value of type {type(value).__name__}"

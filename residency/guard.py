@@ -1,6 +1,16 @@
 """The residency guard: may data class D of a subject from jurisdiction J go to region R?
 
-It runs inside the process, before any request leaves it. A refusal raises
+It runs inside the process, before any request leaves it. It answers two questions:
+
+* :meth:`ResidencyGuard.check`: may this region serve this data class for a subject
+  of this jurisdiction?
+* :meth:`ResidencyGuard.check_no_pii`: does an item bound for a global data class
+  (replicated to every replica region) hold an attribute the policy names as
+  personal data? Names are matched case-insensitively at any depth of nested maps
+  and lists. A global class cannot declare an exception: personal data belongs in
+  a pinned class, and an attribute whose name collides with a PII name (an
+  ``address`` that is a URL) is renamed.
+ A refusal raises
 :class:`~residency.errors.ResidencyViolation` and writes an audit event (data
 class, operation, region, jurisdiction; never an item value). There is no
 switch that turns it off: a service that must reach another region changes the
@@ -14,6 +24,8 @@ import threading
 from residency.errors import ResidencyViolation
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, Policy
+
+_MAX_DEPTH = 32  # DynamoDB allows 32 levels of nesting
 
 __all__ = ["ResidencyGuard"]
 
@@ -33,6 +45,7 @@ class ResidencyGuard:
                     self._allowed[(name, jid)] = frozenset(j.regions)
         self._lock = threading.Lock()
         self.refusals = 0
+        self.pii_names = frozenset(n.casefold() for n in policy.pii_attributes())
 
     def allowed(self, data_class: str, jurisdiction: str | None) -> frozenset[str]:
         dc = self.policy.data_class(data_class)
@@ -72,3 +85,53 @@ class ResidencyGuard:
             allowed=", ".join(sorted(allowed)) or "none",
             reason=why,
         )
+
+    def check_no_pii(self, *, op: str, data_class: str, item: object) -> None:
+        """Refuse (ResidencyViolation) an item of a global class holding a PII attribute name.
+
+        Only the attribute's *name* and depth are reported: the value never is, and
+        neither are the names of the maps above it (a map may be keyed by data).
+        """
+        found = _find_pii_name(item, self.pii_names, 0)
+        if found is None:
+            return
+        name, depth = found
+        why = (
+            f"attribute {name!r} (depth {depth}) is named as personal data by the policy; "
+            f"{data_class} is replicated to every replica region, so personal data belongs "
+            "in a pinned data class"
+        )
+        with self._lock:
+            self.refusals += 1
+        audit_log.warning(
+            "residency.refused", op=op, data_class=data_class, reason="pii attribute", depth=depth
+        )
+        raise ResidencyViolation(
+            op=op,
+            data_class=data_class,
+            region="any replica",
+            jurisdiction="global",
+            allowed="none",
+            reason=why,
+        )
+
+
+def _find_pii_name(value: object, names: frozenset[str], depth: int) -> tuple[str, int] | None:
+    """The first attribute name in ``names`` (casefolded) inside ``value``, and its depth."""
+    if depth > _MAX_DEPTH:
+        return None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(k, str) and k.casefold() in names:
+                return k.casefold(), depth
+            if isinstance(v, (dict, list, tuple)):
+                found = _find_pii_name(v, names, depth + 1)
+                if found is not None:
+                    return found
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            if isinstance(v, (dict, list, tuple)):
+                found = _find_pii_name(v, names, depth + 1)
+                if found is not None:
+                    return found
+    return None

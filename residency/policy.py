@@ -19,8 +19,14 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Iterator
+import importlib
+import importlib.machinery
+import importlib.util
+import inspect
+import re
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
@@ -41,9 +47,11 @@ from residency.errors import (
     UnknownDataClass,
     UnknownRegion,
 )
-from residency.yamlmarks import MarkedYaml, load_marked_yaml
+from residency.yamlmarks import MarkedYaml, decode_policy_bytes, load_marked_yaml, shown_value
 
 __all__ = [
+    "BUILTIN_MERGE_MODULE",
+    "DEFAULT_MAX_POLICY_BYTES",
     "AuditRequirements",
     "DataClass",
     "DrillTargets",
@@ -56,10 +64,19 @@ __all__ = [
     "Targets",
     "dump_policy",
     "load_policy",
+    "merge_problems",
     "parse_policy",
     "parse_policy_text",
     "policy_problems",
+    "resolve_merge",
 ]
+
+DEFAULT_MAX_POLICY_BYTES = 1_000_000
+"""Policy files larger than this are refused before parsing (``REGIONKIT_POLICY_MAX_BYTES``)."""
+BUILTIN_MERGE_MODULE = "regions.merges"
+"""The only module a policy may name merge functions from, besides those the operator lists."""
+MAX_PROBLEMS = 50
+"""At most this many problems are reported per file (then one line says how many more)."""
 
 _FIX_SCHEMA = "see policies/schema.json or `regionkit policy schema`"
 
@@ -72,6 +89,11 @@ CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
 FunctionRef = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
 
 
+MAX_REGIONS = 64  # AWS has about 35 commercial regions
+_UNIQUE: dict[str, Any] = {"uniqueItems": True}  # checked by policy_problems, with the line
+DAY = 86_400.0
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
@@ -79,15 +101,25 @@ class _Model(BaseModel):
 class Jurisdiction(_Model):
     """A legal area: the countries whose residents' personal data must stay in it."""
 
-    law: str = Field(min_length=1, description="The data-protection law, e.g. 'GDPR'.")
+    law: str = Field(
+        min_length=1, max_length=200, description="The data-protection law, e.g. 'GDPR'."
+    )
     countries: list[CountryCode] = Field(
-        default_factory=list, description="ISO 3166-1 alpha-2 codes of the member countries."
+        default_factory=list,
+        max_length=250,
+        json_schema_extra=_UNIQUE,
+        description="ISO 3166-1 alpha-2 codes of the member countries, each once.",
     )
     regions: list[RegionCode] = Field(
-        min_length=1, description="The AWS regions inside this jurisdiction."
+        min_length=1,
+        max_length=MAX_REGIONS,
+        json_schema_extra=_UNIQUE,
+        description="The AWS regions inside this jurisdiction, each once.",
     )
     home_regions: list[RegionCode] = Field(
-        description="Where residents are homed, in failover order. A subset of regions."
+        max_length=MAX_REGIONS,
+        json_schema_extra=_UNIQUE,
+        description="Where residents are homed, in failover order. A subset of regions.",
     )
 
 
@@ -101,7 +133,7 @@ class _DataClassBase(_Model):
     table: TableName = Field(description="The DynamoDB table name (before the settings prefix).")
     partition_key: AttributeName = "pk"
     sort_key: AttributeName | None = None
-    description: str = ""
+    description: str = Field(default="", max_length=2000)
 
 
 class PinnedDataClass(_DataClassBase):
@@ -109,7 +141,11 @@ class PinnedDataClass(_DataClassBase):
 
     kind: Literal["pinned"]
     pii_attributes: list[AttributeName] = Field(
-        description="Attributes holding personal data; never logged or reported."
+        min_length=1,
+        max_length=1000,
+        json_schema_extra=_UNIQUE,
+        description="Attributes holding personal data; never logged or reported. At least "
+        "one: a pinned class without PII is a global class.",
     )
 
 
@@ -117,7 +153,12 @@ class GlobalDataClass(_DataClassBase):
     """Shared, non-personal data in a DynamoDB global table (MREC)."""
 
     kind: Literal["global"]
-    replicas: list[RegionCode] = Field(min_length=1, description="Replica regions.")
+    replicas: list[RegionCode] = Field(
+        min_length=1,
+        max_length=MAX_REGIONS,
+        json_schema_extra=_UNIQUE,
+        description="Replica regions, each once.",
+    )
     conflicts: Literal["lww"] | MergeConflicts = "lww"
 
 
@@ -126,15 +167,26 @@ DataClass = Annotated[PinnedDataClass | GlobalDataClass, Field(discriminator="ki
 
 class DrillTargets(_Model):
     rto_seconds: float = Field(
-        gt=0, allow_inf_nan=False, description="Maximum time until routed writes succeed."
+        gt=0,
+        le=DAY,
+        allow_inf_nan=False,
+        description="Maximum time until routed writes succeed (0 < s <= 86400).",
     )
     rpo_seconds: float = Field(
-        ge=0, allow_inf_nan=False, description="Maximum age of writes lost to a fault."
+        ge=0,
+        le=DAY,
+        allow_inf_nan=False,
+        description="Maximum age of writes lost to a fault (0 <= s <= 86400).",
     )
     convergence_seconds: float = Field(
-        gt=0, allow_inf_nan=False, description="Maximum time to converge after heal."
+        gt=0,
+        le=DAY,
+        allow_inf_nan=False,
+        description="Maximum time to converge after heal (0 < s <= 86400).",
     )
-    max_age_days: int = Field(gt=0, description="Every region must be drilled this often.")
+    max_age_days: int = Field(
+        gt=0, le=3650, description="Every region must be drilled this often (1 to 3650 days)."
+    )
 
 
 class AuditRequirements(_Model):
@@ -148,7 +200,10 @@ class Targets(_Model):
     drills: DrillTargets
     audit: AuditRequirements = AuditRequirements()
     replication_latency_alarm_ms: int = Field(
-        default=180_000, gt=0, description="AWS's suggested alarm level is 180,000 ms."
+        default=180_000,
+        gt=0,
+        le=86_400_000,
+        description="AWS's suggested alarm level is 180,000 ms (at most a day).",
     )
 
 
@@ -157,6 +212,17 @@ class SystemTables(_Model):
         default="directory", description="The global data class holding users' home regions."
     )
     conflict_log_table: TableName = "regionkit-conflicts"
+    tombstone_retention_days: int = Field(
+        default=35,
+        ge=2,
+        le=3650,
+        description=(
+            "How long a tombstone (a versioned delete, a 'moved' or 'erased' marker) is kept "
+            "before TTL removes it. It must outlive any replication pause: FIS pauses end, and "
+            "a replica left unauthorized for about 20 hours is dropped; the default also covers "
+            "a 35-day PITR restore."
+        ),
+    )
 
 
 class Policy(_Model):
@@ -164,11 +230,13 @@ class Policy(_Model):
 
     version: Literal[1] = 1
     name: Name
-    description: str = ""
-    regions: list[RegionCode] = Field(min_length=1)
+    description: str = Field(default="", max_length=2000)
+    regions: list[RegionCode] = Field(
+        min_length=1, max_length=MAX_REGIONS, json_schema_extra=_UNIQUE
+    )
     default_jurisdiction: JurisdictionId
-    jurisdictions: dict[JurisdictionId, Jurisdiction] = Field(min_length=1)
-    data_classes: dict[Name, DataClass] = Field(min_length=1)
+    jurisdictions: dict[JurisdictionId, Jurisdiction] = Field(min_length=1, max_length=64)
+    data_classes: dict[Name, DataClass] = Field(min_length=1, max_length=256)
     system: SystemTables = SystemTables()
     targets: Targets
 
@@ -294,6 +362,19 @@ def _unknown_region(r: str, declared: list[str] | None = None) -> tuple[str, str
     return f"unknown AWS region code {r!r}", f"use a commercial AWS region code such as {known}"
 
 
+def _twice(loc: Loc, items: Sequence[str], what: str) -> Iterator[Problem]:
+    """A problem at each repeated item of a list that must not repeat, naming the item."""
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item in first:
+            yield (
+                (*loc, i),
+                f"{what} {item!r} is listed twice (first as item {first[item] + 1})",
+                f"list each {what} once: remove this {item!r}",
+            )
+        first.setdefault(item, i)
+
+
 def policy_problems(p: Policy) -> list[Problem]:
     """Every cross-field problem of a structurally valid policy, with its location."""
     return list(_iter_problems(p))
@@ -313,6 +394,8 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
     country_owner: dict[str, str] = {}
     for jid, j in p.jurisdictions.items():
         base: Loc = ("jurisdictions", jid)
+        yield from _twice(base + ("regions",), j.regions, "region")
+        yield from _twice(base + ("countries",), j.countries, "country")
         for i, r in enumerate(j.regions):
             if r not in AWS_REGIONS:
                 yield (base + ("regions", i), *_unknown_region(r, p.regions))
@@ -359,12 +442,7 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
                     f"(its regions: {', '.join(j.regions)})",
                     f"add {r!r} to this jurisdiction's regions or pick one of them",
                 )
-        if len(set(j.home_regions)) != len(j.home_regions):
-            yield (
-                base + ("home_regions",),
-                "a home region is listed twice",
-                "list each home region once",
-            )
+        yield from _twice(base + ("home_regions",), j.home_regions, "home region")
 
     for i, r in enumerate(p.regions):
         if r in AWS_REGIONS and r not in region_owner:
@@ -395,12 +473,7 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
                         f"replica region {r!r} is not declared",
                         f"use one of {', '.join(p.regions)} or declare it",
                     )
-            if len(set(dc.replicas)) != len(dc.replicas):
-                yield (
-                    base + ("replicas",),
-                    "a replica region is listed twice",
-                    "list each replica once",
-                )
+            yield from _twice(base + ("replicas",), dc.replicas, "replica region")
             if dc.sort_key is not None and dc.sort_key == dc.partition_key:
                 yield (
                     base + ("sort_key",),
@@ -415,12 +488,13 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
                     f"the partition key {dc.partition_key!r} is listed as PII",
                     "keys are logged and reported: key items by an opaque user ID",
                 )
-            if len(set(dc.pii_attributes)) != len(dc.pii_attributes):
+            if dc.sort_key is not None and dc.sort_key in dc.pii_attributes:
                 yield (
-                    base + ("pii_attributes",),
-                    "an attribute is listed twice",
-                    "list each PII attribute once",
+                    base + ("pii_attributes", dc.pii_attributes.index(dc.sort_key)),
+                    f"the sort key {dc.sort_key!r} is listed as PII",
+                    "keys are logged and reported: use an opaque sort key",
                 )
+            yield from _twice(base + ("pii_attributes",), dc.pii_attributes, "PII attribute")
         if dc.table in tables and tables[dc.table][1] != placement:
             other = tables[dc.table][0]
             yield (
@@ -490,6 +564,8 @@ def _shown(value: Any) -> str:
         return "nothing (an empty value)"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
+    if isinstance(value, int) and abs(value) > 10**30:
+        return f"a number of about {int(abs(value).bit_length() * 0.30103) + 1} digits"
     if isinstance(value, (int, float)):
         return f"the number {value!r}"
     if isinstance(value, str):
@@ -645,11 +721,51 @@ def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
     return loc, msg, _FIX_SCHEMA
 
 
-def parse_policy(data: Any, *, source: str = "<policy>", marks: MarkedYaml | None = None) -> Policy:
-    """Validate plain data as a policy; raise one PolicyError with every problem."""
+def _problem(
+    source: str, marks: MarkedYaml | None, data: Any, loc: Loc, msg: str, fix: str
+) -> PolicyProblem:
+    """A located problem, with the offending value when it is a scalar of the file."""
+    value = _at(data, loc)
+    shown = None
+    if value is not None and not isinstance(value, (dict, list)):
+        shown = shown_value(value)
+    line = marks.line_of(loc) if marks else None
+    return PolicyProblem(source, line, _field(loc), msg, fix, shown)
 
-    def line(loc: Loc) -> int | None:
-        return marks.line_of(loc) if marks else None
+
+def _capped(problems: list[PolicyProblem], source: str) -> list[PolicyProblem]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    more = len(problems) - MAX_PROBLEMS
+    return [
+        *problems[:MAX_PROBLEMS],
+        PolicyProblem(
+            source,
+            None,
+            "(file)",
+            f"... and {more} more problems not shown",
+            "fix the problems above, then validate again",
+        ),
+    ]
+
+
+def parse_policy(
+    data: Any,
+    *,
+    source: str = "<policy>",
+    marks: MarkedYaml | None = None,
+    merge_modules: Sequence[str] | None = (),
+) -> Policy:
+    """Validate plain data as a policy; raise one PolicyError with every problem.
+
+    ``merge_modules`` are the modules, besides :data:`BUILTIN_MERGE_MODULE`, that the
+    operator allows merge functions from (settings, never the policy). Every merge
+    reference is resolved through :func:`resolve_merge`; ``None`` skips that step
+    (for tools that only read the structure and never merge).
+    """
+
+    def problem(loc: Loc, msg: str, fix: str) -> PolicyProblem:
+        return _problem(source, marks, data, loc, msg, fix)
 
     if not isinstance(data, dict):
         if data is None:
@@ -662,7 +778,8 @@ def parse_policy(data: Any, *, source: str = "<policy>", marks: MarkedYaml | Non
                 f"the policy must be a YAML mapping (key: value lines), got {_shown(data)}",
                 "start from policies/minimal.yaml; " + _FIX_SCHEMA,
             )
-        raise PolicyError([PolicyProblem(source, line(()) or 1, "(top level)", msg, fix)])
+        line = (marks.line_of(()) if marks else None) or 1
+        raise PolicyError([PolicyProblem(source, line, "(top level)", msg, fix)])
     try:
         policy = Policy.model_validate(data, context={"skip_semantics": True})
     except ValidationError as exc:
@@ -670,40 +787,229 @@ def parse_policy(data: Any, *, source: str = "<policy>", marks: MarkedYaml | Non
         for err in exc.errors(include_url=False):
             described = _describe(err, data)
             if described is not None:
-                loc, msg, fix = described
-                problems.append(PolicyProblem(source, line(loc), _field(loc), msg, fix))
-        raise PolicyError(problems) from None
-    found = policy_problems(policy)
+                problems.append(problem(*described))
+        raise PolicyError(_capped(problems, source)) from None
+    found = [problem(*p) for p in policy_problems(policy)]
+    if merge_modules is not None:
+        found += merge_problems(policy, extra_modules=merge_modules, source=source, marks=marks)
     if found:
-        raise PolicyError(
-            [PolicyProblem(source, line(loc), _field(loc), msg, fix) for loc, msg, fix in found]
-        )
+        raise PolicyError(_capped(found, source))
     return policy
 
 
-def load_policy(path: str | Path) -> Policy:
-    """Load and fully validate a policy file."""
+def load_policy(
+    path: str | Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_POLICY_BYTES,
+    merge_modules: Sequence[str] | None = (),
+) -> Policy:
+    """Load and fully validate a policy file.
+
+    The file is read up to ``max_bytes`` (a larger one is refused before any parsing,
+    so a special file such as /dev/zero cannot make it read forever), decoded as
+    UTF-8 and parsed by the bounded loader of :mod:`residency.yamlmarks`. Every way
+    this can fail is a :class:`PolicyError`. See :func:`parse_policy` for
+    ``merge_modules``.
+    """
     path = Path(path)
+    source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            raw = f.read(max_bytes + 1)
     except OSError as exc:
         raise PolicyError(
             [
                 PolicyProblem(
-                    str(path),
+                    source,
                     None,
                     "(file)",
-                    f"cannot read the file: {exc.strerror}",
+                    f"cannot read the file: {exc.strerror or type(exc).__name__}",
                     "check the path, or set REGIONKIT_POLICY",
                 )
             ]
         ) from None
-    return parse_policy_text(text, source=str(path))
+    if len(raw) > max_bytes:
+        raise PolicyError(
+            [
+                PolicyProblem(
+                    source,
+                    None,
+                    "(file)",
+                    f"the file is larger than the {max_bytes:,}-byte limit for policies",
+                    "a policy is a few kilobytes: check that this is the right file "
+                    "(REGIONKIT_POLICY_MAX_BYTES raises the limit)",
+                )
+            ]
+        )
+    text = decode_policy_bytes(raw, source=source)
+    return parse_policy_text(text, source=source, merge_modules=merge_modules)
 
 
-def parse_policy_text(text: str, *, source: str = "<policy>") -> Policy:
+def parse_policy_text(
+    text: str, *, source: str = "<policy>", merge_modules: Sequence[str] | None = ()
+) -> Policy:
     marked = load_marked_yaml(text, source=source)
-    return parse_policy(marked.data, source=source, marks=marked)
+    return parse_policy(marked.data, source=source, marks=marked, merge_modules=merge_modules)
+
+
+# --- merge functions ---------------------------------------------------------------
+
+MergeFunction = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+_REF = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<name>[A-Za-z_]\w*)$")
+_private_modules: dict[str, ModuleType] = {}
+
+
+class _Refused(Exception):
+    def __init__(self, message: str, fix: str) -> None:
+        super().__init__(message)
+        self.message, self.fix = message, fix
+
+
+def _builtin_merges() -> ModuleType:
+    """regions.merges, without running ``regions/__init__`` (which loads the router and
+    boto3) when the package is not imported yet: residency never imports ``regions``."""
+    import sys
+
+    loaded = sys.modules.get(BUILTIN_MERGE_MODULE)
+    if loaded is not None:
+        return loaded
+    if BUILTIN_MERGE_MODULE in _private_modules:
+        return _private_modules[BUILTIN_MERGE_MODULE]
+    package = importlib.util.find_spec("regions")  # a top-level name: nothing is imported
+    locations = package.submodule_search_locations if package else None
+    spec = importlib.machinery.PathFinder.find_spec(BUILTIN_MERGE_MODULE, locations)
+    if spec is None or spec.loader is None:
+        raise _Refused(
+            f"{BUILTIN_MERGE_MODULE} is not installed",
+            "reinstall regionkit",
+        )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _private_modules[BUILTIN_MERGE_MODULE] = module
+    return module
+
+
+def _merge_target(ref: str, allowed: Sequence[str]) -> MergeFunction:
+    m = _REF.match(ref)
+    if m is None:
+        raise _Refused(
+            "not a 'module:function' reference",
+            f"write it like '{BUILTIN_MERGE_MODULE}:merge_counters'",
+        )
+    module_name, name = m["module"], m["name"]
+    if module_name not in allowed:
+        raise _Refused(
+            f"module {module_name!r} is not allowed for merge functions "
+            f"(allowed: {', '.join(allowed)}); a policy never causes any other import",
+            f"use a function of {BUILTIN_MERGE_MODULE}, or ask the operator to list the "
+            "module in the REGIONKIT_MERGE_MODULES setting (settings, not the policy)",
+        )
+    if name.startswith("_"):
+        raise _Refused(
+            f"{name!r} is private to {module_name}", "name a public function of the module"
+        )
+    if module_name == BUILTIN_MERGE_MODULE:
+        module = _builtin_merges()
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise _Refused(
+                f"module {module_name!r} (listed in REGIONKIT_MERGE_MODULES) cannot be "
+                f"imported: {type(exc).__name__}",
+                "install the module, or correct REGIONKIT_MERGE_MODULES",
+            ) from None
+        except Exception as exc:
+            raise _Refused(
+                f"importing module {module_name!r} failed: {type(exc).__name__}",
+                "fix that module: importing it must not fail",
+            ) from None
+    public = getattr(module, "__all__", None)
+    fn = getattr(module, name, None)
+    if fn is None:
+        names = public or [n for n in vars(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(name, list(names), n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _Refused(
+            f"module {module_name!r} has no function {name!r}{hint}",
+            f"use one of: {', '.join(sorted(names))}" if names else "check the name",
+        )
+    if public is not None and name not in public:
+        raise _Refused(
+            f"{name!r} is not exported by {module_name} (its __all__)",
+            f"use one of: {', '.join(sorted(public))}",
+        )
+    if getattr(fn, "__module__", None) != module_name:
+        raise _Refused(
+            f"{name!r} is imported into {module_name}, not defined there",
+            "name the function in the module that defines it (and is allowed)",
+        )
+    if inspect.isclass(fn) or not callable(fn):
+        raise _Refused(f"{ref!r} is not a function", "name a function")
+    if inspect.iscoroutinefunction(fn):
+        raise _Refused(f"{ref!r} is a coroutine function", "a merge function is synchronous")
+    try:
+        inspect.signature(fn).bind({}, {})
+    except (TypeError, ValueError):
+        raise _Refused(
+            f"{ref!r} does not fit the merge signature (ours: dict, theirs: dict) -> dict",
+            "a merge function takes the two conflicting items and returns the merged one",
+        ) from None
+    merge: MergeFunction = fn
+    return merge
+
+
+def resolve_merge(
+    ref: str,
+    *,
+    extra_modules: Sequence[str] = (),
+    source: str = "<policy>",
+    field: str = "conflicts.merge",
+    line: int | None = None,
+) -> MergeFunction:
+    """The merge function a policy names, after checking that it may be used.
+
+    Only functions of :data:`BUILTIN_MERGE_MODULE` (``regions.merges``) and of the
+    modules in ``extra_modules`` (the operator's ``merge_modules`` setting, never the
+    policy) are allowed; no other module is ever imported. The target must be a
+    public function defined in that module (not re-exported from elsewhere), listed
+    in its ``__all__`` if it has one, synchronous, and callable as ``fn(ours, theirs)``.
+
+    Raises :class:`PolicyError` (a ConfigError) naming ``source``/``line``/``field``.
+    """
+    allowed = [BUILTIN_MERGE_MODULE, *(m for m in extra_modules if m != BUILTIN_MERGE_MODULE)]
+    try:
+        return _merge_target(ref, allowed)
+    except _Refused as exc:
+        problem = PolicyProblem(
+            source, line, field, f"merge function: {exc.message}", exc.fix, shown_value(ref)
+        )
+        raise PolicyError([problem]) from None
+
+
+def merge_problems(
+    policy: Policy,
+    *,
+    extra_modules: Sequence[str] = (),
+    source: str = "<policy>",
+    marks: MarkedYaml | None = None,
+) -> list[PolicyProblem]:
+    """Every merge reference of the policy that :func:`resolve_merge` refuses."""
+    out: list[PolicyProblem] = []
+    for name, dc in policy.data_classes.items():
+        if isinstance(dc, GlobalDataClass) and isinstance(dc.conflicts, MergeConflicts):
+            loc: Loc = ("data_classes", name, "conflicts", "merge")
+            try:
+                resolve_merge(
+                    dc.conflicts.merge,
+                    extra_modules=extra_modules,
+                    source=source,
+                    field=_field(loc),
+                    line=marks.line_of(loc) if marks else None,
+                )
+            except PolicyError as exc:
+                out.extend(exc.problems)
+    return out
 
 
 def dump_policy(policy: Policy) -> str:

@@ -22,10 +22,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -43,7 +50,26 @@ DEFAULT_STATE_FILE = Path(".regionkit/cluster.json")
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
+    """Whether ``url`` certainly connects to this machine.
+
+    The host is read with urllib3's own parser (what botocore connects with), and
+    the stdlib's reading must agree. Anything two parsers could read differently is
+    refused: userinfo (``user@``), backslashes, whitespace or control characters,
+    percent-escapes in the authority, and non-ASCII text.
+    """
+    from urllib3.exceptions import LocationParseError
+    from urllib3.util import parse_url
+
+    if not url.isascii() or any(c in url for c in "\\@%") or any(c <= " " for c in url):
+        return False
+    try:
+        parsed = parse_url(url)
+        std = urlsplit(url)
+    except (LocationParseError, ValueError):
+        return False
+    host = (parsed.host or "").strip("[]").lower()
+    if parsed.auth or host != (std.hostname or "").lower():
+        return False
     if host == "localhost":
         return True
     try:
@@ -109,10 +135,34 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     state_file: Path = DEFAULT_STATE_FILE
     drill_history: Path = Path(".regionkit/drills")
+    policy_max_bytes: int = Field(
+        default=1_000_000,
+        ge=1_024,
+        le=64_000_000,
+        description="Policy files larger than this are refused before parsing.",
+    )
+    merge_modules: list[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
+    ] = Field(
+        default_factory=list,
+        description="Modules (besides regions.merges) whose functions a policy may name as "
+        "merge functions, e.g. '[\"myco.merges\"]'. Set by the operator; never by a policy.",
+    )
     pseudonym_key: SecretStr | None = Field(
         default=None,
         description="Hex secret (>= 16 bytes) keying the pseudonyms of items in errors, "
         "logs and reports; without it each process uses a random key.",
+    )
+
+    signing_key_file: Path = Field(
+        default=Path(".regionkit/signing-key.pem"),
+        description="Local mode: the Ed25519 key that signs audit reports and receipts "
+        "(created on first use).",
+    )
+    signing_kms_key: str | None = Field(
+        default=None,
+        description="aws mode: the KMS asymmetric signing key (ID, ARN or alias) for audit "
+        "reports and receipts.",
     )
 
     def pseudonymizer(self) -> Pseudonymizer:

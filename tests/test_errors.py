@@ -26,6 +26,7 @@ CONFIG = {
     "UnknownDataClass",
     "UnknownCountry",
     "MalformedId",
+    "UnassignedUser",
     "UnknownName",
 }
 OPERATION = {
@@ -173,3 +174,29 @@ def test_errors_can_be_raised_and_caught_by_branch() -> None:
         )
     with pytest.raises(RegionkitError, match="choose one of: outage, partition"):
         raise errors.UnknownName(kind="scenario", name="flood", known="outage, partition")
+
+
+@pytest.mark.parametrize("name", EXCEPTIONS)
+def test_every_error_pickles_and_copies_with_its_facts(name: str) -> None:
+    import copy
+    import inspect
+    import pickle
+
+    cls = getattr(errors, name)
+    if name == "PolicyError":
+        err = cls([errors.PolicyProblem("p.yaml", 3, "regions", "bad", "fix it")])
+    else:
+        fields = set(__import__("re").findall(r"{(\w+)", cls.fmt)) or {"message"}
+        err = cls(**{f: f"<{f}>" for f in fields})
+    for clone in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+        assert type(clone) is cls and str(clone) == str(err)
+        assert getattr(clone, "facts", None) == getattr(err, "facts", None)
+    assert inspect.isclass(cls)
+
+
+def test_malformed_ids_describe_the_value_never_echo_it() -> None:
+    from regions.ids import parse_user_id
+
+    with pytest.raises(errors.MalformedId) as err:
+        parse_user_id("alice@example.com")
+    assert "alice" not in str(err.value) and "17 characters" in str(err.value)

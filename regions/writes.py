@@ -1,0 +1,356 @@
+"""Writes: stamped, conditional puts, updates and tombstone deletes, and merges.
+
+The conditions are :func:`regions.versioned.condition`; this module sends them,
+reads a failed condition's answer without keeping any value from it, follows a
+``moved`` fence to the subject's new home, and merges where the data class names
+a merge function. It also holds the region-directed writes of the move and
+erasure protocols (:meth:`Writer.copy_at`, :meth:`Writer.fence_at`), which use
+the same stamps and tombstones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from regions.codec import AT_ATTR, BASE_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb
+from regions.codec import to_ddb_value as _to_value
+from regions.routing import Route
+from regions.tombstones import (
+    DEL_ATTR,
+    DELETED,
+    EXP_ATTR,
+    MOVED,
+    TO_ATTR,
+    tombstone_body,
+    tombstone_kind,
+)
+from regions.transport import Decide, error_code, region_of
+from regions.versioned import (
+    MAX_HOPS,
+    VersionedStore,
+    Written,
+    condition,
+    keep_reserved,
+    vv_value,
+)
+from residency.errors import BackendError, ConfigError, StaleWrite
+
+__all__ = ["Writer"]
+
+_CCF = "ConditionalCheckFailedException"
+Call = Callable[[Route, Any], Any]
+
+
+class Writer:
+    """The write half of the protocol, over a :class:`VersionedStore`."""
+
+    def __init__(self, store: VersionedStore) -> None:
+        self.s = store
+
+    # --- the public writes ---
+
+    def put(
+        self,
+        data_class: str,
+        item: dict[str, Any],
+        subject: str | None,
+        based_on: str | dict[str, Any] | None,
+        create_only: bool,
+        *,
+        decide: Decide | None = None,
+    ) -> Written:
+        s = self.s
+        bad = RESERVED & item.keys()
+        if bad:
+            raise ConfigError(message=f"attributes {sorted(bad)} are managed by regionkit")
+        key = s.key_of(data_class, item)
+        subject = s.subject_of(data_class, key, subject)
+        if data_class not in s.pinned:
+            s.guard.check_no_pii(op="write", data_class=data_class, item=item)
+        stamp = str(s.clock.now())
+        base, vv = s.causal_past(based_on, stamp)
+        body = dict(item)
+        body[VERSION_ATTR] = stamp
+        if base:
+            body[BASE_ATTR] = base
+        ddb_body = s.serialize(data_class, body)
+        cond, names, values = condition(base, create_only, stamp)
+
+        def call(route: Route, client: Any) -> Any:
+            # The landing region is known only now (a retry may fail over).
+            ddb_item = dict(ddb_body)
+            ddb_item[AT_ATTR] = {"S": route.region}
+            ddb_item[VV_ATTR] = vv_value(vv)
+            return client.put_item(
+                TableName=route.table_name,
+                Item=ddb_item,
+                ConditionExpression=cond,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+
+        return self._write(data_class, key, subject, stamp, base, call, item, decide)
+
+    def update(
+        self,
+        data_class: str,
+        key: dict[str, Any],
+        changes: dict[str, Any],
+        subject: str | None,
+        based_on: str | dict[str, Any] | None,
+    ) -> Written:
+        s = self.s
+        if not changes or RESERVED & changes.keys():
+            raise ConfigError(message=f"update needs attributes to set, none of {sorted(RESERVED)}")
+        subject = s.subject_of(data_class, key, subject)
+        if data_class not in s.pinned:
+            s.guard.check_no_pii(op="write", data_class=data_class, item=changes)
+        stamp = str(s.clock.now())
+        base, vv = s.causal_past(based_on, stamp)
+        cond, names, values = condition(base, False, stamp)
+        names.update({"#vv": VV_ATTR, "#at": AT_ATTR, "#exp": EXP_ATTR, "#to": TO_ATTR})
+        sets = ["#v = :v", "#vv = :vv", "#at = :at"]
+        ddb_changes = s.serialize(data_class, changes)
+        for i, (k, v) in enumerate(ddb_changes.items()):
+            names[f"#a{i}"] = k
+            values[f":a{i}"] = v
+            sets.append(f"#a{i} = :a{i}")
+        if base:
+            names["#b"] = BASE_ATTR
+            values[":b"] = _to_value(base)
+            sets.append("#b = :b")
+        ddb_key = s.serialize(data_class, key)
+        # An update over an older delete recreates the item: the tombstone marks go.
+        expr = "SET " + ", ".join(sets) + " REMOVE #d, #exp, #to"
+
+        def call(route: Route, client: Any) -> Any:
+            attempt = dict(values)
+            attempt[":at"] = {"S": route.region}
+            attempt[":vv"] = vv_value(vv)
+            return client.update_item(
+                TableName=route.table_name,
+                Key=ddb_key,
+                UpdateExpression=expr,
+                ConditionExpression=cond,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=attempt,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+
+        return self._write(data_class, key, subject, stamp, base, call, None, None)
+
+    def delete(
+        self,
+        data_class: str,
+        key: dict[str, Any],
+        subject: str | None,
+        based_on: str | dict[str, Any] | None,
+    ) -> Written:
+        """A versioned delete: a ``deleted`` tombstone, conditional like a put."""
+        s = self.s
+        subject = s.subject_of(data_class, key, subject)
+        stamp = str(s.clock.now())
+        base, vv = s.causal_past(based_on, stamp)
+        body = tombstone_body(key, kind=DELETED, expires_at=s.expires_at())
+        body[VERSION_ATTR] = stamp
+        if base:
+            body[BASE_ATTR] = base
+        ddb_body = s.serialize(data_class, body)
+        cond, names, values = condition(base, False, stamp)
+
+        def call(route: Route, client: Any) -> Any:
+            ddb_item = dict(ddb_body)
+            ddb_item[AT_ATTR] = {"S": route.region}
+            ddb_item[VV_ATTR] = vv_value(vv)
+            return client.put_item(
+                TableName=route.table_name,
+                Item=ddb_item,
+                ConditionExpression=cond,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+
+        return self._write(data_class, key, subject, stamp, base, call, None, None)
+
+    # --- the common path: send, read a failed condition, follow, merge ---
+
+    def _write(
+        self,
+        data_class: str,
+        key: dict[str, Any],
+        subject: str | None,
+        stamp: str,
+        based_on: str | None,
+        call: Call,
+        item: dict[str, Any] | None,
+        decide: Decide | None,
+    ) -> Written:
+        s = self.s
+        current: dict[str, Any] = {}
+        region = "?"
+        for _ in range(MAX_HOPS):
+            route, current, region = self._attempt(
+                decide or s.decider(data_class, subject, "write"), call, data_class, key
+            )
+            if route is not None:
+                return Written(stamp, route)
+            s.observe(current)
+            if decide is None and s._follow(data_class, subject, current):
+                continue
+            merge = s.merges.get(data_class)
+            if item is not None and merge and current and not tombstone_kind(current):
+                return self._merge_write(data_class, merge, item, current, subject)
+            break
+        raise StaleWrite(
+            data_class=data_class,
+            key=s.named(data_class, key),
+            region=region,
+            based_on=based_on or "(blind write)",
+            current=_describe_current(current),
+        )
+
+    def _attempt(
+        self, decide: Decide, call: Call, data_class: str, key: dict[str, Any]
+    ) -> tuple[Route | None, dict[str, Any], str]:
+        """(route, {}, region) on success; (None, what the item holds, region) on a lost condition.
+
+        For a pinned class only regionkit's own attributes of the old item survive
+        this function; nothing of it is chained to any exception.
+        """
+        from botocore.exceptions import ClientError
+
+        s = self.s
+        try:
+            _, route = s.transport.call(decide, "write", call)
+            return route, {}, route.region
+        except ClientError as exc:
+            code = error_code(exc)
+            region = region_of(exc, s.region or "?")
+            if code != _CCF:
+                raise BackendError(
+                    operation="write",
+                    region=region,
+                    code=code,
+                    reason=str(exc.response.get("Error", {}).get("Message", ""))[:200],
+                ) from exc
+            old = from_ddb(cast(dict[str, Any] | None, exc.response.get("Item")))
+        current = keep_reserved(old, key) if data_class in s.pinned or not old else old
+        return None, current, region
+
+    def _merge_write(
+        self,
+        data_class: str,
+        ref: str,
+        ours: dict[str, Any],
+        theirs: dict[str, Any],
+        subject: str | None,
+    ) -> Written:
+        s = self.s
+        merge = s.merge_resolver(data_class, ref)
+        for _ in range(5):
+            merged = merge(
+                {k: v for k, v in ours.items() if k not in RESERVED},
+                {k: v for k, v in theirs.items() if k not in RESERVED},
+            )
+            try:
+                w = self.put(
+                    data_class,
+                    {k: v for k, v in merged.items() if k not in RESERVED},
+                    subject,
+                    str(theirs.get(VERSION_ATTR)),
+                    False,
+                )
+            except StaleWrite:
+                theirs = s.get(data_class, s.key_of(data_class, ours), subject, True) or {}
+                continue
+            return Written(w.version, w.route, merged=True)
+        raise StaleWrite(
+            data_class=data_class,
+            key=s.named(data_class, s.key_of(data_class, ours)),
+            region=s.region or "?",
+            based_on="(merge)",
+            current=_describe_current(theirs),
+        )
+
+    # --- region-directed writes of the move and erasure protocols ---
+
+    def copy_at(self, route: Route, item: dict[str, Any]) -> bool:
+        """Write a pinned item, keeping its version, unless the region holds a newer one.
+
+        It may overwrite a ``moved`` fence (a user moving back): only this path can.
+        Returns False when the region already holds a newer version.
+        """
+        s = self.s
+        body = {k: v for k, v in item.items() if k not in (DEL_ATTR, EXP_ATTR, TO_ATTR)}
+        ddb_item = s.serialize(route.data_class, body)
+
+        def call(r: Route, client: Any) -> Any:
+            return client.put_item(
+                TableName=r.table_name,
+                Item=ddb_item,
+                ConditionExpression="attribute_not_exists(#v) OR #v <= :v OR #d = :moved",
+                ExpressionAttributeNames={"#v": VERSION_ATTR, "#d": DEL_ATTR},
+                ExpressionAttributeValues={
+                    ":v": {"S": str(item[VERSION_ATTR])},
+                    ":moved": {"S": MOVED},
+                },
+            )
+
+        return self._directed(route, call)
+
+    def fence_at(
+        self,
+        route: Route,
+        key: dict[str, Any],
+        *,
+        kind: str,
+        newest: str,
+        to_region: str | None = None,
+    ) -> bool:
+        """Replace the item with a fence tombstone unless it changed past ``newest``.
+
+        ``newest`` is the newest version the caller has secured (copied or erased);
+        a write that landed after it makes this return False, and the caller starts
+        its round again. Re-fencing an item already fenced the same way succeeds.
+        """
+        s = self.s
+        body = tombstone_body(key, kind=kind, expires_at=s.expires_at(), to_region=to_region)
+        body[VERSION_ATTR] = str(s.clock.now())
+        body[AT_ATTR] = route.region
+        ddb_item = s.serialize(route.data_class, body)
+
+        def call(r: Route, client: Any) -> Any:
+            return client.put_item(
+                TableName=r.table_name,
+                Item=ddb_item,
+                ConditionExpression="attribute_not_exists(#v) OR #v <= :newest OR #d = :kind",
+                ExpressionAttributeNames={"#v": VERSION_ATTR, "#d": DEL_ATTR},
+                ExpressionAttributeValues={
+                    ":newest": {"S": newest or "0"},
+                    ":kind": {"S": kind},
+                },
+            )
+
+        return self._directed(route, call)
+
+    def _directed(self, route: Route, call: Call) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.s.transport.call_at(route, call)
+        except ClientError as exc:
+            if error_code(exc) != _CCF:
+                raise BackendError(
+                    operation="write", region=route.region, code=error_code(exc), reason="refused"
+                ) from exc
+            return False
+        return True
+
+
+def _describe_current(current: dict[str, Any]) -> str:
+    kind = tombstone_kind(current)
+    version = str(current.get(VERSION_ATTR, "(unknown)"))
+    return f"{version} ({kind})" if kind else version
