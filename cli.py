@@ -1699,7 +1699,7 @@ def audit_verify(
     signed_path = report_file
     if not (isinstance(data, dict) and "signature" in data):
         found = re.search(r"audit-[0-9TZ]+-[0-9a-f]+\.json|[\w.-]+\.json", text)
-        ref = re.search(r"signed[ _]json[^\w]{0,40}?([\w.-]+\.json)", text, re.IGNORECASE)
+        ref = re.search(r"signed[ _]json\W[^\n]{0,60}?([\w.-]+\.json)", text, re.IGNORECASE)
         name = ref.group(1) if ref else (found.group() if found else None)
         if name is None:
             _fail(f"{report_file} is not a signed JSON report and names none", EXIT_CHECK_FAILED)

@@ -28,7 +28,9 @@ from residency.audit import (
 )
 from residency.audit.export import ExportFailed, iter_export_items, wait_for_export
 from residency.audit.registry import Check, check
-from residency.audit.safety import clean_text, safe_key
+from residency.audit.safety import clean_text, item_pseudonym
+from residency.pseudonym import Pseudonymizer
+from residency.signing import LocalSigner
 from residency.errors import ConfigError, UnknownName, UnknownRegion
 from residency.policy import Policy, load_policy
 
@@ -211,19 +213,67 @@ def test_a_policy_only_audit_makes_no_aws_call(policy: Policy) -> None:
     assert report.inventory == []
 
 
-def test_the_report_digest_follows_the_documented_recipe(policy: Policy) -> None:
-    report = run_audit(policy, NoAws(), policy_path=MINIMAL, checks=["policy"])
+def test_the_report_digest_and_signature_follow_the_documented_recipe(
+    policy: Policy, tmp_path: Path
+) -> None:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+
+    signer = LocalSigner.load_or_create(tmp_path / "key.pem")
+    trusted = [signer.public_key_pem()]
+    report = run_audit(policy, NoAws(), policy_path=MINIMAL, checks=["policy"], signer=signer)
     data = json.loads(json.dumps(report.to_dict()))
-    claimed = data.pop("report_sha256")
+    claimed, sig = data.pop("report_sha256"), data.pop("signature")
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert hashlib.sha256(body.encode("utf-8")).hexdigest() == claimed
-    assert report.verify()
-    data["report_sha256"] = claimed
-    assert verify_report(data)
-    data["policy"]["sha256"] = "0" * 64
-    assert not verify_report(data)
+    digest = hashlib.sha256(body.encode("utf-8")).digest()
+    assert digest.hex() == claimed == sig["digest_sha256"]
+    # the recipe with nothing but `cryptography`: Ed25519 over the 32 digest bytes
+    public = serialization.load_pem_public_key(sig["public_key"].encode())
+    public.verify(base64.b64decode(sig["value"]), digest)  # type: ignore[union-attr,call-arg]
+    assert report.verify(trusted)
+    assert not report.verify()  # a valid signature by a key nobody trusts is not enough
+    assert "not a trusted key" in report.verify().reason
+    data["report_sha256"], data["signature"] = claimed, sig
+    assert verify_report(data, trusted=trusted)
+    assert AuditReport.model_validate(report.to_dict()).verify(trusted)  # a round trip keeps it
     assert report.policy.sha256 == hashlib.sha256(MINIMAL.read_bytes()).hexdigest()
-    assert AuditReport.model_validate(report.to_dict()).verify()  # a round trip keeps it
+
+    # an edit is caught; so is an edit whose digest was recomputed
+    edited = json.loads(json.dumps(data))
+    edited["policy"]["sha256"] = "0" * 64
+    assert not verify_report(edited, trusted=trusted)
+    edited.pop("report_sha256")
+    edited.pop("signature")
+    rehashed = hashlib.sha256(
+        json.dumps(edited, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+    edited["report_sha256"] = rehashed
+    edited["signature"] = {**sig, "digest_sha256": rehashed}
+    result = verify_report(edited, trusted=trusted)
+    assert not result and "does not match" in result.reason
+    # re-signed by another key: valid arithmetic, untrusted key
+    from residency.signing import sign
+
+    forged_body = {k: v for k, v in edited.items() if k not in {"report_sha256", "signature"}}
+    forged = sign(forged_body, LocalSigner.generate())
+    edited["signature"] = forged.model_dump()
+    result = verify_report(edited, trusted=trusted)
+    assert not result and result.signature_valid and not result.trusted
+    # no signature at all
+    data.pop("signature")
+    assert not verify_report(data, trusted=trusted)
+
+
+def test_the_local_signing_key_is_created_once_and_kept_private(tmp_path: Path) -> None:
+    import stat
+
+    path = tmp_path / "sub" / "key.pem"
+    first = LocalSigner.load_or_create(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = LocalSigner.load_or_create(path)
+    assert first.key_id == again.key_id and first.key_id.startswith("sha256:")
+    assert "PRIVATE" not in repr(first) and "PRIVATE" not in first.public_key_pem()
 
 
 def test_an_invalid_or_drifted_policy_fails_policy_valid(policy: Policy, tmp_path: Path) -> None:
@@ -286,22 +336,43 @@ def test_bad_arguments_are_config_errors(policy: Policy) -> None:
 # --- keys and messages ----------------------------------------------------------------------
 
 
-def test_keys_are_shown_only_when_plainly_opaque() -> None:
-    uid = "u-eu-central-1-01JD3X9Q4M8V2R6T0BNC5K7H1E"
-    assert safe_key(uid) == uid
-    assert safe_key(uid, user_ids_only=True) == uid
-    assert safe_key("post-123") == "post-123"
-    assert safe_key("post-123", user_ids_only=True).startswith("sha256:")
-    for value in (
-        "jane.doe@example.com",
-        "+49 151 2345 6789",
-        "4915123456789",
-        "Jane Doe",
-        "a" * 200,
-    ):
-        shown = safe_key(value)
-        assert shown.startswith("sha256:") and value not in shown
-    assert safe_key("x") == "x"
+def test_items_are_named_by_keyed_pseudonyms_that_cannot_be_confirmed_by_guessing() -> None:
+    key = Pseudonymizer(b"k" * 32)
+    other = Pseudonymizer(b"o" * 32)
+    email = {"S": "jane.doe@example.com"}
+    shown = item_pseudonym(key, "content", email)
+    assert shown.startswith("pn-") and len(shown) == 27
+    assert "jane" not in shown
+    assert shown == item_pseudonym(key, "content", email)  # stable: operators can find it
+    assert shown != item_pseudonym(other, "content", email)  # keyed: a guess cannot be checked
+    assert shown != item_pseudonym(key, "profiles", email)  # scoped to the table
+    # an unkeyed hash of the guess does not match
+    assert hashlib.sha256(b"jane.doe@example.com").hexdigest()[:24] not in shown
+    assert item_pseudonym(key, "t", {"S": "a"}, {"N": "1"}) == key("a / 1", scope="t")
+
+
+def test_error_reasons_are_built_by_regionkit_never_from_a_library_message() -> None:
+    from botocore.exceptions import ClientError, EndpointConnectionError
+    from pydantic import BaseModel
+
+    from residency.audit.clients import error_reason
+
+    secret = "zq-secret-value@example.test"
+    err = ClientError(
+        {"Error": {"Code": "ValidationException", "Message": f"bad key {secret}"}}, "Scan"
+    )
+    assert error_reason(err) == "failed: ValidationException in Scan (ClientError)"
+
+    class M(BaseModel):
+        n: int
+
+    try:
+        M.model_validate({"n": secret})
+    except ValidationError as exc:
+        assert secret in str(exc)  # pydantic quotes its input...
+        assert secret not in error_reason(exc)  # ...regionkit does not
+    down = EndpointConnectionError(endpoint_url="http://x.invalid")
+    assert error_reason(down).startswith("unreachable")
 
 
 def test_error_text_is_scrubbed() -> None:
@@ -473,7 +544,8 @@ def test_a_worker_failure_becomes_an_error_finding(policy: Policy) -> None:
     assert [(f.region, f.resource.rsplit("/", 1)[-1]) for f in errors] == [
         ("eu-west-1", "profiles")
     ]
-    assert "RuntimeError" in errors[0].reason and "worker blew up" in errors[0].reason
+    assert "RuntimeError" in errors[0].reason
+    assert "worker blew up" not in errors[0].reason  # a library's message never reaches it
     assert {f.region for f in report.findings if f.status == "PASS"} == {
         "eu-central-1",
         "us-east-1",
@@ -483,10 +555,29 @@ def test_a_worker_failure_becomes_an_error_finding(policy: Policy) -> None:
 # --- the CLI -----------------------------------------------------------------------------------
 
 
-def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(autouse=True, scope="module")
+def _cli_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The CLI's signing key and evidence go to a temporary directory, not the tree."""
+    global _HOME
+    _HOME = tmp_path_factory.mktemp("cli-home")
+    yield
+
+
+_HOME = ROOT
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    env = {
+        **os.environ,
+        "REGIONKIT_SIGNING_KEY_FILE": str(_HOME / "signing-key.pem"),
+        "REGIONKIT_STATE_FILE": str(_HOME / "no-state.json"),
+    }
     proc = subprocess.run(
         [str(REGIONKIT), "--policy", str(MINIMAL), *args],
-        cwd=cwd,
+        cwd=cwd or _HOME,
+        env=env,
         check=False,
         capture_output=True,
         text=True,
@@ -529,9 +620,51 @@ def test_cli_audit_run_writes_a_report_file(tmp_path: Path) -> None:
     proc = run_cli("audit", "run", "--checks", "policy", "--format", "json", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "wrote json report" in proc.stdout
-    assert verify_report(json.loads(out.read_text(encoding="utf-8")))
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert not verify_report(data)  # no key trusted: a signature alone proves nothing
+    public = run_cli("audit", "public-key").stdout
+    assert verify_report(data, trusted=[public])
+    verified = run_cli("audit", "verify", str(out))  # trusts the tool's own key
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert f"signed by key {data['signature']['key_id']}" in verified.stdout
+
+    # every other format names the signed JSON written beside it, and verifies through it
+    for fmt, name in (
+        ("html", "a.html"),
+        ("markdown", "a.md"),
+        ("junit", "a.xml"),
+        ("ocsf", "a.ocsf.json"),
+        ("terminal", "a.txt"),
+    ):
+        target = tmp_path / fmt / name
+        proc = run_cli("audit", "run", "--checks", "policy", "-f", fmt, "--out", str(target))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        beside = target.with_name("a.json")
+        assert beside.exists(), fmt
+        signed = json.loads(beside.read_text(encoding="utf-8"))
+        text = target.read_text(encoding="utf-8")
+        assert signed["report_sha256"] in text and signed["signature"]["value"] in text, fmt
+        assert "a.json" in text, fmt
+        ok = run_cli("audit", "verify", str(target))
+        assert ok.returncode == 0, (fmt, ok.stdout + ok.stderr)
+
+    # an edited report fails, and so does one whose digest was recomputed after the edit
+    edited = dict(data)
+    edited["summary"] = {**data["summary"], "total": 0}
+    body = {k: v for k, v in edited.items() if k not in {"report_sha256", "signature"}}
+    rehashed = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+    edited["report_sha256"] = rehashed
+    edited["signature"] = {**data["signature"], "digest_sha256": rehashed}
+    bad = tmp_path / "edited.json"
+    bad.write_text(json.dumps(edited), encoding="utf-8")
+    proc = run_cli("audit", "verify", str(bad))
+    assert proc.returncode == 1 and "FAILED" in proc.stdout
+
     proc = run_cli("audit", "run", "--checks", "policy", "--format", "junit")
     assert proc.stdout.startswith("<?xml")
+    assert "signed JSON report" in proc.stderr  # written to the evidence directory
 
 
 def test_drill_journals_written_by_the_drill_runner_are_read(

@@ -40,6 +40,9 @@ _DENIED = frozenset(
         "NotAuthorized",
     }
 )
+_THROTTLED = frozenset(
+    {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
+)
 _MISSING = frozenset({"ResourceNotFoundException", "TableNotFoundException", "NoSuchKey"})
 
 
@@ -71,7 +74,13 @@ def is_missing(exc: BaseException) -> bool:
 
 
 def error_reason(exc: BaseException) -> str:
-    """A short, PII-free description of a failure for a finding."""
+    """A short, PII-free description of a failure for a finding.
+
+    Built by regionkit from the failure's *kind* (its class, the AWS error code and
+    operation), never from a library's message text, which may echo a value it was
+    given (a key, a pydantic ``input_value``). regionkit's own errors carry
+    messages regionkit wrote; they are still scrubbed.
+    """
     if isinstance(exc, RegionkitError):
         return clean_text(str(exc))
     code = error_code(exc)
@@ -81,7 +90,11 @@ def error_reason(exc: BaseException) -> str:
         what = "access denied"
     elif is_missing(exc):
         what = "not found"
+    elif code in _THROTTLED:
+        what = "throttled"
     else:
         what = "failed"
-    text = clean_text(str(exc), limit=300)
-    return f"{what}: {code}: {text}" if text and code not in text else f"{what}: {text or code}"
+    op = getattr(exc, "operation_name", None)
+    where = f" in {op}" if isinstance(op, str) and op.isalnum() else ""
+    name = type(exc).__name__
+    return f"{what}: {code}{where}" + (f" ({name})" if name != code else "")

@@ -18,8 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from residency.audit.clients import AuditClients, error_reason, is_unreachable
+from residency.audit.safety import item_pseudonym
 from residency.logs import get_logger
+from residency.pii_detect import PiiDetector
 from residency.policy import Policy
+from residency.pseudonym import Pseudonymizer, default_pseudonymizer
 from residency.tables import TablePlan, plan_tables
 
 if TYPE_CHECKING:
@@ -78,7 +81,10 @@ class AuditOptions:
     max_findings_per_resource: int = 100
     max_lookups: int = 10_000
     account_id: str | None = None
+    value_every: int = 20
+    inventory_sample: int = 20
     progress: ProgressFn | None = field(default=None, compare=False)
+    pseudonymizer: Pseudonymizer | None = field(default=None, compare=False, repr=False)
 
 
 class AuditContext:
@@ -105,6 +111,8 @@ class AuditContext:
         self._lock = threading.Lock()
         self._memo: dict[str, Any] = {}
         self._memo_locks: dict[str, threading.Lock] = {}
+        self.pn = options.pseudonymizer or default_pseudonymizer()
+        self.detector = PiiDetector.for_policy(policy)
         if resolve_account:
             self.account, self.account_source = self._account()
         else:  # policy-only audits make no AWS call at all, STS included
@@ -128,6 +136,14 @@ class AuditContext:
 
     def arn(self, region: str, table: str) -> str:
         return f"arn:aws:dynamodb:{region}:{self.account}:table/{table}"
+
+    def item(self, table: str, partition: Any, sort: Any = None, *, typed: bool = True) -> str:
+        """How a finding names one item of ``table``: its keyed pseudonym."""
+        return item_pseudonym(self.pn, table, partition, sort, typed=typed)
+
+    def subject(self, user_id: str) -> str:
+        """How a finding names a data subject (a user ID): its keyed pseudonym."""
+        return self.pn(user_id, scope="subject")
 
     def jurisdiction(self, region: str) -> str | None:
         return self.region_jurisdiction.get(region)

@@ -8,22 +8,33 @@ the visitors of its roles and drops it: no table is ever held in memory. Per
 unit it keeps counters and the (few) suspicious keys it met, merged under a
 lock when the unit ends.
 
-What is read, and why so little:
+What is read:
 
 ==============  =====================================  ===============================
-role            tables                                 attributes read (projection)
+role            tables                                 attributes read
 ==============  =====================================  ===============================
 ``directory``   the directory, in one region           the key, ``home_region``,
                                                        ``jurisdiction``, ``status``,
-                                                       ``moving_to``, ``moved_from``
-``pii``         every global table, in every replica   the key and the policy's PII
-                                                       attribute *names* (values are
-                                                       never looked at or kept)
-``placement``   every pinned table, in every region    the key only
+                                                       ``moving_to``, ``moved_from``,
+                                                       ``rk_del``
+``pii``         every global table and every           whole items: names are matched
+                conflict log, in every region where    on every item, at any depth;
+                it exists; unlisted copies of global   values on a sample (1 item in
+                classes                                ``value_every``; every item
+                                                       with ``--deep``); key values
+                                                       (table and index keys) on
+                                                       every item
+``placement``   every pinned table, and every copy     the key and ``rk_del``
+                of one, in every region where it
+                exists (extra regions included)
 ==============  =====================================  ===============================
 
-So the audit never reads a profile's personal data at all in ``scan`` mode (an
-export holds whole items; only the key and the attribute names are looked at).
+A profile's personal data is never read in ``scan`` mode (an export holds whole
+items; only the key is looked at). Whatever is read is classified and dropped:
+findings name items by keyed pseudonym and values by kind
+(:mod:`residency.audit.safety`). Tombstones (``rk_del``: deleted, moved, erased)
+hold only a key and regionkit's ``rk_*`` attributes: they are counted, never
+judged as personal data.
 
 Order: the directory is read first (phase A, with the global tables), and only
 its *interesting* entries are kept: those whose home differs from the home hint
@@ -38,7 +49,6 @@ point reads), and directory entries that disagree with where the profile is.
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
@@ -50,8 +60,9 @@ from typing import Any
 
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, ProgressEvent
-from residency.audit.safety import USER_ID, hashed, safe_key
+from residency.audit.safety import USER_ID
 from residency.logs import get_logger
+from residency.pii_detect import KIND_TEXT
 from residency.policy import PinnedDataClass
 from residency.tables import TablePlan
 
@@ -74,6 +85,8 @@ PLACEMENT_CHECKS = (
 )
 PII_CHECK = "data.global_pii"
 DIRECTORY_FIELDS = ("home_region", "jurisdiction", "status", "moving_to", "moved_from")
+TOMBSTONE = "rk_del"
+DIRECTORY_STATUSES = frozenset({"active", "moving"})
 _EXAMPLES = 10
 _MAX_SUSPECTS = 100_000
 _MAX_PROBLEMS = 10_000
@@ -100,6 +113,11 @@ class TableScan:
     sampled: bool = False
     pending: int = 0
     slot: tuple[str, str] = ("", "")
+    tombstones: int = 0
+    value_checked: int = 0
+    copy_of: str | None = None
+    # subjects' jurisdiction (None: unattributable) -> items, for pinned tables
+    by_jurisdiction: Counter[str | None] = field(default_factory=Counter)
 
     @property
     def complete(self) -> bool:
@@ -117,8 +135,8 @@ class Misplaced:
     region: str
     table: str
     data_class: str
-    key: str  # safe to show
-    subject: str | None  # the user ID, when the key is one
+    key: str  # the item's keyed pseudonym
+    subject: str | None  # the subject's keyed pseudonym, when the key is a user ID
     found: str  # the jurisdiction of the region it is stored in
     expected: str | None  # the subject's jurisdiction, None when unknown
     basis: str  # "directory" | "id-hint" | "unattributable" | "moved"
@@ -128,28 +146,39 @@ class Misplaced:
 @dataclass(frozen=True)
 class Duplicate:
     data_class: str
-    subject: str
+    subject: str  # keyed pseudonym
     jurisdictions: tuple[str, ...]
     regions: tuple[str, ...]
     moving: bool
     note: str = ""
+    unknown: tuple[str, ...] = ()  # regions that could not be read in full
 
 
 @dataclass(frozen=True)
 class DirectoryProblem:
     region: str  # where the entry (or the profile) was read
     table: str
-    key: str
-    reason: str
+    key: str  # the entry's keyed pseudonym
+    reason: str  # written by regionkit; never a value read from the entry
+    severity: str = ""  # "" : the check's own
 
 
 @dataclass
 class PiiHit:
+    """Personal data found in one place (``attribute`` path) of one table's items.
+
+    ``match``: ``name`` (the attribute is named as PII), ``value`` (a sampled value is
+    PII-shaped) or ``key`` (a table or index key value is PII-shaped, on every item);
+    ``kind``: ``name`` or the value's kind (:data:`residency.pii_detect.PiiKind`).
+    """
+
     region: str
     table: str
     attribute: str
+    match: str = "name"
+    kind: str = "name"
     count: int = 0
-    examples: list[str] = field(default_factory=list)
+    examples: list[str] = field(default_factory=list)  # keyed pseudonyms of items
 
 
 @dataclass
@@ -164,7 +193,7 @@ class DataScan:
     duplicates: list[Duplicate] = field(default_factory=list)
     directory_problems: list[DirectoryProblem] = field(default_factory=list)
     directory_problem_count: int = 0
-    pii: dict[tuple[str, str, str], PiiHit] = field(default_factory=dict)
+    pii: dict[tuple[str, str, str, str, str], PiiHit] = field(default_factory=dict)
     lookups: int = 0
     lookup_errors: list[str] = field(default_factory=list)
     unverified_duplicates: int = 0
@@ -208,13 +237,14 @@ class _Dir:
 @dataclass(frozen=True)
 class _Suspect:
     data_class: str
-    subject: str | None
-    key: str
+    subject: str | None  # the raw user ID: kept in memory, never shown
+    key: str  # the item's keyed pseudonym
     region: str
     table: str
     found: str
     expected: str | None
     basis: str
+    note: str = ""
 
 
 # --- units ---------------------------------------------------------------------------------
@@ -242,7 +272,10 @@ class _Acc:
 
     items: int = 0
     sampled: bool = False
-    pii: dict[str, PiiHit] = field(default_factory=dict)
+    tombstones: int = 0
+    value_checked: int = 0
+    by_j: Counter[str | None] = field(default_factory=Counter)
+    pii: dict[tuple[str, str, str], PiiHit] = field(default_factory=dict)
     suspects: list[_Suspect] = field(default_factory=list)
     sightings: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     entries: dict[str, _Dir] = field(default_factory=dict)
@@ -259,8 +292,17 @@ def _s(raw: dict[str, Any], name: str) -> str | None:
     return None
 
 
-def _raw_key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+def _key_attrs(desc: dict[str, Any] | None, plan: TablePlan) -> tuple[str, ...]:
+    """The table's key attributes and every index's (GSI and LSI) key attributes."""
+    names = [plan.partition_key] + ([plan.sort_key] if plan.sort_key else [])
+    for k in (desc or {}).get("KeySchema") or []:
+        names.append(str(k.get("AttributeName")))
+    for index in [
+        *((desc or {}).get("GlobalSecondaryIndexes") or []),
+        *((desc or {}).get("LocalSecondaryIndexes") or []),
+    ]:
+        names.extend(str(k.get("AttributeName")) for k in index.get("KeySchema") or [])
+    return tuple(dict.fromkeys(n for n in names if n))
 
 
 class _Scanner:
@@ -273,12 +315,16 @@ class _Scanner:
         self.interesting: dict[str, _Dir] = {}
         self.sightings: dict[tuple[str, str], set[str]] = defaultdict(set)
         self.suspects: list[_Suspect] = []
-        self.pii_names = frozenset(ctx.policy.pii_attributes())
+        self.detector = ctx.detector
+        self.value_every = max(1, self.opts.value_every)
         self.regions = list(self.opts.regions)
+        # where data is read: the policy regions, and extra regions where tables exist
+        self.scan_regions = list(ctx.all_regions)
         self.rj = ctx.region_jurisdiction
         self.need_placement = ctx.wants(*PLACEMENT_CHECKS)
         self.need_pii = ctx.wants(PII_CHECK)
         self.exports: dict[tuple[str, str], str] = {}
+        self.key_attrs: dict[tuple[str, str], tuple[str, ...]] = {}
 
     # --- planning ---
 
@@ -316,7 +362,9 @@ class _Scanner:
             segments=self._segments(desc),
             estimate=int(desc["ItemCount"]) if desc and "ItemCount" in desc else None,
             slot=key,
+            copy_of=state.copy_of if state else None,
         )
+        self.key_attrs[(region, plan.table)] = _key_attrs(desc, plan)
         self.result.tables[key] = ts
         problem = self.ctx.down(region)
         if problem is None and state is not None:
@@ -352,14 +400,16 @@ class _Scanner:
 
     # --- reading ---
 
-    def _projection(self, unit: _Unit) -> tuple[str, dict[str, str]]:
+    def _projection(self, unit: _Unit) -> tuple[str, dict[str, str]] | None:
+        """The attributes to read; None: whole items (the PII role looks at every name)."""
+        if "pii" in unit.roles:
+            return None
         names: list[str] = [unit.plan.partition_key]
         if unit.plan.sort_key:
             names.append(unit.plan.sort_key)
+        names.append(TOMBSTONE)
         if "directory" in unit.roles:
             names.extend(DIRECTORY_FIELDS)
-        if "pii" in unit.roles:
-            names.extend(sorted(self.pii_names))
         seen: dict[str, str] = {}
         for n in names:
             seen.setdefault(n, f"#a{len(seen)}")
@@ -367,12 +417,10 @@ class _Scanner:
 
     def _scan_pages(self, unit: _Unit) -> Iterable[list[dict[str, Any]]]:
         client = self.ctx.clients.dynamodb(unit.region)
-        projection, names = self._projection(unit)
-        kwargs: dict[str, Any] = {
-            "TableName": unit.plan.table,
-            "ProjectionExpression": projection,
-            "ExpressionAttributeNames": names,
-        }
+        kwargs: dict[str, Any] = {"TableName": unit.plan.table}
+        projected = self._projection(unit)
+        if projected is not None:
+            kwargs["ProjectionExpression"], kwargs["ExpressionAttributeNames"] = projected
         if unit.total > 1:
             kwargs["Segment"] = unit.segment
             kwargs["TotalSegments"] = unit.total
@@ -471,7 +519,7 @@ class _Scanner:
         fns: list[Callable[[dict[str, Any]], None]] = []
         if "directory" in unit.roles:
             fns.append(self._directory_visitor(unit, acc))
-        if "pii" in unit.roles and self.pii_names:
+        if "pii" in unit.roles:
             fns.append(self._pii_visitor(unit, acc))
         if "placement" in unit.roles:
             fns.append(self._placement_visitor(unit, acc))
@@ -484,36 +532,46 @@ class _Scanner:
 
         return all_of
 
-    def _key_text(self, plan: TablePlan, raw: dict[str, Any], *, user_ids_only: bool) -> str:
-        pk = raw.get(plan.partition_key)
-        s = pk.get("S") if isinstance(pk, dict) else None
-        shown = safe_key(s, user_ids_only=user_ids_only) if s is not None else hashed(_raw_key(pk))
-        if plan.sort_key:
-            sk = raw.get(plan.sort_key)
-            sks = sk.get("S") if isinstance(sk, dict) else None
-            shown += " / " + (
-                safe_key(sks, user_ids_only=user_ids_only)
-                if sks is not None
-                else hashed(_raw_key(sk))
-            )
-        return shown
+    def _key_text(self, plan: TablePlan, raw: dict[str, Any]) -> str:
+        """The item's keyed pseudonym."""
+        return self.ctx.item(
+            plan.table,
+            raw.get(plan.partition_key),
+            raw.get(plan.sort_key) if plan.sort_key else None,
+        )
 
     def _pii_visitor(self, unit: _Unit, acc: _Acc) -> Callable[[dict[str, Any]], None]:
-        pii = self.pii_names
         plan, region = unit.plan, unit.region
+        detector = self.detector
+        every = self.value_every
+        keys = self.key_attrs.get((region, plan.table), (plan.partition_key,))
+        seen = [0]
+
+        def note(path: str, match: str, kind: str, raw: dict[str, Any]) -> None:
+            hit = acc.pii.get((path, match, kind))
+            if hit is None:
+                hit = acc.pii[(path, match, kind)] = PiiHit(
+                    region, plan.table, path, match=match, kind=kind
+                )
+            hit.count += 1
+            if len(hit.examples) < _EXAMPLES:
+                hit.examples.append(self._key_text(plan, raw))
 
         def visit(raw: dict[str, Any]) -> None:
-            found = raw.keys() & pii
-            if not found:
-                return
-            key = self._key_text(plan, raw, user_ids_only=False)
-            for name in found:
-                hit = acc.pii.get(name)
-                if hit is None:
-                    hit = acc.pii[name] = PiiHit(region, plan.table, name)
-                hit.count += 1
-                if len(hit.examples) < _EXAMPLES:
-                    hit.examples.append(key)
+            if TOMBSTONE in raw:
+                acc.tombstones += 1
+            seen[0] += 1
+            values = seen[0] % every == 1 or every == 1
+            if values:
+                acc.value_checked += 1
+            for hit in detector.scan(raw, values=values):
+                if hit.match == "value" and hit.path in keys:
+                    continue  # key values are checked below, on every item
+                note(hit.path, hit.match, hit.kind, raw)
+            for name in keys:
+                kind = detector.key_kind(raw.get(name))
+                if kind is not None:
+                    note(name, "key", kind, raw)
 
         return visit
 
@@ -524,40 +582,57 @@ class _Scanner:
         rj = self.rj
         pk_name = plan.partition_key
         dc = plan.data_class
+        by_j = acc.by_j
+        detector = self.detector
 
         def suspect(
-            subject: str | None, raw: dict[str, Any], expected: str | None, basis: str
+            subject: str | None,
+            raw: dict[str, Any],
+            expected: str | None,
+            basis: str,
+            note: str = "",
         ) -> None:
             acc.suspects.append(
                 _Suspect(
                     dc,
                     subject,
-                    self._key_text(plan, raw, user_ids_only=True),
+                    self._key_text(plan, raw),
                     region,
                     plan.table,
                     found_j,
                     expected,
                     basis,
+                    note,
                 )
             )
 
+        def unattributable(raw: dict[str, Any]) -> None:
+            by_j[None] += 1
+            kind = detector.key_kind(raw.get(pk_name))
+            suspect(None, raw, None, "unattributable", KIND_TEXT[kind] if kind else "")
+
         def visit(raw: dict[str, Any]) -> None:
+            if TOMBSTONE in raw:  # a key and rk_* attributes only: no personal data
+                acc.tombstones += 1
+                return
             pk = raw.get(pk_name)
             subject = pk.get("S") if isinstance(pk, dict) else None
             if not isinstance(subject, str):
-                suspect(None, raw, None, "unattributable")
+                unattributable(raw)
                 return
             entry = interesting.get(subject)
             if entry is not None:
+                by_j[entry.home_j] += 1
                 acc.sightings.setdefault((dc, subject), set()).add(region)
                 if found_j not in entry.allowed:
                     suspect(subject, raw, entry.home_j, "directory")
                 return
             m = USER_ID.match(subject)
             if m is None:
-                suspect(None, raw, None, "unattributable")
+                unattributable(raw)
                 return
             expected = rj.get(m.group(1))
+            by_j[expected] += 1
             if expected != found_j:
                 suspect(subject, raw, expected, "id-hint")
 
@@ -566,21 +641,37 @@ class _Scanner:
     def _directory_visitor(self, unit: _Unit, acc: _Acc) -> Callable[[dict[str, Any]], None]:
         plan, region, rj = unit.plan, unit.region, self.rj
         pk_name = plan.partition_key
+        jurisdictions = frozenset(self.policy.jurisdictions)
+        describe = self.detector.describe
+        count_tombstones = 0 if "pii" in unit.roles else 1  # else the PII visitor counts
 
-        def problem(key: str, reason: str) -> None:
+        def shown(value: str | None, known: frozenset[str] | dict[str, str]) -> str:
+            """A field's value only when it is one of regionkit's own names; else its kind."""
+            return repr(value) if value is not None and value in known else describe(value)
+
+        def problem(raw: dict[str, Any], reason: str) -> None:
             acc.problem_count += 1
             if len(acc.problems) < _MAX_PROBLEMS:
+                key = self._key_text(plan, raw)
                 acc.problems.append(DirectoryProblem(region, plan.table, key, reason))
 
         def visit(raw: dict[str, Any]) -> None:
+            if TOMBSTONE in raw:  # a deleted or erased entry
+                acc.tombstones += count_tombstones
+                return
             acc.entry_count += 1
             uid = _s(raw, pk_name)
             if uid is None:
-                problem(hashed(_raw_key(raw.get(pk_name))), "the key is not a string user ID")
+                problem(raw, "the key is not a string user ID")
                 return
             m = USER_ID.match(uid)
             if m is None:
-                problem(hashed(uid), "the key is not a regionkit user ID")
+                kind = self.detector.value_kind(uid)
+                problem(
+                    raw,
+                    "the key is not a regionkit user ID"
+                    + (f" (it is {KIND_TEXT[kind]})" if kind else ""),
+                )
                 return
             home = _s(raw, "home_region")
             jur = _s(raw, "jurisdiction")
@@ -589,16 +680,22 @@ class _Scanner:
             moved_from = _s(raw, "moved_from")
             home_j = rj.get(home) if home else None
             if home is None or home_j is None:
-                problem(uid, f"home_region {home!r} is not a region of the policy")
+                problem(raw, f"home_region holds {describe(home)}, not a region of the policy")
                 return
             if jur != home_j:
-                problem(uid, f"jurisdiction {jur!r} does not match home_region {home} ({home_j})")
-            if status not in {"active", "moving"}:
-                problem(uid, f"status {status!r} is neither 'active' nor 'moving'")
+                problem(
+                    raw,
+                    f"jurisdiction {shown(jur, jurisdictions)} does not match home_region "
+                    f"{home} ({home_j})",
+                )
+            if status not in DIRECTORY_STATUSES:
+                problem(raw, f"status holds {describe(status)}, neither 'active' nor 'moving'")
             moving_j = rj.get(moving_to) if moving_to else None
             if status == "moving" and moving_j is None:
                 problem(
-                    uid, f"status is 'moving' but moving_to {moving_to!r} is not a policy region"
+                    raw,
+                    f"status is 'moving' but moving_to holds {shown(moving_to, rj)}, "
+                    "not a policy region",
                 )
             hint_j = rj.get(m.group(1))
             if home_j != hint_j or status == "moving":
@@ -608,7 +705,7 @@ class _Scanner:
                     status,
                     moving_to,
                     moving_j,
-                    moved_from,
+                    moved_from if moved_from in rj else None,
                     rj.get(moved_from) if moved_from else None,
                 )
 
@@ -625,9 +722,13 @@ class _Scanner:
                 ts.errors.append(
                     f"segment {unit.segment}/{unit.total}: {error}" if unit.total > 1 else error
                 )
-            for name, hit in acc.pii.items():
+            ts.tombstones += acc.tombstones
+            ts.value_checked += acc.value_checked
+            ts.by_jurisdiction.update(acc.by_j)
+            for (path, match, kind), hit in acc.pii.items():
                 mine = self.result.pii.setdefault(
-                    (unit.region, unit.plan.table, name), PiiHit(unit.region, unit.plan.table, name)
+                    (unit.region, unit.plan.table, path, match, kind),
+                    PiiHit(unit.region, unit.plan.table, path, match=match, kind=kind),
                 )
                 mine.count += hit.count
                 mine.examples.extend(hit.examples[: max(0, _EXAMPLES - len(mine.examples))])
@@ -677,7 +778,21 @@ class _Scanner:
         res = self.result
         pinned = [p for p in self.ctx.plans if p.kind == "pinned"]
         globals_ = [p for p in self.ctx.plans if p.kind == "global"]
+        system = [p for p in self.ctx.plans if p.kind == "system"]
         directory = next((p for p in globals_ if p.is_directory), None)
+        inventory = self.ctx.inventory()
+        copies = inventory.copies()
+
+        def exists(region: str, table: str) -> bool:
+            state = inventory.table(region, table)
+            return state is not None and state.exists is True
+
+        def wanted(plan: TablePlan, region: str) -> bool:
+            """Read where the policy places the table (a missing one is an ERROR), and
+            wherever else it exists (extra regions included)."""
+            placed = region in self.regions and region in plan.regions
+            return placed or exists(region, plan.table)
+
         if not self.need_placement:
             directory = None
         candidates = [r for r in self.regions if directory and r in directory.regions]
@@ -688,10 +803,11 @@ class _Scanner:
         ) as pool:
             futures: list[Future[None]] = []
             first: tuple[TableScan, list[Future[None]]] | None = None
-            # phase A: the global tables' PII scan, the directory (one replica) with it
-            for plan in globals_ if self.need_pii else []:
-                for region in self.regions:
-                    if region not in plan.regions:
+            # phase A: the global tables' and conflict logs' PII scan, the directory
+            # (one replica) with it, and unlisted copies of global classes
+            for plan in [*globals_, *system] if self.need_pii else []:
+                for region in self.scan_regions:
+                    if not wanted(plan, region):
                         continue
                     combined = plan is directory and bool(candidates) and region == candidates[0]
                     roles = frozenset({"pii", "directory"} if combined else {"pii"})
@@ -701,6 +817,11 @@ class _Scanner:
                     futures += submitted
                     if combined:
                         first = (ts, submitted)
+            for state in copies if self.need_pii else []:
+                if state.plan.kind == "global":
+                    ts = self._table_scan(state.region, state.plan, frozenset({"pii"}))
+                    self._announce(ts)
+                    futures += self._submit(pool, self._units(ts))
             res.pii_scanned = self.need_pii
             if self.need_placement:
                 res.placement_scanned = True
@@ -710,12 +831,14 @@ class _Scanner:
                 else:
                     res.directory_error = "the policy has no directory data class"
                 res.interesting = len(self.interesting)
-                # phase B: every pinned table in every selected region
-                for plan in pinned:
-                    for region in self.regions:
-                        ts = self._table_scan(region, plan, frozenset({"placement"}))
-                        self._announce(ts)
-                        futures += self._submit(pool, self._units(ts))
+                # phase B: every pinned table in every selected region, wherever else
+                # it exists, and every unlisted copy of a pinned class
+                targets = [(r, p) for p in pinned for r in self.scan_regions if wanted(p, r)]
+                targets += [(c.region, c.plan) for c in copies if c.plan.kind == "pinned"]
+                for region, plan in targets:
+                    ts = self._table_scan(region, plan, frozenset({"placement"}))
+                    self._announce(ts)
+                    futures += self._submit(pool, self._units(ts))
             wait(futures)
             for f in futures:
                 f.result()  # a bug in a worker surfaces here: never swallowed
@@ -795,13 +918,24 @@ class _Scanner:
                 return None
         return False
 
+    def _unread(self, data_class: str) -> tuple[str, ...]:
+        """Regions whose copy of ``data_class`` was not read in full (error or sample)."""
+        out = {
+            t.region
+            for t in self.result.tables.values()
+            if "placement" in t.roles and t.plan.data_class == data_class and not t.complete
+        }
+        out |= {r for r in self.regions if self.ctx.down(r)}
+        return tuple(sorted(out))
+
     def _resolve(self) -> None:
         res = self.result
-        plans = {p.data_class: p for p in self.ctx.plans if p.kind == "pinned"}
+        ctx = self.ctx
+        plans = {p.data_class: p for p in ctx.plans if p.kind == "pinned"}
         by_subject: dict[tuple[str, str | None], list[_Suspect]] = defaultdict(list)
         for s in self.suspects:
             if s.subject is None:  # unattributable: nothing to resolve
-                res.misplaced.append(_misplaced(s))
+                res.misplaced.append(_misplaced(ctx, s))
             else:
                 by_subject[(s.data_class, s.subject)].append(s)
         subjects = set(by_subject) | set(self.sightings)
@@ -810,11 +944,13 @@ class _Scanner:
                 continue
             suspects = by_subject.get((dc, subject), [])
             plan = plans[dc]
+            unread = self._unread(dc)
             entry = self.interesting.get(subject)
+            who = ctx.subject(subject)
             if entry is None:
-                res.misplaced.extend(_misplaced(s) for s in suspects)
+                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
                 expected = suspects[0].expected if suspects else None
-                if expected is None:
+                if expected is None or expected not in self.policy.jurisdictions:
                     continue
                 there = self._present_in(plan, subject, expected)
                 if there is None:
@@ -822,14 +958,17 @@ class _Scanner:
                 elif there:
                     js = sorted({s.found for s in suspects} | {expected})
                     regions = sorted({s.region for s in suspects})
-                    res.duplicates.append(Duplicate(dc, subject, tuple(js), tuple(regions), False))
+                    res.duplicates.append(
+                        Duplicate(dc, who, tuple(js), tuple(regions), False, unknown=unread)
+                    )
                 continue
             seen_regions = self.sightings.get((dc, subject), set())
             seen_j = {self.rj.get(r, "?") for r in seen_regions}
             hint = USER_ID.match(subject)
             hint_j = self.rj.get(hint.group(1)) if hint else None
+            where = _where(seen_regions, unread)
             if entry.status == "moving":
-                res.misplaced.extend(_misplaced(s) for s in suspects)
+                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
                 if (
                     entry.home_j in seen_j
                     and entry.moving_j in seen_j
@@ -838,11 +977,12 @@ class _Scanner:
                     res.duplicates.append(
                         Duplicate(
                             dc,
-                            subject,
+                            who,
                             tuple(sorted(seen_j)),
                             tuple(sorted(seen_regions)),
                             True,
-                            note=f"unfinished move from {entry.home_region} to {entry.moving_to}",
+                            note=f"move in progress from {entry.home_region} to {entry.moving_to}",
+                            unknown=unread,
                         )
                     )
                 elif seen_j & entry.allowed == {entry.moving_j}:
@@ -850,25 +990,32 @@ class _Scanner:
                         DirectoryProblem(
                             res.directory_region or "?",
                             res.directory_table or "?",
-                            subject,
-                            f"the entry still says moving from {entry.home_region} to "
-                            f"{entry.moving_to}, but the {dc} is only in "
-                            f"{', '.join(sorted(seen_regions))}: finish the move",
+                            ctx.item(res.directory_table or "", subject, typed=False),
+                            f"move in progress: the entry still says moving from "
+                            f"{entry.home_region} to {entry.moving_to}, and the {dc} is {where}: "
+                            "resume the move to finish it",
+                            severity="low",
                         )
                     )
                     res.directory_problem_count += 1
                 continue
             if entry.home_j in seen_j:
-                res.misplaced.extend(_misplaced(s) for s in suspects)
+                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
                 if len(seen_j) > 1:
                     res.duplicates.append(
                         Duplicate(
-                            dc, subject, tuple(sorted(seen_j)), tuple(sorted(seen_regions)), False
+                            dc,
+                            who,
+                            tuple(sorted(seen_j)),
+                            tuple(sorted(seen_regions)),
+                            False,
+                            unknown=unread,
                         )
                     )
             elif entry.moved_from_j and entry.moved_from_j in seen_j:
                 res.misplaced.extend(
                     _misplaced(
+                        ctx,
                         s,
                         basis="moved",
                         note=f"left behind by a move from "
@@ -877,32 +1024,48 @@ class _Scanner:
                     for s in suspects
                 )
             elif not entry.moved_from and seen_j and seen_j == {hint_j}:
+                # The directory homes the subject in one jurisdiction and the data is in
+                # another: personal data outside its subject's jurisdiction (per the
+                # directory), whichever of the two is wrong. Always critical.
                 res.directory_problems.append(
                     DirectoryProblem(
                         res.directory_region or "?",
                         res.directory_table or "?",
-                        subject,
-                        f"the entry says home {entry.home_region} ({entry.home_j}) but the {dc} is "
-                        f"only in {', '.join(sorted(seen_regions))} ({hint_j}), where the user ID "
-                        "was minted: the router cannot find it",
+                        ctx.item(res.directory_table or "", subject, typed=False),
+                        f"the entry homes the subject in {entry.home_region} ({entry.home_j}) "
+                        f"but the {dc} is {where} ({hint_j}, where the user ID was minted): "
+                        "personal data outside its subject's jurisdiction per the directory, "
+                        "and the router cannot find it",
+                        severity="critical",
                     )
                 )
                 res.directory_problem_count += 1
             else:
-                res.misplaced.extend(_misplaced(s) for s in suspects)
+                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
 
 
-def _misplaced(s: _Suspect, basis: str | None = None, note: str = "") -> Misplaced:
+def _where(seen: set[str], unread: tuple[str, ...]) -> str:
+    """Where data was found, claiming "only" only when every other region was read."""
+    found = ", ".join(sorted(seen)) or "nowhere read"
+    others = [r for r in unread if r not in seen]
+    if not others:
+        return f"only in {found}"
+    return f"in {found}; unknown in {', '.join(others)} (unreadable or sampled)"
+
+
+def _misplaced(
+    ctx: AuditContext, s: _Suspect, basis: str | None = None, note: str = ""
+) -> Misplaced:
     return Misplaced(
         region=s.region,
         table=s.table,
         data_class=s.data_class,
         key=s.key,
-        subject=s.subject,
+        subject=ctx.subject(s.subject) if s.subject else None,
         found=s.found,
         expected=s.expected,
         basis=basis or s.basis,
-        note=note,
+        note=note or s.note,
     )
 
 

@@ -1,11 +1,25 @@
-"""The inventory collector: which regionkit tables exist where, and how they are set up.
+"""The inventory collector: every table in every audited region, and how it is set up.
 
-One worker per region lists the region's tables (``ListTables``) and describes
-every table whose name is one of the policy's (``DescribeTable``), in every
-selected policy region and every extra region. What else it reads depends on the
-selected checks' declared permissions: ``DescribeContinuousBackups`` for PITR,
-``ListTagsOfResource`` for tags, ``kms:DescribeKey`` to tell a customer-managed
-key from an AWS-managed one. Nothing is read that no selected check needs.
+One worker per region lists *all* the region's tables (``ListTables``), in every
+selected policy region and every extra region (``--extra-regions``, ``all`` for
+every commercial region), like cloud-custodian's resource managers: ask the
+account what exists, then judge. It never starts from the names it expects,
+because a renamed copy is exactly what an audit must see.
+
+Each table is described (``DescribeTable``) and *classed*:
+
+* a table the policy names is that data class;
+* any other table is compared with the pinned data classes by **tags**
+  (``regionkit:data-class``), by **name** (the class's table name inside it:
+  ``profiles-eu-copy``), and by **key schema plus a sample** of its items
+  (``Scan`` of a few items: keys that are regionkit user IDs, attribute names
+  that are the class's PII attributes). A table that looks like a copy of a pinned
+  class is data-scanned like the class it copies (``copy_of``); a copy of a global
+  class is scanned for PII; anything else is inventoried as ``other`` and left alone.
+
+What else is read depends on the selected checks' declared permissions:
+``DescribeContinuousBackups`` for PITR, ``ListTagsOfResource`` for tags,
+``kms:DescribeKey`` to tell a customer-managed key from an AWS-managed one.
 
 Failures are kept per region and per table aspect, with their reason, so checks
 report ERROR for exactly what could not be read.
@@ -19,8 +33,10 @@ from typing import Any
 
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, ProgressEvent
+from residency.audit.safety import USER_ID
 from residency.logs import get_logger
-from residency.tables import TablePlan
+from residency.pii_detect import normalize_name
+from residency.tables import TAG_DATA_CLASS, TAG_JURISDICTION, TablePlan
 
 __all__ = ["Inventory", "RegionInventory", "TableState", "collect_inventory"]
 
@@ -42,10 +58,19 @@ class TableState:
     tags_error: str | None = None
     kms_manager: str | None = None
     kms_error: str | None = None
+    listed: bool = True  # the policy names this table (False: found by listing)
+    copy_of: str | None = None  # the data class an unlisted table copies
+    classified_by: tuple[str, ...] = ()
+    tag_jurisdiction: str | None = None
 
     @property
     def table(self) -> str:
         return self.plan.table
+
+    @property
+    def managed(self) -> bool:
+        """A policy table, or a copy of a data class: infra and data checks judge it."""
+        return self.listed or self.copy_of is not None
 
 
 @dataclass
@@ -70,6 +95,15 @@ class Inventory:
 
     def existing(self) -> list[TableState]:
         return [t for inv in self.regions.values() for t in inv.tables.values() if t.exists]
+
+    def copies(self) -> list[TableState]:
+        """Unlisted tables classed as copies of a data class."""
+        return [
+            t
+            for inv in self.regions.values()
+            for t in inv.tables.values()
+            if t.exists and not t.listed and t.copy_of is not None
+        ]
 
 
 def _aspects(ctx: AuditContext) -> set[str]:
@@ -124,24 +158,141 @@ def _region(ctx: AuditContext, region: str, aspects: set[str]) -> RegionInventor
             _describe(ctx, client, state, aspects)
     # tables neither expected nor present are of no interest
     inv.tables = {n: t for n, t in inv.tables.items() if t.expected or t.exists}
+    for name in sorted(present - set(inv.tables)):
+        state = _classify(ctx, client, region, name)
+        inv.tables[name] = state
+        if state.copy_of is not None and state.error is None:
+            _describe(ctx, client, state, aspects, described=True)
     return inv
+
+
+def _key_schema(desc: dict[str, Any]) -> tuple[str | None, str | None, dict[str, str]]:
+    types = {
+        str(a["AttributeName"]): str(a["AttributeType"])
+        for a in desc.get("AttributeDefinitions") or []
+    }
+    pk = sk = None
+    for k in desc.get("KeySchema") or []:
+        if k.get("KeyType") == "HASH":
+            pk = str(k["AttributeName"])
+        elif k.get("KeyType") == "RANGE":
+            sk = str(k["AttributeName"])
+    return pk, sk, types
+
+
+def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableState:
+    """Describe an unlisted table and class it: a copy of a data class, or other."""
+    # A table of no data class: "global" with no class; TableState.managed is False.
+    other = TablePlan(
+        table=name,
+        logical=name,
+        data_class="",
+        kind="global",
+        partition_key="",
+        sort_key=None,
+        regions=(),
+    )
+    state = TableState(
+        region, other, ctx.arn(region, name), expected=False, exists=True, listed=False
+    )
+    try:
+        desc = client.describe_table(TableName=name)["Table"]
+        state.description = desc
+        if isinstance(desc.get("TableArn"), str):
+            state.arn = desc["TableArn"]
+    except Exception as exc:
+        ctx.note_failure(region, exc)
+        state.error = error_reason(exc)
+        return state
+    pk, sk, types = _key_schema(desc)
+    try:
+        tags = _tags(client, state.arn)
+        state.tags = tags
+    except Exception as exc:
+        ctx.note_failure(region, exc)
+        state.tags_error = error_reason(exc)
+        tags = {}
+    sample: list[dict[str, Any]] = []
+    if pk is not None and ctx.options.inventory_sample > 0 and not ctx.down(region):
+        try:
+            page = client.scan(TableName=name, Limit=ctx.options.inventory_sample)
+            sample = list(page.get("Items", []))
+        except Exception as exc:
+            ctx.note_failure(region, exc)
+    plans = {p.data_class: p for p in ctx.plans if p.kind in ("pinned", "global")}
+    votes: dict[str, list[str]] = {}
+    tagged = tags.get(TAG_DATA_CLASS)
+    if tagged in plans:
+        votes.setdefault(tagged, []).append("tags")
+    lowered = name.lower()
+    for dc, plan in plans.items():
+        if plan.logical.lower() in lowered:
+            votes.setdefault(dc, []).append("name")
+    user_keys = sum(
+        1
+        for item in sample
+        if isinstance(item.get(pk or ""), dict) and USER_ID.match(str(item[pk or ""].get("S", "")))
+    )
+    names = {normalize_name(n) for item in sample for n in item}
+    for dc, plan in plans.items():
+        same_keys = plan.partition_key == pk and plan.sort_key == sk and types.get(pk or "") == "S"
+        if same_keys and plan.kind == "pinned" and sample and user_keys * 2 >= len(sample):
+            attrs = getattr(ctx.policy.data_classes[dc], "pii_attributes", [])
+            if {normalize_name(a) for a in attrs} & names:
+                votes.setdefault(dc, []).append("key-schema+sample")
+    # pinned classes first: a table that looks like personal data is judged as such
+    ranked = sorted(
+        votes.items(), key=lambda kv: (plans[kv[0]].kind != "pinned", -len(kv[1]), kv[0])
+    )
+    if ranked:
+        dc, basis = ranked[0]
+        base = plans[dc]
+        state.plan = TablePlan(
+            table=name,
+            logical=base.logical,
+            data_class=dc,
+            kind=base.kind,
+            partition_key=pk or base.partition_key,
+            sort_key=sk,
+            regions=base.regions,
+            is_directory=False,
+        )
+        state.copy_of = dc
+        state.classified_by = tuple(basis)
+        state.tag_jurisdiction = tags.get(TAG_JURISDICTION)
+    return state
+
+
+def _tags(client: Any, arn: str) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    kwargs: dict[str, Any] = {"ResourceArn": arn}
+    while True:
+        page = client.list_tags_of_resource(**kwargs)
+        tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
+        if not page.get("NextToken"):
+            return tags
+        kwargs["NextToken"] = page["NextToken"]
 
 
 def _guard(ctx: AuditContext, region: str) -> str | None:
     return ctx.down(region)
 
 
-def _describe(ctx: AuditContext, client: Any, state: TableState, aspects: set[str]) -> None:
+def _describe(
+    ctx: AuditContext, client: Any, state: TableState, aspects: set[str], *, described: bool = False
+) -> None:
     region = state.region
-    try:
-        state.description = client.describe_table(TableName=state.table)["Table"]
-        arn = state.description.get("TableArn")
-        if isinstance(arn, str) and arn:
-            state.arn = arn
-    except Exception as exc:
-        ctx.note_failure(region, exc)
-        state.error = error_reason(exc)
-        return
+    if not described:
+        try:
+            state.description = client.describe_table(TableName=state.table)["Table"]
+            arn = state.description.get("TableArn")
+            if isinstance(arn, str) and arn:
+                state.arn = arn
+        except Exception as exc:
+            ctx.note_failure(region, exc)
+            state.error = error_reason(exc)
+            return
+    assert state.description is not None
     if "pitr" in aspects:
         if (down := _guard(ctx, region)) is not None:
             state.pitr_error = down
@@ -155,20 +306,12 @@ def _describe(ctx: AuditContext, client: Any, state: TableState, aspects: set[st
             except Exception as exc:
                 ctx.note_failure(region, exc)
                 state.pitr_error = error_reason(exc)
-    if "tags" in aspects:
+    if "tags" in aspects and state.tags is None:
         if (down := _guard(ctx, region)) is not None:
             state.tags_error = down
         else:
             try:
-                tags: dict[str, str] = {}
-                kwargs: dict[str, Any] = {"ResourceArn": state.arn}
-                while True:
-                    page = client.list_tags_of_resource(**kwargs)
-                    tags.update({t["Key"]: t["Value"] for t in page.get("Tags", [])})
-                    if not page.get("NextToken"):
-                        break
-                    kwargs["NextToken"] = page["NextToken"]
-                state.tags = tags
+                state.tags = _tags(client, state.arn)
             except Exception as exc:
                 ctx.note_failure(region, exc)
                 state.tags_error = error_reason(exc)

@@ -6,39 +6,60 @@ The report is evidence an auditor keeps, so it is self-describing and tamper-evi
 * ``tool``: regionkit's name and version (:data:`residency.__about__.__version__`);
 * ``started_at`` / ``ended_at``: ISO 8601 UTC; ``duration_ms``;
 * ``inventory``: every (region, table) inspected, with the items scanned there;
+* ``transfer_evidence``: per jurisdiction, where its personal data was found;
 * ``findings`` and a ``summary`` by status and severity;
-* ``report_sha256``: SHA-256 over the canonical JSON of everything else.
+* ``pseudonym_key_id``: which keyed-pseudonym secret named the items (never the key);
+* ``report_sha256``: SHA-256 over the canonical JSON of the *body*: every field
+  but ``report_sha256`` and ``signature``;
+* ``signature``: a :class:`residency.signing.Signature` over the same digest
+  (Ed25519 locally, KMS in aws mode).
 
-How to verify ``report_sha256`` (any language)::
+The digest alone proves nothing (anyone can recompute it after an edit); the
+signature does. How to verify (any language)::
 
     data = json.load(open("report.json"))
-    claimed = data.pop("report_sha256")
+    claimed, sig = data.pop("report_sha256"), data.pop("signature")
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    assert hashlib.sha256(body.encode("utf-8")).hexdigest() == claimed
+    digest = hashlib.sha256(body.encode("utf-8")).digest()
+    assert digest.hex() == claimed == sig["digest_sha256"]
+    # then check sig["value"] (base64) over the 32 digest bytes with the public key
+    # you trust (Ed25519, or ECDSA/RSA-PSS on the prehashed digest for KMS keys)
 
-or ``residency.audit.verify_report(data)``. The body holds only strings, integers,
-booleans, nulls, lists and objects with ASCII keys (times are ISO strings, durations
-integer milliseconds, no floats), so this canonical form is the RFC 8785 (JCS)
-canonical form of the same document and any JCS implementation reproduces the digest.
+or ``residency.audit.verify_report(data, trusted=[public_pem])`` /
+``regionkit audit verify report.json``. The body holds only strings, integers,
+booleans, nulls, lists and objects with ASCII keys (times are ISO strings,
+durations integer milliseconds, no floats), so this canonical form is the RFC
+8785 (JCS) canonical form of the same document.
+
+The report's JSON Schema ships with the package (:data:`SCHEMA_PATH`,
+``residency/audit/report.schema.json``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from residency.signing import Signature, Signer, Verification, body_digest, canonical_json, sign
+from residency.signing import verify as verify_signature
+
 __all__ = [
     "REPORT_SCHEMA",
+    "SCHEMA_PATH",
     "SEVERITIES",
     "AuditReport",
     "CheckInfo",
+    "DataFound",
+    "DrillEvidence",
     "Finding",
     "InventoryEntry",
+    "JurisdictionEvidence",
     "PolicyEvidence",
     "Severity",
     "Status",
@@ -49,7 +70,8 @@ __all__ = [
     "verify_report",
 ]
 
-REPORT_SCHEMA = "regionkit.audit/1"
+REPORT_SCHEMA = "regionkit.audit/2"
+SCHEMA_PATH = Path(__file__).with_name("report.schema.json")
 
 Severity = Literal["critical", "high", "medium", "low", "info"]
 Status = Literal["PASS", "FAIL", "ERROR"]
@@ -111,9 +133,17 @@ class InventoryEntry(_Model):
     region: str
     table: str
     arn: str
-    data_class: str = Field(description="The policy's data class, or 'conflict-log'.")
-    kind: Literal["pinned", "global", "system"]
+    data_class: str = Field(
+        description="The policy's data class, 'conflict-log', or '' for a table of no class."
+    )
+    kind: Literal["pinned", "global", "system", "other"]
     expected: bool = Field(description="The policy places this table in this region.")
+    copy_of: str | None = Field(
+        default=None, description="The pinned data class this unlisted table looks like a copy of."
+    )
+    classified_by: list[str] = Field(
+        default_factory=list, description="How it was classed: name, tags, key-schema, sample."
+    )
     exists: bool | None = Field(description="None when the region could not be listed.")
     items_scanned: int | None = None
     source: Literal["scan", "export"] | None = None
@@ -128,8 +158,46 @@ class PolicyEvidence(_Model):
     sha256: str
 
 
+class DataFound(_Model):
+    """Personal data of one jurisdiction's subjects found in one table of one region."""
+
+    region: str
+    table: str
+    data_class: str
+    items: int
+    inside: bool = Field(description="The region belongs to the jurisdiction.")
+    complete: bool = Field(description="The table was read in full (not sampled, no error).")
+
+
+class DrillEvidence(_Model):
+    drill_id: str
+    scenario: str
+    ended_at: str
+    regions: list[str]
+    journal: str
+
+
+class JurisdictionEvidence(_Model):
+    """The page an auditor asks for first: where one jurisdiction's personal data is."""
+
+    jurisdiction: str
+    law: str
+    regions: list[str] = Field(description="The jurisdiction's own regions.")
+    found: list[DataFound]
+    regions_without: list[str] = Field(
+        description="Regions read in full that hold none of its subjects' personal data."
+    )
+    regions_unknown: list[str] = Field(
+        description="Regions that could not be read (or only a sample was read)."
+    )
+    outside: int = Field(description="Items found outside the jurisdiction.")
+    last_inside_drill: DrillEvidence | None = Field(
+        description="The last passing drill confined to the jurisdiction's regions."
+    )
+
+
 class AuditReport(_Model):
-    """The whole report. ``report_sha256`` covers every other field (see the module doc)."""
+    """The whole report. ``report_sha256`` and ``signature`` cover every other field."""
 
     schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
     tool: dict[str, str]
@@ -142,18 +210,24 @@ class AuditReport(_Model):
     regions: list[str]
     checks: list[CheckInfo]
     inventory: list[InventoryEntry]
+    transfer_evidence: list[JurisdictionEvidence] = Field(default_factory=list)
     findings: list[Finding]
     summary: dict[str, Any]
+    pseudonym_key_id: str = Field(
+        default="", description="Names the keyed-pseudonym secret (pn-... values); not the key."
+    )
     report_sha256: str = ""
+    signature: Signature | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     # --- views ---
 
     def body(self) -> dict[str, Any]:
-        """Everything but the digest, as plain JSON data."""
+        """Everything but the digest and the signature, as plain JSON data."""
         data = self.model_dump(mode="json", by_alias=True)
         data.pop("report_sha256", None)
+        data.pop("signature", None)
         return data
 
     def to_dict(self) -> dict[str, Any]:
@@ -167,15 +241,19 @@ class AuditReport(_Model):
             if f.status != "PASS" and severity_at_least(f.severity, threshold)
         ]
 
-    def verify(self) -> bool:
-        return bool(self.report_sha256) and report_digest(self.body()) == self.report_sha256
+    def verify(self, trusted: Iterable[str] = ()) -> Verification:
+        """Check the digest and the signature; ``trusted``: public keys (PEM) to accept."""
+        return verify_report(self.to_dict(), trusted=trusted)
 
     @classmethod
-    def build(cls, **fields: Any) -> AuditReport:
+    def build(cls, *, signer: Signer, **fields: Any) -> AuditReport:
         """Make a report and sign it."""
         fields.setdefault("summary", summarize(fields["findings"]))
-        unsigned = cls.model_validate({**fields, "report_sha256": ""})
-        return unsigned.model_copy(update={"report_sha256": report_digest(unsigned.body())})
+        unsigned = cls.model_validate({**fields, "report_sha256": "", "signature": None})
+        body = unsigned.body()
+        return unsigned.model_copy(
+            update={"report_sha256": report_digest(body), "signature": sign(body, signer)}
+        )
 
 
 def summarize(findings: list[Finding]) -> dict[str, Any]:
@@ -192,20 +270,27 @@ def summarize(findings: list[Finding]) -> dict[str, Any]:
     }
 
 
-def canonical_json(data: Any) -> str:
-    """The canonical form the digest is computed over."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 def report_digest(body: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+    return body_digest(body)
 
 
-def verify_report(data: dict[str, Any]) -> bool:
-    """Check a report read back from its JSON: does ``report_sha256`` match the rest?"""
+def verify_report(data: dict[str, Any], *, trusted: Iterable[str] = ()) -> Verification:
+    """Check a report read back from its JSON: digest, signature, and trust in the key.
+
+    The result is truthy only when all hold (``result.reason`` says what failed).
+    """
     body = dict(data)
     claimed = body.pop("report_sha256", None)
-    return isinstance(claimed, str) and report_digest(body) == claimed
+    sig = body.pop("signature", None)
+    if not isinstance(sig, dict):
+        return Verification(False, "the report carries no signature")
+    if not isinstance(claimed, str) or report_digest(body) != claimed:
+        return Verification(
+            False,
+            "the report was changed after it was signed (report_sha256 does not match)",
+            key_id=str(sig.get("key_id", "")),
+        )
+    return verify_signature(body, sig, trusted=trusted)
 
 
 def iso(dt: datetime) -> str:

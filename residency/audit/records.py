@@ -1,8 +1,11 @@
 """The operations collectors: the conflict log of each region, and the drill history.
 
-* **Conflict log**: each region's conflict-log table, read with
-  :class:`regions.conflicts.ConflictLog` (one ``Scan`` a region, in parallel).
-  A region that cannot be read is kept as an error, never as "no conflicts".
+* **Conflict log**: each region's conflict-log table (:class:`regions.conflicts.ConflictLog`
+  names it), scanned page by page in parallel, each item parsed on its own as a
+  :class:`~residency.records.ConflictRecord`. A region that cannot be read is kept
+  as an error, never as "no conflicts"; a record that does not parse is kept as a
+  bad record (its keyed pseudonym and the names of the fields at fault, never the
+  parser's message, which quotes the input) and the rest of the log is still read.
 * **Drill history**: a directory of drill journals (``Settings.drill_history``,
   ``.regionkit/drills/`` by default), one JSON file per drill, read as
   :class:`residency.records.DrillSummary` (which ignores the journal's other
@@ -20,19 +23,35 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from regions.codec import from_ddb
 from regions.conflicts import ConflictLog
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext
 from residency.records import ConflictRecord, DrillSummary
 
-__all__ = ["ConflictHistory", "DrillHistory", "read_conflicts", "read_drills"]
+__all__ = ["BadRecord", "ConflictHistory", "DrillHistory", "read_conflicts", "read_drills"]
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    item: str  # the record's keyed pseudonym
+    fields: tuple[str, ...]  # the names of the fields at fault
 
 
 @dataclass
 class ConflictHistory:
     records: dict[str, list[ConflictRecord]] = field(default_factory=dict)  # region -> records
     errors: dict[str, str] = field(default_factory=dict)  # region -> reason
+    bad: dict[str, list[BadRecord]] = field(default_factory=dict)  # region -> unparsable
     table: str = ""
+
+
+def _fields(exc: BaseException) -> tuple[str, ...]:
+    """The fields a record failed on, by name only (pydantic's ``loc``)."""
+    if isinstance(exc, ValidationError):
+        locs = {".".join(str(x) for x in e["loc"]) for e in exc.errors(include_url=False)}
+        return tuple(sorted(x for x in locs if x.replace("_", "").replace(".", "").isalnum()))
+    return ()
 
 
 @dataclass
@@ -61,11 +80,25 @@ def read_conflicts(ctx: AuditContext) -> ConflictHistory:
     log = ConflictLog(ctx.policy, _TablesOnly(ctx), table_prefix=ctx.options.table_prefix)
     out = ConflictHistory(table=log.table)
 
-    def read(region: str) -> list[ConflictRecord]:
+    def read(region: str) -> tuple[list[ConflictRecord], list[BadRecord]]:
         down = ctx.down(region)
         if down:
             raise _Down(down)
-        return log.scan(region)
+        client = ctx.clients.dynamodb(region)
+        good: list[ConflictRecord] = []
+        bad: list[BadRecord] = []
+        kwargs: dict[str, Any] = {"TableName": log.table}
+        while True:
+            page = client.scan(**kwargs)
+            for raw in page.get("Items", []):
+                try:
+                    good.append(ConflictRecord.from_item(from_ddb(raw) or {}))
+                except Exception as exc:  # one bad record is reported, the rest still read
+                    bad.append(BadRecord(ctx.item(log.table, raw.get("pk")), _fields(exc)))
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                return good, bad
+            kwargs["ExclusiveStartKey"] = last
 
     regions = list(ctx.options.regions)
     with ThreadPoolExecutor(
@@ -75,7 +108,7 @@ def read_conflicts(ctx: AuditContext) -> ConflictHistory:
         futures = {r: pool.submit(read, r) for r in regions}
         for region, future in futures.items():
             try:
-                out.records[region] = future.result()
+                out.records[region], out.bad[region] = future.result()
             except _Down as exc:
                 out.errors[region] = str(exc)
             except Exception as exc:  # kept as an ERROR finding, never as "no conflicts"
@@ -113,8 +146,10 @@ def read_drills(ctx: AuditContext) -> DrillHistory:
             summary = DrillSummary.model_validate(raw)
         except (OSError, ValidationError, ValueError) as exc:
             reason = (
-                f"{type(exc).__name__}: {exc.errors(include_url=False)[0]['msg']}"
+                f"{type(exc).__name__} in " + (", ".join(_fields(exc)) or "the journal's fields")
                 if isinstance(exc, ValidationError)
+                else "not a JSON object"
+                if isinstance(exc, ValueError)
                 else error_reason(exc)
             )
             history.errors.append((name, reason))

@@ -18,8 +18,14 @@
     report.failing("high")  # FAIL/ERROR findings of severity high or more
 
 Checks run family by family (policy, infra, data, operations). A check that
-raises is reported as an ERROR finding naming the exception (and logged), never
-dropped: the audit always completes and says what it could not establish.
+raises is reported as an ERROR finding naming the exception's class (and logged
+with its stack, never its message, which may quote a value), never dropped: the
+audit always completes and says what it could not establish.
+
+The report is signed by ``signer`` (:mod:`residency.signing`); the CLI passes the
+deployment's key (local Ed25519 file, or KMS in aws mode). Without one, a
+throw-away key signs it: the signature then proves integrity only to whoever
+holds the returned report object.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import traceback
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +42,7 @@ from typing import Any, Literal
 from residency.__about__ import __version__
 from residency.audit.clients import AuditClients, error_reason
 from residency.audit.context import AuditContext, AuditOptions, ProgressEvent, ProgressFn
+from residency.audit.evidence import transfer_evidence
 from residency.audit.model import (
     AuditReport,
     CheckInfo,
@@ -49,6 +57,8 @@ from residency.aws_regions import AWS_REGIONS
 from residency.errors import ConfigError, PolicyError, PolicyProblem, UnknownRegion
 from residency.logs import get_logger
 from residency.policy import Policy
+from residency.pseudonym import Pseudonymizer
+from residency.signing import LocalSigner, Signer
 
 __all__ = ["run_audit"]
 
@@ -109,8 +119,10 @@ def _run_check(ctx: AuditContext, c: Check) -> list[Finding]:
     try:
         return list(c.run(ctx))
     except Exception as exc:  # a broken check is an ERROR finding, and a log line
-        log.error("audit.check_failed", check=c.id, error=type(exc).__name__, exc_info=True)
-        reason = f"the check could not run: {type(exc).__name__}: {error_reason(exc)}"
+        # the stack (code locations) but never the exception's message: it may quote a value
+        stack = "".join(traceback.format_tb(exc.__traceback__))
+        log.error("audit.check_failed", check=c.id, error=type(exc).__name__, stack=stack)
+        reason = f"the check could not run: {error_reason(exc)}"
         return [
             Finding(
                 uid=finding_uid(c.id, "global", f"regionkit:check/{c.id}"),
@@ -140,10 +152,13 @@ def _inventory_entries(ctx: AuditContext) -> list[InventoryEntry]:
                     "table": st.table,
                     "arn": st.arn,
                     "data_class": st.plan.data_class,
-                    "kind": st.plan.kind,
+                    "kind": st.plan.kind if st.managed else "other",
                     "expected": st.expected,
                     "exists": st.exists,
                     "error": rinv.error or st.error,
+                    "copy_of": st.copy_of,
+                    "classified_by": list(st.classified_by)
+                    or (["policy"] if st.listed else ["none"]),
                 }
     data = ctx.collected("data")  # only if a data check ran
     if data is not None:
@@ -164,6 +179,8 @@ def _inventory_entries(ctx: AuditContext) -> list[InventoryEntry]:
             e["source"] = ts.source
             e["segments"] = max(e.get("segments") or 0, ts.segments)
             e["scan_ms"] = (e.get("scan_ms") or 0) + ts.ms
+            if ts.copy_of:
+                e["copy_of"] = ts.copy_of
             if ts.errors:
                 e["error"] = "; ".join(filter(None, [e.get("error"), *ts.errors]))
     order = {r: i for i, r in enumerate(ctx.all_regions)}
@@ -198,6 +215,10 @@ def run_audit(
     max_segments: int = 8,
     workers: int | None = None,
     max_findings_per_resource: int = 100,
+    value_every: int = 20,
+    deep: bool = False,
+    pseudonymizer: Pseudonymizer | None = None,
+    signer: Signer | None = None,
 ) -> AuditReport:
     """Audit the deployment against ``policy``; return the signed report.
 
@@ -212,6 +233,10 @@ def run_audit(
     :param sample: read at most this many items per table.
     :param progress: called with :class:`ProgressEvent` s, from worker threads.
     :param now: the reference time for drill ages and the conflict window.
+    :param value_every: check the values of 1 item in N for PII (names and keys are
+        checked on every item); ``deep``: every item.
+    :param pseudonymizer: names items in findings (default: the process's).
+    :param signer: signs the report (default: a throw-away Ed25519 key).
     """
     started_wall = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -219,6 +244,8 @@ def run_audit(
         raise ConfigError(message=f"source must be 'scan' or 'export', not {source!r}")
     if sample is not None and sample < 1:
         raise ConfigError(message=f"sample must be a positive number of items, not {sample}")
+    if value_every < 1:
+        raise ConfigError(message=f"value_every must be at least 1, not {value_every}")
     if segments is not None and segments < 1:
         raise ConfigError(message=f"segments must be at least 1, not {segments}")
     export_arns = tuple(export_arns)
@@ -253,6 +280,8 @@ def run_audit(
         max_findings_per_resource=max_findings_per_resource,
         account_id=account_id,
         progress=progress,
+        value_every=1 if deep else value_every,
+        pseudonymizer=pseudonymizer,
     )
     policy_sha = _policy_sha256(path)
     needs_aws = any(c.meta.permissions for c in selected)
@@ -288,11 +317,16 @@ def run_audit(
             "export_bucket": export_bucket,
             "export_arns": list(export_arns),
             "run_id": options.run_id,
+            "deep": deep,
+            "value_sample_every": options.value_every,
         },
         regions=ctx.all_regions,
         checks=[CheckInfo(id=c.id, title=c.meta.title, severity=c.meta.severity) for c in selected],
         inventory=_inventory_entries(ctx),
+        transfer_evidence=transfer_evidence(ctx),
         findings=findings,
+        pseudonym_key_id=ctx.pn.key_id,
+        signer=signer or LocalSigner.generate(),
     )
     log.info(
         "audit.done",

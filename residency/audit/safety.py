@@ -1,57 +1,63 @@
-"""Keeping PII out of findings: keys are shown only when they are plainly opaque IDs.
+"""Keeping values out of findings: items by keyed pseudonym, values by kind.
 
-The audit reads item *keys* (a pinned item's partition key is its subject's user
-ID, which regionkit mints and which holds no PII) and attribute *names*. It never
-puts an attribute value in a finding. Two safety nets stand behind that:
+The audit reads item keys, attribute *names*, and (for PII detection) values;
+nothing it read from an item may reach a finding, a reason, an error or a log.
 
-* :func:`safe_key` shows a key as it is only when it is a regionkit user ID or a
-  short token that does not look like an e-mail address or a phone number;
-  anything else is shown as ``sha256:<16 hex>``, enough to find the item again
-  by hashing candidate keys, and useless to a reader of the report;
-* :func:`clean_text` passes every reason and error message through the same
-  redaction the logs use (e-mail addresses and phone numbers removed), since a
-  backend error message could in principle echo a value.
+* Items are named by keyed pseudonym (:mod:`residency.pseudonym`): ``pn-<24 hex>``,
+  HMAC-SHA256 of the key under the deployment's secret, scoped to the table.
+  Without the secret a guessed key cannot be confirmed; operators holding it
+  recompute the pseudonym of a known key (``regionkit audit pseudonym KEY
+  --table T``) to find every finding about it. This holds for regionkit's user
+  IDs too: they are opaque, but they identify a person.
+* Values are named by kind (:meth:`residency.pii_detect.PiiDetector.describe`):
+  "a value shaped like a phone number".
+* :func:`clean_text` scrubs regionkit's own error messages (the audit never
+  uses a library's message text: see :func:`residency.audit.clients.error_reason`).
 """
 
 from __future__ import annotations
 
-import hashlib
+import base64
+import json
 import re
+from typing import Any
 
 from residency.logs import REDACTED
+from residency.pseudonym import Pseudonymizer
 
-__all__ = ["USER_ID", "clean_text", "hashed", "safe_key"]
+__all__ = ["USER_ID", "clean_text", "item_pseudonym", "key_value_text"]
 
 USER_ID = re.compile(r"^u-([a-z]{2}(?:-[a-z]+)+-\d)-([0-9A-HJKMNP-TV-Z]{26})$")
-_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:#/=+-]{0,127}$")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _DIGITS = re.compile(r"\d")
 _PHONE = re.compile(r"(?<![\w-])\+?\(?\d[\d\s().-]{6,}\d(?![\w-])")
 
 
-def hashed(value: str) -> str:
-    return "sha256:" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:16]
+def key_value_text(typed: Any) -> str:
+    """A key attribute's value (DynamoDB-typed JSON) as the text its pseudonym is made of.
 
-
-def safe_key(value: object, *, user_ids_only: bool = False) -> str:
-    """How a key may appear in a report.
-
-    With ``user_ids_only`` (the keys of pinned tables), anything but a regionkit
-    user ID is hashed.
+    ``{"S": v}`` and ``{"N": v}`` give ``v``; ``{"B": b}`` its base64; anything else
+    its canonical JSON.
     """
-    text = value if isinstance(value, str) else repr(value)
-    if USER_ID.match(text):
-        return text
-    if user_ids_only:
-        return hashed(text)
-    if (
-        _TOKEN.match(text)
-        and "@" not in text
-        and not _EMAIL.search(text)
-        and len(_DIGITS.findall(text)) < 8
-    ):
-        return text
-    return hashed(text)
+    if isinstance(typed, dict):
+        for tag in ("S", "N"):
+            v = typed.get(tag)
+            if isinstance(v, str):
+                return v
+        b = typed.get("B")
+        if isinstance(b, (bytes, bytearray)):
+            return base64.b64encode(bytes(b)).decode("ascii")
+    return json.dumps(typed, sort_keys=True, default=str)
+
+
+def item_pseudonym(
+    pn: Pseudonymizer, table: str, partition: Any, sort: Any = None, *, typed: bool = True
+) -> str:
+    """The pseudonym of one item: its key (partition, then `` / `` and the sort key)."""
+    text = key_value_text(partition) if typed else str(partition)
+    if sort is not None:
+        text += " / " + (key_value_text(sort) if typed else str(sort))
+    return pn(text, scope=table)
 
 
 def clean_text(text: str, limit: int = 500) -> str:

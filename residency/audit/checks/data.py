@@ -1,8 +1,9 @@
 """Data checks: where each item actually is. They share one parallel, streaming read of
 the tables (:mod:`residency.audit.datascan`), by scan or from a point-in-time export.
 
-Items are reported by key (a pinned item's key is its subject's opaque user ID), and
-attributes by *name*; no value read from an item ever reaches a finding.
+Items are reported by keyed pseudonym (``pn-...``, :mod:`residency.audit.safety`),
+subjects likewise, attributes by *name* (their path), and values by *kind* ("a value
+shaped like a phone number"): no value read from an item ever reaches a finding.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from residency.audit.context import AuditContext
 from residency.audit.datascan import DataScan, Misplaced, TableScan
 from residency.audit.model import Finding
 from residency.audit.registry import Check, check
+from residency.pii_detect import KIND_TEXT
 
 _SCAN = ["dynamodb:ListTables", "dynamodb:DescribeTable", "dynamodb:Scan"]
 _EXPORT = [
@@ -33,7 +35,15 @@ def _read(ts: TableScan) -> str:
     text = f"{how} {ts.items:,} items"
     if ts.sampled:
         text += " (a sample)"
+    if ts.tombstones:
+        text += f", {ts.tombstones:,} of them tombstones"
     return text
+
+
+def _table(ts: TableScan | None, table: str) -> str:
+    if ts is not None and ts.copy_of:
+        return f"{table} (an unlisted copy of {ts.copy_of})"
+    return table
 
 
 def _scan_errors(me: Check, scans: list[TableScan]) -> Iterator[Finding]:
@@ -112,21 +122,27 @@ def pinned_placement(ctx: AuditContext) -> Iterator[Finding]:
         )
     scans = scan.pinned_scans()
     yield from _scan_errors(me, scans)
-    arns = {(t.region, t.plan.table): t.arn for t in scans}
+    by_table = {(t.region, t.plan.table): t for t in scans}
     bad: set[tuple[str, str]] = set()
     for (region, table), shown, more in _capped(ctx, scan.misplaced):
         bad.add((region, table))
-        arn = arns.get((region, table), ctx.arn(region, table))
+        ts = by_table.get((region, table))
+        arn = ts.arn if ts else ctx.arn(region, table)
+        name = _table(ts, table)
         for m in shown:
             if m.basis == "unattributable":
+                outside = m.found == "?"  # a region in no jurisdiction: outside them all
+                key_is = f" (the key is {m.note})" if m.note else ""
                 yield me.failed(
                     region=region,
                     resource=arn,
-                    severity="high",
+                    severity="critical" if outside else "high",
                     discriminator=m.key,
-                    reason=f"item {m.key} of {m.data_class} in {region}: its key is not a "
-                    "regionkit user ID, so its subject's jurisdiction cannot be determined",
-                    details={"key": m.key, "found_jurisdiction": m.found},
+                    reason=f"item {m.key} of {m.data_class} in {name} in {region}: its key is "
+                    f"not a regionkit user ID{key_is}, so its subject's jurisdiction cannot be "
+                    "determined"
+                    + ("; the region is in no jurisdiction of the policy" if outside else ""),
+                    details={"item": m.key, "found_jurisdiction": m.found},
                 )
                 continue
             why = {
@@ -134,15 +150,17 @@ def pinned_placement(ctx: AuditContext) -> Iterator[Finding]:
                 "id-hint": "per the home hint in its user ID",
                 "moved": m.note,
             }.get(m.basis, m.basis)
+            found = m.found if m.found != "?" else "in no jurisdiction of the policy"
             yield me.failed(
                 region=region,
                 resource=arn,
                 discriminator=m.key,
-                reason=f"item {m.key} of {m.data_class} is stored in {region} ({m.found}) but "
-                f"its subject belongs to {m.expected or 'no jurisdiction of the policy'} "
-                f"({why})",
+                reason=f"item {m.key} of {m.data_class} is stored in {name} in {region} "
+                f"({found}) but its subject {m.subject} belongs to "
+                f"{m.expected or 'no jurisdiction of the policy'} ({why})",
                 details={
-                    "key": m.key,
+                    "item": m.key,
+                    "subject": m.subject or "",
                     "found_jurisdiction": m.found,
                     "expected_jurisdiction": m.expected or "",
                     "basis": m.basis,
@@ -162,9 +180,9 @@ def pinned_placement(ctx: AuditContext) -> Iterator[Finding]:
         yield me.passed(
             region=ts.region,
             resource=ts.arn,
-            reason=f"{_read(ts)} of {ts.plan.table}: every subject belongs to "
-            f"{ctx.jurisdiction(ts.region)}",
-            details={"items_scanned": ts.items},
+            reason=f"{_read(ts)} of {_table(ts, ts.plan.table)}: every subject belongs to "
+            f"{ctx.jurisdiction(ts.region) or 'no jurisdiction (the table holds no subject)'}",
+            details={"items_scanned": ts.items, "tombstones": ts.tombstones},
         )
 
 
@@ -223,21 +241,31 @@ def profile_duplicates(ctx: AuditContext) -> Iterator[Finding]:
         resource = first.arn if first else "regionkit:data"
         bad.add(d.data_class)
         where = ", ".join(d.jurisdictions)
+        unknown = (
+            f"; unknown in {', '.join(d.unknown)} (unreadable or sampled)" if d.unknown else ""
+        )
         if d.moving:
+            # an in-progress move record (resumable), not a breach
             reason = (
-                f"unfinished move: the {d.data_class} of {d.subject} is in {where} "
-                f"({', '.join(d.regions)}); {d.note}"
+                f"move in progress: the {d.data_class} of {d.subject} is in {where} "
+                f"({', '.join(d.regions)}{unknown}); {d.note}"
             )
-            fix = "Finish the move: call router.move_user for this user again."
+            fix = "Resume the move: call router.move_user for this user again."
+            severity = "medium"
         else:
-            reason = f"the {d.data_class} of {d.subject} is present in two jurisdictions: {where}"
+            reason = (
+                f"the {d.data_class} of {d.subject} is present in two jurisdictions: {where} "
+                f"({', '.join(d.regions)}{unknown})"
+            )
             fix = me.meta.remediation
+            severity = "critical"  # personal data outside its subject's jurisdiction
         yield me.failed(
             region=region,
             resource=resource,
             discriminator=d.subject,
             reason=reason,
             remediation=fix,
+            severity=severity,
             details={
                 "subject": d.subject,
                 "jurisdictions": list(d.jurisdictions),
@@ -295,7 +323,8 @@ def directory_consistency(ctx: AuditContext) -> Iterator[Finding]:
             resource=resource,
             discriminator=p.key,
             reason=f"entry {p.key}: {p.reason}",
-            details={"key": p.key},
+            severity=p.severity or None,
+            details={"item": p.key},
         )
     more = scan.directory_problem_count - min(cap, len(problems))
     if more > 0:
@@ -320,51 +349,76 @@ def directory_consistency(ctx: AuditContext) -> Iterator[Finding]:
 
 @check(
     id="data.global_pii",
-    title="No PII attribute in global tables",
+    title="No personal data in global tables or the conflict log",
     severity="critical",
-    rationale="Global tables replicate every item to every replica region; a PII attribute "
-    "there sends personal data across every border the table spans.",
-    remediation="Remove the attribute from the global items (UpdateItem REMOVE) and keep "
-    "personal data in a pinned data class; fix the writer.",
+    rationale="Global tables replicate every item to every replica region; personal data "
+    "there (under any attribute name, at any depth, or as a key) crosses every border the "
+    "table spans. The conflict log records item keys in every region.",
+    remediation="Remove the data from the global items (UpdateItem REMOVE; for a key, move "
+    "the item to a pinned class under an opaque key) and keep personal data in a pinned data "
+    "class; fix the writer.",
     permissions=_SCAN,
     export_permissions=_EXPORT,
 )
 def global_pii(ctx: AuditContext) -> Iterator[Finding]:
-    """No item of a global table (content, reactions, the directory...) holds an attribute
-    the policy names as PII (``pii_attributes`` of its pinned data classes). Findings name
-    the attribute, never its value.
+    """No item of a global table (content, reactions, the directory...), of the conflict
+    log, or of an unlisted copy of a global class holds personal data: by attribute
+    *name* (the policy's ``pii_attributes`` and common PII names, any case, at any depth),
+    by *value* (e-mail, phone, national IDs, payment cards: on a sample of the items,
+    every item with ``--deep``), or as a *key* (table and index keys: every item).
+    Findings name the attribute path and the kind of value, never the value.
 
     Example::
 
-        regionkit audit run --checks data.global_pii --source export \\
-            --export-bucket 'audit-{region}'
+        regionkit audit run --checks data.global_pii --deep
     """
     me = global_pii
-    names = sorted(ctx.policy.pii_attributes())
     scan = ctx.data()
     yield from _export_errors(me, scan)
     scans = scan.global_scans()
     yield from _scan_errors(me, scans)
-    by_table: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for (region, table, attr), hit in sorted(scan.pii.items()):
-        by_table[(region, table)].append(attr)
+    flagged: set[tuple[str, str]] = set()
+    for (region, table, path, match, kind), hit in sorted(scan.pii.items()):
+        flagged.add((region, table))
         ts = scan.tables.get((region, table))
         arn = ts.arn if ts else ctx.arn(region, table)
+        n = f"{hit.count:,} item{'s' if hit.count != 1 else ''}"
+        if match == "name":
+            what = f"attribute {path!r} (named as personal data)"
+        elif match == "key":
+            what = f"key attribute {path!r} holding {KIND_TEXT.get(kind, 'personal data')}"
+        else:
+            what = f"attribute {path!r} holding {KIND_TEXT.get(kind, 'personal data')}"
+        sampled = ""
+        if match == "value" and ts is not None and ts.value_checked < ts.items:
+            sampled = f" (values checked on {ts.value_checked:,} of {ts.items:,} items)"
+        kind_of = (
+            "the conflict log" if ts is not None and ts.plan.kind == "system" else ("global table")
+        )
         yield me.failed(
             region=region,
             resource=arn,
-            discriminator=attr,
-            reason=f"attribute {attr!r} (PII per the policy) is present in {hit.count:,} "
-            f"item{'s' if hit.count != 1 else ''} of global table {table} in {region}",
-            details={"attribute": attr, "items": hit.count, "example_keys": hit.examples},
+            discriminator=f"{match}:{kind}:{path}",
+            reason=f"{what} is present in {n} of {kind_of} {_table(ts, table)} in "
+            f"{region}{sampled}",
+            details={
+                "attribute": path,
+                "match": match,
+                "kind": kind,
+                "items": hit.count,
+                "example_items": hit.examples,
+            },
         )
     for ts in scans:
-        if ts.errors or (ts.region, ts.plan.table) in by_table:
+        if ts.errors or (ts.region, ts.plan.table) in flagged:
             continue
+        checked = (
+            "every value" if ts.value_checked >= ts.items else f"values of {ts.value_checked:,}"
+        )
         yield me.passed(
             region=ts.region,
             resource=ts.arn,
-            reason=f"{_read(ts)} of {ts.plan.table}: none holds a PII attribute "
-            f"({', '.join(names) or 'the policy names none'})",
-            details={"items_scanned": ts.items},
+            reason=f"{_read(ts)} of {_table(ts, ts.plan.table)}: no attribute named as "
+            f"personal data, no PII-shaped key ({checked} checked, none PII-shaped)",
+            details={"items_scanned": ts.items, "values_checked": ts.value_checked},
         )

@@ -1,8 +1,10 @@
 """Infrastructure checks: the tables, where they are and how they are set up.
 
-They read the inventory (:mod:`residency.audit.inventory`): every selected policy
-region and every extra region is listed, so a table that exists where the policy
-does not place it is found too.
+They read the inventory (:mod:`residency.audit.inventory`): every table of every
+selected policy region and every extra region is listed and classed, so a table
+that exists where the policy does not place it is found too, and so is a renamed
+copy of a pinned table. Tables of no data class (``other``) are inventoried and
+otherwise left alone.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def _tables(
                         )
             continue
         for st in inv.tables.values():
-            if not st.exists:
+            if not st.exists or not st.managed:
                 continue
             if st.error or st.description is None:
                 yield me.error(
@@ -47,8 +49,9 @@ def _tables(
 
 def _what(st: TableState) -> str:
     p = st.plan
-    kind = {"pinned": "pinned", "global": "global", "system": "system"}[p.kind]
-    return f"{kind} table {p.table} ({p.data_class})"
+    if st.copy_of is not None:
+        return f"unlisted table {p.table} (a copy of {p.kind} class {st.copy_of})"
+    return f"{p.kind} table {p.table} ({p.data_class})"
 
 
 @check(
@@ -59,11 +62,14 @@ def _what(st: TableState) -> str:
     "data where the law does not allow it; a missing table breaks routing and failover.",
     remediation="Delete (after export and review) any table outside its allowed regions; "
     "deploy missing tables from the policy (`cdk deploy` or `regionkit local up`).",
-    permissions=[_LIST, _DESCRIBE],
+    permissions=[_LIST, _DESCRIBE, "dynamodb:ListTagsOfResource", "dynamodb:Scan"],
 )
 def table_placement(ctx: AuditContext) -> Iterator[Finding]:
     """Each data class's table exists in every region the policy places it in, and in no
-    other region (the selected policy regions and any extra regions are listed).
+    other region (the selected policy regions and any extra regions are listed). Every
+    other table is classed by its tags, its name, its key schema and a sample of its
+    items; one that looks like a copy of a pinned class is a finding: critical outside
+    the jurisdiction it was tagged with, or in a region of no jurisdiction.
 
     Example::
 
@@ -80,6 +86,9 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
             continue
         for st in inv.tables.values():
             p = st.plan
+            if not st.listed:
+                yield from _unlisted(ctx, st)
+                continue
             if st.exists and st.expected:
                 yield me.passed(
                     region=region,
@@ -106,6 +115,48 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
                     remediation="Deploy the table from the policy (`cdk deploy`, or "
                     "`regionkit local up` for the local cluster).",
                 )
+
+
+def _unlisted(ctx: AuditContext, st: TableState) -> Iterator[Finding]:
+    """A table the policy does not name: a finding only when it copies a data class."""
+    me = table_placement
+    if st.error:
+        yield me.error(
+            region=st.region,
+            resource=st.arn,
+            reason=f"unlisted table {st.table} could not be described ({st.error}), so it "
+            "cannot be told apart from a copy of personal data",
+        )
+        return
+    if st.copy_of is None:
+        return
+    j = ctx.jurisdiction(st.region)
+    basis = ", ".join(st.classified_by)
+    details: dict[str, object] = {"copy_of": st.copy_of, "classified_by": list(st.classified_by)}
+    if st.plan.kind != "pinned":
+        yield me.failed(
+            region=st.region,
+            resource=st.arn,
+            severity="medium",
+            reason=f"{_what(st)} (by {basis}) is not managed by the policy; its items are "
+            "scanned for personal data",
+            details=details,
+        )
+        return
+    tagged = st.tag_jurisdiction
+    outside = j is None or (tagged is not None and tagged != j)
+    where = f"{st.region} ({j})" if j else f"{st.region} (in no jurisdiction of the policy)"
+    yield me.failed(
+        region=st.region,
+        resource=st.arn,
+        severity="critical" if outside else "high",
+        reason=f"{_what(st)} (by {basis}) exists in {where}"
+        + (f", tagged for jurisdiction {tagged}" if tagged and tagged != j else "")
+        + ": personal data outside the policy's tables; its items are judged like "
+        f"{st.copy_of}'s",
+        remediation="Export it for review, then delete it; find who copied the table.",
+        details=details,
+    )
 
 
 @check(

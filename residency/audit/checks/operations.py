@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC
 
 from residency.audit.context import AuditContext
 from residency.audit.model import Finding
-from residency.audit.registry import check
-from residency.audit.safety import safe_key
+from residency.audit.records import ConflictHistory
+from residency.audit.registry import Check, check
+
+_HLC = re.compile(r"^[0-9a-f]{8,16}\.[0-9a-f]{1,8}(?:\.[a-z0-9-]{1,40}){0,2}$")
+_MAX_BAD = 20
 
 _LOG = ["dynamodb:Scan"]
 _MANY_CONFLICTS = 100
@@ -35,6 +39,7 @@ def conflicts(ctx: AuditContext) -> Iterator[Finding]:
     """
     me = conflicts
     history = ctx.conflict_history()
+    yield from _bad_records(ctx, me, history)
     now = ctx.options.now.astimezone(UTC)
     since = now - ctx.options.conflict_window
     days = ctx.options.conflict_window.total_seconds() / 86400
@@ -98,6 +103,7 @@ def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
     """
     me = unrepaired_inversions
     history = ctx.conflict_history()
+    yield from _bad_records(ctx, me, history)
     for region in ctx.options.regions:
         resource = ctx.arn(region, history.table)
         if region in history.errors:
@@ -113,14 +119,18 @@ def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
             if r.kind == "inversion" and not r.repaired and r.resolution != "superseded"
         ]
         for r in open_:
-            key = safe_key(r.key)
+            known = r.table in ctx.plan_by_table
+            table = r.table if known else "a table the policy does not name"
+            key = ctx.item(r.table, r.key, typed=False)
+            winner = r.winner_version if _HLC.match(r.winner_version) else "its winner"
+            where = r.winner_region if r.winner_region in ctx.region_jurisdiction else "?"
             yield me.failed(
                 region=region,
-                resource=ctx.arn(r.detected_in or region, r.table),
-                discriminator=r.conflict_id,
-                reason=f"inversion {r.conflict_id} on {r.table} key {key}: the winner "
-                f"{r.winner_version} ({r.winner_region}) was not written back",
-                details={"conflict_id": r.conflict_id, "key": key, "table": r.table},
+                resource=ctx.arn(region, r.table if known else history.table),
+                discriminator=ctx.item(history.table, r.conflict_id, typed=False),
+                reason=f"inversion on {table} item {key}: the winner {winner} ({where}) was "
+                "not written back",
+                details={"item": key, "table": table},
             )
         if not open_:
             n = sum(1 for r in history.records.get(region, []) if r.kind == "inversion")
@@ -194,4 +204,29 @@ def drill_recency(ctx: AuditContext) -> Iterator[Finding]:
                 resource=resource,
                 details=details,
                 reason=f"{text} (limit {max_age})",
+            )
+
+
+def _bad_records(ctx: AuditContext, me: Check, history: ConflictHistory) -> Iterator[Finding]:
+    """One ERROR per conflict-log record that does not parse (the rest were read)."""
+    for region, bad in sorted(history.bad.items()):
+        resource = ctx.arn(region, history.table)
+        for b in bad[:_MAX_BAD]:
+            fields = ", ".join(b.fields) or "its fields"
+            yield me.error(
+                region=region,
+                resource=resource,
+                discriminator=b.item,
+                reason=f"conflict-log record {b.item} is malformed ({fields}); it was skipped "
+                "and the rest of the log was read",
+                remediation="Inspect the record (its pseudonym names it) and delete or rewrite "
+                "it; find the writer that bypassed the conflict log's model.",
+                details={"item": b.item, "fields": list(b.fields)},
+            )
+        if len(bad) > _MAX_BAD:
+            yield me.error(
+                region=region,
+                resource=resource,
+                discriminator="bad-more",
+                reason=f"and {len(bad) - _MAX_BAD:,} more malformed conflict-log records",
             )

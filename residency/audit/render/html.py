@@ -26,7 +26,7 @@ def _env() -> Environment:
     )
 
 
-def render_html(report: AuditReport) -> str:
+def render_html(report: AuditReport, *, signed_json: str) -> str:
     data = report.to_dict()
     findings = data["findings"]
     return (
@@ -37,5 +37,6 @@ def render_html(report: AuditReport) -> str:
             severities=SEVERITIES,
             failing=[f for f in findings if f["status"] != "PASS"],
             passed=[f for f in findings if f["status"] == "PASS"],
+            signed_json=signed_json,
         )
     )

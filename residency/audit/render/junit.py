@@ -16,12 +16,12 @@ __all__ = ["render_junit"]
 
 
 def _case_name(f: Finding) -> str:
-    key = f.details.get("key") or f.details.get("attribute") or f.details.get("subject")
+    key = f.details.get("item") or f.details.get("attribute") or f.details.get("subject")
     name = f"{f.region} {f.resource}"
     return f"{name} [{key}]" if isinstance(key, str) and key else name
 
 
-def render_junit(report: AuditReport) -> str:
+def render_junit(report: AuditReport, *, signed_json: str) -> str:
     by_check: dict[str, list[Finding]] = defaultdict(list)
     for f in report.findings:
         by_check[f.check_id].append(f)
@@ -42,8 +42,27 @@ def render_junit(report: AuditReport) -> str:
         ("tool_version", report.tool["version"]),
         ("account", report.account),
         ("report_sha256", report.report_sha256),
+        ("signed_json", signed_json),
+        ("signature_algorithm", report.signature.algorithm if report.signature else ""),
+        ("signature_key_id", report.signature.key_id if report.signature else ""),
+        ("signature_key_fingerprint", report.signature.key_fingerprint if report.signature else ""),
+        ("signature", report.signature.value if report.signature else ""),
+        ("pseudonym_key_id", report.pseudonym_key_id),
     ):
         ET.SubElement(props, "property", name=name, value=value)
+    for j in report.transfer_evidence:
+        found = "; ".join(
+            f"{f.region}/{f.table}={f.items}{'' if f.inside else ' OUTSIDE'}" for f in j.found
+        )
+        ET.SubElement(
+            props,
+            "property",
+            name=f"transfer_evidence.{j.jurisdiction}",
+            value=f"found: {found or 'none'}; outside: {j.outside}; "
+            f"none in: {', '.join(j.regions_without) or '-'}; "
+            f"unknown: {', '.join(j.regions_unknown) or '-'}; "
+            f"last inside drill: {j.last_inside_drill.drill_id if j.last_inside_drill else 'none'}",
+        )
     for c in report.checks:
         findings = by_check.get(c.id, [])
         suite = ET.SubElement(

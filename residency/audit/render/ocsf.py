@@ -1,9 +1,8 @@
 """OCSF 1.1 Detection Findings (class_uid 2004, category_uid 2), one per finding.
 
-Hand-written dicts rather than the ``py-ocsf-models`` package: the shape is small
-and stable, the package is not among regionkit's dependencies, and it would add
-its own pydantic models for one output format. Field choices follow the OCSF
-1.1.0 Detection Finding class and what Prowler (which uses py-ocsf-models) emits:
+Plain dicts, validated in the test suite against ``py-ocsf-models`` (the pydantic
+models Prowler's own OCSF output is built on), which stays a test dependency.
+Field choices follow the OCSF 1.1.0 Detection Finding class and what Prowler emits:
 
 * ``activity_id`` 1 (Create), ``type_uid`` 200401 = class_uid * 100 + activity_id;
 * ``severity_id``: 1 Informational, 2 Low, 3 Medium, 4 High, 5 Critical;
@@ -11,10 +10,11 @@ its own pydantic models for one output format. Field choices follow the OCSF
   ERROR) and the reason in ``status_detail`` and ``message``, as Prowler does;
 * ``finding_info`` {uid, title, desc, types, created_time}; ``resources``
   [{uid: ARN, name, region, type, cloud_partition, group}]; ``remediation``
-  {desc}; ``cloud`` {provider, region, account}; ``metadata`` {version, product
+  {desc}; ``cloud`` {provider, region, account {uid, name, type_id}}; ``metadata`` {version, product
   {name, vendor_name, uid, version}, event_code: the check id, profiles};
-* ``unmapped``: the report and policy digests and the finding's details
-  (keys, attribute names, counts: never values).
+* ``unmapped``: the report and policy digests, the signature (algorithm, key,
+  value), the signed JSON's file name, and the finding's details (pseudonyms,
+  attribute names, kinds, counts: never values).
 
 ``time`` is OCSF's ``timestamp_t``: milliseconds since the epoch.
 """
@@ -59,7 +59,9 @@ def _name(resource: str) -> str:
     return resource.rsplit("/", 1)[-1] if "/" in resource else resource
 
 
-def _one(report: AuditReport, f: Finding, rationale: dict[str, str], when: int) -> dict[str, Any]:
+def _one(
+    report: AuditReport, f: Finding, rationale: dict[str, str], when: int, signed_json: str
+) -> dict[str, Any]:
     sev = SEVERITY_ID[f.severity]
     rtype, group = _resource_type(f.resource)
     resource: dict[str, Any] = {
@@ -105,6 +107,7 @@ def _one(report: AuditReport, f: Finding, rationale: dict[str, str], when: int) 
             "provider": "AWS",
             "account": {
                 "uid": report.account,
+                "name": report.account,
                 "type_id": AWS_ACCOUNT_TYPE_ID,
                 "type": "AWS Account",
             },
@@ -124,6 +127,17 @@ def _one(report: AuditReport, f: Finding, rationale: dict[str, str], when: int) 
             "report_sha256": report.report_sha256,
             "policy_sha256": report.policy.sha256,
             "policy": report.policy.name,
+            "signed_json": signed_json,
+            "signature": (
+                {
+                    "algorithm": report.signature.algorithm,
+                    "key_id": report.signature.key_id,
+                    "key_fingerprint": report.signature.key_fingerprint,
+                    "value": report.signature.value,
+                }
+                if report.signature
+                else None
+            ),
             "details": f.details,
         },
     }
@@ -132,13 +146,14 @@ def _one(report: AuditReport, f: Finding, rationale: dict[str, str], when: int) 
     return out
 
 
-def ocsf_findings(report: AuditReport) -> list[dict[str, Any]]:
+def ocsf_findings(report: AuditReport, *, signed_json: str = "") -> list[dict[str, Any]]:
     from residency.audit.registry import all_checks
 
     rationale = {c.id: c.meta.rationale for c in all_checks()}
     when = _ms(report.ended_at)
-    return [_one(report, f, rationale, when) for f in report.findings]
+    return [_one(report, f, rationale, when, signed_json) for f in report.findings]
 
 
-def render_ocsf(report: AuditReport) -> str:
-    return json.dumps(ocsf_findings(report), indent=2, ensure_ascii=False) + "\n"
+def render_ocsf(report: AuditReport, *, signed_json: str) -> str:
+    findings = ocsf_findings(report, signed_json=signed_json)
+    return json.dumps(findings, indent=2, ensure_ascii=False) + "\n"

@@ -26,7 +26,7 @@ _SEV_STYLE = {
 }
 
 
-def _header(report: AuditReport) -> Panel:
+def _header(report: AuditReport, signed_json: str) -> Panel:
     s = report.summary["by_status"]
     lines = [
         f"[bold]policy[/] {escape(report.policy.name)}  ({escape(report.policy.path)})",
@@ -39,6 +39,13 @@ def _header(report: AuditReport) -> Panel:
         f"[magenta]{s['ERROR']} error[/]",
         f"[bold]report sha256[/] {report.report_sha256}",
     ]
+    if report.signature is not None:
+        sig = report.signature
+        lines.append(
+            f"[bold]signed[/] {sig.algorithm} by {escape(sig.key_id)} ({sig.key_fingerprint})"
+        )
+        lines.append(f"[bold]signature[/] {sig.value}")
+    lines.append(f"[bold]signed JSON[/] {escape(signed_json)}")
     tool = report.tool
     return Panel(
         "\n".join(lines),
@@ -92,8 +99,8 @@ def _inventory(report: AuditReport) -> Table:
         exists = "?" if e.exists is None else ("yes" if e.exists else "no")
         t.add_row(
             e.region,
-            e.table,
-            e.kind,
+            escape(e.table),
+            e.kind + (f" (copy of {escape(e.copy_of)})" if e.copy_of else ""),
             "yes" if e.expected else "[red]no[/]",
             exists if e.exists or not e.expected else f"[red]{exists}[/]",
             "" if e.items_scanned is None else f"{e.items_scanned:,}",
@@ -102,17 +109,45 @@ def _inventory(report: AuditReport) -> Table:
     return t
 
 
-def renderable(report: AuditReport, *, show_passed: bool = False) -> RenderableType:
-    parts: list[RenderableType] = [_header(report), _summary(report)]
+def _evidence(report: AuditReport) -> Table:
+    t = Table(title="transfer evidence", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("jurisdiction", "found (region/table: items)", "outside", "none in", "unknown"):
+        t.add_column(col, overflow="fold")
+    t.add_column("last drill inside", overflow="fold")
+    for j in report.transfer_evidence:
+        found = ", ".join(
+            f"{f.region}/{f.table}: {f.items:,}" + ("" if f.inside else " [red]OUTSIDE[/]")
+            for f in j.found
+        )
+        t.add_row(
+            f"{j.jurisdiction} ({escape(j.law)})",
+            found or "none",
+            Text(str(j.outside), style="bold red" if j.outside else ""),
+            ", ".join(j.regions_without) or "-",
+            ", ".join(j.regions_unknown) or "-",
+            escape(j.last_inside_drill.drill_id) if j.last_inside_drill else "[red]none[/]",
+        )
+    return t
+
+
+def renderable(
+    report: AuditReport, *, show_passed: bool = False, signed_json: str = ""
+) -> RenderableType:
+    ref = signed_json or f"audit-{report.parameters.get('run_id', 'report')}.json"
+    parts: list[RenderableType] = [_header(report, ref), _summary(report)]
     if report.findings:
         parts.append(_findings(report, show_passed))
+    if report.transfer_evidence:
+        parts.append(_evidence(report))
     if report.inventory:
         parts.append(_inventory(report))
     return Group(*parts)
 
 
-def render_text(report: AuditReport, *, show_passed: bool = False, width: int = 160) -> str:
+def render_text(
+    report: AuditReport, *, show_passed: bool = False, width: int = 160, signed_json: str = ""
+) -> str:
     buf = io.StringIO()
     console = Console(file=buf, width=width, color_system=None, highlight=False)
-    console.print(renderable(report, show_passed=show_passed))
+    console.print(renderable(report, show_passed=show_passed, signed_json=signed_json))
     return buf.getvalue()

@@ -1,0 +1,315 @@
+"""Signatures over canonical JSON: audit reports, erasure receipts, any evidence.
+
+::
+
+    from residency.signing import LocalSigner, sign, verify
+    signer = LocalSigner.load_or_create(Path(".regionkit/signing-key.pem"))
+    sig = sign(body, signer)              # body: a JSON-able dict
+    result = verify(body, sig, trusted=[signer.public_key_pem()])
+    assert result.ok, result.reason
+
+**What is signed.** The SHA-256 of the body's canonical JSON (:func:`canonical_json`:
+keys sorted, no whitespace, UTF-8, no floats; for such data this is the RFC 8785
+JCS form, so any JCS implementation reproduces the bytes). The 32-byte digest
+is the message: Ed25519 signs it as is; KMS signs it with
+``MessageType=DIGEST``. Anyone can recompute the digest, only the key holder
+can sign it, so editing a body *and* recomputing its hash still fails.
+
+**Keys.**
+
+* locally, an Ed25519 key the tool creates on first use and keeps in a PEM file
+  (mode 0600; ``REGIONKIT_SIGNING_KEY_FILE``, default
+  ``.regionkit/signing-key.pem``) via ``cryptography``;
+* in aws mode, a KMS asymmetric signing key (``REGIONKIT_SIGNING_KMS_KEY``: key
+  ID, ARN or alias; key spec ``ECC_NIST_P256`` with ``ECDSA_SHA_256``, or an RSA
+  key with ``RSASSA_PSS_SHA_256``): the private key never leaves KMS.
+
+**Verifying.** A :class:`Signature` carries the public key, so the arithmetic can be
+checked offline; but anyone can sign with a key of their own, so :func:`verify`
+also says whether the key is one the verifier *trusts* (a public key kept
+out of band: ``regionkit audit public-key`` prints the local one; KMS
+``GetPublicKey`` gives the aws one). ``Verification.ok`` needs all three: the
+digest matches the body, the signature matches the digest, the key is trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from pydantic import BaseModel, ConfigDict
+
+__all__ = [
+    "DEFAULT_KEY_FILE",
+    "KmsSigner",
+    "LocalSigner",
+    "Signature",
+    "Signer",
+    "Verification",
+    "body_digest",
+    "canonical_json",
+    "key_fingerprint",
+    "sign",
+    "verify",
+]
+
+DEFAULT_KEY_FILE = Path(".regionkit/signing-key.pem")
+
+Algorithm = Literal["ED25519", "ECDSA_SHA_256", "RSASSA_PSS_SHA_256"]
+
+
+def canonical_json(data: Any) -> str:
+    """The canonical form digests and signatures are computed over."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def body_digest(body: Any) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``body``."""
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def _der(public_pem: str) -> bytes:
+    key = serialization.load_pem_public_key(public_pem.encode("ascii"))
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def key_fingerprint(public_pem: str) -> str:
+    """``sha256:<hex>`` of the key's DER SubjectPublicKeyInfo: names a key without trust."""
+    return "sha256:" + hashlib.sha256(_der(public_pem)).hexdigest()[:32]
+
+
+class Signature(BaseModel):
+    """A signature over one body, with what a verifier needs to check it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    algorithm: Algorithm
+    key_id: str  # the local key's fingerprint, or the KMS key ARN
+    key_fingerprint: str  # sha256 of the public key (DER SubjectPublicKeyInfo)
+    public_key: str  # PEM
+    digest_sha256: str  # of the canonical body
+    value: str  # base64 signature over the 32 digest bytes
+
+
+class Signer(Protocol):
+    algorithm: Algorithm
+
+    @property
+    def key_id(self) -> str: ...
+
+    def public_key_pem(self) -> str: ...
+
+    def sign_digest(self, digest: bytes) -> bytes: ...
+
+
+class LocalSigner:
+    """An Ed25519 key kept in a PEM file (created, mode 0600, on first use)."""
+
+    algorithm: Algorithm = "ED25519"
+
+    def __init__(self, private_key: ed25519.Ed25519PrivateKey, path: Path | None = None) -> None:
+        self._key = private_key
+        self.path = path
+        self._public = (
+            private_key.public_key()
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode("ascii")
+        )
+
+    @classmethod
+    def generate(cls) -> LocalSigner:
+        return cls(ed25519.Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load_or_create(cls, path: Path = DEFAULT_KEY_FILE) -> LocalSigner:
+        path = Path(path)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            key = ed25519.Ed25519PrivateKey.generate()
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+            return cls(key, path)
+        loaded = serialization.load_pem_private_key(data, password=None)
+        if not isinstance(loaded, ed25519.Ed25519PrivateKey):
+            raise ValueError(f"{path} does not hold an Ed25519 private key")
+        return cls(loaded, path)
+
+    @property
+    def key_id(self) -> str:
+        return key_fingerprint(self._public)
+
+    def public_key_pem(self) -> str:
+        return self._public
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        return self._key.sign(digest)
+
+    def __repr__(self) -> str:  # never the key
+        return f"LocalSigner({self.key_id})"
+
+
+class KmsSigner:
+    """A KMS asymmetric signing key: ``kms:Sign`` on the digest, ``kms:GetPublicKey`` once."""
+
+    def __init__(self, kms: Any, key_id: str, algorithm: Algorithm | None = None) -> None:
+        self._kms = kms
+        meta = kms.get_public_key(KeyId=key_id)
+        self._arn = str(meta.get("KeyId") or key_id)
+        der = meta["PublicKey"]
+        self._public = (
+            serialization.load_der_public_key(der)
+            .public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+            .decode("ascii")
+        )
+        offered = [str(a) for a in meta.get("SigningAlgorithms") or []]
+        if algorithm is None:
+            algorithm = "ECDSA_SHA_256" if "ECDSA_SHA_256" in offered else "RSASSA_PSS_SHA_256"
+        if offered and algorithm not in offered:
+            raise ValueError(
+                f"KMS key {self._arn} does not offer {algorithm} (it offers {', '.join(offered)})"
+            )
+        self.algorithm = algorithm
+
+    @property
+    def key_id(self) -> str:
+        return self._arn
+
+    def public_key_pem(self) -> str:
+        return self._public
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        out = self._kms.sign(
+            KeyId=self._arn,
+            Message=digest,
+            MessageType="DIGEST",
+            SigningAlgorithm=self.algorithm,
+        )
+        return bytes(out["Signature"])
+
+
+def sign(body: Any, signer: Signer) -> Signature:
+    """Sign the canonical JSON of ``body``."""
+    hex_digest = body_digest(body)
+    value = signer.sign_digest(bytes.fromhex(hex_digest))
+    public = signer.public_key_pem()
+    return Signature(
+        algorithm=signer.algorithm,
+        key_id=signer.key_id,
+        key_fingerprint=key_fingerprint(public),
+        public_key=public,
+        digest_sha256=hex_digest,
+        value=base64.b64encode(value).decode("ascii"),
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of :func:`verify`; ``reason`` says what failed, in regionkit's words."""
+
+    ok: bool
+    reason: str
+    key_id: str = ""
+    key_fingerprint: str = ""
+    algorithm: str = ""
+    digest_matches: bool = False
+    signature_valid: bool = False
+    trusted: bool = False
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _check(sig: Signature, digest: bytes) -> bool:
+    key = serialization.load_pem_public_key(sig.public_key.encode("ascii"))
+    raw = base64.b64decode(sig.value, validate=True)
+    try:
+        if sig.algorithm == "ED25519":
+            if not isinstance(key, ed25519.Ed25519PublicKey):
+                return False
+            key.verify(raw, digest)
+        elif sig.algorithm == "ECDSA_SHA_256":
+            if not isinstance(key, ec.EllipticCurvePublicKey):
+                return False
+            key.verify(raw, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        else:
+            if not isinstance(key, rsa.RSAPublicKey):
+                return False
+            key.verify(
+                raw,
+                digest,
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+                utils.Prehashed(hashes.SHA256()),
+            )
+    except InvalidSignature:
+        return False
+    return True
+
+
+def verify(
+    body: Any, signature: Signature | dict[str, Any], *, trusted: Iterable[str] = ()
+) -> Verification:
+    """Check ``signature`` over ``body``; ``trusted``: public keys (PEM) the verifier trusts."""
+    try:
+        sig = signature if isinstance(signature, Signature) else Signature.model_validate(signature)
+    except ValueError:
+        return Verification(False, "the signature block is malformed")
+    base = Verification(
+        False,
+        "",
+        key_id=sig.key_id,
+        key_fingerprint=sig.key_fingerprint,
+        algorithm=sig.algorithm,
+    )
+    hex_digest = body_digest(body)
+    if hex_digest != sig.digest_sha256:
+        return replace(base, reason="the report was changed after it was signed")
+    base = replace(base, digest_matches=True)
+    try:
+        valid = _check(sig, bytes.fromhex(hex_digest))
+        fingerprint = key_fingerprint(sig.public_key)
+    except (ValueError, TypeError):
+        return replace(base, reason="the signature or its public key cannot be decoded")
+    if not valid:
+        return replace(
+            base,
+            reason="the signature does not match the body's digest (edited, then re-hashed?)",
+        )
+    base = replace(base, signature_valid=True)
+    if fingerprint != sig.key_fingerprint:
+        return replace(base, reason="the key fingerprint does not match the public key it names")
+    trusted_prints = set()
+    for pem in trusted:
+        try:
+            trusted_prints.add(key_fingerprint(pem))
+        except (ValueError, TypeError):
+            continue
+    if fingerprint not in trusted_prints:
+        return replace(
+            base,
+            reason=f"validly signed, but by key {sig.key_id} ({fingerprint}), which is not a "
+            "trusted key: pass the signer's public key",
+        )
+    return replace(base, ok=True, trusted=True, reason=f"signed by {sig.key_id} ({sig.algorithm})")
