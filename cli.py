@@ -49,9 +49,24 @@ EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 class _State:
     policy_path: Path | None = None
     log_format: str | None = None
+    allow_example: bool = False  # demo and local up may fall back to the packaged example
+    example_said: bool = False
 
 
 _state = _State()
+
+# Where the policy comes from, first match wins (also in the --policy help).
+POLICY_LOOKUP = (
+    "--policy, then REGIONKIT_POLICY, then ./regionkit.yaml, then "
+    "./policies/social-network.yaml; `demo` and `local up` then fall back to the "
+    "example policy packaged with regionkit"
+)
+_POLICY_CANDIDATES = (Path("regionkit.yaml"), Path("policies") / "social-network.yaml")
+
+
+def _packaged_example() -> Path:
+    """The example policy shipped in the wheel (``policies/`` beside this module)."""
+    return Path(__file__).resolve().parent / "policies" / "social-network.yaml"
 
 
 def _console(stderr: bool = False) -> Console:
@@ -62,15 +77,45 @@ def _console(stderr: bool = False) -> Console:
 
 
 def _settings(**overrides: Any) -> Settings:
+    """Settings, with the policy path found in the order of :data:`POLICY_LOOKUP`."""
     from residency.settings import load_settings
 
-    return load_settings(policy=_state.policy_path, log_format=_state.log_format, **overrides)
+    s = load_settings(policy=_state.policy_path, log_format=_state.log_format, **overrides)
+    if "policy" in s.model_fields_set:  # --policy or REGIONKIT_POLICY (env or .env)
+        return s
+    found = next((c for c in _POLICY_CANDIDATES if c.is_file()), None)
+    if found is None and _state.allow_example:
+        found = _packaged_example()
+        if not _state.example_said:
+            _state.example_said = True
+            _console(stderr=True).print(
+                f"note: no policy given and none in {_esc(Path.cwd())}: using the example "
+                f"policy packaged with regionkit ({_esc(found)}); pass --policy or set "
+                "REGIONKIT_POLICY to use your own",
+                markup=True,
+            )
+    return s.model_copy(update={"policy": found}) if found else s
+
+
+def _policy_path() -> Path:
+    """The policy file to use; exit 2 naming the lookup order when there is none."""
+    s = _settings()
+    if "policy" not in s.model_fields_set and not s.policy.exists():
+        raise ConfigError(
+            message=f"no policy file found in {Path.cwd()} (looked for {POLICY_LOOKUP}); "
+            "fix: pass --policy FILE or set REGIONKIT_POLICY"
+        )
+    return s.policy
 
 
 def _policy(path: Path | None = None) -> Policy:
+    """Load and validate the policy: size limit and merge modules from the settings."""
     from residency.policy import load_policy
 
-    return load_policy(path or _settings().policy)
+    s = _settings()
+    if path is None or path == s.policy:
+        path = _policy_path()
+    return load_policy(path, max_bytes=s.policy_max_bytes, merge_modules=s.merge_modules)
 
 
 def _configure_logging(policy: Policy | None = None) -> None:
@@ -95,8 +140,104 @@ def _esc(text: object) -> str:
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    if code == EXIT_BAD_INPUT:  # main() prints it, and the --json error object
+        raise ConfigError(message=message)
     _console(stderr=True).print(f"[bold red]error:[/] {_esc(message)}", markup=True)
     raise typer.Exit(code)
+
+
+def _finite(option: str, low: float, high: float) -> Any:
+    """An option callback: a finite number within [low, high] (click's ranges let NaN by)."""
+    import math
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if not math.isfinite(value) or not low <= value <= high:
+            raise typer.BadParameter(f"must be a finite number from {low:g} to {high:g}")
+        return value
+
+    return check
+
+
+def _nearest_dir(path: Path) -> Path:
+    """``path`` itself or its nearest ancestor that exists."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path(".")
+
+
+def _writable_dir(path: Path, option: str, shown: Path | None = None) -> Path:
+    """Check before any work that ``path`` is, or can be made, a writable directory."""
+    import os
+
+    import tempfile
+
+    shown = shown or path
+    base = _nearest_dir(path)
+    if not base.is_dir():
+        what = "exists and is not a directory" if base == shown else f"{base} is not a directory"
+        _fail(f"{option} {shown}: {what}; choose another path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        _fail(f"{option} {shown}: {base} is not writable; choose a writable directory")
+    try:  # access() says yes to root even on a read-only mount: try it
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".regionkit-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        _fail(f"{option} {shown}: {base} is not writable ({exc.strerror})")
+    return path
+
+
+def _writable_file(path: Path, option: str) -> Path:
+    """Check before any work that ``path`` can be written as a file (missing parent
+    directories are created later, if the nearest existing one is writable)."""
+    import os
+
+    if path.is_dir():
+        _fail(f"{option} {path}: is a directory; give a file name")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            _fail(f"{option} {path}: the file is not writable")
+        try:
+            with path.open("ab"):
+                pass
+        except OSError as exc:
+            _fail(f"{option} {path}: cannot be written ({exc.strerror})")
+        return path
+    _writable_dir(path.parent, option, shown=path)
+    return path
+
+
+def _write_text(path: Path, text: str, option: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        _fail(f"{option} {path}: cannot be written ({exc.strerror})")
+
+
+_EXTRAS = {
+    "infra": ("aws_cdk", "constructs", "cdk_nag"),
+    "local": ("moto", "werkzeug"),
+}
+
+
+def _require_extra(extra: str) -> None:
+    """Exit 2 with the one `pip install` line when an optional extra is missing."""
+    import importlib.util
+
+    for module in _EXTRAS[extra]:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
+            found = False
+        if not found:
+            _fail(
+                f"this command needs the '{extra}' extra ({module} is not installed); "
+                f"fix: pip install 'regionkit[{extra}]'"
+            )
 
 
 def _version_callback(value: bool) -> None:
@@ -121,7 +262,7 @@ def _root(
         typer.Option(
             "--policy",
             "-p",
-            help="Policy file (env REGIONKIT_POLICY, default policies/social-network.yaml).",
+            help=f"Policy file. Looked up in this order: {POLICY_LOOKUP}.",
         ),
     ] = None,
     log_format: Annotated[
@@ -145,15 +286,29 @@ def policy_validate(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Validate policy files; exit 2 naming the file, line and field of every problem."""
-    from residency.errors import PolicyError
-    from residency.policy import load_policy
+    """Validate policy files; exit 2 naming the file, line, field and value of every problem.
 
-    targets = paths or [_settings().policy]
+    Merge references are resolved too (regions.merges and REGIONKIT_MERGE_MODULES only).
+    With --json, stdout holds the list of results, or on failure
+    {"error": {...every problem...}, "results": [...]}.
+    """
+    from residency.errors import PolicyError, SettingsError
+    from residency.policy import DEFAULT_MAX_POLICY_BYTES, load_policy
+
+    max_bytes = DEFAULT_MAX_POLICY_BYTES
+    merge_modules: list[str] = []
+    try:
+        s = _settings()
+        max_bytes, merge_modules = s.policy_max_bytes, s.merge_modules
+    except SettingsError:
+        if not paths:
+            raise
+        # explicit files need no settings: the defaults are the strictest limits
+    targets = paths or [_policy_path()]
     results: list[dict[str, Any]] = []
     for path in targets:
         try:
-            p = load_policy(path)
+            p = load_policy(path, max_bytes=max_bytes, merge_modules=merge_modules)
         except PolicyError as exc:
             results.append(
                 {"file": str(path), "valid": False, "problems": [vars(pr) for pr in exc.problems]}
@@ -169,28 +324,47 @@ def policy_validate(
                     "data_classes": len(p.data_classes),
                 }
             )
-    if as_json:
+    invalid = [r for r in results if not r["valid"]]
+    if as_json and not invalid:
         _print_json(results)
-    else:
-        out, err = _console(), _console(stderr=True)
-        for r in results:
-            if r["valid"]:
-                out.print(
-                    f"[green]ok[/]  {r['file']}: policy {r['name']!r}, "
-                    f"{r['jurisdictions']} jurisdictions, {r['regions']} regions, "
-                    f"{r['data_classes']} data classes"
-                )
-            else:
-                for pr in r["problems"]:
-                    where = f"{pr['file']}:{pr['line']}" if pr["line"] else pr["file"]
-                    fix = f"\n      fix: {pr['fix']}" if pr["fix"] else ""
-                    err.print(
-                        f"[bold red]error[/] {_esc(where)}: [bold]{_esc(pr['field'])}[/]: "
-                        f"{_esc(pr['message'])}{_esc(fix)}",
-                        markup=True,
-                        highlight=False,
-                    )
-    if not all(r["valid"] for r in results):
+    elif as_json:
+        problems = [pr for r in invalid for pr in r["problems"]]
+        _print_json(
+            {
+                "error": {
+                    "type": "PolicyError",
+                    "exit_code": EXIT_BAD_INPUT,
+                    "message": f"{len(problems)} problem(s) in {len(invalid)} of "
+                    f"{len(results)} policy file(s)",
+                    "problems": problems,
+                },
+                "results": results,
+            }
+        )
+    out, err = _console(), _console(stderr=True)
+    for r in results:
+        if r["valid"] and not as_json:
+            out.print(
+                f"[green]ok[/]  {r['file']}: policy {r['name']!r}, "
+                f"{r['jurisdictions']} jurisdictions, {r['regions']} regions, "
+                f"{r['data_classes']} data classes"
+            )
+        for pr in r.get("problems", []):  # the human message goes to stderr, --json or not
+            where = f"{pr['file']}:{pr['line']}" if pr["line"] else pr["file"]
+            value = pr.get("value")
+            shown = (
+                f"\n      value: {value}"
+                if value is not None and value.strip("'\"") not in pr["message"]
+                else ""
+            )
+            fix = f"\n      fix: {pr['fix']}" if pr["fix"] else ""
+            err.print(
+                f"[bold red]error[/] {_esc(where)}: [bold]{_esc(pr['field'])}[/]: "
+                f"{_esc(pr['message'])}{_esc(shown)}{_esc(fix)}",
+                markup=True,
+                highlight=False,
+            )
+    if invalid:
         raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -201,9 +375,11 @@ def policy_schema(
     """Print the JSON schema of policy files (committed as policies/schema.json)."""
     from residency.schema import policy_json_schema
 
+    if out:
+        _writable_file(out, "--out")
     text = policy_json_schema()
     if out:
-        out.write_text(text, encoding="utf-8")
+        _write_text(out, text, "--out")
     else:
         typer.echo(text, nl=False)
 
@@ -295,10 +471,16 @@ def local_up(
         str, typer.Option("--server", help="'fast' (keep-alive, default) or 'stock' moto_server.")
     ] = "fast",
 ) -> None:
-    """Start the local cluster and keep it running in the foreground until Ctrl-C."""
+    """Start the local cluster and keep it running in the foreground until Ctrl-C.
+
+    Without --policy, REGIONKIT_POLICY, ./regionkit.yaml or ./policies/, it runs the
+    example policy packaged with regionkit, and says so.
+    """
     import signal
     import threading
 
+    _require_extra("local")
+    _state.allow_example = True
     from regions.local.cluster import LocalCluster
 
     if server not in {"fast", "stock"}:
@@ -471,7 +653,12 @@ def _cmdline(pid: int) -> str:
 @local_app.command("down")
 def local_down(
     state_file: _StateFileOpt = None,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait.")] = 10.0,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout", help="Seconds to wait (0 to 600).", callback=_finite("--timeout", 0, 600)
+        ),
+    ] = 10.0,
 ) -> None:
     """Stop the running cluster; kill its recorded processes if it does not answer."""
     import os
@@ -567,10 +754,24 @@ def fault_resume(
 
 @fault_app.command("lag")
 def fault_lag(
-    ms: Annotated[float | None, typer.Option("--ms", help="Replication lag in ms.")] = None,
+    ms: Annotated[
+        float | None,
+        typer.Option(
+            "--ms",
+            help="Replication lag in ms (0 to 3,600,000).",
+            callback=_finite("--ms", 0, 3_600_000),
+        ),
+    ] = None,
     src: _SrcOpt = None,
     dst: _DstOpt = None,
-    jitter_ms: Annotated[float, typer.Option("--jitter-ms", help="Random extra lag.")] = 0.0,
+    jitter_ms: Annotated[
+        float,
+        typer.Option(
+            "--jitter-ms",
+            help="Random extra lag in ms (0 to 3,600,000).",
+            callback=_finite("--jitter-ms", 0, 3_600_000),
+        ),
+    ] = 0.0,
     clear: Annotated[bool, typer.Option("--clear", help="Remove the lag.")] = False,
     state_file: _StateFileOpt = None,
 ) -> None:
@@ -639,7 +840,15 @@ def fault_restore(
 @fault_app.command("skew")
 def fault_skew(
     region: Annotated[str, typer.Option("--region", help="The writer's region.")],
-    ms: Annotated[int, typer.Option("--ms", help="Clock offset in ms (negative: behind).")],
+    ms: Annotated[
+        int,
+        typer.Option(
+            "--ms",
+            help="Clock offset in ms, negative: behind (-3,600,000 to 3,600,000).",
+            min=-3_600_000,
+            max=3_600_000,
+        ),
+    ],
     state_file: _StateFileOpt = None,
 ) -> None:
     """Skew the clock of writers in a region (drill writers read it from the state file)."""
@@ -670,6 +879,9 @@ def infra_synth(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Write the CloudFormation templates of the policy and summarize every stack."""
+    _require_extra("infra")
+    _writable_dir(out, "--out")
+    _policy()  # a bad policy is exit 2 with file:line before the CDK starts
     from infra.app import AppOptions, synth  # imports aws_cdk: only here, never at start-up
 
     s = _settings()
@@ -985,7 +1197,10 @@ def _fake_value(attribute: str, i: int) -> str:
 
 @users_app.command("seed")
 def users_seed(
-    count: Annotated[int, typer.Option("--count", "-n", min=1, help="Users to create.")] = 20,
+    count: Annotated[
+        int,
+        typer.Option("--count", "-n", min=1, max=100_000, help="Users to create (1 to 100,000)."),
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Create fake users in every jurisdiction on the running local cluster.
@@ -1428,7 +1643,8 @@ def audit_run(
         ),
     ] = "high",
     sample: Annotated[
-        int | None, typer.Option("--sample", help="Read at most N items per table.", min=1)
+        int | None,
+        typer.Option("--sample", help="Read at most N items per table.", min=1, max=10**9),
     ] = None,
     regions: Annotated[
         str | None, typer.Option("--regions", help="Comma-separated policy regions (default: all).")
@@ -1472,7 +1688,8 @@ def audit_run(
         typer.Option("--account-id", help="AWS account for ARNs (default: STS GetCallerIdentity)."),
     ] = None,
     window_days: Annotated[
-        int, typer.Option("--window-days", help="Conflict window in days.", min=1)
+        int,
+        typer.Option("--window-days", help="Conflict window in days (1 to 3650).", min=1, max=3650),
     ] = 7,
     drill_history: Annotated[
         Path | None,
@@ -1492,7 +1709,9 @@ def audit_run(
     ] = False,
     value_every: Annotated[
         int,
-        typer.Option("--value-every", help="Check the values of 1 item in N for PII.", min=1),
+        typer.Option(
+            "--value-every", help="Check the values of 1 item in N for PII.", min=1, max=10**9
+        ),
     ] = 20,
     evidence_dir: Annotated[
         Path,
@@ -1516,6 +1735,9 @@ def audit_run(
         _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fail_on not in _AUDIT_SEVERITIES:
         _fail(f"--fail-on must be one of {', '.join(_AUDIT_SEVERITIES)}, not {fail_on!r}")
+    if out is not None:
+        _writable_file(out, "--out")
+    _writable_dir(evidence_dir, "--evidence-dir")
     if source not in {"scan", "export"}:
         _fail(f"--source must be 'scan' or 'export', not {source!r}")
     check_ids = _split_regions(checks) if checks else None
@@ -1826,9 +2048,24 @@ def drill_plan(
     region: _RegionOpt,
     target: _TargetOpt = "local",
     mode: Annotated[str | None, typer.Option("--mode", help="Outage: stop or refuse.")] = None,
-    ms: Annotated[int | None, typer.Option("--ms", help="Clock skew in ms.")] = None,
+    ms: Annotated[
+        int | None,
+        typer.Option(
+            "--ms",
+            help="Clock skew in ms (-3,600,000 to 3,600,000).",
+            min=-3_600_000,
+            max=3_600_000,
+        ),
+    ] = None,
     group: Annotated[list[str] | None, typer.Option("--group", help="Partition group a,b.")] = None,
-    duration: Annotated[float, typer.Option("--duration", help="Fault duration, s.")] = 5.0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration",
+            help="Fault duration, s (0.1 to 3600).",
+            callback=_finite("--duration", 0.1, 3600),
+        ),
+    ] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The steps a drill will take; for --target aws, the FIS experiment template too."""
@@ -1885,10 +2122,32 @@ def drill_run(
     region: _RegionOpt,
     target: _TargetOpt = "local",
     mode: Annotated[str | None, typer.Option("--mode", help="Outage: stop or refuse.")] = None,
-    ms: Annotated[int | None, typer.Option("--ms", help="Clock skew in ms.")] = None,
+    ms: Annotated[
+        int | None,
+        typer.Option(
+            "--ms",
+            help="Clock skew in ms (-3,600,000 to 3,600,000).",
+            min=-3_600_000,
+            max=3_600_000,
+        ),
+    ] = None,
     group: Annotated[list[str] | None, typer.Option("--group", help="Partition group a,b.")] = None,
-    duration: Annotated[float, typer.Option("--duration", help="Workload under fault, s.")] = 5.0,
-    rate: Annotated[float, typer.Option("--rate", help="Rounds/s per writer region.")] = 10.0,
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration",
+            help="Workload under fault, s (0.1 to 3600).",
+            callback=_finite("--duration", 0.1, 3600),
+        ),
+    ] = 5.0,
+    rate: Annotated[
+        float,
+        typer.Option(
+            "--rate",
+            help="Rounds/s per writer region (0.1 to 1000).",
+            callback=_finite("--rate", 0.1, 1000),
+        ),
+    ] = 10.0,
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where to write JSON, Markdown and HTML.")
     ] = Path("regionkit-report"),
@@ -1908,8 +2167,12 @@ def drill_run(
     settings = _settings()
     policy = _policy()
     _configure_logging(policy)
-    if duration <= 0 or rate <= 0:
-        _fail("--duration and --rate must be positive")
+    if target not in {"local", "aws"}:
+        _fail(f"--target must be 'local' or 'aws', not {target!r}")
+    _writable_dir(report_dir, "--report-dir")
+    _writable_dir(settings.drill_history, "REGIONKIT_DRILL_HISTORY")
+    if target == "local" and not settings.state_file.is_file():
+        _require_extra("local")  # an ephemeral cluster of moto servers
     if target == "aws":
         journal = _drill_aws(
             sc, params, policy, settings, duration, confirm_account, create_template
@@ -2069,7 +2332,12 @@ def _print_drill(j: Any) -> None:
 
 @drill_app.command("history")
 def drill_history(
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Most recent N drills.")] = 20,
+    limit: Annotated[
+        int,
+        typer.Option(
+            "--limit", "-n", help="Most recent N drills (1 to 100,000).", min=1, max=100_000
+        ),
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Past drills, newest last, with each region's last successful drill."""
@@ -2144,9 +2412,20 @@ def _demo_regions(policy: Policy) -> tuple[str, str]:
 
 @app.command("demo")
 def demo(
-    duration: Annotated[float, typer.Option("--duration", help="Seconds under each fault.")] = 4.0,
-    users: Annotated[int, typer.Option("--users", help="Sign-ups per country.")] = 3,
-    rounds: Annotated[int, typer.Option("--rounds", help="Traffic rounds.")] = 2,
+    duration: Annotated[
+        float,
+        typer.Option(
+            "--duration",
+            help="Seconds under each fault (0.1 to 600).",
+            callback=_finite("--duration", 0.1, 600),
+        ),
+    ] = 4.0,
+    users: Annotated[
+        int, typer.Option("--users", help="Sign-ups per country (1 to 1000).", min=1, max=1000)
+    ] = 3,
+    rounds: Annotated[
+        int, typer.Option("--rounds", help="Traffic rounds (1 to 1000).", min=1, max=1000)
+    ] = 2,
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where every report goes.")
     ] = Path("regionkit-report"),
@@ -2158,12 +2437,18 @@ def demo(
     traffic mix with concurrent cross-region edits, runs a region-outage and a
     replication-pause drill, audits the result, prints a summary and writes every
     report to --report-dir. Exit 1 when a drill misses its targets or the audit
-    finds a problem of high severity or worse.
+    finds a problem of high severity or worse. Without --policy, REGIONKIT_POLICY,
+    ./regionkit.yaml or ./policies/, it runs the example policy packaged with
+    regionkit, and says so.
     """
     import time as _time
     from collections import Counter
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    _require_extra("local")
+    _state.allow_example = True
+    _writable_dir(report_dir, "--report-dir")
 
     from regions.conflicts import ConflictLog
     from regions.drills import DrillOptions, DrillRunner, get_scenario, save_journal
@@ -2471,8 +2756,37 @@ def _print_demo(s: dict[str, Any], report_dir: Path) -> None:
 # --- entry point ------------------------------------------------------------------------
 
 
+def _wants_json(argv: list[str]) -> bool:
+    """Whether the command line asks for --json (before any ``--``)."""
+    return "--json" in (argv[: argv.index("--")] if "--" in argv else argv)
+
+
+def _error_object(exc: BaseException, code: int) -> dict[str, Any]:
+    """The ``{"error": {...}}`` a --json command prints on stdout when it fails."""
+    from dataclasses import asdict
+
+    from residency.errors import PolicyError
+
+    error: dict[str, Any] = {"type": type(exc).__name__, "exit_code": code}
+    if isinstance(exc, RegionkitError):
+        error["message"] = str(exc)
+        if isinstance(exc, PolicyError):
+            error["problems"] = [asdict(p) for p in exc.problems]
+        else:  # the facts never hold PII (residency.errors)
+            error["facts"] = {k: v for k, v in exc.facts.items() if k != "message"}
+    else:  # a usage error
+        fmt = getattr(exc, "format_message", None)
+        error["message"] = fmt() if callable(fmt) else str(exc)
+    return {"error": error}
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
-    """Run the CLI; map regionkit's error tree to exit codes, with no traceback."""
+    """Run the CLI; map regionkit's error tree to exit codes, with no traceback.
+
+    When the command line has --json, a failure also prints ``{"error": {...}}`` on
+    stdout (type, exit_code, message, and the problems or facts), so a script that
+    parses stdout always gets JSON; the human message still goes to stderr.
+    """
     # Recent typer vendors click: its usage errors derive from typer.TyperException,
     # not from click's ClickException (catching only the latter printed tracebacks).
     usage_error: Any = getattr(typer, "TyperException", None)
@@ -2480,30 +2794,34 @@ def main(argv: list[str] | None = None) -> NoReturn:
         import click
 
         usage_error = click.exceptions.ClickException
+    args = list(sys.argv[1:] if argv is None else argv)
+    as_json = _wants_json(args)
+
+    def fail(exc: BaseException, label: str, code: int) -> NoReturn:
+        if as_json:
+            typer.echo(json.dumps(_error_object(exc, code), indent=2, default=str))
+        _console(stderr=True).print(
+            f"[bold red]{label}:[/] {_esc(exc)}", markup=True, highlight=False
+        )
+        sys.exit(code)
+
     command = typer.main.get_command(app)
     try:
-        rv = command.main(args=argv, prog_name="regionkit", standalone_mode=False)
+        rv = command.main(args=args, prog_name="regionkit", standalone_mode=False)
     except usage_error as exc:
+        if as_json:
+            typer.echo(json.dumps(_error_object(exc, exc.exit_code), indent=2))
         exc.show()
         sys.exit(exc.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except ConfigError as exc:
-        _console(stderr=True).print(
-            f"[bold red]error:[/] {_esc(exc)}", markup=True, highlight=False
-        )
-        sys.exit(EXIT_BAD_INPUT)
+        fail(exc, "error", EXIT_BAD_INPUT)
     except OperationError as exc:
-        _console(stderr=True).print(
-            f"[bold red]failed:[/] {_esc(exc)}", markup=True, highlight=False
-        )
-        sys.exit(EXIT_CHECK_FAILED)
+        fail(exc, "failed", EXIT_CHECK_FAILED)
     except RegionkitError as exc:  # pragma: no cover - every error is in one branch
-        _console(stderr=True).print(
-            f"[bold red]error:[/] {_esc(exc)}", markup=True, highlight=False
-        )
-        sys.exit(EXIT_CHECK_FAILED)
+        fail(exc, "error", EXIT_CHECK_FAILED)
     sys.exit(rv if isinstance(rv, int) else EXIT_OK)
 
 

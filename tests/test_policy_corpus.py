@@ -82,7 +82,14 @@ def batch_json() -> dict[str, dict[str, Any]]:
     proc = _run("policy", "validate", "--json", *(c.rel for c in CASES))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
-    return {r["file"]: r for r in json.loads(proc.stdout)}
+    out = json.loads(proc.stdout)
+    # a failing --json command prints {"error": {...}} on stdout; validate adds the results
+    error = out["error"]
+    assert error["type"] == "PolicyError" and error["exit_code"] == 2
+    assert len(error["problems"]) == sum(len(r["problems"]) for r in out["results"])
+    # and the human message still goes to stderr
+    assert all(f"error {c.rel}:" in proc.stderr for c in CASES)
+    return {r["file"]: r for r in out["results"]}
 
 
 def _blocks_for(stderr: str, case: Case) -> str:

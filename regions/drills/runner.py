@@ -529,6 +529,9 @@ class DrillRunner:
         ph = self._phase("verdict")
         f, t, j = self.journal.figures, self.policy.targets.drills, self.journal
         reasons: list[str] = []
+        attempted = sum(r.writes_ok + r.writes_failed for r in f.regions)
+        if attempted == 0:  # nothing measured proves nothing: never a pass (issue 16)
+            reasons.append("the workload made no writes, so nothing was measured")
         for d in f.data_classes:
             if d.rto_seconds is not None and d.rto_seconds > t.rto_seconds:
                 reasons.append(
