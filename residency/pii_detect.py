@@ -331,6 +331,7 @@ class PiiDetector:
             return
         if name and self.is_pii_name(name):
             yield Hit(path, "name", "name")
+            return  # the name flags the attribute and all it holds
         if not _SAFE_NAME.match(name) and name:
             kind = self.value_kind(name) if values else None
             if kind is not None:

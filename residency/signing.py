@@ -11,9 +11,11 @@
 **What is signed.** The SHA-256 of the body's canonical JSON (:func:`canonical_json`:
 keys sorted, no whitespace, UTF-8, no floats; for such data this is the RFC 8785
 JCS form, so any JCS implementation reproduces the bytes). The 32-byte digest
-is the message: Ed25519 signs it as is; KMS signs it with
-``MessageType=DIGEST``. Anyone can recompute the digest, only the key holder
-can sign it, so editing a body *and* recomputing its hash still fails.
+is the message: Ed25519 signs those bytes; KMS signs them as a ``RAW`` message
+(ECDSA_SHA_256 or RSASSA_PSS_SHA_256, which hash them once more), so one
+definition serves both and any verifier can follow it. Anyone can recompute the
+digest, only the key holder can sign it, so editing a body *and* recomputing
+its hash still fails.
 
 **Keys.**
 
@@ -45,7 +47,7 @@ from typing import Any, Literal, Protocol
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa, utils
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
@@ -170,7 +172,8 @@ class LocalSigner:
 
 
 class KmsSigner:
-    """A KMS asymmetric signing key: ``kms:Sign`` on the digest, ``kms:GetPublicKey`` once."""
+    """A KMS asymmetric signing key: ``kms:Sign`` on the digest bytes (a RAW message),
+    ``kms:GetPublicKey`` once."""
 
     def __init__(self, kms: Any, key_id: str, algorithm: Algorithm | None = None) -> None:
         self._kms = kms
@@ -204,7 +207,7 @@ class KmsSigner:
         out = self._kms.sign(
             KeyId=self._arn,
             Message=digest,
-            MessageType="DIGEST",
+            MessageType="RAW",
             SigningAlgorithm=self.algorithm,
         )
         return bytes(out["Signature"])
@@ -253,15 +256,15 @@ def _check(sig: Signature, digest: bytes) -> bool:
         elif sig.algorithm == "ECDSA_SHA_256":
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 return False
-            key.verify(raw, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+            key.verify(raw, digest, ec.ECDSA(hashes.SHA256()))
         else:
             if not isinstance(key, rsa.RSAPublicKey):
                 return False
             key.verify(
                 raw,
                 digest,
-                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
-                utils.Prehashed(hashes.SHA256()),
+                padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.AUTO),
+                hashes.SHA256(),
             )
     except InvalidSignature:
         return False

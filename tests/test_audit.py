@@ -27,7 +27,9 @@ from regions.local.provision import provision
 from regions.router import RegionRouter
 from residency.audit import AuditReport, Finding, run_audit
 from residency.policy import Policy
+from residency.pseudonym import Pseudonymizer
 from residency.records import ConflictRecord
+from residency.signing import LocalSigner
 
 pytestmark = pytest.mark.cluster
 
@@ -36,6 +38,10 @@ POLICY_PATH = ROOT / "policies" / "minimal.yaml"
 EU1, EU2, US = "eu-central-1", "eu-west-1", "us-east-1"
 ACCOUNT = "123456789012"  # what moto answers to sts:GetCallerIdentity
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+SIGNER = LocalSigner.generate()
+TRUSTED = [SIGNER.public_key_pem()]
+PN = Pseudonymizer(bytes(range(32)))
 
 # Distinctive PII the reports must never contain.
 PII_MARKERS = ("Vondrakovich", "zq-pii-mark", "+49 151 777", "4915177")
@@ -89,6 +95,8 @@ class Env:
     def audit(self, **kw: Any) -> AuditReport:
         kw.setdefault("drill_history", self.drills)
         kw.setdefault("now", NOW)
+        kw.setdefault("signer", SIGNER)
+        kw.setdefault("pseudonymizer", PN)
         clients = kw.pop("clients", None) or Clients(self.cluster)
         return run_audit(
             self.policy, clients, policy_path=POLICY_PATH, table_prefix=self.prefix, **kw
@@ -118,8 +126,22 @@ def audit_cluster(cluster_policy: Policy) -> Iterator[LocalCluster]:
         yield c
 
 
+def _drop_tables(cluster: LocalCluster, prefix: str) -> None:
+    """Delete a test's tables: the inventory lists every table, so none may linger."""
+    for region in (EU1, EU2, US):
+        ddb = cluster.clients.dynamodb(region)
+        for name in ddb.list_tables().get("TableNames", []):
+            if not name.startswith(prefix):
+                continue
+            try:
+                ddb.update_table(TableName=name, DeletionProtectionEnabled=False)
+                ddb.delete_table(TableName=name)
+            except Exception:  # already gone, or the region is paused: the next test tells
+                pass
+
+
 @pytest.fixture
-def env(audit_cluster: LocalCluster, cluster_policy: Policy, tmp_path: Path) -> Env:
+def env(audit_cluster: LocalCluster, cluster_policy: Policy, tmp_path: Path) -> Iterator[Env]:
     """Fresh, fully provisioned tables, two EU users and one US user, content, drills."""
     prefix = f"a{next(_prefixes)}-"
     provision(cluster_policy, audit_cluster.clients, table_prefix=prefix)
@@ -136,7 +158,17 @@ def env(audit_cluster: LocalCluster, cluster_policy: Policy, tmp_path: Path) -> 
         router.put("content", {"pk": f"post-{i}", "author": uid, "body": "hello"})
     for region in (EU1, EU2, US):
         write_drill(e.drills, f"drill-{region}", [region], NOW - timedelta(days=3))
-    return e
+    yield e
+    _drop_tables(audit_cluster, prefix)
+
+
+def item(env: Env, logical: str, key: str) -> str:
+    """How findings name an item: its keyed pseudonym within its table."""
+    return PN(key, scope=env.table(logical))
+
+
+def subject(user_id: str) -> str:
+    return PN(user_id, scope="subject")
 
 
 def of(report: AuditReport, check_id: str, status: str | None = None) -> list[Finding]:
@@ -166,7 +198,7 @@ def test_a_clean_cluster_gives_no_fail_and_no_error(env: Env) -> None:
         )
     ]
     assert report.failing("low") == []
-    assert report.verify()
+    assert report.verify(TRUSTED)
     assert report.account == ACCOUNT
     # the evidence: every table of every region, with the items read there
     scanned = {(e.region, e.table): e.items_scanned for e in report.inventory}
@@ -174,7 +206,7 @@ def test_a_clean_cluster_gives_no_fail_and_no_error(env: Env) -> None:
     assert scanned[(US, env.table("profiles"))] == 1
     assert scanned[(EU2, env.table("profiles"))] == 0  # no replication in this cluster
     assert scanned[(EU1, env.table("content"))] == 3
-    assert scanned[(EU1, env.table("directory"))] == 3
+    assert scanned[(EU1, env.table("directory"))] == 2  # entries are written in the home region
     assert all(e.exists for e in report.inventory)
     for check in (
         "infra.pitr",
@@ -198,7 +230,9 @@ def test_a_profile_stored_outside_its_jurisdiction_is_critical(env: Env) -> None
     assert len(found) == 1
     f = found[0]
     assert (f.severity, f.region, f.resource) == ("critical", EU2, env.arn(EU2, "profiles"))
-    assert f.details["key"] == stray
+    assert f.details["item"] == item(env, "profiles", stray)
+    assert f.details["subject"] == subject(stray)
+    assert stray not in f.model_dump_json()
     assert f.details["expected_jurisdiction"] == "US"
     assert f.details["found_jurisdiction"] == "EU"
     assert not of(report, "data.profile_duplicates", "FAIL")
@@ -227,14 +261,20 @@ def test_a_profile_in_two_jurisdictions_and_an_unfinished_move(env: Env) -> None
     env.raw(US).put_item(TableName=env.table("profiles"), Item=to_ddb({"pk": moving, **pii(8)}))
     report = env.audit(checks=["data"])
     placement = of(report, "data.pinned_placement", "FAIL")
-    assert [(f.details["key"], f.region) for f in placement] == [(copied, US)]
+    assert [(f.details["item"], f.region) for f in placement] == [
+        (item(env, "profiles", copied), US)
+    ]
+    assert placement[0].severity == "critical"
     dups = {f.details["subject"]: f for f in of(report, "data.profile_duplicates", "FAIL")}
-    assert set(dups) == {copied, moving}
-    assert dups[moving].severity == "high"
-    assert "unfinished move" in dups[moving].reason
-    assert dups[moving].details["moving"] is True
-    assert "unfinished move" not in dups[copied].reason
-    assert dups[copied].details["jurisdictions"] == ["EU", "US"]
+    assert set(dups) == {subject(copied), subject(moving)}
+    # an in-progress (resumable) move is reported as such, not as a breach
+    assert dups[subject(moving)].severity == "medium"
+    assert "move in progress" in dups[subject(moving)].reason
+    assert dups[subject(moving)].details["moving"] is True
+    # personal data in a second jurisdiction is a breach: critical
+    assert dups[subject(copied)].severity == "critical"
+    assert "move in progress" not in dups[subject(copied)].reason
+    assert dups[subject(copied)].details["jurisdictions"] == ["EU", "US"]
     assert not of(report, "data.directory_consistency", "FAIL")
 
 
@@ -264,11 +304,15 @@ def test_a_directory_entry_pointing_elsewhere(env: Env) -> None:
         ),
     )
     report = env.audit(checks=["data"])
-    found = {f.details["key"]: f for f in of(report, "data.directory_consistency", "FAIL")}
+    found = {f.details["item"]: f for f in of(report, "data.directory_consistency", "FAIL")}
+    wrong, odd = item(env, "directory", wrong), item(env, "directory", odd)
     assert set(found) == {wrong, odd}
     for f in found.values():
-        assert (f.severity, f.region, f.resource) == ("high", EU1, env.arn(EU1, "directory"))
+        assert (f.region, f.resource) == (EU1, env.arn(EU1, "directory"))
+    # homed in the US by the directory, stored only in the EU: a residency breach
+    assert found[wrong].severity == "critical"
     assert "only in eu-central-1" in found[wrong].reason
+    assert found[odd].severity == "high"
     assert "does not match" in found[odd].reason
     assert not of(report, "data.pinned_placement", "FAIL")  # ambiguous: reported once, here
 
@@ -290,10 +334,10 @@ def test_a_pii_attribute_in_a_global_table_is_named_never_shown(env: Env) -> Non
     f = found[0]
     assert (f.severity, f.region, f.resource) == ("critical", EU2, env.arn(EU2, "content"))
     assert f.details["attribute"] == "email"
-    assert f.details["example_keys"] == ["post-leak"]
+    assert f.details["example_items"] == [PN("post-leak", scope=env.table("content"))]
     assert "zq-pii-mark" not in f.model_dump_json()
-    # the other global tables and regions pass
-    assert len(of(report, "data.global_pii", "PASS")) == 5
+    # the other global tables and regions pass, and so do the three conflict logs
+    assert len(of(report, "data.global_pii", "PASS")) == 8
 
 
 def test_sample_limits_the_items_read(env: Env) -> None:
@@ -417,9 +461,10 @@ def test_a_table_in_a_region_outside_the_policy_is_critical(env: Env, tmp_path: 
     ]
     assert all("in no jurisdiction of the policy" in f.reason for f in found)
     assert extra in report.regions
-    assert {e.table for e in report.inventory if e.region == extra} == {
-        env.table("profiles"),
-        env.table("content"),
+    assert {(e.table, e.kind) for e in report.inventory if e.region == extra} == {
+        (env.table("profiles"), "pinned"),
+        (env.table("content"), "global"),
+        ("someone-elses", "other"),  # inventoried, of no data class, otherwise left alone
     }
 
 
@@ -452,8 +497,8 @@ def test_an_unrepaired_inversion_and_recent_conflicts(env: Env) -> None:
     log.record(EU2, record("concurrent", "post-3", False, NOW - timedelta(days=2)))
     report = env.audit(checks=["operations"])
     inv = of(report, "operations.unrepaired_inversions", "FAIL")
-    assert [(f.region, f.resource, f.severity, f.details["key"]) for f in inv] == [
-        (EU2, env.arn(EU2, "content"), "high", "post-1")
+    assert [(f.region, f.resource, f.severity, f.details["item"]) for f in inv] == [
+        (EU2, env.arn(EU2, "content"), "high", item(env, "content", "post-1"))
     ]
     conflicts = of(report, "operations.conflicts", "FAIL")
     assert [(f.region, f.severity) for f in conflicts] == [(EU2, "info")]
@@ -563,7 +608,9 @@ def test_export_source_finds_what_the_scan_finds(env: Env) -> None:
         return sorted((f.check_id, f.status, f.region, f.resource) for f in r.findings)
 
     assert digest(export) == digest(scan)
-    assert [f.details["key"] for f in of(export, "data.pinned_placement", "FAIL")] == [stray]
+    assert [f.details["item"] for f in of(export, "data.pinned_placement", "FAIL")] == [
+        item(env, "profiles", stray)
+    ]
     assert [f.details["attribute"] for f in of(export, "data.global_pii", "FAIL")] == [
         "display_name"
     ]
@@ -631,7 +678,9 @@ def test_export_reuses_a_given_export_and_reads_its_manifest(env: Env) -> None:
         export_poll_s=0.05,
     )
     found = of(report, "data.pinned_placement", "FAIL")
-    assert [(f.region, f.details["key"]) for f in found] == [(US, eu_subject)]
+    assert [(f.region, f.details["item"]) for f in found] == [
+        (US, item(env, "profiles", eu_subject))
+    ]
     read = {(e.region, e.table): e.items_scanned for e in report.inventory}
     assert read[(US, env.table("profiles"))] == 2
 
@@ -696,12 +745,12 @@ def test_every_report_format_is_pii_free_and_verifiable(env: Env, tmp_path: Path
     for fmt, text in outputs.items():
         for marker in PII_MARKERS:
             assert marker not in text, (fmt, marker)
-    # the key that is itself an e-mail address is shown hashed
-    assert "sha256:" in outputs["json"]
+    # the key that is itself an e-mail address is shown as a keyed pseudonym
+    assert PN("zq-pii-mark.key@example.test", scope=env.table("directory")) in outputs["json"]
 
     # JSON: the digest verifies, and any change breaks it
     data = json.loads(outputs["json"])
-    assert verify_report(data)
+    assert verify_report(data, trusted=TRUSTED)
     assert (
         data["policy"]["sha256"]
         == __import__("hashlib").sha256(POLICY_PATH.read_bytes()).hexdigest()
@@ -711,7 +760,7 @@ def test_every_report_format_is_pii_free_and_verifiable(env: Env, tmp_path: Path
         "version": __import__("residency.__about__", fromlist=["x"]).__version__,
     }
     data["findings"][0]["reason"] += " (edited)"
-    assert not verify_report(data)
+    assert not verify_report(data, trusted=TRUSTED)
 
     # HTML: a real file, parsed, self-contained
     page = tmp_path / "report.html"
@@ -744,7 +793,9 @@ def test_every_report_format_is_pii_free_and_verifiable(env: Env, tmp_path: Path
     assert {s.get("name") for s in root.findall("testsuite")} == {c.id for c in report.checks}
 
     # OCSF: Detection Findings with the required fields
-    findings = ocsf_findings(report)
+    from residency.audit.render import signed_json_name
+
+    findings = ocsf_findings(report, signed_json=signed_json_name(report))
     assert findings == json.loads(outputs["ocsf"])
     assert len(findings) == len(report.findings)
     sev = {"info": 1, "low": 2, "medium": 3, "high": 4, "critical": 5}
@@ -831,7 +882,10 @@ def test_cli_audit_run_against_the_cluster(env: Env, tmp_path: Path) -> None:
     proc = run("--format", "json", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(out.read_text(encoding="utf-8"))
-    assert verify_report(data)
+    from residency.signing import LocalSigner
+
+    key = LocalSigner.load_or_create(tmp_path / ".regionkit" / "signing-key.pem")
+    assert verify_report(data, trusted=[key.public_key_pem()])  # the key the tool created
     assert data["summary"]["by_status"]["ERROR"] == 0
     assert data["account"] == ACCOUNT
 
@@ -877,3 +931,347 @@ def test_access_denied_is_an_error_with_its_reason(env: Env) -> None:
     )
     assert all("access denied" in f.reason and "AccessDeniedException" in f.reason for f in errors)
     assert {f.region for f in of(report, "infra.pitr", "PASS")} == {EU1, EU2}
+
+
+# --- issue 17: evidence an auditor can rely on ----------------------------------------------
+
+# Distinctive values planted in every position a value can hide in; none may appear in any
+# report format or any log line.
+MARKS = {
+    "nested": "zq-nest-mark@example.test",
+    "capital": "zq-cap-mark@example.test",
+    "unnamed": "zq-contact-mark@example.test",
+    "phone": "+44 20 7946 0958",
+    "listed": "+1 415 555 0132",
+    "key": "zq-key-mark@example.test",
+    "gsi": "+49 30 901820",
+    "home": "+49 151 7771234",
+    "status": "zq-status-mark@example.test",
+    "jurisdiction": "Vondrakovich Jurisdiction",
+    "conflict-key": "zq-conflict-mark@example.test",
+    "bad-record": "zq-badrecord-mark@example.test",
+    "pinned-key": "zq-pinned-mark@example.test",
+}
+MARK_PROBES = (
+    "zq-nest-mark",
+    "zq-cap-mark",
+    "zq-contact-mark",
+    "7946 0958",
+    "7946",
+    "555 0132",
+    "zq-key-mark",
+    "901820",
+    "7771234",
+    "zq-status-mark",
+    "Vondrakovich",
+    "zq-conflict-mark",
+    "zq-badrecord-mark",
+    "zq-pinned-mark",
+)
+
+
+def _plant_everywhere(env: Env) -> None:
+    content = env.table("content")
+    ddb = env.raw(EU1)
+    ddb.update_table(  # a GSI whose key holds a phone number
+        TableName=content,
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "handle", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexUpdates=[
+            {
+                "Create": {
+                    "IndexName": "by_handle",
+                    "KeySchema": [{"AttributeName": "handle", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "KEYS_ONLY"},
+                }
+            }
+        ],
+    )
+    ddb.put_item(
+        TableName=content,
+        Item=to_ddb(
+            {
+                "pk": "post-planted",
+                "body": "hello",
+                "author": {"id": "u-1", "email": MARKS["nested"]},  # PII name, nested
+                "Email": MARKS["capital"],  # PII name, capitalised
+                "contact": MARKS["unnamed"],  # PII value under an ordinary name
+                "tags": ["fun", MARKS["listed"]],  # PII value in a list
+                "note": f"call {MARKS['phone']} after six",  # PII value inside text
+                "handle": MARKS["gsi"],  # a GSI key holding a phone number
+            }
+        ),
+    )
+    ddb.put_item(  # a global item whose partition key is an e-mail address
+        TableName=content, Item=to_ddb({"pk": MARKS["key"], "body": "x"})
+    )
+    directory = env.table("directory")
+    for i, (field_name, value) in enumerate(
+        (("home_region", MARKS["home"]), ("status", MARKS["status"]))
+    ):
+        entry = {"pk": mint_user_id(EU1), "home_region": EU1, "jurisdiction": "EU"}
+        entry[field_name] = value
+        if i == 1:
+            entry["jurisdiction"] = MARKS["jurisdiction"]
+        ddb.put_item(TableName=directory, Item=to_ddb(entry))
+    log = env.table("regionkit-conflicts")
+    ddb.put_item(  # a well-formed record about an item keyed by an e-mail address
+        TableName=log,
+        Item=to_ddb(
+            ConflictRecord(
+                conflict_id="c" * 32,
+                table=content,
+                data_class="content",
+                key=MARKS["conflict-key"],
+                kind="concurrent",
+                winner_version="0000000000aa.0000.eu-central-1",
+                loser_version="0000000000ab.0000.eu-west-1",
+                winner_region=EU1,
+                loser_region=EU2,
+                resolution="lww",
+                occurred_at=NOW - timedelta(days=1),
+                detected_at=NOW - timedelta(days=1),
+                detected_in=EU1,
+            ).to_item()
+        ),
+    )
+    ddb.put_item(  # a malformed record: an unknown field and a wrong type, with a value
+        TableName=log,
+        Item=to_ddb({"pk": MARKS["bad-record"], "kind": 12, "extra": MARKS["bad-record"]}),
+    )
+    env.raw(US).put_item(  # a pinned item keyed by an e-mail address
+        TableName=env.table("profiles"), Item=to_ddb({"pk": MARKS["pinned-key"], **pii(50)})
+    )
+
+
+def test_no_value_read_from_an_item_reaches_a_finding_a_format_or_a_log(
+    env: Env, tmp_path: Path
+) -> None:
+    import structlog
+    from junitparser import JUnitXml
+    from py_ocsf_models.events.findings.detection_finding import DetectionFinding
+
+    from residency.audit import render
+    from residency.audit.model import SCHEMA_PATH
+
+    _plant_everywhere(env)
+    with structlog.testing.capture_logs() as logs:
+        report = env.audit(deep=True)
+    outputs = {fmt: render(report, fmt, show_passed=True) for fmt in FORMATS}
+    everything = {**outputs, "logs": repr(logs), "repr": repr(report)}
+    for where, text in everything.items():
+        for probe in MARK_PROBES:
+            assert probe not in text, (where, probe)
+
+    # ... and yet every planted value was found, by name, by value or as a key
+    pii_found = {
+        (f.region, f.resource.rsplit("/", 1)[-1], f.details["attribute"], f.details["match"])
+        for f in of(report, "data.global_pii", "FAIL")
+    }
+    content, log = env.table("content"), env.table("regionkit-conflicts")
+    assert {
+        (EU1, content, "author.email", "name"),
+        (EU1, content, "Email", "name"),
+        (EU1, content, "contact", "value"),
+        (EU1, content, "tags[]", "value"),
+        (EU1, content, "note", "value"),
+        (EU1, content, "handle", "key"),
+        (EU1, content, "pk", "key"),
+        (EU1, log, "key", "value"),
+    } <= pii_found
+    assert all(f.severity == "critical" for f in of(report, "data.global_pii", "FAIL"))
+    by_attr = {f.details["attribute"]: f for f in of(report, "data.global_pii", "FAIL")}
+    assert "a value shaped like an e-mail address" in by_attr["contact"].reason
+    assert "a value shaped like a phone number" in by_attr["handle"].reason
+    # the directory entries are judged, their values described by kind
+    reasons = " ".join(f.reason for f in of(report, "data.directory_consistency", "FAIL"))
+    assert "a value shaped like a phone number" in reasons
+    assert "a value shaped like an e-mail address" in reasons
+    # the unparsable conflict-log record is one ERROR; the rest of the log was read
+    bad = of(report, "operations.conflicts", "ERROR")
+    assert [(f.region, f.details["item"]) for f in bad] == [
+        (EU1, PN(MARKS["bad-record"], scope=log))
+    ]
+    assert any(
+        f.region == EU1 and "1 conflicts" in f.reason for f in of(report, "operations.conflicts")
+    )
+    # the pinned item keyed by an e-mail address is named by pseudonym and kind
+    odd = [f for f in of(report, "data.pinned_placement", "FAIL") if f.region == US]
+    assert odd and "a value shaped like an e-mail address" in odd[0].reason
+
+    # every machine-readable format validates against its published schema
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    jsonschema.validate(json.loads(outputs["json"]), schema)
+    ocsf = json.loads(outputs["ocsf"])
+    assert len(ocsf) == len(report.findings) > 0
+    for o in ocsf:
+        DetectionFinding.model_validate(o)
+    junit = tmp_path / "r.xml"
+    junit.write_text(outputs["junit"], encoding="utf-8")
+    xml = JUnitXml.fromfile(str(junit))
+    assert sum(s.tests for s in xml) == len(report.findings)
+    assert sum(s.failures for s in xml) == report.summary["by_status"]["FAIL"]
+
+
+FORMATS = ("terminal", "json", "markdown", "html", "junit", "ocsf")
+
+
+def _copy_table(env: Env, region: str, name: str, tags: dict[str, str] | None) -> Any:
+    ddb = env.raw(region)
+    arn = ddb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+    )["TableDescription"]["TableArn"]
+    if tags:
+        ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": k, "Value": v} for k, v in tags.items()])
+    return ddb
+
+
+def test_a_renamed_copy_of_a_pinned_table_is_found_and_scanned(env: Env) -> None:
+    eu_user = env.users["EU"][0]
+    tagged = env.prefix + "profiles-eu-copy"
+    ddb = _copy_table(
+        env,
+        US,
+        tagged,
+        {
+            "regionkit:data-class": "profile",
+            "regionkit:jurisdiction": "EU",
+            "regionkit:policy": "x",
+        },
+    )
+    ddb.put_item(TableName=tagged, Item=to_ddb({"pk": eu_user, **pii(60)}))
+    # no tag and an unrelated name: its keys and attribute names give it away
+    backup = env.prefix + "bkp-2026"
+    ddb = _copy_table(env, US, backup, None)
+    ddb.put_item(TableName=backup, Item=to_ddb({"pk": env.users["EU"][1], **pii(61)}))
+    try:
+        report = env.audit(checks=["infra.table_placement", "data"])
+    finally:
+        for name in (tagged, backup):
+            env.raw(US).delete_table(TableName=name)
+    inv = {e.table: e for e in report.inventory if e.region == US}
+    assert inv[tagged].copy_of == "profile" and "tags" in inv[tagged].classified_by
+    assert "name" in inv[tagged].classified_by
+    assert inv[backup].copy_of == "profile"
+    assert inv[backup].classified_by == ["key-schema+sample"]
+    placement = {f.resource: f for f in of(report, "infra.table_placement", "FAIL")}
+    for name in (tagged, backup):
+        arn = f"arn:aws:dynamodb:{US}:{ACCOUNT}:table/{name}"
+        assert placement[arn].severity in {"critical", "high"}
+    assert placement[f"arn:aws:dynamodb:{US}:{ACCOUNT}:table/{tagged}"].severity == "critical"
+    misplaced = {
+        (f.resource.rsplit("/", 1)[-1], f.details["subject"], f.severity)
+        for f in of(report, "data.pinned_placement", "FAIL")
+    }
+    assert misplaced == {
+        (tagged, subject(eu_user), "critical"),
+        (backup, subject(env.users["EU"][1]), "critical"),
+    }
+
+
+def test_tables_in_extra_regions_are_data_scanned(env: Env, tmp_path: Path) -> None:
+    from regions.local.clients import make_client
+    from regions.local.servers import start_servers
+
+    extra = "ca-central-1"
+    servers = start_servers([extra], log_dir=tmp_path)
+    try:
+        url = servers[extra].url
+
+        def factory(service: str) -> Any:
+            return make_client(service, extra, url)
+
+        ddb = factory("dynamodb")
+        ddb.create_table(
+            TableName=env.table("profiles"),
+            BillingMode="PAY_PER_REQUEST",
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        )
+        eu_user = env.users["EU"][0]
+        ddb.put_item(TableName=env.table("profiles"), Item=to_ddb({"pk": eu_user, **pii(70)}))
+        report = env.audit(
+            checks=["data.pinned_placement"],
+            extra_regions=[extra],
+            clients=Clients(env.cluster, {extra: factory}),
+        )
+    finally:
+        for s in servers.values():
+            s.stop()
+    found = [f for f in of(report, "data.pinned_placement", "FAIL") if f.region == extra]
+    assert [(f.severity, f.details["subject"]) for f in found] == [("critical", subject(eu_user))]
+    assert "in no jurisdiction of the policy" in found[0].reason
+    evidence = {j.jurisdiction: j for j in report.transfer_evidence}
+    assert [(d.region, d.items, d.inside) for d in evidence["EU"].found if not d.inside] == [
+        (extra, 1, False)
+    ]
+
+
+def test_an_unreadable_region_makes_only_unknowable(env: Env) -> None:
+    wrong = env.users["EU"][0]  # profile in eu-central-1; the directory says US
+    env.raw(EU1).put_item(
+        TableName=env.table("directory"),
+        Item=to_ddb({"pk": wrong, "home_region": US, "jurisdiction": "US", "status": "active"}),
+    )
+    report = env.audit(checks=["data"], clients=RefusingClients(env.cluster, EU2))
+    found = of(report, "data.directory_consistency", "FAIL")
+    assert len(found) == 1
+    assert "only in" not in found[0].reason
+    assert "in eu-central-1; unknown in eu-west-1 (unreadable or sampled)" in found[0].reason
+    assert found[0].severity == "critical"
+
+
+def test_tombstones_and_moves_in_progress_are_not_breaches(env: Env) -> None:
+    mover = env.users["EU"][0]
+    # moved to the US: the profile is there, a "moved" tombstone stays in the old home
+    env.raw(EU1).put_item(
+        TableName=env.table("directory"),
+        Item=to_ddb({"pk": mover, "home_region": US, "jurisdiction": "US", "moved_from": EU1}),
+    )
+    env.raw(EU1).put_item(
+        TableName=env.table("profiles"),
+        Item=to_ddb({"pk": mover, "rk_del": "moved", "rk_to": US, "rk_v": "0000000000aa.0000.x"}),
+    )
+    env.raw(US).put_item(TableName=env.table("profiles"), Item=to_ddb({"pk": mover, **pii(80)}))
+    # an erased user: only a tombstone is left
+    erased = env.users["EU"][1]
+    env.raw(EU1).put_item(
+        TableName=env.table("profiles"),
+        Item=to_ddb({"pk": erased, "rk_del": "erased", "rk_exp": 1900000000}),
+    )
+    report = env.audit(checks=["data"])
+    bad = [(f.check_id, f.region, f.reason) for f in not_passing(report)]
+    assert bad == []
+    passed = [
+        f
+        for f in of(report, "data.pinned_placement", "PASS")
+        if f.resource == env.arn(EU1, "profiles")
+    ]
+    assert "2 of them tombstones" in passed[0].reason
+
+
+def test_transfer_evidence_says_where_each_jurisdictions_data_is(env: Env) -> None:
+    stray = env.users["EU"][0]
+    env.raw(US).put_item(TableName=env.table("profiles"), Item=to_ddb({"pk": stray, **pii(90)}))
+    report = env.audit(checks=["data"])
+    ev = {j.jurisdiction: j for j in report.transfer_evidence}
+    eu, us = ev["EU"], ev["US"]
+    assert [(f.region, f.items, f.inside) for f in eu.found] == [(EU1, 2, True), (US, 1, False)]
+    assert eu.outside == 1 and eu.regions_without == [EU2]
+    assert [(f.region, f.items, f.inside) for f in us.found] == [(US, 1, True)]
+    assert us.outside == 0 and us.regions_without == [EU1, EU2]
+    assert eu.regions_unknown == [] and eu.law == "GDPR"
+    assert eu.last_inside_drill is not None
+    assert eu.last_inside_drill.drill_id in {"drill-eu-central-1", "drill-eu-west-1"}
+    assert us.last_inside_drill is not None and us.last_inside_drill.regions == [US]
+    from residency.audit import render
+
+    md = render(report, "markdown")
+    assert "## Transfer evidence" in md and "**NO**" in md

@@ -29,10 +29,10 @@ from residency.audit import (
 from residency.audit.export import ExportFailed, iter_export_items, wait_for_export
 from residency.audit.registry import Check, check
 from residency.audit.safety import clean_text, item_pseudonym
-from residency.pseudonym import Pseudonymizer
-from residency.signing import LocalSigner
 from residency.errors import ConfigError, UnknownName, UnknownRegion
 from residency.policy import Policy, load_policy
+from residency.pseudonym import Pseudonymizer
+from residency.signing import LocalSigner
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = ROOT / "policies" / "minimal.yaml"

@@ -36,7 +36,7 @@ from residency.audit.context import AuditContext, ProgressEvent
 from residency.audit.safety import USER_ID
 from residency.logs import get_logger
 from residency.pii_detect import normalize_name
-from residency.tables import TAG_DATA_CLASS, TAG_JURISDICTION, TablePlan
+from residency.tables import TAG_DATA_CLASS, TAG_JURISDICTION, TAG_POLICY, TablePlan
 
 __all__ = ["Inventory", "RegionInventory", "TableState", "collect_inventory"]
 
@@ -212,6 +212,10 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
         ctx.note_failure(region, exc)
         state.tags_error = error_reason(exc)
         tags = {}
+    plans = {p.data_class: p for p in ctx.plans if p.kind in ("pinned", "global")}
+    if _sibling(ctx, region, name, tags, plans):
+        state.classified_by = ("another deployment of this policy (tags, name)",)
+        return state
     sample: list[dict[str, Any]] = []
     if pk is not None and ctx.options.inventory_sample > 0 and not ctx.down(region):
         try:
@@ -219,7 +223,6 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
             sample = list(page.get("Items", []))
         except Exception as exc:
             ctx.note_failure(region, exc)
-    plans = {p.data_class: p for p in ctx.plans if p.kind in ("pinned", "global")}
     votes: dict[str, list[str]] = {}
     tagged = tags.get(TAG_DATA_CLASS)
     if tagged in plans:
@@ -261,6 +264,25 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
         state.classified_by = tuple(basis)
         state.tag_jurisdiction = tags.get(TAG_JURISDICTION)
     return state
+
+
+def _sibling(
+    ctx: AuditContext, region: str, name: str, tags: dict[str, str], plans: dict[str, TablePlan]
+) -> bool:
+    """Another deployment of the same policy (another table prefix), placed as the policy
+    places the class: its own audit (with its prefix) reads its items.
+
+    Tagged with this policy and a data class, named ``<prefix><table>``, and where that
+    class may be: a pinned table in a region of the jurisdiction its tag names, a global
+    table in one of its replica regions. Anything else that looks like a class is a copy.
+    """
+    plan = plans.get(tags.get(TAG_DATA_CLASS, ""))
+    if plan is None or tags.get(TAG_POLICY) != ctx.policy.name or not name.endswith(plan.logical):
+        return False
+    if plan.kind == "pinned":
+        j = ctx.jurisdiction(region)
+        return j is not None and tags.get(TAG_JURISDICTION) == j
+    return region in plan.regions
 
 
 def _tags(client: Any, arn: str) -> dict[str, str]:

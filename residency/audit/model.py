@@ -22,8 +22,8 @@ signature does. How to verify (any language)::
     body = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     digest = hashlib.sha256(body.encode("utf-8")).digest()
     assert digest.hex() == claimed == sig["digest_sha256"]
-    # then check sig["value"] (base64) over the 32 digest bytes with the public key
-    # you trust (Ed25519, or ECDSA/RSA-PSS on the prehashed digest for KMS keys)
+    # then check sig["value"] (base64) over the 32 digest bytes as the message, with the
+    # public key you trust (Ed25519; ECDSA or RSA-PSS with SHA-256 for KMS keys)
 
 or ``residency.audit.verify_report(data, trusted=[public_pem])`` /
 ``regionkit audit verify report.json``. The body holds only strings, integers,
@@ -66,6 +66,7 @@ __all__ = [
     "canonical_json",
     "finding_uid",
     "report_digest",
+    "report_json_schema",
     "severity_at_least",
     "verify_report",
 ]
@@ -254,6 +255,15 @@ class AuditReport(_Model):
         return unsigned.model_copy(
             update={"report_sha256": report_digest(body), "signature": sign(body, signer)}
         )
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the report's JSON form (shipped as :data:`SCHEMA_PATH`)."""
+    schema = AuditReport.model_json_schema(by_alias=True, mode="serialization")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://regionkit.invalid/schemas/{REPORT_SCHEMA}.json"
+    schema["title"] = "regionkit audit report"
+    return schema
 
 
 def summarize(findings: list[Finding]) -> dict[str, Any]:

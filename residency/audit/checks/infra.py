@@ -144,6 +144,8 @@ def _unlisted(ctx: AuditContext, st: TableState) -> Iterator[Finding]:
         )
         return
     tagged = st.tag_jurisdiction
+    if tagged is not None and tagged not in ctx.policy.jurisdictions:
+        tagged = "(not a jurisdiction of the policy)"
     outside = j is None or (tagged is not None and tagged != j)
     where = f"{st.region} ({j})" if j else f"{st.region} (in no jurisdiction of the policy)"
     yield me.failed(
