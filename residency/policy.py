@@ -709,6 +709,15 @@ def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
         return loc, f"expected true or false, got {got}", "write true or false, unquoted"
     if kind == "finite_number":
         return loc, f"must be a finite number, got {got}", "write a finite number"
+    if kind == "too_long":
+        ctx = err.get("ctx", {})
+        actual = ctx.get("actual_length")
+        return (
+            loc,
+            f"must hold at most {ctx.get('max_length')} items"
+            + (f", got {actual}" if actual is not None else ""),
+            "remove some; " + _FIX_SCHEMA,
+        )
     if kind == "too_short":
         return (
             loc,
@@ -829,6 +838,11 @@ def load_policy(
             ]
         ) from None
     if len(raw) > max_bytes:
+        try:
+            st_size = path.stat().st_size
+        except OSError:
+            st_size = 0
+        size = f"{st_size:,} bytes" if st_size > max_bytes else f"more than {max_bytes:,} bytes"
         raise PolicyError(
             [
                 PolicyProblem(
@@ -838,6 +852,7 @@ def load_policy(
                     f"the file is larger than the {max_bytes:,}-byte limit for policies",
                     "a policy is a few kilobytes: check that this is the right file "
                     "(REGIONKIT_POLICY_MAX_BYTES raises the limit)",
+                    size,
                 )
             ]
         )

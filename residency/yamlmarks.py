@@ -81,7 +81,8 @@ class YamlLimits:
     """Bounds of what the loader accepts. A real policy is far inside all of them."""
 
     max_depth: int = 16
-    max_nodes: int = 50_000
+    max_nodes: int = 20_000
+    max_problems: int = 50
     max_scalar_chars: int = 10_000
     max_number_chars: int = 32
 
@@ -334,7 +335,8 @@ class _Builder:
             node = yaml.ScalarNode(tag, text, None, None, ev.style)
             try:
                 value = self.constructor.construct_object(node)
-            except (yaml.YAMLError, ValueError, TypeError, OverflowError):
+            except Exception:  # a core scalar is built from its text alone: any
+                # failure (ValueError, KeyError for '!!bool maybe' ...) means a bad value
                 kind = _short_tag(tag)
                 raise self.fail(
                     line,
@@ -362,6 +364,19 @@ class _Builder:
         top.key = _NO_KEY
 
     def add_key(self, top: _Frame, key: Any, line: int, *, scalar: bool) -> None:
+        if len(self.problems) >= self.limits.max_problems:
+            raise PolicyError(
+                [
+                    *self.problems,
+                    PolicyProblem(
+                        self.source,
+                        line,
+                        _path(top.loc),
+                        f"more than {self.limits.max_problems} problems; stopped reading here",
+                        "fix the problems above, then validate again",
+                    ),
+                ]
+            )
         if not scalar or isinstance(key, (dict, list)):
             self.problems.append(
                 PolicyProblem(
@@ -419,13 +434,15 @@ def load_marked_yaml(
             # e.g. an unclosed '[' is noticed lines later: say where it opened
             message += f" ({exc.context} that starts on line {exc.context_mark.line + 1})"
         fix = "fix the YAML syntax at that line"
+        where = "(yaml)"
         if "'\\t'" in message or "tab" in problem:
             fix = "indent with spaces: YAML does not allow tabs for indentation"
         if "nesting depth" in problem:
             message = f"nesting deeper than the YAML parser allows: {problem}"
             fix = "a policy is at most a few levels deep: flatten the structure"
+            where = builder.where()
         raise PolicyError(
-            [*builder.problems, PolicyProblem(source, line, "(yaml)", message, fix)]
+            [*builder.problems, PolicyProblem(source, line, where, message, fix)]
         ) from None
     except yaml.YAMLError as exc:
         raise PolicyError(
