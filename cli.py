@@ -2569,6 +2569,8 @@ def demo(
                 policy_path=settings.policy,
                 drill_history=settings.drill_history,
                 table_prefix=settings.table_prefix,
+                pseudonymizer=settings.pseudonymizer(),
+                signer=_audit_signer(settings, policy),
             )
             for fmt, ext in (
                 ("json", "json"),
@@ -2577,7 +2579,9 @@ def demo(
                 ("junit", "junit.xml"),
                 ("ocsf", "ocsf.json"),
             ):
-                (report_dir / f"audit.{ext}").write_text(render(report, fmt), encoding="utf-8")
+                (report_dir / f"audit.{ext}").write_text(
+                    render(report, fmt, signed_json="audit.json"), encoding="utf-8"
+                )
             log = ConflictLog(policy, pool, table_prefix=settings.table_prefix).scan(
                 policy.regions[0]
             )

@@ -179,6 +179,8 @@ class KmsSigner:
         self._kms = kms
         meta = kms.get_public_key(KeyId=key_id)
         self._arn = str(meta.get("KeyId") or key_id)
+        if not self._arn.startswith("arn:") and key_id.startswith("arn:"):
+            self._arn = key_id  # AWS answers with the ARN; name the key by it
         der = meta["PublicKey"]
         self._public = (
             serialization.load_der_public_key(der)
