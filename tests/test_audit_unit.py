@@ -733,3 +733,17 @@ def test_the_cli_progress_bar_follows_scan_events() -> None:
         bar.stop()
     (task,) = bar.tasks
     assert (task.description, task.completed, task.total) == ("eu-west-1/profiles", 7, 7)
+
+
+def test_the_readme_severity_table_is_the_codes_table() -> None:
+    from residency.audit.severity import HARMS
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Audit severities", 1)[1].split("\n## ", 1)[0]
+    rows = [
+        line.strip("|").split("|")
+        for line in section.splitlines()
+        if line.startswith("| ") and not line.startswith("| harm")
+    ]
+    table = {cells[0].strip(): cells[1].strip() for cells in rows}
+    assert table == HARMS

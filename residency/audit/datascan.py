@@ -61,6 +61,7 @@ from typing import Any
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, ProgressEvent
 from residency.audit.safety import USER_ID
+from residency.audit.severity import Harm, severity_of
 from residency.logs import get_logger
 from residency.pii_detect import KIND_TEXT
 from residency.policy import PinnedDataClass
@@ -293,8 +294,11 @@ def _s(raw: dict[str, Any], name: str) -> str | None:
 
 
 def _key_attrs(desc: dict[str, Any] | None, plan: TablePlan) -> tuple[str, ...]:
-    """The table's key attributes and every index's (GSI and LSI) key attributes."""
+    """The table's key attributes and every index's (GSI and LSI) key attributes; for the
+    conflict log, also ``key``: the key of the item each record is about."""
     names = [plan.partition_key] + ([plan.sort_key] if plan.sort_key else [])
+    if plan.kind == "system":
+        names.append("key")
     for k in (desc or {}).get("KeySchema") or []:
         names.append(str(k.get("AttributeName")))
     for index in [
@@ -994,7 +998,7 @@ class _Scanner:
                             f"move in progress: the entry still says moving from "
                             f"{entry.home_region} to {entry.moving_to}, and the {dc} is {where}: "
                             "resume the move to finish it",
-                            severity="low",
+                            severity=severity_of(Harm.MOVE_TO_FINISH),
                         )
                     )
                     res.directory_problem_count += 1
@@ -1036,7 +1040,7 @@ class _Scanner:
                         f"but the {dc} is {where} ({hint_j}, where the user ID was minted): "
                         "personal data outside its subject's jurisdiction per the directory, "
                         "and the router cannot find it",
-                        severity="critical",
+                        severity=severity_of(Harm.PII_OUTSIDE),
                     )
                 )
                 res.directory_problem_count += 1

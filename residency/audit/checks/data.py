@@ -15,6 +15,7 @@ from residency.audit.context import AuditContext
 from residency.audit.datascan import DataScan, Misplaced, TableScan
 from residency.audit.model import Finding
 from residency.audit.registry import Check, check
+from residency.audit.severity import Harm, severity_of
 from residency.pii_detect import KIND_TEXT
 
 _SCAN = ["dynamodb:ListTables", "dynamodb:DescribeTable", "dynamodb:Scan"]
@@ -136,7 +137,7 @@ def pinned_placement(ctx: AuditContext) -> Iterator[Finding]:
                 yield me.failed(
                     region=region,
                     resource=arn,
-                    severity="critical" if outside else "high",
+                    severity=severity_of(Harm.PII_OUTSIDE if outside else Harm.UNATTRIBUTABLE),
                     discriminator=m.key,
                     reason=f"item {m.key} of {m.data_class} in {name} in {region}: its key is "
                     f"not a regionkit user ID{key_is}, so its subject's jurisdiction cannot be "
@@ -195,7 +196,7 @@ def _directory_resource(ctx: AuditContext, scan: DataScan) -> str:
 @check(
     id="data.profile_duplicates",
     title="No subject's personal data is in two jurisdictions",
-    severity="high",
+    severity="critical",
     rationale="A second copy in another jurisdiction is a residency breach waiting to be "
     "served, and usually the trace of an unfinished move.",
     remediation="Finish the move (call router.move_user again), or delete the copy outside "
@@ -251,14 +252,14 @@ def profile_duplicates(ctx: AuditContext) -> Iterator[Finding]:
                 f"({', '.join(d.regions)}{unknown}); {d.note}"
             )
             fix = "Resume the move: call router.move_user for this user again."
-            severity = "medium"
+            severity = severity_of(Harm.MOVE_IN_BOTH)
         else:
             reason = (
                 f"the {d.data_class} of {d.subject} is present in two jurisdictions: {where} "
                 f"({', '.join(d.regions)}{unknown})"
             )
             fix = me.meta.remediation
-            severity = "critical"  # personal data outside its subject's jurisdiction
+            severity = severity_of(Harm.PII_OUTSIDE)
         yield me.failed(
             region=region,
             resource=resource,

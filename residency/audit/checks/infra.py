@@ -15,6 +15,7 @@ from residency.audit.context import AuditContext
 from residency.audit.inventory import TableState
 from residency.audit.model import Finding
 from residency.audit.registry import Check, check
+from residency.audit.severity import Harm, severity_of
 from residency.tables import expected_tags
 
 _LIST = "dynamodb:ListTables"
@@ -101,7 +102,13 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
                 yield me.failed(
                     region=region,
                     resource=st.arn,
-                    severity="critical" if p.kind != "system" else "medium",
+                    severity=severity_of(
+                        Harm.TABLE_OUTSIDE
+                        if p.kind == "pinned"
+                        else Harm.GLOBAL_REPLICA_OUTSIDE
+                        if p.kind == "global"
+                        else Harm.SYSTEM_MISPLACED
+                    ),
                     reason=f"{_what(st)} exists in {where}, outside its allowed regions "
                     f"({', '.join(p.regions)})",
                     details={"allowed_regions": list(p.regions)},
@@ -137,7 +144,7 @@ def _unlisted(ctx: AuditContext, st: TableState) -> Iterator[Finding]:
         yield me.failed(
             region=st.region,
             resource=st.arn,
-            severity="medium",
+            severity=severity_of(Harm.COPY_GLOBAL),
             reason=f"{_what(st)} (by {basis}) is not managed by the policy; its items are "
             "scanned for personal data",
             details=details,
@@ -151,7 +158,7 @@ def _unlisted(ctx: AuditContext, st: TableState) -> Iterator[Finding]:
     yield me.failed(
         region=st.region,
         resource=st.arn,
-        severity="critical" if outside else "high",
+        severity=severity_of(Harm.TABLE_OUTSIDE if outside else Harm.COPY_INSIDE),
         reason=f"{_what(st)} (by {basis}) exists in {where}"
         + (f", tagged for jurisdiction {tagged}" if tagged and tagged != j else "")
         + ": personal data outside the policy's tables; its items are judged like "
