@@ -52,7 +52,7 @@ from regions.directory import DirectoryCache, DirectoryEntry
 from regions.health import RegionHealth
 from regions.ids import parse_user_id
 from regions.routing import Op, RouteTable
-from regions.tombstones import MOVED, tombstone_kind
+from regions.tombstones import DELETED, MOVED, tombstone_kind
 from regions.versioned import VersionedStore, directed
 from regions.writes import Writer
 from residency.errors import (
@@ -157,6 +157,31 @@ class Users:
         item = self.store.get(self.dir_class, key, None, consistent, decide=decide)
         return DirectoryEntry.from_item(user_id, item) if item else None
 
+    def authority(self, user_id: str) -> str | None:
+        """The directory replica where a user's entry is written and read authoritatively.
+
+        One replica per user (the home region minted into the ID) serialises every
+        change of the entry: conditions are evaluated per replica, so two moves
+        racing through two replicas could otherwise both succeed.
+        """
+        hint = parse_user_id(user_id).home_hint
+        return hint if hint in self._dir_replicas else None
+
+    def read_authoritative(self, user_id: str) -> DirectoryEntry | None:
+        """A consistent read at the user's authority replica (the nearest if it is down)."""
+        authority = self.authority(user_id)
+        try:
+            return self.read_entry(user_id, region=authority, consistent=True)
+        except RegionUnavailable:
+            found = self.read_entry(user_id, consistent=True)
+        if found is None:  # not replicated here yet, or never assigned: nobody can tell now
+            raise RegionUnavailable(
+                data_class=self.dir_class,
+                scope=f"the directory authority {authority}",
+                reason="it is unreachable and the nearest replica has no entry for the user",
+            )
+        return found
+
     def _write_entry(
         self,
         entry: DirectoryEntry,
@@ -165,12 +190,19 @@ class Users:
         create_only: bool = False,
         region: str | None = None,
     ) -> str:
-        decide = None
+        """Write an entry at its authority replica, else (down) the nearest one."""
+        item = {self.dpk: entry.user_id, **entry.to_item()}
+        region = region or self.authority(entry.user_id)
         if region is not None:
             decide = directed(self.routes.at(self.dir_class, region, None, "write"))
-        item = {self.dpk: entry.user_id, **entry.to_item()}
-        w = self.writer.put(self.dir_class, item, None, based_on, create_only, decide=decide)
-        return w.version
+            try:
+                w = self.writer.put(
+                    self.dir_class, item, None, based_on, create_only, decide=decide
+                )
+                return w.version
+            except RegionUnavailable:
+                pass
+        return self.writer.put(self.dir_class, item, None, based_on, create_only).version
 
     # --- sign-up ---
 
@@ -194,18 +226,13 @@ class Users:
                 "same country"
             )
         entry = DirectoryEntry(user_id, uid.home_hint, jid)
-        region = uid.home_hint if uid.home_hint in self._dir_replicas else None
         try:
-            try:
-                version = self._write_entry(entry, create_only=True, region=region)
-            except RegionUnavailable:
-                # The home region's replica is down: any replica will do. Until the entry
-                # replicates, other processes refuse this user (never misroute it).
-                region = None
-                version = self._write_entry(entry, create_only=True)
+            # At the authority replica; if that is down, any replica: until the entry
+            # replicates, other processes then refuse this user (never misroute it).
+            version = self._write_entry(entry, create_only=True)
             entry = DirectoryEntry(user_id, uid.home_hint, jid, version=version)
         except StaleWrite:
-            existing = self.read_entry(user_id, region=region, consistent=True)
+            existing = self.read_authoritative(user_id)
             if existing is None:
                 raise
             if existing.jurisdiction != jid and existing.moving_to is None:
@@ -239,7 +266,7 @@ class Users:
         """Re-home a user, resumably (the protocol is in the module docstring)."""
         parse_user_id(user_id)
         self.cache.invalidate(user_id)  # a move starts from the directory, never a cache
-        entry = self.read_entry(user_id, consistent=True)
+        entry = self.read_authoritative(user_id)
         if entry is None:
             raise UnassignedUser(user=user_id, data_class="pinned data", op="moved")
         target = self._target(entry, country, region)
@@ -299,7 +326,7 @@ class Users:
                     "writes kept landing in the old jurisdiction",
                 )
             verifying = DirectoryEntry(user_id, target, to_j, "verifying", moved_from=from_region)
-            current = self.read_entry(user_id, consistent=True)
+            current = self.read_authoritative(user_id)
             if current is None or current.status != "verifying":
                 self._write_entry(verifying, based_on=current.version if current else version)
                 steps.append(f"directory: home is {target} (verifying)")
@@ -321,7 +348,7 @@ class Users:
                 steps,
                 f"personal data still readable in {', '.join(left)}",
             )
-        current = self.read_entry(user_id, consistent=True)
+        current = self.read_authoritative(user_id)
         active = DirectoryEntry(user_id, target, to_j, "active", moved_from=from_region)
         self._write_entry(active, based_on=current.version if current else None)
         steps.append(f"directory: home is {target}")
@@ -348,9 +375,13 @@ class Users:
                         newest[k] = item
             if self.store.sk[dc] is None:
                 newest.setdefault((user_id,), {self.store.pk[dc]: user_id})
-            live = [i for i in newest.values() if VERSION_ATTR in i and not tombstone_kind(i)]
-            for item in live:
-                if self.writer.copy_at(self.routes.at(dc, target, to_j, "write"), item):
+            # Data, and versioned deletes (a stale write must meet them in the new home too).
+            movable = [i for i in newest.values() if tombstone_kind(i) in (None, DELETED)]
+            for item in movable:
+                if VERSION_ATTR not in item:
+                    continue
+                route = self.routes.at(dc, target, to_j, "write")
+                if self.writer.copy_at(route, item) and not tombstone_kind(item):
                     copied = True
                     steps.append(f"{dc}: copied to {target}")
             for r in old_regions:

@@ -297,7 +297,10 @@ class VersionedStore:
         def call(r: Route, client: Any) -> list[dict[str, Any]]:
             return self._query_pages(client, r.table_name, pk, value, None, True)
 
-        return [from_ddb(i) or {} for i in self.transport.call_at(route, call)]
+        items = [from_ddb(i) or {} for i in self.transport.call_at(route, call)]
+        for item in items:
+            self.observe(item)  # a fence written next is stamped after all of them
+        return items
 
     def _follow(self, data_class: str, subject: str | None, item: dict[str, Any] | None) -> bool:
         """A pinned request met a ``moved`` fence: learn the new home; True to retry there."""

@@ -278,13 +278,15 @@ class Writer:
     # --- region-directed writes of the move and erasure protocols ---
 
     def copy_at(self, route: Route, item: dict[str, Any]) -> bool:
-        """Write a pinned item, keeping its version, unless the region holds a newer one.
+        """Write a pinned item (or a ``deleted`` tombstone), keeping its version, unless the
+        region holds a newer one.
 
         It may overwrite a ``moved`` fence (a user moving back): only this path can.
         Returns False when the region already holds a newer version.
         """
         s = self.s
-        body = {k: v for k, v in item.items() if k not in (DEL_ATTR, EXP_ATTR, TO_ATTR)}
+        drop = (TO_ATTR,) if tombstone_kind(item) == DELETED else (DEL_ATTR, EXP_ATTR, TO_ATTR)
+        body = {k: v for k, v in item.items() if k not in drop}
         ddb_item = s.serialize(route.data_class, body)
 
         def call(r: Route, client: Any) -> Any:
