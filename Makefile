@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.build/jsii-cache
 
-.PHONY: demo test lint bench clean install
+.PHONY: demo test soak lint bench clean install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The residency state machine at 3,000 steps (CI runs 300), new examples each run.
+soak: $(STAMP)
+	REGIONKIT_TEST_SOAK=1 REGIONKIT_TEST_HYPOTHESIS=dev $(PY) -m pytest -q tests/test_residency_stateful.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -20,7 +20,7 @@ router:
    later acknowledged write of the same item;
 4. no global table holds an attribute the policy names as personal data.
 
-CI runs 10 × 30 steps; ``make soak`` (``REGIONKIT_TEST_SOAK=1``) runs 100 × 30.
+CI runs 10 x 30 steps; ``make soak`` (``REGIONKIT_TEST_SOAK=1``) runs 100 x 30.
 """
 
 from __future__ import annotations

@@ -1,0 +1,278 @@
+"""Each way the residency guarantee was broken from outside, tried again through the public API.
+
+The deterministic local-cluster driver (in-process moto per region, the
+replication emulator stepped by hand) stands in for the cluster; what is stored
+where is read back with raw boto3 scans (``Simulation.items``).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import pickle
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from regions.ids import mint_user_id
+from regions.local.sim import Simulation, simulation
+from regions.router import RegionRouter
+from residency.errors import (
+    ConfigError,
+    MalformedId,
+    RegionkitError,
+    ResidencyViolation,
+    StaleWrite,
+    UnassignedUser,
+)
+from residency.policy import load_policy
+from residency.pseudonym import Pseudonymizer
+from residency.settings import is_loopback_url
+
+EU1, EU2, IN1, IN2, US = "eu-central-1", "eu-west-1", "ap-south-1", "ap-south-2", "us-east-1"
+SECRET = {"email": "zoe.secret@example.org", "phone": "+919812345678", "display_name": "Zoe Q"}
+
+
+@pytest.fixture(scope="module")
+def sim(example_policy_path: Any) -> Iterator[Simulation]:
+    with simulation(load_policy(example_policy_path), seed=3, detect=False) as s:
+        yield s
+
+
+def sign_up(router: RegionRouter, country: str) -> str:
+    uid = router.new_user_id(country=country)
+    router.assign_home(uid, country=country)
+    return uid
+
+
+def live_regions(sim: Simulation, uid: str) -> set[str]:
+    return {
+        r
+        for r in sim.policy.regions
+        if (i := sim.items(r, "profiles").get(uid)) is not None and "rk_del" not in i
+    }
+
+
+def exception_texts(exc: BaseException) -> Iterator[str]:
+    """Everything an exception carries: message, repr, attributes, the whole chain, pickle."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield str(e)
+        yield repr(e)
+        yield repr(vars(e))
+        yield repr(getattr(e, "response", ""))
+        todo += [e.__cause__, e.__context__]
+    yield pickle.dumps(exc).decode("latin-1")
+
+
+def assert_no_secret(exc: BaseException) -> None:
+    for text in exception_texts(exc):
+        for value in SECRET.values():
+            assert value not in text
+
+
+# --- 1. the data decides, not the caller ------------------------------------------------------
+
+
+def test_a_claimed_subject_that_disagrees_with_the_key_is_refused(sim: Simulation) -> None:
+    router = sim.routers[US]
+    indian, american = sign_up(router, "IN"), sign_up(router, "US")
+    key = {"pk": indian}
+    attempts = [
+        lambda: router.put("profile", {**key, **SECRET}, subject=american),
+        lambda: router.get("profile", key, subject=american),
+        lambda: router.update("profile", key, {"phone": "+1"}, subject=american),
+        lambda: router.delete("profile", key, subject=american),
+        lambda: router.query("profile", indian, subject=american),
+    ]
+    for attempt in attempts:
+        with pytest.raises(ConfigError, match="drop subject="):
+            attempt()
+    assert live_regions(sim, indian) == set()
+    router.put("profile", {**key, **SECRET}, subject=indian)  # agreeing is fine
+    assert live_regions(sim, indian) == {IN1}
+
+
+def test_an_unassigned_or_mis_minted_user_cannot_be_written(sim: Simulation) -> None:
+    router = sim.routers[US]
+    minted_abroad = mint_user_id(US)  # an Indian resident, minted as if American
+    with pytest.raises(ConfigError, match="minted for us-east-1"):
+        router.assign_home(minted_abroad, country="IN")
+    with pytest.raises(UnassignedUser):
+        router.put("profile", {"pk": minted_abroad, **SECRET})
+    assert live_regions(sim, minted_abroad) == set()
+
+
+# --- 3./4. global classes refuse personal data; the directory is a system class ---------------
+
+
+@pytest.mark.parametrize(
+    ("data_class", "item"),
+    [
+        ("content", {"pk": "post-1", "email": "zoe.secret@example.org"}),
+        ("content", {"pk": "post-2", "Email": "zoe.secret@example.org"}),
+        ("content", {"pk": "post-3", "author": {"contact": {"PHONE": "zoe.secret@example.org"}}}),
+        (
+            "content",
+            {"pk": "post-4", "thread": [{"a": 1}, {"display_name": "zoe.secret@example.org"}]},
+        ),
+        ("reactions", {"pk": "r-1", "phone": "zoe.secret@example.org"}),
+    ],
+)
+def test_global_classes_refuse_pii_names_at_any_depth(
+    sim: Simulation, data_class: str, item: dict[str, Any]
+) -> None:
+    router = sim.routers[EU1]
+    with pytest.raises(ResidencyViolation, match="personal data") as err:
+        router.put(data_class, {**item})
+    assert_no_secret(err.value)
+    assert item["pk"] not in sim.items(EU1, sim.policy.data_classes[data_class].table)
+    if data_class == "content":
+        with pytest.raises(ResidencyViolation):
+            router.update("content", {"pk": "post-1"}, {"meta": {"birth_date": "x"}})
+
+
+def test_the_directory_is_a_system_class(sim: Simulation) -> None:
+    router = sim.routers[US]
+    uid = sign_up(router, "IN")
+    forged = {"pk": uid, "home_region": US, "jurisdiction": "US", "status": "active"}
+    for attempt in (
+        lambda: router.put("directory", forged),
+        lambda: router.update("directory", {"pk": uid}, {"home_region": US}),
+        lambda: router.delete("directory", {"pk": uid}),
+    ):
+        with pytest.raises(ConfigError, match="system class"):
+            attempt()
+    fresh = RegionRouter(sim.policy, region=US, clients=sim.clients, settings=router.settings)
+    fresh.put("profile", {"pk": uid, **SECRET})
+    assert live_regions(sim, uid) == {IN1}
+
+
+# --- tombstones -----------------------------------------------------------------------------
+
+
+def test_a_delete_is_a_versioned_tombstone_that_refuses_older_writes(sim: Simulation) -> None:
+    router = sim.routers[EU1]
+    router.put("content", {"pk": "t-1", "body": "v1"})
+    stale_stamp = str(router.clock.now())  # a writer whose clock is behind the delete
+    deleted = router.delete("content", {"pk": "t-1"})
+    stored = sim.items(EU1, "content")["t-1"]
+    assert stored["rk_del"] == "deleted" and stored["rk_v"] == deleted.version
+    assert set(stored) <= {"pk", "rk_v", "rk_at", "rk_vv", "rk_del", "rk_exp"}
+    assert int(stored["rk_exp"]) > sim.now + 30 * 86_400  # the policy's retention
+    assert router.get("content", {"pk": "t-1"}) is None
+    assert router.query("content", "t-1") == []
+    # A write stamped before the delete (a stale process) is refused where it lands.
+    client = sim.clients.dynamodb(EU1)
+    from regions.versioned import condition
+
+    cond, names, values = condition(None, False, stale_stamp)
+    with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+        client.put_item(
+            TableName="content",
+            Item={"pk": {"S": "t-1"}, "body": {"S": "zombie"}, "rk_v": {"S": stale_stamp}},
+            ConditionExpression=cond,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+        )
+    # A newer write recreates it (plain last-writer-wins), and so does a create.
+    router.put("content", {"pk": "t-1", "body": "v2"}, create_only=True)
+    assert router.get("content", {"pk": "t-1"})["body"] == "v2"  # type: ignore[index]
+
+
+def test_a_delete_replicates_and_wins_over_an_older_write_everywhere(sim: Simulation) -> None:
+    eu, us = sim.routers[EU1], sim.routers[US]
+    eu.put("content", {"pk": "t-2", "body": "v1"})
+    sim.settle()
+    sim.faults.pause(EU1, US)
+    us.delete("content", {"pk": "t-2"})
+    sim.step(0.01)
+    sim.settle()
+    sim.faults.resume(EU1, US)
+    sim.settle()
+    for region in sim.policy.data_classes["content"].replicas:  # type: ignore[union-attr]
+        assert sim.items(region, "content")["t-2"].get("rk_del") == "deleted"
+
+
+# --- 6. no PII value in any exception -------------------------------------------------------
+
+
+def test_a_stale_profile_write_keeps_nothing_of_the_old_item(sim: Simulation) -> None:
+    router = sim.routers[IN1]
+    uid = sign_up(router, "IN")
+    first = router.put("profile", {"pk": uid, **SECRET})
+    router.put("profile", {"pk": uid, **SECRET}, based_on=first.version)
+    with pytest.raises(StaleWrite) as err:
+        router.put("profile", {"pk": uid, **SECRET}, based_on=first.version)
+    assert_no_secret(err.value)
+    assert copy.copy(err.value).facts == err.value.facts
+
+
+def test_an_unsupported_value_is_named_by_attribute_and_type_only(sim: Simulation) -> None:
+    router = sim.routers[IN1]
+    uid = sign_up(router, "IN")
+    with pytest.raises(ConfigError, match="'birth_date' holds a date value") as err:
+        router.put("profile", {"pk": uid, "birth_date": datetime.date(1990, 1, 2), **SECRET})
+    assert_no_secret(err.value)
+    assert all("1990" not in t for t in exception_texts(err.value))
+
+
+def test_an_email_passed_as_a_user_id_is_not_echoed(sim: Simulation) -> None:
+    with pytest.raises(MalformedId) as err:
+        sim.routers[US].get("profile", {"pk": SECRET["email"]})
+    assert_no_secret(err.value)
+
+
+def test_a_content_key_is_named_by_keyed_pseudonym(sim: Simulation) -> None:
+    router = sim.routers[EU1]
+    key = {"pk": SECRET["email"]}  # a service that keys content by e-mail
+    first = router.put("content", {**key, "body": "1"})
+    router.put("content", {**key, "body": "2"}, based_on=first.version)
+    with pytest.raises(StaleWrite) as err:
+        router.put("content", {**key, "body": "3"}, based_on=first.version)
+    assert_no_secret(err.value)
+    assert str(err.value.key).startswith("pn-")  # type: ignore[attr-defined]
+
+
+def test_pseudonyms_are_keyed() -> None:
+    a, b = Pseudonymizer(b"k" * 32), Pseudonymizer(b"j" * 32)
+    assert a("alice@example.org") == a("alice@example.org") != b("alice@example.org")
+    import hashlib
+
+    unkeyed = hashlib.sha256(b"alice@example.org").hexdigest()
+    assert unkeyed[:24] not in a("alice@example.org")
+    assert "k" * 8 not in repr(a) and pickle.loads(pickle.dumps(a))("x") == a("x")
+
+
+def test_every_regionkit_error_raised_here_pickles(sim: Simulation) -> None:
+    router = sim.routers[EU1]
+    with pytest.raises(RegionkitError) as err:
+        router.put("directory", {"pk": "x"})
+    assert str(pickle.loads(pickle.dumps(err.value))) == str(err.value)
+
+
+# --- 7. the loopback check matches the HTTP client ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "ok"),
+    [
+        ("http://127.0.0.1:8000", True),
+        ("http://localhost:8000", True),
+        ("http://[::1]:8000", True),
+        ("http://10.1.2.3\\@127.0.0.1:8000", False),
+        ("http://user@127.0.0.1:8000", False),
+        ("http://127.0.0.1%2f@10.0.0.1/", False),
+        ("http://127.0.0.1 .evil/", False),
+        ("http://127.0.0.1.nip.io/", False),
+        ("http://10.0.0.1/", False),
+    ],
+)
+def test_the_loopback_check_refuses_anything_ambiguous(url: str, ok: bool) -> None:
+    assert is_loopback_url(url) is ok
