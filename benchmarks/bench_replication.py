@@ -74,8 +74,10 @@ def _put_worker(
     url: str,
     table: str,
     threads: int,
-    start_at: float,
+    warmup: float,
     seconds: float,
+    ready: Any,
+    go: Any,
     out: Any,
 ) -> None:
     from regions.local.clients import ClientProfile, make_client
@@ -89,6 +91,10 @@ def _put_worker(
         ),
     )
     client.describe_table(TableName=table)  # connect and load the model before the clock
+    ready.put(region)
+    start_at = go.get()  # the same clock start for every load process, once all are ready
+    go.put(start_at)
+    start_at += warmup
     counts = [0] * threads
     errors = [0] * threads
     payload = {"S": "x" * 100}
@@ -127,19 +133,25 @@ def _load(
     seconds: float,
     warmup: float,
 ) -> tuple[float, dict[str, int], int]:
-    """Run ``procs`` load processes round-robin over ``targets``; put/s, per region, errors."""
+    """Run ``procs`` load processes round-robin over ``targets``; put/s, per region, errors.
+
+    The clock starts when every load process has started and connected, so a slow
+    start-up on a loaded machine shortens no side's timed window.
+    """
     ctx = multiprocessing.get_context("spawn")
-    out = ctx.Queue()
-    start_at = time.time() + warmup + 2.0  # spawn start-up (imports) before the warm-up
+    out, ready, go = ctx.Queue(), ctx.Queue(), ctx.Queue()
     workers = [
         ctx.Process(
             target=_put_worker,
-            args=(*targets[i % len(targets)], table, threads, start_at, seconds, out),
+            args=(*targets[i % len(targets)], table, threads, warmup, seconds, ready, go, out),
         )
         for i in range(procs)
     ]
     for w in workers:
         w.start()
+    for _ in workers:
+        ready.get(timeout=120)
+    go.put(time.time())
     results = [out.get(timeout=seconds + warmup + 60) for _ in workers]
     for w in workers:
         w.join()
@@ -294,7 +306,7 @@ def server_cpu(args: argparse.Namespace) -> Verdict:
     lines = []
     per_put = {}
     for kind in ("stock", "fast"):
-        server = start_servers(["us-east-1"], kind=kind, fork=False)["us-east-1"]
+        server = start_servers(["us-east-1"], kind=kind)["us-east-1"]
         try:
             make_client("dynamodb", "us-east-1", server.url).create_table(
                 TableName="cpu",
@@ -314,7 +326,7 @@ def server_cpu(args: argparse.Namespace) -> Verdict:
         f"{per_put['stock']:.2f} ms CPU per put"
     )
     lines.append(
-        f"regionkit server (keep-alive, direct dispatch):          "
+        f"regionkit server (moto's app under waitress, keep-alive): "
         f"{per_put['fast']:.2f} ms CPU per put "
         f"({per_put['stock'] / per_put['fast']:.2f}x less)"
     )
@@ -348,11 +360,97 @@ def replication(args: argparse.Namespace) -> Verdict:
     )
 
 
+def server_paths(args: argparse.Namespace) -> Verdict:
+    """Issue 18 item 8: the hand-made server against moto's apps under waitress, same run.
+
+    Both sides are 3 region servers started by ``start_servers``: the hand-made
+    program (its own HTTP/1.1 parser and a copy of moto's view; here one process
+    each, as its fork server only changed start-up) and the moto-app one (moto's
+    WSGI apps under waitress, one process each). Same load as ``put_throughput``,
+    rounds alternating which goes first; then the server CPU per put of each, as
+    in ``server_cpu``.
+    """
+    import regions.local.servers as servers
+    from regions.local.clients import make_client
+
+    here = Path(servers.__file__).resolve().parent
+    programs = {
+        "hand-made": here / "_handmade_server_main.py",
+        "moto-app": here / "_server_main.py",
+    }
+    regions = ["eu-west-1", "us-east-1", "ap-south-1"]
+    table = "content"
+    rates: dict[str, list[float]] = {k: [] for k in programs}
+    cpu: dict[str, float] = {}
+    errors = dict.fromkeys(programs, 0)
+    started: dict[str, dict[str, Any]] = {}
+    original = servers._SERVER_MAIN
+    load_before = os.getloadavg()[0]
+    try:
+        for name, program in programs.items():
+            servers._SERVER_MAIN = program
+            t0 = time.perf_counter()
+            started[name] = servers.start_servers(regions)
+            print(f"  {name}: 3 servers up in {time.perf_counter() - t0:.2f} s", flush=True)
+            for region, server in started[name].items():
+                make_client("dynamodb", region, server.url).create_table(
+                    TableName=table,
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                    AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                    BillingMode="PAY_PER_REQUEST",
+                    StreamSpecification={
+                        "StreamEnabled": True,
+                        "StreamViewType": "NEW_AND_OLD_IMAGES",
+                    },
+                )
+        servers._SERVER_MAIN = original
+        for r in range(args.rounds):
+            order = list(programs) if r % 2 == 0 else list(reversed(programs))
+            for name in order:
+                targets = [(region, s.url) for region, s in started[name].items()]
+                rate, _, err = _load(
+                    targets, table, args.procs, args.threads, args.seconds, args.warmup
+                )
+                rates[name].append(rate)
+                errors[name] += err
+                print(f"  round {r} {name}: {rate:.0f} put/s", flush=True)
+        for name in programs:
+            server = started[name]["eu-west-1"]
+            _raw_puts(server.url, "eu-west-1", table, 200, keep_alive=True)
+            before = _cpu_seconds(server.pid)
+            _raw_puts(server.url, "eu-west-1", table, args.cpu_requests, keep_alive=True)
+            cpu[name] = (_cpu_seconds(server.pid) - before) / args.cpu_requests * 1000
+    finally:
+        servers._SERVER_MAIN = original
+        for group in started.values():
+            for server in group.values():
+                server.stop()
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    ratio = med["hand-made"] / med["moto-app"]
+    lines = [
+        f"load: {args.procs} processes x {args.threads} threads over 3 regions, "
+        f"{args.seconds:g} s timed, {args.rounds} alternating rounds",
+    ]
+    for name in programs:
+        lines.append(
+            f"{name:<10} median {med[name]:6.0f} put/s  runs: "
+            f"{', '.join(f'{x:.0f}' for x in rates[name])}  errors: {errors[name]}  "
+            f"server CPU {cpu[name]:.2f} ms/put"
+        )
+    lines.append(
+        f"hand-made / moto-app throughput: {ratio:.2f}x (keep the hand-made path only if "
+        f"> 1.5x); CPU per put {cpu['moto-app'] / cpu['hand-made']:.2f}x "
+        f"(1-min load {load_before:.1f} before)"
+    )
+    return Verdict("server paths (issue 18, item 8)", lines, passed=None)
+
+
 SECTIONS: dict[str, Callable[[argparse.Namespace], Verdict]] = {
     "startup": startup,
     "server_cpu": server_cpu,
     "put_throughput": put_throughput,
     "replication": replication,
+    "server_paths": server_paths,
 }
 
 

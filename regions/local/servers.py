@@ -18,21 +18,19 @@ method             what happens                                what a boto3 clie
 ``accept()``       same port                                   same data
 =================  ==========================================  =====================
 
-How the processes are made. On Linux the ``fast`` servers come from a **fork
-server**: one ``python`` process imports moto and builds its app once (about
-0.8 s of CPU), then forks one server per region, each in a few milliseconds and
-sharing the imported code copy-on-write; so a 7-region cluster starts about as
-fast as a 1-region one. Elsewhere, or with ``fork=False``, each server is its
-own ``python`` process.
+How the processes are made. Each server is its own ``python`` process running
+:mod:`regions.local._server_main` (moto's own WSGI app under cheroot); all of a
+cluster's servers are started at once and start-up waits for the slowest.
 
 No server is left behind, whatever happens to the parent:
 
 * every process we start gets ``PR_SET_PDEATHSIG(SIGKILL)`` (Linux, via ``prctl``
   in a ``preexec_fn``), so the kernel kills it when its parent dies, even by
-  SIGKILL; a forked server sets the same on itself towards the fork server, so
-  the chain parent → fork server → servers collapses from the top. The signal
-  fires when the *thread* that forked the child ends, so every child is forked
-  from one long-lived spawner thread, never from a short-lived worker;
+  SIGKILL, and even while it is SIGSTOPped (a paused region cannot notice
+  anything itself). The signal fires when the *thread* that forked the child
+  ends, so every child is forked from one long-lived spawner thread, never from
+  a short-lived worker. (No well-kept package wraps ``prctl``; the three on PyPI
+  were last released in 2010, 2020 and 2021, so it is one ``ctypes`` call here.);
 * each server reads commands on a pipe from the parent and exits on end of
   input (the same guarantee where ``prctl`` does not exist);
 * each process runs in its own session (``start_new_session`` / ``setsid``): a
@@ -41,15 +39,15 @@ No server is left behind, whatever happens to the parent:
 * an ``atexit`` hook stops every server still running when the interpreter exits;
 * :meth:`MotoServer.stop` sends SIGCONT and SIGTERM to the server's process
   group, closes its pipe, and SIGKILLs it if it has not gone within the grace
-  period; the fork server exits when its last server has;
+  period;
 * log files (and a cluster's run directory) carry the owner's PID in their
   names, so :func:`sweep_stale` removes what a SIGKILLed owner could not.
 
 Two server kinds exist. ``fast`` (the default) is :mod:`regions.local._server_main`:
-moto's WSGI app under a keep-alive HTTP/1.1 server, measured faster than the
-stock one (see ``benchmarks/bench_replication.py``), and the only kind that can
-``refuse()``. ``stock`` is ``python -m moto.server``, moto's own werkzeug server,
-kept as the benchmark baseline and as a fallback.
+moto's own WSGI app under cheroot's keep-alive HTTP/1.1 server (measured against
+the stock server in ``benchmarks/bench_replication.py``), and the only kind that
+can ``refuse()``. ``stock`` is ``python -m moto.server``, moto's own werkzeug
+server, kept as the benchmark baseline.
 """
 
 from __future__ import annotations
@@ -104,7 +102,6 @@ ServerState = Literal["up", "paused", "refusing", "stopped"]
 _PR_SET_PDEATHSIG = 1
 _SERVER_MAIN = Path(__file__).resolve().with_name("_server_main.py")
 _live: weakref.WeakSet[MotoServer] = weakref.WeakSet()
-_zygotes: weakref.WeakSet[_Zygote] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 
@@ -276,21 +273,6 @@ class _Lines:
         return line.decode("utf-8", "replace")
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # pragma: no cover - not ours any more
-        return False
-    try:
-        return (Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split() or ["?"])[0] != "Z"
-    except OSError:
-        return True
-
-
 def _killpg(pid: int, sig: signal.Signals) -> None:
     if pid > 0:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -300,90 +282,33 @@ def _killpg(pid: int, sig: signal.Signals) -> None:
 # --- processes ------------------------------------------------------------------------
 
 
-class _Zygote:
-    """The fork server: imports moto once and forks every region's server from it.
-
-    It is started like any server (PDEATHSIG, own session) and reaps its children;
-    it exits by itself when the last one is gone, and is killed if it lingers.
-    """
-
-    def __init__(self, popen: subprocess.Popen[bytes], log_path: Path, regions: set[str]) -> None:
-        self.popen = popen
-        self.log_path = log_path
-        self.members = set(regions)
-        self._lock = threading.Lock()
-        with _live_lock:
-            _zygotes.add(self)
-
-    def tail(self) -> str:
-        return _tail(self.log_path)
-
-    def kill(self) -> None:
-        _killpg(self.popen.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.popen.wait(2)
-        self._closed()
-
-    def release(self, region: str) -> None:
-        with self._lock:
-            self.members.discard(region)
-            if self.members:
-                return
-        try:
-            self.popen.wait(2)
-        except subprocess.TimeoutExpired:
-            _killpg(self.popen.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(2)
-        self._closed()
-
-    def _closed(self) -> None:
-        with contextlib.suppress(OSError):
-            self.log_path.unlink()
-        with _live_lock:
-            _zygotes.discard(self)
-
-
 class _Proc:
-    """A server process: a direct child (``popen``) or a child of a zygote (``pid`` only)."""
+    """A server process (``popen``), with its command channel for the fast kind."""
 
     def __init__(
         self,
         log_path: Path,
+        popen: subprocess.Popen[bytes],
         *,
-        popen: subprocess.Popen[bytes] | None = None,
-        zygote: _Zygote | None = None,
         command_fd: int | None = None,
         reply_fd: int | None = None,
     ) -> None:
         self.log_path = log_path
         self.popen = popen
-        self.zygote = zygote
-        self.pid = popen.pid if popen is not None else 0  # a zygote child reports its own
+        self.pid = popen.pid
         self._writer = os.fdopen(command_fd, "wb", buffering=0) if command_fd is not None else None
         self.lines = _Lines(reply_fd) if reply_fd is not None else None
 
     def poll(self) -> int | None:
-        """None while running, else the exit code (-1 when it is not known)."""
-        if self.popen is not None:
-            return self.popen.poll()
-        if self.pid <= 0:
-            return None if self.zygote is None or self.zygote.popen.poll() is None else -1
-        return None if _pid_alive(self.pid) else -1
+        """None while running, else the exit code."""
+        return self.popen.poll()
 
     def wait(self, timeout: float) -> bool:
         """True once the process has exited (within ``timeout``)."""
-        if self.popen is not None:
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        deadline = time.monotonic() + timeout
-        while self.poll() is None:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.005)
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
         return True
 
     def send(self, data: bytes) -> None:
@@ -552,13 +477,10 @@ class MotoServer:
             proc.close()
             with contextlib.suppress(OSError):
                 self.log_path.unlink()
-            if proc.popen is not None:
-                for stream in (proc.popen.stdin, proc.popen.stdout):
-                    if stream is not None:
-                        with contextlib.suppress(OSError):
-                            stream.close()
-            if proc.zygote is not None:
-                proc.zygote.release(self.region)
+            for stream in (proc.popen.stdin, proc.popen.stdout):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
         with _live_lock:
             _live.discard(self)
 
@@ -627,7 +549,7 @@ def sweep_stale(directory: Path | None = None) -> int:
 
 
 def _spawn_one(region: str, kind: ServerKind, log_dir: Path) -> tuple[_Proc, int]:
-    """One process per server (the stock kind, or without fork)."""
+    """Start one region's server process; its port is known once it reports ready."""
     fd, log_path = _log_file(log_dir, region)
     with os.fdopen(fd, "wb") as err:
         if kind == "fast":
@@ -652,7 +574,7 @@ def _spawn_one(region: str, kind: ServerKind, log_dir: Path) -> tuple[_Proc, int
         assert popen.stdin is not None and popen.stdout is not None
         proc = _Proc(
             log_path,
-            popen=popen,
+            popen,
             command_fd=os.dup(popen.stdin.fileno()),
             reply_fd=os.dup(popen.stdout.fileno()),
         )
@@ -660,54 +582,7 @@ def _spawn_one(region: str, kind: ServerKind, log_dir: Path) -> tuple[_Proc, int
         popen.stdout.close()
         popen.stdin = popen.stdout = None
         return proc, port
-    return _Proc(log_path, popen=popen), port
-
-
-def _spawn_zygote(regions: list[str], log_dir: Path) -> tuple[_Zygote, dict[str, _Proc]]:
-    """One fork server that forks a server per region (Linux; the fast kind)."""
-    specs: list[str] = []
-    child_fds: list[int] = []
-    parent_ends: dict[str, tuple[int, int, Path]] = {}
-    try:
-        for region in regions:
-            cmd_r, cmd_w = os.pipe()
-            rep_r, rep_w = os.pipe()
-            fd, log_path = _log_file(log_dir, region)
-            os.close(fd)
-            child_fds += [cmd_r, rep_w]
-            parent_ends[region] = (cmd_w, rep_r, log_path)
-            specs.append(f"--zygote={region}:{cmd_r}:{rep_w}:{log_path}")
-        zfd, zlog = _log_file(log_dir, "zygote")
-        with os.fdopen(zfd, "wb") as err:
-            popen = _spawner.popen(
-                [sys.executable, "-P", str(_SERVER_MAIN), *specs],
-                stdin=subprocess.DEVNULL,
-                stdout=err,
-                stderr=err,
-                env=_child_env(),
-                cwd=str(log_dir),
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=tuple(child_fds),
-            )
-    except BaseException:
-        for cmd_w, rep_r, log_path in parent_ends.values():
-            for fd in (cmd_w, rep_r):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-            with contextlib.suppress(OSError):
-                log_path.unlink()
-        raise
-    finally:
-        for fd in child_fds:  # the zygote has its copies
-            with contextlib.suppress(OSError):
-                os.close(fd)
-    zygote = _Zygote(popen, zlog, set(regions))
-    procs = {
-        region: _Proc(log_path, zygote=zygote, command_fd=cmd_w, reply_fd=rep_r)
-        for region, (cmd_w, rep_r, log_path) in parent_ends.items()
-    }
-    return zygote, procs
+    return _Proc(log_path, popen), port
 
 
 def _await_ready(
@@ -715,11 +590,7 @@ def _await_ready(
 ) -> MotoServer:
     def failure(why: str) -> ClusterError:
         tail = _tail(proc.log_path)
-        if not tail and proc.zygote is not None:
-            tail = proc.zygote.tail()
         _killpg(proc.pid, signal.SIGKILL)
-        if proc.zygote is not None and proc.pid <= 0:
-            proc.zygote.kill()  # the child never said who it is; its fork server goes
         proc.wait(2)
         return ClusterError(
             message=f"the moto server for {region} {why}; its stderr ends with:\n"
@@ -728,11 +599,7 @@ def _await_ready(
 
     def exit_text() -> str:
         code = proc.poll()
-        if proc.zygote is not None and proc.pid <= 0:
-            code = proc.zygote.popen.poll()
-            if code is not None:
-                return f"exited (its fork server exited with code {code})"
-        return "exited" if code in (None, -1) else f"exited with code {code}"
+        return "exited" if code is None else f"exited with code {code}"
 
     if proc.lines is not None:
         try:
@@ -743,9 +610,7 @@ def _await_ready(
         if line is None:
             raise failure("did not report ready in time")
         try:
-            ready = json.loads(line)
-            port = int(ready["port"])
-            proc.pid = int(ready["pid"]) if proc.popen is None else proc.pid
+            port = int(json.loads(line)["port"])
         except (ValueError, KeyError, TypeError):
             raise failure(f"sent an unexpected start-up line {line[:200]!r}") from None
     server = MotoServer(region, kind, port, proc)
@@ -774,14 +639,8 @@ def start_servers(
     timeout: float = 30.0,
     log_dir: Path | None = None,
     host: str = LOOPBACK,
-    fork: bool | None = None,
 ) -> dict[str, MotoServer]:
     """Start one server per region, all at once; wait (bounded) until every one answers.
-
-    ``fork`` (default: on Linux, for the fast kind) starts one fork server that
-    imports moto once and forks each region's server from it: a 7-region cluster
-    then starts about as fast as a 1-region one, and the imported code is shared
-    copy-on-write. Without it, each server is its own ``python`` process.
 
     On any failure every server already started is stopped and a
     :class:`ClusterError` names the region and quotes its standard error.
@@ -789,10 +648,6 @@ def start_servers(
     _check_loopback(host)
     if kind not in ("fast", "stock"):
         raise ConfigError(message=f"unknown server kind {kind!r}; use 'fast' or 'stock'")
-    if fork is None:
-        fork = kind == "fast" and sys.platform.startswith("linux")
-    if fork and kind != "fast":
-        raise ConfigError(message="only the 'fast' server kind can be forked")
     regions = list(dict.fromkeys(regions))
     if log_dir is None:
         log_dir = Path(tempfile.gettempdir())
@@ -801,14 +656,9 @@ def start_servers(
     deadline = time.monotonic() + timeout
     spawned: dict[str, tuple[_Proc, int]] = {}
     servers: dict[str, MotoServer] = {}
-    zygote: _Zygote | None = None
     try:
-        if fork:
-            zygote, procs = _spawn_zygote(regions, log_dir)
-            spawned = {region: (proc, 0) for region, proc in procs.items()}
-        else:
-            for region in regions:
-                spawned[region] = _spawn_one(region, kind, log_dir)
+        for region in regions:
+            spawned[region] = _spawn_one(region, kind, log_dir)
         for region, (proc, port) in spawned.items():
             servers[region] = _await_ready(region, kind, proc, port, deadline)
     except BaseException:
@@ -817,19 +667,14 @@ def start_servers(
                 servers[region].stop(grace=1.0)
             else:
                 _killpg(proc.pid, signal.SIGKILL)
-                if proc.popen is not None:
-                    _killpg(proc.popen.pid, signal.SIGKILL)
                 proc.wait(2)
                 proc.close()
                 with contextlib.suppress(OSError):
                     proc.log_path.unlink()
-        if zygote is not None:
-            zygote.kill()  # its children die with it (PDEATHSIG)
         raise
     log.info(
         "servers_started",
         kind=kind,
-        fork=fork,
         servers={r: {"url": s.url, "pid": s.pid} for r, s in servers.items()},
     )
     return servers
@@ -839,13 +684,9 @@ def stop_all() -> None:
     """Stop every server this process started and has not stopped (the atexit hook)."""
     with _live_lock:
         servers = list(_live)
-        zygotes = list(_zygotes)
     for server in servers:
         with contextlib.suppress(Exception):
             server.stop(grace=1.0)
-    for zygote in zygotes:
-        with contextlib.suppress(Exception):
-            zygote.kill()
 
 
 atexit.register(stop_all)

@@ -1,0 +1,202 @@
+"""The contract between the local server (regions/local/_server_main.py) and moto.
+
+The server stands on moto's own code: moto's per-service Flask apps, its domain
+dispatcher, and one memoised helper. A moto release that moves or changes any of
+them must fail here, loudly, and not make the cluster slower or every call a 500
+without anyone noticing. Each test names what it guards.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import sys
+import tomllib
+from collections.abc import Callable, Iterable
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.requirements import Requirement
+
+from regions.local import _server_main, servers
+
+ROOT = Path(__file__).resolve().parent.parent
+AUTH = (
+    "AWS4-HMAC-SHA256 Credential=contract/20200101/eu-west-1/{service}/aws4_request, "
+    "SignedHeaders=host, Signature=0"
+)
+
+
+def _moto_requirement() -> Requirement:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for spec in project["optional-dependencies"]["local"]:
+        req = Requirement(spec)
+        if req.name == "moto":
+            return req
+    raise AssertionError("pyproject.toml's 'local' extra does not name moto")
+
+
+def test_moto_is_pinned_and_the_installed_release_is_in_the_pin() -> None:
+    req = _moto_requirement()
+    assert str(req.specifier) == "~=5.2", "pin moto to the range this contract was checked on"
+    installed = version("moto")
+    assert req.specifier.contains(installed), (
+        f"moto {installed} is installed, outside the pin {req.specifier}: run this file "
+        "against it, then move the pin"
+    )
+
+
+def _environ(target: str, body: dict[str, Any], service: str) -> dict[str, Any]:
+    data = json.dumps(body).encode()
+    return {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "HTTP_HOST": "127.0.0.1:1",
+        "CONTENT_TYPE": "application/x-amz-json-1.0",
+        "CONTENT_LENGTH": str(len(data)),
+        "HTTP_X_AMZ_TARGET": target,
+        "HTTP_AUTHORIZATION": AUTH.format(service=service),
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(data),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+
+
+def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple[int, bytes]:
+    status: list[str] = []
+    result = app(environ, lambda s, h, exc_info=None: status.append(s))
+    body = b"".join(result)
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
+    return int(status[0].split()[0]), body
+
+
+@pytest.fixture
+def spied_app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
+    """The server's app, built in this process, with counters on moto's entry points."""
+    from moto.core import responses
+    from moto.core import utils as moto_utils
+    from moto.moto_server import werkzeug_app
+
+    # build_app memoises a helper in moto.core.responses: put it back afterwards.
+    monkeypatch.setattr(responses, "method_names_from_class", moto_utils.method_names_from_class)
+    calls = {"dispatcher": 0, "moto_view": 0}
+    dispatch = werkzeug_app.DomainDispatcherApplication.__call__
+    view = moto_utils.convert_to_flask_response.__call__
+
+    def counted_dispatch(self: Any, *args: Any) -> Any:
+        calls["dispatcher"] += 1
+        return dispatch(self, *args)
+
+    def counted_view(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls["moto_view"] += 1
+        return view(self, *args, **kwargs)
+
+    monkeypatch.setattr(werkzeug_app.DomainDispatcherApplication, "__call__", counted_dispatch)
+    monkeypatch.setattr(moto_utils.convert_to_flask_response, "__call__", counted_view)
+    return _server_main.build_app(), calls
+
+
+def test_the_cluster_services_go_straight_to_moto_s_own_view(
+    spied_app: tuple[Any, dict[str, int]],
+) -> None:
+    """DynamoDB, Streams and KMS calls reach moto's Flask view, never the dispatcher."""
+    app, calls = spied_app
+    table = {
+        "TableName": "contract",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "BillingMode": "PAY_PER_REQUEST",
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+    }
+    requests = [
+        ("DynamoDB_20120810.CreateTable", table, "dynamodb"),
+        (
+            "DynamoDB_20120810.PutItem",
+            {"TableName": "contract", "Item": {"pk": {"S": "a"}}},
+            "dynamodb",
+        ),
+        ("DynamoDBStreams_20120810.ListStreams", {}, "dynamodb"),
+        ("TrentService.ListKeys", {}, "kms"),
+    ]
+    for target, body, service in requests:
+        status, reply = _call(app, _environ(target, body, service))
+        assert status == 200, (target, reply[:300])
+    assert calls == {"dispatcher": 0, "moto_view": len(requests)}, (
+        "a cluster call fell back to moto's dispatcher, or moto's view is no longer "
+        "convert_to_flask_response"
+    )
+    assert set(_server_main.ROUTES.values()) == {"dynamodb", "dynamodbstreams", "kms"}
+
+
+def test_other_requests_go_through_moto_s_dispatcher(spied_app: tuple[Any, dict[str, int]]) -> None:
+    app, calls = spied_app
+    environ = _environ("AWSSecurityTokenServiceV20110615.GetCallerIdentity", {}, "sts")
+    environ.update(CONTENT_TYPE="application/x-www-form-urlencoded", HTTP_X_AMZ_TARGET="")
+    data = b"Action=GetCallerIdentity&Version=2011-06-15"
+    environ["wsgi.input"], environ["CONTENT_LENGTH"] = io.BytesIO(data), str(len(data))
+    status, reply = _call(app, environ)
+    assert status == 200 and b"GetCallerIdentityResult" in reply
+    assert calls["dispatcher"] == 1
+
+
+def test_the_memoised_helper_is_the_one_moto_calls(spied_app: tuple[Any, dict[str, int]]) -> None:
+    """moto.core.responses calls method_names_from_class by its module-level name on
+    every request; if moto stops doing so, the memo is dead weight: fail."""
+    from moto.core import responses
+
+    app, _ = spied_app
+    cached = responses.method_names_from_class
+    assert hasattr(cached, "cache_info"), "build_app() did not memoise method_names_from_class"
+    for key in ("m1", "m2"):
+        body = {"TableName": "nothing-here", "Key": {"pk": {"S": key}}}
+        _call(app, _environ("DynamoDB_20120810.GetItem", body, "dynamodb"))
+    info = cached.cache_info()
+    assert info.hits + info.misses >= 2 and info.hits >= 1, (
+        "moto no longer calls the memoised helper"
+    )
+
+
+def test_the_server_keeps_connections_alive(isolated_cluster: Any) -> None:
+    """The reason for the server swap: pooled connections stay open between calls."""
+    host, _, port = isolated_cluster.endpoints["eu-west-1"].removeprefix("http://").partition(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    headers = {
+        "X-Amz-Target": "DynamoDB_20120810.ListTables",
+        "Content-Type": "application/x-amz-json-1.0",
+        "Authorization": AUTH.format(service="dynamodb"),
+    }
+    try:
+        conn.request("POST", "/", body=b"{}", headers=headers)
+        first = conn.getresponse()
+        first.read()
+        sock = conn.sock
+        conn.request("POST", "/", body=b"{}", headers=headers)
+        second = conn.getresponse()
+        second.read()
+        reused = sock is not None and conn.sock is sock  # http.client reconnects if closed
+    finally:
+        conn.close()
+    assert first.status == second.status == 200
+    assert (first.getheader("Connection") or "").lower() != "close"
+    assert reused, "the server closed the connection after one response"
+    assert "regionkit-moto" in (first.getheader("Via") or first.getheader("Server") or "")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+def test_servers_get_the_parent_death_signal() -> None:
+    """Without prctl, a SIGSTOPped server would outlive a SIGKILLed owner."""
+    assert servers._prctl is not None, "prctl could not be loaded: servers may outlive owners"
