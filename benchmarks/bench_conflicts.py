@@ -46,6 +46,7 @@ sys.path.insert(0, str(ROOT))
 from regions.codec import to_ddb  # noqa: E402
 from regions.conflicts import ConflictDetector  # noqa: E402
 from regions.router import RegionRouter  # noqa: E402
+from regions.versioned import condition  # noqa: E402
 from residency.policy import Policy, load_policy  # noqa: E402
 from residency.settings import Settings  # noqa: E402
 
@@ -211,9 +212,9 @@ def _unstamped_put(router: RegionRouter) -> Callable[[dict[str, Any]], Any]:
 
     def put(item: dict[str, Any]) -> Any:
         ddb = to_ddb(item)
-        return router._call(  # the same route, health and failover path as router.put
-            "content",
-            None,
+        # the same decision, health and failover path as router.put
+        return router.transport.call(
+            router.store.decider("content", None, "write"),
             "write",
             lambda route, client: client.put_item(TableName=route.table_name, Item=ddb),
         )
@@ -228,20 +229,20 @@ def bench_stamping(policy: Policy, calls: int) -> dict[str, float]:
 
     def stamping(i: int) -> Any:  # exactly the steps of RegionRouter.put
         stamp = str(router.clock.now())
-        based_on, vv = router._causal_past(None, stamp)
+        based_on, vv = router.store.causal_past(None, stamp)
         item = dict(body)
         item["rk_v"] = stamp
         item["rk_vv"] = vv
-        return to_ddb(item), router._condition(based_on, False, stamp)
+        return to_ddb(item), condition(based_on, False, stamp)
 
     def stamping_based_on(i: int) -> Any:  # a read-modify-write: based on the item read
         stamp = str(router.clock.now())
-        based_on, vv = router._causal_past(read, stamp)
+        based_on, vv = router.store.causal_past(read, stamp)
         item = dict(body)
         item["rk_v"] = stamp
         item["rk_vv"] = vv
         item["rk_base"] = based_on
-        return to_ddb(item), router._condition(based_on, False, stamp)
+        return to_ddb(item), condition(based_on, False, stamp)
 
     def bare(i: int) -> Any:
         return to_ddb(body)

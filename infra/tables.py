@@ -19,6 +19,7 @@ from constructs import Construct
 
 from infra import naming
 from infra.plan import TableSpec
+from residency.tables import TTL_ATTRIBUTE
 
 __all__ = ["RegionKeys", "ReplicatedTable", "alias_arn"]
 
@@ -106,6 +107,8 @@ class ReplicatedTable(Construct):
             ),
             deletion_protection=True,
             removal_policy=cdk.RemovalPolicy.RETAIN,
+            # Tombstones (versioned deletes, move and erasure fences) expire through it.
+            time_to_live_attribute=TTL_ATTRIBUTE,
             encryption=dynamodb.TableEncryptionV2.customer_managed_key(
                 table_key,
                 {r: alias_arn(r, spec.key_alias) for r in spec.replica_regions},

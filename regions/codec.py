@@ -7,8 +7,7 @@ Items of every data class carry two attributes the router manages:
   blind write or a create);
 * ``rk_at``: the replica region the write landed in (the writer's region, or
   the one it failed over to);
-* ``rk_del``, ``rk_to``, ``rk_exp``: a tombstone's kind, a move's target region and
-  the TTL expiry (see :mod:`regions.tombstones`);
+* ``rk_del``, ``rk_to``: a tombstone's kind and a move's target region (see :mod:`regions.tombstones`);
 * ``rk_vv``: the item's causal past as a version vector: landing region → the
   latest ancestor that landed there (the version itself is not included).
   Writes landing in one replica are serialised by their conditions, so
@@ -43,8 +42,9 @@ VERSION_ATTR = "rk_v"
 BASE_ATTR = "rk_base"
 VV_ATTR = "rk_vv"
 AT_ATTR = "rk_at"
-# and the tombstone attributes of regions.tombstones (rk_del, rk_to, rk_exp)
-RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, "rk_del", "rk_to", "rk_exp"})
+# and the tombstone attributes of regions.tombstones (rk_del, rk_to; the TTL attribute
+# expires_at stays the service's to use too)
+RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, "rk_del", "rk_to"})
 
 _ser = TypeSerializer()
 _MAX_INT = 10**38

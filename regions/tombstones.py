@@ -1,7 +1,7 @@
 """Tombstones: versioned deletes, and the fences a move or an erasure leaves behind.
 
 One mechanism serves three purposes. A tombstone is an ordinary item written in
-place of the data: its key, regionkit's own ``rk_*`` attributes, and no other
+place of the data: its key, regionkit's own ``rk_*`` attributes and its expiry, and no other
 attribute, so it never holds personal data. It is stamped with an HLC version
 like any write, so last-writer-wins settles it against writes in every region
 (DynamoDB's own replication, and the local emulator, treat it as a put).
@@ -23,7 +23,7 @@ The refusal is part of each write's own ``ConditionExpression``
 in any process whatever its directory cache says, because DynamoDB evaluates it
 in the region the write lands in. Reads (``get``, ``query``) hide tombstones.
 
-Tombstones expire through the table's TTL attribute ``rk_exp`` (epoch seconds)
+Tombstones expire through the table's TTL attribute ``expires_at`` (epoch seconds)
 after the policy's ``system.tombstone_retention_days``, which must outlive any
 replication pause (see the policy field).
 """
@@ -31,6 +31,8 @@ replication pause (see the policy field).
 from __future__ import annotations
 
 from typing import Any, Final
+
+from residency.tables import TTL_ATTRIBUTE
 
 __all__ = [
     "DELETED",
@@ -49,7 +51,7 @@ __all__ = [
 
 DEL_ATTR: Final = "rk_del"
 TO_ATTR: Final = "rk_to"
-EXP_ATTR: Final = "rk_exp"  # the TTL attribute of every regionkit table
+EXP_ATTR: Final = TTL_ATTRIBUTE  # "expires_at": the TTL attribute of every regionkit table
 
 DELETED: Final = "deleted"
 MOVED: Final = "moved"

@@ -122,8 +122,14 @@ class Writer:
             values[":b"] = _to_value(base)
             sets.append("#b = :b")
         ddb_key = s.serialize(data_class, key)
-        # An update over an older delete recreates the item: the tombstone marks go.
-        expr = "SET " + ", ".join(sets) + " REMOVE #d, #exp, #to"
+        # An update over an older delete recreates the item: the tombstone marks go
+        # (the expiry too, unless this update sets one itself).
+        removes = ["#d", "#to"]
+        if EXP_ATTR in changes:
+            del names["#exp"]
+        else:
+            removes.append("#exp")
+        expr = "SET " + ", ".join(sets) + " REMOVE " + ", ".join(removes)
 
         def call(route: Route, client: Any) -> Any:
             attempt = dict(values)

@@ -20,6 +20,7 @@ __all__ = [
     "TAG_DATA_CLASS",
     "TAG_JURISDICTION",
     "TAG_POLICY",
+    "TTL_ATTRIBUTE",
     "TablePlan",
     "expected_tags",
     "jurisdiction_or_none",
@@ -28,6 +29,9 @@ __all__ = [
 
 CONFLICT_LOG = "conflict-log"  # the data_class of the conflict-log table
 GLOBAL_TAG = "global"  # the jurisdiction tag of tables that are not pinned
+# The TTL attribute of every regionkit table (epoch seconds). Tombstones expire through it;
+# a service may use it for its own items too (DynamoDB allows one TTL attribute per table).
+TTL_ATTRIBUTE = "expires_at"
 
 TAG_DATA_CLASS = "regionkit:data-class"
 TAG_JURISDICTION = "regionkit:jurisdiction"

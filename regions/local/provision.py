@@ -35,6 +35,7 @@ from residency.errors import ClusterError
 from residency.logs import get_logger
 from residency.policy import Policy
 from residency.tables import CONFLICT_LOG, TablePlan, expected_tags, plan_tables
+from residency.tables import TTL_ATTRIBUTE as TABLE_TTL_ATTRIBUTE
 
 __all__ = [
     "CONFLICT_LOG_DATA_CLASS",
@@ -49,7 +50,7 @@ __all__ = [
 
 log = get_logger("regionkit.local.provision")
 
-TTL_ATTRIBUTE = "expires_at"
+TTL_ATTRIBUTE = TABLE_TTL_ATTRIBUTE  # one name for provisioning, the CDK app and tombstones
 CONFLICT_LOG_DATA_CLASS = CONFLICT_LOG  # kept for importers of this module
 
 
