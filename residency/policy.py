@@ -462,6 +462,12 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
     tables: dict[str, tuple[str, tuple[str, ...]]] = {}
     for name, dc in p.data_classes.items():
         base = ("data_classes", name)
+        if dc.sort_key is not None and dc.sort_key == dc.partition_key:
+            yield (
+                base + ("sort_key",),
+                "sort_key equals partition_key",
+                "use distinct attribute names",
+            )
         if isinstance(dc, GlobalDataClass):
             placement: tuple[str, ...] = tuple(sorted(dc.replicas))
             for i, r in enumerate(dc.replicas):
@@ -474,12 +480,6 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
                         f"use one of {', '.join(p.regions)} or declare it",
                     )
             yield from _twice(base + ("replicas",), dc.replicas, "replica region")
-            if dc.sort_key is not None and dc.sort_key == dc.partition_key:
-                yield (
-                    base + ("sort_key",),
-                    "sort_key equals partition_key",
-                    "use distinct attribute names",
-                )
         else:
             placement = tuple(sorted(p.regions))
             if dc.partition_key in dc.pii_attributes:

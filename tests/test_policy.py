@@ -376,7 +376,7 @@ def policies(draw: st.DrawFn) -> Policy:
                 kind="pinned",
                 table=table,
                 partition_key=pk,
-                sort_key=(sk := draw(st.none() | attributes)),
+                sort_key=(sk := draw(st.none() | other_attributes)),
                 pii_attributes=draw(
                     st.lists(
                         other_attributes.filter(lambda a: a != sk),
