@@ -13,12 +13,18 @@
 
 Tests that use any of them get the ``cluster`` marker automatically
 (``pytest -m "not cluster"`` skips them).
+
+:func:`processes_tagged` and :func:`assert_no_process_left` find every process
+that inherited a tag in its environment (``LEAK_TAG_VAR``): give a command that
+starts servers a fresh tag, and after it ends, no process may carry it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import os
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -37,8 +43,42 @@ _FIXTURES = {
 }
 
 
-def _replication_available() -> bool:
-    return importlib.util.find_spec("regions.local.replication") is not None
+LEAK_TAG_VAR = "REGIONKIT_TEST_LEAK_TAG"
+
+
+def new_leak_tag() -> str:
+    return f"leak-{uuid.uuid4().hex}"
+
+
+def processes_tagged(tag: str) -> dict[int, str]:
+    """Every live process whose environment has ``LEAK_TAG_VAR=tag``: PID → command line.
+
+    Every process a command starts inherits its environment (moto servers, load
+    workers, anything they start), whatever its command line or working directory.
+    """
+    needle = f"{LEAK_TAG_VAR}={tag}".encode()
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if cmd:  # a zombie has no command line: it is dead, only not reaped yet
+            found[int(entry.name)] = cmd.strip()
+    return found
+
+
+def assert_no_process_left(tag: str, timeout: float = 30.0) -> None:
+    """Fail, naming them, if processes carrying ``tag`` are still alive after ``timeout``
+    (a bound for processes that are exiting, generous for a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while (left := processes_tagged(tag)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left, f"processes left behind: {left}"
 
 
 def _reset(c: Any) -> None:
@@ -69,8 +109,6 @@ def cluster_policy() -> Policy:
 @pytest.fixture(scope="session")
 def session_cluster(cluster_policy: Policy) -> Iterator[Any]:
     """The shared replicated cluster itself (not reset between tests)."""
-    if not _replication_available():
-        pytest.skip("the replication emulator (regions/local/replication.py) is not there yet")
     from regions.local.cluster import LocalCluster
 
     with LocalCluster(cluster_policy, replicate=True) as c:
@@ -110,8 +148,6 @@ def cluster_factory() -> Iterator[Callable[..., Any]]:
     def make(policy: Policy | str | Path, **kwargs: Any) -> LocalCluster:
         if not isinstance(policy, Policy):
             policy = load_policy(policy)
-        if kwargs.get("replicate", True) and not _replication_available():
-            pytest.skip("the replication emulator is not there yet")
         c = LocalCluster(policy, **kwargs)
         started.append(c)
         return c.start()

@@ -16,16 +16,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_fixtures import (
+    LEAK_TAG_VAR,
+    assert_no_process_left,
+    new_leak_tag,
+    processes_tagged,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, Any], str, str]:
     work = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGIONKIT_")}
     env["REGIONKIT_STATE_FILE"] = str(work / "no-cluster.json")  # never reuse a running cluster
+    tag = new_leak_tag()  # every process the demo starts inherits it
+    env[LEAK_TAG_VAR] = tag
     proc = subprocess.run(
         [
             sys.executable,
@@ -53,11 +63,11 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     summary = json.loads((work / "regionkit-report" / "demo-summary.json").read_text())
-    return work, summary, proc.stdout
+    return work, summary, proc.stdout, tag
 
 
-def test_demo_figures(demo_run: tuple[Path, dict[str, Any], str]) -> None:
-    _, s, out = demo_run
+def test_demo_figures(demo_run: tuple[Path, dict[str, Any], str, str]) -> None:
+    _, s, out, _ = demo_run
     assert {r["jurisdiction"] for r in s["routing"]} == {"IN", "BR", "EU", "US"}
     for r in s["routing"]:
         assert r["users"] > 0 and r["stayed_inside"], r
@@ -78,8 +88,8 @@ def test_demo_figures(demo_run: tuple[Path, dict[str, Any], str]) -> None:
     assert "routing per jurisdiction" in out and "drills against" in out
 
 
-def test_demo_writes_every_report(demo_run: tuple[Path, dict[str, Any], str]) -> None:
-    work, s, _ = demo_run
+def test_demo_writes_every_report(demo_run: tuple[Path, dict[str, Any], str, str]) -> None:
+    work, s, _, _ = demo_run
     reports = work / "regionkit-report"
     names = {p.name for p in reports.iterdir()}
     for name in (
@@ -99,10 +109,27 @@ def test_demo_writes_every_report(demo_run: tuple[Path, dict[str, Any], str]) ->
     assert audit["report_sha256"] == s["audit"]["report_sha256"]
 
 
-def test_demo_leaves_no_process_behind(demo_run: tuple[Path, dict[str, Any], str]) -> None:
-    work, _, _ = demo_run
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    assert str(work) not in out
+def test_demo_leaves_no_process_behind(demo_run: tuple[Path, dict[str, Any], str, str]) -> None:
+    *_, tag = demo_run
+    assert_no_process_left(tag)
+
+
+def test_the_leak_check_finds_a_leaked_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check above can fail: a server left running on purpose is found."""
+    from regions.local.servers import start_servers
+
+    tag = new_leak_tag()
+    monkeypatch.setenv(LEAK_TAG_VAR, tag)
+    server = start_servers(["eu-west-1"], log_dir=tmp_path)["eu-west-1"]
+    try:
+        assert set(processes_tagged(tag)) == {server.pid}
+        with pytest.raises(AssertionError, match="processes left behind"):
+            assert_no_process_left(tag, timeout=0.2)
+    finally:
+        server.stop()
+    assert_no_process_left(tag)
 
 
 def _chromium() -> str | None:
@@ -113,15 +140,16 @@ def _chromium() -> str | None:
     return None
 
 
+@pytest.mark.browser
 def test_html_reports_open_in_headless_chromium(
-    demo_run: tuple[Path, dict[str, Any], str],
+    demo_run: tuple[Path, dict[str, Any], str, str],
 ) -> None:
     browser = _chromium()
     if browser is None:
         if os.environ.get("CI") == "true":
             pytest.fail("CI must have chromium (.ci/run installs it)")
         pytest.skip("no chromium on this machine: the HTML reports were not opened in a browser")
-    work, _, _ = demo_run
+    work, *_ = demo_run
     shots = ROOT / ".build" / "screenshots"
     shots.mkdir(parents=True, exist_ok=True)
     pages = [

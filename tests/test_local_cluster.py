@@ -18,7 +18,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,19 @@ PLACEMENT_POLICY = textwrap.dedent(
 PREFIX = "t1-"
 
 
-def _wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+def _wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
+    """Poll ``condition`` until it holds; the timeout is only a bound for a broken run,
+    generous so that a loaded machine does not fail a correct one."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = [p for p in pids if pid_alive(p)]
-        if not alive:
-            return []
-        time.sleep(0.05)
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _wait_gone(pids: list[int], timeout: float = 30.0) -> list[int]:
+    _wait_until(lambda: not any(pid_alive(p) for p in pids), timeout)
     return [p for p in pids if pid_alive(p)]
 
 
@@ -106,7 +112,7 @@ def test_start_stop_leaves_no_process_and_no_file(tmp_path: Path) -> None:
     for s in servers.values():
         s.stop()
         s.stop()  # idempotent
-    assert _wait_gone(pids, 2.0) == []
+    assert _wait_gone(pids) == []
     assert list(tmp_path.iterdir()) == []  # the log files went with them
     assert all(s.state == "stopped" for s in servers.values())
 
@@ -117,7 +123,7 @@ def test_cluster_stop_leaves_no_process(cluster_policy: Policy) -> None:
         pids = list(c.pids.values())
         assert len(pids) == 3
         assert all(pid_alive(p) for p in pids)
-    assert _wait_gone(pids, 2.0) == []
+    assert _wait_gone(pids) == []
     assert not c.running
     c.stop()  # idempotent
     with pytest.raises(ClusterError, match="already started"):
@@ -145,7 +151,7 @@ def test_servers_die_when_the_parent_is_sigkilled() -> None:
         assert all(pid_alive(p) for p in pids)
         child.send_signal(signal.SIGKILL)
         child.wait(5)
-        assert _wait_gone(pids, 5.0) == [], "servers outlived their SIGKILLed parent"
+        assert _wait_gone(pids) == [], "servers outlived their SIGKILLed parent"
     finally:
         child.kill()
         child.wait()
@@ -176,7 +182,7 @@ def test_a_paused_cluster_dies_with_its_sigkilled_parent(tmp_path: Path) -> None
         assert read_state(state) is not None
         child.send_signal(signal.SIGKILL)
         child.wait(5)
-        assert _wait_gone(pids, 5.0) == []
+        assert _wait_gone(pids) == []
     finally:
         child.kill()
         child.wait()
@@ -202,7 +208,10 @@ def test_servers_started_from_a_short_lived_thread_survive_it() -> None:
     t.join()
     server = box["eu-west-1"]
     try:
-        time.sleep(0.3)
+        # The parent-death signal is sent while the thread exits in the kernel, before
+        # its /proc entry goes: once that has gone, a wrongly armed server is dead.
+        task = Path(f"/proc/self/task/{t.native_id}")
+        assert _wait_until(lambda: not task.exists())
         assert server.alive()
         assert server.ping()
     finally:
@@ -225,6 +234,7 @@ def test_start_failure_quotes_the_server_stderr(
     assert list(tmp_path.iterdir()) == [broken]  # no log file left behind
 
 
+@pytest.mark.timeout(30)
 def test_start_timeout_is_bounded_and_kills_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -236,11 +246,10 @@ def test_start_timeout_is_bounded_and_kills_the_server(
         f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
     )
     monkeypatch.setattr(servers, "_SERVER_MAIN", hung)
-    t0 = time.monotonic()
+    # Bounded: the hung program sleeps 60 s, the test's own timeout is 30 s.
     with pytest.raises(ClusterError, match="did not report ready in time"):
         start_servers(["eu-west-1"], log_dir=tmp_path, timeout=1.0)
-    assert time.monotonic() - t0 < 4
-    assert _wait_gone([int(pid_file.read_text())], 2.0) == []
+    assert _wait_gone([int(pid_file.read_text())]) == []
 
 
 def _raw(url: str, data: bytes) -> bytes:
@@ -415,7 +424,6 @@ def test_regions_are_isolated_without_replication(isolated_cluster: Any) -> None
     isolated_cluster.client("eu-west-1").put_item(
         TableName="content", Item={"pk": {"S": "isolated-1"}, "v": {"S": "eu"}}
     )
-    time.sleep(0.3)
     got = isolated_cluster.client("eu-west-1").get_item(
         TableName="content", Key={"pk": {"S": "isolated-1"}}
     )
@@ -452,10 +460,9 @@ def test_stop_outage_makes_clients_time_out_and_restore_brings_the_data_back(
     c.outage("eu-central-1")
     assert c.outages == {"eu-central-1": "stop"}
     assert c.status()["servers"]["eu-central-1"]["state"] == "paused"
-    t0 = time.monotonic()
+    # One attempt with 0.3 s timeouts (FAST): a timeout error, not a hang, not an answer.
     with pytest.raises((ReadTimeoutError, ConnectTimeoutError)):
         client.get_item(TableName="content", Key={"pk": {"S": "outage-1"}})
-    assert time.monotonic() - t0 < 3
     # the other regions are unaffected
     c.client("eu-west-1").list_tables()
     c.restore("eu-central-1")
@@ -488,7 +495,14 @@ def test_writes_during_an_outage_reach_the_region_after_restore(cluster: Any) ->
     cluster.client("eu-central-1").put_item(
         TableName="content", Item={"pk": {"S": "repl-outage"}, "v": {"S": "1"}}
     )
-    time.sleep(0.3)
+
+    def held_for_eu_west_1() -> bool:  # read from the stream, not deliverable yet
+        return any(
+            m.src == "eu-central-1" and m.dst == "eu-west-1" and m.pending > 0
+            for m in cluster.replicator.metrics()
+        )
+
+    assert _wait_until(held_for_eu_west_1)
     cluster.restore("eu-west-1")
     assert cluster.replicator.wait_converged(10)
     got = cluster.client("eu-west-1").get_item(
@@ -515,7 +529,8 @@ def test_clock_skew_is_live_and_in_the_state_file(placed: Any) -> None:
     placed.set_clock_skew("eu-west-1", 5_000)
     try:
         assert view["eu-west-1"] == 5_000  # a live view
-        assert clock() - time.time_ns() // 1_000_000 >= 4_900
+        before = time.time_ns() // 1_000_000
+        assert clock() - before >= 5_000
         state = read_state(placed.state_file)
         assert state is not None and state["clock_skew_ms"]["eu-west-1"] == 5_000
         with pytest.raises(TypeError):
