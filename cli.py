@@ -1291,28 +1291,38 @@ def users_seed(
 
 @users_app.command("move")
 def users_move(
-    user_id: Annotated[str, typer.Argument(help="The user ID.")],
+    user_id: Annotated[
+        str | None, typer.Argument(help="The user ID (omit with --resume: every pending move).")
+    ] = None,
     country: Annotated[
         str | None, typer.Option("--country", "-c", help="The user's new country (ISO 3166).")
     ] = None,
     region: Annotated[
         str | None, typer.Option("--region", "-r", help="The new home region.")
     ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish recorded moves (directory 'moving').")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Move a user's home: copy the profile, update the directory, delete the old copy.
+    """Move a user's home: copy, fence the old jurisdiction, switch the directory, verify.
 
-    An interrupted move leaves the directory entry 'moving'; run the command again to finish it.
+    A move that could not finish (a region unreachable, a crash) is 'pending' and keeps
+    its record in the directory; `regionkit users move --resume` finishes every one.
+    Exit code 1 while any move is still pending.
     """
+    from dataclasses import asdict
+
     from botocore.exceptions import BotoCoreError, ClientError
 
     from regions.ids import parse_user_id
     from regions.router import RegionRouter
-    from residency.errors import BackendError
+    from residency.errors import BackendError, RegionUnavailable
 
-    if (country is None) == (region is None):
-        _fail("give the new home as --country XX or --region R (exactly one)")
-    parse_user_id(user_id)
+    if not resume and (user_id is None or (country is None) == (region is None)):
+        _fail("give a user ID and the new home as --country XX or --region R (exactly one)")
+    if user_id is not None:
+        parse_user_id(user_id)
     settings = _quick_settings()
     reason = _no_cluster_reason(settings)
     if reason:
@@ -1323,27 +1333,44 @@ def users_move(
         policy.check_region(region)
     router = RegionRouter(policy, region=settings.region, settings=settings)
     try:
-        result = router.move_user(user_id, country=country, region=region)
-    except (BackendError, BotoCoreError, ClientError) as exc:
+        if user_id is not None:
+            results = [router.move_user(user_id, country=country, region=region)]
+        else:
+            results = [router.move_user(e.user_id) for e in router.pending_moves()]
+    except (BackendError, RegionUnavailable, BotoCoreError, ClientError) as exc:
         _reach_failed(
             settings,
-            "the move did not complete (if it had started, the directory entry says "
-            "'moving', and running the command again finishes it)",
+            "the move did not complete (its record stays in the directory; "
+            "`regionkit users move --resume` finishes it)",
             exc,
         )
+    pending = [r for r in results if r.status != "done"]
     if as_json:
-        from dataclasses import asdict
+        _print_json([asdict(r) for r in results] if user_id is None else asdict(results[0]))
+    else:
+        _render_moves(results)
+    if pending:
+        raise typer.Exit(1)
 
-        _print_json(asdict(result))
-        return
+
+def _render_moves(results: list[Any]) -> None:
     con = _console()
-    con.print(
-        f"[bold]{_esc(user_id)}[/]: {result.from_region} ({result.from_jurisdiction}) → "
-        f"{result.to_region} ({result.to_jurisdiction})"
-    )
-    for i, step in enumerate(result.steps, 1):
-        con.print(f"  {i}. {_esc(step)}")
-    con.print("[green]ok[/] done")
+    if not results:
+        con.print("no pending move")
+    for result in results:
+        con.print(
+            f"[bold]{_esc(result.user_id)}[/]: {result.from_region} "
+            f"({result.from_jurisdiction}) → {result.to_region} ({result.to_jurisdiction})"
+        )
+        for i, step in enumerate(result.steps, 1):
+            con.print(f"  {i}. {_esc(step)}")
+        if result.status == "done":
+            con.print("[green]ok[/] done")
+        else:
+            con.print(
+                f"[yellow]pending[/]: {_esc(result.reason)}; run `regionkit users move "
+                "--resume` to finish it"
+            )
 
 
 # --- regionkit conflicts ------------------------------------------------------------------
@@ -1653,8 +1680,9 @@ def audit_run(
         str | None,
         typer.Option(
             "--extra-regions",
-            help="More regions to search for misplaced tables, comma-separated; "
-            "'all' for every commercial region.",
+            help="More regions to search for misplaced tables and copies, comma-separated; "
+            "'enabled' for every region enabled in the account, 'all' for every commercial "
+            "region.",
         ),
     ] = None,
     source: Annotated[
@@ -1835,53 +1863,35 @@ def _signed_json_path(report: Any, fmt: str, out: Path | None, evidence_dir: Pat
 
 def _audit_signer(settings: Settings, policy: Policy) -> Any:
     """The deployment's signing key: KMS in aws mode (when named), else the local key file."""
-    from residency.signing import KmsSigner, LocalSigner
+    from regions.pool import ClientPool
+    from residency.signing import deployment_signer
 
-    if settings.mode == "aws" and settings.signing_kms_key:
-        from regions.pool import ClientPool
-
-        key = settings.signing_kms_key
-        parts = key.split(":")
-        region = parts[3] if key.startswith("arn:") and len(parts) > 4 else None
-        region = region or settings.region or policy.regions[0]
-        try:
-            return KmsSigner(ClientPool(settings).client("kms", region), key)
-        except Exception as exc:
-            from residency.audit.clients import error_reason
-
-            raise OperationError(
-                message=f"the signing key {key} cannot be used: {error_reason(exc)}"
-            ) from None
+    if settings.mode == "aws" and settings.region is None:
+        settings = _settings(region=policy.regions[0])
     try:
-        return LocalSigner.load_or_create(settings.signing_key_file)
-    except (OSError, ValueError) as exc:
+        return deployment_signer(settings, ClientPool(settings).client)
+    except Exception as exc:
+        from residency.audit.clients import error_reason
+
+        where = settings.signing_kms_key or settings.signing_key_file
         raise OperationError(
-            message=f"the signing key file {settings.signing_key_file} cannot be used "
-            f"({type(exc).__name__}); check REGIONKIT_SIGNING_KEY_FILE"
+            message=f"the signing key {where} cannot be used ({error_reason(exc)}); check "
+            "REGIONKIT_SIGNING_KMS_KEY or REGIONKIT_SIGNING_KEY_FILE"
         ) from None
 
 
-def _trusted_keys(settings: Settings, policy: Policy | None, files: list[Path]) -> list[str]:
+def _trusted_keys(settings: Settings, files: list[Path]) -> list[str]:
     """Public keys `audit verify` trusts: --public-key files, the local key, the KMS key."""
+    from regions.pool import ClientPool
+    from residency.signing import trusted_keys
+
     pems: list[str] = []
     for f in files:
         try:
             pems.append(f.read_text(encoding="ascii"))
         except (OSError, UnicodeDecodeError):
             _fail(f"--public-key {f} cannot be read as a PEM file")
-    if settings.signing_key_file.exists():
-        try:
-            from residency.signing import LocalSigner
-
-            pems.append(LocalSigner.load_or_create(settings.signing_key_file).public_key_pem())
-        except (OSError, ValueError):
-            pass
-    if settings.mode == "aws" and settings.signing_kms_key and policy is not None:
-        try:
-            pems.append(_audit_signer(settings, policy).public_key_pem())
-        except OperationError:
-            pass
-    return pems
+    return trusted_keys(settings, ClientPool(settings).client, pems)
 
 
 @audit_app.command("verify")
@@ -1907,12 +1917,7 @@ def audit_verify(
         text = report_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         _fail(f"{report_file} cannot be read as a text file")
-    settings = _settings()
-    try:
-        policy: Policy | None = _policy(settings.policy)
-    except ConfigError:
-        policy = None
-    trusted = _trusted_keys(settings, policy, public_key or [])
+    trusted = _trusted_keys(_settings(), public_key or [])
     data: Any = None
     try:
         data = json.loads(text)
@@ -1960,8 +1965,9 @@ def audit_public_key() -> None:
     """Print the public key that signs reports (PEM), for auditors to keep."""
     settings = _settings()
     policy = _policy(settings.policy) if settings.mode == "aws" else None
-    signer = _audit_signer(settings, policy) if policy is not None else None
-    if signer is None:
+    if policy is not None:
+        signer = _audit_signer(settings, policy)
+    else:
         from residency.signing import LocalSigner
 
         signer = LocalSigner.load_or_create(settings.signing_key_file)

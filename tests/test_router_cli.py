@@ -315,14 +315,19 @@ def test_users_move_prints_the_steps(on_cluster: Any, capsys: pytest.CaptureFixt
     for step in (
         f"1. directory: moving {EU1} -> {US}",
         f"2. profile: copied to {US}",
-        f"3. directory: home is {US}",
-        f"4. profile: deleted from {EU1}",
+        f"3. profile: fenced in {EU1}, {EU2}",
+        f"4. directory: home is {US} (verifying)",
+        f"5. directory: home is {US}",
+        "ok done",
     ):
         assert step in text
-    assert _raw(on_cluster, EU1, "profiles", uid) is None
+    fence = _raw(on_cluster, EU1, "profiles", uid)
+    assert fence is not None and fence["rk_del"] == "moved" and "email" not in fence
     assert _raw(on_cluster, US, "profiles", uid) is not None
     again = run_json(capsys, "users", "move", uid, "--region", US)
     assert again["steps"] == ["already there"]
+    code, text = run(capsys, "users", "move", "--resume")
+    assert code == 0 and "no pending move" in text
 
 
 def _plant(cluster: Any, key: str, kind: str, data_class: str, age: timedelta) -> None:
