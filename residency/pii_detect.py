@@ -43,7 +43,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any, Literal
 
 import phonenumbers
@@ -116,7 +115,10 @@ COMMON_PII_NAMES = frozenset(
     }
 )
 
-_DIGIT = re.compile(r"\d")
+_SEVEN_DIGITS = re.compile(r"(?:\D*\d){7}")
+_NAME_CACHE = 4096
+_VALUE_CACHE = 4096
+_CACHE_LEN = 64
 _NOT_NAME = re.compile(r"[\s_.\-]+")
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}")
@@ -166,7 +168,8 @@ class Hit:
 
 
 class PiiDetector:
-    """Classifies attribute names and values. Immutable and thread-safe."""
+    """Classifies attribute names and values. Thread-safe: its only state is two bounded
+    caches (attribute names, and short values found *not* to be personal data)."""
 
     def __init__(
         self,
@@ -183,6 +186,9 @@ class PiiDetector:
         self.national = frozenset(
             NATIONAL_IDS[c] for c in self.countries if c in NATIONAL_IDS
         ) or frozenset(NATIONAL_IDS.values())
+        # name -> (is PII, is regionkit's own, is a plain identifier); ordinary short values
+        self._names: dict[str, tuple[bool, bool, bool]] = {}
+        self._ordinary: set[str] = set()
 
     @classmethod
     def for_policy(cls, policy: Any) -> PiiDetector:
@@ -206,8 +212,20 @@ class PiiDetector:
         text = value[:_MAX_TEXT]
         if "@" in text and _EMAIL.search(text):
             return "email"
-        if sum(1 for _ in islice(_DIGIT.finditer(text), 7)) < 7:
+        if _SEVEN_DIGITS.match(text) is None:  # anchored: linear in the text
             return None
+        if len(text) <= _CACHE_LEN:
+            if text in self._ordinary:
+                return None
+            kind = self._digits_text_kind(text)
+            if kind is None:  # only values found to be ordinary are remembered
+                if len(self._ordinary) > _VALUE_CACHE:
+                    self._ordinary.clear()
+                self._ordinary.add(text)
+            return kind
+        return self._digits_text_kind(text)
+
+    def _digits_text_kind(self, text: str) -> PiiKind | None:
         text = _NOT_CANDIDATE.sub(" ", text)
         for m in _CANDIDATE.finditer(text):
             kind = self._digits_kind(m.group().strip())
@@ -305,15 +323,44 @@ class PiiDetector:
         """Every place in ``item`` (DynamoDB-typed JSON) that holds personal data.
 
         Names are checked everywhere; values only with ``values``. ``rk_*``
-        attributes at the top level are regionkit's own and are skipped.
+        attributes at the top level are regionkit's own and are skipped. This runs
+        once per item read, so the common case (flat scalar attributes with ordinary
+        names) takes a dictionary lookup per attribute.
         """
-        hits: dict[tuple[str, str, str], Hit] = {}
+        hits: list[Hit] = []
+        names = self._names
         for name, typed in item.items():
-            if name.startswith("rk_"):
+            known = names.get(name)
+            if known is None:
+                known = names[name] = (
+                    not name.startswith("rk_") and self.is_pii_name(name),
+                    name.startswith("rk_"),
+                    bool(_SAFE_NAME.match(name)),
+                )
+                if len(names) > _NAME_CACHE:
+                    names.clear()
+            pii, own, safe = known
+            if own:
                 continue
-            for hit in self._walk(_seg(name, ""), name, typed, values, 0):
-                hits.setdefault((hit.path, hit.match, hit.kind), hit)
-        return list(hits.values())
+            if pii:
+                hits.append(Hit(name if safe else "{key}", "name", "name"))
+                continue
+            if not safe or not isinstance(typed, Mapping):
+                hits.extend(self._walk(_seg(name, ""), name, typed, values, 0))
+                continue
+            if "M" in typed or "L" in typed or "SS" in typed or "NS" in typed:
+                hits.extend(self._walk(name, name, typed, values, 0))
+            elif values:
+                inner = typed.get("S")
+                if inner is None:
+                    inner = typed.get("N")
+                if isinstance(inner, str):
+                    kind = self.value_kind(inner)
+                    if kind is not None:
+                        hits.append(Hit(name, "value", kind))
+        if len(hits) > 1:
+            hits = list({(h.path, h.match, h.kind): h for h in hits}.values())
+        return hits
 
     def key_kind(self, typed: Any) -> PiiKind | None:
         """The kind of a key attribute's value (typed JSON), or None."""

@@ -59,8 +59,10 @@ __all__ = [
     "Verification",
     "body_digest",
     "canonical_json",
+    "deployment_signer",
     "key_fingerprint",
     "sign",
+    "trusted_keys",
     "verify",
 ]
 
@@ -318,3 +320,43 @@ def verify(
             "trusted key: pass the signer's public key",
         )
     return replace(base, ok=True, trusted=True, reason=f"signed by {sig.key_id} ({sig.algorithm})")
+
+
+def deployment_signer(settings: Any, client: Any = None) -> Signer:
+    """The deployment's signing key, for audit reports and erasure receipts alike.
+
+    In aws mode with ``signing_kms_key`` set: that KMS key (``client(service, region)``
+    builds the KMS client, in the key's region when an ARN names it, else the
+    settings' region). Otherwise the local Ed25519 key file ``signing_key_file``,
+    created on first use. Raises ``ValueError`` or the client's error when the key
+    cannot be used; the caller turns that into its own error.
+    """
+    kms_key = getattr(settings, "signing_kms_key", None)
+    if getattr(settings, "mode", "local") == "aws" and kms_key:
+        if client is None:
+            raise ValueError("a KMS signing key needs a client factory")
+        parts = str(kms_key).split(":")
+        region = parts[3] if str(kms_key).startswith("arn:") and len(parts) > 4 else None
+        region = region or getattr(settings, "region", None)
+        if not region:
+            raise ValueError("name the KMS key by ARN, or set the region")
+        return KmsSigner(client("kms", region), str(kms_key))
+    return LocalSigner.load_or_create(Path(getattr(settings, "signing_key_file", DEFAULT_KEY_FILE)))
+
+
+def trusted_keys(settings: Any, client: Any = None, extra: Iterable[str] = ()) -> list[str]:
+    """Public keys (PEM) a verifier on this deployment trusts: ``extra`` (kept out of
+    band), the local key file if it exists, and the KMS key in aws mode."""
+    pems = list(extra)
+    path = Path(getattr(settings, "signing_key_file", DEFAULT_KEY_FILE))
+    if path.exists():
+        try:
+            pems.append(LocalSigner.load_or_create(path).public_key_pem())
+        except (OSError, ValueError):
+            pass
+    if getattr(settings, "mode", "local") == "aws" and getattr(settings, "signing_kms_key", None):
+        try:
+            pems.append(deployment_signer(settings, client).public_key_pem())
+        except Exception:  # an unreachable key is simply not trusted; verify says so
+            pass
+    return pems

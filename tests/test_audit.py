@@ -1160,7 +1160,7 @@ def test_a_renamed_copy_of_a_pinned_table_is_found_and_scanned(env: Env) -> None
     assert inv[tagged].copy_of == "profile" and "tags" in inv[tagged].classified_by
     assert "name" in inv[tagged].classified_by
     assert inv[backup].copy_of == "profile"
-    assert inv[backup].classified_by == ["key-schema+sample"]
+    assert inv[backup].classified_by == ["key-schema", "sample"]
     placement = {f.resource: f for f in of(report, "infra.table_placement", "FAIL")}
     for name in (tagged, backup):
         arn = f"arn:aws:dynamodb:{US}:{ACCOUNT}:table/{name}"

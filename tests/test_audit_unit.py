@@ -167,6 +167,7 @@ def test_the_iam_policy_is_the_union_of_the_checks_permissions(policy: Policy) -
         "kms:DescribeKey",
         "kms:ListAliases",
         "sts:GetCallerIdentity",
+        "ec2:DescribeRegions",
     } == actions
     assert not any("*" in a for a in actions)
     assert "dynamodb:PutItem" not in actions  # the audit only reads
@@ -181,6 +182,16 @@ def test_the_iam_policy_is_the_union_of_the_checks_permissions(policy: Policy) -
     tables = next(s for s in export["Statement"] if s["Sid"] == "RegionkitAuditTables")
     assert "arn:aws:dynamodb:*:*:table/p-profiles" in tables["Resource"]
     assert "arn:aws:dynamodb:*:*:table/p-profiles/export/*" in tables["Resource"]
+    # classing every table (a renamed copy has no name known in advance) needs these on all
+    inventory = next(s for s in export["Statement"] if s["Sid"] == "RegionkitAuditInventory")
+    assert inventory["Action"] == [
+        "dynamodb:DescribeTable",
+        "dynamodb:ListTagsOfResource",
+        "dynamodb:Scan",
+    ]
+    assert inventory["Resource"] == "arn:aws:dynamodb:*:*:table/*"
+    data_only = iam_policy(select_checks(["data"]), policy=policy)
+    assert "RegionkitAuditInventory" not in {s["Sid"] for s in data_only["Statement"]}
     only_pitr = iam_policy(select_checks(["infra.pitr"]))
     assert {a for s in only_pitr["Statement"] for a in s["Action"]} == {
         "dynamodb:ListTables",

@@ -89,6 +89,7 @@ DIRECTORY_FIELDS = ("home_region", "jurisdiction", "status", "moving_to", "moved
 TOMBSTONE = "rk_del"
 DIRECTORY_STATUSES = frozenset({"active", "moving"})
 _EXAMPLES = 10
+_WHOLE_ITEM_PAGE = 500  # items per Scan page when whole items are read (the PII role)
 _MAX_SUSPECTS = 100_000
 _MAX_PROBLEMS = 10_000
 
@@ -429,9 +430,14 @@ class _Scanner:
             kwargs["Segment"] = unit.segment
             kwargs["TotalSegments"] = unit.total
         remaining = unit.limit
+        # Whole items come in smaller pages: the memory in flight is workers x page size,
+        # and a 1 MB page of whole items is several MB once parsed.
+        cap = _WHOLE_ITEM_PAGE if projected is None else 1000
+        if projected is None:
+            kwargs["Limit"] = cap
         while True:
             if remaining is not None:
-                kwargs["Limit"] = min(remaining, 1000)
+                kwargs["Limit"] = min(remaining, cap)
             page = client.scan(**kwargs)
             items: list[dict[str, Any]] = page.get("Items", [])
             yield items
@@ -998,6 +1004,18 @@ class _Scanner:
                             f"move in progress: the entry still says moving from "
                             f"{entry.home_region} to {entry.moving_to}, and the {dc} is {where}: "
                             "resume the move to finish it",
+                            severity=severity_of(Harm.MOVE_TO_FINISH),
+                        )
+                    )
+                    res.directory_problem_count += 1
+                else:  # not copied yet (or not seen): still a move to resume, not a breach
+                    res.directory_problems.append(
+                        DirectoryProblem(
+                            res.directory_region or "?",
+                            res.directory_table or "?",
+                            ctx.item(res.directory_table or "", subject, typed=False),
+                            f"move in progress from {entry.home_region} to {entry.moving_to}; "
+                            f"the {dc} is {where}: resume the move to finish it",
                             severity=severity_of(Harm.MOVE_TO_FINISH),
                         )
                     )

@@ -237,12 +237,18 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
         if isinstance(item.get(pk or ""), dict) and USER_ID.match(str(item[pk or ""].get("S", "")))
     )
     names = {normalize_name(n) for item in sample for n in item}
+    # Keyed by regionkit user IDs (whatever the key is called), and not directory-shaped:
+    # one subject's data per item, like a pinned class.
+    subjects = bool(sample) and user_keys * 2 >= len(sample) and "homeregion" not in names
     for dc, plan in plans.items():
+        if plan.kind != "pinned" or not subjects:
+            continue
+        attrs = {
+            normalize_name(a) for a in getattr(ctx.policy.data_classes[dc], "pii_attributes", [])
+        }
         same_keys = plan.partition_key == pk and plan.sort_key == sk and types.get(pk or "") == "S"
-        if same_keys and plan.kind == "pinned" and sample and user_keys * 2 >= len(sample):
-            attrs = getattr(ctx.policy.data_classes[dc], "pii_attributes", [])
-            if {normalize_name(a) for a in attrs} & names:
-                votes.setdefault(dc, []).append("key-schema+sample")
+        if same_keys or attrs & names:
+            votes.setdefault(dc, []).extend([*(["key-schema"] if same_keys else []), "sample"])
     # pinned classes first: a table that looks like personal data is judged as such
     ranked = sorted(
         votes.items(), key=lambda kv: (plans[kv[0]].kind != "pinned", -len(kv[1]), kv[0])

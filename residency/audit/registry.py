@@ -290,6 +290,10 @@ _TABLE_ACTIONS = frozenset(
 )
 
 
+# What the inventory calls on every table it finds, to class it.
+_INVENTORY_ACTIONS = ("dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:Scan")
+
+
 def iam_policy(
     checks: Iterable[Check],
     *,
@@ -300,13 +304,27 @@ def iam_policy(
     """The least-privilege IAM policy document for running ``checks``.
 
     With the residency ``policy``, table actions are scoped to the policy's tables
-    (in any region and account: the audit also looks where tables should not be).
+    (in any region and account: the audit also looks where tables should not be),
+    except what the inventory needs to class *every* table (``DescribeTable``,
+    ``ListTagsOfResource`` and a small ``Scan`` sample, when ``infra.table_placement``
+    runs): a renamed copy of a pinned table has a name nobody can list in advance.
     """
+    checks = list(checks)
     actions = permissions_for(checks, export=export)
+    classify = any(c.id == "infra.table_placement" for c in checks)
     table_actions = [a for a in actions if a in _TABLE_ACTIONS]
     other = [a for a in actions if a not in _TABLE_ACTIONS]
     statements: list[dict[str, Any]] = []
     if table_actions:
+        if policy is not None and classify:
+            statements.append(
+                {
+                    "Sid": "RegionkitAuditInventory",
+                    "Effect": "Allow",
+                    "Action": sorted(set(table_actions) & set(_INVENTORY_ACTIONS)),
+                    "Resource": "arn:aws:dynamodb:*:*:table/*",
+                }
+            )
         if policy is not None:
             names = sorted(
                 {table_prefix + dc.table for dc in policy.data_classes.values()}

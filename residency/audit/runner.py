@@ -97,11 +97,29 @@ def _regions(policy: Policy, regions: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _extra(policy: Policy, extra: Iterable[str] | None) -> tuple[str, ...]:
+def _enabled_regions(policy: Policy, clients: AuditClients) -> list[str]:
+    """Every region enabled in the account (``ec2:DescribeRegions``)."""
+    try:
+        ec2 = clients.client("ec2", policy.regions[0])
+        page = ec2.describe_regions(AllRegions=False)
+    except Exception as exc:
+        raise ConfigError(
+            message="--extra-regions enabled needs ec2:DescribeRegions, which failed "
+            f"({error_reason(exc)}); name the regions, or use 'all'"
+        ) from None
+    return sorted(str(r["RegionName"]) for r in page.get("Regions", []) if r.get("RegionName"))
+
+
+def _extra(
+    policy: Policy, extra: Iterable[str] | None, clients: AuditClients | None = None
+) -> tuple[str, ...]:
     out: list[str] = []
     for r in extra or ():
         if r == "all":
             out.extend(x for x in AWS_REGIONS if x not in out)
+            continue
+        if r == "enabled" and clients is not None:
+            out.extend(x for x in _enabled_regions(policy, clients) if x not in out)
             continue
         if r not in AWS_REGIONS:
             raise UnknownRegion(
@@ -225,8 +243,8 @@ def run_audit(
     :param clients: ``dynamodb(region)`` and ``client(service, region)`` (sts, kms, s3).
     :param policy_path: the policy file; its SHA-256 goes in the report.
     :param regions: the policy regions to audit (default: all).
-    :param extra_regions: more regions to list for misplaced tables (``"all"``: every
-        commercial region).
+    :param extra_regions: more regions to list for misplaced tables and copies (``"all"``:
+        every commercial region; ``"enabled"``: every region enabled in the account).
     :param checks: check ids or family names (default: every check).
     :param source: ``scan`` the live tables, or read point-in-time ``export`` s from S3
         (``export_bucket``, may hold ``{region}``; or existing ``export_arns``).
@@ -261,7 +279,7 @@ def run_audit(
     options = AuditOptions(
         policy_path=path,
         regions=chosen,
-        extra_regions=_extra(policy, extra_regions),
+        extra_regions=_extra(policy, extra_regions, clients),
         drill_history=Path(drill_history),
         now=(now or started_wall).astimezone(UTC),
         run_id=started_wall.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3),

@@ -34,7 +34,7 @@ class Harm:
     OPERATIONS_STALE: Final = "100 or more conflicts in the window; a drill too old"
     NO_DELETION_PROTECTION: Final = "deletion protection off"
     SYSTEM_MISPLACED: Final = "a conflict log outside its region"
-    MOVE_TO_FINISH: Final = "a move in progress whose data already arrived"
+    MOVE_TO_FINISH: Final = "a move in progress to resume (its data not yet, or already, copied)"
     TAGS: Final = "regionkit tags missing or wrong"
     FEW_CONFLICTS: Final = "a few conflicts; a one-region jurisdiction"
 

@@ -63,7 +63,13 @@ def _what(st: TableState) -> str:
     "data where the law does not allow it; a missing table breaks routing and failover.",
     remediation="Delete (after export and review) any table outside its allowed regions; "
     "deploy missing tables from the policy (`cdk deploy` or `regionkit local up`).",
-    permissions=[_LIST, _DESCRIBE, "dynamodb:ListTagsOfResource", "dynamodb:Scan"],
+    permissions=[
+        _LIST,
+        _DESCRIBE,
+        "dynamodb:ListTagsOfResource",
+        "dynamodb:Scan",
+        "ec2:DescribeRegions",
+    ],
 )
 def table_placement(ctx: AuditContext) -> Iterator[Finding]:
     """Each data class's table exists in every region the policy places it in, and in no
@@ -71,6 +77,9 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
     other table is classed by its tags, its name, its key schema and a sample of its
     items; one that looks like a copy of a pinned class is a finding: critical outside
     the jurisdiction it was tagged with, or in a region of no jurisdiction.
+
+    ``--extra-regions enabled`` lists every region enabled in the account
+    (``ec2:DescribeRegions``), ``all`` every commercial region.
 
     Example::
 
