@@ -149,6 +149,24 @@ class PinnedDataClass(_DataClassBase):
     )
 
 
+class Erasure(_Model):
+    """What erasing a subject does to the items of a global class that name them.
+
+    ``delete``: each item becomes an ``erased`` tombstone. ``anonymize``: the listed
+    attributes are removed (the subject attribute always is). ``keep``: the items stay,
+    for the reason given (the other party's data in a conversation, a legal hold).
+    """
+
+    action: Literal["delete", "anonymize", "keep"]
+    attributes: list[AttributeName] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra=_UNIQUE,
+        description="anonymize: the attributes to remove besides the subject attribute.",
+    )
+    reason: str = Field(default="", max_length=500, description="keep: why (the receipt says).")
+
+
 class GlobalDataClass(_DataClassBase):
     """Shared, non-personal data in a DynamoDB global table (MREC)."""
 
@@ -160,6 +178,14 @@ class GlobalDataClass(_DataClassBase):
         description="Replica regions, each once.",
     )
     conflicts: Literal["lww"] | MergeConflicts = "lww"
+    subject_attribute: AttributeName | None = Field(
+        default=None,
+        description="The attribute naming the user an item belongs to (e.g. author_id); "
+        "indexed, so a data-subject request finds the items without a scan.",
+    )
+    erasure: Erasure | None = Field(
+        default=None, description="What erasing the subject does to these items."
+    )
 
 
 DataClass = Annotated[PinnedDataClass | GlobalDataClass, Field(discriminator="kind")]
@@ -380,7 +406,54 @@ def policy_problems(p: Policy) -> list[Problem]:
     return list(_iter_problems(p))
 
 
+def _erasure_problems(p: Policy) -> Iterator[Problem]:
+    """Erasure rules that could leave a subject's data behind, or that cannot run."""
+    pii = {n.casefold() for n in p.pii_attributes()}
+    for name, dc in p.data_classes.items():
+        if not isinstance(dc, GlobalDataClass):
+            continue
+        base: Loc = ("data_classes", name)
+        if dc.erasure is not None and dc.subject_attribute is None:
+            yield (
+                base + ("erasure",),
+                "an erasure rule needs the items' subject_attribute",
+                "add subject_attribute: <the attribute holding the user ID>",
+            )
+        if dc.subject_attribute is not None and dc.erasure is None:
+            yield (
+                base + ("erasure",),
+                f"{name} names its subject but says nothing about erasure",
+                "add erasure: {action: delete}, {action: anonymize, attributes: [...]} "
+                "or {action: keep, reason: ...}",
+            )
+        if dc.subject_attribute is not None and dc.subject_attribute.casefold() in pii:
+            yield (
+                base + ("subject_attribute",),
+                f"{dc.subject_attribute!r} is named as personal data, which a global class "
+                "may not hold",
+                "point subject_attribute at the user ID attribute (e.g. author_id)",
+            )
+        rule = dc.erasure
+        if rule is None:
+            continue
+        if rule.action == "keep" and not rule.reason.strip():
+            yield (base + ("erasure", "reason"), "keep needs a reason", "say why the items stay")
+        if rule.action != "anonymize" and rule.attributes:
+            yield (
+                base + ("erasure", "attributes"),
+                f"attributes apply only to anonymize, not {rule.action}",
+                "remove them, or use action: anonymize",
+            )
+        if dc.subject_attribute in (dc.partition_key, dc.sort_key) and rule.action == "anonymize":
+            yield (
+                base + ("erasure", "action"),
+                "anonymize cannot remove a key attribute, and the subject attribute is one",
+                "use action: delete",
+            )
+
+
 def _iter_problems(p: Policy) -> Iterator[Problem]:
+    yield from _erasure_problems(p)
     seen_regions: set[str] = set()
     for i, r in enumerate(p.regions):
         if r not in AWS_REGIONS:
@@ -792,12 +865,25 @@ def parse_policy(
     try:
         policy = Policy.model_validate(data, context={"skip_semantics": True})
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors(include_url=False):
+        problems: list[PolicyProblem] = []
+        errors = exc.errors(include_url=False)
+        for n, err in enumerate(errors):
+            if len(problems) >= MAX_PROBLEMS:  # describing costs (did-you-mean): stop here
+                more = len(errors) - n
+                problems.append(
+                    PolicyProblem(
+                        source,
+                        None,
+                        "(file)",
+                        f"... and up to {more} more problems not shown",
+                        "fix the problems above, then validate again",
+                    )
+                )
+                break
             described = _describe(err, data)
             if described is not None:
                 problems.append(problem(*described))
-        raise PolicyError(_capped(problems, source)) from None
+        raise PolicyError(problems) from None
     found = [problem(*p) for p in policy_problems(policy)]
     if merge_modules is not None:
         found += merge_problems(policy, extra_modules=merge_modules, source=source, marks=marks)

@@ -81,7 +81,7 @@ class YamlLimits:
     """Bounds of what the loader accepts. A real policy is far inside all of them."""
 
     max_depth: int = 16
-    max_nodes: int = 20_000
+    max_nodes: int = 10_000  # a real policy holds a few hundred; 10,000 parse in ~0.3 s
     max_problems: int = 50
     max_scalar_chars: int = 10_000
     max_number_chars: int = 32
