@@ -5,14 +5,21 @@ region and each country belongs to, where each data class may live, and the
 targets drills and audits are measured against. Everything else in regionkit
 (the router, the local cluster, the CDK app, the audit) is derived from it.
 
-Validation happens in two passes so every message can name the file, the line
-and the field:
+A policy file is data that compliance officers edit and review, and may be
+hostile. :func:`load_policy` reads at most ``max_bytes`` (1 MB by default,
+``REGIONKIT_POLICY_MAX_BYTES``) and parses it with the bounded loader of
+:mod:`residency.yamlmarks` (UTF-8 only, core-schema tags only, no anchors, aliases
+or merge keys, capped depth and size). Validation then happens in passes, so
+every message can name the file, the line, the field and the offending value:
 
-1. structure: pydantic, ``extra="forbid"``, strict types;
-2. semantics: :func:`policy_problems`, which knows the path of each field.
+1. structure: pydantic, ``extra="forbid"``, strict types, documented bounds;
+2. semantics: :func:`policy_problems`, which knows the path of each field;
+3. references: every merge function is resolved through :func:`resolve_merge`,
+   which allows only ``regions.merges`` and the modules the operator lists in the
+   ``merge_modules`` setting, and imports nothing else.
 
-:func:`load_policy` reports every problem of both passes as one
-:class:`~residency.errors.PolicyError`.
+:func:`load_policy` reports every problem as one :class:`~residency.errors.PolicyError`
+(at most :data:`MAX_PROBLEMS` of them); it raises nothing else.
 """
 
 from __future__ import annotations
@@ -909,8 +916,7 @@ def load_policy(
     path = Path(path)
     source = str(path)
     try:
-        with path.open("rb") as f:
-            raw = f.read(max_bytes + 1)
+        raw = _read_bounded(path, max_bytes + 1)
     except OSError as exc:
         raise PolicyError(
             [
@@ -944,6 +950,27 @@ def load_policy(
         )
     text = decode_policy_bytes(raw, source=source)
     return parse_policy_text(text, source=source, merge_modules=merge_modules)
+
+
+def _read_bounded(path: Path, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``path``. Opened non-blocking, so a FIFO nobody writes
+    to reads as empty instead of hanging; reads then block as usual (a pipe with a
+    writer, such as a shell's process substitution, still delivers its data)."""
+    import os
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        try:
+            import fcntl
+
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~os.O_NONBLOCK)
+        except ImportError:  # pragma: no cover - not POSIX
+            pass
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(limit)
+    finally:
+        os.close(fd)
 
 
 def parse_policy_text(

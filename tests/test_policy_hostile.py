@@ -246,3 +246,22 @@ def test_json_commands_print_an_error_object(args: list[str], name: str, corpus:
     assert any(_matches(p, case) for p in error["problems"])
     assert f"{name}.yaml:{case.line}:" in proc.stderr  # the human message, on stderr
     assert not (corpus / "cdk-out").exists()  # nothing was started
+
+
+def test_special_files_neither_hang_nor_crash(tmp_path: Path) -> None:
+    """A FIFO nobody writes to, an endless device and a directory: PolicyError, at once."""
+    import os
+    import time
+
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path, text in [
+        (fifo, "the file is empty"),
+        (Path("/dev/zero"), "larger than the 1,000,000-byte limit"),
+        (tmp_path, "cannot read the file"),
+        (tmp_path / "missing.yaml", "cannot read the file"),
+    ]:
+        start = time.perf_counter()
+        with pytest.raises(PolicyError, match=text):
+            load_policy(path)
+        assert time.perf_counter() - start < MAX_SECONDS
