@@ -7,7 +7,10 @@ Items of every data class carry two attributes the router manages:
   blind write or a create);
 * ``rk_at``: the replica region the write landed in (the writer's region, or
   the one it failed over to);
-* ``rk_del``, ``rk_to``: a tombstone's kind and a move's target region (see :mod:`regions.tombstones`);
+* ``rk_tok``: the write request's idempotency token (random per request, kept
+  across its retries), so a retry recognises its own earlier attempt;
+* ``rk_del``, ``rk_to``: a tombstone's kind and a move's target region (see
+  :mod:`regions.tombstones`);
 * ``rk_vv``: the item's causal past as a version vector: landing region → the
   latest ancestor that landed there (the version itself is not included).
   Writes landing in one replica are serialised by their conditions, so
@@ -30,6 +33,7 @@ __all__ = [
     "AT_ATTR",
     "BASE_ATTR",
     "RESERVED",
+    "TOKEN_ATTR",
     "VERSION_ATTR",
     "VV_ATTR",
     "descends",
@@ -42,9 +46,10 @@ VERSION_ATTR = "rk_v"
 BASE_ATTR = "rk_base"
 VV_ATTR = "rk_vv"
 AT_ATTR = "rk_at"
+TOKEN_ATTR = "rk_tok"
 # and the tombstone attributes of regions.tombstones (rk_del, rk_to; the TTL attribute
 # expires_at stays the service's to use too)
-RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, "rk_del", "rk_to"})
+RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, TOKEN_ATTR, "rk_del", "rk_to"})
 
 _ser = TypeSerializer()
 _MAX_INT = 10**38

@@ -1,14 +1,21 @@
 """Hybrid logical clocks (Kulkarni, Demirbas et al., 2014) and version stamps.
 
-A stamp is ``(l, c, region)``: ``l`` is the largest physical time (ms) the clock
-has seen, ``c`` a counter that orders events within the same ``l``, and the
-writing region breaks the remaining ties, so any two stamps are totally ordered
-and the order extends happened-before: if a write was based on a version it has
-read, its stamp is larger.
+A stamp is ``(l, c, node, region)``: ``l`` is the largest physical time (ms) the
+clock has seen, ``c`` a counter that orders events within the same ``l``, and the
+writer's identity (its node, then its region) breaks the remaining ties, so any
+two stamps are totally ordered and the order extends happened-before: if a write
+was based on a version it has read, its stamp is larger.
 
-Text form ``{l:012x}.{c:04x}.{region}`` (for example
-``0193a2b4c5d6.0000.eu-west-1``) sorts lexicographically in the same order as
-the tuples, so DynamoDB condition expressions can compare stamps as strings.
+Stamps are unique per *writer*, not per region: every clock has a node ID (8 hex
+digits, random per process unless configured), so two routers in one region
+never mint the same stamp in the same millisecond.
+
+Text form ``{l:012x}.{c:04x}.{node}.{region}`` (for example
+``0193a2b4c5d6.0000.1f2e3d4c.eu-west-1``). The region stays the last dot-separated
+field. The text sorts lexicographically in the same order as the stamps compare
+(the order *is* the text's: fixed-width hex, then ``node.region``), so DynamoDB
+condition expressions can compare stamps as strings. Stamps written before node
+IDs existed (``{l:012x}.{c:04x}.{region}``, node ``""``) still parse and compare.
 
 Invariants (tested with hypothesis): stamps from one clock strictly increase;
 ``l >= pt`` at every event; ``l - pt`` never exceeds the maximum offset, because
@@ -19,6 +26,7 @@ a remote stamp further ahead than ``max_offset_ms`` is refused
 from __future__ import annotations
 
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -27,10 +35,11 @@ from typing import Self
 
 from residency.errors import MalformedId, OperationError, describe_value
 
-__all__ = ["HLC", "ClockDriftError", "Stamp", "wall_clock_ms"]
+__all__ = ["HLC", "ClockDriftError", "Stamp", "new_node_id", "wall_clock_ms"]
 
 _COUNTER_MAX = 0xFFFF
-_TEXT = re.compile(r"^([0-9a-f]{12})\.([0-9a-f]{4})\.([a-z0-9-]{1,32})$")
+_TEXT = re.compile(r"^([0-9a-f]{12})\.([0-9a-f]{4})\.(?:([0-9a-f]{8})\.)?([a-z0-9-]{1,32})$")
+_NODE = re.compile(r"^[0-9a-f]{8}$")
 
 
 def wall_clock_ms() -> int:
@@ -46,14 +55,38 @@ class ClockDriftError(OperationError):
     )
 
 
-@dataclass(frozen=True, order=True, slots=True)
+def new_node_id() -> str:
+    """A random node ID: 32 bits, so two processes collide with chance 2**-32 per pair."""
+    return secrets.token_hex(4)
+
+
+@dataclass(frozen=True, slots=True)
 class Stamp:
     l: int  # noqa: E741 - the paper's name
     c: int
     region: str
+    node: str = ""
 
     def __str__(self) -> str:
+        if self.node:
+            return f"{self.l:012x}.{self.c:04x}.{self.node}.{self.region}"
         return f"{self.l:012x}.{self.c:04x}.{self.region}"
+
+    def _key(self) -> tuple[int, int, str]:
+        # the text order: l and c are fixed-width hex, then "node.region" (or the region)
+        return (self.l, self.c, f"{self.node}.{self.region}" if self.node else self.region)
+
+    def __lt__(self, other: Stamp) -> bool:
+        return self._key() < other._key()
+
+    def __le__(self, other: Stamp) -> bool:
+        return self._key() <= other._key()
+
+    def __gt__(self, other: Stamp) -> bool:
+        return self._key() > other._key()
+
+    def __ge__(self, other: Stamp) -> bool:
+        return self._key() >= other._key()
 
     @classmethod
     def parse(cls, text: str) -> Self:
@@ -62,9 +95,9 @@ class Stamp:
             raise MalformedId(
                 kind="version stamp",
                 value=describe_value(text),
-                reason="expected '<12 hex>.<4 hex>.<region>'",
+                reason="expected '<12 hex>.<4 hex>.<8 hex node>.<region>'",
             )
-        return cls(int(m.group(1), 16), int(m.group(2), 16), m.group(3))
+        return cls(int(m.group(1), 16), int(m.group(2), 16), m.group(4), m.group(3) or "")
 
     @property
     def millis(self) -> int:
@@ -72,10 +105,12 @@ class Stamp:
 
 
 class HLC:
-    """A thread-safe hybrid logical clock for one writer region.
+    """A thread-safe hybrid logical clock for one writer (a region plus a node ID).
 
     ``physical`` returns milliseconds; a skewed writer is simulated by passing a
     skewed physical clock (the local cluster's clock-skew fault does exactly that).
+    ``node`` (8 hex digits) names the writer within its region; by default it is
+    random, so every clock, in every process, mints stamps no other clock mints.
     """
 
     def __init__(
@@ -84,8 +119,14 @@ class HLC:
         *,
         physical: Callable[[], int] = wall_clock_ms,
         max_offset_ms: int = 500,
+        node: str | None = None,
     ) -> None:
+        if node is not None and not _NODE.match(node):
+            raise MalformedId(
+                kind="clock node ID", value=describe_value(node), reason="expected 8 hex digits"
+            )
         self.region = region
+        self.node = node if node is not None else new_node_id()
         self.physical = physical
         self.max_offset_ms = max_offset_ms
         self._l = 0
@@ -100,7 +141,7 @@ class HLC:
                 self._l, self._c = pt, 0
             else:
                 self._bump()
-            return Stamp(self._l, self._c, self.region)
+            return Stamp(self._l, self._c, self.region, self.node)
 
     def observe(self, remote: Stamp) -> Stamp:
         """Merge a stamp read from elsewhere (a receive event); returns the new local stamp.
@@ -129,7 +170,7 @@ class HLC:
             self._l, self._c = l_new, c_new
             if self._c > _COUNTER_MAX:
                 self._l, self._c = self._l + 1, 0
-            return Stamp(self._l, self._c, self.region)
+            return Stamp(self._l, self._c, self.region, self.node)
 
     def _bump(self) -> None:
         self._c += 1
@@ -138,4 +179,4 @@ class HLC:
 
     def peek(self) -> Stamp:
         with self._lock:
-            return Stamp(self._l, self._c, self.region)
+            return Stamp(self._l, self._c, self.region, self.node)

@@ -6,8 +6,8 @@ DynamoDB in the region it lands in:
 * a blind write succeeds unless the item holds a newer version;
 * a write ``based_on`` a version read earlier is a compare-and-set;
 * ``create_only`` succeeds only on a missing item (or over an older delete);
-* every form also accepts its own stamp, so a write retried in another region
-  after a timeout is idempotent;
+* every form also accepts its own earlier attempt, by request token (``rk_tok``),
+  so a write retried in another region after a timeout is idempotent;
 * every form is refused by a ``moved`` or ``erased`` fence (:mod:`regions.tombstones`).
 
 A delete writes a tombstone, never a bare ``DeleteItem``. Reads hide tombstones;
@@ -28,7 +28,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from regions.codec import AT_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb, to_ddb
+from regions.codec import (
+    AT_ATTR,
+    RESERVED,
+    TOKEN_ATTR,
+    VERSION_ATTR,
+    VV_ATTR,
+    from_ddb,
+    to_ddb,
+)
 from regions.codec import to_ddb_value as _to_value
 from regions.directory import DirectoryEntry
 from regions.hlc import HLC, ClockDriftError, Stamp
@@ -399,17 +407,38 @@ def directed(route: Route) -> Decide:
 
 
 def condition(
-    based_on: str | None, create_only: bool, stamp: str
+    based_on: str | None, create_only: bool, stamp: str, token: str | None = None
 ) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """The write condition, its names and values. Each form accepts its own stamp (a retry)."""
+    """The write condition, its names and values.
+
+    Each form accepts the write's own earlier attempt, recognised by its request
+    ``token`` (``rk_tok``), never by stamp equality: a retry after a timeout, in
+    the same or another region, is idempotent, and another writer's item is never
+    taken for ours. Only names and values the expression uses are returned (real
+    DynamoDB rejects unused ones). Without a token (older callers) the write's
+    own stamp stands in for it; stamps are unique per writer (:mod:`regions.hlc`).
+    """
     names = {"#v": VERSION_ATTR, "#d": DEL_ATTR}
-    values: dict[str, Any] = {":v": {"S": stamp}, ":deleted": {"S": DELETED}}
+    values: dict[str, Any] = {":deleted": {"S": DELETED}}
+    if token is not None:
+        names["#t"] = TOKEN_ATTR
+        values[":t"] = {"S": token}
+        mine = "#t = :t"
+    else:
+        values[":v"] = {"S": stamp}
+        mine = "#v = :v"
     if create_only:  # a missing item, our own retry, or an older delete
-        return "attribute_not_exists(#v) OR #v = :v OR (#d = :deleted AND #v < :v)", names, values
+        values[":v"] = {"S": stamp}
+        return (
+            f"attribute_not_exists(#v) OR {mine} OR (#d = :deleted AND #v < :v)",
+            names,
+            values,
+        )
     if based_on:
         values[":base"] = {"S": based_on}
-        return f"(#v = :base OR #v = :v) AND {FENCE}", names, values
-    return f"(attribute_not_exists(#v) OR #v <= :v) AND {FENCE}", names, values
+        return f"(#v = :base OR {mine}) AND {FENCE}", names, values
+    values[":v"] = {"S": stamp}
+    return f"(attribute_not_exists(#v) OR #v < :v OR {mine}) AND {FENCE}", names, values
 
 
 def vv_value(vv: dict[str, str]) -> dict[str, Any]:

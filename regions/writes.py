@@ -10,10 +10,19 @@ the same stamps and tombstones.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
 from typing import Any, cast
 
-from regions.codec import AT_ATTR, BASE_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb
+from regions.codec import (
+    AT_ATTR,
+    BASE_ATTR,
+    RESERVED,
+    TOKEN_ATTR,
+    VERSION_ATTR,
+    VV_ATTR,
+    from_ddb,
+)
 from regions.codec import to_ddb_value as _to_value
 from regions.routing import Route
 from regions.tombstones import (
@@ -70,12 +79,14 @@ class Writer:
             s.guard.check_no_pii(op="write", data_class=data_class, item=item)
         stamp = str(s.clock.now())
         base, vv = s.causal_past(based_on, stamp)
+        token = new_token()
         body = dict(item)
         body[VERSION_ATTR] = stamp
+        body[TOKEN_ATTR] = token
         if base:
             body[BASE_ATTR] = base
         ddb_body = s.serialize(data_class, body)
-        cond, names, values = condition(base, create_only, stamp)
+        cond, names, values = condition(base, create_only, stamp, token)
 
         def call(route: Route, client: Any) -> Any:
             # The landing region is known only now (a retry may fail over).
@@ -109,9 +120,13 @@ class Writer:
             s.guard.check_no_pii(op="write", data_class=data_class, item=changes)
         stamp = str(s.clock.now())
         base, vv = s.causal_past(based_on, stamp)
-        cond, names, values = condition(base, False, stamp)
+        token = new_token()
+        cond, names, values = condition(base, False, stamp, token)
         names.update({"#vv": VV_ATTR, "#at": AT_ATTR, "#exp": EXP_ATTR, "#to": TO_ATTR})
-        sets = ["#v = :v", "#vv = :vv", "#at = :at"]
+        names["#t"] = TOKEN_ATTR
+        values[":v"] = {"S": stamp}
+        values[":t"] = {"S": token}
+        sets = ["#v = :v", "#t = :t", "#vv = :vv", "#at = :at"]
         ddb_changes = s.serialize(data_class, changes)
         for i, (k, v) in enumerate(ddb_changes.items()):
             names[f"#a{i}"] = k
@@ -159,12 +174,14 @@ class Writer:
         subject = s.subject_of(data_class, key, subject)
         stamp = str(s.clock.now())
         base, vv = s.causal_past(based_on, stamp)
+        token = new_token()
         body = tombstone_body(key, kind=DELETED, expires_at=s.expires_at())
         body[VERSION_ATTR] = stamp
+        body[TOKEN_ATTR] = token
         if base:
             body[BASE_ATTR] = base
         ddb_body = s.serialize(data_class, body)
-        cond, names, values = condition(base, False, stamp)
+        cond, names, values = condition(base, False, stamp, token)
 
         def call(route: Route, client: Any) -> Any:
             ddb_item = dict(ddb_body)
@@ -356,6 +373,11 @@ class Writer:
                 ) from exc
             return False
         return True
+
+
+def new_token() -> str:
+    """A write request's idempotency token: 64 random bits, kept across its retries."""
+    return secrets.token_hex(8)
 
 
 def _describe_current(current: dict[str, Any]) -> str:

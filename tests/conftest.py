@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +29,24 @@ for _k in [
     del os.environ[_k]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Real DynamoDB's request validation, stricter than moto's, on for every test: botocore
+# loads regions.local.strict into every client any session creates, in this process and
+# in every process a test starts (they inherit the environment). See that module.
+from regions.local import strict as _strict  # noqa: E402
+
+os.environ[_strict.ENV_VAR] = _strict.ENV_VALUE
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Requests the strict validator refused in this process (rule and operation only)."""
+    rejected = list(_strict.stats.rejected)
+    if rejected:
+        terminalreporter.write_line(
+            f"strict DynamoDB validator: {_strict.stats.checked} requests checked, "
+            f"{len(rejected)} refused: {sorted(set(rejected))}"
+        )
+
 
 # CI explores the same examples every run (a red build is then reproducible); locally
 # hypothesis explores new ones. REGIONKIT_TEST_HYPOTHESIS=ci|dev picks one explicitly.

@@ -119,7 +119,32 @@ def test_remote_stamp_too_far_ahead_is_refused() -> None:
         clock.observe(far)
     assert err.value.ahead_ms == 101  # type: ignore[attr-defined]
     near = Stamp(phys.t + 100, 7, "us-east-1")
-    assert clock.observe(near) == Stamp(phys.t + 100, 8, "eu-west-1")
+    assert clock.observe(near) == Stamp(phys.t + 100, 8, "eu-west-1", clock.node)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2**48 - 1),
+            st.integers(0, 3),
+            st.sampled_from(["us-east-1", "eu-west-1", "ap-south-2"]),
+            st.sampled_from(["", "00000000", "0a0b0c0d", "ffffffff", "a1b2c3d4"]),
+        ),
+        min_size=2,
+        max_size=20,
+    )
+)
+def test_node_stamps_parse_back_and_sort_as_text(raw: list[tuple[int, int, str, str]]) -> None:
+    stamps = [Stamp(*r) for r in raw]
+    assert [Stamp.parse(str(s)) for s in stamps] == stamps
+    assert str(stamps[0]).rsplit(".", 1)[-1] == stamps[0].region
+    assert sorted(stamps) == sorted(stamps, key=str)
+
+
+def test_two_clocks_in_one_region_never_mint_the_same_stamp() -> None:
+    phys = FakePhysical()
+    a, b = HLC("eu-west-1", physical=phys), HLC("eu-west-1", physical=phys)
+    assert a.node != b.node and a.now() != b.now()
 
 
 def test_counter_overflow_borrows_the_next_millisecond() -> None:

@@ -27,7 +27,7 @@ from regions.local.replication import ReplicationEngine
 from regions.router import RegionRouter
 from residency.policy import Policy
 from residency.settings import Settings
-from residency.tables import plan_tables
+from residency.tables import INDEX_EXTRA, SUBJECT_INDEX, plan_tables
 
 __all__ = ["InProcessClients", "Simulation", "simulation"]
 
@@ -127,6 +127,19 @@ def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> No
         if plan.sort_key:
             keys.append({"AttributeName": plan.sort_key, "KeyType": "RANGE"})
             attrs.append({"AttributeName": plan.sort_key, "AttributeType": "S"})
+        extra: dict[str, Any] = {}
+        if plan.subject_attribute:
+            attrs.append({"AttributeName": plan.subject_attribute, "AttributeType": "S"})
+            extra["GlobalSecondaryIndexes"] = [
+                {
+                    "IndexName": SUBJECT_INDEX,
+                    "KeySchema": [{"AttributeName": plan.subject_attribute, "KeyType": "HASH"}],
+                    "Projection": {
+                        "ProjectionType": "INCLUDE",
+                        "NonKeyAttributes": list(INDEX_EXTRA),
+                    },
+                }
+            ]
         for region in plan.regions:
             client = clients.dynamodb(region)
             with suppress(client.exceptions.ResourceInUseException):
@@ -139,6 +152,7 @@ def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> No
                         "StreamEnabled": True,
                         "StreamViewType": "NEW_AND_OLD_IMAGES",
                     },
+                    **extra,
                 )
 
 
@@ -153,8 +167,12 @@ class Simulation:
         self.skew_ms: dict[str, int] = {}
         self.clients = InProcessClients()
         create_tables(policy, self.clients)
+        # Node IDs come from the seed, so stamps (and their ties) replay identically.
+        nodes = random.Random(seed + 2)
         self.detector = ConflictDetector(
-            policy, self.clients, clock=lambda r: HLC(r, physical=self._physical(r))
+            policy,
+            self.clients,
+            clock=lambda r: HLC(r, physical=self._physical(r), node=f"{nodes.getrandbits(32):08x}"),
         )
         self.engine = ReplicationEngine(
             policy,
@@ -183,7 +201,12 @@ class Simulation:
                 clients=self.clients,
                 settings=settings,
                 health=health,
-                physical_clock=self._physical(region),
+                clock=HLC(
+                    region,
+                    physical=self._physical(region),
+                    max_offset_ms=settings.hlc_max_offset_ms,
+                    node=f"{nodes.getrandbits(32):08x}",
+                ),
             )
 
     def _physical(self, region: str) -> Any:
