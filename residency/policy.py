@@ -1001,6 +1001,8 @@ def _builtin_merges() -> ModuleType:
     loaded = sys.modules.get(BUILTIN_MERGE_MODULE)
     if loaded is not None:
         return loaded
+    if "regions" in sys.modules:  # the package is loaded already (the router): import it
+        return importlib.import_module(BUILTIN_MERGE_MODULE)
     if BUILTIN_MERGE_MODULE in _private_modules:
         return _private_modules[BUILTIN_MERGE_MODULE]
     package = importlib.util.find_spec("regions")  # a top-level name: nothing is imported

@@ -187,14 +187,15 @@ def _short_tag(tag: str) -> str:
 
 
 class _Frame:
-    __slots__ = ("container", "key", "key_line", "loc", "skip")
+    """An open mapping or sequence; for a mapping, the key whose value comes next."""
+
+    __slots__ = ("container", "key", "loc")
 
     def __init__(self, container: dict[Any, Any] | list[Any], loc: Loc) -> None:
         self.container = container
         self.loc = loc
+        # _NO_KEY: a key comes next; _SKIP_KEY: the value of a refused key (parsed, dropped)
         self.key: Any = _NO_KEY
-        self.key_line = 0
-        self.skip = False  # the value of a refused key: parse it, keep nothing
 
 
 _NO_KEY = object()
@@ -276,7 +277,7 @@ class _Builder:
             )
         tag = ev.tag
         loc = self.next_loc()
-        if loc is not None and not (self.stack and self.stack[-1].skip):
+        if loc is not None:
             self.out.lines.setdefault(loc, line)
         if isinstance(ev, yaml.ScalarEvent):
             self.scalar(ev, line)
@@ -353,13 +354,12 @@ class _Builder:
             return
         top = self.stack[-1]
         if isinstance(top.container, list):
-            if not top.skip:
-                top.container.append(value)
+            top.container.append(value)
             return
         if top.key is _NO_KEY:  # this value is a key
             self.add_key(top, value, line, scalar=scalar)
             return
-        if top.key is not _SKIP_KEY and not top.skip:
+        if top.key is not _SKIP_KEY:
             top.container[top.key] = value
         top.key = _NO_KEY
 
@@ -405,7 +405,6 @@ class _Builder:
             return
         self.out.lines[(*top.loc, key)] = line
         top.key = key
-        top.key_line = line
 
 
 def load_marked_yaml(
