@@ -54,7 +54,13 @@ from residency.errors import (
     UnknownDataClass,
     UnknownRegion,
 )
-from residency.yamlmarks import MarkedYaml, decode_policy_bytes, load_marked_yaml, shown_value
+from residency.yamlmarks import (
+    MarkedYaml,
+    decode_policy_bytes,
+    field_path,
+    load_marked_yaml,
+    shown_value,
+)
 
 __all__ = [
     "BUILTIN_MERGE_MODULE",
@@ -623,7 +629,7 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
 
 
 def _field(loc: Loc) -> str:
-    return ".".join(str(x) for x in loc) or "(top level)"
+    return field_path(loc)
 
 
 # Plain-language descriptions of the string formats above, keyed by their regex.

@@ -44,7 +44,14 @@ import yaml
 
 from residency.errors import PolicyError, PolicyProblem
 
-__all__ = ["MarkedYaml", "YamlLimits", "decode_policy_bytes", "load_marked_yaml", "shown_value"]
+__all__ = [
+    "MarkedYaml",
+    "YamlLimits",
+    "decode_policy_bytes",
+    "field_path",
+    "load_marked_yaml",
+    "shown_value",
+]
 
 Loc = tuple[str | int, ...]
 
@@ -111,8 +118,18 @@ def shown_value(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit + 2 else text[:limit] + "..."
 
 
-def _path(loc: Loc) -> str:
-    return ".".join(str(x) for x in loc) or "(top level)"
+def field_path(loc: Loc) -> str:
+    """A path as a dotted field name; a key a terminal would not show as written
+    (control or bidi characters) is escaped, like ``repr`` does, so it cannot spoof."""
+
+    def part(x: str | int) -> str:
+        text = str(x)
+        return text if text.isprintable() else repr(text)[1:-1]
+
+    return ".".join(part(x) for x in loc) or "(top level)"
+
+
+_path = field_path
 
 
 def _line_col(text: str | bytes, index: int) -> tuple[int, int]:
