@@ -307,3 +307,16 @@ def test_a_drill_with_no_writes_never_passes() -> None:
     assert sum(r.writes_ok + r.writes_failed for r in journal.figures.regions) == 0
     assert journal.verdict == "fail"
     assert any("no writes" in r for r in journal.reasons)
+
+
+def test_an_operation_error_with_json_prints_an_error_object(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_in_process(
+        ["local", "status", "--json", "--state-file", str(tmp_path / "none.json")], capsys
+    )
+    assert code == 1
+    error = json.loads(out)["error"]
+    assert error["type"] == "ClusterError" and error["exit_code"] == 1
+    assert "no local cluster is running" in error["message"]
+    assert "failed:" in err
