@@ -265,3 +265,40 @@ def test_special_files_neither_hang_nor_crash(tmp_path: Path) -> None:
         with pytest.raises(PolicyError, match=text):
             load_policy(path)
         assert time.perf_counter() - start < MAX_SECONDS
+
+
+def test_the_cli_over_the_whole_corpus_stays_bounded(corpus: Path) -> None:
+    """`regionkit policy validate --json` over every file at once: peak RSS of that process."""
+    names = sorted(p.name for p in corpus.glob("*.yaml"))
+    code = textwrap.dedent(f"""
+        import atexit, json, sys, time
+        from pathlib import Path
+        start = time.perf_counter()
+
+        def report():
+            hwm = next(l for l in Path("/proc/self/status").read_text().splitlines()
+                       if l.startswith("VmHWM:"))
+            sys.stderr.write("PEAK=" + json.dumps({{"rss_mb": int(hwm.split()[1]) / 1024,
+                             "seconds": time.perf_counter() - start}}) + "\\n")
+
+        atexit.register(report)
+        import cli
+        cli.main(["policy", "validate", "--json", *{names!r}])
+    """)
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc (Linux)")
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=corpus,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    peak = json.loads(proc.stderr.rsplit("PEAK=", 1)[1])
+    seconds, rss = peak["seconds"], peak["rss_mb"]
+    print(f"\nCLI over {len(names)} files: {seconds:.2f} s, peak RSS {rss:.1f} MB")
+    assert peak["rss_mb"] <= MAX_RSS_MB
+    assert len(json.loads(proc.stdout)["results"]) == len(names)
