@@ -48,7 +48,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 __all__ = [
@@ -116,6 +116,7 @@ _NAME = re.compile(r"#[A-Za-z0-9_]+")
 _VALUE = re.compile(r":[A-Za-z0-9_]+")
 _WORD = re.compile(r"(?<![#:A-Za-z0-9_])([A-Za-z_][A-Za-z0-9_]*)(\s*\()?")
 _reserved: frozenset[str] | None = None
+_EXACT = Context(prec=200)
 
 
 class StrictStats:
@@ -221,12 +222,12 @@ def _number(text: Any) -> Decimal:
         raise _Invalid("number", "a number attribute is not a number") from None
     if not d.is_finite():
         raise _Invalid("number", "a number attribute is not finite")
-    digits = d.normalize().as_tuple().digits if d else (0,)
+    digits = "".join(map(str, d.as_tuple().digits)).strip("0") or "0"
     if len(digits) > 38:
         raise _Invalid("number", "more than 38 significant digits in a number")
     if d and not (Decimal("1e-130") <= abs(d) < Decimal("1e126")):
         raise _Invalid("number", "a number is outside DynamoDB's range")
-    return d.normalize()
+    return d.normalize(_EXACT)
 
 
 def _value_size(v: Any) -> int:
