@@ -171,7 +171,6 @@ def _nearest_dir(path: Path) -> Path:
 def _writable_dir(path: Path, option: str, shown: Path | None = None) -> Path:
     """Check before any work that ``path`` is, or can be made, a writable directory."""
     import os
-
     import tempfile
 
     shown = shown or path
