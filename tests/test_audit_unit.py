@@ -758,3 +758,29 @@ def test_the_readme_severity_table_is_the_codes_table() -> None:
     ]
     table = {cells[0].strip(): cells[1].strip() for cells in rows}
     assert table == HARMS
+
+
+def test_extra_regions_enabled_asks_the_account(policy: Policy) -> None:
+    import boto3
+    from moto import mock_aws
+
+    from residency.audit.runner import _extra
+
+    class Ec2Only:
+        def dynamodb(self, region: str) -> Any:
+            raise AssertionError("no dynamodb call expected")
+
+        def client(self, service: str, region: str) -> Any:
+            assert service == "ec2"
+            return boto3.client("ec2", region_name=region)
+
+    with mock_aws():
+        regions = _extra(policy, ["enabled"], Ec2Only())
+    assert "ap-south-1" in regions and "eu-central-1" not in regions  # policy regions dropped
+
+    class Broken(Ec2Only):
+        def client(self, service: str, region: str) -> Any:
+            raise RuntimeError("no ec2 here")
+
+    with pytest.raises(ConfigError, match="ec2:DescribeRegions"):
+        _extra(policy, ["enabled"], Broken())
