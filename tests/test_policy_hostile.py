@@ -302,3 +302,31 @@ def test_the_cli_over_the_whole_corpus_stays_bounded(corpus: Path) -> None:
     print(f"\nCLI over {len(names)} files: {seconds:.2f} s, peak RSS {rss:.1f} MB")
     assert peak["rss_mb"] <= MAX_RSS_MB
     assert len(json.loads(proc.stdout)["results"]) == len(names)
+
+
+def test_without_libyaml_only_small_flat_files_are_parsed(
+    corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML's pure-Python parser takes 34 s for 20,000 '[': it never sees such a file."""
+    import time
+
+    import yaml
+
+    from residency import yamlmarks
+
+    monkeypatch.setattr(yamlmarks, "HAVE_LIBYAML", False)
+    monkeypatch.setattr(yamlmarks, "_Loader", yaml.SafeLoader)
+    for name, text in [
+        ("nested-20000-brackets", "without libyaml"),
+        ("too-many-values", "without libyaml"),
+        ("long-scalar", "at most 10000"),
+        ("billion-laughs", "anchor"),
+    ]:
+        start = time.perf_counter()
+        with pytest.raises(PolicyError, match=text):
+            load_policy(corpus / f"social-network-{name}.yaml")
+        assert time.perf_counter() - start < MAX_SECONDS
+    # the example policies still load, and hostile ones still fail as PolicyError
+    load_policy(BASES["social-network"])
+    with pytest.raises(PolicyError, match="not allowed"):
+        load_policy(corpus / "minimal-tag-python-apply.yaml")
