@@ -2,51 +2,67 @@
 
 DynamoDB global tables settle concurrent writes silently: last writer wins on a
 private timestamp, and nothing is recorded, in CloudWatch or CloudTrail. The
-detector reads each replica's stream (NEW_AND_OLD_IMAGES) and compares the
-regionkit version stamps of the image that was replaced and the one that
-replaced it:
+detector reads each replica's stream (NEW_AND_OLD_IMAGES) and decides from what
+the streams show, not from what writers claimed.
+
+**A conflict is** a version ``O`` that some replica held and that a version ``N``
+replaced there although ``O`` is not in ``N``'s causal past. A version's causal
+past is defined by what its *landing* replica actually replaced: the stream
+record of the region a write landed in (``rk_at``) has the write's OldImage, and
+that version is its parent (ground truth, enforced by DynamoDB's conditional
+write, whatever the writer believed: a blind write's parent is what it
+overwrote). Ancestors are parents of parents. The detector learns every parent
+from the landing records (:class:`Lineage`) and walks the chain; stamps strictly
+decrease along it, so the walk stops at the first ancestor older than ``O``.
+
+Each conflict is logged **once per lost write**: the record's ID is derived from
+the table, the key and the loser (the HLC-older of the two versions), with a
+conditional put, so every region that sees the same version lost computes the same
+ID and the log holds it once, naming the version it lost to (the first replacement
+any region logged). Two losers that never met in any replica (in a 3-way race,
+``A`` replaced by ``B`` and ``B`` by ``C``, while ``C`` never replaced ``A``
+anywhere) are not shown as a pair by any stream: ``A`` is logged as lost to ``B``,
+``B`` as lost to ``C``; the pair ``A``/``C`` is implied, not logged.
 
 ==================  ==========================================================
-no conflict         the new version descends from the old one: it was based on
-                    it (``rk_base``), or the old one is in its causal past
-                    (its version vector ``rk_vv``), or it is the same version
-                    (a repair or an idempotent retry), or it is a blind write
-                    replacing what its own region held
-**inversion**       the new version is HLC-*older* than the one it replaced:
-                    replication's wall-clock LWW kept the causally older write
-                    (a skewed clock does this). Repaired: the HLC winner is
-                    written back with its own stamp, so every replica ends on it
-**concurrent**      both versions were based on the same version: two regions
-                    edited the same item before either saw the other's edit
-**lost_write**      the new version was not based on the old one, which was
-                    acknowledged in another region and is now gone
+no conflict         ``O`` is an ancestor of ``N`` (or the same version, a
+                    repair or an idempotent retry), or both hold the same
+                    content (nothing was lost)
+**inversion**       ``N`` is HLC-*older* than ``O``: replication's wall-clock
+                    LWW kept the HLC loser (a skewed clock does this).
+                    Repaired: the HLC winner is written back with its own stamp
+                    (for a merge class, the two are merged instead)
+**concurrent**      ``O`` and ``N`` replaced the same parent: two regions edited
+                    the same version before either saw the other's edit
+**lost_write**      any other replacement of a version that ``N`` never had in
+                    its past
 ==================  ==========================================================
 
 A *replay*, where an ancestor overwrites its own descendant (a repair that
-arrived late), is put right the same way as an inversion but logged as nothing:
-no two writers conflicted.
+arrived late), is put right like an inversion but logged as nothing.
 
-For concurrent and lost writes, a data class with a merge function
-(``conflicts: {merge: module:function}``) gets ``merge(winner, loser)`` written
-as a new version based on the winner; otherwise the HLC winner stands (LWW).
+Where a parent is unknown (a detector that never saw the landing region's stream,
+as a per-region Lambda on AWS does not), the detector falls back to what the
+writer stamped (``rk_base``, ``rk_vv``: :func:`classify`).
 
-Each conflict is written once to the conflict-log table under an ID derived from
-the table, key and both versions, with a conditional put: every region that
-sees the same conflict computes the same ID and the same content, so the log
-holds it once. Only the region whose put created the record repairs or merges,
-which keeps repairs from racing each other (and a racing repair is harmless:
-it writes the same content).
+For a data class with a merge function (``conflicts: {merge: module:function}``)
+every conflict is resolved by merging the loser into whatever the replica holds
+now, as a new version based on it; a bare winner is never written back, so no
+update is lost. The merge runs before the record is written, and it is skipped
+when the replica already holds the merged content: a retried record is merged
+again, never skipped, and merging twice changes nothing.
 
 The same :class:`ConflictDetector` runs inside the local cluster (fed by the
-replication emulator's stream reader) and in AWS Lambda on DynamoDB Streams
-(:mod:`regions.detector_lambda`).
+replication emulator's stream reader, one detector for every region) and in AWS
+Lambda on DynamoDB Streams (:mod:`regions.detector_lambda`).
 """
 
 from __future__ import annotations
 
 import importlib
+import secrets
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -55,20 +71,22 @@ from regions.codec import (
     AT_ATTR,
     BASE_ATTR,
     RESERVED,
+    TOKEN_ATTR,
     VERSION_ATTR,
     VV_ATTR,
     descends,
     from_ddb,
     to_ddb,
 )
-from regions.hlc import HLC, Stamp
+from regions.hlc import HLC, ClockDriftError, Stamp
 from regions.pool import ClientProvider
+from regions.tombstones import DEL_ATTR, DELETED, FENCE, tombstone_kind
 from residency.errors import MalformedId
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, MergeConflicts, Policy
 from residency.records import ConflictKind, ConflictRecord, conflict_id
 
-__all__ = ["ConflictDetector", "ConflictLog", "classify"]
+__all__ = ["ConflictDetector", "ConflictLog", "Lineage", "classify"]
 
 log = get_logger("regionkit.conflicts")
 
@@ -82,7 +100,8 @@ def _content(item: dict[str, Any]) -> dict[str, Any]:
 def classify(
     old: dict[str, Any] | None, new: dict[str, Any] | None, region: str | None = None
 ) -> ConflictKind | None:
-    """The kind of conflict a record of ``region``'s stream shows, or None.
+    """From the writers' claims alone: the kind of conflict a record of ``region``'s
+    stream shows, or None. The detector uses it only where the lineage is unknown.
 
     Items are plain Python dicts. A blind write (no ``rk_base``) that replaced
     what its own region's replica held is ordinary last-writer-wins: the writer
@@ -106,8 +125,8 @@ def classify(
         return None  # two writes of the same content (e.g. two identical merges): nothing lost
     if new.get(BASE_ATTR) is None and (new.get(AT_ATTR) or n.region) == region:
         return None
-    if new.get(BASE_ATTR) == old.get(BASE_ATTR):
-        return "concurrent"
+    if new.get(BASE_ATTR) is not None and new.get(BASE_ATTR) == old.get(BASE_ATTR):
+        return "concurrent"  # two missing bases are no evidence of a common parent
     return "lost_write"
 
 
@@ -147,8 +166,59 @@ class ConflictLog:
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
+_MISSING: Any = object()
+
+
+class Lineage:
+    """Each version's parent: what it replaced in the replica it landed in.
+
+    Learned from the landing region's stream records (first record wins), bounded
+    (the oldest entries go first). Stamps strictly decrease from a version to its
+    parent (every write condition requires it), and the stamps' text order is
+    their order, so a walk compares strings and stops early.
+    """
+
+    def __init__(self, limit: int = 1_000_000) -> None:
+        self.limit = limit
+        self._parent: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._parent)
+
+    def learn(self, version: str, parent: str | None) -> bool:
+        """Record ``version``'s parent; False if it was known already (kept as it was)."""
+        with self._lock:
+            if version in self._parent:
+                return False
+            self._parent[version] = parent
+            if len(self._parent) > self.limit:
+                self._parent.popitem(last=False)
+            return True
+
+    def parent(self, version: str) -> Any:
+        """The parent (None for a write that replaced nothing), or ``_MISSING``."""
+        return self._parent.get(version, _MISSING)
+
+    def is_ancestor(self, a: str, b: str) -> bool | None:
+        """Whether ``a`` is ``b`` or in its causal past; None where a link is unknown."""
+        if a == b:
+            return True
+        v = b
+        for _ in range(100_000):
+            p = self._parent.get(v, _MISSING)
+            if p is _MISSING:
+                return None
+            if p is None or p < a:
+                return False
+            if p == a:
+                return True
+            v = p
+        return None
+
+
 class ConflictDetector:
-    """Classifies stream records, logs conflicts once, repairs inversions, runs merges."""
+    """Classifies stream records, logs each lost write once, repairs inversions, merges."""
 
     def __init__(
         self,
@@ -159,12 +229,14 @@ class ConflictDetector:
         repair: bool = True,
         clock: Callable[[str], HLC] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lineage: Lineage | None = None,
     ) -> None:
         self.policy = policy
         self.clients = clients
         self.log = ConflictLog(policy, clients, table_prefix=table_prefix)
         self.repair = repair
         self.now = now
+        self.lineage = lineage if lineage is not None else Lineage()
         self._clocks: dict[str, HLC] = {}
         self._clock_factory: Callable[[str], HLC] = clock or HLC
         self._by_table: dict[str, tuple[str, Any]] = {
@@ -172,7 +244,6 @@ class ConflictDetector:
         }
         self._merges: dict[str, MergeFn] = {}
         self._lock = threading.Lock()
-        self._seen: set[str] = set()
         self.counts: Counter[str] = Counter()
         self.errors: list[str] = []
 
@@ -207,89 +278,134 @@ class ConflictDetector:
         entry = self._by_table.get(table)
         if entry is None:
             return None  # the conflict log itself, or a table regionkit does not manage
-        data_class, dc = entry
         body = record.get("dynamodb", {})
-        old, new = from_ddb(body.get("OldImage")), from_ddb(body.get("NewImage"))
-        kind = classify(old, new, region)
-        if kind is None or old is None or new is None:
+        new_raw, old_raw = body.get("NewImage"), body.get("OldImage")
+        if not new_raw:
+            return None  # a delete (TTL expiry): no version replaced another
+        nv = (new_raw.get(VERSION_ATTR) or {}).get("S")
+        if not nv:
             return None
-        if kind == "inversion" and descends(old, new):
-            # A replay of an ancestor (typically another region's repair that arrived
-            # after its descendant): not a conflict between writers. Put the
-            # descendant back; nothing is logged.
+        ov = (old_raw.get(VERSION_ATTR) or {}).get("S") if old_raw else None
+        at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
+        if at == region and self.lineage.learn(nv, ov):
+            return None  # the landing record: what it replaced is its parent, by definition
+        if not ov or ov == nv:
+            return None
+        related = self.lineage.is_ancestor(ov, nv)
+        if related:
+            return None  # a causal successor
+        data_class, dc = entry
+        old, new = from_ddb(old_raw) or {}, from_ddb(new_raw) or {}
+        if related is None:
+            kind = classify(old, new, region)  # the lineage is unknown: the writers' claims
+            if kind is None:
+                return None
+            replay = kind == "inversion" and descends(old, new)
+        else:
+            if _content(old) == _content(new):
+                return None  # two writes of the same content (e.g. two merges): nothing lost
+            replay = self.lineage.is_ancestor(nv, ov) is True
+            if nv < ov:
+                kind = "inversion"
+            else:
+                po, pn = self.lineage.parent(ov), self.lineage.parent(nv)
+                kind = "concurrent" if po is not _MISSING and po == pn else "lost_write"
+        if replay:
+            # An ancestor replayed over its descendant (typically a repair that arrived
+            # late): not a conflict between writers. Put the descendant back.
             if self.repair:
-                self._rewrite(region, table, old, f"{VERSION_ATTR} < :v")
+                self._put_back(region, table, old, nv)
             self.counts["replay"] += 1
             return None
+        return self._resolve(region, table, data_class, dc, kind, old, new)
+
+    def _resolve(
+        self,
+        region: str,
+        table: str,
+        data_class: str,
+        dc: Any,
+        kind: ConflictKind,
+        old: dict[str, Any],
+        new: dict[str, Any],
+    ) -> ConflictRecord | None:
+        """Resolve one conflict and log it; the record if this call created it."""
         ov, nv = Stamp.parse(str(old[VERSION_ATTR])), Stamp.parse(str(new[VERSION_ATTR]))
-        winner, loser = (old, new) if kind == "inversion" else (new, old)
+        winner = old if kind == "inversion" else new
         wv, lv = (ov, nv) if kind == "inversion" else (nv, ov)
-        key = str(new.get(dc.partition_key, "?"))
-        if dc.sort_key:
-            key = f"{key}#{new.get(dc.sort_key, '?')}"
-        cid = conflict_id(table, key, str(ov), str(nv))
-        with self._lock:
-            already = cid in self._seen
-            self._seen.add(cid)
+        key = self._key_text(dc, new)
         merge_ref = (
             dc.conflicts.merge
             if isinstance(dc, GlobalDataClass) and isinstance(dc.conflicts, MergeConflicts)
             else None
         )
-        moved_on: dict[str, Any] | None = None
-        if kind == "inversion" and self.repair:
-            # Put the HLC winner back, even when this pair was logged before: the
-            # same two versions can meet again, the older one replayed over the newer.
-            moved_on = self._rewrite(region, table, winner, f"{VERSION_ATTR} < :v")
-        if already:
-            return None
-        repaired = kind == "inversion" and self.repair and moved_on is None
-        resolution: Any = (
-            ("repaired" if repaired else "superseded" if moved_on is not None else "lww")
-            if kind == "inversion"
-            else ("merged" if merge_ref else "lww")
-        )
-        rec, created = self._record(
-            cid, region, table, data_class, key, kind, wv, lv, resolution, repaired
-        )
-        if (
-            moved_on is not None
-            and VERSION_ATTR in moved_on
-            and moved_on.get(BASE_ATTR) != winner.get(VERSION_ATTR)
-        ):
-            # The HLC winner could not be put back: a write that (as far as one base
-            # pointer tells) never saw it replaced it first. The winner is lost.
-            cur = Stamp.parse(str(moved_on[VERSION_ATTR]))
-            self._record(
-                conflict_id(table, key, str(cur), str(wv)),
+        if merge_ref:
+            # Merge both into whatever the replica holds now; never a bare winner.
+            if self.repair:
+                self._merge_into(region, table, dc, data_class, merge_ref, [old, new])
+            rec, created = self._record(
+                conflict_id(table, key, str(lv), str(lv)),
                 region,
                 table,
                 data_class,
                 key,
-                "lost_write",
-                cur,
+                kind,
                 wv,
-                "lww",
-                False,
+                lv,
+                "merged",
+                kind == "inversion",
             )
-        if rec.resolution == "merged" and self.repair and created:
-            merged = _content(
-                self._merge_fn(data_class, merge_ref or "")(_content(winner), _content(loser))
-            )
-            stamp = self._clock(region).observe(wv)
-            merged[VERSION_ATTR] = str(stamp)
-            merged[BASE_ATTR] = str(wv)
-            vv = dict(winner.get(VV_ATTR) or {})
-            for r, v in (loser.get(VV_ATTR) or {}).items():
-                vv[r] = max(str(v), str(vv.get(r, "")))
-            lat = str(loser.get(AT_ATTR) or lv.region)
-            vv[lat] = max(str(lv), str(vv.get(lat, "")))
-            wat = str(winner.get(AT_ATTR) or wv.region)
-            vv[wat] = max(str(wv), str(vv.get(wat, "")))
-            merged[VV_ATTR] = vv
-            merged[AT_ATTR] = region
-            self._rewrite(region, table, merged, f"{VERSION_ATTR} = :base", base=str(wv))
-        return rec
+            return rec if created else None
+        moved_on: dict[str, Any] | None = None
+        if kind == "inversion" and self.repair:
+            moved_on = self._put_back(region, table, winner, str(nv))
+        repaired = kind == "inversion" and self.repair and moved_on is None
+        resolution: Any = (
+            ("repaired" if repaired else "superseded" if moved_on is not None else "lww")
+            if kind == "inversion"
+            else "lww"
+        )
+        rec, created = self._record(
+            conflict_id(table, key, str(lv), str(lv)),
+            region,
+            table,
+            data_class,
+            key,
+            kind,
+            wv,
+            lv,
+            resolution,
+            repaired,
+        )
+        if moved_on is not None and VERSION_ATTR in moved_on:
+            cur = str(moved_on[VERSION_ATTR])
+            if cur != str(wv) and not self._descends(moved_on, winner):
+                # The HLC winner could not be put back: a write that never had it in its
+                # past replaced it first. The winner is lost.
+                self._record(
+                    conflict_id(table, key, str(wv), str(wv)),
+                    region,
+                    table,
+                    data_class,
+                    key,
+                    "lost_write",
+                    Stamp.parse(cur),
+                    wv,
+                    "lww",
+                    False,
+                )
+        return rec if created else None
+
+    def _descends(self, new: dict[str, Any], old: dict[str, Any]) -> bool:
+        related = self.lineage.is_ancestor(str(old[VERSION_ATTR]), str(new[VERSION_ATTR]))
+        return descends(new, old) if related is None else related
+
+    @staticmethod
+    def _key_text(dc: Any, item: dict[str, Any]) -> str:
+        key = str(item.get(dc.partition_key, "?"))
+        if dc.sort_key:
+            key = f"{key}#{item.get(dc.sort_key, '?')}"
+        return key
 
     def _record(
         self,
@@ -304,7 +420,11 @@ class ConflictDetector:
         resolution: Any,
         repaired: bool,
     ) -> tuple[ConflictRecord, bool]:
-        """Write one conflict to the log, once across regions; True if this call created it."""
+        """Write one conflict to the log, once across regions; True if this call created it.
+
+        The conditional put on the ID is the de-duplication: durable, and shared by
+        every region and every retry. A failure is raised, so the record is retried.
+        """
         rec = ConflictRecord(
             conflict_id=cid,
             table=table,
@@ -321,19 +441,19 @@ class ConflictDetector:
             detected_at=self.now(),
             detected_in=region,
         )
-        with self._lock:
-            self._seen.add(cid)
         try:
             created = self.log.record(region, rec)
         except Exception as exc:  # never swallow: keep it visible, and let a retry happen
             with self._lock:
-                self._seen.discard(cid)
-                self.errors.append(f"{region}: conflict log write failed: {exc!r}")
+                self.errors.append(f"{region}: conflict log write failed: {type(exc).__name__}")
             log.error(
                 "conflict log write failed", region=region, table=table, error=type(exc).__name__
             )
             raise
-        self.counts[kind] += 1
+        if created:
+            self.counts[kind] += 1
+        else:
+            self.counts["already_logged"] += 1
         log.info(
             "conflict",
             kind=kind,
@@ -347,23 +467,99 @@ class ConflictDetector:
         )
         return rec, created
 
-    def _rewrite(
-        self, region: str, table: str, item: dict[str, Any], condition: str, base: str | None = None
-    ) -> dict[str, Any] | None:
-        """Conditionally write ``item``. Returns None on success, else the item now there."""
+    def _key_of(self, dc: Any, item: dict[str, Any]) -> dict[str, Any]:
+        key = {dc.partition_key: item[dc.partition_key]}
+        if dc.sort_key:
+            key[dc.sort_key] = item[dc.sort_key]
+        return key
+
+    def _merge_into(
+        self,
+        region: str,
+        table: str,
+        dc: Any,
+        data_class: str,
+        ref: str,
+        sides: list[dict[str, Any]],
+    ) -> bool:
+        """Merge both sides of a conflict into the item ``region`` holds now (a
+        compare-and-set loop; the replica holds one of them, or a later version).
+
+        Returns True if a merged version was written, False if there was nothing to
+        merge (the replica already holds both merged in, or a delete).
+        Raises if the item keeps changing, so the record is retried.
+        """
         from botocore.exceptions import ClientError
 
-        values: dict[str, Any] = {":v": {"S": str(item[VERSION_ATTR])}}
-        if base is not None:
-            values[":base"] = {"S": base}
-        cond = condition.replace(VERSION_ATTR, "#v")
+        client = self.clients.dynamodb(region)
+        ddb_key = to_ddb(self._key_of(dc, sides[0]))
+        merge = self._merge_fn(data_class, ref)
+        for _ in range(16):
+            raw = client.get_item(TableName=table, Key=ddb_key, ConsistentRead=True).get("Item")
+            cur = from_ddb(raw)
+            if not cur or VERSION_ATTR not in cur or tombstone_kind(cur):
+                return False  # deleted (or fenced) since: a delete is not undone by a merge
+            merged = _content(cur)
+            for side in sides:
+                merged = _content(merge(merged, _content(side)))
+            if merged == _content(cur):
+                return False
+            cv = str(cur[VERSION_ATTR])
+            stamp = self._next_stamp(region, cv)
+            vv = dict(cur.get(VV_ATTR) or {})
+            for item in (cur, *sides):
+                v = str(item[VERSION_ATTR])
+                at = str(item.get(AT_ATTR) or v.rsplit(".", 1)[-1])
+                vv[at] = max(v, str(vv.get(at, "")))
+                for r, rv in (item.get(VV_ATTR) or {}).items():
+                    vv[r] = max(str(rv), str(vv.get(r, "")))
+            merged.update(
+                {
+                    VERSION_ATTR: str(stamp),
+                    BASE_ATTR: cv,
+                    VV_ATTR: vv,
+                    AT_ATTR: region,
+                    TOKEN_ATTR: secrets.token_hex(8),
+                }
+            )
+            try:
+                client.put_item(
+                    TableName=table,
+                    Item=to_ddb(merged),
+                    ConditionExpression=f"#v = :cur AND {FENCE}",
+                    ExpressionAttributeNames={"#v": VERSION_ATTR, "#d": DEL_ATTR},
+                    ExpressionAttributeValues={":cur": {"S": cv}, ":deleted": {"S": DELETED}},
+                )
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                    raise
+                continue  # the item moved on: merge into the newer one
+            self.counts["merge_write"] += 1
+            return True
+        raise RuntimeError(f"{region}/{table}: the item kept changing; the merge is retried")
+
+    def _next_stamp(self, region: str, after: str) -> Stamp:
+        clock = self._clock(region)
+        try:
+            return clock.observe(Stamp.parse(after))
+        except ClockDriftError:
+            # The item's stamp is ahead of our clock: the merge must still order after it.
+            a = Stamp.parse(after)
+            return Stamp(a.l, a.c + 1, region, clock.node)
+
+    def _put_back(
+        self, region: str, table: str, item: dict[str, Any], replaced_by: str
+    ) -> dict[str, Any] | None:
+        """Write ``item`` back over ``replaced_by``. None on success, else what is there now."""
+        from botocore.exceptions import ClientError
+
         try:
             self.clients.dynamodb(region).put_item(
                 TableName=table,
                 Item=to_ddb(item),
-                ConditionExpression=cond,
+                ConditionExpression="#v = :cur",
                 ExpressionAttributeNames={"#v": VERSION_ATTR},
-                ExpressionAttributeValues=values,
+                ExpressionAttributeValues={":cur": {"S": replaced_by}},
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:

@@ -173,7 +173,8 @@ def test_blind_write_that_never_saw_another_region_is_a_lost_write(sim: Simulati
     sim.routers[US].put("content", {"pk": "q", "body": "us"})  # blind: never saw "eu"
     sim.settle()
     assert sim.converged("content", [EU1, EU2, US])
-    assert [c.kind for c in conflicts(sim)] == ["lost_write"]
+    # both replaced ``first`` where they landed: concurrent edits of one version
+    assert [c.kind for c in conflicts(sim)] == ["concurrent"]
 
 
 def test_merge_function_keeps_every_reaction(example: Policy) -> None:
