@@ -75,6 +75,8 @@ class TableSpec:
     """Tagged ``DisruptDynamoDb=Allowed`` so the FIS pause-replication action may hit it."""
     detector: bool
     """The conflict detector consumes this table's stream in every replica region."""
+    subject_attribute: str | None = None
+    """Indexed (``by-subject``, keys only) for data-subject requests."""
 
     @property
     def primary(self) -> str:
@@ -162,6 +164,7 @@ def plan_deployment(policy: Policy, *, table_prefix: str = "") -> DeploymentPlan
                     sort_key=dc.sort_key,
                     fis_target=len(dc.replicas) > 1,
                     detector=True,
+                    subject_attribute=dc.subject_attribute,
                 )
             )
             continue

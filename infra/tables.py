@@ -19,7 +19,7 @@ from constructs import Construct
 
 from infra import naming
 from infra.plan import TableSpec
-from residency.tables import TTL_ATTRIBUTE
+from residency.tables import INDEX_EXTRA, SUBJECT_INDEX, TTL_ATTRIBUTE
 
 __all__ = ["RegionKeys", "ReplicatedTable", "alias_arn"]
 
@@ -109,6 +109,18 @@ class ReplicatedTable(Construct):
             removal_policy=cdk.RemovalPolicy.RETAIN,
             # Tombstones (versioned deletes, move and erasure fences) expire through it.
             time_to_live_attribute=TTL_ATTRIBUTE,
+            global_secondary_indexes=[
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=SUBJECT_INDEX,
+                    partition_key=dynamodb.Attribute(
+                        name=spec.subject_attribute, type=dynamodb.AttributeType.STRING
+                    ),
+                    projection_type=dynamodb.ProjectionType.INCLUDE,
+                    non_key_attributes=list(INDEX_EXTRA),
+                )
+            ]
+            if spec.subject_attribute
+            else None,
             encryption=dynamodb.TableEncryptionV2.customer_managed_key(
                 table_key,
                 {r: alias_arn(r, spec.key_alias) for r in spec.replica_regions},

@@ -36,11 +36,13 @@ from types import TracebackType
 from typing import Any
 
 from regions.directory import DirectoryCache, DirectoryEntry
+from regions.erasure import Eraser, ErasureResult
 from regions.health import RegionHealth
 from regions.hlc import HLC, wall_clock_ms
 from regions.ids import mint_user_id
 from regions.pool import ClientPool, ClientProvider
 from regions.routing import Op, Route, RouteTable
+from regions.subjects import Location, Subjects
 from regions.transport import Transport
 from regions.users import MoveResult, Users
 from regions.versioned import Merge, VersionedStore, Written
@@ -106,6 +108,8 @@ class RegionRouter:
         self.writer = Writer(self.store)
         self.users = Users(policy, self.store, self.writer, self.routes, self.health, cache)
         self._dir_class = policy.system.directory
+        self.subjects = Subjects(policy, self.store, self.users)
+        self.eraser = Eraser(policy, self.store, self.writer, self.users, self.subjects)
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> RegionRouter:
@@ -194,6 +198,23 @@ class RegionRouter:
 
     def pending_moves(self) -> list[DirectoryEntry]:
         return self.users.pending_moves()
+
+    # --- data-subject requests ---
+
+    def locate_subject(self, user_id: str, *, scan: bool = False) -> Location:
+        """Every item of the subject in every region and class (keys only, pseudonymized)."""
+        return self.subjects.locate(user_id, scan=scan)
+
+    def export_subject(self, user_id: str) -> dict[str, Any]:
+        """The subject's own data, read from inside their jurisdiction."""
+        return self.subjects.export(user_id)
+
+    def erase_subject(self, user_id: str) -> ErasureResult:
+        """Erase the subject everywhere (resumable; see :mod:`regions.erasure`)."""
+        return self.eraser.erase(user_id)
+
+    def pending_erasures(self) -> list[DirectoryEntry]:
+        return self.users.records("erasing")
 
     # --- routing ---
 

@@ -182,7 +182,7 @@ class Users:
             )
         return found
 
-    def _write_entry(
+    def write_entry(
         self,
         entry: DirectoryEntry,
         *,
@@ -229,7 +229,7 @@ class Users:
         try:
             # At the authority replica; if that is down, any replica: until the entry
             # replicates, other processes then refuse this user (never misroute it).
-            version = self._write_entry(entry, create_only=True)
+            version = self.write_entry(entry, create_only=True)
             entry = DirectoryEntry(user_id, uid.home_hint, jid, version=version)
         except StaleWrite:
             existing = self.read_authoritative(user_id)
@@ -286,13 +286,13 @@ class Users:
         from_j = self.policy.jurisdiction_of_region(from_region)
         version = entry.version
         if from_j == to_j:  # the pinned table already replicates inside the jurisdiction
-            self._write_entry(DirectoryEntry(user_id, target, to_j), based_on=version)
+            self.write_entry(DirectoryEntry(user_id, target, to_j), based_on=version)
             return self._finish(user_id, from_region, target, from_j, to_j, False, ["directory"])
         if entry.status == "active":
             record = DirectoryEntry(
                 user_id, from_region, from_j, "moving", moving_to=target, moved_from=None
             )
-            version = self._write_entry(record, based_on=version)
+            version = self.write_entry(record, based_on=version)
             steps.append(f"directory: moving {from_region} -> {target}")
             audit_log.info("residency.move.started", from_jurisdiction=from_j, to_jurisdiction=to_j)
         return self._move_data(user_id, from_region, target, from_j, to_j, version, steps)
@@ -328,7 +328,7 @@ class Users:
             verifying = DirectoryEntry(user_id, target, to_j, "verifying", moved_from=from_region)
             current = self.read_authoritative(user_id)
             if current is None or current.status != "verifying":
-                self._write_entry(verifying, based_on=current.version if current else version)
+                self.write_entry(verifying, based_on=current.version if current else version)
                 steps.append(f"directory: home is {target} (verifying)")
             self.cache.put(verifying)
             left = self._unfenced(user_id, from_j)
@@ -350,7 +350,7 @@ class Users:
             )
         current = self.read_authoritative(user_id)
         active = DirectoryEntry(user_id, target, to_j, "active", moved_from=from_region)
-        self._write_entry(active, based_on=current.version if current else None)
+        self.write_entry(active, based_on=current.version if current else None)
         steps.append(f"directory: home is {target}")
         return self._finish(user_id, from_region, target, from_j, to_j, copied, steps)
 
@@ -447,17 +447,23 @@ class Users:
 
     def pending_moves(self) -> list[DirectoryEntry]:
         """Directory entries of unfinished moves (``moving`` or ``verifying``), by a scan."""
+        return self.records("moving", "verifying")
+
+    def records(self, *statuses: str) -> list[DirectoryEntry]:
+        """Directory entries in any of ``statuses`` (durable move/erasure records), by a scan."""
         route = self.routes.pick(
             self.dir_class, self.store.region or self.policy.regions[0], None, "read"
         )
+
+        values = {f":s{i}": {"S": st} for i, st in enumerate(statuses)}
 
         def call(r: Any, client: Any) -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
             kwargs: dict[str, Any] = {
                 "TableName": r.table_name,
-                "FilterExpression": "#s IN (:m, :v)",
+                "FilterExpression": "#s IN (" + ", ".join(values) + ")",
                 "ExpressionAttributeNames": {"#s": "status"},
-                "ExpressionAttributeValues": {":m": {"S": "moving"}, ":v": {"S": "verifying"}},
+                "ExpressionAttributeValues": values,
             }
             while True:
                 page = client.scan(**kwargs)

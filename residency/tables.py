@@ -17,6 +17,8 @@ from residency.policy import GlobalDataClass, Policy
 __all__ = [
     "CONFLICT_LOG",
     "GLOBAL_TAG",
+    "INDEX_EXTRA",
+    "SUBJECT_INDEX",
     "TAG_DATA_CLASS",
     "TAG_JURISDICTION",
     "TAG_POLICY",
@@ -32,6 +34,10 @@ GLOBAL_TAG = "global"  # the jurisdiction tag of tables that are not pinned
 # The TTL attribute of every regionkit table (epoch seconds). Tombstones expire through it;
 # a service may use it for its own items too (DynamoDB allows one TTL attribute per table).
 TTL_ATTRIBUTE = "expires_at"
+# The global secondary index on a global class's subject_attribute (data-subject requests).
+SUBJECT_INDEX = "by-subject"
+# Besides the keys, the index carries the version and tombstone kind (never a value).
+INDEX_EXTRA = ("rk_v", "rk_del")
 
 TAG_DATA_CLASS = "regionkit:data-class"
 TAG_JURISDICTION = "regionkit:jurisdiction"
@@ -58,6 +64,7 @@ class TablePlan:
     sort_key: str | None
     regions: tuple[str, ...]
     is_directory: bool = False
+    subject_attribute: str | None = None  # indexed as SUBJECT_INDEX when set
 
     def jurisdiction_tag(self, policy: Policy, region: str) -> str:
         """The ``regionkit:jurisdiction`` tag of this table's replica in ``region``."""
@@ -88,6 +95,7 @@ def plan_tables(policy: Policy, table_prefix: str = "") -> list[TablePlan]:
             sort_key=dc.sort_key,
             regions=tuple(placements[dc.table]),
             is_directory=name == policy.system.directory,
+            subject_attribute=dc.subject_attribute if isinstance(dc, GlobalDataClass) else None,
         )
         for name, dc in policy.data_classes.items()
     ]

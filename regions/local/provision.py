@@ -34,7 +34,14 @@ from typing import Any, Protocol
 from residency.errors import ClusterError
 from residency.logs import get_logger
 from residency.policy import Policy
-from residency.tables import CONFLICT_LOG, TablePlan, expected_tags, plan_tables
+from residency.tables import (
+    CONFLICT_LOG,
+    INDEX_EXTRA,
+    SUBJECT_INDEX,
+    TablePlan,
+    expected_tags,
+    plan_tables,
+)
 from residency.tables import TTL_ATTRIBUTE as TABLE_TTL_ATTRIBUTE
 
 __all__ = [
@@ -158,6 +165,9 @@ class _RegionProvisioner:
             "StreamSpecification": stream,
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
         }
+        if plan.subject_attribute:
+            attrs.append({"AttributeName": plan.subject_attribute, "AttributeType": "S"})
+            args["GlobalSecondaryIndexes"] = [_subject_index(plan.subject_attribute)]
         if key_arn:
             args["SSESpecification"] = sse
         if self.audit.deletion_protection:
@@ -190,6 +200,12 @@ class _RegionProvisioner:
                 "table_prefix or a fresh cluster"
             )
         update: dict[str, Any] = {}
+        indexes = {i["IndexName"] for i in desc.get("GlobalSecondaryIndexes") or []}
+        if plan.subject_attribute and SUBJECT_INDEX not in indexes:
+            update["AttributeDefinitions"] = args["AttributeDefinitions"]
+            update["GlobalSecondaryIndexUpdates"] = [
+                {"Create": _subject_index(plan.subject_attribute)}
+            ]
         spec = desc.get("StreamSpecification") or {}
         if not spec.get("StreamEnabled") or spec.get("StreamViewType") != "NEW_AND_OLD_IMAGES":
             update["StreamSpecification"] = args["StreamSpecification"]
@@ -306,3 +322,12 @@ def provision(
         seconds=round(report.seconds, 3),
     )
     return report
+
+
+def _subject_index(attribute: str) -> dict[str, Any]:
+    """The subject index: keys only, enough to locate and then read or erase each item."""
+    return {
+        "IndexName": SUBJECT_INDEX,
+        "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
+        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(INDEX_EXTRA)},
+    }

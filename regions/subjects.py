@@ -1,0 +1,223 @@
+"""Data-subject requests: where a user's data is (locate), and a copy of it (export).
+
+**Locate** lists every item of one subject in every region and data class:
+region, table, key pseudonym, version and state. It never reads a value.
+
+* pinned classes (keyed by the subject): a key-only, consistent query of the
+  subject's partition in *every* region that has the table, inside and outside
+  the subject's jurisdiction. Outside it, this is the only cross-border read
+  regionkit makes without the residency guard, and it is why the projection is
+  keys and regionkit's own attributes only: no personal data crosses, and a copy
+  that should not exist (a leak) is still found.
+* global classes naming a ``subject_attribute``: the ``by-subject`` index in every
+  replica (its projection: keys, version, tombstone kind). With ``scan=True``
+  every replica is scanned instead (slow; for classes or tables without the index).
+* the directory entry, in every replica.
+
+**Export** returns the subject's own data (GDPR Art. 15/20), read through the
+router, so pinned data is read inside the subject's jurisdiction. The export is
+itself a copy of personal data: writing it to a file in another jurisdiction is a
+transfer, which is why ``regionkit subject export`` refuses to run from outside the
+subject's jurisdiction unless the operator names the transfer's legal basis.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from regions.codec import RESERVED, VERSION_ATTR, from_ddb, to_ddb_value
+from regions.routing import Route
+from regions.tombstones import DEL_ATTR, tombstone_kind
+from regions.users import Users
+from regions.versioned import VersionedStore
+from residency.policy import GlobalDataClass, PinnedDataClass, Policy
+from residency.tables import SUBJECT_INDEX
+
+__all__ = ["Found", "Location", "Subjects"]
+
+State = Literal["live", "deleted", "moved", "erased"]
+
+
+@dataclass(frozen=True)
+class Found:
+    """One item of the subject in one replica. ``key`` is a keyed pseudonym."""
+
+    data_class: str
+    region: str
+    table: str
+    key: str
+    version: str
+    state: State
+    raw_key: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def public(self) -> dict[str, str]:
+        """What reports show (never ``raw_key``)."""
+        return {
+            "data_class": self.data_class,
+            "region": self.region,
+            "table": self.table,
+            "key": self.key,
+            "version": self.version,
+            "state": self.state,
+        }
+
+
+@dataclass(frozen=True)
+class Location:
+    user: str  # a keyed pseudonym of the user ID
+    method: Literal["index", "scan"]
+    items: list[Found]
+    unreadable: list[str]  # regions that did not answer: "not found" there means unknown
+    requests: dict[str, int]  # requests sent per region
+
+    def live(self) -> list[Found]:
+        return [f for f in self.items if f.state == "live"]
+
+
+class Subjects:
+    """Locate and export for one router's store and directory."""
+
+    def __init__(self, policy: Policy, store: VersionedStore, users: Users) -> None:
+        self.policy = policy
+        self.store = store
+        self.users = users
+
+    # --- locate ---
+
+    def locate(self, user_id: str, *, scan: bool = False) -> Location:
+        from regions.ids import parse_user_id
+
+        parse_user_id(user_id)
+        found: list[Found] = []
+        unreadable: set[str] = set()
+        requests: Counter[str] = Counter()
+        for name, dc, region in self._placements():
+            try:
+                found += self._probe(name, dc, region, user_id, scan, requests)
+            except Exception as exc:
+                if not _is_reach_error(exc):
+                    raise
+                unreadable.add(region)
+        return Location(
+            user=self.store.pseudonymize(user_id, scope="user"),
+            method="scan" if scan else "index",
+            items=found,
+            unreadable=sorted(unreadable),
+            requests=dict(requests),
+        )
+
+    def _placements(self) -> Iterator[tuple[str, PinnedDataClass | GlobalDataClass, str]]:
+        for name, dc in self.policy.data_classes.items():
+            if isinstance(dc, PinnedDataClass):
+                for region in self.policy.regions:
+                    yield name, dc, region
+            elif dc.subject_attribute or name == self.users.dir_class:
+                for region in dc.replicas:
+                    yield name, dc, region
+
+    def _probe(
+        self,
+        name: str,
+        dc: PinnedDataClass | GlobalDataClass,
+        region: str,
+        user_id: str,
+        scan: bool,
+        requests: Counter[str],
+    ) -> list[Found]:
+        table = self.store.routes.tables[name]
+        route = Route(region, table, "data-subject request (keys only)", False, name)
+        keys = [dc.partition_key] + ([dc.sort_key] if dc.sort_key else [])
+        names = {f"#k{i}": k for i, k in enumerate(keys)} | {"#v": VERSION_ATTR, "#d": DEL_ATTR}
+        projection = ", ".join(names)
+        if isinstance(dc, PinnedDataClass) or name == self.users.dir_class:
+            req: dict[str, Any] = {
+                "KeyConditionExpression": "#k0 = :s",
+                "ConsistentRead": True,
+            }
+            op = "query"
+        elif scan:
+            names["#s"] = dc.subject_attribute or ""
+            req = {"FilterExpression": "#s = :s"}
+            op = "scan"
+        else:
+            names["#s"] = dc.subject_attribute or ""
+            req = {"IndexName": SUBJECT_INDEX, "KeyConditionExpression": "#s = :s"}
+            op = "query"
+        req |= {
+            "TableName": table,
+            "ProjectionExpression": projection,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": {":s": to_ddb_value(user_id)},
+        }
+
+        def call(r: Route, client: Any) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            send = getattr(client, op)
+            while True:
+                requests[r.region] += 1
+                page = send(**req)
+                out += page.get("Items", [])
+                if not page.get("LastEvaluatedKey"):
+                    return out
+                req["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+        items = [from_ddb(i) or {} for i in self.store.transport.call_at(route, call)]
+        return [self._found(name, region, table, keys, i) for i in items]
+
+    def _found(
+        self, name: str, region: str, table: str, keys: list[str], item: dict[str, Any]
+    ) -> Found:
+        raw_key = {k: item[k] for k in keys if k in item}
+        return Found(
+            data_class=name,
+            region=region,
+            table=table,
+            key=self.store.named(name, raw_key),
+            version=str(item.get(VERSION_ATTR, "")),
+            state=tombstone_kind(item) or "live",  # type: ignore[arg-type]
+            raw_key=raw_key,
+        )
+
+    # --- export ---
+
+    def export(self, user_id: str) -> dict[str, Any]:
+        """The subject's own data, read through the router (pinned: inside the jurisdiction)."""
+        entry = self.users.home_for(user_id, "read")
+        data: dict[str, list[dict[str, Any]]] = {}
+        for name, dc in self.policy.data_classes.items():
+            if isinstance(dc, PinnedDataClass):
+                items = self.store.query(name, user_id, user_id, limit=None, consistent=True)
+            elif dc.subject_attribute:
+                items = self._global_items(name, dc, user_id)
+            else:
+                continue
+            data[name] = [{k: v for k, v in i.items() if k not in RESERVED} for i in items]
+        return {
+            "subject": user_id,
+            "jurisdiction": entry.jurisdiction,
+            "home_region": entry.home_region,
+            "data": data,
+        }
+
+    def _global_items(self, name: str, dc: GlobalDataClass, user_id: str) -> list[dict[str, Any]]:
+        origin = self.store.region or self.policy.regions[0]
+        nearest = self.policy.nearest_first(origin, list(dc.replicas))[0]
+        found = self._probe(name, dc, nearest, user_id, False, Counter())
+        out = []
+        for f in found:
+            if f.state == "live":
+                item = self.store.get(name, f.raw_key, None, True)
+                if item is not None:
+                    out.append(item)
+        return out
+
+
+def _is_reach_error(exc: BaseException) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from residency.errors import RegionkitError
+
+    return isinstance(exc, (BotoCoreError, ClientError, RegionkitError))

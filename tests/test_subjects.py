@@ -1,0 +1,202 @@
+"""Data-subject requests: locate, export and erase a user everywhere (deterministic cluster).
+
+Ground truth is read with raw boto3 scans of every region (``Simulation.items``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regions.local.sim import Simulation, simulation
+from regions.router import RegionRouter
+from residency.errors import StaleWrite, UnassignedUser
+from residency.policy import load_policy
+
+EU1, EU2, IN1, IN2, US, US2, BR = (
+    "eu-central-1",
+    "eu-west-1",
+    "ap-south-1",
+    "ap-south-2",
+    "us-east-1",
+    "us-west-2",
+    "sa-east-1",
+)
+SECRET = {"email": "ravi.secret@example.in", "phone": "+919812345678"}
+
+
+@pytest.fixture(scope="module")
+def sim(example_policy_path: Any) -> Iterator[Simulation]:
+    with simulation(load_policy(example_policy_path), seed=5, detect=False) as s:
+        yield s
+
+
+def sign_up(router: RegionRouter, country: str) -> str:
+    uid = router.new_user_id(country=country)
+    router.assign_home(uid, country=country)
+    return uid
+
+
+def holders(sim: Simulation, table: str, key: str) -> dict[str, str]:
+    """Region → state ('live' or the tombstone kind) of one item, by raw scans."""
+    out = {}
+    for r in sim.policy.regions:
+        item = sim.items(r, table).get(key)
+        if item is not None:
+            out[r] = str(item.get("rk_del", "live"))
+    return out
+
+
+def posts_everywhere(sim: Simulation, uid: str) -> list[str]:
+    keys = []
+    for i, region in enumerate(sim.policy.regions):
+        key = f"post-{uid[-6:]}-{i}"
+        sim.routers[region].put("content", {"pk": key, "author_id": uid, "body": "hello"})
+        keys.append(key)
+    sim.settle()
+    return keys
+
+
+def test_locate_finds_every_item_by_index_and_shows_no_value(sim: Simulation) -> None:
+    router = sim.routers[IN1]
+    uid = sign_up(router, "IN")
+    router.put("profile", {"pk": uid, **SECRET})
+    posts = posts_everywhere(sim, uid)
+    location = router.locate_subject(uid)
+    live = location.live()
+    by_class = {(f.data_class, f.region) for f in live}
+    assert ("profile", IN1) in by_class and ("profile", IN2) in by_class
+    assert {r for c, r in by_class if c == "content"} == set(sim.policy.regions)
+    assert sum(1 for f in live if f.data_class == "content") == len(posts) * 7
+    assert ("directory", US) in by_class
+    text = json.dumps([f.public() for f in location.items])
+    assert uid not in text and SECRET["email"] not in text and "post-" not in text
+    assert location.method == "index" and not location.unreadable
+    scanned = router.locate_subject(uid, scan=True)
+    assert {(f.data_class, f.region, f.key) for f in scanned.live()} == {
+        (f.data_class, f.region, f.key) for f in live
+    }
+
+
+def test_export_reads_the_subjects_own_data(sim: Simulation) -> None:
+    router = sim.routers[EU1]
+    uid = sign_up(router, "DE")
+    router.put("profile", {"pk": uid, **SECRET})
+    router.put("content", {"pk": f"export-{uid}", "author_id": uid, "body": "mine"})
+    sim.settle()
+    out = router.export_subject(uid)
+    assert out["jurisdiction"] == "EU"
+    assert out["data"]["profile"] == [{"pk": uid, **SECRET}]
+    assert out["data"]["content"] == [{"pk": f"export-{uid}", "author_id": uid, "body": "mine"}]
+
+
+def test_erase_removes_the_subject_everywhere_and_keeps_a_receipt(sim: Simulation) -> None:
+    router = sim.routers[US]
+    uid = sign_up(router, "US")
+    router.put("profile", {"pk": uid, **SECRET})
+    posts = posts_everywhere(sim, uid)
+    result = router.erase_subject(uid)
+    assert result.status == "done", result.reason
+    assert holders(sim, "profiles", uid) == {US: "erased", US2: "erased"}
+    for key in posts:
+        assert set(holders(sim, "content", key).values()) == {"erased"}
+    assert holders(sim, "directory", uid)[US] == "erased"
+    with pytest.raises(UnassignedUser):
+        router.put("profile", {"pk": uid, **SECRET})
+    with pytest.raises(StaleWrite):  # a stale process writing a post back is refused
+        sim.routers[EU1].put("content", {"pk": posts[0], "author_id": uid, "body": "again"})
+    receipt = result.receipt()
+    text = json.dumps(receipt)
+    assert uid not in text and SECRET["email"] not in text and "post-" not in text
+    assert receipt["erased"][f"{US}/profiles"]["count"] == 1
+    assert sum(v["count"] for k, v in receipt["erased"].items() if k.endswith("/content")) == 49
+    assert {w["what"] for w in receipt["not_erased_at_once"]} >= {
+        "point-in-time-recovery backups",
+        "DynamoDB stream records",
+    }
+    again = router.erase_subject(uid)  # idempotent
+    assert again.status == "done"
+
+
+def test_an_erase_during_a_replication_pause_stays_erased(sim: Simulation) -> None:
+    eu = sim.routers[EU1]
+    uid = sign_up(eu, "DE")
+    eu.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    sim.faults.pause(EU1, EU2)
+    eu.update("profile", {"pk": uid}, {"phone": "+49 stale"})  # stuck on the paused link
+    sim.step(0.01)
+    assert sim.routers[US].erase_subject(uid).status == "done"
+    sim.faults.resume(EU1, EU2)
+    sim.settle()  # the stale update arrives after the fences
+    assert holders(sim, "profiles", uid) == {EU1: "erased", EU2: "erased"}
+
+
+def test_an_erase_during_an_outage_is_pending_then_done_on_resume(sim: Simulation) -> None:
+    router = sim.routers[IN1]
+    uid = sign_up(router, "IN")
+    router.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    sim.outage(IN2)
+    try:
+        result = router.erase_subject(uid)
+        assert result.status == "pending" and IN2 in result.reason
+        assert [e.user_id for e in router.pending_erasures()] == [uid]
+    finally:
+        sim.restore(IN2)
+    done = sim.routers[US].erase_subject(uid)
+    assert done.status == "done", done.reason
+    assert holders(sim, "profiles", uid) == {IN1: "erased", IN2: "erased"}
+    assert router.pending_erasures() == []
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["put", "delete", "pause", "resume", "step"]),
+            st.sampled_from([EU1, US, IN1]),
+        ),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_random_writes_deletes_and_pauses_never_resurrect_a_delete(
+    sim: Simulation, ops: list[tuple[str, str]]
+) -> None:
+    """The last acknowledged operation (in time: each takes a millisecond) is a delete,
+    or a write whose stamp is older than a delete it meets: either way nothing comes back."""
+    key = f"zombie-{sim.rng.random()}"
+    last: str | None = None  # "put" or "delete": the last acknowledged operation
+    for op, region in ops:
+        sim.advance(0.001)
+        r = sim.routers[region]
+        if op in ("put", "delete"):
+            try:
+                if op == "put":
+                    r.put("content", {"pk": key, "body": "x"})
+                else:
+                    r.delete("content", {"pk": key})
+                last = op
+            except StaleWrite:
+                pass
+        elif op == "pause":
+            sim.faults.pause(region, None)
+        elif op == "resume":
+            sim.faults.resume(region, None)
+        else:
+            sim.step(0.05)
+    sim.faults.resume(None, None)
+    sim.settle()
+    states = {sim.items(r, "content").get(key, {}).get("rk_v") for r in sim.policy.regions}
+    assert len(states) == 1  # converged
+    final = sim.items(US, "content").get(key)
+    if last == "delete":  # the newest acknowledged operation won everywhere
+        assert final is not None and final.get("rk_del") == "deleted"
+    elif last == "put":
+        assert final is not None and "rk_del" not in final
