@@ -11,6 +11,7 @@ moto, aws_cdk, pydantic and rich are imported inside the commands that use them.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -1370,6 +1371,192 @@ def _render_moves(results: list[Any]) -> None:
                 f"[yellow]pending[/]: {_esc(result.reason)}; run `regionkit users move "
                 "--resume` to finish it"
             )
+
+
+# --- regionkit subject ----------------------------------------------------------------------
+
+subject_app = typer.Typer(
+    help="Data-subject requests: locate, export and erase one user everywhere.",
+    no_args_is_help=True,
+)
+app.add_typer(subject_app, name="subject")
+
+
+def _subject_router() -> tuple[Settings, Any]:
+    from regions.router import RegionRouter
+
+    settings = _quick_settings()
+    reason = _no_cluster_reason(settings)
+    if reason:
+        raise OperationError(message=reason)
+    policy = _policy(settings.policy)
+    _configure_logging(policy)
+    return settings, RegionRouter(policy, region=settings.region, settings=settings)
+
+
+def _subject_call(settings: Settings, what: str, fn: Any) -> Any:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from residency.errors import BackendError, RegionUnavailable
+
+    try:
+        return fn()
+    except (BackendError, RegionUnavailable, BotoCoreError, ClientError) as exc:
+        _reach_failed(settings, what, exc)
+
+
+@subject_app.command("locate")
+def subject_locate(
+    user_id: Annotated[str, typer.Argument(help="The user ID.")],
+    scan: Annotated[
+        bool, typer.Option("--scan", help="Scan every replica instead of the by-subject index.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Every item of the user in every region and data class: keys by pseudonym, no values."""
+    from regions.ids import parse_user_id
+
+    parse_user_id(user_id)
+    settings, router = _subject_router()
+    loc = _subject_call(
+        settings, "locate failed", lambda: router.locate_subject(user_id, scan=scan)
+    )
+    if as_json:
+        _print_json(
+            {
+                "subject": loc.user,
+                "method": loc.method,
+                "items": [f.public() for f in loc.items],
+                "unreadable": loc.unreadable,
+                "requests": loc.requests,
+            }
+        )
+        return
+    con = _console()
+    if scan:
+        con.print("[yellow]scanning every replica[/] (--scan): slow on large tables")
+    con.print(f"subject [bold]{loc.user}[/] ({len(loc.live())} live items, {loc.method})")
+    for f in sorted(loc.items, key=lambda f: (f.data_class, f.region, f.key)):
+        con.print(f"  {f.data_class:<10} {f.region:<15} {f.table:<20} {f.key} {f.state}")
+    for region in loc.unreadable:
+        con.print(f"  [red]{region}: unreadable[/] (what it holds is unknown)")
+
+
+@subject_app.command("export")
+def subject_export(
+    user_id: Annotated[str, typer.Argument(help="The user ID.")],
+    out: Annotated[Path, typer.Option("--out", help="The JSON file to write.")],
+    transfer_basis: Annotated[
+        str | None,
+        typer.Option(
+            "--transfer-basis",
+            help="The legal basis for writing the export outside the subject's jurisdiction.",
+        ),
+    ] = None,
+) -> None:
+    """Write the user's own data (GDPR Art. 15/20) as JSON, read inside their jurisdiction.
+
+    The file is itself a copy of personal data. It is written only where this process runs
+    (REGIONKIT_REGION) inside the subject's jurisdiction, unless --transfer-basis names why
+    the transfer is lawful; the basis is recorded in the file.
+    """
+    from datetime import UTC, datetime
+
+    from regions.ids import parse_user_id
+
+    parse_user_id(user_id)
+    _writable_file(out, "--out")
+    settings, router = _subject_router()
+    entry = _subject_call(settings, "export failed", lambda: router.home_of(user_id))
+    here = settings.region
+    inside = here is not None and router.policy.jurisdiction_of_region(here) == entry.jurisdiction
+    if not inside and not transfer_basis:
+        _fail(
+            f"the subject's data is in {entry.jurisdiction}, and this process runs in "
+            f"{here or 'no declared region (REGIONKIT_REGION)'}: writing the export here is a "
+            "transfer; run it from inside the jurisdiction, or name the basis with "
+            "--transfer-basis"
+        )
+    data = _subject_call(settings, "export failed", lambda: router.export_subject(user_id))
+    data["exported_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    data["written_in"] = here
+    data["transfer_basis"] = transfer_basis
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, default=str)
+    counts = ", ".join(f"{k}: {len(v)}" for k, v in data["data"].items())
+    _console().print(f"[green]ok[/] wrote {_esc(out)} (mode 0600; {counts})")
+
+
+@subject_app.command("erase")
+def subject_erase(
+    user_id: Annotated[
+        str | None, typer.Argument(help="The user ID (omit with --resume: every pending one).")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish recorded erasures (directory 'erasing').")
+    ] = False,
+    receipts: Annotated[
+        Path, typer.Option("--receipt-dir", help="Where the signed receipts go.")
+    ] = Path("regionkit-receipts"),
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Erase the user everywhere, verify every replica, and write a signed receipt.
+
+    Exit 1 while an erasure is pending (a region unreachable): its record stays in the
+    directory, and `regionkit subject erase --resume` finishes it.
+    """
+    from regions.erasure import receipt_markdown
+    from regions.ids import parse_user_id
+    from residency.audit.model import report_digest
+    from residency.signing import sign
+
+    if user_id is None and not resume:
+        _fail("give a user ID, or --resume to finish every pending erasure")
+    if user_id is not None:
+        parse_user_id(user_id)
+    _writable_dir(receipts, "--receipt-dir")
+    settings, router = _subject_router()
+    signer = _audit_signer(settings, router.policy)
+    ids = [user_id] if user_id else [e.user_id for e in router.pending_erasures()]
+    results = [
+        _subject_call(settings, "erase failed", lambda u=u: router.erase_subject(u)) for u in ids
+    ]
+    receipts.mkdir(parents=True, exist_ok=True)
+    written = []
+    for result in results:
+        body = result.receipt()
+        sig = sign(body, signer).model_dump()
+        signed = {**body, "report_sha256": report_digest(body), "signature": sig}
+        stem = receipts / f"erasure-{result.user}-{result.finished_at.replace(':', '')}"
+        stem.with_suffix(".json").write_text(json.dumps(signed, indent=2), encoding="utf-8")
+        md = receipt_markdown(body, {**sig, "digest": signed["report_sha256"]})
+        md += f"\nSigned JSON: {stem.with_suffix('.json').name}\n"
+        stem.with_suffix(".md").write_text(md, encoding="utf-8")
+        written.append(
+            {
+                "subject": result.user,
+                "status": result.status,
+                "reason": result.reason,
+                "receipt": str(stem.with_suffix(".json")),
+            }
+        )
+    if as_json:
+        _print_json(written)
+    else:
+        con = _console()
+        if not written:
+            con.print("no pending erasure")
+        for w in written:
+            mark = (
+                "[green]done[/]"
+                if w["status"] == "done"
+                else f"[yellow]pending[/] ({_esc(w['reason'])})"
+            )
+            con.print(f"{w['subject']}: {mark}; receipt {_esc(w['receipt'])}")
+    if any(r.status != "done" for r in results):
+        raise typer.Exit(EXIT_CHECK_FAILED)
 
 
 # --- regionkit conflicts ------------------------------------------------------------------

@@ -110,7 +110,7 @@ class Eraser:
 
     def erase(self, user_id: str) -> ErasureResult:
         result = ErasureResult(
-            user=self.store.pseudonymize(user_id, scope="user"),
+            user=self.store.pseudonymize(user_id, scope="subject"),
             status="pending",
             started_at=self._stamp(),
         )
@@ -326,3 +326,47 @@ def _reachable_error(exc: BaseException) -> bool:
     from residency.errors import RegionkitError
 
     return isinstance(exc, (BotoCoreError, ClientError, RegionkitError))
+
+
+def receipt_markdown(body: dict[str, Any], signature: dict[str, Any] | None = None) -> str:
+    """The receipt for people (Markdown); it refers to the signed JSON beside it."""
+    lines = [
+        "# Erasure receipt",
+        "",
+        f"- subject (keyed pseudonym): `{body['subject']}`",
+        f"- status: **{body['status']}**" + (f" ({body['reason']})" if body.get("reason") else ""),
+        f"- started: {body['started_at']}; finished: {body['finished_at']}",
+        "",
+        "## Erased (tombstones that refuse any later write)",
+        "",
+        "| region / table | data class | items | key pseudonyms |",
+        "|---|---|---|---|",
+    ]
+    for where, e in sorted(body["erased"].items()):
+        keys = ", ".join(f"`{k}`" for k in e["keys"][:5]) + (" …" if len(e["keys"]) > 5 else "")
+        lines.append(f"| {where} | {e['data_class']} | {e['count']} | {keys} |")
+    if not body["erased"]:
+        lines.append("| (none) | | 0 | |")
+    if body["anonymized"]:
+        lines += ["", "## Anonymized", "", "| where | data class | items |", "|---|---|---|"]
+        for where, e in sorted(body["anonymized"].items()):
+            lines.append(f"| {where} | {e['data_class']} | {e['count']} |")
+    if body["kept"]:
+        lines += ["", "## Kept, by policy", "", "| data class | key | reason |", "|---|---|---|"]
+        lines += [f"| {k['data_class']} | `{k['key']}` | {k['reason']} |" for k in body["kept"]]
+    lines += ["", "## Verified clean", "", "| region / table | at |", "|---|---|"]
+    lines += [f"| {w} | {t} |" for w, t in sorted(body["verified_clean"].items())]
+    if body["still_held"]:
+        lines += ["", "**Still held:** " + ", ".join(body["still_held"])]
+    lines += ["", "## Not erasable at once", "", "| what | until | why |", "|---|---|---|"]
+    lines += [f"| {w['what']} | {w['until']} | {w['why']} |" for w in body["not_erased_at_once"]]
+    if signature:
+        lines += [
+            "",
+            "## Signature",
+            "",
+            f"Signed by `{signature.get('key_id', '?')}` ({signature.get('algorithm', '?')}) "
+            f"over the SHA-256 `{signature.get('digest', '?')}` of the canonical JSON in the "
+            "`.json` file beside this one; verify with `regionkit audit verify`.",
+        ]
+    return "\n".join(lines) + "\n"

@@ -30,7 +30,6 @@ What it guarantees, and what enforces each promise:
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -108,6 +107,8 @@ class RegionRouter:
         self.writer = Writer(self.store)
         self.users = Users(policy, self.store, self.writer, self.routes, self.health, cache)
         self._dir_class = policy.system.directory
+        for name, ref in self.store.merges.items():  # refuse a bad reference at start-up
+            self.merge_function(name, ref)
         self.subjects = Subjects(policy, self.store, self.users)
         self.eraser = Eraser(policy, self.store, self.writer, self.users, self.subjects)
 
@@ -116,7 +117,8 @@ class RegionRouter:
         from residency.policy import load_policy
 
         s = settings or load_settings()
-        return cls(load_policy(s.policy), settings=s, **kwargs)
+        policy = load_policy(s.policy, max_bytes=s.policy_max_bytes, merge_modules=s.merge_modules)
+        return cls(policy, settings=s, **kwargs)
 
     # --- lifecycle ---
 
@@ -318,17 +320,16 @@ class RegionRouter:
         self.store.observe(item)
 
     def merge_function(self, data_class: str, ref: str) -> Merge:
+        """The data class's merge function, resolved once through the policy's allow-list
+        (``regions.merges`` and the operator's ``merge_modules``; never a policy's choice)."""
         fn = self._merge.get(data_class)
         if fn is None:
-            module, _, name = ref.partition(":")
-            try:
-                fn = getattr(importlib.import_module(module), name)
-            except (ImportError, AttributeError):
-                fn = None
-            if fn is None:
-                raise ConfigError(
-                    message=f"merge function {ref!r} of data class {data_class!r} "
-                    "cannot be imported"
-                )
+            from residency.policy import resolve_merge
+
+            fn = resolve_merge(
+                ref,
+                extra_modules=self.settings.merge_modules,
+                field=f"data_classes.{data_class}.conflicts.merge",
+            )
             self._merge[data_class] = fn
         return fn

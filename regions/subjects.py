@@ -102,7 +102,7 @@ class Subjects:
                     raise
                 unreadable.add(region)
         return Location(
-            user=self.store.pseudonymize(user_id, scope="user"),
+            user=self.store.pseudonymize(user_id, scope="subject"),
             method="scan" if scan else "index",
             items=found,
             unreadable=sorted(unreadable),

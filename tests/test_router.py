@@ -933,15 +933,18 @@ def test_cluster_breaker_opens_on_a_paused_server_and_closes_after_a_probe(
 def test_cluster_routing_right_after_sign_up_needs_no_replication(
     isolated_cluster: Any,
 ) -> None:
-    c = isolated_cluster  # no replication at all: only the ID's hint can help
+    """No replication at all: assign_home wrote the entry in the home region's directory
+    replica (the user's authority), and every other region finds it there by a consistent
+    read; nothing is routed on the hint inside the ID."""
+    c = isolated_cluster
     routers = {r: cluster_router(c, r) for r in c.policy.regions}
     uid = sign_up(routers[US], "DE")
-    assert _raw_get(c, US, "directory", uid) is not None
-    assert _raw_get(c, EU1, "directory", uid) is None  # never replicated here
+    assert _raw_get(c, EU1, "directory", uid) is not None  # the authority: the home region
+    assert _raw_get(c, US, "directory", uid) is None  # never replicated here
     routers[EU2].put("profile", {"pk": uid, **PII})
-    for region, router in routers.items():
+    for router in routers.values():
         assert router.route("profile", uid).region == EU1
-        assert router.home_of(uid).source == ("directory" if region == US else "id-hint")
+        assert router.home_of(uid).source == "directory"
         assert router.get("profile", {"pk": uid})["email"] == PII["email"]  # type: ignore[index]
 
 
@@ -961,11 +964,12 @@ def test_cluster_move_user_and_resume_after_a_crash(cluster: Any) -> None:
         crashing.move_user(uid, country="US")
     entry = _raw_get(cluster, EU1, "directory", uid)
     assert entry is not None and (entry["status"], entry["moving_to"]) == ("moving", US)
-    assert _raw_get(cluster, US, "profiles", uid) is not None
-    assert _raw_get(cluster, EU1, "profiles", uid) is not None  # two copies: the record says why
-    result = cluster_router(cluster, EU1).move_user(uid, country="US")
-    assert result.to_region == US
-    assert _raw_get(cluster, EU1, "profiles", uid) is None
+    assert _raw_get(cluster, US, "profiles", uid) is not None  # copied, then the crash
+    result = cluster_router(cluster, EU1).move_user(uid)  # resume the recorded move
+    assert (result.to_region, result.status) == (US, "done")
+    for region in (EU1, EU2):
+        fence = _raw_get(cluster, region, "profiles", uid)
+        assert fence is not None and fence["rk_del"] == "moved" and "email" not in fence
     got = _raw_get(cluster, US, "profiles", uid)
     assert got is not None and got["email"] == PII["email"]
     done = _raw_get(cluster, EU1, "directory", uid)

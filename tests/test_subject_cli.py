@@ -1,0 +1,76 @@
+"""`regionkit subject locate | export | erase` on the real local cluster (moto servers)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_router_cli import _restore_logging, on_cluster, run  # noqa: F401  (fixtures)
+
+from regions.router import RegionRouter
+
+EU1, EU2, US = "eu-central-1", "eu-west-1", "us-east-1"
+SECRET = "anna.secret@example.de"
+
+
+def _user_with_data(cluster: Any) -> tuple[str, list[str]]:
+    router = RegionRouter(cluster.policy, region=EU1, settings=cluster.settings())
+    uid = router.new_user_id(country="DE")
+    router.assign_home(uid, country="DE")
+    router.put("profile", {"pk": uid, "email": SECRET, "display_name": "Anna"})
+    posts = []
+    for region in cluster.policy.regions:
+        key = f"cli-post-{uid[-8:]}-{region}"
+        r = RegionRouter(cluster.policy, region=region, settings=cluster.settings())
+        r.put("content", {"pk": key, "author_id": uid, "body": "hi"})
+        posts.append(key)
+    assert cluster.replicator.wait_converged(30)
+    return uid, posts
+
+
+def test_locate_export_and_erase_through_the_cli(
+    on_cluster: Any,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uid, posts = _user_with_data(on_cluster)
+    code, text = run(capsys, "subject", "locate", uid, "--json")
+    assert code == 0, text
+    located = json.loads(text[text.index("{") :])
+    live = [i for i in located["items"] if i["state"] == "live"]
+    assert {i["region"] for i in live if i["data_class"] == "content"} == {EU1, EU2, US}
+    assert {i["region"] for i in live if i["data_class"] == "profile"} == {EU1, EU2}
+    assert uid not in text and SECRET not in text and "cli-post" not in text
+
+    code, text = run(capsys, "subject", "export", uid, "--out", str(tmp_path / "x.json"))
+    assert code == 2 and "transfer" in text  # no REGIONKIT_REGION: refused, nothing written
+    assert not (tmp_path / "x.json").exists()
+    monkeypatch.setenv("REGIONKIT_REGION", EU1)
+    code, text = run(capsys, "subject", "export", uid, "--out", str(tmp_path / "x.json"))
+    assert code == 0, text
+    exported = json.loads((tmp_path / "x.json").read_text())
+    assert exported["data"]["profile"][0]["email"] == SECRET
+    assert SECRET not in text
+
+    code, text = run(
+        capsys, "subject", "erase", uid, "--receipt-dir", str(tmp_path / "r"), "--json"
+    )
+    assert code == 0, text
+    receipt_path = Path(json.loads(text[text.index("[") :])[0]["receipt"])
+    receipt = receipt_path.read_text()
+    assert uid not in receipt and SECRET not in receipt and "cli-post" not in receipt
+    code, text = run(capsys, "audit", "verify", str(receipt_path))
+    assert code == 0 and "OK" in text, text
+    md = receipt_path.with_suffix(".md").read_text()
+    assert "Erasure receipt" in md and "point-in-time-recovery" in md
+    code, text = run(capsys, "subject", "locate", uid, "--json")
+    after = json.loads(text[text.index("{") :])
+    assert not [i for i in after["items"] if i["state"] == "live"]
+    tampered = json.loads(receipt)
+    tampered["status"] = "done" if tampered["status"] != "done" else "pending"
+    (tmp_path / "t.json").write_text(json.dumps(tampered))
+    code, text = run(capsys, "audit", "verify", str(tmp_path / "t.json"))
+    assert code == 1
