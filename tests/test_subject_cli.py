@@ -36,7 +36,7 @@ def test_locate_export_and_erase_through_the_cli(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    uid, posts = _user_with_data(on_cluster)
+    uid, _posts = _user_with_data(on_cluster)
     code, text = run(capsys, "subject", "locate", uid, "--json")
     assert code == 0, text
     located = json.loads(text[text.index("{") :])
