@@ -89,10 +89,13 @@ def spied_app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
     """The server's app, built in this process, with counters on moto's entry points."""
     from moto.core import responses
     from moto.core import utils as moto_utils
+    from moto.kms import models as kms_models
+    from moto.kms import utils as kms_utils
     from moto.moto_server import werkzeug_app
 
-    # build_app memoises a helper in moto.core.responses: put it back afterwards.
+    # build_app replaces two helpers in moto's modules: put them back afterwards.
     monkeypatch.setattr(responses, "method_names_from_class", moto_utils.method_names_from_class)
+    monkeypatch.setattr(kms_models, "generate_private_key", kms_utils.generate_private_key)
     calls = {"dispatcher": 0, "moto_view": 0}
     dispatch = werkzeug_app.DomainDispatcherApplication.__call__
     view = moto_utils.convert_to_flask_response.__call__
@@ -194,6 +197,29 @@ def test_the_server_keeps_connections_alive(isolated_cluster: Any) -> None:
     assert (first.getheader("Connection") or "").lower() != "close"
     assert reused, "the server closed the connection after one response"
     assert "regionkit-moto" in (first.getheader("Via") or first.getheader("Server") or "")
+
+
+def test_kms_key_pairs_are_made_on_first_use(spied_app: tuple[Any, dict[str, int]]) -> None:
+    """moto still makes a KMS key's pair through kms.models.generate_private_key, the
+    one build_app defers; and a deferred key still signs and verifies."""
+    from moto.kms import models as kms_models
+
+    app, _ = spied_app
+    assert kms_models.generate_private_key.__name__ == "lazy_private_key"
+    spec = {"KeySpec": "RSA_2048", "KeyUsage": "SIGN_VERIFY"}
+    status, reply = _call(app, _environ("TrentService.CreateKey", spec, "kms"))
+    assert status == 200, reply[:300]
+    key_id = json.loads(reply)["KeyMetadata"]["KeyId"]
+    backend = kms_models.kms_backends["123456789012"]["eu-west-1"]
+    assert type(backend.keys[key_id].private_key).__name__ == "_LazyPrivateKey", (
+        "moto no longer makes key pairs through kms.models.generate_private_key"
+    )
+    sign = {"KeyId": key_id, "Message": "aGk=", "SigningAlgorithm": "RSASSA_PSS_SHA_256"}
+    status, reply = _call(app, _environ("TrentService.Sign", sign, "kms"))
+    assert status == 200, reply[:300]
+    verify = {**sign, "Signature": json.loads(reply)["Signature"]}
+    status, reply = _call(app, _environ("TrentService.Verify", verify, "kms"))
+    assert status == 200 and json.loads(reply)["SignatureValid"] is True
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")

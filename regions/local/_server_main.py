@@ -13,11 +13,12 @@ measured (``benchmarks/bench_replication.py``):
   one event loop for the connections and a thread pool for the app. moto_server
   runs werkzeug's development server, which answers every request with
   ``Connection: close``, so each boto3 call paid a TCP handshake and a thread.
-* **two per-request costs of moto are skipped**: the dispatcher's scan of every
-  service module on disk (the cluster's calls name their service in
+* **three costs of moto are skipped**: the dispatcher's scan of every service
+  module on disk, per request (the cluster's calls name their service in
   ``X-Amz-Target``, so they go straight to that service's app, the one the
-  dispatcher would have picked), and ``inspect.getmembers`` on the response class
-  (:func:`cache_method_names`).
+  dispatcher would have picked); ``inspect.getmembers`` on the response class,
+  per request (:func:`cache_method_names`); and an RSA key pair per KMS key,
+  made only when used (:func:`defer_kms_key_pairs`).
 
 ``tests/test_local_server_contract.py`` fails loudly if either stops working
 (moto renames or changes what is used here, or a request falls back to the
@@ -83,6 +84,38 @@ def cache_method_names() -> Callable[..., Any]:
     return cached
 
 
+class _LazyPrivateKey:
+    """moto's private key for one KMS key, generated the first time something uses it."""
+
+    def __init__(self, make: Callable[[str], Any], key_spec: str) -> None:
+        self._make, self._spec, self._key = make, key_spec, None
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        with self._lock:
+            if self._key is None:
+                self._key = self._make(self._spec)
+        return getattr(self._key, name)
+
+
+def defer_kms_key_pairs() -> Callable[[str], Any]:
+    """moto makes an RSA-2048 key pair for every KMS key, symmetric ones included
+    (about 55 ms of CPU each); provisioning creates one key per table per region
+    and never signs with it. Make the pair on first use instead. Returns the
+    replacement of ``moto.kms.models.generate_private_key`` (the contract test
+    checks moto still calls it, and that signing still works)."""
+    from moto.kms import models as kms_models
+    from moto.kms.utils import generate_private_key
+
+    def lazy_private_key(key_spec: str) -> Any:
+        return _LazyPrivateKey(generate_private_key, key_spec)
+
+    kms_models.generate_private_key = lazy_private_key  # type: ignore[attr-defined]
+    return lazy_private_key
+
+
 def build_app() -> WsgiApp:
     """moto's own WSGI apps, as ``moto_server`` serves them (``moto/server.py``).
 
@@ -96,6 +129,7 @@ def build_app() -> WsgiApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     cache_method_names()
+    defer_kms_key_pairs()
     dispatcher: WsgiApp = DomainDispatcherApplication(create_backend_app)
     apps: dict[str, WsgiApp] = {
         prefix: create_backend_app(service)  # type: ignore[arg-type]
