@@ -14,7 +14,9 @@ holds the entry from the moment ``assign_home`` returned. With no entry anywhere
 the request is refused (:class:`~residency.errors.UnassignedUser`). Only when the
 directory cannot be reached at all may a *read* go by the hint in the ID (it can
 only reach the hint's jurisdiction, where a move fence redirects it); a write
-never does.
+never does. Every change of an entry is made at that one replica (the user's
+*authority*), so conditions serialise two racing changes; while it is unreachable,
+changes wait (``RegionUnavailable``) rather than fork the directory.
 
 **Re-homing** (``move_user``), in order; what each crash point leaves:
 
@@ -168,19 +170,8 @@ class Users:
         return hint if hint in self._dir_replicas else None
 
     def read_authoritative(self, user_id: str) -> DirectoryEntry | None:
-        """A consistent read at the user's authority replica (the nearest if it is down)."""
-        authority = self.authority(user_id)
-        try:
-            return self.read_entry(user_id, region=authority, consistent=True)
-        except RegionUnavailable:
-            found = self.read_entry(user_id, consistent=True)
-        if found is None:  # not replicated here yet, or never assigned: nobody can tell now
-            raise RegionUnavailable(
-                data_class=self.dir_class,
-                scope=f"the directory authority {authority}",
-                reason="it is unreachable and the nearest replica has no entry for the user",
-            )
-        return found
+        """A consistent read at the user's authority replica (RegionUnavailable if down)."""
+        return self.read_entry(user_id, region=self.authority(user_id), consistent=True)
 
     def write_entry(
         self,
@@ -188,21 +179,19 @@ class Users:
         *,
         based_on: str | None = None,
         create_only: bool = False,
-        region: str | None = None,
     ) -> str:
-        """Write an entry at its authority replica, else (down) the nearest one."""
+        """Write an entry at its authority replica, conditionally.
+
+        There is no fallback to another replica: an entry changed elsewhere would leave
+        the authority stale, and the next change there would not see it. While the
+        authority is unreachable, sign-up and moves of its users wait (RegionUnavailable).
+        """
         item = {self.dpk: entry.user_id, **entry.to_item()}
-        region = region or self.authority(entry.user_id)
-        if region is not None:
-            decide = directed(self.routes.at(self.dir_class, region, None, "write"))
-            try:
-                w = self.writer.put(
-                    self.dir_class, item, None, based_on, create_only, decide=decide
-                )
-                return w.version
-            except RegionUnavailable:
-                pass
-        return self.writer.put(self.dir_class, item, None, based_on, create_only).version
+        region = self.authority(entry.user_id)
+        decide = directed(self.routes.at(self.dir_class, region, None, "write")) if region else None
+        return self.writer.put(
+            self.dir_class, item, None, based_on, create_only, decide=decide
+        ).version
 
     # --- sign-up ---
 
@@ -227,11 +216,9 @@ class Users:
             )
         entry = DirectoryEntry(user_id, uid.home_hint, jid)
         try:
-            # At the authority replica; if that is down, any replica: until the entry
-            # replicates, other processes then refuse this user (never misroute it).
             version = self.write_entry(entry, create_only=True)
             entry = DirectoryEntry(user_id, uid.home_hint, jid, version=version)
-        except StaleWrite:
+        except StaleWrite:  # an entry exists already: keep it (idempotent sign-up)
             existing = self.read_authoritative(user_id)
             if existing is None:
                 raise
