@@ -1226,6 +1226,8 @@ def test_an_unreadable_region_makes_only_unknowable(env: Env) -> None:
     assert "only in" not in found[0].reason
     assert "in eu-central-1; unknown in eu-west-1 (unreadable or sampled)" in found[0].reason
     assert found[0].severity == "critical"
+    passed = of(report, "data.profile_duplicates", "PASS")
+    assert passed and all("unknown in eu-west-1" in f.reason for f in passed)
 
 
 def test_tombstones_and_moves_in_progress_are_not_breaches(env: Env) -> None:

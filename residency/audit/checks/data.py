@@ -41,6 +41,10 @@ def _read(ts: TableScan) -> str:
     return text
 
 
+def _down(ctx: AuditContext) -> list[str]:
+    return [r for r in ctx.all_regions if ctx.down(r)]
+
+
 def _table(ts: TableScan | None, table: str) -> str:
     if ts is not None and ts.copy_of:
         return f"{table} (an unlisted copy of {ts.copy_of})"
@@ -275,12 +279,16 @@ def profile_duplicates(ctx: AuditContext) -> Iterator[Finding]:
             },
         )
     clean = [t for t in scans if not t.errors]
+    # never claim more than was read: a second copy may sit where the audit could not look
+    unread = sorted({t.region for t in scans if not t.complete} | set(_down(ctx)))
+    caveat = f"; unknown in {', '.join(unread)} (unreadable or sampled)" if unread else ""
     if clean and not scan.duplicates:
         for ts in clean:
             yield me.passed(
                 region=ts.region,
                 resource=ts.arn,
-                reason=f"{_read(ts)} of {ts.plan.table}: no subject found in a second jurisdiction",
+                reason=f"{_read(ts)} of {ts.plan.table}: no subject found in a second "
+                f"jurisdiction{caveat}",
             )
 
 
