@@ -1277,3 +1277,10 @@ def test_transfer_evidence_says_where_each_jurisdictions_data_is(env: Env) -> No
 
     md = render(report, "markdown")
     assert "## Transfer evidence" in md and "**NO**" in md
+    # every format carries it: HTML and the terminal a section, JUnit properties, OCSF unmapped
+    assert "Transfer evidence" in render(report, "html")
+    assert "transfer evidence" in render(report, "terminal")
+    assert 'name="transfer_evidence.EU"' in render(report, "junit")
+    ocsf = json.loads(render(report, "ocsf"))
+    assert ocsf[0]["unmapped"]["transfer_evidence"]["EU"]["outside"] == 1
+    assert json.loads(render(report, "json"))["transfer_evidence"][0]["jurisdiction"] == "EU"

@@ -13,8 +13,10 @@ Field choices follow the OCSF 1.1.0 Detection Finding class and what Prowler emi
   {desc}; ``cloud`` {provider, region, account {uid, name, type_id}}; ``metadata`` {version, product
   {name, vendor_name, uid, version}, event_code: the check id, profiles};
 * ``unmapped``: the report and policy digests, the signature (algorithm, key,
-  value), the signed JSON's file name, and the finding's details (pseudonyms,
-  attribute names, kinds, counts: never values).
+  value), the signed JSON's file name, the report's transfer evidence in short
+  (per jurisdiction: where its data was found, items outside, regions holding
+  none, regions unknown, the last drill inside), and the finding's details
+  (pseudonyms, attribute names, kinds, counts: never values).
 
 ``time`` is OCSF's ``timestamp_t``: milliseconds since the epoch.
 """
@@ -59,8 +61,30 @@ def _name(resource: str) -> str:
     return resource.rsplit("/", 1)[-1] if "/" in resource else resource
 
 
+def transfer_summary(report: AuditReport) -> dict[str, Any]:
+    """The transfer evidence in short, for formats that carry no section of their own."""
+    return {
+        j.jurisdiction: {
+            "found": [
+                f"{f.region}/{f.table}={f.items}" + ("" if f.inside else " OUTSIDE")
+                for f in j.found
+            ],
+            "outside": j.outside,
+            "none_in": j.regions_without,
+            "unknown": j.regions_unknown,
+            "last_inside_drill": j.last_inside_drill.drill_id if j.last_inside_drill else None,
+        }
+        for j in report.transfer_evidence
+    }
+
+
 def _one(
-    report: AuditReport, f: Finding, rationale: dict[str, str], when: int, signed_json: str
+    report: AuditReport,
+    f: Finding,
+    rationale: dict[str, str],
+    when: int,
+    signed_json: str,
+    transfer: dict[str, Any],
 ) -> dict[str, Any]:
     sev = SEVERITY_ID[f.severity]
     rtype, group = _resource_type(f.resource)
@@ -128,6 +152,7 @@ def _one(
             "policy_sha256": report.policy.sha256,
             "policy": report.policy.name,
             "signed_json": signed_json,
+            "transfer_evidence": transfer,
             "signature": (
                 {
                     "algorithm": report.signature.algorithm,
@@ -151,7 +176,8 @@ def ocsf_findings(report: AuditReport, *, signed_json: str = "") -> list[dict[st
 
     rationale = {c.id: c.meta.rationale for c in all_checks()}
     when = _ms(report.ended_at)
-    return [_one(report, f, rationale, when, signed_json) for f in report.findings]
+    transfer = transfer_summary(report)
+    return [_one(report, f, rationale, when, signed_json, transfer) for f in report.findings]
 
 
 def render_ocsf(report: AuditReport, *, signed_json: str) -> str:

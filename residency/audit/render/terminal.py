@@ -139,6 +139,8 @@ def renderable(
         parts.append(_findings(report, show_passed))
     if report.transfer_evidence:
         parts.append(_evidence(report))
+    elif report.findings:
+        parts.append(Text("transfer evidence: not collected (the data checks did not run)"))
     if report.inventory:
         parts.append(_inventory(report))
     return Group(*parts)
