@@ -657,7 +657,9 @@ class _Scanner:
 
         def shown(value: str | None, known: frozenset[str] | dict[str, str]) -> str:
             """A field's value only when it is one of regionkit's own names; else its kind."""
-            return repr(value) if value is not None and value in known else describe(value)
+            if value is not None and value in known:
+                return repr(value)
+            return f"(holding {describe(value)})"
 
         def problem(raw: dict[str, Any], reason: str) -> None:
             acc.problem_count += 1

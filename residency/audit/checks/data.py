@@ -245,7 +245,8 @@ def profile_duplicates(ctx: AuditContext) -> Iterator[Finding]:
         region = first.region if first else d.regions[0]
         resource = first.arn if first else "regionkit:data"
         bad.add(d.data_class)
-        where = ", ".join(d.jurisdictions)
+        named = [j if j != "?" else "no jurisdiction" for j in d.jurisdictions]
+        where = ", ".join(named)
         unknown = (
             f"; unknown in {', '.join(d.unknown)} (unreadable or sampled)" if d.unknown else ""
         )
@@ -273,7 +274,7 @@ def profile_duplicates(ctx: AuditContext) -> Iterator[Finding]:
             severity=severity,
             details={
                 "subject": d.subject,
-                "jurisdictions": list(d.jurisdictions),
+                "jurisdictions": named,
                 "regions": list(d.regions),
                 "moving": d.moving,
             },
