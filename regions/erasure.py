@@ -177,6 +177,7 @@ class Eraser:
                 newest.setdefault(k, "")
                 where[k] |= set(self.policy.jurisdictions[jurisdiction].regions)
         clean = True
+        fences: list[tuple[Route, dict[str, Any], str]] = []
         for k, regions in where.items():
             name = k[0]
             dc = self.policy.data_classes[name]
@@ -196,10 +197,33 @@ class Eraser:
                 continue
             for region in sorted(regions):
                 route = Route(region, self.store.routes.tables[name], "erasure", False, name)
-                if self.writer.fence_at(route, raw[k], kind=ERASED, newest=newest[k]):
-                    self._note(result.erased, region, route.table_name, name, raw[k])
-                else:
-                    clean = False
+                fences.append((route, raw[k], newest[k]))
+        return self._fence_all(fences, result) and clean
+
+    def _fence_all(
+        self, fences: list[tuple[Route, dict[str, Any], str]], result: ErasureResult
+    ) -> bool:
+        """Send the fences, one worker per region (each region's requests in order)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        by_region: dict[str, list[tuple[Route, dict[str, Any], str]]] = defaultdict(list)
+        for f in fences:
+            by_region[f[0].region].append(f)
+
+        def run(batch: list[tuple[Route, dict[str, Any], str]]) -> list[bool]:
+            return [
+                self.writer.fence_at(route, key, kind=ERASED, newest=newest)
+                for route, key, newest in batch
+            ]
+
+        with ThreadPoolExecutor(max_workers=max(1, len(by_region))) as pool:
+            outcomes = dict(zip(by_region, pool.map(run, by_region.values()), strict=True))
+        clean = True
+        for region, batch in by_region.items():
+            for (route, key, _), ok in zip(batch, outcomes[region], strict=True):
+                if ok:
+                    self._note(result.erased, region, route.table_name, route.data_class, key)
+                clean = clean and ok
         return clean
 
     def _anonymize(self, name: str, key: dict[str, Any], result: ErasureResult) -> bool:
@@ -271,20 +295,20 @@ class Eraser:
         return not item
 
     def _erase_entry(self, user_id: str, entry: DirectoryEntry | None) -> None:
+        """The directory entry becomes an ``erased`` fence in every replica, the authority's
+        first (so no sign-up or move can start again), then the others directly."""
         dpk = self.users.dpk
-        region = self.users.authority(user_id) or self.policy.regions[0]
-        route = Route(
-            region,
-            self.store.routes.tables[self.users.dir_class],
-            "erasure",
-            False,
-            self.users.dir_class,
-        )
+        dc = self.policy.data_classes[self.users.dir_class]
+        assert isinstance(dc, GlobalDataClass)
+        authority = self.users.authority(user_id) or dc.replicas[0]
         version = entry.version if entry and entry.version else ""
-        current = self.users.read_entry(user_id, region=region, consistent=True)
+        current = self.users.read_entry(user_id, region=authority, consistent=True)
         if current is not None and current.version:
             version = max(version, current.version)
-        self.writer.fence_at(route, {dpk: user_id}, kind=ERASED, newest=version or "0")
+        table = self.store.routes.tables[self.users.dir_class]
+        for region in [authority, *(r for r in dc.replicas if r != authority)]:
+            route = Route(region, table, "erasure", False, self.users.dir_class)
+            self.writer.fence_at(route, {dpk: user_id}, kind=ERASED, newest=version or "0")
         self.users.cache.invalidate(user_id)
 
     def _pending(self, result: ErasureResult) -> ErasureResult:
