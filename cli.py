@@ -1754,9 +1754,16 @@ def audit_checks(
         settings = _settings()
         policy: Policy | None = _policy(settings.policy)
         prefix = settings.table_prefix
+        signing_key = settings.signing_kms_key if settings.mode == "aws" else None
     except ConfigError:
-        policy, prefix = None, ""
-    doc = iam_policy(checks, export=source == "export", policy=policy, table_prefix=prefix)
+        policy, prefix, signing_key = None, "", None
+    doc = iam_policy(
+        checks,
+        export=source == "export",
+        policy=policy,
+        table_prefix=prefix,
+        signing_key=signing_key,
+    )
     if as_json:
         _print_json(
             {

@@ -784,3 +784,11 @@ def test_extra_regions_enabled_asks_the_account(policy: Policy) -> None:
 
     with pytest.raises(ConfigError, match="ec2:DescribeRegions"):
         _extra(policy, ["enabled"], Broken())
+
+
+def test_the_iam_policy_names_the_signing_key(policy: Policy) -> None:
+    arn = "arn:aws:kms:eu-central-1:123456789012:key/abcd"
+    doc = iam_policy(all_checks(), policy=policy, signing_key=arn)
+    signing = next(s for s in doc["Statement"] if s["Sid"] == "RegionkitAuditSigning")
+    assert signing["Action"] == ["kms:GetPublicKey", "kms:Sign"] and signing["Resource"] == arn
+    assert "RegionkitAuditSigning" not in {s["Sid"] for s in iam_policy(all_checks())["Statement"]}

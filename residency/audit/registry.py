@@ -300,8 +300,12 @@ def iam_policy(
     export: bool = False,
     policy: Policy | None = None,
     table_prefix: str = "",
+    signing_key: str | None = None,
 ) -> dict[str, Any]:
     """The least-privilege IAM policy document for running ``checks``.
+
+    With ``signing_key`` (the KMS key that signs reports in aws mode), also
+    ``kms:Sign`` and ``kms:GetPublicKey`` on that key.
 
     With the residency ``policy``, table actions are scoped to the policy's tables
     (in any region and account: the audit also looks where tables should not be),
@@ -353,6 +357,15 @@ def iam_policy(
                 "Effect": "Allow",
                 "Action": other,
                 "Resource": "*",
+            }
+        )
+    if signing_key:
+        statements.append(
+            {
+                "Sid": "RegionkitAuditSigning",
+                "Effect": "Allow",
+                "Action": ["kms:GetPublicKey", "kms:Sign"],
+                "Resource": signing_key if signing_key.startswith("arn:") else "*",
             }
         )
     return {"Version": "2012-10-17", "Statement": statements}
