@@ -113,7 +113,8 @@ def wait_for_export(
         if status == "FAILED":
             raise ExportFailed(
                 what=export_arn,
-                reason=f"{desc.get('FailureCode') or 'FAILED'}: {desc.get('FailureMessage') or ''}",
+                # the code only: the service's FailureMessage is not regionkit's text
+                reason=f"the export failed ({desc.get('FailureCode') or 'no failure code'})",
             )
         if clock() >= deadline:
             raise ExportFailed(
