@@ -4,12 +4,19 @@ Clients are created lazily, once, under a lock, and then read without one:
 after warm-up no client is ever built on the hot path. Callers may pass their
 own :class:`ClientProvider` (a pool over in-process moto, a stub in tests),
 which is how the local cluster plugs in; nothing patches boto3 by import path.
+
+Retries: a pool built for the router (the default, ``retries="router"``) makes
+botocore try **once** (``total_max_attempts=1``); the router's transport owns the
+one retry policy (throttling in place, failover on no answer). A pool used outside
+the router (the audit's scans, the conflict log's admin calls) passes
+``retries="botocore"`` and gets botocore's ``standard`` mode with
+``Settings.max_attempts``.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from residency.errors import SettingsError
 from residency.settings import Settings, is_loopback_url
@@ -27,9 +34,15 @@ class ClientPool:
     """Thread-safe lazy boto3 clients configured from settings."""
 
     def __init__(
-        self, settings: Settings, *, session: Any = None, max_pool_connections: int = 32
+        self,
+        settings: Settings,
+        *,
+        session: Any = None,
+        max_pool_connections: int = 32,
+        retries: Literal["router", "botocore"] = "router",
     ) -> None:
         self.settings = settings
+        self.retries = retries
         self._session = session
         self._max_pool = max_pool_connections
         self._clients: dict[tuple[str, str], Any] = {}
@@ -96,7 +109,9 @@ class ClientPool:
                 region_name=region,
                 connect_timeout=s.connect_timeout,
                 read_timeout=s.read_timeout,
-                retries={"mode": "standard", "max_attempts": s.max_attempts},
+                retries={"mode": "standard", "total_max_attempts": 1}
+                if self.retries == "router"
+                else {"mode": "standard", "total_max_attempts": s.max_attempts},
                 max_pool_connections=self._max_pool,
                 tcp_keepalive=True,
             )

@@ -42,7 +42,7 @@ from regions.ids import mint_user_id
 from regions.pool import ClientPool, ClientProvider
 from regions.routing import Op, Route, RouteTable
 from regions.subjects import Location, Subjects
-from regions.transport import Transport
+from regions.transport import HedgePolicy, RetryPolicy, Transport
 from regions.users import MoveResult, Users
 from regions.versioned import Merge, VersionedStore, Written
 from regions.writes import Writer
@@ -74,12 +74,17 @@ class RegionRouter:
         self.policy = policy
         self.settings = s = settings or load_settings()
         self.region = region if region is not None else s.region
+        if self.region is None and s.mode == "aws" and clients is None:
+            s.require_region()  # exit 2 naming the sources; never a silent first region
         if self.region is not None:
             policy.check_region(self.region)
         self._owns_clients = clients is None
         self.clients: ClientProvider = clients or ClientPool(s)
         self.health = health or RegionHealth(
-            policy.regions, failures=s.breaker_failures, reset_seconds=s.breaker_reset_seconds
+            policy.regions,
+            failures=s.breaker_failures,
+            reset_seconds=s.breaker_reset_seconds,
+            probe_lease_seconds=s.probe_lease_seconds,
         )
         self.guard = ResidencyGuard(policy)
         self.clock = clock or HLC(
@@ -91,7 +96,23 @@ class RegionRouter:
         self.pseudonymize = pseudonymizer or s.pseudonymizer()
         tables = {n: s.table_name(dc.table) for n, dc in policy.data_classes.items()}
         self.routes = RouteTable(policy, tables, self.guard, self.health)
-        self.transport = Transport(self.clients, self.health, failover_attempts=s.failover_attempts)
+        self.transport = Transport(
+            self.clients,
+            self.health,
+            policy=RetryPolicy(
+                throttle_attempts=s.max_attempts, failover_attempts=s.failover_attempts
+            ),
+            hedge=HedgePolicy(
+                classes=frozenset(
+                    n
+                    for n, dc in policy.data_classes.items()
+                    if dc.kind == "global" and n != policy.system.directory
+                ),
+                max_delay_s=s.hedge_max_delay_ms / 1000,
+            )
+            if s.hedge_reads
+            else None,
+        )
         self._merge: dict[str, Merge] = {}
         self.store = VersionedStore(
             policy,
@@ -123,7 +144,8 @@ class RegionRouter:
     # --- lifecycle ---
 
     def close(self) -> None:
-        """Close the client pool if this router created it."""
+        """Close the client pool if this router created it, and the hedging threads."""
+        self.transport.close()
         if self._owns_clients:
             closer = getattr(self.clients, "close", None)
             if callable(closer):
@@ -221,12 +243,20 @@ class RegionRouter:
     # --- routing ---
 
     def route(self, data_class: str, subject: str | None = None, op: Op = "read") -> Route:
-        """Where a request for ``data_class`` (of ``subject``) goes now, and why."""
+        """Where a request for ``data_class`` (of ``subject``) goes now, and why.
+
+        Only a look: it takes no half-open probe lease (a region whose breaker is half-open
+        is reported as the route the next call would probe), so deciding without calling
+        can never lock a region out.
+        """
         if subject is not None and self.routes.kinds.get(data_class) == "pinned":
             # The hot path, inlined: a cache hit and a walk of a precomputed chain.
             entry = self.users.cache.get(subject) or self.users.lookup(subject, op)
-            return self.routes.pick(data_class, entry.home_region, entry.jurisdiction, op)
-        return self.store.decider(data_class, subject, op)(())
+            with self.health.peeking():
+                return self.routes.pick(data_class, entry.home_region, entry.jurisdiction, op)
+        decide = self.store.decider(data_class, subject, op)
+        with self.health.peeking():
+            return decide(())
 
     def chain(self, data_class: str, origin: str) -> tuple[Route, ...]:
         return self.routes.chain(data_class, origin)

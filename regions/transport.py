@@ -1,48 +1,108 @@
-"""Transport and failover: send one request to its route, fail over on connection trouble.
+"""Transport and failover: send one request to its route, with the router's one retry policy.
 
-The first attempt goes straight to the decided route. Connection errors and
-server faults mark the region in :class:`~regions.health.RegionHealth` and fail
-over through tenacity to the next candidate the decision function offers
-(excluding the regions that just failed). Throttling is botocore's to retry.
-Any other answer (a failed condition, a validation error) proves the region is
-alive and is returned to the caller untouched, tagged with the region that
-answered it.
+botocore makes **one attempt** inside the router (see :class:`regions.pool.ClientPool`);
+every retry decision is taken here, from the kind of answer:
+
+=====================  =================================================================
+answer                 what the transport does
+=====================  =================================================================
+throttling             retry **in the same region**, with jittered exponential backoff,
+                       up to ``RetryPolicy.throttle_attempts``; it proves the region alive
+timeout, connection    record a failure in :class:`~regions.health.RegionHealth` and fail
+error, HTTP 5xx        over through tenacity to the next candidate the decision offers
+                       (excluding the regions that just failed)
+any other answer       a failed condition, a validation error: it proves the region is
+                       alive (the breaker counts it as a success) and is returned to the
+                       caller untouched, tagged with the region that answered it
+=====================  =================================================================
+
+Optional **hedged reads** (``Settings.hedge_reads``, tail-at-scale): a read of a
+global class that has not answered within the region's observed p95 latency is
+sent to the next replica as well, and the first answer wins. The slower call
+still finishes in the background and still feeds the breaker.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from typing import Any, TypeVar
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
 
 from regions.health import RegionHealth
 from regions.routing import Op, Route
 from residency.errors import BackendError, RegionUnavailable
 from residency.logs import get_logger
 
-__all__ = ["Transport", "error_code", "is_retryable", "region_of"]
+__all__ = [
+    "HedgePolicy",
+    "LatencyTracker",
+    "RetryPolicy",
+    "Transport",
+    "classify",
+    "error_code",
+    "is_retryable",
+    "is_throttle",
+    "region_of",
+]
 
 log = get_logger("regionkit.router")
 
 T = TypeVar("T")
 Decide = Callable[[tuple[str, ...]], Route]
+Kind = Literal["throttle", "failover", "answer", "other"]
 
-_RETRYABLE_CODES = frozenset(
-    {"InternalServerError", "ServiceUnavailable", "InternalFailure", "503", "500"}
+_SERVER_FAULT_CODES = frozenset(
+    {"InternalServerError", "ServiceUnavailable", "InternalFailure", "503", "500", "502", "504"}
+)
+_THROTTLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "ReplicatedWriteConflictException",  # MRSC: retryable in the same region
+    }
 )
 
 
-def is_retryable(exc: BaseException) -> bool:
-    """Connection trouble and server faults fail over; throttling is botocore's to retry."""
+def classify(exc: BaseException) -> Kind:
+    """The kind of answer ``exc`` is (see the module docstring)."""
     from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
 
     if isinstance(exc, (ConnectionError, HTTPClientError)):
-        return True
+        return "failover"  # refused, reset, connect or read timeout: no answer
     if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code", "") in _RETRYABLE_CODES
-    return False
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        if code in _THROTTLE_CODES:
+            return "throttle"
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in _SERVER_FAULT_CODES or (isinstance(status, int) and status >= 500):
+            return "failover"
+        return "answer"
+    return "other"
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Connection trouble and server faults fail over (throttling retries in place)."""
+    return classify(exc) == "failover"
+
+
+def is_throttle(exc: BaseException) -> bool:
+    return classify(exc) == "throttle"
 
 
 def error_code(exc: BaseException) -> str:
@@ -64,40 +124,191 @@ def _tag_region(exc: BaseException, region: str) -> None:
         pass
 
 
-class Transport:
-    """Calls ``fn(route, client)`` on the decided route, with failover."""
+@dataclass(frozen=True)
+class RetryPolicy:
+    """The router's single retry policy (botocore itself makes one attempt)."""
 
-    def __init__(self, clients: Any, health: RegionHealth, *, failover_attempts: int = 3) -> None:
-        self.clients = clients
-        self.health = health
-        self.failover_attempts = failover_attempts
-        self.failovers = 0
+    throttle_attempts: int = 3
+    """Attempts in the same region when it throttles (the first one included)."""
+    throttle_base_s: float = 0.025
+    throttle_max_s: float = 1.0
+    failover_attempts: int = 3
+    """Regions tried per call (the first one included)."""
+    failover_wait_max_s: float = 0.05
+    """Jitter between two regions; small, as the next region is a different server."""
+
+
+@dataclass(frozen=True)
+class HedgePolicy:
+    """When to send a second read (tail at scale)."""
+
+    classes: frozenset[str]
+    """Data classes whose reads may be hedged (global data, never the directory)."""
+    cold_delay_s: float = 0.02
+    """The delay before a region has ``min_samples`` observed latencies."""
+    min_delay_s: float = 0.001
+    max_delay_s: float = 0.25
+    min_samples: int = 20
+    workers: int = 32
+
+
+class LatencyTracker:
+    """The last ``window`` answer latencies per region, and their p95 (recomputed lazily)."""
+
+    def __init__(self, window: int = 256, every: int = 16) -> None:
+        self.window = window
+        self.every = every
+        self._samples: dict[str, deque[float]] = {}
+        self._p95: dict[str, float] = {}
+        self._since: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def call(self, decide: Decide, op: Op, fn: Callable[[Route, Any], T]) -> tuple[T, Route]:
-        route = decide(())
+    def record(self, region: str, seconds: float) -> None:
+        with self._lock:
+            d = self._samples.get(region)
+            if d is None:
+                d = self._samples[region] = deque(maxlen=self.window)
+            d.append(seconds)
+            n = self._since.get(region, 0) + 1
+            if n >= self.every or region not in self._p95:
+                ordered = sorted(d)
+                self._p95[region] = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+                n = 0
+            self._since[region] = n
+
+    def count(self, region: str) -> int:
+        d = self._samples.get(region)
+        return len(d) if d is not None else 0
+
+    def p95(self, region: str) -> float | None:
+        return self._p95.get(region)
+
+
+class Transport:
+    """Calls ``fn(route, client)`` on the decided route, with the router's retry policy."""
+
+    def __init__(
+        self,
+        clients: Any,
+        health: RegionHealth,
+        *,
+        failover_attempts: int | None = None,
+        policy: RetryPolicy | None = None,
+        hedge: HedgePolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.clients = clients
+        self.health = health
+        policy = policy or RetryPolicy()
+        if failover_attempts is not None:
+            policy = RetryPolicy(
+                throttle_attempts=policy.throttle_attempts,
+                throttle_base_s=policy.throttle_base_s,
+                throttle_max_s=policy.throttle_max_s,
+                failover_attempts=failover_attempts,
+                failover_wait_max_s=policy.failover_wait_max_s,
+            )
+        self.policy = policy
+        self.failover_attempts = policy.failover_attempts
+        self.hedging = hedge
+        self.sleep = sleep
+        self.timer = timer
+        self.latency = LatencyTracker()
+        self.failovers = 0
+        self.throttle_retries = 0
+        self.hedges_sent = 0
+        self.hedges_won = 0
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # --- lifecycle ---
+
+    def close(self) -> None:
+        """Stop the hedging threads (calls still running finish in the background)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    # --- one region ---
+
+    def _send(
+        self, route: Route, fn: Callable[[Route, Any], T], timing: list[float] | None = None
+    ) -> T:
+        """One request to ``route``; throttling retried here, in the same region.
+
+        Records the outcome in the breaker: an answer (a result, or a ClientError that is
+        not a server fault) is a success; no answer is a failure. Anything else (a
+        KeyboardInterrupt, a bug before the request left) gives back a probe lease unused.
+        The answer's latency feeds the hedging p95, or goes to ``timing`` when given (a
+        hedged read records only the winner's: a slow region's losing answers must not
+        raise the p95 that decides when to hedge away from it).
+        """
+        region = route.region
+        p = self.policy
+
+        def once() -> T:
+            start = self.timer()
+            out = fn(route, self.clients.dynamodb(region))
+            if timing is None:
+                self.latency.record(region, self.timer() - start)
+            else:
+                timing.append(self.timer() - start)
+            return out
+
+        retrying = Retrying(
+            stop=stop_after_attempt(max(1, p.throttle_attempts)),
+            wait=wait_random_exponential(multiplier=p.throttle_base_s, max=p.throttle_max_s),
+            retry=retry_if_exception(is_throttle),
+            sleep=self.sleep,
+            before_sleep=self._count_throttle,
+            reraise=True,
+        )
         try:
-            result = fn(route, self.clients.dynamodb(route.region))
+            result = retrying(once)
+        except BaseException as exc:
+            kind = classify(exc) if isinstance(exc, Exception) else "other"
+            if kind == "failover":
+                self.health.record_failure(region, error_code(exc))
+            elif kind in ("answer", "throttle"):
+                self.health.record_success(region)  # the region answered: proof of life
+            elif region in self.health.unavailable:
+                self.health.release_probe(region)
+            if isinstance(exc, Exception):
+                _tag_region(exc, region)
+            raise
+        self.health.record_success(region)
+        return result
+
+    def _count_throttle(self, _state: Any) -> None:
+        with self._lock:
+            self.throttle_retries += 1
+
+    # --- with failover ---
+
+    def call(
+        self, decide: Decide, op: Op, fn: Callable[[Route, Any], T], *, hedge: bool = False
+    ) -> tuple[T, Route]:
+        """``fn`` on the decided route; on no answer, the next candidate (``decide(tried)``).
+
+        ``hedge=True`` (a read that may be served by any replica) sends a second read after
+        the region's p95 when hedging is configured for the route's data class.
+        """
+        route = decide(())
+        h = self.hedging
+        if hedge and h is not None and op == "read" and route.data_class in h.classes:
+            return self._hedged(decide, op, route, fn, h)
+        try:
+            result = self._send(route, fn)
         except Exception as exc:
             if not is_retryable(exc):
-                _tag_region(exc, route.region)
                 raise
-            self.health.record_failure(route.region, error_code(exc))
             return self._failover(decide, op, fn, [route.region], exc)
-        self.health.record_success(route.region)
         return result, route
 
     def call_at(self, route: Route, fn: Callable[[Route, Any], T]) -> T:
         """One request to one named region, no failover (moves, erasure, verification)."""
-        try:
-            result = fn(route, self.clients.dynamodb(route.region))
-        except Exception as exc:
-            if is_retryable(exc):
-                self.health.record_failure(route.region, error_code(exc))
-            _tag_region(exc, route.region)
-            raise
-        self.health.record_success(route.region)
-        return result
+        return self._send(route, fn)
 
     def _failover(
         self,
@@ -108,9 +319,10 @@ class Transport:
         first: BaseException,
     ) -> tuple[T, Route]:
         retrying = Retrying(
-            stop=stop_after_attempt(max(1, self.failover_attempts - 1)),
-            wait=wait_random_exponential(multiplier=0.01, max=0.2),
+            stop=stop_after_attempt(max(1, self.failover_attempts - len(tried))),
+            wait=wait_random_exponential(multiplier=0.01, max=self.policy.failover_wait_max_s),
             retry=retry_if_exception(is_retryable),
+            sleep=self.sleep,
             reraise=True,
         )
         last: list[Route] = []
@@ -119,16 +331,11 @@ class Transport:
             route = decide(tuple(tried))
             last[:] = [route]
             try:
-                out = fn(route, self.clients.dynamodb(route.region))
+                return self._send(route, fn)
             except Exception as exc:
                 if is_retryable(exc):
-                    self.health.record_failure(route.region, error_code(exc))
                     tried.append(route.region)
-                else:
-                    _tag_region(exc, route.region)
                 raise
-            self.health.record_success(route.region)
-            return out
 
         try:
             result = retrying(attempt)
@@ -148,3 +355,75 @@ class Transport:
         route = last[0]
         log.info("failed over", region=route.region, tried=tried, error=error_code(first))
         return result, route
+
+    # --- hedged reads ---
+
+    def hedge_delay(self, region: str) -> float:
+        """How long a read waits for ``region`` before a second one goes out."""
+        h = self.hedging
+        if h is None:
+            return float("inf")
+        p95 = self.latency.p95(region)
+        if p95 is None or self.latency.count(region) < h.min_samples:
+            return h.cold_delay_s
+        return min(h.max_delay_s, max(h.min_delay_s, p95))
+
+    def _executor(self, h: HedgePolicy) -> ThreadPoolExecutor:
+        pool = self._pool
+        if pool is None:
+            with self._lock:
+                pool = self._pool
+                if pool is None:
+                    pool = self._pool = ThreadPoolExecutor(
+                        max_workers=h.workers, thread_name_prefix="regionkit-hedge"
+                    )
+        return pool
+
+    def _hedged(
+        self, decide: Decide, op: Op, route: Route, fn: Callable[[Route, Any], T], h: HedgePolicy
+    ) -> tuple[T, Route]:
+        pool = self._executor(h)
+        timings: dict[Future[T], list[float]] = {}
+        futures: dict[Future[T], Route] = {}
+
+        def launch(r: Route) -> None:
+            t: list[float] = []
+            fut = pool.submit(self._send, r, fn, t)
+            futures[fut], timings[fut] = r, t
+
+        launch(route)
+        done, _ = wait(list(futures), timeout=self.hedge_delay(route.region))
+        if not done:
+            alt = self._alternative(decide, (route.region,))
+            if alt is not None:
+                launch(alt)
+                with self._lock:
+                    self.hedges_sent += 1
+        pending: set[Future[T]] = set(futures)
+        tried: list[str] = []
+        first_error: BaseException | None = None
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                exc = fut.exception()
+                if exc is None:
+                    won = futures[fut]
+                    for dt in timings[fut]:
+                        self.latency.record(won.region, dt)
+                    if won is not route:
+                        with self._lock:
+                            self.hedges_won += 1
+                    return fut.result(), won
+                if not is_retryable(exc):
+                    raise exc  # an answer (or a bug): the first answer wins, errors too
+                tried.append(futures[fut].region)
+                first_error = first_error or exc
+        assert first_error is not None
+        return self._failover(decide, op, fn, tried, first_error)
+
+    @staticmethod
+    def _alternative(decide: Decide, exclude: Collection[str]) -> Route | None:
+        try:
+            return decide(tuple(exclude))
+        except RegionUnavailable:
+            return None  # no other replica: just wait for the first

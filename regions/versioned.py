@@ -229,7 +229,12 @@ class VersionedStore:
 
         for _ in range(MAX_HOPS):
             raw, _route = self.transport.call(
-                decide or self.decider(data_class, subject, "read"), "read", call
+                decide or self.decider(data_class, subject, "read"),
+                "read",
+                call,
+                # hedging hook (issue 15 item 3; the transport's): an eventually consistent
+                # read may be answered by another replica; a strongly consistent one may not
+                hedge=not consistent,
             )
             item = from_ddb(raw)
             self.observe(item)

@@ -4,14 +4,27 @@ Sources, highest priority first:
 
 1. keyword arguments (``Settings(region="eu-west-1")``);
 2. environment variables prefixed ``REGIONKIT_`` (``REGIONKIT_ENDPOINTS='{"us-east-1": ...}'``);
-3. a ``.env`` file in the working directory;
-4. the local-cluster state file written by ``regionkit local up``
+3. a ``.env`` file in the working directory (only its ``REGIONKIT_*`` lines are read: it
+   may hold other tools' variables, such as ``AWS_PROFILE``);
+4. ``local`` mode only: the local-cluster state file written by ``regionkit local up``
    (``.regionkit/cluster.json`` unless ``REGIONKIT_STATE_FILE`` says otherwise), which
-   supplies the per-region endpoints of the running cluster;
-5. defaults.
+   supplies the per-region endpoints of the running cluster. It is never read in
+   ``aws`` mode;
+5. ``aws`` mode only, for ``region``: boto3's own resolution (``AWS_REGION``, then
+   ``AWS_DEFAULT_REGION``, then the ``region`` of the profile in ``~/.aws/config``);
+6. defaults.
 
-Settings are immutable once built. In ``local`` mode every endpoint must be on
-loopback: a typo must never send test traffic to a real AWS account.
+:func:`explain_settings` reports where each effective value came from (``regionkit
+config show``). Settings are immutable once built. In ``local`` mode every endpoint
+must be on loopback: a typo must never send test traffic to a real AWS account.
+
+Timeouts and retries (issue 15): botocore makes one attempt inside the router, and
+the router owns the retry policy (:mod:`regions.transport`). The defaults are chosen
+for a call that may cross regions: ``connect_timeout`` 0.5 s covers a TCP handshake
+across the longest inter-region round trip (about 0.3 s, Mumbai to Oregon) with
+room for jitter, and ``read_timeout`` 1.0 s is about three such round trips above
+DynamoDB's single-digit-millisecond service time. A black-holed region then costs
+about 1 s before the failover, a refusing one only the refusal.
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ import ipaddress
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -44,7 +58,15 @@ from pydantic_settings import SettingsError as SourceError
 from residency.errors import SettingsError
 from residency.pseudonym import Pseudonymizer, default_pseudonymizer
 
-__all__ = ["DEFAULT_STATE_FILE", "Settings", "is_loopback_url", "load_settings"]
+__all__ = [
+    "DEFAULT_STATE_FILE",
+    "SettingSource",
+    "Settings",
+    "aws_region_from_environment",
+    "explain_settings",
+    "is_loopback_url",
+    "load_settings",
+]
 
 DEFAULT_STATE_FILE = Path(".regionkit/cluster.json")
 
@@ -78,14 +100,58 @@ def is_loopback_url(url: str) -> bool:
         return False
 
 
+def aws_region_from_environment() -> tuple[str | None, str]:
+    """The region boto3 would use, and where it came from: ``AWS_REGION``, then
+    ``AWS_DEFAULT_REGION``, then the profile's ``region`` (``AWS_PROFILE`` or default)."""
+    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        value = os.environ.get(var, "").strip()
+        if value:
+            return value, f"env {var}"
+    profile = os.environ.get("AWS_PROFILE", "").strip() or "default"
+    try:
+        import botocore.session
+        from botocore.exceptions import BotoCoreError
+
+        session = botocore.session.Session(profile=profile)
+        region = session.get_scoped_config().get("region")
+    except (BotoCoreError, OSError, ValueError):
+        return None, ""
+    if isinstance(region, str) and region.strip():
+        return region.strip(), f"AWS profile {profile!r} (AWS config file)"
+    return None, ""
+
+
+def _merged(sources: tuple[PydanticBaseSettingsSource, ...]) -> dict[str, Any]:
+    """What the higher-priority sources say, highest first winning."""
+    out: dict[str, Any] = {}
+    for src in reversed(sources):
+        try:
+            out.update(src())
+        except (SourceError, ValueError):  # reported by the real pass, with its own message
+            continue
+    return out
+
+
 class _StateFileSource(PydanticBaseSettingsSource):
-    """Endpoints of a running ``regionkit local up``, read from its state file."""
+    """Endpoints of a running ``regionkit local up``, read from its state file (local mode)."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], higher: tuple[PydanticBaseSettingsSource, ...]
+    ) -> None:
+        super().__init__(settings_cls)
+        self.higher = higher
+        self.path: Path | None = None
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        path = Path(os.environ.get("REGIONKIT_STATE_FILE", DEFAULT_STATE_FILE))
+        above = _merged(self.higher)
+        if str(above.get("mode", "local")).lower() == "aws":
+            return {}  # aws mode never reads the local cluster's state
+        path = Path(
+            above.get("state_file") or os.environ.get("REGIONKIT_STATE_FILE") or DEFAULT_STATE_FILE
+        )
         try:
             state = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -95,7 +161,29 @@ class _StateFileSource(PydanticBaseSettingsSource):
         endpoints = state.get("endpoints")
         if not isinstance(endpoints, dict):
             return {}
+        self.path = path
         return {"endpoints": endpoints, "mode": "local"}
+
+
+class _AwsRegionSource(PydanticBaseSettingsSource):
+    """aws mode without ``REGIONKIT_REGION``: the region boto3 itself would use."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], higher: tuple[PydanticBaseSettingsSource, ...]
+    ) -> None:
+        super().__init__(settings_cls)
+        self.higher = higher
+        self.origin = ""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        above = _merged(self.higher)
+        if str(above.get("mode", "local")).lower() != "aws" or above.get("region"):
+            return {}
+        region, self.origin = aws_region_from_environment()
+        return {"region": region} if region else {}
 
 
 class Settings(BaseSettings):
@@ -104,6 +192,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="forbid",
+        dotenv_filtering="match_prefix",  # other tools' lines (AWS_PROFILE=...) are theirs
         frozen=True,
         validate_default=True,
     )
@@ -122,12 +211,42 @@ class Settings(BaseSettings):
         default_factory=dict, description="Per-region endpoint URL overrides."
     )
     table_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,50}$")
-    connect_timeout: float = Field(default=1.0, gt=0, le=60)
-    read_timeout: float = Field(default=2.0, gt=0, le=300)
-    max_attempts: int = Field(default=3, ge=1, le=10, description="botocore standard retries.")
+    connect_timeout: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="Seconds to open a connection; above the longest inter-region round trip.",
+    )
+    read_timeout: float = Field(
+        default=1.0,
+        gt=0,
+        le=300,
+        description="Seconds to wait for an answer; about three inter-region round trips.",
+    )
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Attempts in the same region when it throttles (the router's retry; "
+        "botocore itself makes one attempt).",
+    )
     failover_attempts: int = Field(default=3, ge=1, le=10, description="Regions tried per call.")
     breaker_failures: int = Field(default=3, ge=1, description="Failures that open a breaker.")
     breaker_reset_seconds: float = Field(default=2.0, gt=0)
+    breaker_probe_lease_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="How long a half-open probe may stay out before another caller may "
+        "probe; default twice (connect_timeout + read_timeout).",
+    )
+    hedge_reads: bool = Field(
+        default=False,
+        description="Hedged reads of global data: a read not answered within the region's "
+        "observed p95 also goes to the next replica; the first answer wins.",
+    )
+    hedge_max_delay_ms: float = Field(
+        default=250.0, gt=0, le=10_000, description="The longest a read waits before hedging."
+    )
     directory_cache_size: int = Field(default=100_000, ge=0)
     directory_cache_ttl_seconds: float = Field(default=300.0, ge=0)
     hlc_max_offset_ms: int = Field(default=500, gt=0)
@@ -209,7 +328,30 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, _StateFileSource(settings_cls))
+        higher = (init_settings, env_settings, dotenv_settings)
+        return (
+            *higher,
+            _StateFileSource(settings_cls, higher),
+            _AwsRegionSource(settings_cls, higher),
+        )
+
+    @property
+    def probe_lease_seconds(self) -> float:
+        lease = self.breaker_probe_lease_seconds
+        return lease if lease is not None else 2 * (self.connect_timeout + self.read_timeout)
+
+    def require_region(self) -> str:
+        """The service region; in aws mode its absence is an error, never a default."""
+        if self.region is None:
+            raise SettingsError(
+                setting="REGIONKIT_REGION",
+                value="",
+                reason=f"{self.mode} mode needs the region this service runs in, and none of "
+                "REGIONKIT_REGION, AWS_REGION, AWS_DEFAULT_REGION or the AWS profile's region "
+                "is set",
+                fix="set REGIONKIT_REGION (or AWS_REGION) to the region this process runs in",
+            )
+        return self.region
 
     def endpoint_for(self, region: str) -> str | None:
         return self.endpoints.get(region)
@@ -254,3 +396,77 @@ def load_settings(**overrides: Any) -> Settings:
             if name != "settings"
             else "check REGIONKIT_* variables, .env and the cluster state file",
         ) from None
+
+
+@dataclass(frozen=True)
+class SettingSource:
+    """One effective setting, where it came from, and what it overrode (``config show``)."""
+
+    name: str
+    value: str
+    source: str
+    note: str = ""
+
+
+def _dotenv_keys(path: Path) -> set[str]:
+    if not path.is_file():
+        return set()
+    from dotenv import dotenv_values
+
+    return {k.upper() for k, v in dotenv_values(path).items() if v not in (None, "")}
+
+
+def explain_settings(settings: Settings, **overrides: Any) -> list[SettingSource]:
+    """Every setting's effective value and its source, highest priority first (like
+    ``aws configure list``). Secrets are shown only as set or unset."""
+    env = {k.upper(): v for k, v in os.environ.items() if v != ""}
+    dotenv_path = Path(str(Settings.model_config.get("env_file") or ".env"))
+    dotenv = _dotenv_keys(dotenv_path)
+    given = {k for k, v in overrides.items() if v is not None}
+    dumped = settings.model_dump(mode="json")
+    state_path = Path(env.get("REGIONKIT_STATE_FILE") or settings.state_file)
+    out: list[SettingSource] = []
+    for name, field in Settings.model_fields.items():
+        key = f"REGIONKIT_{name.upper()}"
+        value = dumped.get(name)
+        if name == "pseudonym_key":
+            shown = "(set)" if settings.pseudonym_key is not None else "(unset)"
+        elif value is None:
+            shown = "(unset)"
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value)
+        note = ""
+        if name in given:
+            source = "option"
+            if key in env:
+                note = f"overrides {key} from the environment"
+        elif key in env:
+            source = f"env {key}"
+            if key in dotenv:
+                note = f"overrides {key} in {dotenv_path}"
+        elif key in dotenv:
+            source = f".env ({dotenv_path})"
+        elif name in ("endpoints", "mode") and settings.mode == "local" and _state_has(state_path):
+            source = f"state file ({state_path})" if name == "endpoints" else "state file"
+        elif name == "region" and settings.mode == "aws" and settings.region is not None:
+            source = aws_region_from_environment()[1] or "AWS environment"
+        else:
+            source = "default"
+            if field.description and name == "breaker_probe_lease_seconds":
+                shown = f"{settings.probe_lease_seconds:g} (derived)"
+        if name == "region" and source != "default" and not source.startswith("env AWS"):
+            aws_region, origin = aws_region_from_environment()
+            if aws_region and aws_region != settings.region and settings.mode == "aws":
+                note = f"{origin} says {aws_region}, which {source} overrides"
+        if name == "endpoints" and settings.mode == "aws" and _state_has(state_path):
+            note = f"aws mode ignores the state file {state_path}"
+        out.append(SettingSource(name, shown, source, note))
+    return out
+
+
+def _state_has(path: Path) -> bool:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and isinstance(state.get("endpoints"), dict)

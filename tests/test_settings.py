@@ -232,3 +232,167 @@ def test_unreadable_state_file_is_ignored(
 def test_missing_state_file_is_ignored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REGIONKIT_STATE_FILE", str(tmp_path / "absent.json"))
     assert load_settings().endpoints == {}
+
+
+# --- issue 15 item 1: every source of the service region, and every conflict ----------------
+
+
+@pytest.fixture
+def no_aws_region(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No AWS_REGION, AWS_DEFAULT_REGION or AWS_PROFILE; an empty AWS config file."""
+    for key in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"):
+        monkeypatch.delenv(key, raising=False)
+    config = tmp_path / "aws-config"
+    config.write_text("", encoding="utf-8")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    return config
+
+
+def _source(s: Settings, name: str, **overrides: object) -> tuple[str, str, str]:
+    from residency.settings import explain_settings
+
+    row = next(r for r in explain_settings(s, **overrides) if r.name == name)
+    return row.value, row.source, row.note
+
+
+def test_aws_mode_takes_the_region_from_aws_region(
+    no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGIONKIT_MODE", "aws")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")  # AWS_REGION wins, as in the SDKs
+    s = load_settings()
+    assert s.region == "eu-west-1"
+    assert _source(s, "region")[:2] == ("eu-west-1", "env AWS_REGION")
+
+
+def test_aws_mode_takes_the_region_from_aws_default_region(
+    no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "sa-east-1")
+    s = load_settings(mode="aws")
+    assert s.region == "sa-east-1"
+    assert _source(s, "region", mode="aws")[1] == "env AWS_DEFAULT_REGION"
+
+
+def test_aws_mode_takes_the_region_from_the_profile(
+    no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    no_aws_region.write_text(
+        "[default]\nregion = us-west-2\n[profile prod]\nregion = eu-central-1\n", encoding="utf-8"
+    )
+    assert load_settings(mode="aws").region == "us-west-2"
+    monkeypatch.setenv("AWS_PROFILE", "prod")
+    s = load_settings(mode="aws")
+    assert s.region == "eu-central-1"
+    assert _source(s, "region", mode="aws")[1] == "AWS profile 'prod' (AWS config file)"
+
+
+def test_regionkit_region_beats_every_aws_source(
+    no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    monkeypatch.setenv("REGIONKIT_REGION", "us-east-1")
+    s = load_settings(mode="aws")
+    assert s.region == "us-east-1"
+    value, source, note = _source(s, "region", mode="aws")
+    assert (value, source) == ("us-east-1", "env REGIONKIT_REGION")
+    assert note == "env AWS_REGION says eu-west-1, which env REGIONKIT_REGION overrides"
+
+
+def test_local_mode_never_takes_the_aws_region(
+    no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert load_settings().region is None
+
+
+def test_aws_mode_without_any_region_is_an_exit_2_error(no_aws_region: Path) -> None:
+    from regions.router import RegionRouter
+    from residency.policy import load_policy
+
+    s = load_settings(mode="aws")
+    assert s.region is None
+    with pytest.raises(SettingsError) as info:
+        s.require_region()
+    assert isinstance(info.value, ConfigError)  # the CLI's exit 2
+    assert "REGIONKIT_REGION, AWS_REGION, AWS_DEFAULT_REGION" in str(info.value)
+    policy = load_policy(Path(__file__).resolve().parent.parent / "policies/social-network.yaml")
+    with pytest.raises(SettingsError, match="needs the region this service runs in"):
+        RegionRouter(policy, settings=s)  # never a silent ap-south-1
+
+
+def test_aws_mode_never_reads_the_state_file(tmp_path: Path, no_aws_region: Path) -> None:
+    _write_state(tmp_path / DEFAULT_STATE_FILE, {"us-east-1": "http://127.0.0.1:5001"})
+    assert load_settings().endpoints == {"us-east-1": "http://127.0.0.1:5001"}  # local: read
+    s = load_settings(mode="aws", region="us-east-1")
+    assert s.endpoints == {}  # aws: never
+    assert _source(s, "endpoints", mode="aws")[2].startswith("aws mode ignores the state file")
+
+
+def test_aws_mode_from_dotenv_never_reads_the_state_file(
+    tmp_path: Path, no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_state(tmp_path / DEFAULT_STATE_FILE, {"us-east-1": "http://127.0.0.1:5001"})
+    (tmp_path / ".env").write_text("REGIONKIT_MODE=aws\nAWS_REGION=eu-west-1\n", encoding="utf-8")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    s = load_settings()
+    assert (s.mode, s.endpoints, s.region) == ("aws", {}, "eu-west-1")
+
+
+def test_dotenv_may_hold_other_tools_variables(tmp_path: Path, no_aws_region: Path) -> None:
+    (tmp_path / ".env").write_text(
+        "AWS_PROFILE=prod\nDATABASE_URL=postgres://x\nREGIONKIT_LOG_LEVEL=info\n",
+        encoding="utf-8",
+    )
+    s = load_settings()
+    assert s.log_level == "info"
+    assert _source(s, "log_level")[1] == ".env (.env)"
+
+
+def test_environment_beats_dotenv_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text("REGIONKIT_READ_TIMEOUT=5\n", encoding="utf-8")
+    monkeypatch.setenv("REGIONKIT_READ_TIMEOUT", "0.8")
+    s = load_settings()
+    assert s.read_timeout == 0.8
+    assert _source(s, "read_timeout") == (
+        "0.8",
+        "env REGIONKIT_READ_TIMEOUT",
+        "overrides REGIONKIT_READ_TIMEOUT in .env",
+    )
+
+
+def test_option_beats_environment_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGIONKIT_READ_TIMEOUT", "0.8")
+    s = load_settings(read_timeout=0.4)
+    assert _source(s, "read_timeout", read_timeout=0.4) == (
+        "0.4",
+        "option",
+        "overrides REGIONKIT_READ_TIMEOUT from the environment",
+    )
+
+
+def test_state_file_source_is_named(tmp_path: Path) -> None:
+    _write_state(tmp_path / DEFAULT_STATE_FILE, {"us-east-1": "http://127.0.0.1:5001"})
+    s = load_settings()
+    assert _source(s, "endpoints")[1] == f"state file ({DEFAULT_STATE_FILE})"
+    assert _source(s, "connect_timeout")[1] == "default"
+
+
+def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    from residency.settings import explain_settings
+
+    key = "ab" * 32
+    monkeypatch.setenv("REGIONKIT_PSEUDONYM_KEY", key)
+    rows = explain_settings(load_settings())
+    assert all(key not in r.value and key not in r.note for r in rows)
+    assert _source(load_settings(), "pseudonym_key")[0] == "(set)"
+
+
+def test_retry_defaults_are_the_fast_failover_ones() -> None:
+    s = load_settings()
+    assert (s.connect_timeout, s.read_timeout, s.max_attempts) == (0.5, 1.0, 3)
+    assert s.probe_lease_seconds == 3.0
+    assert not s.hedge_reads
