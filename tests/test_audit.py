@@ -951,6 +951,7 @@ MARKS = {
     "conflict-key": "zq-conflict-mark@example.test",
     "bad-record": "zq-badrecord-mark@example.test",
     "pinned-key": "zq-pinned-mark@example.test",
+    "pinned-gsi": "zq-pinkey-mark@example.test",
 }
 MARK_PROBES = (
     "zq-nest-mark",
@@ -967,6 +968,7 @@ MARK_PROBES = (
     "zq-conflict-mark",
     "zq-badrecord-mark",
     "zq-pinned-mark",
+    "zq-pinkey-mark",
 )
 
 
@@ -1044,6 +1046,26 @@ def _plant_everywhere(env: Env) -> None:
     env.raw(US).put_item(  # a pinned item keyed by an e-mail address
         TableName=env.table("profiles"), Item=to_ddb({"pk": MARKS["pinned-key"], **pii(50)})
     )
+    env.raw(US).update_table(  # a pinned table's index keyed by an e-mail address
+        TableName=env.table("profiles"),
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "contact_key", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexUpdates=[
+            {
+                "Create": {
+                    "IndexName": "by_contact",
+                    "KeySchema": [{"AttributeName": "contact_key", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "KEYS_ONLY"},
+                }
+            }
+        ],
+    )
+    env.raw(US).put_item(
+        TableName=env.table("profiles"),
+        Item=to_ddb({"pk": mint_user_id(US), "contact_key": MARKS["pinned-gsi"], **pii(51)}),
+    )
 
 
 def test_no_value_read_from_an_item_reaches_a_finding_a_format_or_a_log(
@@ -1098,8 +1120,19 @@ def test_no_value_read_from_an_item_reaches_a_finding_a_format_or_a_log(
         f.region == EU1 and "1 conflicts" in f.reason for f in of(report, "operations.conflicts")
     )
     # the pinned item keyed by an e-mail address is named by pseudonym and kind
-    odd = [f for f in of(report, "data.pinned_placement", "FAIL") if f.region == US]
+    odd = [
+        f
+        for f in of(report, "data.pinned_placement", "FAIL")
+        if f.region == US and "item" in f.details
+    ]
     assert odd and "a value shaped like an e-mail address" in odd[0].reason
+    # a pinned table's index key holding an e-mail address: named by attribute and kind
+    keyed = [
+        f
+        for f in of(report, "data.pinned_placement", "FAIL")
+        if f.details.get("attribute") == "contact_key"
+    ]
+    assert [(f.region, f.severity, f.details["kind"]) for f in keyed] == [(US, "medium", "email")]
 
     # every machine-readable format validates against its published schema
     import jsonschema

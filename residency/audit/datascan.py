@@ -413,6 +413,8 @@ class _Scanner:
         if unit.plan.sort_key:
             names.append(unit.plan.sort_key)
         names.append(TOMBSTONE)
+        if "placement" in unit.roles:  # index keys too: every key is checked for PII
+            names.extend(self.key_attrs.get((unit.region, unit.plan.table), ()))
         if "directory" in unit.roles:
             names.extend(DIRECTORY_FIELDS)
         seen: dict[str, str] = {}
@@ -594,6 +596,21 @@ class _Scanner:
         dc = plan.data_class
         by_j = acc.by_j
         detector = self.detector
+        # the partition key is judged as a user ID below; the other keys by kind
+        other_keys = tuple(k for k in self.key_attrs.get((region, plan.table), ()) if k != pk_name)
+
+        def key_pii(raw: dict[str, Any]) -> None:
+            for name in other_keys:
+                kind = detector.key_kind(raw.get(name))
+                if kind is not None:
+                    hit = acc.pii.get((name, "key", kind))
+                    if hit is None:
+                        hit = acc.pii[(name, "key", kind)] = PiiHit(
+                            region, plan.table, name, match="key", kind=kind
+                        )
+                    hit.count += 1
+                    if len(hit.examples) < _EXAMPLES:
+                        hit.examples.append(self._key_text(plan, raw))
 
         def suspect(
             subject: str | None,
@@ -625,6 +642,8 @@ class _Scanner:
             if TOMBSTONE in raw:  # a key and rk_* attributes only: no personal data
                 acc.tombstones += 1
                 return
+            if other_keys:
+                key_pii(raw)
             pk = raw.get(pk_name)
             subject = pk.get("S") if isinstance(pk, dict) else None
             if not isinstance(subject, str):

@@ -30,6 +30,7 @@ class Harm:
     PROTECTION_OFF: Final = "PITR, streams or a customer-managed key missing"
     UNREPAIRED: Final = "an unrepaired inversion"
     MOVE_IN_BOTH: Final = "a move in progress with the data in both jurisdictions"
+    KEY_PII_PINNED: Final = "personal data in a sort or index key of a pinned table"
     COPY_GLOBAL: Final = "an unlisted copy of a global class"
     OPERATIONS_STALE: Final = "100 or more conflicts in the window; a drill too old"
     NO_DELETION_PROTECTION: Final = "deletion protection off"
@@ -53,6 +54,7 @@ HARMS: dict[str, Severity] = {
     Harm.PROTECTION_OFF: "high",
     Harm.UNREPAIRED: "high",
     Harm.MOVE_IN_BOTH: "medium",
+    Harm.KEY_PII_PINNED: "medium",
     Harm.COPY_GLOBAL: "medium",
     Harm.OPERATIONS_STALE: "medium",
     Harm.NO_DELETION_PROTECTION: "medium",

@@ -179,6 +179,29 @@ def pinned_placement(ctx: AuditContext) -> Iterator[Finding]:
                 reason=f"and {more:,} more misplaced items in {table} in {region}",
                 details={"more": more},
             )
+    for (region, table, path, _match, kind), hit in sorted(scan.pii.items()):
+        ts = by_table.get((region, table))
+        if ts is None:
+            continue
+        bad.add((region, table))
+        yield me.failed(
+            region=region,
+            resource=ts.arn,
+            severity=severity_of(Harm.KEY_PII_PINNED),
+            discriminator=f"key:{kind}:{path}",
+            reason=f"key attribute {path!r} of {_table(ts, table)} in {region} holds "
+            f"{KIND_TEXT.get(kind, 'personal data')} in {hit.count:,} "
+            f"item{'s' if hit.count != 1 else ''}: keys are copied to streams, the conflict "
+            "log and metrics",
+            remediation="Key the items by opaque IDs (the user ID and a generated sort key); "
+            "keep personal data in ordinary attributes of the pinned class.",
+            details={
+                "attribute": path,
+                "kind": kind,
+                "items": hit.count,
+                "example_items": hit.examples,
+            },
+        )
     for ts in scans:
         if ts.errors or (ts.region, ts.plan.table) in bad:
             continue
@@ -389,8 +412,10 @@ def global_pii(ctx: AuditContext) -> Iterator[Finding]:
     yield from _scan_errors(me, scans)
     flagged: set[tuple[str, str]] = set()
     for (region, table, path, match, kind), hit in sorted(scan.pii.items()):
-        flagged.add((region, table))
         ts = scan.tables.get((region, table))
+        if ts is not None and "pii" not in ts.roles:
+            continue  # a pinned table's keys: data.pinned_placement reports them
+        flagged.add((region, table))
         arn = ts.arn if ts else ctx.arn(region, table)
         n = f"{hit.count:,} item{'s' if hit.count != 1 else ''}"
         if match == "name":
