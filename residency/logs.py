@@ -7,8 +7,10 @@ Every regionkit log line passes :class:`PiiRedactor`. It removes
 
 so a profile value cannot reach a log even if a caller logs a whole item.
 regionkit's own code never logs item values in the first place; the redactor is
-the safety net. Services that configure structlog themselves should put
-:func:`redaction_processor` first in their chain.
+the safety net, and the host application cannot switch it off: when a service
+configures structlog its own way, regionkit's loggers still run the redactor
+first, in front of the service's chain. An exception attached to an event is
+formatted *before* redaction, so a traceback's text is cleaned too.
 
 The library never configures logging on import. The CLI calls
 :func:`configure_logging`; a service may call it too.
@@ -117,7 +119,20 @@ def configure_logging(
 
 
 def _redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+    if event_dict.get("exc_info"):  # format it now, so the traceback text is redacted too
+        event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
+        text = event_dict.get("exception")
+        if isinstance(text, str):
+            event_dict["exception"] = _scrub_text(text)
     return _redactor(logger, method_name, event_dict)
+
+
+def _scrub_text(text: str) -> str:
+    """Free text (a traceback) with e-mail addresses and phone-like numbers replaced."""
+    text = _EMAIL.sub(REDACTED, text)
+    return _PHONE.sub(
+        lambda m: REDACTED if sum(c.isdigit() for c in m.group()) >= 8 else m.group(), text
+    )
 
 
 class _Logger:
@@ -130,7 +145,11 @@ class _Logger:
 
     def __getattr__(self, method: str) -> Any:
         if structlog.is_configured():
-            return getattr(structlog.get_logger(self._name), method)
+            chain = list(structlog.get_config()["processors"])
+            if not chain or chain[0] is not _redact:  # the host's own chain: redact first
+                chain.insert(0, _redact)
+            bound = structlog.wrap_logger(None, processors=chain, logger_factory_args=(self._name,))
+            return getattr(bound, method)
         fallback = structlog.wrap_logger(
             logging.getLogger(self._name),
             processors=[

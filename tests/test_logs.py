@@ -177,3 +177,40 @@ def test_unconfigured_fallback_uses_the_policy_redactor(
         get_logger("regionkit.fallback").warning("e", display_name="Asha")
     assert "Asha" not in caplog.text
     assert logs.redaction_processor() is logs._redactor
+
+
+def test_a_host_configured_structlog_cannot_bypass_the_redactor(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A service configures structlog (and stdlib logging) its own way, without our
+    redactor; regionkit's loggers still redact, tracebacks included."""
+    import logging as stdlib_logging
+
+    import structlog
+
+    from residency.logs import get_logger
+
+    was, configured = structlog.get_config(), structlog.is_configured()
+    stdlib_logging.basicConfig(level=stdlib_logging.DEBUG, force=True)
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(),
+    )
+    try:
+        log = get_logger("regionkit.test")
+        log.warning("event", contact="zoe.q@example.org", phone="+91 98123 45678")
+        try:
+            raise ValueError("bad value zoe.q@example.org")
+        except ValueError:
+            log.exception("failed")
+        out = capsys.readouterr().out
+        assert "zoe.q@example.org" not in out and "98123" not in out
+        assert "ValueError" in out and "[redacted]" in out
+    finally:
+        structlog.reset_defaults()
+        if configured:
+            structlog.configure(**was)
