@@ -413,6 +413,42 @@ def bench_threads(policy: Policy, threads: int, per_thread: int) -> dict[str, fl
     return out
 
 
+# --- (d) what the residency protocol costs, in requests ----------------------------------------
+
+
+def bench_protocol_requests(policy: Policy) -> dict[str, int]:
+    """Requests each operation sends, counted on the wire (in-process moto, a counting
+    event hook on every client): the fence is part of each write's own condition."""
+    from regions.local.sim import simulation
+
+    counts: dict[str, int] = {}
+    with simulation(policy, seed=1, detect=False) as sim:
+        sent: list[str] = []
+        for region in policy.regions:
+            sim.clients.dynamodb(region).meta.events.register(
+                "before-send.dynamodb.*", lambda request, **kw: sent.append(request.url)
+            )
+        eu = sim.routers["eu-central-1"]
+
+        def count(name: str, fn: Callable[[], Any]) -> None:
+            before = len(sent)
+            fn()
+            counts[name] = len(sent) - before
+
+        uid = eu.new_user_id(country="DE")
+        count("sign-up (assign_home)", lambda: eu.assign_home(uid, country="DE"))
+        count("profile put (fence in the condition)", lambda: eu.put("profile", {"pk": uid}))
+        count("profile get, directory cached", lambda: eu.get("profile", {"pk": uid}))
+        other = sim.routers["us-east-1"]
+        count("profile get, directory cache miss", lambda: other.get("profile", {"pk": uid}))
+        count(
+            "move to another jurisdiction (2 old regions)", lambda: eu.move_user(uid, country="US")
+        )
+        count("stale-cache write that follows the fence", lambda: other.put("profile", {"pk": uid}))
+        count("content put with a PII check", lambda: eu.put("content", {"pk": "c", "b": 1}))
+    return counts
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -497,6 +533,11 @@ def main() -> int:
     for name, rate in rates.items():
         print(f"    {name:12} {rate / 1e6:6.2f} M decisions/s ({rate / one:.2f}x one thread)")
     print("    (one router shared by all threads; the GIL serializes pure-Python decisions)")
+
+    print("\n(d) the residency protocol's cost, in requests sent (counted on the wire)")
+    for name, n in bench_protocol_requests(policy).items():
+        print(f"    {name:48} {n:3d}")
+    print("    (a write costs no extra request: the move/erase fence is in its own condition)")
 
     print(f"\n{'PASS' if not misses else 'MISS'}: {misses} goal(s) missed")
     return 0
