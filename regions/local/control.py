@@ -33,14 +33,43 @@ import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from residency.errors import ClusterError, ConfigError, RegionkitError
 from residency.logs import get_logger
 from residency.settings import is_loopback_url
 
-if TYPE_CHECKING:
-    from regions.local.cluster import LocalCluster
+
+
+class FaultTarget(Protocol):
+    """What the control API drives: :class:`regions.local.cluster.LocalCluster` is one.
+
+    (A protocol, not the class, so this module and the cluster's do not import each other.)
+    """
+
+    def outage(self, region: str, mode: Any = ...) -> None: ...
+
+    def restore(self, region: str) -> None: ...
+
+    def set_clock_skew(self, region: str, ms: int) -> None: ...
+
+    def set_lag(
+        self, src: str | None, dst: str | None, ms: float | None, *, jitter_ms: float = 0.0
+    ) -> None: ...
+
+    def pause_replication(
+        self, src: str | None = None, dst: str | None = None, *, region: str | None = None
+    ) -> None: ...
+
+    def resume_replication(
+        self, src: str | None = None, dst: str | None = None, *, region: str | None = None
+    ) -> None: ...
+
+    def partition(self, groups: list[list[str]]) -> None: ...
+
+    def heal(self) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
 
 __all__ = ["TOKEN_HEADER", "ControlClient", "ControlServer"]
 
@@ -73,7 +102,7 @@ class ControlServer:
 
     def __init__(
         self,
-        cluster: LocalCluster,
+        cluster: FaultTarget,
         *,
         token: str,
         on_stop: Callable[[], None] | None = None,
