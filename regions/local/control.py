@@ -40,7 +40,6 @@ from residency.logs import get_logger
 from residency.settings import is_loopback_url
 
 
-
 class FaultTarget(Protocol):
     """What the control API drives: :class:`regions.local.cluster.LocalCluster` is one.
 
@@ -70,6 +69,7 @@ class FaultTarget(Protocol):
     def heal(self) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
+
 
 __all__ = ["TOKEN_HEADER", "ControlClient", "ControlServer"]
 
