@@ -2343,13 +2343,25 @@ def drill_run(
         float,
         typer.Option(
             "--rate",
-            help="Rounds/s per writer region (0.1 to 1000).",
+            help="Load: rounds/s per writer region, from steady state to after heal (0.1 to 1000).",
             callback=_finite("--rate", 0.1, 1000),
         ),
-    ] = 10.0,
+    ] = 20.0,
+    lag: Annotated[
+        float | None,
+        typer.Option(
+            "--lag",
+            help="local/sim: base replication lag on every link, s (0 to 600).",
+            callback=_finite("--lag", 0, 600),
+        ),
+    ] = None,
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where to write JSON, Markdown and HTML.")
     ] = Path("regionkit-report"),
+    fmt: Annotated[
+        str,
+        typer.Option("--format", help="Also write: junit (one test case per target)."),
+    ] = "",
     confirm_account: Annotated[
         str | None, typer.Option("--confirm-account", help="aws: the account ID, to confirm.")
     ] = None,
@@ -2358,54 +2370,126 @@ def drill_run(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the journal as JSON.")] = False,
 ) -> None:
-    """Run a drill; exit 1 when a target is missed. The journal joins the drill history."""
+    """Run a drill; exit 1 when a target is missed. The journal joins the drill history.
+
+    Ctrl-C or SIGTERM heals the fault first, writes the journal, then exits (130/143).
+    """
     from regions.drills import DrillOptions, save_journal
     from regions.drills.report import write_reports
 
     sc, params = _drill_params(scenario, region, mode, ms, group)
     settings = _settings()
     policy = _policy()
-    _configure_logging(policy)
-    if target not in {"local", "aws"}:
-        _fail(f"--target must be 'local' or 'aws', not {target!r}")
+    if target not in {"local", "aws", "sim"}:
+        _fail(f"--target must be 'local', 'sim' or 'aws', not {target!r}")
+    if fmt not in {"", "junit"}:
+        _fail(f"--format must be 'junit', not {fmt!r}")
     _writable_dir(report_dir, "--report-dir")
     _writable_dir(settings.drill_history, "REGIONKIT_DRILL_HISTORY")
+    log_file = _drill_log_file(report_dir, policy)
     if target == "local" and not settings.state_file.is_file():
         _require_extra("local")  # an ephemeral cluster of moto servers
-    if target == "aws":
-        journal = _drill_aws(
-            sc, params, policy, settings, duration, confirm_account, create_template
-        )
-    elif target == "local":
-        journal = _drill_local(
-            sc, params, policy, settings, DrillOptions(duration=duration, rate=rate)
-        )
-    else:
-        _fail(f"--target must be 'local' or 'aws', not {target!r}")
+    options = DrillOptions(duration=duration, rate=rate, lag=lag)
+    box: list[Any] = []
+    code = EXIT_OK
+    with _sigterm_as_exit():
+        try:
+            if target == "aws":
+                journal = _drill_aws(
+                    sc, params, policy, settings, duration, confirm_account, create_template, box
+                )
+            else:
+                journal = _drill_local(sc, params, policy, settings, options, box, target)
+        except (KeyboardInterrupt, SystemExit) as exc:
+            code = 143 if isinstance(exc, SystemExit) else 130
+            if not box:
+                raise
+            journal = box[0].journal
     history = save_journal(journal, settings.drill_history)
-    paths = write_reports(journal, report_dir)
+    paths = write_reports(journal, report_dir, junit=fmt == "junit")
     if as_json:
         typer.echo(journal.model_dump_json(indent=2))
     else:
         _print_drill(journal)
-        _console().print(
-            f"reports: {', '.join(str(p) for p in paths.values())}\nhistory: {history}"
+        con = _console()
+        con.print("reports:")
+        for p in paths.values():
+            con.print(f"  {_esc(p)}")
+        con.print(f"history: {_esc(history)}\nlog: {_esc(log_file)}")
+    if code:
+        _console(stderr=True).print(
+            "[bold red]interrupted:[/] "
+            + _esc("; ".join(journal.cleanup) or "no fault was in place")
         )
+        raise typer.Exit(code)
     raise typer.Exit(EXIT_OK if journal.verdict == "pass" else EXIT_CHECK_FAILED)
 
 
-def _drill_local(sc: Any, params: Any, policy: Policy, settings: Settings, options: Any) -> Any:
-    """On the `local up` cluster if one is running, else on an ephemeral cluster."""
+class _sigterm_as_exit:
+    """SIGTERM raises SystemExit(143) in the main thread, so ``finally`` blocks heal."""
+
+    def __enter__(self) -> None:
+        import signal
+
+        def handler(signum: int, frame: Any) -> None:
+            raise SystemExit(143)
+
+        try:
+            self._old: Any = signal.signal(signal.SIGTERM, handler)
+        except ValueError:  # not the main thread
+            self._old = None
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _drill_log_file(report_dir: Path, policy: Policy) -> Path:
+    """Send logs to a file in the report directory, so they never cut into progress lines."""
+    from residency.logs import configure_logging
+
+    s = _settings()
+    path = report_dir / "regionkit.log"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stream = path.open("a", encoding="utf-8")
+    configure_logging(
+        log_format=s.log_format,
+        level=s.log_level,
+        pii_attributes=policy.pii_attributes(),
+        stream=stream,
+    )
+    return path
+
+
+def _drill_local(
+    sc: Any,
+    params: Any,
+    policy: Policy,
+    settings: Settings,
+    options: Any,
+    box: list[Any] | None = None,
+    target: str = "local",
+) -> Any:
+    """On the `local up` cluster if one is running, else on an ephemeral cluster.
+
+    ``target="sim"`` runs on the deterministic simulation (virtual time, no servers).
+    ``box`` receives the runner, so an interrupted caller can still save its journal.
+    """
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from regions.drills import DrillRunner
 
+    box = box if box is not None else []
+    err = _console(stderr=True)
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=_console(stderr=True),
+        console=err,
         transient=True,
+        disable=not err.is_terminal,
     ) as progress:
         task = progress.add_task("starting", total=None)
 
@@ -2421,17 +2505,29 @@ def _drill_local(sc: Any, params: Any, policy: Policy, settings: Settings, optio
                     ),
                 )
 
+        def run(backend: Any) -> Any:
+            runner = DrillRunner(
+                backend, sc, params, options=options, policy_path=settings.policy, on_event=on_event
+            )
+            box.append(runner)
+            return runner.run()
+
+        if target == "sim":
+            from regions.drills.backends import SimBackend
+            from regions.local.sim import simulation
+
+            with simulation(policy, seed=options.seed or 0) as sim:
+                return run(SimBackend(sim))
         if settings.state_file.is_file():
             from regions.drills.backends import RemoteClusterBackend
             from regions.local.control import ControlClient
 
             progress.update(task, description=f"using the cluster in {settings.state_file}")
-            backend: Any = RemoteClusterBackend(
-                policy, settings, ControlClient.from_state_file(settings.state_file)
+            return run(
+                RemoteClusterBackend(
+                    policy, settings, ControlClient.from_state_file(settings.state_file)
+                )
             )
-            return DrillRunner(
-                backend, sc, params, options=options, policy_path=settings.policy, on_event=on_event
-            ).run()
         from regions.drills.backends import LocalClusterBackend
         from regions.local.cluster import LocalCluster
 
@@ -2441,10 +2537,7 @@ def _drill_local(sc: Any, params: Any, policy: Policy, settings: Settings, optio
         with LocalCluster(
             policy, table_prefix=settings.table_prefix, policy_file=settings.policy
         ) as cluster:
-            backend = LocalClusterBackend(cluster)
-            return DrillRunner(
-                backend, sc, params, options=options, policy_path=settings.policy, on_event=on_event
-            ).run()
+            return run(LocalClusterBackend(cluster))
 
 
 def _drill_aws(
@@ -2455,6 +2548,7 @@ def _drill_aws(
     duration: float,
     confirm_account: str | None,
     create_template: bool,
+    box: list[Any] | None = None,
 ) -> Any:
     import boto3
 
@@ -2487,9 +2581,10 @@ def _drill_aws(
 
 
 def _print_drill(j: Any) -> None:
+    """The journal for a terminal: short headers, cells that wrap, fits 80 columns."""
     from rich.table import Table
 
-    from regions.drills.report import _rows
+    from regions.drills.report import rows
 
     con = _console()
     colour = {"pass": "green", "fail": "red"}.get(j.verdict, "yellow")
@@ -2500,31 +2595,27 @@ def _print_drill(j: Any) -> None:
     for r in j.reasons:
         con.print(f"  [red]- {_esc(r)}[/]")
     t = Table(title="figures against targets", title_justify="left")
-    for col in ("figure", "measured", "target", "ok"):
-        t.add_column(col)
-    for a, b, c, ok in _rows(j):
-        t.add_row(a, b, c, "[green]yes[/]" if ok else "[red]NO[/]")
+    t.add_column("figure", ratio=2)
+    t.add_column("measured", ratio=5)
+    t.add_column("target", ratio=1)
+    t.add_column("ok", no_wrap=True)
+    for a, b, c, ok in rows(j):
+        t.add_row(_esc(a), _esc(b), _esc(c), "[green]yes[/]" if ok else "[red]NO[/]")
     con.print(t)
     if j.figures.data_classes:
         d = Table(title="per data class", title_justify="left")
-        for col in (
-            "data class",
-            "kind",
-            "RTO s",
-            "writes ok/failed",
-            "failover",
-            "no compliant failover",
-        ):
+        for col in ("class", "kind", "RTO s", "writes ok", "failed", "failover", "waits by law"):
             d.add_column(col)
         for x in j.figures.data_classes:
-            rto = "-" if x.rto_seconds is None else f"{x.rto_seconds:.3f}"
+            rto = "n/a" if x.rto_seconds is None else f"{x.rto_seconds:.3f}"
             d.add_row(
-                x.data_class,
+                _esc(x.data_class),
                 x.kind,
                 rto,
-                f"{x.writes_ok}/{x.writes_failed}",
+                str(x.writes_ok),
+                str(x.writes_failed),
                 str(x.failover_writes),
-                ", ".join(x.no_compliant_failover) or "-",
+                _esc(", ".join(x.no_compliant_failover) or "none"),
             )
         con.print(d)
 

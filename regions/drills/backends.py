@@ -24,7 +24,50 @@ from regions.router import RegionRouter
 from residency.policy import GlobalDataClass, Policy
 from residency.records import ConflictRecord
 
-__all__ = ["DrillBackend", "LocalClusterBackend", "SimBackend", "replication_groups"]
+__all__ = [
+    "DrillBackend",
+    "LinkState",
+    "LocalClusterBackend",
+    "SimBackend",
+    "faults_in_status",
+    "replication_groups",
+]
+
+# (src, dst, last applied lag in ms or None, changes pending); one per region pair
+LinkState = tuple[str, str, float | None, int]
+
+
+def _link_states(rows: Iterable[Any]) -> list[LinkState]:
+    """Per (src, dst) over every table: the largest last lag and the pending total."""
+    lag: dict[tuple[str, str], float | None] = {}
+    pending: dict[tuple[str, str], int] = {}
+    for m in rows:
+        get = m.get if isinstance(m, dict) else lambda k, m=m: getattr(m, k, None)
+        pair = (str(get("src")), str(get("dst")))
+        last = get("lag_last_ms")
+        cur = lag.get(pair)
+        if last is not None:
+            lag[pair] = float(last) if cur is None else max(cur, float(last))
+        else:
+            lag.setdefault(pair, cur)
+        pending[pair] = pending.get(pair, 0) + int(get("pending") or 0)
+    return [(a, b, lag[(a, b)], pending[(a, b)]) for a, b in sorted(lag)]
+
+
+def faults_in_status(status: dict[str, Any]) -> list[str]:
+    """Faults still in place according to a cluster's status (outages, pauses, skew)."""
+    left = [f"outage of {r} ({m})" for r, m in sorted(status.get("outages", {}).items())]
+    paused = sorted(
+        {f"{ln['src']}>{ln['dst']}" for ln in status.get("links", []) if ln.get("paused")}
+    )
+    if paused:
+        left.append(f"replication blocked on {len(paused)} links: {', '.join(paused[:6])}")
+    left += [
+        f"clock skew of {ms} ms in {r}"
+        for r, ms in sorted(status.get("clock_skew_ms", {}).items())
+        if ms
+    ]
+    return left
 
 
 class DrillBackend(Protocol):
@@ -43,6 +86,9 @@ class DrillBackend(Protocol):
     def heal_links(self) -> None: ...
     def skew(self, region: str, ms: int) -> None: ...
     def unreplicated_ages(self, region: str) -> list[float]: ...
+    def links(self) -> list[LinkState]: ...
+    def set_lag(self, seconds: float) -> None: ...
+    def faults_left(self) -> list[str]: ...
     def wait_converged(self, timeout: float) -> bool: ...
     def scan(self, region: str, table: str) -> Iterable[dict[str, Any]]: ...
     def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None: ...
@@ -135,6 +181,24 @@ class SimBackend:
     def unreplicated_ages(self, region: str) -> list[float]:
         self.sim.poll(region)
         return self.sim.engine.unreplicated_ages(region, self.sim.now)  # type: ignore[no-any-return]
+
+    def links(self) -> list[LinkState]:
+        return _link_states(self.sim.engine.metrics())
+
+    def set_lag(self, seconds: float) -> None:
+        self.sim.faults.set_lag(None, None, seconds)
+
+    def faults_left(self) -> list[str]:
+        return faults_in_status(
+            {
+                "outages": dict.fromkeys(sorted(self.sim.clients.down), "stop"),
+                "links": [
+                    {"src": m.src, "dst": m.dst, "paused": m.paused}
+                    for m in self.sim.engine.metrics()
+                ],
+                "clock_skew_ms": dict(self.sim.skew_ms),
+            }
+        )
 
     def wait_converged(self, timeout: float) -> bool:
         start = self.sim.now
@@ -258,6 +322,15 @@ class LocalClusterBackend(_WallClockBackend):
             pass
         return engine.unreplicated_ages(region, time.time())  # type: ignore[no-any-return]
 
+    def links(self) -> list[LinkState]:
+        return _link_states(self.cluster.link_metrics())
+
+    def set_lag(self, seconds: float) -> None:
+        self._faults().set_lag(None, None, seconds)
+
+    def faults_left(self) -> list[str]:
+        return faults_in_status(self.cluster.status())
+
     def wait_converged(self, timeout: float) -> bool:
         return bool(self.cluster.replicator.wait_converged(timeout))
 
@@ -307,6 +380,15 @@ class RemoteClusterBackend(_WallClockBackend):
 
     def _links(self) -> list[dict[str, Any]]:
         return list(self.control.status().get("links", []))
+
+    def links(self) -> list[LinkState]:
+        return _link_states(self._links())
+
+    def set_lag(self, seconds: float) -> None:
+        self.control.lag(ms=seconds * 1000)
+
+    def faults_left(self) -> list[str]:
+        return faults_in_status(self.control.status())
 
     def unreplicated_ages(self, region: str) -> list[float]:
         ages: list[float] = []

@@ -20,8 +20,10 @@ from residency.records import DrillSummary
 
 __all__ = [
     "DataClassFigures",
+    "DrillEvent",
     "DrillFigures",
     "DrillJournal",
+    "DrillSeries",
     "Phase",
     "RegionFigures",
     "load_history",
@@ -76,8 +78,22 @@ class RegionFigures(_M):
 
 class DrillFigures(_M):
     rto_seconds: float | None = None
-    rpo_exposure_count: int = 0
+    rto_not_applicable: str = Field(
+        "", description="Why no RTO was measured (no write failed), for people to read."
+    )
+    rpo_exposure_count: int = Field(
+        0,
+        description="Acknowledged writes that landed in a faulted region and had not reached "
+        "every replica when the fault hit (measured under load).",
+    )
     rpo_exposure_max_age_seconds: float = 0.0
+    rpo_recovered: int = Field(0, description="Exposed writes on every replica after heal.")
+    rpo_lost: int = Field(0, description="Exposed writes missing from a replica after heal.")
+    writes_in_flight_expected: float | None = Field(
+        None,
+        description="rate x writes per round x canary replication lag: how many writes the "
+        "load keeps in flight, so exposure is measurable at this rate.",
+    )
     convergence_seconds: float | None = None
     converged: bool = False
     failback_seconds: float | None = Field(
@@ -92,6 +108,45 @@ class DrillFigures(_M):
     writes_acknowledged: int = 0
     data_classes: list[DataClassFigures] = Field(default_factory=list)
     regions: list[RegionFigures] = Field(default_factory=list)
+
+
+class DrillEvent(_M):
+    t: float = Field(description="Seconds since the drill started.")
+    kind: Literal[
+        "load-started",
+        "fault-injected",
+        "breaker-open",
+        "breaker-closed",
+        "fault-healed",
+        "backlog-drained",
+        "converged",
+        "load-stopped",
+        "interrupted",
+        "cleanup",
+    ]
+    region: str = ""
+    detail: str = ""
+
+
+class DrillSeries(_M):
+    """Per-bucket counts from the start of the load; bounded by :data:`MAX_BUCKETS`.
+
+    ``bucket_seconds`` is 1 s for drills up to MAX_BUCKETS seconds and grows with
+    longer drills, so the journal's size does not grow with the drill's length.
+    Keys of the dicts are ``region`` or ``region/data_class``; links are ``src>dst``.
+    """
+
+    bucket_seconds: float = 1.0
+    t0: float = Field(0.0, description="Seconds since the drill started at bucket 0.")
+    buckets: int = 0
+    writes_ok: dict[str, list[int]] = Field(default_factory=dict)
+    writes_failed: dict[str, list[int]] = Field(default_factory=dict)
+    reads_ok: dict[str, list[int]] = Field(default_factory=dict)
+    reads_failed: dict[str, list[int]] = Field(default_factory=dict)
+    failovers: dict[str, list[int]] = Field(default_factory=dict)
+    latency_p50_ms: dict[str, list[float | None]] = Field(default_factory=dict)
+    latency_p99_ms: dict[str, list[float | None]] = Field(default_factory=dict)
+    replication_lag_ms: dict[str, list[float | None]] = Field(default_factory=dict)
 
 
 class DrillJournal(_M):
@@ -112,6 +167,14 @@ class DrillJournal(_M):
     verdict: Literal["pass", "fail", "error"] = "error"
     reasons: list[str] = Field(default_factory=list)
     tool_version: str = ""
+    settings: dict[str, Any] = Field(
+        default_factory=dict, description="Client settings the drill's routers used."
+    )
+    events: list[DrillEvent] = Field(default_factory=list)
+    series: DrillSeries = Field(default_factory=DrillSeries)
+    cleanup: list[str] = Field(
+        default_factory=list, description="What was done to remove the fault, and checked."
+    )
 
     def summary(self) -> DrillSummary:
         return DrillSummary.model_validate(

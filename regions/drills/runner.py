@@ -1,30 +1,40 @@
-"""The drill runner: plan, steady state, inject, workload, measure, heal, converge, verdict.
+"""The drill runner: plan, steady state, load, inject, workload, heal, recovery, converge.
 
 One :class:`DrillRunner` drives any :class:`~regions.drills.backends.DrillBackend`.
 Every phase is time-stamped in the :class:`~regions.drills.journal.DrillJournal`.
 Writers run in every region, on every pinned and global data class (the
 directory excepted), through the same :class:`~regions.router.RegionRouter` a
-service uses, so the figures are what a service would have seen:
+service uses, **continuously from the steady state, through the fault, to after
+the heal**: the fault hits a region in the middle of its traffic, as a real
+outage does. The figures are what a service would have seen:
 
 * **RTO**, per data class and writer region: from the fault until routed writes
   succeed again, by failover or at home. Pinned data in a one-region
   jurisdiction cannot fail over by law; it is reported, not counted as a miss.
 * **RPO exposure**: writes acknowledged in the faulted region that had not
-  reached every replica when the fault hit, with their ages.
-* **convergence**: from heal until every replica set is identical, item for
-  item, compared by SHA-256 digests of the tables.
+  reached every replica when the fault hit, with their ages; after the heal,
+  each is classed as recovered (replicated late) or lost.
+* **convergence**: from heal until every write made before the heal reached
+  every replica; then, with the load stopped, every replica set is compared item
+  for item by SHA-256 digests of the tables.
 * **conflicts** from the conflict log, by kind and resolution;
 * **residency violations**: refusals raised to writers plus pinned items found
   outside their subject's jurisdiction after the drill (must be 0);
-* **client errors** by type.
+* **client errors** by type, and a time series of all of it (see
+  :mod:`regions.drills.series`).
+
+A drill never leaves its fault behind: the heal runs in a ``finally`` that also
+sees ``KeyboardInterrupt`` and ``SystemExit``, and a check after the heal asks
+the backend which faults are still in place.
 """
 
 from __future__ import annotations
 
 import hashlib
+import signal
 import threading
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -35,11 +45,14 @@ from typing import Any
 from regions.drills.backends import DrillBackend, replication_groups, table_digest
 from regions.drills.journal import (
     DataClassFigures,
+    DrillEvent,
     DrillJournal,
     Phase,
     RegionFigures,
 )
 from regions.drills.scenarios import Params, Scenario
+from regions.drills.series import build_series
+from regions.hlc import Stamp
 from regions.ids import mint_user_id, parse_user_id
 from residency.__about__ import __version__
 from residency.errors import (
@@ -51,7 +64,7 @@ from residency.errors import (
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy
 
-__all__ = ["DrillOptions", "DrillRunner", "Outcome"]
+__all__ = ["Ack", "DrillOptions", "DrillRunner", "Outcome"]
 
 log = get_logger("regionkit.drills")
 
@@ -60,11 +73,14 @@ EventHook = Callable[[str, dict[str, Any]], None]
 
 @dataclass(frozen=True)
 class DrillOptions:
-    duration: float = 5.0  # seconds of workload while the fault is active
-    rate: float = 10.0  # workload rounds per second per writer region
-    recovery: float = 2.0  # seconds of workload after heal
+    duration: float = 5.0  # seconds of load while the fault is active
+    rate: float = 20.0  # workload rounds per second per writer region
+    recovery: float = 2.0  # seconds of load after heal
+    baseline: float = 1.0  # seconds of load before the fault
     converge_timeout: float = 60.0
     hot_key_every: int = 5  # every Nth round also edits a shared item (conflicts)
+    lag: float | None = None  # base replication lag on every link, s (rehearse a slow link)
+    sample_every: float = 0.2  # seconds between replication samples
     seed: int | None = None
 
 
@@ -77,12 +93,121 @@ class Outcome:
     ok: bool
     failover: bool
     error: str | None
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """An acknowledged write, kept to class RPO exposure as recovered or lost."""
+
+    t: float
+    landed: str
+    table: str
+    key: tuple[str, str]
+    version: str
+
+
+def _ignore_signals() -> Callable[[], None]:
+    """Hold off SIGINT and SIGTERM (main thread only); return what restores them."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        except (ValueError, OSError):
+            continue
+
+    def restore() -> None:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+    return restore
 
 
 def policy_sha256(policy: Policy, path: str | Path | None) -> str:
     if path is not None and Path(path).is_file():
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     return hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+
+
+def _newer_or_same(have: Any, mine: str) -> bool:
+    if not isinstance(have, str):
+        return False
+    try:
+        return Stamp.parse(have) >= Stamp.parse(mine)
+    except RegionkitError:
+        return have >= mine
+
+
+class _Load:
+    """Writers in every region, from :meth:`start` to :meth:`stop`.
+
+    Threaded backends run one writer thread per region on wall-clock time; the
+    simulation interleaves the regions' rounds on virtual time in :meth:`run_for`.
+    """
+
+    def __init__(self, runner: DrillRunner) -> None:
+        self.r = runner
+        self.stop_event = threading.Event()
+        self.threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+        self.n: dict[str, int] = defaultdict(int)
+        self.running = False
+
+    def start(self) -> None:
+        self.running = True
+        self.r._event("load-started", detail=f"{self.r.opt.rate:g} rounds/s per region")
+        if not self.r.b.threaded:
+            return
+        interval = 1.0 / self.r.opt.rate
+
+        def writer(region: str) -> None:
+            try:
+                while not self.stop_event.is_set():
+                    t0 = self.r.b.now()
+                    self.r._round(region, self.n[region])
+                    self.n[region] += 1
+                    self.stop_event.wait(max(0.0, interval - (self.r.b.now() - t0)))
+            except BaseException as exc:  # never lose a worker's failure
+                self.errors.append(exc)
+
+        self.threads = [
+            threading.Thread(target=writer, args=(reg,), name=f"drill-{reg}", daemon=True)
+            for reg in self.r.policy.regions
+        ]
+        for t in self.threads:
+            t.start()
+
+    def run_for(self, seconds: float, name: str) -> None:
+        b, opt = self.r.b, self.r.opt
+        start = b.now()
+        if b.threaded:
+            while b.now() - start < seconds:
+                if self.errors:
+                    raise self.errors[0]
+                self.r.on_event(
+                    "progress", {"phase": name, "elapsed": b.now() - start, "of": seconds}
+                )
+                self.r._sample()
+                self.stop_event.wait(min(opt.sample_every, max(0.0, seconds - (b.now() - start))))
+            return
+        step = 1.0 / opt.rate / len(self.r.policy.regions)
+        while b.now() - start < seconds:
+            for region in self.r.policy.regions:  # writers spread over the interval
+                self.r._round(region, self.n[region])
+                self.n[region] += 1
+                b.sleep(step)
+            self.r._sample()
+
+    def stop(self) -> None:
+        if not self.running:
+            return
+        self.running = False
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=10.0)
+        self.r._event("load-stopped")
 
 
 class DrillRunner:
@@ -108,11 +233,20 @@ class DrillRunner:
             else uuid.uuid4().hex[:12]
         )
         self.outcomes: list[Outcome] = []
+        self.acks: dict[str, deque[Ack]] = defaultdict(lambda: deque(maxlen=200_000))
+        self.lags: list[tuple[float, str, float]] = []
         self._lock = threading.Lock()
         self.users: dict[str, str] = {}  # writer region -> a drill user homed there
         self.keys_written: dict[str, set[str]] = defaultdict(set)
+        self.t_start = self.b.now()
+        self.t_load: float | None = None
         self.t_fault: float = 0.0
         self.t_heal: float = 0.0
+        self.t_drained: float | None = None
+        self.fault_active = False
+        self.exposed_ages: list[float] = []
+        self.load = _Load(self)
+        self._breakers: dict[tuple[str, str], bool] = {}
         dcs = self.policy.data_classes
         self.global_classes = [
             n
@@ -120,6 +254,7 @@ class DrillRunner:
             if isinstance(dc, GlobalDataClass) and n != self.policy.system.directory
         ]
         self.pinned_classes = [n for n, dc in dcs.items() if isinstance(dc, PinnedDataClass)]
+        settings = getattr(backend, "settings", None)
         self.journal = DrillJournal(
             drill_id=self.drill_id,
             scenario=scenario.name,
@@ -138,12 +273,53 @@ class DrillRunner:
                 "convergence_seconds": self.policy.targets.drills.convergence_seconds,
                 "residency_violations": 0,
             },
+            settings={
+                k: getattr(settings, k)
+                for k in (
+                    "connect_timeout",
+                    "read_timeout",
+                    "max_attempts",
+                    "failover_attempts",
+                    "breaker_failures",
+                    "breaker_reset_seconds",
+                )
+                if settings is not None and hasattr(settings, k)
+            },
         )
+        for region in self.policy.regions:
+            health = getattr(self.b.router(region), "health", None)
+            if health is not None and hasattr(health, "subscribe"):
+                health.subscribe(partial(self._on_health, region))
 
     # --- helpers ---
 
     def _dt(self) -> datetime:
         return datetime.fromtimestamp(self.b.now(), UTC)
+
+    def _event(self, kind: str, region: str = "", detail: str = "") -> None:
+        with self._lock:
+            if len(self.journal.events) >= 500:  # bounded, whatever the drill's length
+                return
+            self.journal.events.append(
+                DrillEvent(
+                    t=round(self.b.now() - self.t_start, 3),
+                    kind=kind,
+                    region=region,
+                    detail=detail,
+                )
+            )
+
+    def _on_health(self, router_region: str, st: Any) -> None:
+        is_open = str(getattr(st, "breaker", "closed")) != "closed"
+        key = (router_region, st.region)
+        if self._breakers.get(key, False) == is_open:
+            return
+        self._breakers[key] = is_open
+        self._event(
+            "breaker-open" if is_open else "breaker-closed",
+            region=st.region,
+            detail=f"seen by the router in {router_region}",
+        )
 
     def _fault_regions(self) -> list[str]:
         groups = getattr(self.params, "groups", None)
@@ -172,17 +348,63 @@ class DrillRunner:
         except Exception as exc:  # a backend failure the router did not map: count it, go on
             self._add(Outcome(t, region, data_class, op, False, False, type(exc).__name__))
             return None
-        failover = bool(getattr(getattr(result, "route", None), "failover", False))
-        self._add(Outcome(self.b.now(), region, data_class, op, True, failover, None))
+        t1 = self.b.now()
+        route = getattr(result, "route", None)
+        failover = bool(getattr(route, "failover", False))
+        self._add(
+            Outcome(t1, region, data_class, op, True, failover, None, round((t1 - t) * 1000, 3))
+        )
+        version = getattr(result, "version", None)
+        if route is not None and isinstance(version, str):
+            pk = self.policy.data_classes[data_class].partition_key
+            args = fn.args if isinstance(fn, partial) else ()
+            key = next((a for a in args if isinstance(a, dict)), {})
+            if pk in key:
+                ack = Ack(t1, route.region, route.table_name, (pk, str(key[pk])), version)
+                with self._lock:
+                    self.acks[route.region].append(ack)
         return result
 
     def _add(self, o: Outcome) -> None:
         with self._lock:
             self.outcomes.append(o)
 
+    def _sample(self) -> None:
+        """Replication lag per link, and whether the pre-heal backlog has drained."""
+        now = self.b.now()
+        try:
+            links = self.b.links()
+        except Exception:  # a sample is not worth failing a drill for
+            links = []
+        backlog: dict[str, float] = {}
+        need_backlog = self.t_heal > 0 and self.t_drained is None
+        if any(p for *_, p in links) or need_backlog:
+            for region in self.policy.regions:
+                try:
+                    backlog[region] = max(self.b.unreplicated_ages(region), default=0.0)
+                except Exception:
+                    backlog[region] = 0.0
+        samples = []
+        for src, dst, last_ms, pending in links:
+            ms = last_ms or 0.0
+            if pending:  # a blocked link applies nothing: its lag is its oldest change's age
+                ms = max(ms, backlog.get(src, 0.0) * 1000)
+            samples.append((now, f"{src}>{dst}", ms))
+        with self._lock:
+            self.lags.extend(samples)
+        drained = max(backlog.values(), default=0.0) <= now - self.t_heal
+        if need_backlog and not self.fault_active and drained:
+            self.t_drained = now
+            self._event("backlog-drained", detail="every write made before the heal replicated")
+
     # --- the phases ---
 
     def run(self) -> DrillJournal:
+        """Run the drill; on any exception, and on Ctrl-C or SystemExit, heal first.
+
+        ``KeyboardInterrupt`` and ``SystemExit`` are re-raised after the heal, so
+        the caller exits as asked; :attr:`journal` then says what was cleaned up.
+        """
         j = self.journal
         try:
             self._plan()
@@ -194,10 +416,19 @@ class DrillRunner:
                         "not replicate within the convergence target"
                     ],
                 )
-                return self._finish()
+                return j
+            if self.opt.lag is not None:
+                self.b.set_lag(self.opt.lag)
+            self.t_load = self.b.now()
+            self.load.start()
+            ph = self._phase("baseline")
+            self.load.run_for(self.opt.baseline, "baseline")
+            self._end(ph)
             self._inject()
-            self._workload(self.opt.duration, "workload")
+            self._run_load(self.opt.duration, "workload")
             self._heal()
+            self._run_load(self.opt.recovery, "recovery")
+            self.load.stop()
             self._converge()
             if self.scenario.name == "failback":
                 self._failback()
@@ -205,16 +436,71 @@ class DrillRunner:
             self._verdict()
         except Exception as exc:
             j.verdict = "error"
-            j.reasons.append(f"drill aborted: {type(exc).__name__}: {exc}")
+            j.reasons.append(f"drill aborted: {type(exc).__name__}")
             log.error("drill aborted", drill_id=self.drill_id, error=type(exc).__name__)
-            # always heal: a drill must never leave a fault behind
+        except BaseException as exc:  # Ctrl-C, SystemExit: heal in finally, then go
+            j.verdict = "error"
+            j.reasons.append(f"drill interrupted ({type(exc).__name__})")
+            self._event("interrupted", detail=type(exc).__name__)
+            raise
+        finally:
+            self._cleanup()
+            self._finish()
+        return j
+
+    def _cleanup(self) -> None:
+        """Stop the load and heal a fault still in place; Ctrl-C cannot cut this short."""
+        restore = _ignore_signals()
+        try:
             try:
-                self.scenario.heal(self.b, self.params)
-            except Exception as heal_exc:
-                j.reasons.append(f"heal after abort failed: {type(heal_exc).__name__}")
-        return self._finish()
+                self.load.stop()
+            except BaseException as exc:
+                self.journal.cleanup.append(f"stopping the load failed: {type(exc).__name__}")
+            if self.fault_active:
+                try:
+                    self.scenario.heal(self.b, self.params)
+                    self.fault_active = False
+                    self.journal.cleanup.append(f"healed {self.scenario.name} after the abort")
+                    self._event("cleanup", detail="fault healed after the abort")
+                except BaseException as exc:
+                    self.journal.reasons.append(
+                        f"heal after abort failed ({type(exc).__name__}): the fault may still "
+                        "be in place"
+                    )
+                    log.error("heal after abort failed", drill_id=self.drill_id)
+                self._check_healed()
+        finally:
+            restore()
+
+    def _check_healed(self) -> bool:
+        try:
+            left = self.b.faults_left()
+        except Exception as exc:
+            left = [f"the check itself failed ({type(exc).__name__})"]
+        if left:
+            msg = "FAULT STILL IN PLACE after heal: " + "; ".join(left)
+            self.journal.reasons.append(msg)
+            self.journal.cleanup.append(msg)
+            log.error("fault left behind", drill_id=self.drill_id, faults=len(left))
+            return False
+        self.journal.cleanup.append("checked after heal: no fault left in place")
+        return True
+
+    def _run_load(self, seconds: float, name: str) -> None:
+        ph = self._phase(name)
+        before = len(self.outcomes)
+        self.load.run_for(seconds, name)
+        done = self.outcomes[before:]
+        self._end(ph, operations=len(done), failed=sum(not o.ok for o in done))
 
     def _finish(self) -> DrillJournal:
+        end = self.b.now()
+        if self.t_load is not None:
+            with self._lock:
+                outcomes, lags = list(self.outcomes), list(self.lags)
+            self.journal.series = build_series(
+                outcomes, lags, start=self.t_load, end=end, drill_start=self.t_start
+            )
         self.journal.ended_at = self._dt()
         self.on_event("done", {"verdict": self.journal.verdict})
         return self.journal
@@ -262,6 +548,10 @@ class DrillRunner:
             self.b.sleep(0.05)
         elapsed = self.b.now() - t0
         self.journal.figures.steady_state_seconds = round(elapsed, 3)
+        per_round = len(self.global_classes) + len(self.pinned_classes)
+        self.journal.figures.writes_in_flight_expected = round(
+            self.opt.rate * per_round * len(policy.regions) * max(elapsed, self.opt.lag or 0.0), 2
+        )
         self._end(
             ph,
             ok=not missing,
@@ -280,12 +570,16 @@ class DrillRunner:
         )
 
     def _inject(self) -> None:
+        """Inject the fault under load; RPO exposure is what the regions held unreplicated."""
         ph = self._phase("inject")
         ages: list[float] = []
         for region in self.journal.regions:
             ages.extend(self.b.unreplicated_ages(region))
         self.t_fault = self.b.now()
+        self.fault_active = True  # before inject: a half-injected fault is healed too
         self.scenario.inject(self.b, self.params)
+        self._event("fault-injected", ",".join(self.journal.regions), self.scenario.name)
+        self.exposed_ages = ages
         f = self.journal.figures
         f.rpo_exposure_count = len(ages)
         f.rpo_exposure_max_age_seconds = round(max(ages, default=0.0), 4)
@@ -294,6 +588,7 @@ class DrillRunner:
             fault=self.scenario.name,
             parameters=self.params.model_dump(),
             rpo_exposure_count=len(ages),
+            writes_before_fault=sum(1 for o in self.outcomes if o.op != "read"),
         )
 
     def _round(self, region: str, n: int) -> None:
@@ -328,52 +623,6 @@ class DrillRunner:
         current = router.get(dc, {pk: body[pk]})
         return router.put(dc, body, based_on=current) if current else router.put(dc, body)
 
-    def _workload(self, seconds: float, name: str) -> None:
-        ph = self._phase(name)
-        start = self.b.now()
-        interval = 1.0 / self.opt.rate
-        before = len(self.outcomes)
-        if self.b.threaded:
-            stop = threading.Event()
-            errors: list[BaseException] = []
-
-            def writer(region: str) -> None:
-                n = 0
-                try:
-                    while not stop.is_set() and self.b.now() - start < seconds:
-                        t0 = self.b.now()
-                        self._round(region, n)
-                        n += 1
-                        stop.wait(max(0.0, interval - (self.b.now() - t0)))
-                except BaseException as exc:  # never lose a worker's failure
-                    errors.append(exc)
-
-            threads = [
-                threading.Thread(target=writer, args=(r,), name=f"drill-{r}")
-                for r in self.policy.regions
-            ]
-            for t in threads:
-                t.start()
-            while any(t.is_alive() for t in threads):
-                self.on_event(
-                    "progress", {"phase": name, "elapsed": self.b.now() - start, "of": seconds}
-                )
-                for t in threads:
-                    t.join(timeout=0.25)
-            stop.set()
-            if errors:
-                raise errors[0]
-        else:
-            n = 0
-            step = interval / len(self.policy.regions)
-            while self.b.now() - start < seconds:
-                for region in self.policy.regions:  # writers spread over the interval
-                    self._round(region, 10_000 * (name == "recovery") + n)
-                    self.b.sleep(step)
-                n += 1
-        done = self.outcomes[before:]
-        self._end(ph, operations=len(done), failed=sum(not o.ok for o in done))
-
     def _failback(self) -> None:
         """After recovery, time until writes for data homed in the region land at home again."""
         ph = self._phase("failback")
@@ -399,14 +648,24 @@ class DrillRunner:
     def _heal(self) -> None:
         ph = self._phase("heal")
         self.scenario.heal(self.b, self.params)
+        self.fault_active = False
         self.t_heal = self.b.now()
-        self._end(ph)
+        self._event("fault-healed", ",".join(self.journal.regions))
+        healed = self._check_healed()
+        if self.opt.lag is not None:  # healing links clears lag: put the base lag back
+            self.b.set_lag(self.opt.lag)
+        self._end(ph, ok=healed, faults_left=not healed)
 
     def _converge(self) -> None:
         ph = self._phase("convergence")
         t0 = self.b.now()
+        if self.opt.lag is not None:
+            self.b.set_lag(0.0)
         quiet = self.b.wait_converged(self.opt.converge_timeout)
         t_quiet = self.b.now()
+        if self.t_drained is None and quiet:
+            self.t_drained = t_quiet
+            self._event("backlog-drained", detail="after the load stopped")
         digests: dict[str, dict[str, str]] = {}
         equal = True
         prefix = self.b.router(self.policy.regions[0]).settings.table_prefix
@@ -419,7 +678,11 @@ class DrillRunner:
         f = self.journal.figures
         f.converged = quiet and equal
         f.tables_compared = len(groups)
-        f.convergence_seconds = round(t_quiet - self.t_heal, 3) if f.converged else None
+        drained = self.t_drained if self.t_drained is not None else t_quiet
+        f.convergence_seconds = round(drained - self.t_heal, 3) if f.converged else None
+        if f.converged:
+            self._event("converged", detail=f"{len(groups)} replica sets identical")
+        self._classify_exposure()
         self._end(
             ph,
             ok=f.converged,
@@ -428,6 +691,32 @@ class DrillRunner:
             waited_s=round(t_quiet - t0, 3),
             digests=digests,
         )
+
+    def _classify_exposure(self) -> None:
+        """Each exposed write, after heal: on every replica (recovered) or not (lost)."""
+        f = self.journal.figures
+        if not f.rpo_exposure_count:
+            return
+        oldest = self.t_fault - f.rpo_exposure_max_age_seconds - 0.05
+        prefix = self.b.router(self.policy.regions[0]).settings.table_prefix
+        groups = replication_groups(self.policy, prefix)
+        lost = 0
+        with self._lock:
+            candidates = [
+                a
+                for region in self.journal.regions
+                for a in self.acks.get(region, ())
+                if oldest <= a.t <= self.t_fault
+            ]
+        for a in candidates:
+            peers = {r for table, rs in groups if table == a.table and a.landed in rs for r in rs}
+            for peer in sorted(peers - {a.landed}):
+                item = self.b.get(peer, a.table, {a.key[0]: a.key[1]})
+                if item is None or not _newer_or_same(item.get("rk_v"), a.version):
+                    lost += 1
+                    break
+        f.rpo_lost = lost
+        f.rpo_recovered = max(0, f.rpo_exposure_count - lost)
 
     def _measure(self) -> None:
         ph = self._phase("measure")
@@ -456,6 +745,17 @@ class DrillRunner:
             f.data_classes.append(self._rto(dc))
         rtos = [d.rto_seconds for d in f.data_classes if d.rto_seconds is not None]
         f.rto_seconds = round(max(rtos), 3) if rtos else None
+        if f.rto_seconds is None:
+            lawful = sorted({j for d in f.data_classes for j in d.no_compliant_failover})
+            if lawful:
+                f.rto_not_applicable = (
+                    "only writes with no compliant failover failed; they waited for their "
+                    f"region by law ({', '.join(lawful)})"
+                )
+            elif not any(d.writes_failed or d.failover_writes for d in f.data_classes):
+                f.rto_not_applicable = f"{self.scenario.name} does not stop writes"
+            else:
+                f.rto_not_applicable = "writes did not recover before the drill ended"
         mine = [
             c
             for c in self.b.conflicts()

@@ -1,0 +1,103 @@
+"""Time series of a drill: what the load saw, second by second, per region and data class.
+
+Built once, at the end, from the runner's outcomes and lag samples, into
+:class:`~regions.drills.journal.DrillSeries`. The bucket width is 1 s up to
+:data:`MAX_BUCKETS` seconds of load and widens beyond that, so a one-hour drill's
+journal is no larger than a five-minute one's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+from regions.drills.journal import DrillSeries
+
+__all__ = ["MAX_BUCKETS", "LagSample", "build_series", "percentile"]
+
+MAX_BUCKETS = 300
+
+
+class _Outcome(Protocol):
+    @property
+    def t(self) -> float: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def data_class(self) -> str: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def failover(self) -> bool: ...
+    @property
+    def latency_ms(self) -> float: ...
+
+
+LagSample = tuple[float, str, float]  # (time, "src>dst", lag ms)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile, or None for no values."""
+    if not values:
+        return None
+    data = sorted(values)
+    return data[min(len(data) - 1, max(0, math.ceil(q * len(data)) - 1))]
+
+
+def build_series(
+    outcomes: Iterable[_Outcome],
+    lags: Iterable[LagSample],
+    *,
+    start: float,
+    end: float,
+    drill_start: float,
+) -> DrillSeries:
+    """Bucket ``outcomes`` and ``lags`` between ``start`` and ``end`` (absolute seconds)."""
+    span = max(end - start, 1e-9)
+    width = max(1.0, float(math.ceil(span / MAX_BUCKETS)))
+    n = max(1, math.ceil(span / width))
+
+    def index(t: float) -> int:
+        return min(n - 1, max(0, int((t - start) // width)))
+
+    counts: dict[str, dict[str, list[int]]] = {
+        name: defaultdict(lambda: [0] * n)
+        for name in ("writes_ok", "writes_failed", "reads_ok", "reads_failed", "failovers")
+    }
+    latencies: dict[str, list[list[float]]] = defaultdict(lambda: [[] for _ in range(n)])
+    for o in outcomes:
+        if o.t < start - 1e-9:
+            continue
+        i = index(o.t)
+        keys = (o.region, f"{o.region}/{o.data_class}")
+        if o.op == "read":
+            name = "reads_ok" if o.ok else "reads_failed"
+        else:
+            name = "writes_ok" if o.ok else "writes_failed"
+            if o.ok:
+                latencies[o.region][i].append(o.latency_ms)
+        for k in keys:
+            counts[name][k][i] += 1
+            if o.failover and o.ok:
+                counts["failovers"][k][i] += 1
+    lag: dict[str, list[float | None]] = defaultdict(lambda: [None] * n)
+    for t, link, ms in lags:
+        if t < start - 1e-9:
+            continue
+        i = index(t)
+        cur = lag[link][i]
+        lag[link][i] = round(ms, 1) if cur is None else max(cur, round(ms, 1))
+    series = DrillSeries(bucket_seconds=width, t0=round(start - drill_start, 3), buckets=n)
+    for name, by in counts.items():
+        setattr(series, name, {k: by[k] for k in sorted(by)})
+    for k in sorted(latencies):
+        p50 = [percentile(b, 0.50) for b in latencies[k]]
+        p99 = [percentile(b, 0.99) for b in latencies[k]]
+        series.latency_p50_ms[k] = [None if v is None else round(v, 2) for v in p50]
+        series.latency_p99_ms[k] = [None if v is None else round(v, 2) for v in p99]
+    series.replication_lag_ms = {k: lag[k] for k in sorted(lag)}
+    return series

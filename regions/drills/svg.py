@@ -1,0 +1,172 @@
+"""A small SVG renderer for drill charts: line charts on a time axis, a fault window
+shaded, event markers. Self-contained (no script, no font, no external reference),
+sized by ``viewBox`` so a chart never overflows its container.
+
+Why not a library: matplotlib is not a dependency (about 40 MB installed, ~0.5 s
+to import, and its SVG embeds glyph paths, tens of KB per chart); pygal is not in
+the environment and is barely maintained. A drill needs four simple charts; this
+module is ~200 lines, imports nothing but the standard library, and a chart is
+a few KB.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from xml.sax.saxutils import escape, quoteattr
+
+__all__ = ["Marker", "line_chart", "nice_ticks"]
+
+PALETTE = (
+    "#0969da",
+    "#cf222e",
+    "#1a7f37",
+    "#8250df",
+    "#bf8700",
+    "#0a7e8c",
+    "#d4418e",
+    "#57606a",
+    "#fb8f44",
+    "#4d2d00",
+    "#6e7781",
+    "#116329",
+)
+W, H = 720, 260
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 30, 34
+
+
+@dataclass(frozen=True)
+class Marker:
+    t: float
+    label: str
+    colour: str = "#57606a"
+
+
+def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
+    """Round tick values covering [lo, hi]: steps of 1, 2 or 5 times a power of ten."""
+    if hi <= lo:
+        hi = lo + 1.0
+    raw = (hi - lo) / max(1, n)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step) * step
+    ticks = []
+    v = first
+    while v <= hi + step * 1e-9:
+        ticks.append(round(v, 10))
+        v += step
+    return ticks
+
+
+def _num(v: float) -> str:
+    if abs(v) >= 1000:
+        return f"{v / 1000:g}k"
+    return f"{v:g}"
+
+
+def line_chart(
+    title: str,
+    series: Mapping[str, Sequence[float | None]],
+    *,
+    t0: float,
+    dt: float,
+    unit: str,
+    windows: Sequence[tuple[float, float]] = (),
+    markers: Sequence[Marker] = (),
+    t_end: float | None = None,
+) -> str:
+    """An SVG line chart: one line per series, points at bucket centres from ``t0``."""
+    n = max((len(v) for v in series.values()), default=0)
+    x_hi = t_end if t_end is not None else t0 + n * dt
+    x_lo = min([t0] + [a for a, _ in windows])
+    x_hi = max([x_hi, x_lo + 1e-6] + [b for _, b in windows] + [m.t for m in markers])
+    values = [v for vs in series.values() for v in vs if v is not None]
+    y_hi = max(values, default=1.0) or 1.0
+    yt = nice_ticks(0.0, y_hi)
+    xt = nice_ticks(x_lo, x_hi, 8)
+    y_top, x_lo_t, x_hi_t = yt[-1], min(x_lo, xt[0]), max(x_hi, xt[-1])
+    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
+
+    def x(t: float) -> float:
+        return LEFT + (t - x_lo_t) / (x_hi_t - x_lo_t) * pw
+
+    def y(v: float) -> float:
+        return TOP + ph - v / y_top * ph
+
+    rows = max(1, math.ceil(len(series) / 4))
+    height = H + 18 * rows
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" '
+        f'role="img" aria-label={quoteattr(title)} class="chart">',
+        f"<title>{escape(title)}</title>",
+        f'<text x="{LEFT}" y="18" font-size="14" font-weight="600">{escape(title)}</text>',
+    ]
+    for a, b in windows:
+        out.append(
+            f'<rect x="{x(a):.1f}" y="{TOP}" width="{max(1.0, x(b) - x(a)):.1f}" '
+            f'height="{ph}" fill="#ff8182" fill-opacity="0.18"/>'
+        )
+        out.append(
+            f'<text x="{x(a) + 3:.1f}" y="{TOP + 12}" font-size="11" fill="#a40e26">fault</text>'
+        )
+    for v in yt:
+        out.append(
+            f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+            'stroke="#d8dee4" stroke-width="1"/>'
+        )
+        out.append(
+            f'<text x="{LEFT - 6}" y="{y(v) + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{_num(v)}</text>'
+        )
+    for t in xt:
+        if x_lo_t <= t <= x_hi_t:
+            out.append(
+                f'<text x="{x(t):.1f}" y="{TOP + ph + 16}" font-size="11" '
+                f'text-anchor="middle">{_num(t)}</text>'
+            )
+    out.append(
+        f'<text x="{W - RIGHT}" y="{TOP + ph + 30}" font-size="11" text-anchor="end">'
+        f"seconds since the drill started · {escape(unit)}</text>"
+    )
+    out.append(
+        f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + ph}" stroke="#57606a"/>'
+        f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{TOP + ph}" y2="{TOP + ph}" stroke="#57606a"/>'
+    )
+    for m in markers:
+        out.append(
+            f'<line x1="{x(m.t):.1f}" x2="{x(m.t):.1f}" y1="{TOP}" y2="{TOP + ph}" '
+            f'stroke="{m.colour}" stroke-dasharray="4 3"/>'
+            f'<text x="{x(m.t) + 3:.1f}" y="{TOP + ph - 4}" font-size="11" '
+            f'fill="{m.colour}">{escape(m.label)}</text>'
+        )
+    for i, (name, vs) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        runs: list[list[str]] = [[]]
+        for k, point in enumerate(vs):
+            if point is None:
+                runs.append([])
+                continue
+            runs[-1].append(f"{x(t0 + (k + 0.5) * dt):.1f},{y(point):.1f}")
+        for pts in runs:
+            if len(pts) == 1:
+                cx, cy = pts[0].split(",")
+                out.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
+            elif pts:
+                out.append(
+                    f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" '
+                    'stroke-width="2" stroke-linejoin="round"/>'
+                )
+        lx = LEFT + (i % 4) * (pw / 4)
+        ly = H + 6 + 18 * (i // 4)
+        out.append(
+            f'<rect x="{lx:.1f}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
+            f'<text x="{lx + 16:.1f}" y="{ly - 4}" font-size="11">{escape(name)}</text>'
+        )
+    if not values:
+        out.append(
+            f'<text x="{LEFT + pw / 2:.1f}" y="{TOP + ph / 2:.1f}" font-size="12" '
+            'text-anchor="middle" fill="#57606a">no data in this drill</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
