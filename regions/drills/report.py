@@ -228,16 +228,17 @@ _HTML = """<!doctype html>
 *{box-sizing:border-box}
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:70rem;
 color:#1d2330;padding:0 1rem}
-h1{font-size:1.5rem;margin:0 0 .3rem;overflow-wrap:anywhere}
+h1{font-size:1.5rem;margin:0 0 .3rem;overflow-wrap:break-word}
 h2{font-size:1.1rem;margin:1.8rem 0 .5rem}
 .verdict{display:inline-block;padding:.2rem .7rem;border-radius:.3rem;font-weight:700;color:#fff}
 .pass{background:#1a7f37}.fail{background:#cf222e}.error{background:#9a6700}
 .scroll{overflow-x:auto;max-width:100%}
 table{border-collapse:collapse;width:100%}
 th,td{border-bottom:1px solid #d8dee4;padding:.35rem .5rem;text-align:left;vertical-align:top;
-overflow-wrap:anywhere}th{background:#f6f8fa}
+overflow-wrap:break-word}th{background:#f6f8fa}td.yes,td.no{white-space:nowrap}
 td.num{text-align:right;font-variant-numeric:tabular-nums}.no{color:#cf222e;font-weight:700}
 .yes{color:#1a7f37}.meta{color:#57606a;overflow-wrap:anywhere}
+@media (max-width:900px){body{margin:1rem auto}th,td{padding:.3rem .3rem}}
 .charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,30rem),1fr));gap:1rem}
 .charts figure{margin:0;border:1px solid #d8dee4;border-radius:.3rem;padding:.4rem;min-width:0}
 svg.chart{width:100%;height:auto;display:block;font-family:system-ui,sans-serif}
@@ -257,7 +258,8 @@ svg.chart text{fill:#1d2330}
 {% for a, b, c, ok in rows %}<tr><td>{{ a }}</td><td>{{ b }}</td><td>{{ c }}</td>
 <td class="{{ 'yes' if ok else 'no' }}">{{ 'yes' if ok else 'NO' }}</td></tr>{% endfor %}
 </table></div>
-{% if charts %}<h2>Over time (fault window shaded)</h2>
+{% if charts %}<h2>Over time</h2>
+<p class="meta">x axis: seconds since the drill started; the fault window is shaded.</p>
 <div class="charts">{% for c in charts %}<figure>{{ c }}</figure>{% endfor %}</div>{% endif %}
 <h2>Per data class</h2>
 <div class="scroll"><table><tr><th>data class</th><th>kind</th><th>RTO</th>

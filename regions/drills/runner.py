@@ -244,6 +244,7 @@ class DrillRunner:
         self.t_heal: float = 0.0
         self.t_drained: float | None = None
         self.fault_active = False
+        self.completed = False
         self.exposed_ages: list[float] = []
         self.load = _Load(self)
         self._breakers: dict[tuple[str, str], bool] = {}
@@ -416,6 +417,7 @@ class DrillRunner:
                         "not replicate within the convergence target"
                     ],
                 )
+                self.completed = True  # nothing was injected
                 return j
             if self.opt.lag is not None:
                 self.b.set_lag(self.opt.lag)
@@ -434,6 +436,7 @@ class DrillRunner:
                 self._failback()
             self._measure()
             self._verdict()
+            self.completed = True
         except Exception as exc:
             j.verdict = "error"
             j.reasons.append(f"drill aborted: {type(exc).__name__}")
@@ -468,6 +471,7 @@ class DrillRunner:
                         "be in place"
                     )
                     log.error("heal after abort failed", drill_id=self.drill_id)
+            if not self.completed:  # aborted or interrupted: say what is left, if anything
                 self._check_healed()
         finally:
             restore()
@@ -483,7 +487,9 @@ class DrillRunner:
             self.journal.cleanup.append(msg)
             log.error("fault left behind", drill_id=self.drill_id, faults=len(left))
             return False
-        self.journal.cleanup.append("checked after heal: no fault left in place")
+        ok = "checked after heal: no fault left in place"
+        if ok not in self.journal.cleanup:
+            self.journal.cleanup.append(ok)
         return True
 
     def _run_load(self, seconds: float, name: str) -> None:

@@ -32,8 +32,8 @@ PALETTE = (
     "#6e7781",
     "#116329",
 )
-W, H = 720, 260
-LEFT, RIGHT, TOP, BOTTOM = 56, 12, 30, 34
+W, H = 720, 250
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 30, 30
 
 
 @dataclass(frozen=True)
@@ -51,11 +51,9 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
     first = math.floor(lo / step) * step
-    ticks = []
-    v = first
-    while v <= hi + step * 1e-9:
-        ticks.append(round(v, 10))
-        v += step
+    ticks = [round(first, 10)]
+    while ticks[-1] < hi - step * 1e-9:
+        ticks.append(round(ticks[-1] + step, 10))
     return ticks
 
 
@@ -94,13 +92,15 @@ def line_chart(
     def y(v: float) -> float:
         return TOP + ph - v / y_top * ph
 
-    rows = max(1, math.ceil(len(series) / 4))
+    per_row = 3
+    rows = max(1, math.ceil(len(series) / per_row))
     height = H + 18 * rows
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {height}" '
         f'role="img" aria-label={quoteattr(title)} class="chart">',
         f"<title>{escape(title)}</title>",
-        f'<text x="{LEFT}" y="18" font-size="14" font-weight="600">{escape(title)}</text>',
+        f'<text x="{LEFT}" y="18" font-size="14" font-weight="600">{escape(title)}'
+        f'<tspan font-weight="400" fill="#57606a"> ({escape(unit)})</tspan></text>',
     ]
     for a, b in windows:
         out.append(
@@ -125,10 +125,6 @@ def line_chart(
                 f'<text x="{x(t):.1f}" y="{TOP + ph + 16}" font-size="11" '
                 f'text-anchor="middle">{_num(t)}</text>'
             )
-    out.append(
-        f'<text x="{W - RIGHT}" y="{TOP + ph + 30}" font-size="11" text-anchor="end">'
-        f"seconds since the drill started · {escape(unit)}</text>"
-    )
     out.append(
         f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + ph}" stroke="#57606a"/>'
         f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{TOP + ph}" y2="{TOP + ph}" stroke="#57606a"/>'
@@ -157,8 +153,8 @@ def line_chart(
                     f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" '
                     'stroke-width="2" stroke-linejoin="round"/>'
                 )
-        lx = LEFT + (i % 4) * (pw / 4)
-        ly = H + 6 + 18 * (i // 4)
+        lx = LEFT + (i % per_row) * (pw / per_row)
+        ly = H + 4 + 18 * (i // per_row)
         out.append(
             f'<rect x="{lx:.1f}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
             f'<text x="{lx + 16:.1f}" y="{ly - 4}" font-size="11">{escape(name)}</text>'

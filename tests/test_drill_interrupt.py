@@ -1,0 +1,128 @@
+"""Interrupts at every phase, as signals to a real process: the drill heals, then exits.
+
+A child process runs a drill on the simulation and holds at one phase; the test
+sends it SIGINT (Ctrl-C) or SIGTERM (what `kill` and CI cancellations send). The
+child must heal the fault, stop its writers, check that no fault is left, and exit
+130 or 143: chaoslib's rule that rollbacks run after KeyboardInterrupt and
+SystemExit too, not only after Exception.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+from cli import _sigterm_as_exit
+from regions.drills import DrillOptions, DrillRunner, get_scenario
+from regions.drills.backends import SimBackend
+from regions.local.sim import simulation
+from residency.policy import load_policy
+
+root, scenario, hold_at = sys.argv[1:4]
+policy = load_policy(Path(root) / "policies" / "minimal.yaml")
+
+def hold(name, detail):
+    if name == "phase" and detail["name"] == hold_at:
+        print("AT " + hold_at, flush=True)
+        while True:  # hold this phase until the parent's signal arrives
+            time.sleep(0.01)
+
+with simulation(policy, seed=5) as sim:
+    backend = SimBackend(sim)
+    sc = get_scenario(scenario)
+    runner = DrillRunner(
+        backend, sc, sc.parse(policy, {"region": "eu-central-1"}),
+        options=DrillOptions(duration=0.3, rate=10, recovery=0.2, baseline=0.2, seed=5),
+        on_event=hold,
+    )
+    code = 0
+    with _sigterm_as_exit():
+        try:
+            runner.run()
+        except KeyboardInterrupt:
+            code = 130
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    j = runner.journal
+    print(json.dumps({
+        "faults_left": backend.faults_left(),
+        "fault_active": runner.fault_active,
+        "load_running": runner.load.running,
+        "cleanup": j.cleanup,
+        "reasons": j.reasons,
+        "verdict": j.verdict,
+    }), flush=True)
+    sys.exit(code)
+"""
+
+PHASES = [
+    "plan",
+    "steady-state",
+    "baseline",
+    "inject",
+    "workload",
+    "heal",
+    "recovery",
+    "convergence",
+    "measure",
+    "verdict",
+]
+CASES = [(p, signal.SIGINT, "region-outage") for p in PHASES] + [
+    (p, signal.SIGTERM, s)
+    for p, s in (
+        ("workload", "region-outage"),
+        ("workload", "replication-pause"),
+        ("recovery", "partition"),
+    )
+]
+
+
+def _read_line(proc: subprocess.Popen[str], timeout: float = 120.0) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "the child never reached its phase"
+    return proc.stdout.readline().strip()
+
+
+@pytest.mark.parametrize(("phase", "sig", "scenario"), CASES, ids=lambda v: str(v))
+def test_a_signal_at_any_phase_heals_before_exit(
+    phase: str, sig: signal.Signals, scenario: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ROOT), scenario, phase],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert _read_line(proc) == f"AT {phase}"
+        proc.send_signal(sig)
+        report = json.loads(_read_line(proc))
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == (130 if sig == signal.SIGINT else 143)
+    assert report["faults_left"] == [], report
+    assert report["fault_active"] is False and report["load_running"] is False
+    assert report["verdict"] == "error"
+    assert any("interrupted" in r for r in report["reasons"]), report
+    assert "checked after heal: no fault left in place" in report["cleanup"], report
+    if phase in {"workload", "heal"}:  # the fault was in place: the cleanup healed it
+        assert any(c.startswith("healed") for c in report["cleanup"]), report
