@@ -43,6 +43,7 @@ There are two drivers over one engine:
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 import json
@@ -108,6 +109,7 @@ class Change:
     version: Version
     digest: str
     deliver_at: float = 0.0
+    attempts: int = 0
 
 
 @dataclass(slots=True)
@@ -122,6 +124,7 @@ class LinkMetrics:
     applied: int
     skipped: int
     paused: bool
+    failed: int = 0
 
 
 @dataclass(slots=True)
@@ -133,27 +136,82 @@ class _Link:
     lags_ms: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
     applied: int = 0
     skipped: int = 0
+    failed: int = 0
     lag_s: float = 0.0
     jitter_s: float = 0.0
     jitter_kind: Literal["uniform", "exponential"] = "uniform"
     last_at: dict[KeyTuple, float] = field(default_factory=dict)
 
 
+def _json_default(o: Any) -> Any:
+    """Stream images hold bytes (B, BS) and, through the resource API, Decimals and sets."""
+    if isinstance(o, (bytes, bytearray)):
+        return {"$b64": base64.b64encode(bytes(o)).decode()}
+    if isinstance(o, (set, frozenset)):
+        return sorted(json.dumps(x, sort_keys=True, default=_json_default) for x in o)
+    return str(o)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=_json_default)
+
+
 def _key_tuple(keys: dict[str, Any]) -> KeyTuple:
-    return tuple(sorted((k, json.dumps(v, sort_keys=True)) for k, v in keys.items()))
+    return tuple(sorted((k, _canonical(v)) for k, v in keys.items()))
 
 
 def _digest(image: Image) -> str:
     if image is None:
         return "-"
-    return hashlib.blake2b(json.dumps(image, sort_keys=True).encode(), digest_size=12).hexdigest()
+    return hashlib.blake2b(_canonical(image).encode(), digest_size=12).hexdigest()
 
 
-def _request(c: Change) -> dict[str, Any]:
-    """The BatchWriteItem request that applies ``c``."""
-    if c.image is not None:
-        return {"PutRequest": {"Item": c.image}}
-    return {"DeleteRequest": {"Key": c.keys}}
+MAX_POLL_ATTEMPTS = 20  # a stream record that cannot be read in is retried this often
+MAX_APPLY_ATTEMPTS = 20  # a change DynamoDB refuses (not a lost condition, not a fault)
+_FAULTS = (
+    "EndpointConnectionError",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "ConnectionClosedError",
+)
+
+
+def _is_fault(exc: Exception) -> bool:
+    """A region that does not answer (kept and retried without limit), not a refusal."""
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        return code in ("ThrottlingException", "ProvisionedThroughputExceededException") or (
+            code.startswith("5") or code in ("InternalServerError", "ServiceUnavailable")
+        )
+    return type(exc).__name__ in _FAULTS or isinstance(exc, (ConnectionError, OSError))
+
+
+def _condition(keys: dict[str, Any], held: Image) -> dict[str, Any]:
+    """Conditions that make a replicated put apply only over what the replica is known to
+    hold (DynamoDB compares its private timestamps atomically; an apply over a write the
+    emulator has not read yet must not happen)."""
+    if held is None:
+        return {
+            "ConditionExpression": "attribute_not_exists(#k)",
+            "ExpressionAttributeNames": {"#k": sorted(keys)[0]},
+        }
+    version = held.get("rk_v")
+    if version is not None:
+        return {
+            "ConditionExpression": "#v = :v",
+            "ExpressionAttributeNames": {"#v": "rk_v"},
+            "ExpressionAttributeValues": {":v": version},
+        }
+    scalars = [k for k, v in sorted(held.items()) if isinstance(v, dict) and set(v) <= {"S", "N"}]
+    if not scalars:
+        return {}
+    return {
+        "ConditionExpression": " AND ".join(f"#a{i} = :a{i}" for i in range(len(scalars))),
+        "ExpressionAttributeNames": {f"#a{i}": k for i, k in enumerate(scalars)},
+        "ExpressionAttributeValues": {f":a{i}": held[k] for i, k in enumerate(scalars)},
+    }
 
 
 def _pct(values: Iterable[float], q: float) -> float | None:
@@ -272,6 +330,14 @@ class ReplicationEngine:
         self._echoes: dict[tuple[str, str, KeyTuple], deque[tuple[str, Version]]] = {}
         self._repairs: list[tuple[str, Change]] = []
         self._iterators: dict[tuple[str, str], list[str]] = {}
+        self._shards: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (arn, shard id)
+        # What each replica holds as far as its own stream has told us (the image of
+        # its latest record): replicated puts apply only over it.
+        self._held: dict[tuple[str, str, KeyTuple], Image] = {}
+        self._poll_attempts: dict[tuple[str, str, str], int] = {}
+        self._repoll: set[tuple[str, str]] = set()  # streams to read again (a record failed)
+        self.failed: deque[str] = deque(maxlen=1000)  # changes given up on, never silently
+        self.failed_count = 0
         self._poll_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
         # Optional: (region, table) -> "may have new records?". The simulation tracks
         # writes and skips reading streams that cannot have changed.
@@ -337,6 +403,7 @@ class ReplicationEngine:
             arn = ddb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
             if not arn:
                 its = []
+                self._shards[key] = []
             else:
                 shards = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]
                 its = [
@@ -345,6 +412,7 @@ class ReplicationEngine:
                     )["ShardIterator"]
                     for s in shards
                 ]
+                self._shards[key] = [(arn, s["ShardId"]) for s in shards]
             self._iterators[key] = its
         return its
 
@@ -364,20 +432,71 @@ class ReplicationEngine:
     def _poll_locked(self, region: str, table: str | None, now: float | None, limit: int) -> int:
         count = 0
         for t in [table] if table else self.tables_in(region):
-            if self.should_poll is not None and not self.should_poll(region, t):
+            if (
+                self.should_poll is not None
+                and not self.should_poll(region, t)
+                and (region, t) not in self._repoll
+            ):
                 continue
+            self._repoll.discard((region, t))
             its = self._iterator_list(region, t)
             streams = self.clients.streams(region)
             for i, it in enumerate(its):
                 if not it:
                     continue
                 resp = streams.get_records(ShardIterator=it, Limit=limit)
-                its[i] = resp.get("NextShardIterator") or ""
                 records = resp.get("Records", [])
-                for rec in records:
-                    self._ingest(region, t, rec, now)
-                count += len(records)
+                stopped_at = self._ingest_all(region, t, records, now)
+                if stopped_at is None:
+                    its[i] = resp.get("NextShardIterator") or ""
+                    count += len(records)
+                else:
+                    # Never advance past a change that was not taken in: read again from it.
+                    self._repoll.add((region, t))
+                    arn, shard = self._shards[(region, t)][i]
+                    seq = records[stopped_at]["dynamodb"]["SequenceNumber"]
+                    its[i] = streams.get_shard_iterator(
+                        StreamArn=arn,
+                        ShardId=shard,
+                        ShardIteratorType="AT_SEQUENCE_NUMBER",
+                        SequenceNumber=seq,
+                    )["ShardIterator"]
+                    count += stopped_at
         return count
+
+    def _ingest_all(
+        self, region: str, table: str, records: list[dict[str, Any]], now: float | None
+    ) -> int | None:
+        """Take records in, in order; the index of the first that failed (to be read
+        again), or None. A record that fails MAX_POLL_ATTEMPTS times is counted as failed."""
+        for n, rec in enumerate(records):
+            try:
+                self._ingest(region, table, rec, now)
+            except Exception as exc:
+                seq = str(rec.get("dynamodb", {}).get("SequenceNumber", "?"))
+                slot = (region, table, seq)
+                with self._lock:
+                    self._poll_attempts[slot] = self._poll_attempts.get(slot, 0) + 1
+                    attempts = self._poll_attempts[slot]
+                    self.errors.append(f"stream record {seq} of {region}/{table}: {exc!r}")
+                    if attempts < MAX_POLL_ATTEMPTS:
+                        log.warning(
+                            "stream record not taken in; read again",
+                            region=region,
+                            table=table,
+                            error=type(exc).__name__,
+                        )
+                        return n
+                    self._poll_attempts.pop(slot, None)
+                    self.failed_count += 1
+                    self.failed.append(f"stream record {seq} of {region}/{table}: {exc!r}")
+                log.error(
+                    "stream record given up on",
+                    region=region,
+                    table=table,
+                    error=type(exc).__name__,
+                )
+        return None
 
     def _record_time(self, rec: dict[str, Any], now: float | None) -> float:
         if self.time_source == "poll" and now is not None:
@@ -403,6 +522,7 @@ class ReplicationEngine:
         digest = _digest(image)
         slot = (region, table, key)
         with self._lock:
+            self._held[slot] = image
             expected = self._echoes.get(slot)
             if expected and any(d == digest for d, _ in expected):
                 for i, (d, _version) in enumerate(expected):
@@ -560,41 +680,43 @@ class ReplicationEngine:
     def apply(
         self, dst: str, batch: list[tuple[_Link | None, Change]], *, now: float | None = None
     ) -> int:
-        """Write ``batch`` to ``dst``; a failed write goes back on its link, nothing is lost."""
+        """Write ``batch`` to ``dst``, each change conditionally on what ``dst`` is known to
+        hold; a lost condition (a write ``dst`` took that its stream has not shown yet) or
+        a failed write goes back on its link: nothing is lost, nothing older is applied
+        over a newer write."""
+        from botocore.exceptions import ClientError
+
         now_ = time.time() if now is None else now
-        claimed: list[tuple[_Link | None, Change, tuple[Version | None, Change | None]]] = []
+        claimed: list[tuple[_Link | None, Change, tuple[Version | None, Change | None], Any]] = []
         with self._lock:
             for ln, change in batch:
                 slot = (dst, change.table, change.key)
                 prev = (self._winner.get(slot), self._winner_change.get(slot))
+                held = self._held.get(slot)
                 if self._claim(dst, ln, change, now_):
-                    claimed.append((ln, change, prev))
+                    claimed.append((ln, change, prev, held))
         if not claimed:
             return 0
-        by_table: dict[str, list[tuple[_Link | None, Change, Any]]] = defaultdict(list)
-        for item in claimed:
-            by_table[item[1].table].append(item)
         ddb = self.clients.dynamodb(dst)
         written = 0
-        for table, items in by_table.items():
-            for start in range(0, len(items), 25):
-                chunk = items[start : start + 25]
-                requests = [_request(c) for _, c, _ in chunk]
-                try:
-                    unprocessed = (
-                        ddb.batch_write_item(RequestItems={table: requests})
-                        .get("UnprocessedItems", {})
-                        .get(table, [])
-                    )
-                except Exception as exc:
-                    self._requeue(dst, chunk, now_, exc)
-                    continue
-                if unprocessed:  # retry those one by one later
-                    failed = [(ln, c, p) for ln, c, p in chunk if _request(c) in unprocessed]
-                    self._requeue(dst, failed, now_, None)
-                    written += len(chunk) - len(failed)
+        for ln, change, prev, held in claimed:
+            cond = _condition(change.keys, held)
+            try:
+                if change.image is not None:
+                    ddb.put_item(TableName=change.table, Item=change.image, **cond)
                 else:
-                    written += len(chunk)
+                    ddb.delete_item(TableName=change.table, Key=change.keys, **cond)
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code", "")
+                if code == "ConditionalCheckFailedException":
+                    self._requeue(dst, [(ln, change, prev)], now_, None)
+                else:
+                    self._requeue(dst, [(ln, change, prev)], now_, exc)
+                continue
+            except Exception as exc:
+                self._requeue(dst, [(ln, change, prev)], now_, exc)
+                continue
+            written += 1
         return written
 
     def _requeue(
@@ -607,6 +729,20 @@ class ReplicationEngine:
         with self._lock:
             for ln, change, prev in chunk:
                 self._unclaim(dst, change, prev, ln)
+                if exc is not None and not _is_fault(exc):
+                    change.attempts += 1
+                    if change.attempts >= MAX_APPLY_ATTEMPTS:
+                        self.failed_count += 1
+                        self.failed.append(f"apply to {dst}/{change.table}: {exc!r}")
+                        if ln is not None:
+                            ln.failed += 1
+                        log.error(
+                            "replication change given up on",
+                            region=dst,
+                            table=change.table,
+                            error=type(exc).__name__,
+                        )
+                        continue
                 if ln is None:
                     self._repairs.append((dst, change))
                     continue
@@ -651,6 +787,11 @@ class ReplicationEngine:
                         ages[(c.table, c.key, c.version)] = max(0.0, now - c.version.ts)
             return sorted(ages.values())
 
+    def rereads_pending(self) -> int:
+        """Streams with a record that failed to be taken in and will be read again."""
+        with self._lock:
+            return len(self._repoll)
+
     def echoes_pending(self) -> int:
         with self._lock:
             return sum(len(q) for q in self._echoes.values())
@@ -680,6 +821,7 @@ class ReplicationEngine:
                     applied=ln.applied,
                     skipped=ln.skipped,
                     paused=bool(self._blocks.get((ln.src, ln.dst))),
+                    failed=ln.failed,
                 )
                 for ln in sorted(self._links.values(), key=lambda x: (x.table, x.src, x.dst))
             ]
@@ -798,13 +940,20 @@ class Replicator:
         self.engine.region_up(region)
 
     def wait_converged(self, timeout: float = 10.0) -> bool:
-        """True once every link is empty, every echo seen and every poller idle."""
+        """True once every link is empty, every echo seen and every poller idle.
+
+        Never while a change has been given up on (``engine.failed``): the replicas
+        differ for good, which is no convergence.
+        """
         deadline = time.monotonic() + timeout
         quiet_since: float | None = None
         while time.monotonic() < deadline:
+            if self.engine.failed_count:
+                return False
             busy = (
                 self.engine.pending()
                 or self.engine.echoes_pending()
+                or self.engine.rereads_pending()
                 or not all(
                     self._idle.get(r, True) for r in self.regions if not self.engine.is_down(r)
                 )

@@ -248,7 +248,13 @@ class Simulation:
                 self.poll()
             polled = self.poll()
             nxt = self.engine.next_due()
-            if not polled and not applied and nxt is None and not self.engine.echoes_pending():
+            if (
+                not polled
+                and not applied
+                and nxt is None
+                and not self.engine.echoes_pending()
+                and not self.engine.rereads_pending()
+            ):
                 return i
             if nxt is not None and nxt > self.now + 0.01 and not polled and not applied:
                 self.advance(nxt - self.now)
