@@ -934,6 +934,81 @@ def infra_synth(
     )
 
 
+@infra_app.command("guardrails")
+def infra_guardrails(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for the SCP JSON documents.")
+    ] = Path("guardrails"),
+    export_principal: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--export-principal",
+            help="ARN pattern of a principal allowed to export pinned tables (the audit's "
+            "export role); repeatable. Without one, exports of pinned tables are denied.",
+        ),
+    ] = None,
+    partition: Annotated[str, typer.Option("--partition", help="aws, aws-cn, ...")] = "aws",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Write service control policies that keep pinned tables in their jurisdictions."""
+    import re
+
+    from infra.guardrails import GAPS, guardrail_policies, minified
+    from infra.plan import plan_deployment
+
+    if not re.fullmatch(r"aws(-[a-z]+)*", partition):
+        _fail(f"--partition must be an AWS partition name such as 'aws', not {partition!r}")
+    _writable_dir(out, "--out")
+    s = _settings()
+    plan = plan_deployment(_policy(), table_prefix=s.table_prefix)
+    docs = guardrail_policies(plan, partition=partition, export_principals=export_principal or [])
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for i, doc in enumerate(docs, 1):
+        path = out / f"regionkit-{plan.policy_name}-scp-{i}.json"
+        path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        files.append(
+            {"file": str(path), "chars": len(minified(doc)), "statements": len(doc["Statement"])}
+        )
+    if as_json:
+        _print_json({"policies": files, "gaps": list(GAPS)})
+        return
+    con = _console()
+    for f in files:
+        con.print(f"wrote {_esc(f['file'])}: {f['statements']} statements, {f['chars']} chars")
+    con.print("[bold]not expressible in IAM[/] (see the README):", markup=True)
+    for gap in GAPS:
+        con.print(f"- {_esc(gap)}")
+
+
+# --- regionkit config ---------------------------------------------------------------------
+
+config_app = typer.Typer(help="The effective settings.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Print every setting, its value and where it came from (secrets only as set/unset)."""
+    from residency.settings import explain_settings
+
+    given = {"policy": _state.policy_path, "log_format": _state.log_format}
+    rows = explain_settings(_settings(), **given)
+    if as_json:
+        _print_json([r.__dict__ for r in rows])
+        return
+    from rich.table import Table
+
+    t = Table(title="regionkit settings", title_justify="left")
+    for col in ("setting", "value", "source", "note"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r.name, _esc(r.value), _esc(r.source), _esc(r.note))
+    _console().print(t)
+
+
 # --- regionkit route ----------------------------------------------------------------------
 
 
@@ -2689,17 +2764,6 @@ def drill_history(
 # --- regionkit demo -----------------------------------------------------------------------
 
 
-def _demo_regions(policy: Policy) -> tuple[str, str]:
-    """An outage region in a multi-region jurisdiction, and a pause region elsewhere."""
-    multi = [j for j in policy.jurisdictions.values() if len(j.regions) > 1]
-    if not multi:
-        raise OperationError(message="the demo needs a jurisdiction with two regions")
-    outage = multi[0].home_regions[0]
-    others = [r for j in multi[1:] for r in j.regions] or [r for r in policy.regions if r != outage]
-    pause = others[-1] if others else outage
-    return outage, pause
-
-
 @app.command("demo")
 def demo(
     duration: Annotated[
@@ -2719,20 +2783,28 @@ def demo(
     report_dir: Annotated[
         Path, typer.Option("--report-dir", help="Where every report goes.")
     ] = Path("regionkit-report"),
+    rate: Annotated[
+        float,
+        typer.Option(
+            "--rate",
+            help="Drill load: rounds/s per writer region (0.1 to 1000).",
+            callback=_finite("--rate", 0.1, 1000),
+        ),
+    ] = 20.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """The main job, end to end, on the embedded local cluster (no AWS account needed).
 
     Starts a cluster for the policy, signs up users in every jurisdiction, runs a
     traffic mix with concurrent cross-region edits, runs a region-outage and a
-    replication-pause drill, audits the result, prints a summary and writes every
-    report to --report-dir. Exit 1 when a drill misses its targets or the audit
-    finds a problem of high severity or worse. Without --policy, REGIONKIT_POLICY,
-    ./regionkit.yaml or ./policies/, it runs the example policy packaged with
-    regionkit, and says so.
+    replication-pause drill with faults injected under load, audits the result,
+    prints a summary and writes every report to --report-dir (logs go to
+    regionkit.log there, never between the progress lines). Exit 1 when a drill
+    misses its targets or the audit finds a problem of high severity or worse.
+    Without --policy, REGIONKIT_POLICY, ./regionkit.yaml or ./policies/, it runs
+    the example policy packaged with regionkit, and says so.
     """
     import time as _time
-    from collections import Counter
 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -2740,311 +2812,141 @@ def demo(
     _state.allow_example = True
     _writable_dir(report_dir, "--report-dir")
 
-    from regions.conflicts import ConflictLog
-    from regions.drills import DrillOptions, DrillRunner, get_scenario, save_journal
-    from regions.drills.backends import LocalClusterBackend
-    from regions.drills.report import write_reports
-    from regions.local.cluster import LocalCluster
-    from regions.pool import ClientPool
-    from regions.traffic import run_traffic, sign_up_users
-    from residency.audit import render, run_audit
+    from regions.demo import render_demo_markdown, run_demo
 
     settings = _settings()
     policy = _policy()
-    _configure_logging(policy)
-    outage_region, pause_region = _demo_regions(policy)
-    report_dir.mkdir(parents=True, exist_ok=True)
+    log_file = _drill_log_file(report_dir, policy)
     started = _time.monotonic()
-    summary: dict[str, Any] = {"policy": policy.name, "regions": list(policy.regions)}
     err = _console(stderr=True)
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=not err.is_terminal,
-    ) as progress:
+    with (
+        _sigterm_as_exit(),
+        Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+            disable=not err.is_terminal,
+        ) as progress,
+    ):
         step = progress.add_task("", total=None)
 
         def say(text: str) -> None:
             progress.update(step, description=text)
-            progress.console.print(f"[dim]{_time.monotonic() - started:6.1f}s[/] {_esc(text)}")
+            progress.console.print(
+                f"[dim]{_time.monotonic() - started:6.1f}s[/] {_esc(text)}", soft_wrap=False
+            )
 
-        say(
-            f"1/6 starting the local cluster: {len(policy.regions)} moto servers, "
-            f"tables provisioned from {policy.name}"
+        def on_event(kind: str, detail: dict[str, Any]) -> None:
+            if kind == "phase":
+                progress.update(step, description=f"drill: {detail['name']}")
+
+        summary = run_demo(
+            policy,
+            settings,
+            duration=duration,
+            users=users,
+            rounds=rounds,
+            rate=rate,
+            report_dir=report_dir,
+            signer=_audit_signer(settings, policy),
+            say=say,
+            on_event=on_event,
         )
-        with LocalCluster(
-            policy, table_prefix=settings.table_prefix, policy_file=settings.policy
-        ) as cluster:
-            backend = LocalClusterBackend(cluster)
-            routers = {r: backend.router(r) for r in policy.regions}
-
-            say("2/6 signing up users in every jurisdiction")
-            signups = sign_up_users(routers, policy, per_country=users)
-            say(
-                f"3/6 traffic mix from every region: {len(signups)} users, {rounds} rounds, "
-                "concurrent cross-region edits"
-            )
-            stats = run_traffic(routers, policy, signups, rounds=rounds)
-            assert cluster.replicator is not None
-            cluster.replicator.wait_converged(30)
-            summary["routing"] = [
-                {
-                    "jurisdiction": jid,
-                    "law": j.law,
-                    "users": stats.signups.get(jid, 0),
-                    "home_regions": list(j.home_regions),
-                    "profiles_written_in": sorted(stats.profile_placement.get(jid, set())),
-                    "stayed_inside": stats.profile_placement.get(jid, set()) <= set(j.regions),
-                }
-                for jid, j in policy.jurisdictions.items()
-            ]
-            summary["traffic"] = {
-                "signups": len(signups),
-                "profile_writes": sum(stats.profile_writes.values()),
-                "profile_reads": stats.profile_reads,
-                "posts": stats.posts,
-                "reads": stats.reads,
-                "concurrent_edits": stats.concurrent_edits,
-                "stale_writes": stats.stale_writes,
-                "reactions": stats.reactions,
-                "errors": dict(stats.errors),
-            }
-
-            drills = []
-            for i, (name, region) in enumerate(
-                (("region-outage", outage_region), ("replication-pause", pause_region)), 4
-            ):
-                sc = get_scenario(name)
-                say(f"{i}/6 drill {name} on {region} ({duration:g} s under fault)")
-
-                def on_event(kind: str, detail: dict[str, Any], name: str = name) -> None:
-                    if kind == "phase":
-                        progress.update(step, description=f"drill {name}: {detail['name']}")
-
-                j = DrillRunner(
-                    LocalClusterBackend(cluster),
-                    sc,
-                    sc.parse(policy, {"region": region}),
-                    options=DrillOptions(duration=duration, rate=5),
-                    policy_path=settings.policy,
-                    on_event=on_event,
-                ).run()
-                save_journal(j, settings.drill_history)
-                write_reports(j, report_dir)
-                drills.append(j)
-            summary["drills"] = [
-                {
-                    "scenario": j.scenario,
-                    "region": j.regions[0],
-                    "verdict": j.verdict,
-                    "reasons": j.reasons,
-                    "rto_seconds": j.figures.rto_seconds,
-                    "rpo_exposure": j.figures.rpo_exposure_count,
-                    "convergence_seconds": j.figures.convergence_seconds,
-                    "conflicts": j.figures.conflicts,
-                    "residency_violations": j.figures.residency_violations,
-                    "targets": j.targets,
-                }
-                for j in drills
-            ]
-
-            say("6/6 compliance audit of the deployed tables and the stored data")
-            cluster.replicator.wait_converged(30)
-            pool = ClientPool(cluster.settings())
-            report = run_audit(
-                policy,
-                pool,
-                policy_path=settings.policy,
-                drill_history=settings.drill_history,
-                table_prefix=settings.table_prefix,
-                pseudonymizer=settings.pseudonymizer(),
-                signer=_audit_signer(settings, policy),
-            )
-            for fmt, ext in (
-                ("json", "json"),
-                ("markdown", "md"),
-                ("html", "html"),
-                ("junit", "junit.xml"),
-                ("ocsf", "ocsf.json"),
-            ):
-                (report_dir / f"audit.{ext}").write_text(
-                    render(report, fmt, signed_json="audit.json"), encoding="utf-8"
-                )
-            log = ConflictLog(policy, pool, table_prefix=settings.table_prefix).scan(
-                policy.regions[0]
-            )
-            summary["conflicts"] = {
-                "total": len(log),
-                "by_kind": dict(Counter(c.kind for c in log)),
-                "by_resolution": dict(Counter(c.resolution for c in log)),
-                "by_data_class": dict(Counter(c.data_class for c in log)),
-            }
-            failing = report.failing("high")
-            summary["audit"] = {
-                "by_status": report.summary["by_status"],
-                "failing_high_or_worse": len(failing),
-                "findings": _group_findings(report.findings),
-                "report_sha256": report.report_sha256,
-            }
-        summary["seconds"] = round(_time.monotonic() - started, 1)
-        say(f"done in {summary['seconds']} s; the cluster is stopped")
+    summary.log_file = str(log_file)
     (report_dir / "demo-summary.json").write_text(
-        json.dumps(summary, indent=2, default=str), encoding="utf-8"
+        summary.model_dump_json(indent=2), encoding="utf-8"
     )
-    (report_dir / "demo-summary.md").write_text(_demo_markdown(summary), encoding="utf-8")
+    (report_dir / "demo-summary.md").write_text(render_demo_markdown(summary), encoding="utf-8")
     if as_json:
-        _print_json(summary)
+        typer.echo(summary.model_dump_json(indent=2))
     else:
         _print_demo(summary, report_dir)
-    bad = (
-        any(d["verdict"] != "pass" for d in summary["drills"])
-        or summary["audit"]["failing_high_or_worse"]
-    )
-    raise typer.Exit(EXIT_CHECK_FAILED if bad else EXIT_OK)
+    raise typer.Exit(EXIT_CHECK_FAILED if summary.failed else EXIT_OK)
 
 
-def _group_findings(findings: list[Any]) -> list[dict[str, Any]]:
-    """Non-passing findings, worst first; the same finding in several regions is one line."""
-    from residency.audit import SEVERITIES
-
-    groups: dict[tuple[str, str, str, str], list[str]] = {}
-    for f in findings:
-        if f.status != "PASS":
-            groups.setdefault((f.status, f.severity, f.check_id, f.reason), []).append(
-                f.region or "-"
-            )
-    rank: dict[str, int] = {str(sev): i for i, sev in enumerate(SEVERITIES)}
-    out = [
-        {
-            "status": st,
-            "severity": sev,
-            "check": check,
-            "reason": reason,
-            "region": ", ".join(sorted(set(regions))),
-        }
-        for (st, sev, check, reason), regions in groups.items()
-    ]
-    return sorted(out, key=lambda g: (rank.get(g["severity"], 9), g["check"]))[:20]
-
-
-def _demo_markdown(s: dict[str, Any]) -> str:
-    lines = [
-        f"# regionkit demo: {s['policy']}",
-        "",
-        f"Ran in {s['seconds']} s on the embedded local cluster ({len(s['regions'])} regions).",
-        "",
-        "## Routing per jurisdiction",
-        "",
-        "| jurisdiction | users | home regions | profiles written in | inside |",
-        "|---|---|---|---|---|",
-    ]
-    for r in s["routing"]:
-        lines.append(
-            f"| {r['jurisdiction']} | {r['users']} | {', '.join(r['home_regions'])} | "
-            f"{', '.join(r['profiles_written_in'])} | "
-            f"{'yes' if r['stayed_inside'] else '**NO**'} |"
-        )
-    lines += [
-        "",
-        "## Drills",
-        "",
-        "| scenario | region | verdict | RTO s | RPO exposure | convergence s | conflicts |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for d in s["drills"]:
-        lines.append(
-            f"| {d['scenario']} | {d['region']} | {d['verdict']} | {d['rto_seconds']} | "
-            f"{d['rpo_exposure']} | {d['convergence_seconds']} | {d['conflicts']} |"
-        )
-    c, a = s["conflicts"], s["audit"]
-    lines += [
-        "",
-        "## Conflicts",
-        "",
-        f"{c['total']} logged: {c['by_kind']}; resolutions {c['by_resolution']}.",
-        "",
-        "## Audit",
-        "",
-        f"{a['by_status']}; "
-        f"{a['failing_high_or_worse']} findings of high severity or worse; report sha256 "
-        f"`{a['report_sha256']}`.",
-        "",
-    ]
-    lines += [
-        f"- {f['status']} {f['severity']} {f['check']} ({f['region'] or '-'}): {f['reason']}"
-        for f in a["findings"]
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def _print_demo(s: dict[str, Any], report_dir: Path) -> None:
+def _print_demo(s: Any, report_dir: Path) -> None:
+    """The demo summary for a terminal: fits 80 columns; drills transposed, one per column."""
     from rich.table import Table
 
+    from regions.demo import conv_text, rpo_text, rto_text
+
     con = _console()
+
+    def line(text: str) -> None:
+        con.print(text, soft_wrap=False)
+
     t = Table(title="routing per jurisdiction", title_justify="left")
-    for col in ("jurisdiction", "law", "users", "home regions", "profiles written in", "inside"):
+    for col in ("where", "law", "users", "home", "written in", "inside"):
         t.add_column(col)
-    for r in s["routing"]:
+    for r in s.routing:
         t.add_row(
-            r["jurisdiction"],
-            r["law"],
-            str(r["users"]),
-            ", ".join(r["home_regions"]),
-            ", ".join(r["profiles_written_in"]),
-            "[green]yes[/]" if r["stayed_inside"] else "[red]NO[/]",
+            _esc(r.jurisdiction),
+            _esc(r.law),
+            str(r.users),
+            _esc(", ".join(r.home_regions)),
+            _esc(", ".join(r.profiles_written_in) or "none"),
+            "[green]yes[/]" if r.stayed_inside else "[red]NO[/]",
         )
     con.print(t)
-    tr = s["traffic"]
-    con.print(
-        f"traffic: {tr['signups']} sign-ups, {tr['profile_writes']} profile writes, "
-        f"{tr['posts']} posts, {tr['reads']} reads, {tr['concurrent_edits']} concurrent "
-        f"edits ({tr['stale_writes']} stale), {tr['reactions']} reactions"
+    tr = s.traffic
+    line(
+        f"traffic: {tr.get('signups', 0)} sign-ups, {tr.get('profile_writes', 0)} profile "
+        f"writes, {tr.get('posts', 0)} posts, {tr.get('reads', 0)} reads, "
+        f"{tr.get('concurrent_edits', 0)} concurrent edits ({tr.get('stale_writes', 0)} "
+        f"stale), {tr.get('reactions', 0)} reactions"
     )
-    d = Table(title="drills against the policy's targets", title_justify="left")
-    for col in (
-        "scenario",
-        "region",
+    d = Table(title="drills against the policy's targets (faults under load)", title_justify="left")
+    d.add_column("figure", no_wrap=True)
+    for x in s.drills:
+        d.add_column(f"{_esc(x.scenario)}\n{_esc(x.region)}", ratio=1)
+    first = s.drills[0].targets if s.drills else {}
+
+    def row(label: str, cells: list[str]) -> None:
+        d.add_row(label, *cells)
+
+    row(
         "verdict",
-        "RTO s",
-        "RPO exposure",
-        "convergence s",
+        [f"[{'green' if x.verdict == 'pass' else 'red'}]{x.verdict}[/]" for x in s.drills],
+    )
+    row(f"RTO ≤ {first.get('rto_seconds', 0):g} s", [_esc(rto_text(x)) for x in s.drills])
+    row(f"RPO ≤ {first.get('rpo_seconds', 0):g} s", [_esc(rpo_text(x)) for x in s.drills])
+    row(
+        f"converge ≤ {first.get('convergence_seconds', 0):g} s",
+        [_esc(conv_text(x)) for x in s.drills],
+    )
+    row(
         "conflicts",
-        "violations",
-    ):
-        d.add_column(col)
-    for x in s["drills"]:
-        colour = "green" if x["verdict"] == "pass" else "red"
-        d.add_row(
-            x["scenario"],
-            x["region"],
-            f"[{colour}]{x['verdict']}[/]",
-            f"{x['rto_seconds']}",
-            str(x["rpo_exposure"]),
-            f"{x['convergence_seconds']}",
-            ", ".join(f"{k}: {v}" for k, v in x["conflicts"].items()) or "-",
-            str(x["residency_violations"]),
-        )
+        [_esc(", ".join(f"{k} {v}" for k, v in x.conflicts.items()) or "none") for x in s.drills],
+    )
+    row("violations", [str(x.residency_violations) for x in s.drills])
     con.print(d)
-    c = s["conflicts"]
-    con.print(
-        f"conflicts logged: {c['total']} "
-        f"({', '.join(f'{k}: {v}' for k, v in c['by_kind'].items()) or 'none'}); "
-        f"resolutions: {', '.join(f'{k}: {v}' for k, v in c['by_resolution'].items())}"
-    )
-    a = s["audit"]
-    st = a["by_status"]
-    con.print(
-        f"audit: {st.get('PASS', 0)} PASS, {st.get('FAIL', 0)} FAIL, {st.get('ERROR', 0)} "
-        f"ERROR; {a['failing_high_or_worse']} at high severity or worse"
-    )
-    for f in a["findings"][:8]:
-        con.print(
-            f"  {f['status']} {f['severity']:<8} {_esc(f['check'])} "
-            f"{_esc(f['region'] or '')}: {_esc(f['reason'])}"
+    for x in s.drills:
+        for reason in x.reasons:
+            line(f"  [red]- {_esc(x.scenario)}: {_esc(reason)}[/]")
+    if s.conflicts is not None:
+        c = s.conflicts
+        line(
+            f"conflicts logged: {c.total} "
+            f"({_esc(', '.join(f'{k} {v}' for k, v in c.by_kind.items()) or 'none')}); "
+            f"resolutions: {_esc(', '.join(f'{k} {v}' for k, v in c.by_resolution.items()))}"
         )
-    con.print(f"reports in {_esc(report_dir)}/: demo-summary.md, audit.html, drill-*.html, ...")
+    if s.audit is not None:
+        a = s.audit
+        st = a.by_status
+        line(
+            f"audit: {st.get('PASS', 0)} PASS, {st.get('FAIL', 0)} FAIL, {st.get('ERROR', 0)} "
+            f"ERROR; {a.failing_high_or_worse} at high severity or worse"
+        )
+        for f in a.findings[:8]:
+            line(
+                f"  {f.status} {f.severity} {_esc(f.check)} "
+                f"{_esc(f.region or '')}: {_esc(f.reason)}"
+            )
+    line(f"reports in {_esc(report_dir)}/: demo-summary.md, audit.html, drill-*.html, ...")
+    if s.log_file:
+        line(f"logs: {_esc(s.log_file)}")
 
 
 # --- entry point ------------------------------------------------------------------------

@@ -417,6 +417,7 @@ class DrillRunner:
                         "not replicate within the convergence target"
                     ],
                 )
+                j.figures.rto_not_applicable = "no fault was injected: no steady state"
                 self.completed = True  # nothing was injected
                 return j
             if self.opt.lag is not None:
