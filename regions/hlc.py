@@ -21,10 +21,24 @@ Invariants (tested with hypothesis): stamps from one clock strictly increase;
 ``l >= pt`` at every event; ``l - pt`` never exceeds the maximum offset, because
 a remote stamp further ahead than ``max_offset_ms`` is refused
 (:class:`ClockDriftError`) instead of being adopted.
+
+Why refusing is the default, and the operator's way out: a clock that adopts a
+stamp far ahead runs ahead itself, and so does every clock that reads what it
+writes next; one broken clock (a year ahead) would drag every stamp with it for
+good. The cost is availability: while one writer is ``d`` > ``max_offset_ms``
+ahead, every write based on a version it wrote is refused elsewhere (measured in
+``tests/test_conflicts_skew.py``: 100% at 5 s). An operator who knows the
+skew is bounded (say, an NTP step after a VM pause) sets ``adopt_drift_ms`` (or
+``REGIONKIT_HLC_ADOPT_DRIFT_MS`` in the environment of a router): a remote stamp up
+to that far ahead is then adopted, with a ``clock drift adopted`` warning logged
+and counted (``drift_adopted``), and causally later writes keep working (0%
+refused at 5 s with 10 s allowed, no causally later write lost). Beyond it the
+stamp is still refused. The offset bound then holds at ``adopt_drift_ms``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import threading
@@ -34,6 +48,10 @@ from dataclasses import dataclass
 from typing import Self
 
 from residency.errors import MalformedId, OperationError, describe_value
+from residency.logs import get_logger
+
+log = get_logger("regionkit.hlc")
+ADOPT_ENV = "REGIONKIT_HLC_ADOPT_DRIFT_MS"
 
 __all__ = ["HLC", "ClockDriftError", "Stamp", "new_node_id", "wall_clock_ms"]
 
@@ -120,6 +138,7 @@ class HLC:
         physical: Callable[[], int] = wall_clock_ms,
         max_offset_ms: int = 500,
         node: str | None = None,
+        adopt_drift_ms: int | None = None,
     ) -> None:
         if node is not None and not _NODE.match(node):
             raise MalformedId(
@@ -127,6 +146,15 @@ class HLC:
             )
         self.region = region
         self.node = node if node is not None else new_node_id()
+        if adopt_drift_ms is None:
+            try:
+                adopt_drift_ms = int(os.environ.get(ADOPT_ENV, "0"))
+            except ValueError:
+                raise MalformedId(
+                    kind=ADOPT_ENV, value="(not an integer)", reason="milliseconds, e.g. 10000"
+                ) from None
+        self.adopt_drift_ms = max(0, adopt_drift_ms)
+        self.drift_adopted = 0
         self.physical = physical
         self.max_offset_ms = max_offset_ms
         self._l = 0
@@ -147,11 +175,17 @@ class HLC:
         """Merge a stamp read from elsewhere (a receive event); returns the new local stamp.
 
         Raises ClockDriftError, leaving the clock unchanged, when ``remote`` is more
-        than ``max_offset_ms`` ahead of our physical time.
+        than ``max_offset_ms`` ahead of our physical time (or, when the operator
+        allows adopting drift, more than ``adopt_drift_ms``: up to that it is
+        adopted with a warning).
         """
         with self._lock:
             pt = self.physical()
-            if remote.l - pt > self.max_offset_ms:
+            ahead = remote.l - pt
+            if ahead > self.max_offset_ms and ahead <= self.adopt_drift_ms:
+                self.drift_adopted += 1
+                log.warning("clock drift adopted", stamp_region=remote.region, ahead_ms=ahead)
+            elif ahead > self.max_offset_ms:
                 raise ClockDriftError(
                     stamp=str(remote),
                     region=remote.region,

@@ -159,7 +159,9 @@ def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> No
 class Simulation:
     """The whole cluster in one thread, on virtual time. Use :func:`simulation`."""
 
-    def __init__(self, policy: Policy, *, seed: int = 0, detect: bool = True) -> None:
+    def __init__(
+        self, policy: Policy, *, seed: int = 0, detect: bool = True, adopt_drift_ms: int = 0
+    ) -> None:
         self.policy = policy
         self.seed = seed
         self.rng = random.Random(seed)
@@ -206,6 +208,7 @@ class Simulation:
                     physical=self._physical(region),
                     max_offset_ms=settings.hlc_max_offset_ms,
                     node=f"{nodes.getrandbits(32):08x}",
+                    adopt_drift_ms=adopt_drift_ms,
                 ),
             )
 
@@ -302,10 +305,12 @@ class Simulation:
 
 
 @contextmanager
-def simulation(policy: Policy, *, seed: int = 0, detect: bool = True) -> Iterator[Simulation]:
+def simulation(
+    policy: Policy, *, seed: int = 0, detect: bool = True, adopt_drift_ms: int = 0
+) -> Iterator[Simulation]:
     """A :class:`Simulation` inside its own ``mock_aws`` context."""
     os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     from moto import mock_aws
 
     with mock_aws():
-        yield Simulation(policy, seed=seed, detect=detect)
+        yield Simulation(policy, seed=seed, detect=detect, adopt_drift_ms=adopt_drift_ms)
