@@ -115,7 +115,7 @@ def _kms_statement(
 
 
 def service_access_statements(
-    plan: DeploymentPlan, *, partition: str, account: str
+    plan: DeploymentPlan, *, partition: str, account: str, jurisdiction: str | None = None
 ) -> list[Statement]:
     """What a service using the router needs: the data tables, each only where it lives.
 
@@ -123,9 +123,19 @@ def service_access_statements(
       ARNs only, and only for requests to its regions (``aws:RequestedRegion``);
     * a global data class (the directory too): read and write on every replica;
     * the keys of those tables, through DynamoDB only.
+
+    With ``jurisdiction``: the policy of that jurisdiction's service roles. Only its own
+    pinned tables are granted, and explicit ``Deny`` statements
+    (:func:`infra.guardrails.jurisdiction_deny_statements`) refuse every pinned table in
+    any region outside it, whatever else the role holds.
     """
     statements: list[Statement] = []
-    data_tables = [t for t in plan.tables if t.kind != "system"]
+    data_tables = [
+        t
+        for t in plan.tables
+        if t.kind != "system"
+        and (jurisdiction is None or t.kind != "pinned" or t.jurisdiction == jurisdiction)
+    ]
     for t in data_tables:
         arns = [table_arn(partition, r, account, t.table_name) for r in t.regions]
         stmt: Statement = {
@@ -139,6 +149,12 @@ def service_access_statements(
         statements.append(stmt)
     regions = [r for r in plan.regions if any(r in t.regions for t in data_tables)]
     statements.append(_kms_statement("TableKeys", data_tables, regions, partition, account))
+    if jurisdiction is not None:
+        from infra.guardrails import jurisdiction_deny_statements
+
+        statements += jurisdiction_deny_statements(
+            plan, jurisdiction, partition=partition, account=account
+        )
     return statements
 
 
@@ -147,7 +163,7 @@ def detector_statements(
 ) -> list[Statement]:
     """The conflict detector of ``region``: its streams, repairs, and the conflict log there."""
     watched = plan.detector_tables(region)
-    log = plan.table("conflict-log")
+    log = plan.conflict_log(region)
     statements: list[Statement] = [
         {
             "Sid": "ReadStreams",
@@ -174,7 +190,7 @@ def detector_statements(
         },
     ]
     used = list(watched)
-    if region in log.regions:
+    if log is not None:
         statements.append(
             {
                 # One conditional put per conflict (attribute_not_exists), never a read.

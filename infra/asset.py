@@ -2,9 +2,14 @@
 
 Pure Python (no ``aws_cdk``). ``Code.from_asset`` on the repository root would
 fingerprint every file under it (``.venv`` included) before excluding them, so the
-code is staged instead into a directory of its own under ``.build/``, named by
-the hash of its content: two synths of the same code share one directory, and
-a synth never sees a half-written one (it is built aside and renamed into place).
+code is staged instead into a directory of its own, named by the hash of its
+content: two synths of the same code share one directory, and a synth never sees
+a half-written one (it is built aside and renamed into place).
+
+The build directory is **never inside the installed package** (on a wheel install
+that would be ``site-packages/.build``): it is ``REGIONKIT_BUILD_DIR`` when set,
+else ``.regionkit/build/infra`` under the working directory (where ``cdk`` and
+``regionkit infra synth`` run, beside ``cdk.out``).
 
 The staged directory holds the two packages (sources only, no ``__pycache__``)
 and the policy file as ``policy.yaml``, which the function reads through
@@ -22,13 +27,19 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["PACKAGES", "POLICY_FILE", "REPO_ROOT", "stage_detector_code"]
+__all__ = ["PACKAGES", "POLICY_FILE", "REPO_ROOT", "default_build_dir", "stage_detector_code"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("residency", "regions")
 POLICY_FILE = "policy.yaml"
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
+
+
+def default_build_dir() -> Path:
+    """Where staged code goes: ``REGIONKIT_BUILD_DIR``, else ``./.regionkit/build/infra``."""
+    env = os.environ.get("REGIONKIT_BUILD_DIR", "").strip()
+    return Path(env) if env else Path.cwd() / ".regionkit" / "build" / "infra"
 
 
 def _files(root: Path) -> list[tuple[str, Path]]:
@@ -67,7 +78,7 @@ def stage_detector_code(
         data = path.read_bytes()
         contents.append((rel, data))
         digest.update(rel.encode() + b"\0" + hashlib.sha256(data).digest())
-    build_dir = build_dir or root / ".build" / "infra"
+    build_dir = (build_dir or default_build_dir()).resolve()
     target = build_dir / f"detector-{digest.hexdigest()[:16]}"
     if target.is_dir():
         os.utime(target)  # in use: keep it out of the next prune

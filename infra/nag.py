@@ -40,6 +40,13 @@ def acknowledge(scope: IConstruct, *findings: tuple[str, str]) -> None:
     )
 
 
+#: A wildcard in an explicit Deny widens what is refused, never what is granted.
+DENY_WILDCARD_REASON = (
+    "An explicit Deny: the wildcard (any region, any sub-resource of the pinned table) "
+    "widens what is refused, never what is granted."
+)
+
+
 def acknowledge_wildcards(
     scope: IConstruct, statements: list[dict[str, Any]], reasons: dict[str, str]
 ) -> None:
@@ -53,7 +60,9 @@ def acknowledge_wildcards(
     for stmt in statements:
         resources = stmt["Resource"]
         for resource in [resources] if isinstance(resources, str) else resources:
-            if "*" in resource:
-                findings[f"AwsSolutions-IAM5[Resource::{resource}]"] = reasons[stmt["Sid"]]
+            if "*" not in resource:
+                continue
+            reason = DENY_WILDCARD_REASON if stmt.get("Effect") == "Deny" else reasons[stmt["Sid"]]
+            findings[f"AwsSolutions-IAM5[Resource::{resource}]"] = reason
     if findings:
         acknowledge(scope, *findings.items())

@@ -11,8 +11,12 @@ resource, defined once, in the stack of its primary region):
 * a **pinned** data class: one table *per jurisdiction*, replicated only among
   that jurisdiction's regions; the primary is the jurisdiction's first home region.
   The tables share one name (DynamoDB names are per region), and never share a region;
-* the **conflict log** (``policy.system.conflict_log_table``): global across every
-  region of the policy; the primary is the policy's first region.
+* the **conflict log** (``policy.system.conflict_log_table``): **one single-region
+  table per policy region** (key ``conflict-log-<region>``), never replicated. Each
+  region's detector records the conflicts it sees there, and the audit
+  (``residency.tables.TablePlan.allowed_replicas``) expects exactly that: a conflict
+  log with replicas is a finding. Deployment and audit agree by construction, and
+  ``tests/test_deploy_contract.py`` checks it on the synthesized templates.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from residency.policy import GlobalDataClass, Policy
 __all__ = ["FIS_UNAVAILABLE", "DeploymentPlan", "TableSpec", "fis_available", "plan_deployment"]
 
 GLOBAL_SCOPE = "global"
+CONFLICT_LOG_KEY = "conflict-log"
 
 #: Commercial regions where CloudFormation has no ``AWS::FIS::ExperimentTemplate``
 #: (from cfn-lint's per-region resource specifications; the cfn-lint test of the
@@ -59,7 +64,7 @@ class TableSpec:
 
     key: str
     """Unique within the plan: the data class name, ``<class>-<jurisdiction>``, or
-    ``conflict-log``. Used for construct ids, never as a physical name."""
+    ``conflict-log-<region>``. Used for construct ids, never as a physical name."""
     kind: Literal["global", "pinned", "system"]
     data_class: str | None
     jurisdiction: str
@@ -134,6 +139,11 @@ class DeploymentPlan:
             if source == region
         ]
 
+    def conflict_log(self, region: str) -> TableSpec | None:
+        """The conflict-log table of ``region`` (one per region, never replicated)."""
+        key = f"{CONFLICT_LOG_KEY}-{region}"
+        return next((t for t in self.tables if t.key == key), None)
+
     def table(self, key: str) -> TableSpec:
         for t in self.tables:
             if t.key == key:
@@ -186,20 +196,22 @@ def plan_deployment(policy: Policy, *, table_prefix: str = "") -> DeploymentPlan
                     detector=False,
                 )
             )
-    # The conflict log is the record drills read back: it is never a FIS target.
-    tables.append(
+    # The conflict log is the record drills read back: it is never a FIS target. One
+    # table per region, unreplicated: what the audit expects (residency.tables).
+    tables.extend(
         TableSpec(
-            key="conflict-log",
+            key=f"{CONFLICT_LOG_KEY}-{region}",
             kind="system",
             data_class=None,
             jurisdiction=GLOBAL_SCOPE,
             **names(policy.system.conflict_log_table),
-            regions=tuple(policy.regions),
+            regions=(region,),
             partition_key="pk",
             sort_key=None,
             fis_target=False,
             detector=False,
         )
+        for region in policy.regions
     )
 
     aliases: dict[str, str] = {}

@@ -18,7 +18,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra import naming
-from infra.plan import TableSpec
+from infra.plan import CONFLICT_LOG_KEY, TableSpec
 from residency.tables import INDEX_EXTRA, SUBJECT_INDEX, TTL_ATTRIBUTE
 
 __all__ = ["RegionKeys", "ReplicatedTable", "alias_arn"]
@@ -32,7 +32,11 @@ def alias_arn(region: str, alias: str) -> str:
 def _tag(scope: Construct, spec: TableSpec, policy_name: str) -> None:
     tags = cdk.Tags.of(scope)
     tags.add(naming.TAG_POLICY, policy_name)
-    tags.add(naming.TAG_DATA_CLASS, spec.data_class or spec.key)
+    # The audit expects the conflict log's class tag to be "conflict-log" in every region.
+    tags.add(
+        naming.TAG_DATA_CLASS,
+        spec.data_class or (CONFLICT_LOG_KEY if spec.kind == "system" else spec.key),
+    )
     tags.add(naming.TAG_JURISDICTION, spec.jurisdiction)
 
 

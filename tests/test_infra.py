@@ -85,7 +85,10 @@ class Synth:
         for stack, res in self.resources("AWS::DynamoDB::GlobalTable"):
             props = res["Properties"]
             tags = {t["Key"]: t["Value"] for t in props["Replicas"][0].get("Tags", [])}
-            key = (props["TableName"], tags["regionkit:jurisdiction"])
+            name = props["TableName"]
+            if name.endswith(self.policy.system.conflict_log_table):  # one per region
+                name = f"{name}@{self.regions[stack]}"
+            key = (name, tags["regionkit:jurisdiction"])
             assert key not in out, f"table {key} defined twice"
             out[key] = {**res, "stack_region": self.regions[stack]}
         return out
@@ -100,7 +103,8 @@ def expected_replicas(policy: Policy) -> dict[tuple[str, str], set[str]]:
         else:
             for jid, j in policy.jurisdictions.items():
                 out[(dc.table, jid)] = set(j.regions)
-    out[(policy.system.conflict_log_table, "global")] = set(policy.regions)
+    for region in policy.regions:  # the conflict log: one unreplicated table per region
+        out[(f"{policy.system.conflict_log_table}@{region}", "global")] = {region}
     return out
 
 
@@ -192,9 +196,12 @@ def test_every_table_replicates_exactly_where_the_policy_says(example: Synth) ->
     # Defined once, in the stack of its primary region.
     policy = example.policy
     for (name, scope), table in tables.items():
-        if scope == "global":
+        if "@" in name:  # a conflict log, in its own region
+            primary = name.split("@")[1]
+        elif scope == "global":
             dc = next((d for d in policy.data_classes.values() if d.table == name), None)
-            primary = dc.replicas[0] if isinstance(dc, GlobalDataClass) else policy.regions[0]
+            assert isinstance(dc, GlobalDataClass)
+            primary = dc.replicas[0]
         else:
             primary = policy.jurisdictions[scope].home_regions[0]
         assert table["stack_region"] == primary, name
@@ -230,7 +237,7 @@ def test_every_table_is_protected_and_encrypted_in_each_region(example: Synth) -
         assert table["UpdateReplacePolicy"] == "Retain", name
         assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
         assert props["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS"}
-        assert [k["AttributeType"] for k in props["AttributeDefinitions"]] == ["S"]
+        assert {k["AttributeType"] for k in props["AttributeDefinitions"]} == {"S"}
         for replica in props["Replicas"]:
             region = replica["Region"]
             assert replica["PointInTimeRecoverySpecification"] == {
@@ -246,7 +253,7 @@ def test_every_table_is_protected_and_encrypted_in_each_region(example: Synth) -
             assert tags["regionkit:jurisdiction"] == scope
             assert "regionkit:data-class" in tags
             multi_region = len(props["Replicas"]) > 1
-            is_log = name == example.policy.system.conflict_log_table
+            is_log = name.startswith(f"{example.policy.system.conflict_log_table}@")
             assert (DISRUPT in replica["Tags"]) == (multi_region and not is_log), (name, region)
 
 
@@ -510,14 +517,18 @@ def test_a_new_region_adds_exactly_the_expected_replicas(
     after = {
         k: {r["Region"] for r in t["Properties"]["Replicas"]} for k, t in edited.tables().items()
     }
-    assert set(before) == set(after)
-    added = {k: after[k] - before[k] for k in after if after[k] != before[k]}
-    assert {k: after[k] <= before[k] | {"eu-north-1"} for k in after} == dict.fromkeys(after, True)
+    # The new region's own conflict log is the only new table; every other gains a replica.
+    assert set(after) - set(before) == {("regionkit-conflicts@eu-north-1", "global")}
+    assert after[("regionkit-conflicts@eu-north-1", "global")] == {"eu-north-1"}
+    assert set(before) <= set(after)
+    added = {k: after[k] - before[k] for k in before if after[k] != before[k]}
+    assert {k: after[k] <= before[k] | {"eu-north-1"} for k in before} == dict.fromkeys(
+        before, True
+    )
     assert added == {
         ("profiles", "EU"): {"eu-north-1"},
         ("content", "global"): {"eu-north-1"},
         ("directory", "global"): {"eu-north-1"},
-        ("regionkit-conflicts", "global"): {"eu-north-1"},
     }
     assert after[("profiles", "US")] == {"us-east-1"}
     content = edited.tables()[("content", "global")]["Properties"]
@@ -529,5 +540,6 @@ def test_a_new_region_adds_exactly_the_expected_replicas(
     new_stacks = set(edited.templates) - set(minimal_cli[0].templates)
     assert new_stacks == {
         "regionkit-minimal-keys-eu-north-1",
+        "regionkit-minimal-tables-eu-north-1",  # its conflict log
         "regionkit-minimal-region-eu-north-1",
     }

@@ -77,8 +77,10 @@ def test_plan_places_every_table_where_the_policy_says(social: Policy) -> None:
                 assert t.primary == j.home_regions[0]
                 assert t.jurisdiction == jid and not t.detector
                 assert t.fis_target == (len(j.regions) > 1)
-    log = by_key["conflict-log"]
-    assert log.regions == tuple(social.regions) and not log.fis_target
+    for region in social.regions:  # one unreplicated conflict log per region (the audit's)
+        log = by_key[f"conflict-log-{region}"]
+        assert log.regions == (region,) and not log.fis_target and log.kind == "system"
+        assert plan.conflict_log(region) == log
     assert plan.table("directory").kind == "global"  # the directory is a plain global class
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -396,3 +397,45 @@ def test_retry_defaults_are_the_fast_failover_ones() -> None:
     assert (s.connect_timeout, s.read_timeout, s.max_attempts) == (0.5, 1.0, 3)
     assert s.probe_lease_seconds == 3.0
     assert not s.hedge_reads
+
+
+def _regionkit(*args: str, cwd: Path, env: dict[str, str]) -> Any:
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "regionkit"
+    return subprocess.run(
+        [str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_config_show_names_every_source(tmp_path: Path, no_aws_region: Path) -> None:
+    policy = Path(__file__).resolve().parent.parent / "policies" / "social-network.yaml"
+    (tmp_path / ".env").write_text("AWS_PROFILE=prod\nREGIONKIT_MODE=aws\n", encoding="utf-8")
+    _write_state(tmp_path / DEFAULT_STATE_FILE, {"eu-west-1": "http://127.0.0.1:5001"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGIONKIT_", "AWS_PROFILE"))}
+    env |= {"AWS_REGION": "eu-west-1", "REGIONKIT_READ_TIMEOUT": "0.8"}
+    proc = _regionkit("--policy", str(policy), "config", "show", "--json", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)}
+    assert rows["mode"]["source"] == ".env (.env)"
+    assert (rows["region"]["value"], rows["region"]["source"]) == ("eu-west-1", "env AWS_REGION")
+    assert rows["read_timeout"]["source"] == "env REGIONKIT_READ_TIMEOUT"
+    assert rows["endpoints"]["value"] == "{}"
+    assert "ignores the state file" in rows["endpoints"]["note"]
+    assert rows["policy"]["source"] == "option"
+
+
+def test_aws_mode_without_region_exits_2_from_the_cli(tmp_path: Path, no_aws_region: Path) -> None:
+    policy = Path(__file__).resolve().parent.parent / "policies" / "social-network.yaml"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REGIONKIT_", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_PROFILE"))
+    }
+    env["REGIONKIT_MODE"] = "aws"
+    user = "u-eu-west-1-01M8S27PWKD5QPKZNEY6GE7HS4"
+    proc = _regionkit("--policy", str(policy), "route", user, cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    assert "REGIONKIT_REGION" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr
