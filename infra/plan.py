@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, TypedDict, Literal
 
 from infra import naming
 from residency.errors import ConfigError
@@ -82,6 +82,8 @@ class TableSpec:
     """The conflict detector consumes this table's stream in every replica region."""
     subject_attribute: str | None = None
     """Indexed (``by-subject``, keys only) for data-subject requests."""
+    indexes: tuple[Any, ...] = ()
+    """The data class's secondary indexes (``residency.policy.Index``)."""
 
     @property
     def primary(self) -> str:
@@ -151,11 +153,16 @@ class DeploymentPlan:
         raise KeyError(key)
 
 
+class _Names(TypedDict):
+    table_name: str
+    key_alias: str
+
+
 def plan_deployment(policy: Policy, *, table_prefix: str = "") -> DeploymentPlan:
     """Derive every table of the policy, with its replica regions and protections."""
     name = policy.name
 
-    def names(logical: str) -> dict[str, str]:
+    def names(logical: str) -> _Names:
         table_name = f"{table_prefix}{logical}"
         return {"table_name": table_name, "key_alias": naming.key_alias(name, table_name)}
 
@@ -175,6 +182,7 @@ def plan_deployment(policy: Policy, *, table_prefix: str = "") -> DeploymentPlan
                     fis_target=len(dc.replicas) > 1,
                     detector=True,
                     subject_attribute=dc.subject_attribute,
+                    indexes=tuple(dc.indexes),
                 )
             )
             continue
@@ -194,6 +202,7 @@ def plan_deployment(policy: Policy, *, table_prefix: str = "") -> DeploymentPlan
                     sort_key=dc.sort_key,
                     fis_target=len(ordered) > 1,
                     detector=False,
+                    indexes=tuple(dc.indexes),
                 )
             )
     # The conflict log is the record drills read back: it is never a FIS target. One

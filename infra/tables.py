@@ -12,6 +12,8 @@ is deployed before the tables stacks (a stack dependency, not a reference).
 
 from __future__ import annotations
 
+from typing import Any
+
 import aws_cdk as cdk
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
@@ -113,18 +115,8 @@ class ReplicatedTable(Construct):
             removal_policy=cdk.RemovalPolicy.RETAIN,
             # Tombstones (versioned deletes, move and erasure fences) expire through it.
             time_to_live_attribute=TTL_ATTRIBUTE,
-            global_secondary_indexes=[
-                dynamodb.GlobalSecondaryIndexPropsV2(
-                    index_name=SUBJECT_INDEX,
-                    partition_key=dynamodb.Attribute(
-                        name=spec.subject_attribute, type=dynamodb.AttributeType.STRING
-                    ),
-                    projection_type=dynamodb.ProjectionType.INCLUDE,
-                    non_key_attributes=list(INDEX_EXTRA),
-                )
-            ]
-            if spec.subject_attribute
-            else None,
+            global_secondary_indexes=_gsis(spec) or None,
+            local_secondary_indexes=_lsis(spec) or None,
             encryption=dynamodb.TableEncryptionV2.customer_managed_key(
                 table_key,
                 {r: alias_arn(r, spec.key_alias) for r in spec.replica_regions},
@@ -134,3 +126,52 @@ class ReplicatedTable(Construct):
         _tag(self.table, spec, policy_name)
         if spec.fis_target:
             cdk.Tags.of(self.table).add(naming.DISRUPT_TAG, naming.DISRUPT_TAG_VALUE)
+
+
+def _projection(kind: str, attributes: list[str]) -> dict[str, Any]:
+    """keys_only and include carry the version and tombstone kind (``INDEX_EXTRA``) too."""
+    if kind == "all":
+        return {"projection_type": dynamodb.ProjectionType.ALL}
+    return {
+        "projection_type": dynamodb.ProjectionType.INCLUDE,
+        "non_key_attributes": [*attributes, *INDEX_EXTRA],
+    }
+
+
+def _attr(name: str) -> dynamodb.Attribute:
+    return dynamodb.Attribute(name=name, type=dynamodb.AttributeType.STRING)
+
+
+def _gsis(spec: TableSpec) -> list[dynamodb.GlobalSecondaryIndexPropsV2]:
+    out = []
+    if spec.subject_attribute:
+        out.append(
+            dynamodb.GlobalSecondaryIndexPropsV2(
+                index_name=SUBJECT_INDEX,
+                partition_key=_attr(spec.subject_attribute),
+                **_projection("include", []),
+            )
+        )
+    for ix in spec.indexes:
+        if ix.kind == "gsi":
+            out.append(
+                dynamodb.GlobalSecondaryIndexPropsV2(
+                    index_name=ix.name,
+                    partition_key=_attr(ix.partition_key),
+                    sort_key=_attr(ix.sort_key) if ix.sort_key else None,
+                    **_projection(ix.projection, list(ix.attributes)),
+                )
+            )
+    return out
+
+
+def _lsis(spec: TableSpec) -> list[dynamodb.LocalSecondaryIndexProps]:
+    return [
+        dynamodb.LocalSecondaryIndexProps(
+            index_name=ix.name,
+            sort_key=_attr(ix.sort_key),
+            **_projection(ix.projection, list(ix.attributes)),
+        )
+        for ix in spec.indexes
+        if ix.kind == "lsi"
+    ]

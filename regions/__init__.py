@@ -15,16 +15,20 @@ from regions.health import BreakerState, HealthState, RegionHealth, RegionStatus
 from regions.hlc import HLC, ClockDriftError, Stamp
 from regions.ids import mint_user_id, parse_user_id
 from regions.pool import ClientPool, ClientProvider
+from regions.queries import BatchGetResult, BatchWriteResult, Page, Sort
 from regions.router import MoveResult, RegionRouter, Route, Written
 from residency.errors import (
     RegionkitError,
     RegionUnavailable,
     ResidencyViolation,
     StaleWrite,
+    UnassignedUser,
 )
 
 __all__ = [
     "HLC",
+    "BatchGetResult",
+    "BatchWriteResult",
     "BreakerState",
     "ClientPool",
     "ClientProvider",
@@ -32,6 +36,7 @@ __all__ = [
     "DirectoryEntry",
     "HealthState",
     "MoveResult",
+    "Page",
     "RegionHealth",
     "RegionRouter",
     "RegionStatus",
@@ -39,8 +44,10 @@ __all__ = [
     "RegionkitError",
     "ResidencyViolation",
     "Route",
+    "Sort",
     "StaleWrite",
     "Stamp",
+    "UnassignedUser",
     "Written",
     "mint_user_id",
     "parse_user_id",

@@ -30,7 +30,8 @@ What it guarantees, and what enforces each promise:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -40,6 +41,7 @@ from regions.health import RegionHealth
 from regions.hlc import HLC, wall_clock_ms
 from regions.ids import mint_user_id
 from regions.pool import ClientPool, ClientProvider
+from regions.queries import BatchGetResult, BatchWriteResult, Page, Queries, Sort
 from regions.routing import Op, Route, RouteTable
 from regions.subjects import Location, Subjects
 from regions.transport import HedgePolicy, RetryPolicy, Transport
@@ -51,6 +53,7 @@ from residency.guard import ResidencyGuard
 from residency.policy import Policy
 from residency.pseudonym import Pseudonymizer
 from residency.settings import Settings, load_settings
+from residency.tables import TTL_ATTRIBUTE
 
 __all__ = ["MoveResult", "RegionRouter", "Route", "Written"]
 
@@ -130,6 +133,7 @@ class RegionRouter:
         self._dir_class = policy.system.directory
         for name, ref in self.store.merges.items():  # refuse a bad reference at start-up
             self.merge_function(name, ref)
+        self.queries = Queries(self.store, self.writer)
         self.subjects = Subjects(policy, self.store, self.users)
         self.eraser = Eraser(policy, self.store, self.writer, self.users, self.subjects)
 
@@ -293,6 +297,7 @@ class RegionRouter:
         subject: str | None = None,
         based_on: str | dict[str, Any] | None = None,
         create_only: bool = False,
+        expires_at: int | datetime | None = None,
     ) -> Written:
         """Write a whole item, stamped and conditional.
 
@@ -300,8 +305,12 @@ class RegionRouter:
         compare-and-set; without it the write succeeds unless the item already
         holds a newer version. ``create_only``: fail if the item exists. Raises
         StaleWrite, or merges where the data class names a merge function.
+        ``expires_at`` (epoch seconds or a datetime) sets the item's TTL.
         """
         self._writable(data_class)
+        if expires_at is not None:  # the table's TTL attribute (epoch seconds)
+            when = expires_at.timestamp() if isinstance(expires_at, datetime) else expires_at
+            item = {**item, TTL_ATTRIBUTE: int(when)}
         return self.writer.put(data_class, item, subject, based_on, create_only)
 
     def update(
@@ -335,15 +344,48 @@ class RegionRouter:
         partition_value: Any,
         *,
         subject: str | None = None,
+        sort: Sort | None = None,
+        descending: bool = False,
         limit: int | None = None,
+        cursor: str | None = None,
+        index: str | None = None,
+        projection: Sequence[str] | None = None,
         consistent: bool = False,
-    ) -> list[dict[str, Any]]:
-        """All live items of one partition (paginated for you; tombstones hidden)."""
-        pk = self.store.pk.get(data_class, "")
-        subject = self.store.subject_of(data_class, {pk: partition_value}, subject)
-        return self.store.query(
-            data_class, partition_value, subject, limit=limit, consistent=consistent
+    ) -> Page:
+        """One page of a partition (of the table, or of a policy-declared ``index``).
+
+        One request per call: ``page.cursor`` (opaque, bound to this query) fetches the
+        next page; None means there is no more. Tombstones are hidden.
+        """
+        return self.queries.query(
+            data_class,
+            partition_value,
+            subject,
+            sort=sort,
+            descending=descending,
+            limit=limit,
+            cursor=cursor,
+            index=index,
+            projection=projection,
+            consistent=consistent,
         )
+
+    def batch_get(
+        self, data_class: str, keys: Sequence[dict[str, Any]], *, consistent: bool = False
+    ) -> BatchGetResult:
+        """Many items, each routed by its own key; ``unread`` lists keys not read in time."""
+        return self.queries.batch_get(data_class, keys, consistent=consistent)
+
+    def batch_write(
+        self,
+        data_class: str,
+        *,
+        puts: Sequence[dict[str, Any]] = (),
+        deletes: Sequence[dict[str, Any]] = (),
+    ) -> BatchWriteResult:
+        """Stamped, conditional writes, concurrently per region; ``failed`` lists refusals."""
+        self._writable(data_class)
+        return self.queries.batch_write(data_class, puts=puts, deletes=deletes)
 
     def observe(self, item: dict[str, Any] | None) -> None:
         """Merge a read item's stamp into our clock, flagging (not adopting) a drifted one."""

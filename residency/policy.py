@@ -69,6 +69,7 @@ __all__ = [
     "DataClass",
     "DrillTargets",
     "GlobalDataClass",
+    "Index",
     "Jurisdiction",
     "MergeConflicts",
     "PinnedDataClass",
@@ -142,10 +143,33 @@ class MergeConflicts(_Model):
     merge: FunctionRef = Field(description="'module:function' taking (ours, theirs) items.")
 
 
+class Index(_Model):
+    """A secondary index the router may query (``router.query(..., index=name)``).
+
+    Key attributes are strings. ``gsi``: its own partition key (and optional sort key);
+    ``lsi``: the table's partition key and another sort key (the table needs a sort key).
+    """
+
+    name: Name
+    kind: Literal["gsi", "lsi"] = "gsi"
+    partition_key: AttributeName | None = None
+    sort_key: AttributeName | None = None
+    projection: Literal["all", "keys_only", "include"] = "keys_only"
+    attributes: list[AttributeName] = Field(
+        default_factory=list,
+        max_length=20,
+        json_schema_extra=_UNIQUE,
+        description="include: the projected attributes besides the keys.",
+    )
+
+
 class _DataClassBase(_Model):
     table: TableName = Field(description="The DynamoDB table name (before the settings prefix).")
     partition_key: AttributeName = "pk"
     sort_key: AttributeName | None = None
+    indexes: list[Index] = Field(
+        default_factory=list, max_length=20, description="Secondary indexes (GSI or LSI)."
+    )
     description: str = Field(default="", max_length=2000)
 
 
@@ -465,8 +489,48 @@ def _erasure_problems(p: Policy) -> Iterator[Problem]:
             )
 
 
+def _index_problems(p: Policy) -> Iterator[Problem]:
+    """Indexes that cannot be built, or that would carry personal data where it may not go."""
+    pii = {n.casefold() for n in p.pii_attributes()}
+    for name, dc in p.data_classes.items():
+        seen: set[str] = set()
+        for i, ix in enumerate(dc.indexes):
+            base: Loc = ("data_classes", name, "indexes", i)
+            if ix.name in seen or ix.name == "by-subject":
+                yield (base + ("name",), f"index name {ix.name!r} is taken", "choose another")
+            seen.add(ix.name)
+            if ix.kind == "gsi" and ix.partition_key is None:
+                yield (base + ("partition_key",), "a gsi needs a partition_key", "name one")
+            if ix.kind == "lsi" and (ix.sort_key is None or dc.sort_key is None):
+                yield (
+                    base + ("sort_key",),
+                    "an lsi needs its own sort_key, on a table that has a sort key",
+                    "add sort_key (and the data class's sort_key), or use a gsi",
+                )
+            keys = [k for k in (ix.partition_key, ix.sort_key) if k]
+            for k in keys:
+                if k.casefold() in pii:
+                    yield (
+                        base,
+                        f"index key {k!r} is named as personal data: index keys reach "
+                        "streams, metrics and every replica's index",
+                        "key the index by an ID, not by personal data",
+                    )
+            projected = {a.casefold() for a in ix.attributes}
+            if isinstance(dc, GlobalDataClass) and (ix.projection == "all" or projected & pii):
+                if projected & pii:
+                    yield (
+                        base + ("attributes",),
+                        "a global class's index may not project personal data",
+                        "drop the PII attributes from the projection",
+                    )
+            if ix.projection != "include" and ix.attributes:
+                yield (base + ("attributes",), "attributes apply to include only", "remove them")
+
+
 def _iter_problems(p: Policy) -> Iterator[Problem]:
     yield from _erasure_problems(p)
+    yield from _index_problems(p)
     seen_regions: set[str] = set()
     for i, r in enumerate(p.regions):
         if r not in AWS_REGIONS:

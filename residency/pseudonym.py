@@ -41,7 +41,9 @@ class Pseudonymizer:
             raise ValueError(f"a pseudonym key needs at least {_MIN_KEY_BYTES} bytes")
         self._key = bytes(key)
         # Names the key in reports (which key made these pseudonyms) without revealing it.
-        self.key_id = "pk-" + hmac.new(self._key, b"regionkit key id", hashlib.sha256).hexdigest()[:12]
+        self.key_id = (
+            "pk-" + hmac.new(self._key, b"regionkit key id", hashlib.sha256).hexdigest()[:12]
+        )
 
     @classmethod
     def random(cls) -> Pseudonymizer:
@@ -55,6 +57,15 @@ class Pseudonymizer:
         """The pseudonym of ``value`` (its ``str``), optionally within ``scope`` (a table)."""
         msg = f"{scope}\0{value}".encode("utf-8", "surrogatepass")
         return _PREFIX + hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:24]
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for another use of the same secret (HKDF-SHA256, ``purpose`` as info),
+        e.g. the router's query cursors; independent of the pseudonyms themselves."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+        kdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode())
+        return kdf.derive(self._key)
 
     def __repr__(self) -> str:  # never the key
         return f"Pseudonymizer({self.key_id})"

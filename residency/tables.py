@@ -10,9 +10,9 @@ own replica set; the conflict log in every region, as one global table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from residency.policy import GlobalDataClass, Policy
+from residency.policy import GlobalDataClass, Index, Policy
 
 __all__ = [
     "CONFLICT_LOG",
@@ -65,6 +65,52 @@ class TablePlan:
     regions: tuple[str, ...]
     is_directory: bool = False
     subject_attribute: str | None = None  # indexed as SUBJECT_INDEX when set
+    indexes: tuple[Index, ...] = ()
+
+    def create_args(self) -> dict[str, Any]:
+        """KeySchema, AttributeDefinitions and the secondary indexes of CreateTable."""
+        keys = [{"AttributeName": self.partition_key, "KeyType": "HASH"}]
+        if self.sort_key:
+            keys.append({"AttributeName": self.sort_key, "KeyType": "RANGE"})
+        names = {self.partition_key, *([self.sort_key] if self.sort_key else [])}
+        gsis: list[dict[str, Any]] = []
+        lsis: list[dict[str, Any]] = []
+        if self.subject_attribute:
+            names.add(self.subject_attribute)
+            gsis.append(
+                {
+                    "IndexName": SUBJECT_INDEX,
+                    "KeySchema": [{"AttributeName": self.subject_attribute, "KeyType": "HASH"}],
+                    "Projection": {
+                        "ProjectionType": "INCLUDE",
+                        "NonKeyAttributes": list(INDEX_EXTRA),
+                    },
+                }
+            )
+        for ix in self.indexes:
+            pk = (ix.partition_key if ix.kind == "gsi" else None) or self.partition_key
+            schema = [{"AttributeName": pk, "KeyType": "HASH"}]
+            if ix.sort_key:
+                schema.append({"AttributeName": ix.sort_key, "KeyType": "RANGE"})
+            names |= {k["AttributeName"] for k in schema}
+            projection: dict[str, Any] = {"ProjectionType": ix.projection.upper()}
+            if ix.projection == "include":
+                projection["NonKeyAttributes"] = [*ix.attributes, *INDEX_EXTRA]
+            elif ix.projection == "keys_only":  # the version and tombstone kind ride along
+                projection = {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(INDEX_EXTRA)}
+            spec = {"IndexName": ix.name, "KeySchema": schema, "Projection": projection}
+            (gsis if ix.kind == "gsi" else lsis).append(spec)
+        args: dict[str, Any] = {
+            "KeySchema": keys,
+            "AttributeDefinitions": [
+                {"AttributeName": n, "AttributeType": "S"} for n in sorted(names)
+            ],
+        }
+        if gsis:
+            args["GlobalSecondaryIndexes"] = gsis
+        if lsis:
+            args["LocalSecondaryIndexes"] = lsis
+        return args
 
     def jurisdiction_tag(self, policy: Policy, region: str) -> str:
         """The ``regionkit:jurisdiction`` tag of this table's replica in ``region``."""
@@ -96,6 +142,7 @@ def plan_tables(policy: Policy, table_prefix: str = "") -> list[TablePlan]:
             regions=tuple(placements[dc.table]),
             is_directory=name == policy.system.directory,
             subject_attribute=dc.subject_attribute if isinstance(dc, GlobalDataClass) else None,
+            indexes=tuple(dc.indexes),
         )
         for name, dc in policy.data_classes.items()
     ]

@@ -45,7 +45,13 @@ DOCUMENTED = {
     # user IDs
     "mint_user_id",
     "parse_user_id",
+    # queries and batches
+    "Page",
+    "Sort",
+    "BatchGetResult",
+    "BatchWriteResult",
     # the errors a caller handles
+    "UnassignedUser",
     "RegionkitError",
     "RegionUnavailable",
     "ResidencyViolation",

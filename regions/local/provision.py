@@ -36,8 +36,6 @@ from residency.logs import get_logger
 from residency.policy import Policy
 from residency.tables import (
     CONFLICT_LOG,
-    INDEX_EXTRA,
-    SUBJECT_INDEX,
     TablePlan,
     expected_tags,
     plan_tables,
@@ -150,24 +148,15 @@ class _RegionProvisioner:
     def table(self, plan: TablePlan) -> None:
         tags = table_tags(self.policy, plan, self.region)
         key_arn = self._key_arn(plan, tags) if self.audit.customer_managed_kms else None
-        attrs = [{"AttributeName": plan.partition_key, "AttributeType": "S"}]
-        schema = [{"AttributeName": plan.partition_key, "KeyType": "HASH"}]
-        if plan.sort_key:
-            attrs.append({"AttributeName": plan.sort_key, "AttributeType": "S"})
-            schema.append({"AttributeName": plan.sort_key, "KeyType": "RANGE"})
         stream = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
         sse = {"Enabled": True, "SSEType": "KMS", "KMSMasterKeyId": key_arn}
         args: dict[str, Any] = {
             "TableName": plan.table,
-            "KeySchema": schema,
-            "AttributeDefinitions": attrs,
+            **plan.create_args(),  # keys, attribute definitions, secondary indexes
             "BillingMode": "PAY_PER_REQUEST",
             "StreamSpecification": stream,
             "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
         }
-        if plan.subject_attribute:
-            attrs.append({"AttributeName": plan.subject_attribute, "AttributeType": "S"})
-            args["GlobalSecondaryIndexes"] = [_subject_index(plan.subject_attribute)]
         if key_arn:
             args["SSESpecification"] = sse
         if self.audit.deletion_protection:
@@ -200,12 +189,13 @@ class _RegionProvisioner:
                 "table_prefix or a fresh cluster"
             )
         update: dict[str, Any] = {}
-        indexes = {i["IndexName"] for i in desc.get("GlobalSecondaryIndexes") or []}
-        if plan.subject_attribute and SUBJECT_INDEX not in indexes:
+        have_ix = {i["IndexName"] for i in desc.get("GlobalSecondaryIndexes") or []}
+        missing = [
+            g for g in args.get("GlobalSecondaryIndexes", []) if g["IndexName"] not in have_ix
+        ]
+        if missing:  # one GSI per UpdateTable, as DynamoDB allows: the first now, the rest next run
             update["AttributeDefinitions"] = args["AttributeDefinitions"]
-            update["GlobalSecondaryIndexUpdates"] = [
-                {"Create": _subject_index(plan.subject_attribute)}
-            ]
+            update["GlobalSecondaryIndexUpdates"] = [{"Create": missing[0]}]
         spec = desc.get("StreamSpecification") or {}
         if not spec.get("StreamEnabled") or spec.get("StreamViewType") != "NEW_AND_OLD_IMAGES":
             update["StreamSpecification"] = args["StreamSpecification"]
@@ -322,12 +312,3 @@ def provision(
         seconds=round(report.seconds, 3),
     )
     return report
-
-
-def _subject_index(attribute: str) -> dict[str, Any]:
-    """The subject index: keys only, enough to locate and then read or erase each item."""
-    return {
-        "IndexName": SUBJECT_INDEX,
-        "KeySchema": [{"AttributeName": attribute, "KeyType": "HASH"}],
-        "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(INDEX_EXTRA)},
-    }

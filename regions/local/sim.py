@@ -27,7 +27,7 @@ from regions.local.replication import ReplicationEngine
 from regions.router import RegionRouter
 from residency.policy import Policy
 from residency.settings import Settings
-from residency.tables import INDEX_EXTRA, SUBJECT_INDEX, plan_tables
+from residency.tables import plan_tables
 
 __all__ = ["InProcessClients", "Simulation", "simulation"]
 
@@ -122,31 +122,12 @@ class InProcessClients:
 def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> None:
     """Tables as the policy places them (``residency.tables``), with streams."""
     for plan in plan_tables(policy, table_prefix):
-        keys = [{"AttributeName": plan.partition_key, "KeyType": "HASH"}]
-        attrs = [{"AttributeName": plan.partition_key, "AttributeType": "S"}]
-        if plan.sort_key:
-            keys.append({"AttributeName": plan.sort_key, "KeyType": "RANGE"})
-            attrs.append({"AttributeName": plan.sort_key, "AttributeType": "S"})
-        extra: dict[str, Any] = {}
-        if plan.subject_attribute:
-            attrs.append({"AttributeName": plan.subject_attribute, "AttributeType": "S"})
-            extra["GlobalSecondaryIndexes"] = [
-                {
-                    "IndexName": SUBJECT_INDEX,
-                    "KeySchema": [{"AttributeName": plan.subject_attribute, "KeyType": "HASH"}],
-                    "Projection": {
-                        "ProjectionType": "INCLUDE",
-                        "NonKeyAttributes": list(INDEX_EXTRA),
-                    },
-                }
-            ]
+        extra = plan.create_args()
         for region in plan.regions:
             client = clients.dynamodb(region)
             with suppress(client.exceptions.ResourceInUseException):
                 client.create_table(
                     TableName=plan.table,
-                    KeySchema=keys,
-                    AttributeDefinitions=attrs,
                     BillingMode="PAY_PER_REQUEST",
                     StreamSpecification={
                         "StreamEnabled": True,
