@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import aws_cdk as cdk
+from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
@@ -38,6 +39,8 @@ __all__ = ["HANDLER", "ConflictDetector"]
 
 HANDLER = "regions.detector_lambda.handler"
 RUNTIME = lambda_.Runtime.PYTHON_3_11
+# A stream record older than this has not been looked at: conflicts go unseen meanwhile.
+ITERATOR_AGE_ALARM_MS = 300_000
 
 
 def _statements(stmts: list[dict[str, object]]) -> list[iam.PolicyStatement]:
@@ -184,6 +187,8 @@ class ConflictDetector(Construct):
             )
             self.mappings.append(mapping)
 
+        self.alarms = self._health_alarms(naming.detector_function_name(plan.policy_name, region))
+
         acknowledge_wildcards(
             role,
             access.detector_statements(plan, region, partition=NAG_PARTITION, account=NAG_ACCOUNT),
@@ -205,3 +210,64 @@ class ConflictDetector(Construct):
                 "detector's stream mappings; a DLQ of a DLQ would add nothing.",
             ),
         )
+
+    def _health_alarms(self, name: str) -> list[cloudwatch.Alarm]:
+        """The detector is healthy only if it runs, keeps up and drops nothing.
+
+        * ``Errors``: any failed invocation (a batch that raised, e.g. a missing
+          dependency or an unreachable conflict log);
+        * ``IteratorAge``: the oldest record of a batch older than five minutes (the
+          detector is behind, or retrying one batch);
+        * the dead-letter queue holding any message: a batch given up on, conflicts
+          nobody logged.
+
+        Missing data is not breaching for errors and age (an idle table sends none),
+        and the audit reads these alarms' states.
+        """
+        five_minutes = cdk.Duration.minutes(5)
+        specs = [
+            (
+                "Errors",
+                self.function.metric_errors(period=five_minutes, statistic="Sum"),
+                1,
+                "the conflict detector failed an invocation",
+            ),
+            (
+                "IteratorAge",
+                cloudwatch.Metric(
+                    namespace="AWS/Lambda",
+                    metric_name="IteratorAge",
+                    dimensions_map={"FunctionName": self.function.function_name},
+                    statistic="Maximum",
+                    period=five_minutes,
+                ),
+                ITERATOR_AGE_ALARM_MS,
+                "the conflict detector is more than 5 minutes behind its streams",
+            ),
+            (
+                "DeadLetters",
+                self.failures.metric_approximate_number_of_messages_visible(
+                    period=five_minutes, statistic="Maximum"
+                ),
+                1,
+                "stream batches the conflict detector gave up on (conflicts not logged)",
+            ),
+        ]
+        alarms = []
+        for suffix, metric, threshold, what in specs:
+            alarms.append(
+                cloudwatch.Alarm(
+                    self,
+                    f"{suffix}Alarm",
+                    alarm_name=f"{name}-{suffix.lower()}",
+                    alarm_description=f"regionkit: {what}",
+                    metric=metric,
+                    threshold=threshold,
+                    evaluation_periods=1,
+                    comparison_operator=(
+                        cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD
+                    ),
+                    treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                )
+            )
+        return alarms
