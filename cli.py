@@ -2665,10 +2665,11 @@ def _print_drill(j: Any) -> None:
     colour = {"pass": "green", "fail": "red"}.get(j.verdict, "yellow")
     con.print(
         f"[bold]drill {j.drill_id}[/] {_esc(j.scenario)} on {_esc(', '.join(j.regions))}:"
-        f" [bold {colour}]{j.verdict.upper()}[/]"
+        f" [bold {colour}]{j.verdict.upper()}[/]",
+        soft_wrap=False,
     )
     for r in j.reasons:
-        con.print(f"  [red]- {_esc(r)}[/]")
+        con.print(f"  [red]- {_esc(r)}[/]", soft_wrap=False)
     t = Table(title="figures against targets", title_justify="left")
     t.add_column("figure", ratio=2)
     t.add_column("measured", ratio=5)
@@ -2693,6 +2694,104 @@ def _print_drill(j: Any) -> None:
                 _esc(", ".join(x.no_compliant_failover) or "none"),
             )
         con.print(d)
+
+
+def _fmt_figure(v: float | None, unit: str) -> str:
+    if v is None:
+        return "n/a"
+    if unit == "s":
+        return f"{v:.3f} s"
+    if unit == "%":
+        return f"{v:.1f} %"
+    if unit == "ms":
+        return f"{v:.1f} ms"
+    return f"{v:g}" + (f" {unit}" if unit else "")
+
+
+@drill_app.command("compare")
+def drill_compare(
+    baseline: Annotated[Path, typer.Argument(help="Journal A (the baseline), JSON.")],
+    current: Annotated[Path, typer.Argument(help="Journal B (the new run), JSON.")],
+    threshold: Annotated[
+        float,
+        typer.Option(
+            "--threshold",
+            help="Relative worsening that counts as a regression (0 to 10; 0.2 = 20 %).",
+            callback=_finite("--threshold", 0, 10),
+        ),
+    ] = 0.2,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Two drills side by side with the change; exit 1 when a figure of B regressed."""
+    from regions.drills.compare import compare
+    from regions.drills.journal import DrillJournal
+
+    journals = []
+    for path in (baseline, current):
+        try:
+            journals.append(DrillJournal.model_validate_json(path.read_text("utf-8")))
+        except OSError as exc:
+            _fail(f"cannot read {path}: {exc.strerror or type(exc).__name__}")
+        except ValueError:
+            _fail(f"{path} is not a regionkit drill journal (fix: pass a drill-*.json report)")
+    cmp = compare(journals[0], journals[1], threshold=threshold)
+    if as_json:
+        _print_json(
+            {
+                "a": cmp.a.drill_id,
+                "b": cmp.b.drill_id,
+                "threshold": threshold,
+                "warnings": cmp.warnings,
+                "changes": [
+                    {
+                        "figure": c.label,
+                        "unit": c.unit,
+                        "a": c.a,
+                        "b": c.b,
+                        "delta": c.delta,
+                        "regressed": c.regressed,
+                        "note": c.note,
+                    }
+                    for c in cmp.changes
+                ],
+                "regressed": [c.label for c in cmp.regressed],
+            }
+        )
+    else:
+        from rich.table import Table
+
+        con = _console()
+        con.print(
+            f"[bold]drill compare[/]: A {_esc(cmp.a.drill_id)} ({_esc(cmp.a.scenario)}, "
+            f"{cmp.a.started_at:%Y-%m-%d %H:%M}) against B {_esc(cmp.b.drill_id)} "
+            f"({_esc(cmp.b.scenario)}, {cmp.b.started_at:%Y-%m-%d %H:%M})",
+            soft_wrap=False,
+        )
+        for w in cmp.warnings:
+            con.print(f"[yellow]note:[/] {_esc(w)}", soft_wrap=False)
+        t = Table(
+            title=f"B against A (regression: worse by > {threshold:.0%})", title_justify="left"
+        )
+        for col in ("figure", "A", "B", "change"):
+            t.add_column(col)
+        for c in cmp.changes:
+            if c.delta is not None:
+                change = f"{'+' if c.delta >= 0 else ''}{_fmt_figure(c.delta, c.unit)}"
+            else:
+                change = c.note or "-"
+            a = c.note.split(" -> ")[0] if c.label == "verdict" else _fmt_figure(c.a, c.unit)
+            b = c.note.split(" -> ")[-1] if c.label == "verdict" else _fmt_figure(c.b, c.unit)
+            if c.label == "verdict":
+                change = "" if c.regressed else "-"
+            mark = "[red]worse[/] " if c.regressed else ""
+            t.add_row(_esc(c.label), _esc(a), _esc(b), (mark + _esc(change)).strip())
+        con.print(t)
+        if cmp.regressed:
+            con.print(
+                "[red]regressed:[/] " + _esc(", ".join(c.label for c in cmp.regressed)),
+                soft_wrap=False,
+            )
+    raise typer.Exit(EXIT_CHECK_FAILED if cmp.regressed else EXIT_OK)
 
 
 @drill_app.command("history")

@@ -96,7 +96,7 @@ def _read_line(proc: subprocess.Popen[str], timeout: float = 120.0) -> str:
     return proc.stdout.readline().strip()
 
 
-@pytest.mark.parametrize(("phase", "sig", "scenario"), CASES, ids=lambda v: str(v))
+@pytest.mark.parametrize(("phase", "sig", "scenario"), CASES, ids=str)
 def test_a_signal_at_any_phase_heals_before_exit(
     phase: str, sig: signal.Signals, scenario: str
 ) -> None:
