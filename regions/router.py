@@ -10,22 +10,10 @@
 :mod:`regions.users`    the directory (a system class), sign-up, moves between homes
 =====================  ===================================================================
 
-What it guarantees, and what enforces each promise:
-
-* **pinned** data (a profile) is stored and read only in its subject's jurisdiction.
-  The subject is the item's own partition key (a disagreeing ``subject=`` is
-  refused); its home comes from the directory, which only ``assign_home`` and
-  ``move_user`` change; a user with no entry is refused. If the home region is
-  unavailable the request fails over inside the jurisdiction, never across it.
-  A process whose cached directory entry is stale after a move meets the
-  ``moved`` fence in the old home, a condition DynamoDB evaluates there, and
-  follows it to the new home.
-* **global** data goes to the nearest healthy replica of the service's own region,
-  and an item holding an attribute the policy names as personal data (at any
-  depth, any case) is refused before the request leaves the process.
-* every write is stamped with an HLC version and conditional: a stale write never
-  overwrites a newer version in the region it lands in, and a delete leaves a
-  versioned tombstone.
+What it guarantees, and what enforces each promise, is in the README ("What regionkit
+guarantees") and in each room's docstring: pinned data by its own key, the directory
+and the move fences (:mod:`regions.users`); no PII in global classes by the guard;
+versions and tombstones by each write's condition (:mod:`regions.versioned`).
 """
 
 from __future__ import annotations
@@ -44,6 +32,8 @@ from regions.pool import ClientPool, ClientProvider
 from regions.queries import BatchGetResult, BatchWriteResult, Page, Queries, Sort
 from regions.routing import Op, Route, RouteTable
 from regions.subjects import Location, Subjects
+from regions.transactions import Op as TxOp
+from regions.transactions import Transactions
 from regions.transport import HedgePolicy, RetryPolicy, Transport
 from regions.users import MoveResult, Users
 from regions.versioned import Merge, VersionedStore, Written
@@ -134,6 +124,7 @@ class RegionRouter:
         for name, ref in self.store.merges.items():  # refuse a bad reference at start-up
             self.merge_function(name, ref)
         self.queries = Queries(self.store, self.writer)
+        self.transactions = Transactions(self.store)
         self.subjects = Subjects(policy, self.store, self.users)
         self.eraser = Eraser(policy, self.store, self.writer, self.users, self.subjects)
 
@@ -386,6 +377,12 @@ class RegionRouter:
         """Stamped, conditional writes, concurrently per region; ``failed`` lists refusals."""
         self._writable(data_class)
         return self.queries.batch_write(data_class, puts=puts, deletes=deletes)
+
+    def transact(self, ops: Sequence[TxOp], *, based_on: dict[int, str] | None = None) -> Written:
+        """All or nothing, inside one region (see :mod:`regions.transactions`)."""
+        for _, data_class, _ in ops:
+            self._writable(data_class)
+        return self.transactions.transact(ops, based_on=based_on)
 
     def observe(self, item: dict[str, Any] | None) -> None:
         """Merge a read item's stamp into our clock, flagging (not adopting) a drifted one."""

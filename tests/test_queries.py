@@ -140,3 +140,33 @@ def test_put_with_an_expiry_sets_the_ttl_attribute(sim: Simulation) -> None:
     when = datetime(2030, 1, 1, tzinfo=UTC)
     r.put("posts", {"pk": "ttl-1", "body": "x"}, expires_at=when)
     assert int(sim.items(EU1, "posts")["ttl-1"]["expires_at"]) == int(when.timestamp())
+
+
+def test_a_transaction_is_all_or_nothing_inside_one_region(sim: Simulation) -> None:
+    r = sim.routers[EU1]
+    first = r.put("posts", {"pk": "tx-a", "body": "1"})
+    w = r.transact(
+        [
+            ("put", "posts", {"pk": "tx-a", "body": "2"}),
+            ("put", "feed", {"pk": "rd", "sk": "1", "post": "tx-a"}),
+        ],
+        based_on={0: first.version},
+    )
+    assert w.route.region == EU1
+    assert sim.items(EU1, "posts")["tx-a"]["body"] == "2"
+    with pytest.raises(StaleWrite) as err:  # op 0 is based on a version that is gone
+        r.transact(
+            [
+                ("put", "posts", {"pk": "tx-a", "body": "3"}),
+                ("put", "posts", {"pk": "tx-b", "body": "x"}),
+            ],
+            based_on={0: first.version},
+        )
+    assert "tx-b" not in sim.items(EU1, "posts")  # nothing applied
+    assert "tx-a" not in str(err.value)
+    us_user = r.new_user_id(country="US")
+    r.assign_home(us_user, country="US")
+    with pytest.raises(ConfigError, match="different regions"):
+        r.transact([("put", "profile", {"pk": us_user}), ("put", "posts", {"pk": "tx-c"})])
+    with pytest.raises(ConfigError, match="twice"):
+        r.transact([("put", "posts", {"pk": "tx-d"}), ("delete", "posts", {"pk": "tx-d"})])
