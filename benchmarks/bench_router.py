@@ -413,6 +413,59 @@ def bench_threads(policy: Policy, threads: int, per_thread: int) -> dict[str, fl
     return out
 
 
+# --- (e) a feed page and a batch get, routed vs raw ------------------------------------------
+
+
+def bench_feed(rounds: int, calls: int) -> dict[str, float]:
+    """``router.query`` (limit 20, a cursor) and ``router.batch_get`` of 50 posts against the
+    raw boto3 requests they send, on the same in-process moto tables, interleaved."""
+    os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    from moto import mock_aws
+
+    from regions.codec import to_ddb
+    from regions.local.sim import create_tables
+
+    feed_policy = load_policy(ROOT / "policies" / "feed.yaml")
+    with mock_aws():
+        settings = _settings()
+        pool = ClientPool(settings)
+        create_tables(feed_policy, pool)
+        router = RegionRouter(feed_policy, clients=pool, settings=settings)
+        client = pool.dynamodb(REGION)
+        for i in range(60):
+            router.put("feed", {"pk": "reader", "sk": f"{i:04d}", "post": f"p{i}"})
+            router.put("posts", {"pk": f"p{i}", "body": "x" * 200})
+        first = router.query("feed", "reader", descending=True, limit=20)
+        raw_page: dict[str, Any] = {
+            "TableName": "feed",
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": "pk"},
+            "ExpressionAttributeValues": {":pk": {"S": "reader"}},
+            "ScanIndexForward": False,
+            "ConsistentRead": False,
+            "Limit": 20,
+        }
+        raw_next = {**raw_page, "ExclusiveStartKey": client.query(**raw_page)["LastEvaluatedKey"]}
+        keys = [{"pk": f"p{i}"} for i in range(50)]
+        raw_keys = {"posts": {"Keys": [to_ddb(k) for k in keys], "ConsistentRead": False}}
+        variants: dict[str, Callable[[], Any]] = {
+            "routed page": lambda: router.query(
+                "feed", "reader", descending=True, limit=20, cursor=first.cursor
+            ),
+            "raw page": lambda: client.query(**raw_next),
+            "routed batch get 50": lambda: router.batch_get("posts", keys),
+            "raw batch get 50": lambda: client.batch_get_item(RequestItems=raw_keys),
+        }
+        samples: dict[str, list[float]] = {n: [] for n in variants}
+        for _ in range(rounds):
+            for _ in range(calls):
+                for name, fn in variants.items():
+                    t0 = time.perf_counter()
+                    fn()
+                    samples[name].append(time.perf_counter() - t0)
+    return {n: statistics.median(v) * 1e6 for n, v in samples.items()}
+
+
 # --- (d) what the residency protocol costs, in requests ----------------------------------------
 
 
@@ -533,6 +586,19 @@ def main() -> int:
     for name, rate in rates.items():
         print(f"    {name:12} {rate / 1e6:6.2f} M decisions/s ({rate / one:.2f}x one thread)")
     print("    (one router shared by all threads; the GIL serializes pure-Python decisions)")
+
+    print("\n(e) a feed page (limit 20, a cursor) and a batch get of 50, routed vs raw boto3")
+    feed = bench_feed(args.rounds, max(20, args.calls // 4))
+    for name, us in feed.items():
+        print(f"    {name:24} {us:8.1f} us per call (median)")
+    for label, a, b in (
+        ("feed page", "routed page", "raw page"),
+        ("batch get 50", "routed batch get 50", "raw batch get 50"),
+    ):
+        ratio = feed[a] / feed[b]
+        ok = ratio <= GOAL_RATIO
+        misses += not ok
+        print(f"    {'PASS' if ok else 'MISS'}: {label} ratio {ratio:.3f} (goal <= {GOAL_RATIO})")
 
     print("\n(d) the residency protocol's cost, in requests sent (counted on the wire)")
     for name, n in bench_protocol_requests(policy).items():

@@ -223,8 +223,7 @@ class Queries:
         for _ in range(MAX_HOPS):
             answer, _route = s.transport.call(s.decider(data_class, subject, "read"), "read", call)
             items = [from_ddb(i) or {} for i in answer.get("Items", [])]
-            for item in items:
-                s.observe(item)
+            s.observe_many(items)
             moved = next((i for i in items if tombstone_kind(i) == MOVED), None)
             if ix is None and s._follow(data_class, subject, moved):
                 continue
@@ -279,12 +278,15 @@ class Queries:
                     delay = min(delay * 2, 1.0)
             return found, pending
 
-        with ThreadPoolExecutor(max_workers=max(1, len(groups))) as pool:
-            outcomes = list(pool.map(lambda kv: read(*kv), groups.items()))
+        if len(groups) == 1:  # one region: no thread to start
+            outcomes = [read(*next(iter(groups.items())))]
+        else:
+            with ThreadPoolExecutor(max_workers=len(groups)) as pool:
+                outcomes = list(pool.map(lambda kv: read(*kv), groups.items()))
         for found, unread in outcomes:
-            for raw in found:
-                item = from_ddb(raw) or {}
-                s.observe(item)
+            items = [from_ddb(raw) or {} for raw in found]
+            s.observe_many(items)
+            for item in items:
                 kind = tombstone_kind(item)
                 if kind == MOVED:  # a stale cache: this key follows its fence on its own
                     key = s.key_of(data_class, item)
@@ -324,6 +326,10 @@ class Queries:
                 except RegionkitError as exc:
                     result.failed.append((s.key_of(data_class, body), exc))
 
-        with ThreadPoolExecutor(max_workers=max(1, len(by_region))) as pool:
-            list(pool.map(run, by_region.values()))
+        if len(by_region) <= 1:
+            for batch in by_region.values():
+                run(batch)
+        else:
+            with ThreadPoolExecutor(max_workers=len(by_region)) as pool:
+                list(pool.map(run, by_region.values()))
         return result

@@ -362,6 +362,15 @@ class VersionedStore:
         except MalformedId:
             log.warning("unparseable version stamp ignored")
 
+    def observe_many(self, items: list[dict[str, Any]]) -> None:
+        """The clock learns the newest stamp of a page or batch (one parse, not one per item).
+
+        (Callers that write back ``based_on=item`` carry the item's own version vector.)
+        """
+        newest = max((str(i[VERSION_ATTR]) for i in items if VERSION_ATTR in i), default=None)
+        if newest is not None:
+            self.observe({VERSION_ATTR: newest})
+
     def causal_past(
         self, based_on: str | dict[str, Any] | None, stamp: str
     ) -> tuple[str | None, dict[str, str]]:
