@@ -2316,6 +2316,57 @@ def drill_list(
     _console().print(t)
 
 
+def _drill_steps(
+    sc: Any, params: Any, policy: Policy, target: str, duration: float | None, rate: float
+) -> list[str]:
+    """The steps a drill takes on ``target``: only those that will actually run."""
+    t = policy.targets.drills
+    classes = ", ".join(n for n in policy.data_classes if n != policy.system.directory)
+    verdict = (
+        f"verdict: RTO ≤ {t.rto_seconds:g} s, RPO ≤ {t.rpo_seconds:g} s, convergence ≤ "
+        f"{t.convergence_seconds:g} s, 0 residency violations"
+    )
+    load = (
+        f"load: writers in all {len(policy.regions)} regions on {classes} through the router, "
+        f"{rate:g} rounds/s each, from the steady state to after the heal"
+    )
+    if target == "aws":
+        how_long = (
+            f"{duration:g} s (a template of that duration, created with --create-template)"
+            if duration is not None
+            else "the deployed template's own duration (PT10M as deployed by regionkit)"
+        )
+        return [
+            "account: refuse unless --confirm-account names the credentials' account",
+            f"template: the regionkit FIS template for {params.region}, found by its tags",
+            f"steady state: canary writes through the router replicate within "
+            f"{t.convergence_seconds:g} s",
+            load,
+            f"inject: start the FIS experiment ({sc.fis_action}) on the tagged replicas in "
+            f"{params.region}; wait until it runs",
+            f"workload: the load goes on during the experiment, for {how_long}",
+            "heal: the experiment ends at its duration (stopped at duration x 1.1 + 120 s, or "
+            "at once on Ctrl-C/SIGTERM); then the tables' resource policies are checked for "
+            "the pause statement, removed loudly if FIS left it",
+            "convergence: the drill's own writes read back from every replica (no table scan; "
+            "CloudWatch's ReplicationLatency is not waited for)",
+            verdict,
+        ]
+    seconds = duration if duration is not None else 5.0
+    return [
+        "plan: validate the scenario against the policy",
+        f"steady state: canary writes in every region replicate within {t.convergence_seconds:g} s",
+        load,
+        f"inject: {sc.name} on {params.region} ({sc.description})",
+        f"workload: the load goes on under the fault for {seconds:g} s",
+        "heal: remove the fault, then check that none is left in place",
+        "recovery: the load goes on for 2 s",
+        "convergence: every write made before the heal on every replica, then replicas "
+        "identical item for item (SHA-256 digests)",
+        verdict,
+    ]
+
+
 @drill_app.command("plan")
 def drill_plan(
     scenario: _ScenarioArg,
@@ -2333,31 +2384,25 @@ def drill_plan(
     ] = None,
     group: Annotated[list[str] | None, typer.Option("--group", help="Partition group a,b.")] = None,
     duration: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--duration",
-            help="Fault duration, s (0.1 to 3600).",
+            help="Fault duration, s (0.1 to 3600; local default 5; aws: the template's).",
             callback=_finite("--duration", 0.1, 3600),
         ),
-    ] = 5.0,
+    ] = None,
+    rate: Annotated[
+        float,
+        typer.Option(
+            "--rate", help="Load, rounds/s per region.", callback=_finite("--rate", 0.1, 1000)
+        ),
+    ] = 20.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """The steps a drill will take; for --target aws, the FIS experiment template too."""
+    """The steps a drill will take (only those); for --target aws, the FIS template too."""
     sc, params = _drill_params(scenario, region, mode, ms, group)
     policy = _policy()
-    t = policy.targets.drills
-    steps = [
-        "plan: validate the scenario against the policy",
-        f"steady state: canary writes in every region replicate within {t.convergence_seconds:g} s",
-        f"inject: {sc.name} on {params.region} ({sc.description})",
-        f"workload: writers in all {len(policy.regions)} regions on "
-        f"{', '.join(n for n in policy.data_classes if n != policy.system.directory)} "
-        f"for {duration:g} s",
-        "heal: remove the fault",
-        "convergence: replicas identical item for item (SHA-256 digests)",
-        f"verdict: RTO ≤ {t.rto_seconds:g} s, RPO ≤ {t.rpo_seconds:g} s, convergence ≤ "
-        f"{t.convergence_seconds:g} s, 0 residency violations",
-    ]
+    steps = _drill_steps(sc, params, policy, target, duration, rate)
     out: dict[str, Any] = {
         "scenario": sc.name,
         "parameters": params.model_dump(),
@@ -2372,7 +2417,7 @@ def drill_plan(
             )
         from infra.fis_template import experiment_template
 
-        seconds = max(1, int(duration))
+        seconds = max(1, int(duration or 600))
         out["fis_experiment_template"] = experiment_template(
             policy, params.region, duration=f"PT{seconds}S", table_prefix=_settings().table_prefix
         )
@@ -2407,13 +2452,13 @@ def drill_run(
     ] = None,
     group: Annotated[list[str] | None, typer.Option("--group", help="Partition group a,b.")] = None,
     duration: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--duration",
-            help="Workload under fault, s (0.1 to 3600).",
+            help="Load under fault, s (0.1 to 3600; default 5; aws: the template's own).",
             callback=_finite("--duration", 0.1, 3600),
         ),
-    ] = 5.0,
+    ] = None,
     rate: Annotated[
         float,
         typer.Option(
@@ -2464,14 +2509,22 @@ def drill_run(
     log_file = _drill_log_file(report_dir, policy)
     if target == "local" and not settings.state_file.is_file():
         _require_extra("local")  # an ephemeral cluster of moto servers
-    options = DrillOptions(duration=duration, rate=rate, lag=lag)
+    options = DrillOptions(duration=duration if duration is not None else 5.0, rate=rate, lag=lag)
     box: list[Any] = []
     code = EXIT_OK
     with _sigterm_as_exit():
         try:
             if target == "aws":
                 journal = _drill_aws(
-                    sc, params, policy, settings, duration, confirm_account, create_template, box
+                    sc,
+                    params,
+                    policy,
+                    settings,
+                    options,
+                    duration,
+                    confirm_account,
+                    create_template,
+                    box,
                 )
             else:
                 journal = _drill_local(sc, params, policy, settings, options, box, target)
@@ -2620,39 +2673,105 @@ def _drill_aws(
     params: Any,
     policy: Policy,
     settings: Settings,
-    duration: float,
+    options: Any,
+    duration: float | None,
     confirm_account: str | None,
     create_template: bool,
     box: list[Any] | None = None,
 ) -> Any:
+    """The same runner as local drills, the FIS experiment as the fault (see regions.drills.aws).
+
+    The experiment's duration is the template's own: the deployed template (PT10M)
+    unless --duration is given, which needs a template of that duration (created
+    with --create-template); a --duration the deployed template would not honour
+    is refused.
+    """
+    import dataclasses
+    import time as _time
+
     import boto3
 
     from infra.fis_template import experiment_template
-    from regions.drills.aws import require_account, run_fis_drill
-    from regions.drills.runner import policy_sha256
+    from regions.drills import DrillRunner
+    from regions.drills.aws import (
+        AwsDataPlane,
+        FisBackend,
+        FisFault,
+        find_template,
+        require_account,
+        template_duration,
+    )
+    from regions.drills.backends import replication_groups
 
     if sc.fis_action is None:
         _fail(f"scenario {sc.name} cannot run on AWS: only replication-pause has an FIS action")
+    if options.lag is not None:
+        _fail("--lag is for local drills: on AWS the replication lag is the real one")
     sts = boto3.client("sts", region_name=params.region)
     account = require_account(sts, confirm_account)
-    template = experiment_template(
-        policy,
-        params.region,
-        duration=f"PT{max(1, int(duration))}S",
-        table_prefix=settings.table_prefix,
-        account=account,
-    )
+    partition = str(sts.get_caller_identity().get("Arn", "arn:aws:")).split(":")[1] or "aws"
     fis = boto3.client("fis", region_name=params.region)
-    return run_fis_drill(
+    template_id = find_template(fis, policy.name, params.region)
+    if template_id is not None:
+        seconds = template_duration(fis, template_id)
+        if duration is not None and int(duration) != seconds:
+            _fail(
+                f"the deployed FIS template for {params.region} pauses replication for "
+                f"{seconds} s, so --duration {duration:g} would not be honoured (fix: omit "
+                "--duration, or delete the template and pass --create-template)"
+            )
+    elif not create_template:
+        _fail(
+            f"no regionkit FIS template for {params.region} in account {account} (fix: deploy "
+            "the CDK app, or pass --create-template)"
+        )
+    else:
+        seconds = max(1, int(duration if duration is not None else 600))
+        template = experiment_template(
+            policy,
+            params.region,
+            duration=f"PT{seconds}S",
+            table_prefix=settings.table_prefix,
+            account=account,
+            partition=partition,
+        )
+        tags = {**template["tags"], "regionkit:policy": policy.name}
+        tags["regionkit:region"] = params.region
+        created = fis.create_experiment_template(
+            **{**template, "tags": tags, "clientToken": str(_time.time_ns())}
+        )
+        template_id = str(created["experimentTemplate"]["id"])
+    tables = [
+        (
+            params.region,
+            f"arn:{partition}:dynamodb:{params.region}:{account}:table/{table}",
+        )
+        for table, regions in replication_groups(policy, settings.table_prefix)
+        if params.region in regions and len(regions) > 1
+    ]
+    data = AwsDataPlane(policy, settings)
+    fault = FisFault(
         fis,
-        template,
-        policy_name=policy.name,
-        policy_sha256=policy_sha256(policy, settings.policy),
-        region=params.region,
-        account=account,
-        create_template=create_template,
-        timeout=duration + 600,
+        template_id,
+        duration=float(seconds),
+        ddb=data.admin,
+        tables=tables,
+        now=_time.time,
+        sleep=_time.sleep,
     )
+    runner = DrillRunner(
+        FisBackend(data, fault),
+        sc,
+        params,
+        options=dataclasses.replace(options, duration=float(seconds)),
+        policy_path=settings.policy,
+    )
+    if box is not None:
+        box.append(runner)
+    try:
+        return runner.run()
+    finally:
+        data.close()
 
 
 def _print_drill(j: Any) -> None:

@@ -279,7 +279,7 @@ def run_fis_drill(
     region: str,
     account: str,
     create_template: bool = False,
-    timeout: float = 3600.0,
+    timeout: float | None = None,
     poll: float = 5.0,
     sleep: Callable[[float], None] = time.sleep,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
@@ -340,15 +340,20 @@ def run_fis_drill(
     inject.detail = {"experiment": exp_id}
     watch = Phase(name="workload", started_at=now())
     j.phases.append(watch)
+    if timeout is None:  # the experiment's own duration, plus FIS's start and stop
+        timeout = template_duration(fis, template_id) * 1.1 + 120.0
     deadline = time.monotonic() + timeout
     state = str(exp.get("state", {}).get("status", "pending"))
-    while state not in TERMINAL and time.monotonic() < deadline:
-        sleep(poll)
-        state = str(fis.get_experiment(id=exp_id)["experiment"]["state"]["status"])
-        emit("progress", {"phase": "workload", "state": state})
-    if state not in TERMINAL:  # our own timeout: never leave an experiment running
-        fis.stop_experiment(id=exp_id)
-        state = "stopped"
+    try:
+        while state not in TERMINAL and time.monotonic() < deadline:
+            sleep(poll)
+            state = str(fis.get_experiment(id=exp_id)["experiment"]["state"]["status"])
+            emit("progress", {"phase": "workload", "state": state})
+    finally:  # our deadline, Ctrl-C or SIGTERM: never leave an experiment running
+        if state not in TERMINAL:
+            fis.stop_experiment(id=exp_id)
+            j.cleanup.append(f"stopped experiment {exp_id}")
+            state = "stopped"
     watch.ended_at = now()
     watch.detail = {"final_state": state}
     heal = Phase(
