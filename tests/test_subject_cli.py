@@ -74,3 +74,37 @@ def test_locate_export_and_erase_through_the_cli(
     (tmp_path / "t.json").write_text(json.dumps(tampered))
     code, text = run(capsys, "audit", "verify", str(tmp_path / "t.json"))
     assert code == 1
+
+
+def test_the_audit_finds_an_item_of_an_erased_subject_that_came_back(
+    on_cluster: Any,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    from regions.codec import to_ddb
+
+    uid, _posts = _user_with_data(on_cluster)
+    router = RegionRouter(on_cluster.policy, region=EU1, settings=on_cluster.settings())
+    assert router.erase_subject(uid).status == "done"
+    out = tmp_path / "a.json"
+    args = ("audit", "run", "--checks", "subjects.erasures", "--format", "json", "--no-progress")
+    code, text = run(capsys, *args, "--out", str(out))
+    report = json.loads(out.read_text())
+    mine = [f for f in report["findings"] if f["check_id"] == "subjects.erasures"]
+    assert not [f for f in mine if f["status"] != "PASS"], text
+    # A writer that bypasses the router puts the profile back, newer than the erasure.
+    on_cluster.client(EU2).put_item(
+        TableName=on_cluster.table_name("profiles"),
+        Item=to_ddb({"pk": uid, "email": SECRET, "rk_v": "ffffffffffff.0000.x.eu-west-1"}),
+    )
+    code, text = run(capsys, *args, "--out", str(out))
+    assert code == 1
+    report = json.loads(out.read_text())
+    bad = [
+        f
+        for f in report["findings"]
+        if f["check_id"] == "subjects.erasures" and f["status"] == "FAIL"
+    ]
+    assert EU2 in {f["region"] for f in bad} <= {EU1, EU2}  # and wherever it replicated
+    assert all("came back" in f["reason"] and f["severity"] == "high" for f in bad)
+    assert SECRET not in out.read_text() and uid not in out.read_text()

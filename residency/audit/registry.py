@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 #: Check families, in the order the runner runs them.
-FAMILIES = ("policy", "infra", "data", "operations")
+FAMILIES = ("policy", "infra", "data", "operations", "subjects")
 _ACTION = re.compile(r"^[a-z0-9-]+:[A-Z][A-Za-z0-9]+$")
 
 CheckFn = Callable[["AuditContext"], Iterable[Finding]]
@@ -71,7 +71,7 @@ class CheckMeta(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    id: str = Field(pattern=r"^(policy|infra|data|operations)\.[a-z][a-z0-9_]{2,62}$")
+    id: str = Field(pattern=r"^(policy|infra|data|operations|subjects)\.[a-z][a-z0-9_]{2,62}$")
     title: str = Field(min_length=3, max_length=120)
     severity: Severity
     rationale: str = Field(min_length=10)

@@ -8,5 +8,6 @@ module             what its checks look at
 ``data``           the items: where each pinned item is stored, PII in global
                    tables, the directory (parallel streaming scans or exports)
 ``operations``     the conflict log and the drill history
+``subjects``       erased data subjects: nothing left behind, nothing back
 =================  =============================================================
 """
