@@ -115,7 +115,12 @@ class ClientPool:
                 max_pool_connections=self._max_pool,
                 tcp_keepalive=True,
             )
-            session: Any = self._session or boto3.session.Session()
+            if self._session is None:
+                # One session per pool, built once: a session per client would load the
+                # service models again for every region (hundreds of ms on a busy host,
+                # paid on the failover path when the next region's client is first used).
+                self._session = boto3.session.Session()
+            session: Any = self._session
             kwargs: dict[str, Any] = {"config": config, "region_name": region}
             endpoint = self._endpoint(region)
             if endpoint:

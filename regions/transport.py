@@ -163,7 +163,14 @@ class LatencyTracker:
         self._since: dict[str, int] = {}
         self._lock = threading.Lock()
 
+    ALL = "*"
+    """The pseudo-region holding every region's samples (the class-wide p95)."""
+
     def record(self, region: str, seconds: float) -> None:
+        self._record(region, seconds)
+        self._record(self.ALL, seconds)
+
+    def _record(self, region: str, seconds: float) -> None:
         with self._lock:
             d = self._samples.get(region)
             if d is None:
@@ -363,10 +370,12 @@ class Transport:
         h = self.hedging
         if h is None:
             return float("inf")
-        p95 = self.latency.p95(region)
-        if p95 is None or self.latency.count(region) < h.min_samples:
-            return h.cold_delay_s
-        return min(h.max_delay_s, max(h.min_delay_s, p95))
+        lat = self.latency
+        for key in (region, lat.ALL):  # the region's own p95, else every region's
+            p95 = lat.p95(key)
+            if p95 is not None and lat.count(key) >= h.min_samples:
+                return min(h.max_delay_s, max(h.min_delay_s, p95))
+        return h.cold_delay_s
 
     def _executor(self, h: HedgePolicy) -> ThreadPoolExecutor:
         pool = self._pool

@@ -231,9 +231,13 @@ def test_both_hedges_failing_fail_over_to_a_third_region() -> None:
 def test_hedge_delay_follows_the_observed_p95() -> None:
     t, _, _ = transport(hedge=_hedging(cold_delay_s=0.02, min_samples=20, max_delay_s=0.25))
     assert t.hedge_delay(A) == 0.02  # cold
+    for _ in range(20):
+        t.latency.record(B, 0.004)
+    assert t.hedge_delay(A) == pytest.approx(0.004)  # A unknown: every region's p95
     for i in range(100):
         t.latency.record(A, 0.001 * (i + 1))  # 1 .. 100 ms
     assert t.hedge_delay(A) == pytest.approx(0.095, abs=0.005)  # recomputed every 16
+    assert t.hedge_delay(B) == 0.004  # B's own
     for _ in range(256):
         t.latency.record(A, 5.0)
     assert t.hedge_delay(A) == 0.25  # capped
