@@ -1660,7 +1660,9 @@ def _read_conflict_log() -> tuple[str, list[Any]]:
     _configure_logging(policy)
     start = policy.check_region(settings.region) if settings.region else policy.regions[0]
     order = [start, *(r for r in policy.nearest_first(start, list(policy.regions)) if r != start)]
-    log = ConflictLog(policy, ClientPool(settings), table_prefix=settings.table_prefix)
+    log = ConflictLog(
+        policy, ClientPool(settings, retries="botocore"), table_prefix=settings.table_prefix
+    )
     errors: list[str] = []
     for region in order:
         try:
@@ -2056,7 +2058,7 @@ def audit_run(
     try:
         report = run_audit(
             policy,
-            ClientPool(settings),
+            ClientPool(settings, retries="botocore"),  # scans retry throttling in botocore
             policy_path=settings.policy,
             regions=_split_regions(regions) if regions else None,
             extra_regions=_split_regions(extra_regions) if extra_regions else None,
