@@ -2728,7 +2728,15 @@ def _drill_aws(
             "the CDK app, or pass --create-template)"
         )
     else:
+        from infra.fis_template import customer_harm_alarm
+        from infra.plan import plan_deployment
+
         seconds = max(1, int(duration if duration is not None else 600))
+        # the stop condition: customer harm, which a replication pause does not cause
+        harm = customer_harm_alarm(
+            plan_deployment(policy, table_prefix=settings.table_prefix), params.region
+        )
+        boto3.client("cloudwatch", region_name=params.region).put_metric_alarm(**harm)
         template = experiment_template(
             policy,
             params.region,
@@ -2736,6 +2744,7 @@ def _drill_aws(
             table_prefix=settings.table_prefix,
             account=account,
             partition=partition,
+            stop_on="customer-harm",
         )
         tags = {**template["tags"], "regionkit:policy": policy.name}
         tags["regionkit:region"] = params.region

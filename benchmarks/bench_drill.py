@@ -8,6 +8,10 @@
     Goal: <= 1 s. The router's timeouts are the drill backend's: connect 0.2 s,
     read 0.3 s, breaker opens after 2 failures.
 (b) the deterministic simulation: seeded random fault schedules per second.
+(c) faults under load: a replication-pause and a region-outage on the local
+    cluster while writers run at the default rate; RPO exposure (writes of the
+    faulted region not yet on every replica when the fault hit), how many were
+    recovered or lost, the journal's size, and the size of the report's charts.
 """
 
 from __future__ import annotations
@@ -64,12 +68,50 @@ def rto_runs(runs: int) -> list[float]:
     return out
 
 
+def under_load(rate: float, lag: float | None) -> None:
+    from regions.drills.report import charts, render_html
+
+    policy = load_policy(ROOT / "policies" / "minimal.yaml")
+    with LocalCluster(policy) as cluster:
+        for name in ("replication-pause", "region-outage"):
+            sc = get_scenario(name)
+            t0 = time.perf_counter()
+            j = DrillRunner(
+                LocalClusterBackend(cluster),
+                sc,
+                sc.parse(policy, {"region": "eu-central-1"}),
+                options=DrillOptions(duration=3.0, rate=rate, lag=lag),
+            ).run()
+            f = j.figures
+            svgs = charts(j)
+            print(
+                f"  {name}: {f.writes_acknowledged} writes acked; RPO exposure "
+                f"{f.rpo_exposure_count} writes, oldest {f.rpo_exposure_max_age_seconds:.3f} s "
+                f"({f.rpo_recovered} recovered, {f.rpo_lost} lost; about "
+                f"{f.writes_in_flight_expected} expected in flight); RTO "
+                f"{'n/a' if f.rto_seconds is None else f'{f.rto_seconds:.3f} s'}; convergence "
+                f"{f.convergence_seconds} s; verdict {j.verdict}"
+            )
+            print(
+                f"    journal {len(j.model_dump_json()) / 1024:.1f} KiB ({j.series.buckets} "
+                f"buckets); charts {', '.join(f'{len(x) / 1024:.1f}' for x in svgs)} KiB; "
+                f"HTML {len(render_html(j)) / 1024:.1f} KiB; ran {time.perf_counter() - t0:.1f} s"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--schedules", type=int, default=50)
+    ap.add_argument("--rate", type=float, default=DrillOptions().rate)
+    ap.add_argument("--lag", type=float, default=None, help="base link lag for (c), s")
+    ap.add_argument("--only-load", action="store_true", help="run (c) only")
     args = ap.parse_args()
     configure_logging(level="error")  # breakers opening are the point here, not news
+    if args.only_load:
+        print(f"(c) faults under load, {args.rate:g} rounds/s per region, minimal policy")
+        under_load(args.rate, args.lag)
+        return
     print("(a) region-outage RTO for global data on the local cluster (3 moto servers)")
     rtos = rto_runs(args.runs)
     if rtos:
@@ -90,6 +132,8 @@ def main() -> None:
         f"  {args.schedules} schedules in {dt:.1f} s: {args.schedules / dt:.2f} schedules/s, "
         f"{ok}/{args.schedules} passed every check"
     )
+    print(f"(c) faults under load, {args.rate:g} rounds/s per region, minimal policy")
+    under_load(args.rate, args.lag)
 
 
 if __name__ == "__main__":

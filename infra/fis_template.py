@@ -13,9 +13,17 @@ keyword arguments)::
 
 The action targets every table **in that region** tagged ``DisruptDynamoDb=Allowed``
 and ``regionkit:policy=<policy name>``; FIS pauses replication to and from those
-replicas and resumes it, losing nothing, when the duration ends. The stop
-condition is the region's composite ReplicationLatency alarm: if replication lag
-exceeds the policy's alarm level, FIS ends the experiment early.
+replicas and resumes it, losing nothing, when the duration ends.
+
+The stop condition. ``stop_on="replication-latency"`` (what the deployed stacks
+still pass) is the region's composite ReplicationLatency alarm, which is the very
+metric a pause degrades: it either stops the drill at once or means nothing.
+``stop_on="customer-harm"`` (what ``regionkit drill run --create-template``
+uses) is :func:`customer_harm_alarm`: the error rate of requests the routers in
+that region serve, published as CloudWatch Embedded Metric Format. A
+replication pause does not fail a routed request by design (writes land in the
+local replica; only cross-region visibility is late), so the alarm fires only
+if customers are harmed, which is exactly when a drill must stop.
 """
 
 from __future__ import annotations
@@ -32,8 +40,12 @@ __all__ = [
     "ACTION_ID",
     "ACTION_NAME",
     "DEFAULT_DURATION",
+    "HARM_METRICS",
+    "HARM_NAMESPACE",
     "TARGET_NAME",
     "TARGET_TYPE",
+    "customer_harm_alarm",
+    "customer_harm_alarm_name",
     "experiment_template",
     "experiment_template_for_plan",
     "stop_alarm_arn",
@@ -69,6 +81,60 @@ def stop_alarm_arn(plan: DeploymentPlan, region: str, *, partition: str, account
     return f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}"
 
 
+HARM_NAMESPACE = "regionkit/router"
+# what the router publishes per region, as Embedded Metric Format (Sum per minute)
+HARM_METRICS = ("RoutedRequests", "RoutedRequestErrors")
+HARM_THRESHOLD_PERCENT = 5.0
+
+
+def customer_harm_alarm_name(plan: DeploymentPlan, region: str) -> str:
+    return f"regionkit-{plan.policy_name}-{region}-customer-harm"[:255]
+
+
+def customer_harm_alarm(plan: DeploymentPlan, region: str) -> dict[str, Any]:
+    """The customer-harm alarm of ``region``, as CloudWatch PutMetricAlarm arguments.
+
+    Errors over requests of the routers serving in ``region`` above 5 % in 2 of 3
+    minutes; no data (no traffic) is not harm.
+    """
+    dims = [{"Name": "Policy", "Value": plan.policy_name}, {"Name": "Region", "Value": region}]
+
+    def metric(ident: str, name: str) -> dict[str, Any]:
+        return {
+            "Id": ident,
+            "MetricStat": {
+                "Metric": {"Namespace": HARM_NAMESPACE, "MetricName": name, "Dimensions": dims},
+                "Period": 60,
+                "Stat": "Sum",
+            },
+            "ReturnData": False,
+        }
+
+    return {
+        "AlarmName": customer_harm_alarm_name(plan, region),
+        "AlarmDescription": (
+            f"regionkit {plan.policy_name}: more than {HARM_THRESHOLD_PERCENT:g} % of routed "
+            f"requests in {region} fail. A replication pause does not trigger it by design; "
+            "it stops an FIS drill that harms customers."
+        ),
+        "Metrics": [
+            metric("requests", HARM_METRICS[0]),
+            metric("errors", HARM_METRICS[1]),
+            {
+                "Id": "rate",
+                "Expression": "100 * errors / MAX([requests, 1])",
+                "Label": "routed request error rate (%)",
+                "ReturnData": True,
+            },
+        ],
+        "Threshold": HARM_THRESHOLD_PERCENT,
+        "ComparisonOperator": "GreaterThanThreshold",
+        "EvaluationPeriods": 3,
+        "DatapointsToAlarm": 2,
+        "TreatMissingData": "notBreaching",
+    }
+
+
 def experiment_template_for_plan(
     plan: DeploymentPlan,
     region: str,
@@ -78,6 +144,7 @@ def experiment_template_for_plan(
     stop_alarm: str | None = None,
     partition: str = "aws",
     account: str = "<account-id>",
+    stop_on: str = "replication-latency",
 ) -> dict[str, Any]:
     """The experiment template of ``region``, as CreateExperimentTemplate arguments.
 
@@ -114,6 +181,13 @@ def experiment_template_for_plan(
         role_arn = (
             f"arn:{partition}:iam::{account}:role/{naming.fis_role_name(plan.policy_name, region)}"
         )
+    if stop_on not in {"replication-latency", "customer-harm"}:
+        raise ConfigError(
+            message=f"stop_on {stop_on!r}: use 'customer-harm' or 'replication-latency'"
+        )
+    if stop_alarm is None and stop_on == "customer-harm":
+        name = customer_harm_alarm_name(plan, region)
+        stop_alarm = f"arn:{partition}:cloudwatch:{region}:{account}:alarm:{name}"
     if stop_alarm is None and plan.alarm_pairs(region):
         stop_alarm = stop_alarm_arn(plan, region, partition=partition, account=account)
     stop_conditions = (
@@ -163,6 +237,7 @@ def experiment_template(
     stop_alarm: str | None = None,
     partition: str = "aws",
     account: str = "<account-id>",
+    stop_on: str = "replication-latency",
 ) -> dict[str, Any]:
     """:func:`experiment_template_for_plan` for a policy (see the module docstring)."""
     return experiment_template_for_plan(
@@ -173,4 +248,5 @@ def experiment_template(
         stop_alarm=stop_alarm,
         partition=partition,
         account=account,
+        stop_on=stop_on,
     )

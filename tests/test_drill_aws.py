@@ -206,3 +206,30 @@ def test_other_scenarios_refuse_aws() -> None:
         )
         with pytest.raises(ConfigError, match="only replication-pause"):
             b.outage(REGION)
+
+
+def test_stop_condition_is_customer_harm_not_replication_latency() -> None:
+    """A pause does not fail routed requests by design, so it cannot trip this alarm."""
+    from moto import mock_aws
+
+    from infra.fis_template import customer_harm_alarm, experiment_template
+    from infra.plan import plan_deployment
+
+    harm = customer_harm_alarm(plan_deployment(MINIMAL), REGION)
+    names = {m["MetricStat"]["Metric"]["MetricName"] for m in harm["Metrics"] if "MetricStat" in m}
+    assert names == {"RoutedRequests", "RoutedRequestErrors"}
+    assert "ReplicationLatency" not in json.dumps(harm)
+    t = experiment_template(MINIMAL, REGION, account=ACCOUNT, stop_on="customer-harm")
+    (stop,) = t["stopConditions"]
+    assert stop["value"].endswith(f":alarm:{harm['AlarmName']}")
+    with mock_aws():
+        import boto3
+
+        cw = boto3.client("cloudwatch", region_name=REGION)
+        cw.put_metric_alarm(**harm)
+        [alarm] = cw.describe_alarms(AlarmNames=[harm["AlarmName"]])["MetricAlarms"]
+        assert alarm["TreatMissingData"] == "notBreaching"
+        fis = boto3.client("fis", region_name=REGION)
+        assert fis.create_experiment_template(**t, clientToken="x")["experimentTemplate"]["id"]
+    with pytest.raises(ConfigError, match="stop_on"):
+        experiment_template(MINIMAL, REGION, stop_on="never")
