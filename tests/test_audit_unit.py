@@ -62,7 +62,7 @@ def test_every_check_is_registered_with_valid_metadata() -> None:
     ids = [c.id for c in checks]
     assert len(ids) == len(set(ids)) >= 16
     families = {c.meta.family for c in checks}
-    assert families == {"policy", "infra", "data", "operations"}
+    assert families == {"policy", "infra", "data", "operations", "subjects"}
     for c in checks:
         assert c.id.split(".")[0] == c.fn.__module__.rsplit(".", 1)[-1]
         assert c.meta.example.startswith("regionkit ")
