@@ -241,3 +241,60 @@ def test_hedge_delay_follows_the_observed_p95() -> None:
     for _ in range(256):
         t.latency.record(A, 5.0)
     assert t.hedge_delay(A) == 0.25  # capped
+
+
+# --- through the router ------------------------------------------------------------------
+
+
+class _SlowFirst:
+    """Clients whose eu-central-1 GetItem waits for the test; every other region answers."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.calls: list[tuple[str, bool]] = []
+
+    def dynamodb(self, region: str) -> Any:
+        outer = self
+
+        class Client:
+            def get_item(self, **kw: Any) -> dict[str, Any]:
+                outer.calls.append((region, bool(kw.get("ConsistentRead"))))
+                if region == "eu-central-1":
+                    outer.release.wait(30)
+                return {}
+
+        return Client()
+
+    def streams(self, region: str) -> Any:  # pragma: no cover - unused
+        raise AssertionError
+
+
+def test_router_hedges_eventual_reads_of_global_data_only() -> None:
+    from pathlib import Path
+
+    from regions.router import RegionRouter
+    from residency.policy import load_policy
+
+    policy = load_policy(Path(__file__).resolve().parent.parent / "policies" / "minimal.yaml")
+    clients = _SlowFirst()
+    settings = Settings(mode="aws", region="eu-central-1", hedge_reads=True)
+    router = RegionRouter(policy, region="eu-central-1", clients=clients, settings=settings)
+    try:
+        assert router.get("content", {"pk": "p1"}) is None
+        assert ("eu-west-1", False) in clients.calls  # the hedge answered
+        assert router.transport.hedges_won == 1
+        clients.release.set()
+        clients.calls.clear()
+        router.get("content", {"pk": "p1"}, consistent=True)
+        assert clients.calls == [("eu-central-1", True)]  # never hedged
+    finally:
+        clients.release.set()
+        router.close()
+    plain = RegionRouter(
+        policy,
+        region="eu-central-1",
+        clients=_SlowFirst(),
+        settings=Settings(mode="aws", region="eu-central-1"),
+    )
+    assert plain.transport.hedging is None  # opt-in
+    plain.close()
