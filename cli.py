@@ -2060,6 +2060,7 @@ def audit_run(
             policy,
             ClientPool(settings, retries="botocore"),  # scans retry throttling in botocore
             policy_path=settings.policy,
+            merge_modules=settings.merge_modules,
             regions=_split_regions(regions) if regions else None,
             extra_regions=_split_regions(extra_regions) if extra_regions else None,
             checks=check_ids,
@@ -2398,7 +2399,7 @@ def drill_plan(
         typer.Option(
             "--rate", help="Load, rounds/s per region.", callback=_finite("--rate", 0.1, 1000)
         ),
-    ] = 20.0,
+    ] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """The steps a drill will take (only those); for --target aws, the FIS template too."""
@@ -2468,7 +2469,7 @@ def drill_run(
             help="Load: rounds/s per writer region, from steady state to after heal (0.1 to 1000).",
             callback=_finite("--rate", 0.1, 1000),
         ),
-    ] = 20.0,
+    ] = 10.0,
     lag: Annotated[
         float | None,
         typer.Option(
@@ -3019,7 +3020,7 @@ def demo(
             help="Drill load: rounds/s per writer region (0.1 to 1000).",
             callback=_finite("--rate", 0.1, 1000),
         ),
-    ] = 20.0,
+    ] = 5.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """The main job, end to end, on the embedded local cluster (no AWS account needed).

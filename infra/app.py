@@ -50,6 +50,9 @@ __all__ = [
 class AppOptions:
     policy_path: Path
     table_prefix: str = ""
+    merge_modules: tuple[str, ...] = ()
+    """Operator-listed merge-function modules (settings), besides regions.merges."""
+    policy_max_bytes: int = 1_000_000
     account: str | None = None
     nag: bool = True
     fis_duration: str = DEFAULT_DURATION
@@ -98,6 +101,8 @@ def options_from_context(app: cdk.App) -> AppOptions:
     return AppOptions(
         policy_path=settings.policy,
         table_prefix=settings.table_prefix,
+        merge_modules=tuple(settings.merge_modules),
+        policy_max_bytes=settings.policy_max_bytes,
         account=str(account) if account else None,
         nag=_flag(ctx("nag"), True),
         fis_duration=str(ctx("fis_duration") or DEFAULT_DURATION),
@@ -150,7 +155,11 @@ def build_app(app: cdk.App, policy: Policy, options: AppOptions) -> BuiltApp:
 def synth(options: AppOptions, out_dir: Path) -> SynthResult:
     """Synthesize the app of ``options`` into ``out_dir`` and summarize the templates."""
     started = time.perf_counter()
-    policy = load_policy(options.policy_path)
+    policy = load_policy(
+        options.policy_path,
+        max_bytes=options.policy_max_bytes,
+        merge_modules=options.merge_modules,
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     app = cdk.App(outdir=str(out_dir), builtin_cloud_formation_validation=options.cfn_validation)
     build_app(app, policy, options)
@@ -178,7 +187,15 @@ def main() -> None:
     app = cdk.App()
     try:
         options = options_from_context(app)
-        build_app(app, load_policy(options.policy_path), options)
+        build_app(
+            app,
+            load_policy(
+                options.policy_path,
+                max_bytes=options.policy_max_bytes,
+                merge_modules=options.merge_modules,
+            ),
+            options,
+        )
     except ConfigError as exc:
         raise SystemExit(f"regionkit infra: {exc}") from None
     app.synth()

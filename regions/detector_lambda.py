@@ -37,7 +37,11 @@ def build_detector() -> ConflictDetector:
     from residency.settings import load_settings
 
     settings = load_settings(mode=os.environ.get("REGIONKIT_MODE", "aws"))
-    policy = load_policy(os.environ.get("REGIONKIT_POLICY", settings.policy))
+    policy = load_policy(
+        os.environ.get("REGIONKIT_POLICY", settings.policy),
+        max_bytes=settings.policy_max_bytes,
+        merge_modules=settings.merge_modules,
+    )
     return ConflictDetector(policy, ClientPool(settings), table_prefix=settings.table_prefix)
 
 

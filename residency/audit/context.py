@@ -85,6 +85,7 @@ class AuditOptions:
     inventory_sample: int = 20
     progress: ProgressFn | None = field(default=None, compare=False)
     pseudonymizer: Pseudonymizer | None = field(default=None, compare=False, repr=False)
+    merge_modules: tuple[str, ...] = ()  # the operator's allow-listed merge modules
 
 
 class AuditContext:

@@ -34,7 +34,7 @@ import hashlib
 import secrets
 import time
 import traceback
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -236,6 +236,7 @@ def run_audit(
     value_every: int = 20,
     deep: bool = False,
     pseudonymizer: Pseudonymizer | None = None,
+    merge_modules: Sequence[str] = (),
     signer: Signer | None = None,
 ) -> AuditReport:
     """Audit the deployment against ``policy``; return the signed report.
@@ -300,6 +301,7 @@ def run_audit(
         progress=progress,
         value_every=1 if deep else value_every,
         pseudonymizer=pseudonymizer,
+        merge_modules=tuple(merge_modules),
     )
     policy_sha = _policy_sha256(path)
     needs_aws = any(c.meta.permissions for c in selected)

@@ -38,7 +38,7 @@ def valid(ctx: AuditContext) -> Iterator[Finding]:
     path = ctx.options.policy_path
     resource = _resource(ctx)
     try:
-        loaded = load_policy(path)
+        loaded = load_policy(path, merge_modules=ctx.options.merge_modules)
     except PolicyError as exc:
         for i, p in enumerate(exc.problems):
             where = f"line {p.line}" if p.line else "the file"
