@@ -439,3 +439,28 @@ def test_aws_mode_without_region_exits_2_from_the_cli(tmp_path: Path, no_aws_reg
     assert proc.returncode == 2
     assert "REGIONKIT_REGION" in proc.stderr + proc.stdout
     assert "Traceback" not in proc.stderr
+
+
+def test_dotenv_region_beats_the_aws_environment(
+    tmp_path: Path, no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "REGIONKIT_MODE=aws\nREGIONKIT_REGION=sa-east-1\n", encoding="utf-8"
+    )
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    s = load_settings()
+    assert (s.mode, s.region) == ("aws", "sa-east-1")
+    value, source, note = _source(s, "region")
+    assert (value, source) == ("sa-east-1", ".env (.env)")
+    assert note == "env AWS_DEFAULT_REGION says us-west-2, which .env (.env) overrides"
+
+
+def test_option_mode_local_beats_aws_mode_in_the_environment(
+    tmp_path: Path, no_aws_region: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_state(tmp_path / DEFAULT_STATE_FILE, {"eu-west-1": "http://127.0.0.1:5001"})
+    monkeypatch.setenv("REGIONKIT_MODE", "aws")
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    s = load_settings(mode="local")
+    assert (s.mode, s.region) == ("local", None)  # no AWS region in local mode
+    assert s.endpoints == {"eu-west-1": "http://127.0.0.1:5001"}  # the state file again
