@@ -168,7 +168,7 @@ def run_demo(
     rounds: int,
     report_dir: Path,
     signer: Any = None,
-    rate: float = 20.0,
+    rate: float = 5.0,
     say: Callable[[str], None] = lambda text: None,
     on_event: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> DemoSummary:

@@ -25,6 +25,10 @@ from cluster_fixtures import (
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.cluster
+# A bound for a broken run only: the demo takes about a minute on a quiet 2-core
+# machine and over five with a load average of 25 (measured); how long it takes is
+# a figure for the README, not a test assertion.
+DEMO_PATIENCE = 1500.0
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +40,7 @@ def demo_run(
     env["REGIONKIT_STATE_FILE"] = str(work / "no-cluster.json")  # never reuse a running cluster
     tag = new_leak_tag()  # every process the demo starts inherits it
     env[LEAK_TAG_VAR] = tag
+    env.update({"COLUMNS": "80", "NO_COLOR": "1"})  # an 80-column terminal, piped
     proc = subprocess.run(
         [
             sys.executable,
@@ -57,12 +62,13 @@ def demo_run(
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=DEMO_PATIENCE,
         check=False,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     summary = json.loads((work / "regionkit-report" / "demo-summary.json").read_text())
+    (work / "stderr.txt").write_text(proc.stderr, encoding="utf-8")
     return work, summary, proc.stdout, tag
 
 
@@ -84,7 +90,7 @@ def test_demo_figures(demo_run: tuple[Path, dict[str, Any], str, str]) -> None:
     assert s["conflicts"]["total"] > 0
     assert s["audit"]["failing_high_or_worse"] == 0
     assert s["audit"]["by_status"]["ERROR"] == 0
-    assert s["seconds"] < 180
+    assert s["seconds"] > 0
     assert "routing per jurisdiction" in out and "drills against" in out
 
 
@@ -107,6 +113,38 @@ def test_demo_writes_every_report(demo_run: tuple[Path, dict[str, Any], str, str
     assert list((work / ".regionkit" / "drills").glob("*.json"))  # the drill history
     audit = json.loads((reports / "audit.json").read_text())
     assert audit["report_sha256"] == s["audit"]["report_sha256"]
+
+
+REPRS = ("{'", "None", "[]", "[{", "datetime(")
+
+
+def test_demo_output_fits_80_columns_and_logs_stay_out(
+    demo_run: tuple[Path, dict[str, Any], str, str],
+) -> None:
+    work, s, out, _ = demo_run
+    lines = out.splitlines()
+    assert not [ln for ln in lines if len(ln) > 80], [ln for ln in lines if len(ln) > 80]
+    assert "…" not in out and "\x1b[" not in out
+    assert not [r for r in REPRS if r in out]
+    err = (work / "stderr.txt").read_text()
+    assert "circuit opened" not in err and "[warning" not in err  # logs go to the file
+    assert s["log_file"].endswith("regionkit.log") and f"logs: {s['log_file']}" in out
+
+
+def test_demo_reports_have_no_python_reprs(
+    demo_run: tuple[Path, dict[str, Any], str, str],
+) -> None:
+    reports = demo_run[0] / "regionkit-report"
+    pages = [
+        reports / "demo-summary.md",
+        *reports.glob("drill-*.md"),
+        *reports.glob("drill-*.html"),
+    ]
+    for page in pages:
+        text = page.read_text("utf-8")
+        assert not [r for r in REPRS if r in text], page.name
+    md = (reports / "demo-summary.md").read_text("utf-8")
+    assert "n/a, replication-pause does not stop writes" in md
 
 
 def test_demo_leaves_no_process_behind(demo_run: tuple[Path, dict[str, Any], str, str]) -> None:
@@ -185,3 +223,7 @@ def test_html_reports_open_in_headless_chromium(
         assert shot.exists() and shot.stat().st_size > 10_000
         console = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
         assert not console, console
+    from test_drill_reports import check_report_in_browser
+
+    for page in sorted((work / "regionkit-report").glob("drill-*.html")):
+        check_report_in_browser(page, work, shots)  # 1280 and 800 px, nothing overflows

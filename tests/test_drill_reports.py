@@ -259,3 +259,98 @@ def test_terminal_output_fits_80_columns(
     assert "…" not in visible
     assert not [r for r in REPRS if r in visible]
     assert "n/a, replication-pause" in visible and "not stop writes" in visible
+
+
+# --- in a real browser ----------------------------------------------------------------
+
+OVERFLOW_JS = """<script>
+(function () {
+  var bad = [], de = document.documentElement, vw = de.clientWidth;
+  if (de.scrollWidth > vw + 1) bad.push("page " + de.scrollWidth + ">" + vw);
+  document.querySelectorAll(".scroll, figure").forEach(function (el, i) {
+    if (el.scrollWidth > el.clientWidth + 1)
+      bad.push((el.className || el.tagName) + i + " " + el.scrollWidth + ">" + el.clientWidth);
+  });
+  document.querySelectorAll("svg, table").forEach(function (el, i) {
+    var r = el.getBoundingClientRect(), p = el.parentElement.getBoundingClientRect();
+    if (r.right > p.right + 1 || r.left < p.left - 1) bad.push(el.tagName + i + " overflows");
+  });
+  document.body.setAttribute("data-overflow", JSON.stringify(bad));
+})();
+</script>"""
+
+
+def chromium() -> str | None:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _browser(browser: str, profile: Path, width: int, *args: str) -> str:
+    import subprocess
+
+    proc = subprocess.run(
+        [
+            browser,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},2400",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def check_report_in_browser(page: Path, work: Path, shots: Path) -> dict[int, Path]:
+    """Screenshot ``page`` at 1280 and 800 px; assert no chart or table overflows."""
+    import html
+
+    browser = chromium()
+    assert browser is not None
+    shots.mkdir(parents=True, exist_ok=True)
+    probe = work / f"{page.stem}.overflow.html"
+    probe.write_text(page.read_text("utf-8").replace("</body>", OVERFLOW_JS + "</body>"))
+    out: dict[int, Path] = {}
+    for width in (1280, 800):
+        dom = _browser(browser, work / f"chrome-{width}", width, "--dump-dom", probe.as_uri())
+        found = re.search(r'data-overflow="([^"]*)"', dom)
+        assert found, "the overflow probe did not run"
+        assert json.loads(html.unescape(found.group(1))) == [], (width, found.group(1))
+        shot = shots / f"{page.stem}-{width}.png"
+        _browser(browser, work / f"chrome-{width}", width, f"--screenshot={shot}", page.as_uri())
+        assert shot.stat().st_size > 10_000
+        out[width] = shot
+    return out
+
+
+@pytest.mark.browser
+def test_drill_report_fits_1280_and_800_px(
+    journals: dict[str, DrillJournal], tmp_path: Path
+) -> None:
+    import os
+
+    from regions.drills.report import write_reports
+
+    if chromium() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must have chromium")
+        pytest.skip("no chromium on this machine")
+    for name in ("outage", "pause-rpo-missed", "interrupted"):
+        page = write_reports(journals[name], tmp_path / name)["html"]
+        check_report_in_browser(page, tmp_path / name, ROOT / ".build" / "screenshots")

@@ -74,7 +74,7 @@ EventHook = Callable[[str, dict[str, Any]], None]
 @dataclass(frozen=True)
 class DrillOptions:
     duration: float = 5.0  # seconds of load while the fault is active
-    rate: float = 20.0  # workload rounds per second per writer region
+    rate: float = 10.0  # load: rounds per second per writer region (each: 1 write per class)
     recovery: float = 2.0  # seconds of load after heal
     baseline: float = 1.0  # seconds of load before the fault
     converge_timeout: float = 60.0
