@@ -202,9 +202,109 @@ def test_the_graph_was_read() -> None:
 
 
 def test_residency_imports_nothing_from_regions_infra_or_cli() -> None:
-    assert (
-        _violations(("residency",), ("regions", "infra", "cli"), unless=("residency.audit",)) == []
-    )
+    """No exemption: the audit (in residency/) reads the conflict log and takes its clients
+    through the base layer's own records and protocols. The one allowed name is the merge
+    allow-list's lazy load of regions.merges (residency.policy.resolve_merge)."""
+    found = _violations(("residency",), ("regions", "infra", "cli"))
+    assert [v for v in found if "imports regions.merges" not in v] == []
+
+
+def _module_graph() -> dict[str, set[str]]:
+    modules = {_module_name(p) for p in _sources()}
+
+    def resolve(target: str) -> str | None:
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for imp in GRAPH:
+        target = resolve(imp.target)
+        # a submodule "imports" its own package's __init__ implicitly: not an edge
+        if target and target != imp.importer and not imp.importer.startswith(target + "."):
+            graph[imp.importer].add(target)
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on.add(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in on:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                comp = []
+                while True:
+                    top = stack.pop()
+                    on.discard(top)
+                    comp.append(top)
+                    if top == node:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_there_is_no_import_cycle() -> None:
+    """TYPE_CHECKING and lazy imports count: a cycle hidden in them is still a cycle."""
+    assert _cycles(_module_graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# The audit's terminal renderer builds rich renderables (it returns text, never prints);
+# moving it beside the CLI is open work of the house issue.
+RICH_RENDERERS = ("residency.audit.render.terminal",)
+
+
+def test_nothing_outside_the_cli_prints_or_imports_rich() -> None:
+    offenders = [
+        f"{imp.path}:{imp.line}: imports {imp.target}"
+        for imp in GRAPH
+        if imp.importer != "cli"
+        and imp.importer not in RICH_RENDERERS
+        and _under(imp.target, "rich", "typer")
+    ]
+    for path in _sources():
+        if path.name == "cli.py":
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        offenders += [
+            f"{path}:{node.lineno}: print()"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "print"
+        ]
+    assert offenders == []
 
 
 def test_regions_never_imports_cli_infra_the_audit_or_the_cdk() -> None:

@@ -11,11 +11,11 @@ reports ERROR for it at once instead of waiting for more timeouts.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from residency.audit.clients import AuditClients, error_reason, is_unreachable
 from residency.audit.safety import item_pseudonym
@@ -24,12 +24,6 @@ from residency.pii_detect import PiiDetector
 from residency.policy import Policy
 from residency.pseudonym import Pseudonymizer, default_pseudonymizer
 from residency.tables import TablePlan, plan_tables
-
-if TYPE_CHECKING:
-    from residency.audit.datascan import DataScan
-    from residency.audit.inventory import Inventory
-    from residency.audit.records import ConflictHistory, DrillHistory
-    from residency.audit.registry import Check
 
 __all__ = ["AuditContext", "AuditOptions", "ProgressEvent", "ProgressFn"]
 
@@ -94,7 +88,7 @@ class AuditContext:
         policy: Policy,
         clients: AuditClients,
         options: AuditOptions,
-        checks: list[Check],
+        checks: Sequence[Any],  # registry.Check (not imported: the registry imports this)
         *,
         resolve_account: bool = True,
     ) -> None:
@@ -194,22 +188,6 @@ class AuditContext:
         with self._lock:
             return self._memo.get(name)
 
-    def inventory(self) -> Inventory:
-        from residency.audit.inventory import collect_inventory
-
-        return self.once("inventory", lambda: collect_inventory(self))
-
-    def data(self) -> DataScan:
-        from residency.audit.datascan import run_data_scan
-
-        return self.once("data", lambda: run_data_scan(self))
-
-    def conflict_history(self) -> ConflictHistory:
-        from residency.audit.records import read_conflicts
-
-        return self.once("conflicts", lambda: read_conflicts(self))
-
-    def drill_history(self) -> DrillHistory:
-        from residency.audit.records import read_drills
-
-        return self.once("drills", lambda: read_drills(self))
+    # The collectors (inventory, data scan, conflict and drill history) memoise their
+    # results through once(); each lives in its own module with an accessor
+    # (inventory_of, data_of, conflicts_of, drills_of), so this module imports none of them.

@@ -60,6 +60,7 @@ from typing import Any
 
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, ProgressEvent
+from residency.audit.inventory import inventory_of
 from residency.audit.safety import USER_ID
 from residency.audit.severity import Harm, severity_of
 from residency.logs import get_logger
@@ -355,7 +356,7 @@ class _Scanner:
         if existing is not None:
             existing.roles = existing.roles | roles
             return existing
-        inv = self.ctx.inventory()
+        inv = inventory_of(self.ctx)
         state = inv.table(region, plan.table)
         desc = state.description if state else None
         ts = TableScan(
@@ -471,7 +472,7 @@ class _Scanner:
             prefix = "/".join(
                 (self.opts.export_prefix.strip("/"), self.opts.run_id, unit.region, unit.plan.table)
             )
-            state = self.ctx.inventory().table(unit.region, unit.plan.table)
+            state = inventory_of(self.ctx).table(unit.region, unit.plan.table)
             table_arn = state.arn if state else self.ctx.arn(unit.region, unit.plan.table)
             arn = start_export(
                 ddb,
@@ -811,7 +812,7 @@ class _Scanner:
         globals_ = [p for p in self.ctx.plans if p.kind == "global"]
         system = [p for p in self.ctx.plans if p.kind == "system"]
         directory = next((p for p in globals_ if p.is_directory), None)
-        inventory = self.ctx.inventory()
+        inventory = inventory_of(self.ctx)
         copies = inventory.copies()
 
         def exists(region: str, table: str) -> bool:
@@ -1121,3 +1122,8 @@ def run_data_scan(ctx: AuditContext) -> DataScan:
 
 def table_counts(scan: DataScan) -> Counter[tuple[str, str]]:
     return Counter({k: t.items for k, t in scan.tables.items()})
+
+
+def data_of(ctx: AuditContext) -> DataScan:
+    """The audit's data (collected once per run, shared by every check)."""
+    return ctx.once("data", lambda: run_data_scan(ctx))

@@ -23,6 +23,7 @@ from datetime import UTC
 
 from residency.audit.context import AuditContext
 from residency.audit.model import DataFound, DrillEvidence, JurisdictionEvidence, iso
+from residency.audit.records import drills_of
 
 __all__ = ["transfer_evidence"]
 
@@ -39,7 +40,7 @@ def transfer_evidence(ctx: AuditContext) -> list[JurisdictionEvidence]:
         per_region[ts.region].append(ts.complete)
     unknown_regions = {r for r, flags in per_region.items() if not all(flags)}
     unknown_regions |= {r for r in ctx.all_regions if ctx.down(r)}
-    drills = ctx.drill_history() if ctx.options.drill_history else None
+    drills = drills_of(ctx) if ctx.options.drill_history else None
     out: list[JurisdictionEvidence] = []
     for jid, j in sorted(ctx.policy.jurisdictions.items()):
         found: list[DataFound] = []

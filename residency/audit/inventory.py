@@ -382,3 +382,8 @@ def collect_inventory(ctx: AuditContext) -> Inventory:
             out[region] = future.result()
             ctx.progress(ProgressEvent("inventory", region, advance=1, done=True))
     return Inventory(out)
+
+
+def inventory_of(ctx: AuditContext) -> Inventory:
+    """The audit's inventory (collected once per run, shared by every check)."""
+    return ctx.once("inventory", lambda: collect_inventory(ctx))

@@ -1,6 +1,6 @@
 """The operations collectors: the conflict log of each region, and the drill history.
 
-* **Conflict log**: each region's conflict-log table (:class:`regions.conflicts.ConflictLog`
+* **Conflict log**: each region's conflict-log table (the conflict-log table
   names it), scanned page by page in parallel, each item parsed on its own as a
   :class:`~residency.records.ConflictRecord`. A region that cannot be read is kept
   as an error, never as "no conflicts"; a record that does not parse is kept as a
@@ -23,8 +23,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from regions.codec import from_ddb
-from regions.conflicts import ConflictLog
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext
 from residency.records import ConflictRecord, DrillSummary
@@ -63,22 +61,16 @@ class DrillHistory:
     targets: dict[str, str] = field(default_factory=dict)  # file -> target as written
 
 
-class _TablesOnly:
-    """The ClientProvider ConflictLog wants; reading the log needs no stream client."""
+def _from_ddb(raw: dict[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
 
-    def __init__(self, ctx: AuditContext) -> None:
-        self._clients = ctx.clients
-
-    def dynamodb(self, region: str) -> Any:
-        return self._clients.dynamodb(region)
-
-    def streams(self, region: str) -> Any:
-        raise NotImplementedError("the audit reads no streams")
+    de = TypeDeserializer()
+    return {k: de.deserialize(v) for k, v in raw.items()}
 
 
 def read_conflicts(ctx: AuditContext) -> ConflictHistory:
-    log = ConflictLog(ctx.policy, _TablesOnly(ctx), table_prefix=ctx.options.table_prefix)
-    out = ConflictHistory(table=log.table)
+    table = ctx.options.table_prefix + ctx.policy.system.conflict_log_table
+    out = ConflictHistory(table=table)
 
     def read(region: str) -> tuple[list[ConflictRecord], list[BadRecord]]:
         down = ctx.down(region)
@@ -87,14 +79,14 @@ def read_conflicts(ctx: AuditContext) -> ConflictHistory:
         client = ctx.clients.dynamodb(region)
         good: list[ConflictRecord] = []
         bad: list[BadRecord] = []
-        kwargs: dict[str, Any] = {"TableName": log.table}
+        kwargs: dict[str, Any] = {"TableName": table}
         while True:
             page = client.scan(**kwargs)
             for raw in page.get("Items", []):
                 try:
-                    good.append(ConflictRecord.from_item(from_ddb(raw) or {}))
+                    good.append(ConflictRecord.from_item(_from_ddb(raw)))
                 except Exception as exc:  # one bad record is reported, the rest still read
-                    bad.append(BadRecord(ctx.item(log.table, raw.get("pk")), _fields(exc)))
+                    bad.append(BadRecord(ctx.item(table, raw.get("pk")), _fields(exc)))
             last = page.get("LastEvaluatedKey")
             if not last:
                 return good, bad
@@ -159,3 +151,13 @@ def read_drills(ctx: AuditContext) -> DrillHistory:
         )
         history.drills.append((name, summary))
     return history
+
+
+def conflicts_of(ctx: AuditContext) -> ConflictHistory:
+    """The audit's conflicts (collected once per run, shared by every check)."""
+    return ctx.once("conflicts", lambda: read_conflicts(ctx))
+
+
+def drills_of(ctx: AuditContext) -> DrillHistory:
+    """The audit's drills (collected once per run, shared by every check)."""
+    return ctx.once("drills", lambda: read_drills(ctx))

@@ -43,6 +43,7 @@ from residency.__about__ import __version__
 from residency.audit.clients import AuditClients, error_reason
 from residency.audit.context import AuditContext, AuditOptions, ProgressEvent, ProgressFn
 from residency.audit.evidence import transfer_evidence
+from residency.audit.inventory import inventory_of
 from residency.audit.model import (
     AuditReport,
     CheckInfo,
@@ -162,7 +163,7 @@ def _run_check(ctx: AuditContext, c: Check) -> list[Finding]:
 def _inventory_entries(ctx: AuditContext) -> list[InventoryEntry]:
     entries: dict[tuple[str, str], dict[str, Any]] = {}
     if ctx.wants(*(c.id for c in ctx.checks if c.meta.family in {"infra", "data"})):
-        inv = ctx.inventory()
+        inv = inventory_of(ctx)
         for region, rinv in inv.regions.items():
             for st in rinv.tables.values():
                 entries[(region, st.table)] = {

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from residency.audit.context import AuditContext
-from residency.audit.datascan import DataScan, Misplaced, TableScan
+from residency.audit.datascan import DataScan, Misplaced, TableScan, data_of
 from residency.audit.model import Finding
 from residency.audit.registry import Check, check
 from residency.audit.severity import Harm, severity_of
@@ -107,7 +107,7 @@ def pinned_placement(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks data.pinned_placement --sample 100000
     """
     me = pinned_placement
-    scan = ctx.data()
+    scan = data_of(ctx)
     yield from _export_errors(me, scan)
     if scan.directory_error:
         yield me.error(
@@ -240,7 +240,7 @@ def profile_duplicates(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks data.profile_duplicates
     """
     me = profile_duplicates
-    scan = ctx.data()
+    scan = data_of(ctx)
     scans = scan.pinned_scans()
     yield from _scan_errors(me, scans)
     if scan.directory_error:
@@ -337,7 +337,7 @@ def directory_consistency(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks data.directory_consistency
     """
     me = directory_consistency
-    scan = ctx.data()
+    scan = data_of(ctx)
     resource = _directory_resource(ctx, scan)
     if scan.directory_error:
         yield me.error(
@@ -406,7 +406,7 @@ def global_pii(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks data.global_pii --deep
     """
     me = global_pii
-    scan = ctx.data()
+    scan = data_of(ctx)
     yield from _export_errors(me, scan)
     scans = scan.global_scans()
     yield from _scan_errors(me, scans)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from residency.audit.context import AuditContext
-from residency.audit.inventory import TableState
+from residency.audit.inventory import TableState, inventory_of
 from residency.audit.model import Finding
 from residency.audit.registry import Check, check
 from residency.audit.severity import Harm, severity_of
@@ -26,7 +26,7 @@ def _tables(
     ctx: AuditContext, me: Check, judge: Callable[[TableState], Iterator[Finding]]
 ) -> Iterator[Finding]:
     """Run ``judge`` on every existing table; ERROR for what could not be read."""
-    for region, inv in ctx.inventory().regions.items():
+    for region, inv in inventory_of(ctx).regions.items():
         if not inv.listed:
             if inv.in_policy:
                 for st in inv.tables.values():
@@ -86,7 +86,7 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks infra.table_placement --extra-regions ap-south-1,us-west-2
     """
     me = table_placement
-    for region, inv in ctx.inventory().regions.items():
+    for region, inv in inventory_of(ctx).regions.items():
         if not inv.listed:
             for st in inv.tables.values():
                 if st.expected or not inv.in_policy:

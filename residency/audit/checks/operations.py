@@ -9,7 +9,7 @@ from datetime import UTC
 
 from residency.audit.context import AuditContext
 from residency.audit.model import Finding
-from residency.audit.records import ConflictHistory
+from residency.audit.records import ConflictHistory, conflicts_of, drills_of
 from residency.audit.registry import Check, check
 
 _HLC = re.compile(r"^[0-9a-f]{8,16}\.[0-9a-f]{1,8}(?:\.[a-z0-9-]{1,40}){0,2}$")
@@ -38,7 +38,7 @@ def conflicts(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks operations.conflicts --window-days 30
     """
     me = conflicts
-    history = ctx.conflict_history()
+    history = conflicts_of(ctx)
     yield from _bad_records(ctx, me, history)
     now = ctx.options.now.astimezone(UTC)
     since = now - ctx.options.conflict_window
@@ -102,7 +102,7 @@ def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks operations.unrepaired_inversions
     """
     me = unrepaired_inversions
-    history = ctx.conflict_history()
+    history = conflicts_of(ctx)
     yield from _bad_records(ctx, me, history)
     for region in ctx.options.regions:
         resource = ctx.arn(region, history.table)
@@ -159,7 +159,7 @@ def drill_recency(ctx: AuditContext) -> Iterator[Finding]:
         regionkit audit run --checks operations.drill_recency --drill-history .regionkit/drills
     """
     me = drill_recency
-    history = ctx.drill_history()
+    history = drills_of(ctx)
     max_age = ctx.policy.targets.drills.max_age_days
     now = ctx.options.now.astimezone(UTC)
     for name, reason in history.errors:
