@@ -1,12 +1,22 @@
-"""The conflict machinery's cost: detector throughput and the stamping overhead per write.
+"""The conflict machinery: the detector's precision and recall on ground truth beside its
+throughput, the stamping overhead per write, and the strict validator's cost.
+
+(0) Precision, lost-write recall, per-pair recall and duplicates of the detector on the
+    ground-truth workload of tests/test_conflicts_truth.py (7 classes x 24 keys,
+    writes through RegionRouter on the simulation, truth from raw reads).
 
 (1) ``ConflictDetector.process`` throughput in stream records/s, fed synthetic
     MODIFY records (NEW_AND_OLD_IMAGES, DynamoDB JSON, as a stream delivers them)
     of a global data class. Conflict-log writes and inversion repairs go to an
     in-process moto table (``mock_aws``). Three feeds, each its own detector:
 
-    * no conflicts: every record a causal successor (based on the version it
-      replaced, or with it in its version vector), the fast path;
+    * no conflicts, lineage known: pairs of records, a write landing in one region
+      (its parent learned from the OldImage) and the same write replicated into
+      another region over that parent (the path every record takes in the local
+      cluster, where one detector reads every region's stream);
+    * no conflicts, lineage unknown: every record a causal successor by the writer's
+      claims (based on the version it replaced, or with it in its version vector):
+      the fallback a per-region detector takes;
     * a realistic mix: 97 % causal successors, 2 % concurrent writes, 1 % clock
       inversions (each conflict written to the log; inversions repaired);
     * conflicts only: what one logged conflict costs.
@@ -24,6 +34,10 @@
     On moto, calls are interleaved call by call (the order rotating) and each is
     timed on its own, so background load hits every variant alike; figures are
     medians.
+
+(3) The strict request validator (regions.local.strict): routed puts on in-process
+    moto with the validator installed and without it, interleaved call by call in
+    the same run; its cost relative to the routed put (goal: at most 5 %).
 
     python benchmarks/bench_conflicts.py [--quick]
 """
@@ -74,13 +88,13 @@ def _record(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 def _successor(i: int) -> dict[str, Any]:
     """A causal successor: based on what it replaced (or, every third, through its vector)."""
     ms = T0 + i * 3
-    ov, nv = _v(ms, OTHER), _v(ms + 1, REGION)
-    old = {"pk": f"post-{i % 5000}", "body": "a" * 120, "rk_v": ov, "rk_vv": {OTHER: ov}}
+    ov, nv = _v(ms, REGION), _v(ms + 1, OTHER)  # replicated from OTHER into REGION
+    old = {"pk": f"post-{i % 5000}", "body": "a" * 120, "rk_v": ov, "rk_vv": {REGION: ov}}
     new = {
         "pk": old["pk"],
         "body": "b" * 120,
         "rk_v": nv,
-        "rk_vv": {OTHER: ov, REGION: nv},
+        "rk_vv": {REGION: ov, OTHER: nv},
     }
     if i % 3:
         new["rk_base"] = ov
@@ -90,16 +104,33 @@ def _successor(i: int) -> dict[str, Any]:
 def _concurrent(i: int) -> dict[str, Any]:
     ms = T0 + i * 3
     base = _v(ms, REGION)
-    old = {"pk": f"c-{i}", "body": "ours", "rk_v": _v(ms + 1, OTHER), "rk_base": base}
-    new = {"pk": f"c-{i}", "body": "theirs", "rk_v": _v(ms + 2, REGION), "rk_base": base}
+    old = {"pk": f"c-{i}", "body": "ours", "rk_v": _v(ms + 1, REGION), "rk_base": base}
+    new = {"pk": f"c-{i}", "body": "theirs", "rk_v": _v(ms + 2, OTHER), "rk_base": base}
     return _record(old, new)
 
 
 def _inversion(i: int) -> dict[str, Any]:
     ms = T0 + i * 3
-    old = {"pk": f"i-{i}", "body": "newer", "rk_v": _v(ms + 2, OTHER)}
-    new = {"pk": f"i-{i}", "body": "older", "rk_v": _v(ms + 1, REGION)}
+    old = {"pk": f"i-{i}", "body": "newer", "rk_v": _v(ms + 2, REGION), "rk_base": _v(ms, REGION)}
+    new = {"pk": f"i-{i}", "body": "older", "rk_v": _v(ms + 1, OTHER), "rk_base": _v(ms, REGION)}
     return _record(old, new)
+
+
+def _landing_pairs(n: int) -> list[tuple[str, dict[str, Any]]]:
+    """n records: a write landing in OTHER, then the same write replicated into REGION."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    prev: dict[str, str] = {}
+    for i in range(n // 2):
+        key = f"post-{i % 5000}"
+        ms = T0 + i * 3
+        ov = prev.get(key) or _v(ms, REGION)
+        nv = _v(ms + 1, OTHER)
+        prev[key] = nv
+        old = {"pk": key, "body": "a" * 120, "rk_v": ov, "rk_at": REGION}
+        new = {"pk": key, "body": "b" * 120, "rk_v": nv, "rk_at": OTHER, "rk_tok": "t"}
+        out.append((OTHER, _record(old, new)))
+        out.append((REGION, _record(old, new)))
+    return out
 
 
 def _mix(n: int, conflict_every: int = 0) -> list[dict[str, Any]]:
@@ -149,31 +180,55 @@ def _settings() -> Settings:
 
 def bench_detector(policy: Policy, clients: _Clients, n: int) -> dict[str, dict[str, float]]:
     table = policy.data_classes["content"].table
-    feeds = {
-        "no conflicts (fast path)": _mix(n),
-        "mix: 3 % conflicts": _mix(n, conflict_every=33),
-        "conflicts only": _mix(max(300, n // 20), conflict_every=1),
+    feeds: dict[str, list[tuple[str, dict[str, Any]]]] = {
+        "no conflicts, lineage known": _landing_pairs(n),
+        "no conflicts, claims only": [(REGION, r) for r in _mix(n)],
+        "mix: 3 % conflicts": [(REGION, r) for r in _mix(n, conflict_every=33)],
+        "conflicts only": [(REGION, r) for r in _mix(max(300, n // 20), conflict_every=1)],
     }
     out: dict[str, dict[str, float]] = {}
-    for name, records in feeds.items():
-        runs = []
+    for name, feed in feeds.items():
+        runs: list[float] = []
+        cpu: list[float] = []
         found = 0
-        for _ in range(3):
-            detector = ConflictDetector(policy, clients)  # fresh: its dedup set starts empty
+        records = feed
+        for run in range(3):
+            # fresh each run: its lineage starts empty, and the log holds other IDs
+            detector = ConflictDetector(policy, clients)
+            if run:
+                suffix = f"-{run}"
+                records = [
+                    (
+                        region,
+                        {
+                            **rec,
+                            "dynamodb": {
+                                **rec["dynamodb"],
+                                "NewImage": {
+                                    **rec["dynamodb"]["NewImage"],
+                                    "pk": {"S": rec["dynamodb"]["NewImage"]["pk"]["S"] + suffix},
+                                },
+                            },
+                        },
+                    )
+                    for region, rec in feed
+                ]
             gc.collect()
-            t0 = time.perf_counter()
-            for rec in records:
-                if detector.process(REGION, table, rec) is not None:
+            t0, c0 = time.perf_counter(), time.process_time()
+            for region, rec in records:
+                if detector.process(region, table, rec) is not None:
                     found += 1
             runs.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             if detector.errors:
                 raise RuntimeError(detector.errors[0])
         best = statistics.median(runs)
         out[name] = {
-            "records": len(records),
+            "records": len(feed),
             "conflicts": found / 3,
-            "per_s": len(records) / best,
-            "us_per_record": best / len(records) * 1e6,
+            "per_s": len(feed) / best,
+            "per_cpu_s": len(feed) / statistics.median(cpu),
+            "us_per_record": best / len(feed) * 1e6,
         }
     return out
 
@@ -295,6 +350,68 @@ def bench_stamped_io(policy: Policy, clients: _Clients, rounds: int, calls: int)
     }
 
 
+# --- (0) ground truth ----------------------------------------------------------------------
+
+
+def bench_truth(minimal: Policy) -> list[Any]:
+    from tests.test_conflicts_truth import run_workloads
+
+    return run_workloads(minimal)
+
+
+# --- (3) the strict validator ------------------------------------------------------------------
+
+
+def bench_validator(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
+    from regions.local import strict
+
+    plain, checked = _Clients(), _Clients()
+    strict.install(checked.dynamodb(REGION))
+    routers = {
+        "router.put, validator off": RegionRouter(policy, clients=plain, settings=_settings()),
+        "router.put, validator on": RegionRouter(policy, clients=checked, settings=_settings()),
+    }
+    counter = iter(range(10**9))
+    body = "x" * 200
+    variants = {
+        name: (lambda r=r: r.put("content", {"pk": f"v{next(counter)}", "body": body}))
+        for name, r in routers.items()
+    }
+    for fn in variants.values():
+        for _ in range(max(20, calls // 5)):
+            fn()
+    per_call: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(rounds):
+        gc.collect()
+        for i in range(calls):
+            shift = (r + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                t0 = time.perf_counter_ns()
+                variants[name]()
+                per_call[name].append((time.perf_counter_ns() - t0) / 1000)
+    med = {k: statistics.median(v) for k, v in per_call.items()}
+    # the validator's own CPU per request, on the exact parameters a routed put sends
+    params = {
+        "TableName": "content",
+        "Item": to_ddb({"pk": "p", "body": body, "rk_v": _v(T0, REGION), "rk_tok": "t"}),
+        "ConditionExpression": "(attribute_not_exists(#v) OR #v < :v OR #t = :t) AND "
+        "(attribute_not_exists(#d) OR #d = :deleted)",
+        "ExpressionAttributeNames": {"#v": "rk_v", "#d": "rk_del", "#t": "rk_tok"},
+        "ExpressionAttributeValues": {
+            ":v": {"S": _v(T0, REGION)},
+            ":t": {"S": "t"},
+            ":deleted": {"S": "deleted"},
+        },
+    }
+    own_ns = _per_call_ns(lambda i: strict.validate("PutItem", params), 20_000)
+    return {
+        "median_us": med,
+        "overhead": med["router.put, validator on"] / med["router.put, validator off"] - 1,
+        "validate_us": own_ns / 1000,
+    }
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -314,20 +431,28 @@ def main() -> int:
     from moto import mock_aws
 
     print(f"python {sys.version.split()[0]}, policy {policy.name!r}, detector region {REGION}")
+    print("\n(0) the detector on ground truth (tests/test_conflicts_truth.py, minimal policy)")
+    for score in bench_truth(load_policy(ROOT / "policies" / "minimal.yaml")):
+        print("    " + score.row())
     with mock_aws():
         clients = _Clients()
         _create(clients.dynamodb(REGION), policy.system.conflict_log_table)
         _create(clients.dynamodb(REGION), policy.data_classes["content"].table)
 
         print(f"\n(1) ConflictDetector.process, content (LWW), {args.records:,} records per feed")
-        print(f"    {'feed':28} {'records/s':>12} {'us/record':>10} {'conflicts':>10}")
+        print(
+            f"    {'feed':30} {'records/s':>12} {'per CPU-s':>12} {'us/record':>10} "
+            f"{'conflicts':>10}"
+        )
         for name, fig in bench_detector(policy, clients, args.records).items():
             print(
-                f"    {name:28} {fig['per_s']:12,.0f} {fig['us_per_record']:10.1f} "
+                f"    {name:30} {fig['per_s']:12,.0f} {fig['per_cpu_s']:12,.0f} "
+                f"{fig['us_per_record']:10.1f} "
                 f"{fig['conflicts']:10.0f} of {fig['records']:,.0f}"
             )
         print("    (a conflict costs one conditional put to the conflict log; an inversion one")
-        print("     more, the repair; everything else is CPU in this process)")
+        print("     more, the repair; everything else is CPU in this process. 'per CPU-s' counts")
+        print("     this process's CPU time only, so other load on a shared machine is left out)")
 
         print(f"\n(2) stamping overhead per write ({args.calls:,} calls per variant, median of 7)")
         st = bench_stamping(policy, args.calls)
@@ -355,6 +480,18 @@ def main() -> int:
             f"    => stamped conditional put / unstamped routed put: "
             f"{io['stamped_vs_unstamped']:.3f} (moto parses and evaluates the condition "
             "expression in Python: most of the difference)"
+        )
+
+        print(
+            f"\n(3) the strict validator ({args.rounds} rounds x {args.io_calls} routed puts per "
+            "variant on in-process moto, interleaved; medians)"
+        )
+        val = bench_validator(policy, args.rounds, args.io_calls)
+        for name, us in val["median_us"].items():
+            print(f"    {name:36} {us:9,.1f} us")
+        print(
+            f"    => validator cost: {val['overhead']:+.1%} of routed put time "
+            f"(goal <= 5 %); validate() alone {val['validate_us']:.1f} us per request"
         )
     return 0
 
