@@ -421,13 +421,11 @@ def validate(operation: str, params: dict[str, Any], schemas: _Schemas | None = 
 def _error(operation: str, exc: _Invalid) -> Exception:
     from botocore.exceptions import ClientError
 
-    return ClientError(
-        {
-            "Error": {"Code": "ValidationException", "Message": f"[strict] {exc}"},
-            "ResponseMetadata": {"HTTPStatusCode": 400},
-        },
-        operation,
-    )
+    response: Any = {
+        "Error": {"Code": "ValidationException", "Message": f"[strict] {exc}"},
+        "ResponseMetadata": {"HTTPStatusCode": 400},
+    }
+    return ClientError(response, operation)
 
 
 def install(client: Any) -> Any:
