@@ -380,12 +380,12 @@ class DrillRunner:
             links = []
         backlog: dict[str, float] = {}
         need_backlog = self.observes and self.t_heal > 0 and self.t_drained is None
-        if any(p for *_, p in links) or need_backlog:
-            for region in self.policy.regions:
-                try:
-                    backlog[region] = max(self.b.unreplicated_ages(region), default=0.0)
-                except Exception:
-                    backlog[region] = 0.0
+        # only sources with changes waiting: asking a region costs a stream poll
+        for region in sorted({src for src, _, _, pending in links if pending}):
+            try:
+                backlog[region] = max(self.b.unreplicated_ages(region), default=0.0)
+            except Exception:
+                backlog[region] = 0.0
         samples = []
         for src, dst, last_ms, pending in links:
             ms = last_ms or 0.0
@@ -742,7 +742,11 @@ class DrillRunner:
         t0 = self.b.now()
         if self.opt.lag is not None:
             self.b.set_lag(0.0)
-        quiet = self.b.wait_converged(self.opt.converge_timeout)
+        deadline = t0 + self.opt.converge_timeout
+        quiet = False
+        while not quiet and self.b.now() < deadline:  # sampled, so the charts see it drain
+            quiet = self.b.wait_converged(min(1.0, max(0.0, deadline - self.b.now())))
+            self._sample()
         t_quiet = self.b.now()
         if self.t_drained is None and quiet:
             self.t_drained = t_quiet
