@@ -45,6 +45,7 @@ created elsewhere, from one ``DescribeTable`` per endpoint and table.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Iterator
@@ -173,26 +174,39 @@ def _check_expressions(req: dict[str, Any]) -> None:
     if exprs and any(req.get(k) for k in _LEGACY):
         legacy = [k for k in _LEGACY if req.get(k)]
         raise _Invalid("legacy-mix", f"cannot use both expression and non-expression {legacy}")
-    text = " ".join(exprs)
-    used_names = set(_NAME.findall(text))
-    used_values = set(_VALUE.findall(text))
+    used_names: set[str] = set()
+    used_values: set[str] = set()
+    for expr in exprs:
+        n, v, bad = _parse(expr)
+        used_names |= n
+        used_values |= v
+        if bad:
+            raise _Invalid("reserved", f"attribute name is a reserved keyword: {bad}")
     unused = sorted(set(names or {}) - used_names) + sorted(set(values or {}) - used_values)
     if unused:
         raise _Invalid("unused", f"provided but unused in expressions: keys {unused}")
     undefined = sorted(used_names - set(names or {})) + sorted(used_values - set(values or {}))
     if undefined:
         raise _Invalid("undefined", f"used in an expression but not defined: {undefined}")
-    reserved = _reserved_words()
-    for expr in exprs:
-        stripped = _VALUE.sub(" ", _NAME.sub(" ", expr))
-        for m in _WORD.finditer(stripped):
-            word, call = m.group(1), m.group(2)
-            if call or word.lower() in _GRAMMAR:
-                continue
-            if word.lower() in reserved:
-                raise _Invalid("reserved", f"attribute name is a reserved keyword: {word}")
     for value in (values or {}).values():
         _check_value(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse(expr: str) -> tuple[frozenset[str], frozenset[str], str | None]:
+    """An expression's ``#names``, ``:values`` and its first unescaped reserved word
+    (cached: a service sends the same few expressions over and over)."""
+    reserved = _reserved_words()
+    bad = None
+    stripped = _VALUE.sub(" ", _NAME.sub(" ", expr))
+    for m in _WORD.finditer(stripped):
+        word, call = m.group(1), m.group(2)
+        if call or word.lower() in _GRAMMAR:
+            continue
+        if word.lower() in reserved:
+            bad = word
+            break
+    return frozenset(_NAME.findall(expr)), frozenset(_VALUE.findall(expr)), bad
 
 
 def _check_value(v: Any, depth: int = 0) -> None:
