@@ -26,7 +26,9 @@ Pure Python (no ``aws_cdk``). Two products, both plain IAM JSON:
                        destination bucket or its region
   ``BackupCopyOut``    ``backup:CopyFromBackupVault`` (``StartCopyJob``) of a recovery
                        point in the jurisdiction's regions into a vault outside them
-                       (``backup:CopyTargets``)
+                       (``backup:CopyTargets``). AWS Backup restores a recovery point
+                       only in the region it is in, so this also closes the
+                       ``dynamodb:RestoreTableFromAwsBackup`` path across the border
   ===================  ===========================================================
 
 Every action and condition key was checked against the Service Authorization
