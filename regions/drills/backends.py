@@ -33,14 +33,16 @@ __all__ = [
     "replication_groups",
 ]
 
-# (src, dst, last applied lag in ms or None, changes pending); one per region pair
-LinkState = tuple[str, str, float | None, int]
+# (src, dst, last applied lag in ms or None, changes pending, changes applied so far);
+# one per region pair
+LinkState = tuple[str, str, float | None, int, int]
 
 
 def _link_states(rows: Iterable[Any]) -> list[LinkState]:
     """Per (src, dst) over every table: the largest last lag and the pending total."""
     lag: dict[tuple[str, str], float | None] = {}
     pending: dict[tuple[str, str], int] = {}
+    applied: dict[tuple[str, str], int] = {}
     for m in rows:
         get = m.get if isinstance(m, dict) else lambda k, m=m: getattr(m, k, None)
         pair = (str(get("src")), str(get("dst")))
@@ -51,7 +53,8 @@ def _link_states(rows: Iterable[Any]) -> list[LinkState]:
         else:
             lag.setdefault(pair, cur)
         pending[pair] = pending.get(pair, 0) + int(get("pending") or 0)
-    return [(a, b, lag[(a, b)], pending[(a, b)]) for a, b in sorted(lag)]
+        applied[pair] = applied.get(pair, 0) + int(get("applied") or 0)
+    return [(a, b, lag[(a, b)], pending[(a, b)], applied[(a, b)]) for a, b in sorted(lag)]
 
 
 def faults_in_status(status: dict[str, Any]) -> list[str]:

@@ -132,12 +132,18 @@ def charts(j: DrillJournal) -> list[str]:
             unit="ms",
             **common,
         ),
-        line_chart("Replication lag per link", s.replication_lag_ms, unit="ms", **common),
+        line_chart(
+            "Replication lag per link",
+            s.replication_lag_ms,
+            unit="ms",
+            connect_gaps=True,
+            **common,
+        ),
     ]
-    oldest = [
-        max((v[i] or 0.0 for v in s.replication_lag_ms.values()), default=0.0) / 1000
-        for i in range(s.buckets)
-    ]
+    oldest: list[float | None] = []
+    for i in range(s.buckets):
+        sampled = [x for v in s.replication_lag_ms.values() if (x := v[i]) is not None]
+        oldest.append(max(sampled) / 1000 if sampled else None)
     markers = []
     conv = j.figures.convergence_seconds
     if window:
@@ -150,6 +156,7 @@ def charts(j: DrillJournal) -> list[str]:
             {"oldest unreplicated write": oldest},
             unit="s",
             markers=markers,
+            connect_gaps=True,
             **common,
         )
     )

@@ -249,6 +249,7 @@ class DrillRunner:
         self.load = _Load(self)
         self.observes = bool(getattr(backend, "observes_replication", True))
         self._breakers: dict[tuple[str, str], bool] = {}
+        self._applied: dict[str, int] = {}
         dcs = self.policy.data_classes
         self.global_classes = [
             n
@@ -381,17 +382,23 @@ class DrillRunner:
         backlog: dict[str, float] = {}
         need_backlog = self.observes and self.t_heal > 0 and self.t_drained is None
         # only sources with changes waiting: asking a region costs a stream poll
-        for region in sorted({src for src, _, _, pending in links if pending}):
+        for region in sorted({src for src, _, _, pending, _ in links if pending}):
             try:
                 backlog[region] = max(self.b.unreplicated_ages(region), default=0.0)
             except Exception:
                 backlog[region] = 0.0
         samples = []
-        for src, dst, last_ms, pending in links:
-            ms = last_ms or 0.0
+        for src, dst, last_ms, pending, applied in links:
+            link = f"{src}>{dst}"
+            moved = applied != self._applied.get(link)
+            self._applied[link] = applied
             if pending:  # a blocked link applies nothing: its lag is its oldest change's age
-                ms = max(ms, backlog.get(src, 0.0) * 1000)
-            samples.append((now, f"{src}>{dst}", ms))
+                ms = max(last_ms or 0.0, backlog.get(src, 0.0) * 1000)
+            elif moved and last_ms is not None:
+                ms = last_ms
+            else:  # idle: no data point, like CloudWatch's ReplicationLatency
+                continue
+            samples.append((now, link, ms))
         with self._lock:
             self.lags.extend(samples)
         drained = max(backlog.values(), default=0.0) <= now - self.t_heal

@@ -74,8 +74,13 @@ def line_chart(
     windows: Sequence[tuple[float, float]] = (),
     markers: Sequence[Marker] = (),
     t_end: float | None = None,
+    connect_gaps: bool = False,
 ) -> str:
-    """An SVG line chart: one line per series, points at bucket centres from ``t0``."""
+    """An SVG line chart: one line per series, points at bucket centres from ``t0``.
+
+    A bucket without data (None) breaks the line, unless ``connect_gaps`` (for
+    sampled figures such as lag, where a missing sample is not a zero).
+    """
     n = max((len(v) for v in series.values()), default=0)
     x_hi = t_end if t_end is not None else t0 + n * dt
     x_lo = min([t0] + [a for a, _ in windows])
@@ -142,7 +147,8 @@ def line_chart(
         runs: list[list[str]] = [[]]
         for k, point in enumerate(vs):
             if point is None:
-                runs.append([])
+                if not connect_gaps:
+                    runs.append([])
                 continue
             runs[-1].append(f"{x(t0 + (k + 0.5) * dt):.1f},{y(point):.1f}")
         for pts in runs:
