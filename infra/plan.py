@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypedDict, Literal
+from typing import Any, Literal, TypedDict
 
 from infra import naming
 from residency.errors import ConfigError
