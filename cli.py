@@ -2313,7 +2313,7 @@ def drill_list(
 
     t = Table(title="drill scenarios", title_justify="left")
     for col in ("scenario", "what it does", "parameters"):
-        t.add_column(col)
+        t.add_column(col, overflow="fold")  # a long word breaks, never "…"
     for s in SCENARIOS.values():
         t.add_row(s.name, s.description, ", ".join(s.params.model_fields))
     _console().print(t)
@@ -2432,7 +2432,7 @@ def drill_plan(
     con = _console()
     con.print(f"[bold]drill plan[/]: {_esc(sc.name)} on {_esc(params.region)} (target {target})")
     for i, step in enumerate(steps, 1):
-        con.print(f"  {i}. {_esc(step)}")
+        con.print(f"  {i}. {_esc(step)}", soft_wrap=False)
     if "fis_experiment_template" in out:
         con.print("\n[bold]AWS FIS experiment template[/] (CreateExperimentTemplate request):")
         typer.echo(json.dumps(out["fis_experiment_template"], indent=2))
@@ -2955,28 +2955,17 @@ def drill_history(
     from rich.table import Table
 
     t = Table(title=f"drill history ({_settings().drill_history})", title_justify="left")
-    for col in (
-        "started",
-        "drill",
-        "scenario",
-        "target",
-        "regions",
-        "verdict",
-        "RTO s",
-        "converge s",
-    ):
-        t.add_column(col)
+    for col in ("when (UTC)", "drill", "scenario", "verdict", "RTO s", "conv. s"):
+        t.add_column(col, overflow="fold")
     for j in journals:
         f = j.figures
         t.add_row(
-            j.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+            j.started_at.strftime("%m-%d %H:%M"),
             j.drill_id,
-            j.scenario,
-            j.target,
-            ", ".join(j.regions),
+            f"{_esc(j.scenario)}\n{_esc(', '.join(j.regions))} ({j.target})",
             j.verdict,
-            "-" if f.rto_seconds is None else f"{f.rto_seconds:.3f}",
-            "-" if f.convergence_seconds is None else f"{f.convergence_seconds:.3f}",
+            "n/a" if f.rto_seconds is None else f"{f.rto_seconds:.3f}",
+            "n/a" if f.convergence_seconds is None else f"{f.convergence_seconds:.3f}",
         )
     _console().print(t)
     last: dict[str, str] = {}
@@ -2987,7 +2976,8 @@ def drill_history(
     policy = _policy()
     _console().print(
         "last successful drill per region: "
-        + ", ".join(f"{r}: {last.get(r, 'never')}" for r in policy.regions)
+        + ", ".join(f"{r}: {last.get(r, 'never')}" for r in policy.regions),
+        soft_wrap=False,
     )
 
 

@@ -354,3 +354,27 @@ def test_drill_report_fits_1280_and_800_px(
     for name in ("outage", "pause-rpo-missed", "interrupted"):
         page = write_reports(journals[name], tmp_path / name)["html"]
         check_report_in_browser(page, tmp_path / name, ROOT / ".build" / "screenshots")
+
+
+def test_drill_list_plan_and_history_fit_80_columns(
+    journals: dict[str, DrillJournal],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from regions.drills import save_journal
+
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)
+    for j in journals.values():
+        save_journal(j, tmp_path / ".regionkit" / "drills")
+    policy = ["--policy", str(ROOT / "policies" / "minimal.yaml")]
+    for args in (
+        ["drill", "history"],
+        ["drill", "list"],
+        ["drill", "plan", "region-outage", "--region", "eu-west-1"],
+    ):
+        code, out = _cli([*policy, *args], capsys)
+        assert code == 0, out
+        assert not [ln for ln in out.splitlines() if len(ln) > 80], args
+        assert "…" not in out and "None" not in out, args

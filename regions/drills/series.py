@@ -79,7 +79,8 @@ def build_series(
         else:
             name = "writes_ok" if o.ok else "writes_failed"
             if o.ok:
-                latencies[o.region][i].append(o.latency_ms)
+                for k in keys:
+                    latencies[k][i].append(o.latency_ms)
         for k in keys:
             counts[name][k][i] += 1
             if o.failover and o.ok:
