@@ -41,7 +41,13 @@ from tenacity import (
 
 from regions.health import RegionHealth
 from regions.routing import Op, Route
-from residency.errors import BackendError, RegionUnavailable
+from residency.errors import (
+    BackendError,
+    RegionTimeout,
+    RegionUnavailable,
+    RegionUnreachable,
+    Throttled,
+)
 from residency.logs import get_logger
 
 __all__ = [
@@ -103,6 +109,20 @@ def is_retryable(exc: BaseException) -> bool:
 
 def is_throttle(exc: BaseException) -> bool:
     return classify(exc) == "throttle"
+
+
+def backend_error(op: str, region: str, exc: BaseException, reason: str) -> BackendError:
+    """The typed regionkit error for a failure (raise it ``from exc``)."""
+    from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+
+    cls: type[BackendError] = BackendError
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
+        cls = RegionTimeout
+    elif classify(exc) == "failover":
+        cls = RegionUnreachable
+    elif classify(exc) == "throttle":
+        cls = Throttled
+    return cls(operation=op, region=region, code=error_code(exc), reason=reason)
 
 
 def error_code(exc: BaseException) -> str:
@@ -350,12 +370,7 @@ class Transport:
             raise
         except Exception as exc:
             if is_retryable(exc):
-                raise BackendError(
-                    operation=op,
-                    region=", ".join(tried),
-                    code=error_code(exc),
-                    reason="every region tried failed",
-                ) from exc
+                raise backend_error(op, ", ".join(tried), exc, "every region tried failed") from exc
             raise
         with self._lock:
             self.failovers += 1

@@ -34,7 +34,7 @@ from regions.tombstones import (
     tombstone_body,
     tombstone_kind,
 )
-from regions.transport import Decide, error_code, region_of
+from regions.transport import Decide, backend_error, error_code, region_of
 from regions.versioned import (
     MAX_HOPS,
     VersionedStore,
@@ -253,12 +253,8 @@ class Writer:
             code = error_code(exc)
             region = region_of(exc, s.region or "?")
             if code != _CCF:
-                raise BackendError(
-                    operation="write",
-                    region=region,
-                    code=code,
-                    reason=str(exc.response.get("Error", {}).get("Message", ""))[:200],
-                ) from exc
+                reason = str(exc.response.get("Error", {}).get("Message", ""))[:200]
+                raise backend_error("write", region, exc, reason) from exc
             old = from_ddb(cast(dict[str, Any] | None, exc.response.get("Item")))
         current = keep_reserved(old, key) if data_class in s.pinned or not old else old
         return None, current, region

@@ -20,7 +20,10 @@ There are two branches, and the CLI maps each to an exit code::
         │                           (a pinned item abroad, or a PII attribute in a global class)
         ├── RegionUnavailable       no allowed region is healthy
         ├── StaleWrite              a conditional write lost to a newer version
-        ├── BackendError            DynamoDB (or the local cluster) failed; wraps ClientError
+        ├── BackendError            DynamoDB (or the local cluster) failed; wraps the cause
+        │   ├── RegionTimeout       no answer in time (connect or read timeout)
+        │   ├── RegionUnreachable   refused, reset, or a server fault (5xx)
+        │   └── Throttled           still throttled after the retries in the same region
         └── ClusterError            the embedded local cluster could not start or was lost
 
 Like botocore's exceptions, each class builds its message from a template and
@@ -52,11 +55,14 @@ __all__ = [
     "OperationError",
     "PolicyError",
     "PolicyProblem",
+    "RegionTimeout",
     "RegionUnavailable",
+    "RegionUnreachable",
     "RegionkitError",
     "ResidencyViolation",
     "SettingsError",
     "StaleWrite",
+    "Throttled",
     "UnassignedUser",
     "UnknownCountry",
     "UnknownDataClass",
@@ -210,6 +216,18 @@ class StaleWrite(OperationError):
 
 class BackendError(OperationError):
     fmt = "{operation} in {region} failed: {code}: {reason}"
+
+
+class RegionTimeout(BackendError):
+    """The region did not answer in time; ``__cause__`` is the botocore timeout."""
+
+
+class RegionUnreachable(BackendError):
+    """The region refused, reset the connection, or answered with a server fault."""
+
+
+class Throttled(BackendError):
+    """The region kept throttling after the router's retries in that region."""
 
 
 class ClusterError(OperationError):

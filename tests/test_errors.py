@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import inspect
 import re
 
@@ -34,6 +36,9 @@ OPERATION = {
     "RegionUnavailable",
     "StaleWrite",
     "BackendError",
+    "RegionTimeout",
+    "RegionUnreachable",
+    "Throttled",
     "ClusterError",
 }
 EXCEPTIONS = sorted(n for n in errors.__all__ if n != "PolicyProblem")
@@ -200,3 +205,42 @@ def test_malformed_ids_describe_the_value_never_echo_it() -> None:
     with pytest.raises(errors.MalformedId) as err:
         parse_user_id("alice@example.com")
     assert "alice" not in str(err.value) and "17 characters" in str(err.value)
+
+
+def test_transport_failures_are_typed_with_the_original_as_cause(example_policy_path: Any) -> None:
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+
+    from regions.router import RegionRouter
+    from residency.policy import load_policy
+    from residency.settings import Settings
+
+    class Failing:
+        def __init__(self, exc: BaseException) -> None:
+            self.exc = exc
+
+        def dynamodb(self, region: str) -> Any:
+            exc = self.exc
+
+            class C:
+                def __getattr__(self, name: str) -> Any:
+                    def fail(**kw: Any) -> Any:
+                        raise exc
+
+                    return fail
+
+            return C()
+
+        def streams(self, region: str) -> Any:
+            return self.dynamodb(region)
+
+    policy = load_policy(example_policy_path)
+    settings = Settings(mode="aws", region="eu-west-1", endpoints={}, failover_attempts=2)
+    cases = [
+        (ReadTimeoutError(endpoint_url="https://x"), errors.RegionTimeout),
+        (EndpointConnectionError(endpoint_url="https://x"), errors.RegionUnreachable),
+    ]
+    for cause, cls in cases:
+        router = RegionRouter(policy, clients=Failing(cause), settings=settings)
+        with pytest.raises(cls) as err:
+            router.put("content", {"pk": "p", "body": "x"})
+        assert err.value.__cause__ is cause and isinstance(err.value, errors.BackendError)
