@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import inspect
 import re
+from typing import Any
 
 import pytest
 
