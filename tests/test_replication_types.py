@@ -113,9 +113,7 @@ def test_binary_through_batch_writer_replicates(minimal_policy_path: Any) -> Non
             got = sim.clients._session.resource("dynamodb", region_name=region).Table("content")
             paginator = got.meta.client.get_paginator("scan")
             keys = {
-                i["pk"]
-                for page in paginator.paginate(TableName="content")
-                for i in page["Items"]
+                i["pk"] for page in paginator.paginate(TableName="content") for i in page["Items"]
             }
             assert {"b1", "b2", "b3", "after"} <= keys
             assert got.get_item(Key={"pk": "b3"})["Item"]["m"]["inner"].value == b"\x01"
