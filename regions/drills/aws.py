@@ -446,7 +446,7 @@ class FisBackend:
         if seconds:
             self._unsupported("--lag")
 
-    def unreplicated_ages(self, region: str) -> list[float]:
+    def unreplicated_ages(self, region: str, fresh: bool = True) -> list[float]:
         return []  # AWS does not show it: the runner probes the replicas instead
 
     def links(self) -> list[Any]:

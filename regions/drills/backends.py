@@ -88,7 +88,7 @@ class DrillBackend(Protocol):
     def partition(self, groups: list[list[str]]) -> None: ...
     def heal_links(self) -> None: ...
     def skew(self, region: str, ms: int) -> None: ...
-    def unreplicated_ages(self, region: str) -> list[float]: ...
+    def unreplicated_ages(self, region: str, fresh: bool = True) -> list[float]: ...
     def links(self) -> list[LinkState]: ...
     def set_lag(self, seconds: float) -> None: ...
     def faults_left(self) -> list[str]: ...
@@ -181,7 +181,7 @@ class SimBackend:
     def skew(self, region: str, ms: int) -> None:
         self.sim.skew(region, ms)
 
-    def unreplicated_ages(self, region: str) -> list[float]:
+    def unreplicated_ages(self, region: str, fresh: bool = True) -> list[float]:
         self.sim.poll(region)
         return self.sim.engine.unreplicated_ages(region, self.sim.now)  # type: ignore[no-any-return]
 
@@ -317,10 +317,12 @@ class LocalClusterBackend(_WallClockBackend):
     def skew(self, region: str, ms: int) -> None:
         self.cluster.set_clock_skew(region, ms)
 
-    def unreplicated_ages(self, region: str) -> list[float]:
+    def unreplicated_ages(self, region: str, fresh: bool = True) -> list[float]:
+        """``fresh``: read the region's streams first (exact, costs a poll per table)."""
         engine = self.cluster.replicator.engine
         try:
-            engine.poll(region)
+            if fresh:
+                engine.poll(region)
         except Exception:  # the region may already be unreachable: count what we know
             pass
         return engine.unreplicated_ages(region, time.time())  # type: ignore[no-any-return]
@@ -393,7 +395,7 @@ class RemoteClusterBackend(_WallClockBackend):
     def faults_left(self) -> list[str]:
         return faults_in_status(self.control.status())
 
-    def unreplicated_ages(self, region: str) -> list[float]:
+    def unreplicated_ages(self, region: str, fresh: bool = True) -> list[float]:
         ages: list[float] = []
         for ln in self._links():
             if ln.get("src") == region and ln.get("pending"):

@@ -172,10 +172,18 @@ class _Load:
             except BaseException as exc:  # never lose a worker's failure
                 self.errors.append(exc)
 
+        def sampler() -> None:  # its own thread: a slow sample never stretches a phase
+            try:
+                while not self.stop_event.is_set():
+                    self.r._sample()
+                    self.stop_event.wait(self.r.opt.sample_every)
+            except BaseException as exc:
+                self.errors.append(exc)
+
         self.threads = [
             threading.Thread(target=writer, args=(reg,), name=f"drill-{reg}", daemon=True)
             for reg in self.r.policy.regions
-        ]
+        ] + [threading.Thread(target=sampler, name="drill-sampler", daemon=True)]
         for t in self.threads:
             t.start()
 
@@ -189,8 +197,7 @@ class _Load:
                 self.r.on_event(
                     "progress", {"phase": name, "elapsed": b.now() - start, "of": seconds}
                 )
-                self.r._sample()
-                self.stop_event.wait(min(opt.sample_every, max(0.0, seconds - (b.now() - start))))
+                self.stop_event.wait(min(0.25, max(0.0, seconds - (b.now() - start))))
             return
         step = 1.0 / opt.rate / len(self.r.policy.regions)
         while b.now() - start < seconds:
@@ -384,7 +391,8 @@ class DrillRunner:
         # only sources with changes waiting: asking a region costs a stream poll
         for region in sorted({src for src, _, _, pending, _ in links if pending}):
             try:
-                backlog[region] = max(self.b.unreplicated_ages(region), default=0.0)
+                ages = self.b.unreplicated_ages(region, fresh=False)
+                backlog[region] = max(ages, default=0.0)
             except Exception:
                 backlog[region] = 0.0
         samples = []
@@ -752,10 +760,11 @@ class DrillRunner:
             self.b.set_lag(0.0)
         deadline = t0 + self.opt.converge_timeout
         quiet = False
+        t_quiet = self.b.now()
         while not quiet and self.b.now() < deadline:  # sampled, so the charts see it drain
             quiet = self.b.wait_converged(min(1.0, max(0.0, deadline - self.b.now())))
+            t_quiet = self.b.now()
             self._sample()
-        t_quiet = self.b.now()
         if self.t_drained is None and quiet:
             self.t_drained = t_quiet
             self._event("backlog-drained", detail="after the load stopped")
