@@ -378,3 +378,37 @@ def test_drill_list_plan_and_history_fit_80_columns(
         assert code == 0, out
         assert not [ln for ln in out.splitlines() if len(ln) > 80], args
         assert "…" not in out and "None" not in out, args
+
+
+def test_cli_drill_run_on_the_simulation_writes_junit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.chdir(tmp_path)
+    code, out = _cli(
+        [
+            "--policy",
+            str(ROOT / "policies" / "minimal.yaml"),
+            "drill",
+            "run",
+            "replication-pause",
+            "--region",
+            "eu-west-1",
+            "--target",
+            "sim",
+            "--duration",
+            "0.5",
+            "--format",
+            "junit",
+            "--report-dir",
+            str(tmp_path / "rep"),
+        ],
+        capsys,
+    )
+    assert code == 0, out
+    [junit] = (tmp_path / "rep").glob("drill-*.junit.xml")
+    suite = ET.parse(junit).getroot().find("testsuite")
+    assert suite is not None and suite.get("tests") == "4" and suite.get("failures") == "0"
+    # tables and sentences fit; a file path is printed whole, however long
+    assert not [ln for ln in out.splitlines() if len(ln) > 80 and "/" not in ln]
+    assert "log: " in out and (tmp_path / "rep" / "regionkit.log").exists()
