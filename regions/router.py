@@ -18,6 +18,7 @@ versions and tombstones by each write's condition (:mod:`regions.versioned`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -63,6 +64,7 @@ class RegionRouter:
         physical_clock: Callable[[], int] | None = None,
         directory: DirectoryCache | None = None,
         pseudonymizer: Pseudonymizer | None = None,
+        wall_clock: Callable[[], float] | None = None,
     ) -> None:
         self.policy = policy
         self.settings = s = settings or load_settings()
@@ -117,6 +119,7 @@ class RegionRouter:
             self.pseudonymize,
             region=self.region,
             merge_resolver=self.merge_function,
+            wall=wall_clock or time.time,  # tombstone expiries; the simulation's virtual time
         )
         self.writer = Writer(self.store)
         self.users = Users(policy, self.store, self.writer, self.routes, self.health, cache)
@@ -126,7 +129,9 @@ class RegionRouter:
         self.queries = Queries(self.store, self.writer)
         self.transactions = Transactions(self.store)
         self.subjects = Subjects(policy, self.store, self.users)
-        self.eraser = Eraser(policy, self.store, self.writer, self.users, self.subjects)
+        self.eraser = Eraser(
+            policy, self.store, self.writer, self.users, self.subjects, now=self.store.wall
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> RegionRouter:

@@ -132,6 +132,8 @@ class VersionedStore:
             if isinstance(dc, GlobalDataClass) and isinstance(dc.conflicts, MergeConflicts)
         }
         self.drift_flags = 0
+        # Write request tokens (rk_tok); the simulation replaces this with a seeded source.
+        self.new_token: Callable[[], str] = _random_token
         self._lock = threading.Lock()
         self._vv_cache: dict[str, dict[str, str]] = {}
 
@@ -405,6 +407,13 @@ class VersionedStore:
     def expires_at(self) -> int:
         """The TTL (epoch seconds) of a tombstone written now."""
         return int(self.wall()) + self.retention_s
+
+
+def _random_token() -> str:
+    """A write request's idempotency token: 64 random bits, kept across its retries."""
+    import secrets
+
+    return secrets.token_hex(8)
 
 
 def directed(route: Route) -> Decide:

@@ -79,7 +79,7 @@ class Writer:
             s.guard.check_no_pii(op="write", data_class=data_class, item=item)
         stamp = str(s.clock.now())
         base, vv = s.causal_past(based_on, stamp)
-        token = new_token()
+        token = self.s.new_token()
         body = dict(item)
         body[VERSION_ATTR] = stamp
         body[TOKEN_ATTR] = token
@@ -120,7 +120,7 @@ class Writer:
             s.guard.check_no_pii(op="write", data_class=data_class, item=changes)
         stamp = str(s.clock.now())
         base, vv = s.causal_past(based_on, stamp)
-        token = new_token()
+        token = self.s.new_token()
         cond, names, values = condition(base, False, stamp, token)
         names.update({"#vv": VV_ATTR, "#at": AT_ATTR, "#exp": EXP_ATTR, "#to": TO_ATTR})
         names["#t"] = TOKEN_ATTR

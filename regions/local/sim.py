@@ -184,6 +184,7 @@ class Simulation:
                 clients=self.clients,
                 settings=settings,
                 health=health,
+                wall_clock=lambda: self.now,
                 clock=HLC(
                     region,
                     physical=self._physical(region),
@@ -192,6 +193,10 @@ class Simulation:
                     adopt_drift_ms=adopt_drift_ms,
                 ),
             )
+
+        tokens = random.Random(seed + 3)  # write tokens replay identically too
+        for router in self.routers.values():
+            router.store.new_token = lambda: f"{tokens.getrandbits(64):016x}"
 
     def _physical(self, region: str) -> Any:
         return lambda: int(self.now * 1000) + self.skew_ms.get(region, 0)
