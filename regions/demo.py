@@ -245,7 +245,9 @@ def run_demo(
 
         say("6/6 compliance audit of the deployed tables and the stored data")
         cluster.replicator.wait_converged(30)
-        pool = ClientPool(cluster.settings())
+        # The audit scans whole tables: ordinary timeouts and botocore's retries, not the
+        # router's fail-fast ones (a loaded machine answers a scan page slowly).
+        pool = ClientPool(cluster.settings(read_timeout=30.0), retries="botocore")
         report = run_audit(
             policy,
             pool,
