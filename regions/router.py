@@ -249,14 +249,20 @@ class RegionRouter:
         is reported as the route the next call would probe), so deciding without calling
         can never lock a region out.
         """
-        if subject is not None and self.routes.kinds.get(data_class) == "pinned":
-            # The hot path, inlined: a cache hit and a walk of a precomputed chain.
+        kind = self.routes.kinds.get(data_class)
+        if kind == "pinned" and subject is not None:  # the hot paths, inlined
             entry = self.users.cache.get(subject) or self.users.lookup(subject, op)
+            origin, jurisdiction = entry.home_region, entry.jurisdiction
+        elif kind == "global" and self.region is not None:
+            origin, jurisdiction = self.region, None
+        else:
+            decide = self.store.decider(data_class, subject, op)
             with self.health.peeking():
-                return self.routes.pick(data_class, entry.home_region, entry.jurisdiction, op)
-        decide = self.store.decider(data_class, subject, op)
+                return decide(())
+        if not self.health.unavailable:  # nothing to probe: no need to hold the lease back
+            return self.routes.pick(data_class, origin, jurisdiction, op)
         with self.health.peeking():
-            return decide(())
+            return self.routes.pick(data_class, origin, jurisdiction, op)
 
     def chain(self, data_class: str, origin: str) -> tuple[Route, ...]:
         return self.routes.chain(data_class, origin)
