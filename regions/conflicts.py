@@ -246,6 +246,8 @@ class ConflictDetector:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
         self.errors: list[str] = []
+        # Tokens of merge writes: random; a deterministic simulation seeds them.
+        self.new_token: Callable[[], str] = lambda: secrets.token_hex(8)
 
     def _clock(self, region: str) -> HLC:
         with self._lock:
@@ -519,7 +521,7 @@ class ConflictDetector:
                     BASE_ATTR: cv,
                     VV_ATTR: vv,
                     AT_ATTR: region,
-                    TOKEN_ATTR: secrets.token_hex(8),
+                    TOKEN_ATTR: self.new_token(),
                 }
             )
             try:

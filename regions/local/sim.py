@@ -157,6 +157,8 @@ class Simulation:
             self.clients,
             clock=lambda r: HLC(r, physical=self._physical(r), node=f"{nodes.getrandbits(32):08x}"),
         )
+        merge_tokens = random.Random(seed + 4)  # the detector's merge writes replay too
+        self.detector.new_token = lambda: f"{merge_tokens.getrandbits(64):016x}"
         self.engine = ReplicationEngine(
             policy,
             self.clients,
