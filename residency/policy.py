@@ -517,13 +517,12 @@ def _index_problems(p: Policy) -> Iterator[Problem]:
                         "key the index by an ID, not by personal data",
                     )
             projected = {a.casefold() for a in ix.attributes}
-            if isinstance(dc, GlobalDataClass) and (ix.projection == "all" or projected & pii):
-                if projected & pii:
-                    yield (
-                        base + ("attributes",),
-                        "a global class's index may not project personal data",
-                        "drop the PII attributes from the projection",
-                    )
+            if isinstance(dc, GlobalDataClass) and projected & pii:
+                yield (
+                    base + ("attributes",),
+                    "a global class's index may not project personal data",
+                    "drop the PII attributes from the projection",
+                )
             if ix.projection != "include" and ix.attributes:
                 yield (base + ("attributes",), "attributes apply to include only", "remove them")
 
