@@ -187,12 +187,16 @@ class Queries:
         pk_name = (ix.partition_key if ix and ix.kind == "gsi" else None) or s.pk[data_class]
         sk_name = ix.sort_key if ix else s.sk[data_class]
         names: dict[str, str] = {"#pk": pk_name}
-        values: dict[str, Any] = {":pk": _value(partition_value)}
+        values: dict[str, Any] = {
+            ":pk": s.serialize_value(data_class, "partition", partition_value)
+        }
         cond = "#pk = :pk"
         if sort is not None:
             if sk_name is None:
                 raise ConfigError(message=f"{data_class} has no sort key to put a condition on")
             names["#sk"] = sk_name
+            for i, v in enumerate(sort.values):  # refused by type before any request
+                s.serialize_value(data_class, f"sort value {i}", v)
             cond += " AND " + sort.expression(values)
         req: dict[str, Any] = {
             "KeyConditionExpression": cond,
@@ -263,7 +267,7 @@ class Queries:
         def read(region: str, wanted: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
             client = s.transport.clients.dynamodb(region)
             found: list[dict[str, Any]] = []
-            pending = [to_ddb(k) for k in wanted]
+            pending = [s.serialize(data_class, s.key_of(data_class, k)) for k in wanted]
             end, delay = clock() + deadline_s, 0.02
             while pending and clock() < end:
                 chunk, pending = pending[:100], pending[100:]

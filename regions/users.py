@@ -118,7 +118,9 @@ class Users:
 
     def home_for(self, user_id: str, op: Op) -> DirectoryEntry:
         entry = self.cache.get(user_id)
-        return entry if entry is not None else self.lookup(user_id, op)
+        if entry is None or (op == "write" and entry.source == "id-hint"):
+            return self.lookup(user_id, op)  # a hint may serve reads, never a write
+        return entry
 
     def lookup(self, user_id: str, op: Op) -> DirectoryEntry:
         """The directory entry after a cache miss (see the module docstring)."""
@@ -264,6 +266,16 @@ class Users:
                 message=f"user {user_id} has an unfinished move to {entry.moving_to}; "
                 "resume it first (regionkit users move --resume)"
             )
+        if entry.status == "erasing":
+            raise ConfigError(
+                message=f"user {user_id} is being erased; finish it (regionkit subject erase "
+                "--resume) before any move"
+            )
+        if entry.status == "verifying" and entry.home_region != target:
+            raise ConfigError(
+                message=f"user {user_id} has an unfinished move to {entry.home_region}; "
+                "resume it first (regionkit users move --resume)"
+            )
         if entry.status == "verifying" and entry.moved_from:
             from_region = entry.moved_from
         elif entry.home_region == target and entry.status == "active":
@@ -353,13 +365,19 @@ class Users:
         for dc in self.pinned:
             seen = {r: self.store.read_at(dc, user_id, r, from_j) for r in old_regions}
             newest: dict[tuple[Any, ...], dict[str, Any]] = {}
+            keys: dict[tuple[Any, ...], dict[str, Any]] = {}
             for items in seen.values():
                 for item in items:
                     k = self._keytuple(dc, item)
+                    keys.setdefault(k, item)
+                    if tombstone_kind(item) == MOVED:
+                        continue  # a fence (ours, or an old move's) is never the data to keep
                     if str(item.get(VERSION_ATTR, "")) > str(
                         newest.get(k, {}).get(VERSION_ATTR, "")
                     ):
                         newest[k] = item
+            for k, item in keys.items():  # keys seen only as fences: fence them again
+                newest.setdefault(k, {f: v for f, v in item.items() if not f.startswith("rk_")})
             if self.store.sk[dc] is None:
                 newest.setdefault((user_id,), {self.store.pk[dc]: user_id})
             # Data, and versioned deletes (a stale write must meet them in the new home too).

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -199,17 +199,27 @@ class VersionedStore:
             "\0".join(str(v) for v in key.values()), scope=self.routes.tables[data_class]
         )
 
-    def serialize(self, data_class: str, item: dict[str, Any]) -> dict[str, Any]:
-        """DynamoDB JSON of ``item``; an unsupported value is named by attribute and type only."""
-        try:
-            return to_ddb(item)
-        except (TypeError, ValueError, ArithmeticError):
-            bad = _first_unserializable(item)
+    def serialize(self, data_class: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        """DynamoDB JSON of ``item``; an unsupported value is named by attribute and type only.
+
+        The error is raised outside the ``except`` block: boto3's own message quotes the
+        value, and botocore's parameter validation would quote a non-string map key.
+        """
+        bad: tuple[str, str] | None = _bad_map_key(item)
+        if bad is None:
+            try:
+                return to_ddb(dict(item))
+            except (TypeError, ValueError, ArithmeticError):
+                bad = _first_unserializable(item)
         raise ConfigError(
             message=f"{data_class}: attribute {bad[0]!r} holds a {bad[1]} value, which DynamoDB "
             "cannot store; use str, int, Decimal, bool, bytes, list, dict or set "
-            "(dates as ISO strings)"
+            "(dates as ISO strings, map keys as strings)"
         )
+
+    def serialize_value(self, data_class: str, what: str, value: Any) -> Any:
+        """One value (a partition or sort-key value) as DynamoDB JSON, named by type only."""
+        return self.serialize(data_class, {what: value})[what]
 
     # --- reads ---
 
@@ -469,7 +479,34 @@ def vv_value(vv: dict[str, str]) -> dict[str, Any]:
     return {"M": {r: {"S": v} for r, v in vv.items()}}
 
 
-def _first_unserializable(item: dict[str, Any]) -> tuple[str, str]:
+def _bad_map_key(item: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(top-level attribute, "map key of type T") for a non-string key at any depth."""
+
+    def walk(v: Any, depth: int) -> str | None:
+        if depth > 40:
+            return None
+        if isinstance(v, Mapping):
+            for k, x in v.items():
+                if not isinstance(k, str):
+                    return f"map key of type {type(k).__name__}"
+                found = walk(x, depth + 1)
+                if found:
+                    return found
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                found = walk(x, depth + 1)
+                if found:
+                    return found
+        return None
+
+    for name, value in item.items():
+        found = walk(value, 0)
+        if found:
+            return name, found
+    return None
+
+
+def _first_unserializable(item: Mapping[str, Any]) -> tuple[str, str]:
     for name, value in item.items():
         try:
             to_ddb({name: value})

@@ -171,6 +171,7 @@ class Writer:
     ) -> Written:
         """A versioned delete: a ``deleted`` tombstone, conditional like a put."""
         s = self.s
+        key = s.key_of(data_class, key)  # only the key goes into the tombstone
         subject = s.subject_of(data_class, key, subject)
         stamp = str(s.clock.now())
         base, vv = s.causal_past(based_on, stamp)

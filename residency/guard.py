@@ -20,6 +20,7 @@ policy, which is reviewed like code.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 
 from residency.errors import ResidencyViolation
 from residency.logs import get_logger
@@ -118,19 +119,19 @@ class ResidencyGuard:
 
 def _find_pii_name(value: object, names: frozenset[str], depth: int) -> tuple[str, int] | None:
     """The first attribute name in ``names`` (casefolded) inside ``value``, and its depth."""
-    if depth > _MAX_DEPTH:
-        return None
-    if isinstance(value, dict):
+    if depth > _MAX_DEPTH:  # deeper than DynamoDB stores: refuse rather than look away
+        return "(nesting deeper than 32 levels)", depth
+    if isinstance(value, Mapping):
         for k, v in value.items():
             if isinstance(k, str) and k.casefold() in names:
                 return k.casefold(), depth
-            if isinstance(v, (dict, list, tuple)):
+            if isinstance(v, (Mapping, list, tuple)):
                 found = _find_pii_name(v, names, depth + 1)
                 if found is not None:
                     return found
     elif isinstance(value, (list, tuple)):
         for v in value:
-            if isinstance(v, (dict, list, tuple)):
+            if isinstance(v, (Mapping, list, tuple)):
                 found = _find_pii_name(v, names, depth + 1)
                 if found is not None:
                     return found

@@ -276,3 +276,85 @@ def test_every_regionkit_error_raised_here_pickles(sim: Simulation) -> None:
 )
 def test_the_loopback_check_refuses_anything_ambiguous(url: str, ok: bool) -> None:
     assert is_loopback_url(url) is ok
+
+
+# --- found by an adversarial review, kept as regressions ------------------------------------
+
+
+def test_a_delete_keeps_only_the_key_in_its_tombstone(sim: Simulation) -> None:
+    router = sim.routers[US]
+    router.delete("content", {"pk": "rv-1", "email": SECRET["email"], "address": "x"})
+    sim.settle()
+    for region in sim.policy.regions:
+        stored = sim.items(region, "content")["rv-1"]
+        assert "email" not in stored and "address" not in stored
+
+
+def test_any_mapping_is_checked_for_pii_names(sim: Simulation) -> None:
+    from collections import UserDict
+    from types import MappingProxyType
+
+    router = sim.routers[US]
+    for wrap in (UserDict, MappingProxyType):
+        with pytest.raises(ResidencyViolation):
+            router.put("content", {"pk": "rv-2", "meta": wrap({"email": SECRET["email"]})})
+    with pytest.raises(ResidencyViolation):
+        router.put("content", UserDict({"pk": "rv-3", "email": SECRET["email"]}))  # type: ignore[arg-type]
+
+
+def test_a_hint_cached_for_a_read_never_serves_a_write(sim: Simulation) -> None:
+    router = RegionRouter(
+        sim.policy, region="us-west-2", clients=sim.clients, settings=sim.routers[US].settings
+    )
+    uid = mint_user_id(US)  # never assigned
+    sim.outage(US)  # the user's directory authority is unreachable
+    try:
+        assert router.get("profile", {"pk": uid}) is None  # a read may go by the hint
+        with pytest.raises((UnassignedUser, RegionkitError)):
+            router.put("profile", {"pk": uid, **SECRET})
+    finally:
+        sim.restore(US)
+    assert live_regions(sim, uid) == set()
+
+
+def test_a_map_key_that_is_not_a_string_is_refused_without_its_value(sim: Simulation) -> None:
+    router = sim.routers[IN1]
+    uid = sign_up(router, "IN")
+    with pytest.raises(ConfigError, match="map key of type int") as err:
+        router.put("profile", {"pk": uid, "contacts": {919812345678: "Mum"}})
+    assert all("919812345678" not in t for t in exception_texts(err.value))
+
+
+def test_a_write_during_a_move_round_is_moved_not_lost(sim: Simulation) -> None:
+    mover, app = sim.routers[EU1], sim.routers[EU2]
+    uid = sign_up(mover, "DE")
+    mover.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    copy_at, acked = mover.writer.copy_at, []
+
+    def copy_then_a_concurrent_write(route: Any, item: Any) -> bool:
+        ok = copy_at(route, item)
+        if not acked:  # another process writes while the move is between copy and fence
+            acked.append(app.put("profile", {"pk": uid, "email": "late@example.org"}))
+        return ok
+
+    mover.writer.copy_at = copy_then_a_concurrent_write  # type: ignore[method-assign]
+    try:
+        assert mover.move_user(uid, country="US").status == "done"
+    finally:
+        mover.writer.copy_at = copy_at  # type: ignore[method-assign]
+    assert sim.items(US, "profiles")[uid]["email"] == "late@example.org"
+    assert live_regions(sim, uid) == {US}
+
+
+def test_a_move_in_verifying_cannot_be_redirected(sim: Simulation) -> None:
+    from regions.directory import DirectoryEntry
+
+    router = sim.routers[EU1]
+    uid = sign_up(router, "DE")
+    entry = router.users.read_authoritative(uid)
+    assert entry is not None
+    verifying = DirectoryEntry(uid, US, "US", "verifying", moved_from=EU1)
+    router.users.write_entry(verifying, based_on=entry.version)
+    with pytest.raises(ConfigError, match="unfinished move"):
+        router.move_user(uid, country="DE")
