@@ -251,9 +251,9 @@ class RegionRouter:
         """
         kind = self.routes.kinds.get(data_class)
         if kind == "pinned" and subject is not None:  # the hot paths, inlined
-            entry = self.users.cache.get(subject)
-            if entry is None or (op == "write" and entry.source == "id-hint"):
-                entry = self.users.home_for(subject, op)
+            # A look only: a cached hint may explain a decision; an actual write goes
+            # through Users.home_for, which never lets a hint serve it.
+            entry = self.users.cache.get(subject) or self.users.lookup(subject, op)
             origin, jurisdiction = entry.home_region, entry.jurisdiction
         elif kind == "global" and self.region is not None:
             origin, jurisdiction = self.region, None
