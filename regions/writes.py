@@ -88,20 +88,7 @@ class Writer:
         ddb_body = s.serialize(data_class, body)
         cond, names, values = condition(base, create_only, stamp, token)
 
-        def call(route: Route, client: Any) -> Any:
-            # The landing region is known only now (a retry may fail over).
-            ddb_item = dict(ddb_body)
-            ddb_item[AT_ATTR] = {"S": route.region}
-            ddb_item[VV_ATTR] = vv_value(vv)
-            return client.put_item(
-                TableName=route.table_name,
-                Item=ddb_item,
-                ConditionExpression=cond,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-
+        call = _conditional_put(ddb_body, vv, cond, names, values)
         return self._write(data_class, key, subject, stamp, base, call, item, decide)
 
     def update(
@@ -184,19 +171,7 @@ class Writer:
         # is what its retry recognises.
         cond, names, values = condition(base, False, stamp)
 
-        def call(route: Route, client: Any) -> Any:
-            ddb_item = dict(ddb_body)
-            ddb_item[AT_ATTR] = {"S": route.region}
-            ddb_item[VV_ATTR] = vv_value(vv)
-            return client.put_item(
-                TableName=route.table_name,
-                Item=ddb_item,
-                ConditionExpression=cond,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-
+        call = _conditional_put(ddb_body, vv, cond, names, values)
         return self._write(data_class, key, subject, stamp, base, call, None, None)
 
     # --- the common path: send, read a failed condition, follow, merge ---
@@ -375,6 +350,32 @@ class Writer:
 def new_token() -> str:
     """A write request's idempotency token: 64 random bits, kept across its retries."""
     return secrets.token_hex(8)
+
+
+def _conditional_put(
+    ddb_body: dict[str, Any],
+    vv: dict[str, str],
+    cond: str,
+    names: dict[str, str],
+    values: dict[str, Any],
+) -> Call:
+    """The request of a stamped put (data or tombstone), sent to whichever route is decided."""
+
+    def call(route: Route, client: Any) -> Any:
+        # The landing region is known only now (a retry may fail over).
+        ddb_item = dict(ddb_body)
+        ddb_item[AT_ATTR] = {"S": route.region}
+        ddb_item[VV_ATTR] = vv_value(vv)
+        return client.put_item(
+            TableName=route.table_name,
+            Item=ddb_item,
+            ConditionExpression=cond,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
+        )
+
+    return call
 
 
 def _describe_current(current: dict[str, Any]) -> str:
