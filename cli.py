@@ -470,6 +470,15 @@ def local_up(
     server: Annotated[
         str, typer.Option("--server", help="'fast' (keep-alive, default) or 'stock' moto_server.")
     ] = "fast",
+    ttl_sweep: Annotated[
+        float,
+        typer.Option(
+            "--ttl-sweep",
+            help="Seconds between runs of the emulated TTL process (expired items are "
+            "deleted, and the deletions replicate); 0 turns it off.",
+            min=0,
+        ),
+    ] = 60.0,
 ) -> None:
     """Start the local cluster and keep it running in the foreground until Ctrl-C.
 
@@ -499,6 +508,7 @@ def local_up(
         control=True,
         on_stop_request=stop.set,
         policy_file=settings.policy,
+        ttl_sweep_s=ttl_sweep if ttl_sweep > 0 and server == "fast" else None,
     )
     # SIGTERM and SIGHUP (terminal closed) stop the cluster in order, like Ctrl-C.
     previous = {

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from regions.codec import VERSION_ATTR, from_ddb, to_ddb
 from regions.codec import to_ddb_value as _value
 from regions.routing import Route
-from regions.tombstones import DEL_ATTR, MOVED, tombstone_kind
+from regions.tombstones import DEL_ATTR, EXP_ATTR, MOVED, is_live, tombstone_kind
 from regions.versioned import MAX_HOPS, VersionedStore, Written
 from regions.writes import Writer
 from residency.errors import ConfigError, RegionkitError
@@ -212,7 +212,7 @@ class Queries:
                 raise ConfigError(message=f"limit must be at least 1, got {limit}")
             req["Limit"] = limit
         if projection:
-            keep = [*projection, s.pk[data_class], VERSION_ATTR, DEL_ATTR]
+            keep = [*projection, s.pk[data_class], VERSION_ATTR, DEL_ATTR, EXP_ATTR]
             keep += [k for k in (s.sk[data_class], pk_name, sk_name) if k]
             for i, name in enumerate(dict.fromkeys(keep)):
                 names[f"#p{i}"] = name
@@ -231,7 +231,8 @@ class Queries:
             moved = next((i for i in items if tombstone_kind(i) == MOVED), None)
             if ix is None and s._follow(data_class, subject, moved):
                 continue
-            page = Page(i for i in items if DEL_ATTR not in i)
+            now = s.wall()
+            page = Page(i for i in items if is_live(i, now))
             last = answer.get("LastEvaluatedKey")
             page.cursor = self.cursors.seal(from_ddb(last) or {}, bound) if last else None
             return page
@@ -287,6 +288,7 @@ class Queries:
         else:
             with ThreadPoolExecutor(max_workers=len(groups)) as pool:
                 outcomes = list(pool.map(lambda kv: read(*kv), groups.items()))
+        now = s.wall()
         for found, unread in outcomes:
             items = [from_ddb(raw) or {} for raw in found]
             s.observe_many(items)
@@ -297,7 +299,7 @@ class Queries:
                     got = s.get(data_class, key, s.subject_of(data_class, key, None), consistent)
                     if got is not None:
                         result.items.append(got)
-                elif kind is None:
+                elif is_live(item, now):
                     result.items.append(item)
             result.unread += [from_ddb(k) or {} for k in unread]
         return result

@@ -30,6 +30,7 @@ replication pause (see the policy field).
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any, Final
 
 from residency.tables import TTL_ATTRIBUTE
@@ -44,6 +45,7 @@ __all__ = [
     "FENCE_VALUES",
     "MOVED",
     "TO_ATTR",
+    "is_live",
     "is_tombstone",
     "tombstone_body",
     "tombstone_kind",
@@ -88,3 +90,15 @@ def tombstone_kind(item: dict[str, Any] | None) -> str | None:
 
 def is_tombstone(item: dict[str, Any] | None) -> bool:
     return bool(item) and DEL_ATTR in item  # type: ignore[operator]
+
+
+def is_live(item: dict[str, Any] | None, now: float) -> bool:
+    """Whether a read shows ``item``: it exists, is no tombstone, and its TTL
+    (``expires_at``) has not passed. DynamoDB deletes expired items only eventually
+    ("typically within two days") and serves them until then; the router hides them."""
+    if not item or DEL_ATTR in item:
+        return False
+    at = item.get(EXP_ATTR)
+    if isinstance(at, bool) or not isinstance(at, (int, float, Decimal)):
+        return True  # no TTL, or not a Number: DynamoDB never expires it either
+    return not at < now

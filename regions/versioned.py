@@ -48,6 +48,7 @@ from regions.tombstones import (
     FENCE,
     MOVED,
     TO_ATTR,
+    is_live,
     tombstone_kind,
 )
 from regions.transport import Decide, Transport
@@ -251,7 +252,7 @@ class VersionedStore:
             item = from_ddb(raw)
             self.observe(item)
             if decide is not None or not self._follow(data_class, subject, item):
-                return None if tombstone_kind(item) else item
+                return item if is_live(item, self.wall()) else None
         raise self._too_many_hops(data_class, "read")
 
     def query(
@@ -277,7 +278,8 @@ class VersionedStore:
                 self.observe(item)
             moved = next((i for i in items if tombstone_kind(i) == MOVED), None)
             if not self._follow(data_class, subject, moved):
-                live = [i for i in items if DEL_ATTR not in i]
+                now = self.wall()
+                live = [i for i in items if is_live(i, now)]
                 return live[:limit] if limit is not None else live
         raise self._too_many_hops(data_class, "read")
 
@@ -306,7 +308,8 @@ class VersionedStore:
             page = client.query(**kwargs)
             got = page.get("Items", [])
             out.extend(got)
-            live += sum(1 for i in got if DEL_ATTR not in i)
+            now = self.wall()
+            live += sum(1 for i in got if is_live(from_ddb(i), now))
             start = page.get("LastEvaluatedKey")
             if not start or (limit is not None and live >= limit):
                 return out

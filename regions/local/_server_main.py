@@ -36,6 +36,9 @@ standard error, which the parent keeps in a log file)::
     "light"                 {"ok": true, "state": "up"}        # listening again,
                                                                # same port, same data
     "ping"                  {"ok": true, "state": ...}
+    "expire 1767225600.5"   {"ok": true, "state": ..., "expired": [{"table": "content",
+                                                                   "count": 3}, ...]}
+                            # DynamoDB's TTL process, run now: regions.local.expiry
 
 End of input means the parent is gone (or wants us gone): the process exits at
 once. With the parent's ``PR_SET_PDEATHSIG`` (which also reaches a SIGSTOPped
@@ -205,24 +208,45 @@ def _reply(out: TextIO, **fields: Any) -> None:
     out.flush()
 
 
+def _expire(now: float) -> list[dict[str, Any]]:
+    """DynamoDB's TTL process over everything this region's process holds."""
+    import importlib.util
+    from pathlib import Path
+
+    # By path: this process imports nothing of regionkit's packages (see servers.py);
+    # expiry.py needs only the standard library and moto.
+    path = Path(__file__).with_name("expiry.py")
+    spec = importlib.util.spec_from_file_location("regionkit_expiry", path)
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return [{"table": e.table, "count": e.count} for e in module.expire_backends(now)]
+
+
 def serve(region: str, host: str, port: int, proto: TextIO, commands: TextIO) -> None:
     """Serve one region until ``commands`` ends; never returns."""
     listener = Listener(host, port, build_app())
     _reply(proto, event="ready", port=listener.port, pid=os.getpid(), region=region)
     for line in commands:
-        command = line.strip()
+        command, _, arg = line.strip().partition(" ")
+        extra: dict[str, Any] = {}
         try:
             if command == "dark":
                 listener.dark()
             elif command == "light":
                 listener.light()
+            elif command == "expire":
+                extra["expired"] = _expire(float(arg))
             elif command != "ping":
                 _reply(proto, ok=False, error=f"unknown command {command!r}")
                 continue
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             _reply(proto, ok=False, error=f"{command} failed: {exc}", state=listener.state)
             continue
-        _reply(proto, ok=True, state=listener.state)
+        _reply(proto, ok=True, state=listener.state, **extra)
     # End of input: the parent is gone (or asked us to go). Leave at once, without
     # the interpreter's tear-down of moto's module graph.
     os._exit(0)

@@ -85,6 +85,8 @@ class LocalCluster:
         (``python -m moto.server``; cannot ``refuse``).
     :param control: also serve the JSON control endpoint (:mod:`regions.local.control`).
     :param on_stop_request: called when a client asks the control endpoint to stop.
+    :param ttl_sweep_s: run DynamoDB's TTL process (:meth:`expire`) every so many
+        seconds; ``None`` (the default) only when :meth:`expire` is called.
     """
 
     def __init__(
@@ -99,7 +101,13 @@ class LocalCluster:
         on_stop_request: Callable[[], None] | None = None,
         start_timeout: float = 30.0,
         policy_file: Path | str | None = None,
+        ttl_sweep_s: float | None = None,
     ) -> None:
+        if ttl_sweep_s is not None and not ttl_sweep_s > 0:
+            raise ConfigError(message=f"ttl_sweep_s must be > 0 seconds, not {ttl_sweep_s!r}")
+        self.ttl_sweep_s = ttl_sweep_s
+        self._sweeper: threading.Thread | None = None
+        self._sweep_stop = threading.Event()
         self.policy = policy
         self.table_prefix = table_prefix
         self.replicate = replicate
@@ -165,6 +173,11 @@ class LocalCluster:
                 if self.replicate:
                     self._start_replicator()
                 t3 = time.perf_counter()
+                if self.ttl_sweep_s is not None:
+                    self._sweeper = threading.Thread(
+                        target=self._sweep_loop, daemon=True, name="ttl-sweep"
+                    )
+                    self._sweeper.start()
                 if self._want_control:
                     from regions.local.control import ControlServer
 
@@ -221,6 +234,9 @@ class LocalCluster:
                 return
             self._stopped = True
             atexit.unregister(self.stop)
+            self._sweep_stop.set()
+            if self._sweeper is not None:
+                self._sweeper.join(35)
             if self.control is not None:
                 with contextlib.suppress(Exception):
                     self.control.stop()
@@ -349,6 +365,35 @@ class LocalCluster:
     @property
     def outages(self) -> Mapping[str, OutageMode]:
         return MappingProxyType(self._outages)
+
+    # --- time to live ---
+
+    def expire(self, now: float | None = None) -> dict[str, dict[str, int]]:
+        """Run DynamoDB's TTL process in every region that is up, as of ``now`` (epoch
+        seconds; the wall clock by default): each region deletes its own expired
+        items, the deletions stream as TTL deletions and replicate
+        (:mod:`regions.local.expiry`). A region in an outage expires nothing, as in
+        AWS. Returns ``{region: {table: count}}`` for the regions swept."""
+        self._require_running()
+        at = time.time() if now is None else float(now)
+        out: dict[str, dict[str, int]] = {}
+        for region, server in self.servers.items():
+            with self._lock:
+                if region in self._outages:
+                    continue
+            out[region] = server.expire(at)
+        swept = {r: n for r, counts in out.items() if (n := sum(counts.values()))}
+        if swept:
+            log.info("ttl_expired", regions=swept)
+        return out
+
+    def _sweep_loop(self) -> None:
+        assert self.ttl_sweep_s is not None
+        while not self._sweep_stop.wait(self.ttl_sweep_s):
+            try:
+                self.expire()
+            except ClusterError as exc:  # a region lost mid-sweep: the next sweep retries
+                log.warning("ttl_sweep_failed", error=str(exc))
 
     # --- clock skew ---
 

@@ -670,12 +670,17 @@ class ReplicationEngine:
                 self._winner_change[slot] = previous[1]
             if ln is not None:
                 ln.applied -= 1
+        self._forget_echo(slot, change)
+
+    def _forget_echo(self, slot: tuple[str, str, KeyTuple], change: Change) -> None:
         echoes = self._echoes.get(slot)
         if echoes:
             for i, (d, v) in enumerate(echoes):
                 if d == change.digest and v == change.version:
                     del echoes[i]
                     break
+            if not echoes:
+                del self._echoes[slot]
 
     def apply(
         self, dst: str, batch: list[tuple[_Link | None, Change]], *, now: float | None = None
@@ -706,6 +711,9 @@ class ReplicationEngine:
                     ddb.put_item(TableName=change.table, Item=change.image, **cond)
                 else:
                     ddb.delete_item(TableName=change.table, Key=change.keys, **cond)
+                    if held is None:  # nothing was there: DynamoDB streams no record of it
+                        with self._lock:
+                            self._forget_echo((dst, change.table, change.key), change)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code == "ConditionalCheckFailedException":

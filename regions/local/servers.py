@@ -452,6 +452,14 @@ class MotoServer:
             self._state = "up"
             log.info("region_accepting", region=self.region, pid=self.pid)
 
+    def expire(self, now: float) -> dict[str, int]:
+        """Run DynamoDB's TTL process in this region now (:mod:`regions.local.expiry`):
+        delete every item whose TTL attribute is before ``now``. Returns the count
+        deleted per table."""
+        with self._lock:
+            reply = self._command(f"expire {now!r}", timeout=30.0)
+        return {str(e["table"]): int(e["count"]) for e in reply.get("expired", [])}
+
     def ping(self) -> bool:
         """True when the process is alive and answers HTTP (False while paused or refusing)."""
         return self.alive() and self._state == "up" and probe(self.url, self.region)

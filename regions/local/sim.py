@@ -27,7 +27,7 @@ from regions.local.replication import ReplicationEngine
 from regions.router import RegionRouter
 from residency.policy import Policy
 from residency.settings import Settings
-from residency.tables import plan_tables
+from residency.tables import TTL_ATTRIBUTE, plan_tables
 
 __all__ = ["InProcessClients", "Simulation", "simulation"]
 
@@ -76,6 +76,10 @@ class InProcessClients:
                 if "TableName" in body:
                     self._dirty.add((region, body["TableName"]))
 
+    def mark_dirty(self, region: str, table: str) -> None:
+        """``table`` in ``region`` changed other than through a client (a TTL deletion)."""
+        self._dirty.add((region, table))
+
     def take_dirty(self, region: str, table: str) -> bool:
         """Whether ``table`` in ``region`` was written since the last call (then clears it)."""
         if (region, table) in self._dirty:
@@ -120,7 +124,7 @@ class InProcessClients:
 
 
 def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> None:
-    """Tables as the policy places them (``residency.tables``), with streams."""
+    """Tables as the policy places them (``residency.tables``), with streams and TTL."""
     for plan in plan_tables(policy, table_prefix):
         extra = plan.create_args()
         for region in plan.regions:
@@ -134,6 +138,10 @@ def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> No
                         "StreamViewType": "NEW_AND_OLD_IMAGES",
                     },
                     **extra,
+                )
+                client.update_time_to_live(
+                    TableName=plan.table,
+                    TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE},
                 )
 
 
@@ -252,6 +260,22 @@ class Simulation:
             else:
                 self.advance(0.01)
         raise RuntimeError("the simulation did not settle")
+
+    def expire(self, now: float | None = None) -> dict[str, dict[str, int]]:
+        """DynamoDB's TTL process in every region that is up, as of ``now`` (virtual
+        time by default): as :meth:`regions.local.cluster.LocalCluster.expire`."""
+        from regions.local.expiry import expire_backends
+
+        at = self.now if now is None else now
+        out: dict[str, dict[str, int]] = {}
+        for region in self.policy.regions:
+            if region in self.clients.down:
+                continue
+            out[region] = {}
+            for e in expire_backends(at, region=region):
+                out[region][e.table] = e.count
+                self.clients.mark_dirty(region, e.table)
+        return out
 
     # --- faults ---
 
