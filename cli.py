@@ -1830,6 +1830,14 @@ def audit_checks(
     source: Annotated[
         str, typer.Option("--source", help="IAM policy for 'scan' or for 'export' runs.")
     ] = "scan",
+    export_bucket: Annotated[
+        str | None,
+        typer.Option(
+            "--export-bucket",
+            help="For --source export: the bucket the S3 permissions are scoped to (may "
+            "contain {region}).",
+        ),
+    ] = None,
 ) -> None:
     """List the audit checks and print the least-privilege IAM policy for running them."""
     from residency.audit import all_checks, iam_policy
@@ -1837,8 +1845,12 @@ def audit_checks(
     if source not in {"scan", "export"}:
         _fail(f"--source must be 'scan' or 'export', not {source!r}")
     checks = all_checks()
+    if source == "export" and not export_bucket:
+        _fail("--source export needs --export-bucket: the S3 permissions are scoped to it")
+    partition = "aws"
     try:  # scope the table actions to the policy's tables when the policy loads
         settings = _settings()
+        partition = settings.partition
         policy: Policy | None = _policy(settings.policy)
         prefix = settings.table_prefix
         signing_key = settings.signing_kms_key if settings.mode == "aws" else None
@@ -1850,6 +1862,8 @@ def audit_checks(
         policy=policy,
         table_prefix=prefix,
         signing_key=signing_key,
+        partition=partition,
+        export_bucket=export_bucket,
     )
     if as_json:
         _print_json(

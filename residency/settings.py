@@ -278,6 +278,10 @@ class Settings(BaseSettings):
         description="Local mode: the Ed25519 key that signs audit reports and receipts "
         "(created on first use).",
     )
+    partition: Literal["aws", "aws-cn", "aws-us-gov"] = Field(
+        default="aws",
+        description="The AWS partition of the generated ARNs (IAM policies, guardrails).",
+    )
     signing_kms_key: str | None = Field(
         default=None,
         description="aws mode: the KMS asymmetric signing key (ID, ARN or alias) for audit "

@@ -171,7 +171,21 @@ def test_the_iam_policy_is_the_union_of_the_checks_permissions(policy: Policy) -
     } == actions
     assert not any("*" in a for a in actions)
     assert "dynamodb:PutItem" not in actions  # the audit only reads
-    export = iam_policy(all_checks(), export=True, policy=policy, table_prefix="p-")
+    with pytest.raises(ConfigError, match="export bucket"):
+        iam_policy(all_checks(), export=True, policy=policy)  # S3 on "*" is never offered
+    export = iam_policy(
+        all_checks(), export=True, policy=policy, table_prefix="p-", export_bucket="ex-{region}"
+    )
+    s3 = {s["Sid"]: s for s in export["Statement"] if s["Sid"].startswith("RegionkitAuditExport")}
+    assert s3["RegionkitAuditExportBucket"]["Resource"] == "arn:aws:s3:::ex-*"
+    assert s3["RegionkitAuditExportObjects"]["Resource"] == "arn:aws:s3:::ex-*/*"
+    assert "s3:ListBucket" in s3["RegionkitAuditExportBucket"]["Action"]
+    assert "s3:GetObject" in s3["RegionkitAuditExportObjects"]["Action"]
+    assert all(s["Resource"] != "*" for s in export["Statement"] if "s3:GetObject" in s["Action"])
+    gov = iam_policy(all_checks(), policy=policy, partition="aws-us-gov")
+    resources = [r for s in gov["Statement"] for r in [s["Resource"]] if r != "*"]
+    flat = [x for r in resources for x in (r if isinstance(r, list) else [r])]
+    assert flat and all(x.startswith("arn:aws-us-gov:") for x in flat)
     actions = {a for s in export["Statement"] for a in s["Action"]}
     assert {
         "dynamodb:ExportTableToPointInTime",

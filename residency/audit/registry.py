@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from residency.audit.model import Finding, Severity, Status, finding_uid
-from residency.errors import UnknownName
+from residency.errors import ConfigError, UnknownName
 
 if TYPE_CHECKING:
     from residency.audit.context import AuditContext
@@ -294,6 +294,35 @@ _TABLE_ACTIONS = frozenset(
 _INVENTORY_ACTIONS = ("dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:Scan")
 
 
+_S3_BUCKET_ACTIONS = frozenset({"s3:GetBucketLocation", "s3:ListBucket"})
+
+
+def _s3_statements(actions: list[str], arn: str, bucket: str) -> list[dict[str, Any]]:
+    name = re.sub(r"\{(region|jurisdiction)\}", "*", bucket)
+    on_bucket = sorted(a for a in actions if a in _S3_BUCKET_ACTIONS)
+    on_objects = sorted(a for a in actions if a not in _S3_BUCKET_ACTIONS)
+    out = []
+    if on_bucket:
+        out.append(
+            {
+                "Sid": "RegionkitAuditExportBucket",
+                "Effect": "Allow",
+                "Action": on_bucket,
+                "Resource": f"{arn}:s3:::{name}",
+            }
+        )
+    if on_objects:
+        out.append(
+            {
+                "Sid": "RegionkitAuditExportObjects",
+                "Effect": "Allow",
+                "Action": on_objects,
+                "Resource": f"{arn}:s3:::{name}/*",
+            }
+        )
+    return out
+
+
 def iam_policy(
     checks: Iterable[Check],
     *,
@@ -301,8 +330,16 @@ def iam_policy(
     policy: Policy | None = None,
     table_prefix: str = "",
     signing_key: str | None = None,
+    partition: str = "aws",
+    export_bucket: str | None = None,
 ) -> dict[str, Any]:
     """The least-privilege IAM policy document for running ``checks``.
+
+    Every ARN is in ``partition``. For an export run (``export=True``), the S3
+    actions are scoped to ``export_bucket`` (its ``{region}`` and ``{jurisdiction}``
+    placeholders become ``*``): the bucket itself for listing and locating, its
+    objects for the rest. Without a bucket an export policy cannot be scoped, and
+    is refused.
 
     With ``signing_key`` (the KMS key that signs reports in aws mode), also
     ``kms:Sign`` and ``kms:GetPublicKey`` on that key.
@@ -315,6 +352,14 @@ def iam_policy(
     """
     checks = list(checks)
     actions = permissions_for(checks, export=export)
+    arn = f"arn:{partition}"
+    s3_actions = [a for a in actions if a.startswith("s3:")]
+    if s3_actions and not export_bucket:
+        raise ConfigError(
+            message="an IAM policy for export runs needs the export bucket, to scope S3 to "
+            "it (fix: pass the bucket, as for 'regionkit audit run --export-bucket')"
+        )
+    actions = [a for a in actions if not a.startswith("s3:")]
     classify = any(c.id == "infra.table_placement" for c in checks)
     table_actions = [a for a in actions if a in _TABLE_ACTIONS]
     other = [a for a in actions if a not in _TABLE_ACTIONS]
@@ -326,7 +371,7 @@ def iam_policy(
                     "Sid": "RegionkitAuditInventory",
                     "Effect": "Allow",
                     "Action": sorted(set(table_actions) & set(_INVENTORY_ACTIONS)),
-                    "Resource": "arn:aws:dynamodb:*:*:table/*",
+                    "Resource": f"{arn}:dynamodb:*:*:table/*",
                 }
             )
         if policy is not None:
@@ -334,11 +379,11 @@ def iam_policy(
                 {table_prefix + dc.table for dc in policy.data_classes.values()}
                 | {table_prefix + policy.system.conflict_log_table}
             )
-            arns = [f"arn:aws:dynamodb:*:*:table/{n}" for n in names]
+            arns = [f"{arn}:dynamodb:*:*:table/{n}" for n in names]
             if {"dynamodb:ExportTableToPointInTime", "dynamodb:DescribeExport"} & set(
                 table_actions
             ):
-                arns += [f"arn:aws:dynamodb:*:*:table/{n}/export/*" for n in names]
+                arns += [f"{arn}:dynamodb:*:*:table/{n}/export/*" for n in names]
             resources: list[str] | str = arns
         else:
             resources = "*"
@@ -359,6 +404,8 @@ def iam_policy(
                 "Resource": "*",
             }
         )
+    if s3_actions and export_bucket:
+        statements += _s3_statements(s3_actions, arn, export_bucket)
     if signing_key:
         statements.append(
             {
