@@ -32,6 +32,7 @@ import importlib.util
 import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any, Literal, Self, get_args
@@ -530,6 +531,22 @@ def _index_problems(p: Policy) -> Iterator[Problem]:
 def _iter_problems(p: Policy) -> Iterator[Problem]:
     yield from _erasure_problems(p)
     yield from _index_problems(p)
+    yield from _region_list_problems(p)
+    region_owner: dict[str, str] = {}
+    yield from _jurisdiction_problems(p, region_owner)
+    yield from _orphan_region_problems(p, region_owner)
+    if p.default_jurisdiction not in p.jurisdictions:
+        yield (
+            ("default_jurisdiction",),
+            f"{p.default_jurisdiction!r} is not a declared jurisdiction",
+            f"use one of {', '.join(p.jurisdictions)}",
+        )
+    yield from _data_class_problems(p)
+    yield from _directory_problems(p)
+
+
+def _region_list_problems(p: Policy) -> Iterator[Problem]:
+    """The top-level region list: known regions, each listed once."""
     seen_regions: set[str] = set()
     for i, r in enumerate(p.regions):
         if r not in AWS_REGIONS:
@@ -538,61 +555,84 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
             yield (("regions", i), f"region {r!r} is listed twice", "list each region once")
         seen_regions.add(r)
 
+
+def _jurisdiction_problems(p: Policy, region_owner: dict[str, str]) -> Iterator[Problem]:
+    """Every jurisdiction; fills ``region_owner`` (region -> first jurisdiction holding it)."""
     countries = _country_codes()
-    region_owner: dict[str, str] = {}
     country_owner: dict[str, str] = {}
     for jid, j in p.jurisdictions.items():
         base: Loc = ("jurisdictions", jid)
         yield from _twice(base + ("regions",), j.regions, "region")
         yield from _twice(base + ("countries",), j.countries, "country")
-        for i, r in enumerate(j.regions):
-            if r not in AWS_REGIONS:
-                yield (base + ("regions", i), *_unknown_region(r, p.regions))
-            elif r not in p.regions:
-                yield (
-                    base + ("regions", i),
-                    f"region {r!r} is not declared in 'regions'",
-                    f"add {r!r} to the top-level 'regions' list or remove it here",
-                )
-            if r in region_owner and region_owner[r] != jid:
-                yield (
-                    base + ("regions", i),
-                    f"region {r!r} is already in jurisdiction {region_owner[r]!r}",
-                    "a region belongs to exactly one jurisdiction",
-                )
-            region_owner.setdefault(r, jid)
-        for i, c in enumerate(j.countries):
-            if c not in countries:
-                yield (
-                    base + ("countries", i),
-                    f"{c!r} is not an ISO 3166-1 alpha-2 code",
-                    "use two-letter codes such as 'IN', 'BR', 'DE'",
-                )
-            if c in country_owner and country_owner[c] != jid:
-                yield (
-                    base + ("countries", i),
-                    f"country {c!r} is already in jurisdiction {country_owner[c]!r}",
-                    "a country belongs to exactly one jurisdiction",
-                )
-            country_owner.setdefault(c, jid)
-        if not j.home_regions:
-            yield (
-                base + ("home_regions",),
-                "the home region list is empty",
-                f"list at least one of {', '.join(j.regions)} in failover order",
-            )
-        for i, r in enumerate(j.home_regions):
-            if r not in AWS_REGIONS:
-                yield (base + ("home_regions", i), *_unknown_region(r, j.regions))
-            elif r not in j.regions:
-                yield (
-                    base + ("home_regions", i),
-                    f"home region {r!r} is outside jurisdiction {jid!r} "
-                    f"(its regions: {', '.join(j.regions)})",
-                    f"add {r!r} to this jurisdiction's regions or pick one of them",
-                )
-        yield from _twice(base + ("home_regions",), j.home_regions, "home region")
+        yield from _jurisdiction_region_problems(p, jid, j, region_owner)
+        yield from _jurisdiction_country_problems(jid, j, countries, country_owner)
+        yield from _home_region_problems(jid, j)
 
+
+def _jurisdiction_region_problems(
+    p: Policy, jid: str, j: Jurisdiction, region_owner: dict[str, str]
+) -> Iterator[Problem]:
+    base: Loc = ("jurisdictions", jid)
+    for i, r in enumerate(j.regions):
+        if r not in AWS_REGIONS:
+            yield (base + ("regions", i), *_unknown_region(r, p.regions))
+        elif r not in p.regions:
+            yield (
+                base + ("regions", i),
+                f"region {r!r} is not declared in 'regions'",
+                f"add {r!r} to the top-level 'regions' list or remove it here",
+            )
+        if r in region_owner and region_owner[r] != jid:
+            yield (
+                base + ("regions", i),
+                f"region {r!r} is already in jurisdiction {region_owner[r]!r}",
+                "a region belongs to exactly one jurisdiction",
+            )
+        region_owner.setdefault(r, jid)
+
+
+def _jurisdiction_country_problems(
+    jid: str, j: Jurisdiction, countries: frozenset[str], country_owner: dict[str, str]
+) -> Iterator[Problem]:
+    base: Loc = ("jurisdictions", jid)
+    for i, c in enumerate(j.countries):
+        if c not in countries:
+            yield (
+                base + ("countries", i),
+                f"{c!r} is not an ISO 3166-1 alpha-2 code",
+                "use two-letter codes such as 'IN', 'BR', 'DE'",
+            )
+        if c in country_owner and country_owner[c] != jid:
+            yield (
+                base + ("countries", i),
+                f"country {c!r} is already in jurisdiction {country_owner[c]!r}",
+                "a country belongs to exactly one jurisdiction",
+            )
+        country_owner.setdefault(c, jid)
+
+
+def _home_region_problems(jid: str, j: Jurisdiction) -> Iterator[Problem]:
+    base: Loc = ("jurisdictions", jid)
+    if not j.home_regions:
+        yield (
+            base + ("home_regions",),
+            "the home region list is empty",
+            f"list at least one of {', '.join(j.regions)} in failover order",
+        )
+    for i, r in enumerate(j.home_regions):
+        if r not in AWS_REGIONS:
+            yield (base + ("home_regions", i), *_unknown_region(r, j.regions))
+        elif r not in j.regions:
+            yield (
+                base + ("home_regions", i),
+                f"home region {r!r} is outside jurisdiction {jid!r} "
+                f"(its regions: {', '.join(j.regions)})",
+                f"add {r!r} to this jurisdiction's regions or pick one of them",
+            )
+    yield from _twice(base + ("home_regions",), j.home_regions, "home region")
+
+
+def _orphan_region_problems(p: Policy, region_owner: dict[str, str]) -> Iterator[Problem]:
     for i, r in enumerate(p.regions):
         if r in AWS_REGIONS and r not in region_owner:
             yield (
@@ -601,16 +641,12 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
                 "add it to exactly one jurisdiction's 'regions'",
             )
 
-    if p.default_jurisdiction not in p.jurisdictions:
-        yield (
-            ("default_jurisdiction",),
-            f"{p.default_jurisdiction!r} is not a declared jurisdiction",
-            f"use one of {', '.join(p.jurisdictions)}",
-        )
 
+def _data_class_problems(p: Policy) -> Iterator[Problem]:
+    """Keys, placement and tables of every data class."""
     tables: dict[str, tuple[str, tuple[str, ...]]] = {}
     for name, dc in p.data_classes.items():
-        base = ("data_classes", name)
+        base: Loc = ("data_classes", name)
         if dc.sort_key is not None and dc.sort_key == dc.partition_key:
             yield (
                 base + ("sort_key",),
@@ -619,53 +655,76 @@ def _iter_problems(p: Policy) -> Iterator[Problem]:
             )
         if isinstance(dc, GlobalDataClass):
             placement: tuple[str, ...] = tuple(sorted(dc.replicas))
-            for i, r in enumerate(dc.replicas):
-                if r not in AWS_REGIONS:
-                    yield (base + ("replicas", i), *_unknown_region(r, p.regions))
-                elif r not in p.regions:
-                    yield (
-                        base + ("replicas", i),
-                        f"replica region {r!r} is not declared",
-                        f"use one of {', '.join(p.regions)} or declare it",
-                    )
-            yield from _twice(base + ("replicas",), dc.replicas, "replica region")
+            yield from _replica_problems(p, base, dc)
         else:
             placement = tuple(sorted(p.regions))
-            if dc.partition_key in dc.pii_attributes:
-                yield (
-                    base + ("pii_attributes",),
-                    f"the partition key {dc.partition_key!r} is listed as PII",
-                    "keys are logged and reported: key items by an opaque user ID",
-                )
-            if dc.sort_key is not None and dc.sort_key in dc.pii_attributes:
-                yield (
-                    base + ("pii_attributes", dc.pii_attributes.index(dc.sort_key)),
-                    f"the sort key {dc.sort_key!r} is listed as PII",
-                    "keys are logged and reported: use an opaque sort key",
-                )
-            yield from _twice(base + ("pii_attributes",), dc.pii_attributes, "PII attribute")
-        if dc.table in tables and tables[dc.table][1] != placement:
-            other = tables[dc.table][0]
-            yield (
-                base + ("table",),
-                f"table {dc.table!r} is shared with data class {other!r} "
-                "but the two have different replica sets",
-                "give each data class its own table",
-            )
-        elif dc.table in tables:
-            yield (
-                base + ("table",),
-                f"table {dc.table!r} is already used by data class {tables[dc.table][0]!r}",
-                "give each data class its own table",
-            )
-        tables.setdefault(dc.table, (name, placement))
-        if dc.table == p.system.conflict_log_table:
-            yield (
-                base + ("table",),
-                f"table {dc.table!r} is the conflict-log table",
-                "choose another table name",
-            )
+            yield from _pinned_key_problems(base, dc)
+        yield from _table_problems(p, base, name, dc, placement, tables)
 
+
+def _replica_problems(p: Policy, base: Loc, dc: GlobalDataClass) -> Iterator[Problem]:
+    for i, r in enumerate(dc.replicas):
+        if r not in AWS_REGIONS:
+            yield (base + ("replicas", i), *_unknown_region(r, p.regions))
+        elif r not in p.regions:
+            yield (
+                base + ("replicas", i),
+                f"replica region {r!r} is not declared",
+                f"use one of {', '.join(p.regions)} or declare it",
+            )
+    yield from _twice(base + ("replicas",), dc.replicas, "replica region")
+
+
+def _pinned_key_problems(base: Loc, dc: PinnedDataClass) -> Iterator[Problem]:
+    if dc.partition_key in dc.pii_attributes:
+        yield (
+            base + ("pii_attributes",),
+            f"the partition key {dc.partition_key!r} is listed as PII",
+            "keys are logged and reported: key items by an opaque user ID",
+        )
+    if dc.sort_key is not None and dc.sort_key in dc.pii_attributes:
+        yield (
+            base + ("pii_attributes", dc.pii_attributes.index(dc.sort_key)),
+            f"the sort key {dc.sort_key!r} is listed as PII",
+            "keys are logged and reported: use an opaque sort key",
+        )
+    yield from _twice(base + ("pii_attributes",), dc.pii_attributes, "PII attribute")
+
+
+def _table_problems(
+    p: Policy,
+    base: Loc,
+    name: str,
+    dc: PinnedDataClass | GlobalDataClass,
+    placement: tuple[str, ...],
+    tables: dict[str, tuple[str, tuple[str, ...]]],
+) -> Iterator[Problem]:
+    """A data class's table against those seen before it; records it in ``tables``."""
+    if dc.table in tables and tables[dc.table][1] != placement:
+        other = tables[dc.table][0]
+        yield (
+            base + ("table",),
+            f"table {dc.table!r} is shared with data class {other!r} "
+            "but the two have different replica sets",
+            "give each data class its own table",
+        )
+    elif dc.table in tables:
+        yield (
+            base + ("table",),
+            f"table {dc.table!r} is already used by data class {tables[dc.table][0]!r}",
+            "give each data class its own table",
+        )
+    tables.setdefault(dc.table, (name, placement))
+    if dc.table == p.system.conflict_log_table:
+        yield (
+            base + ("table",),
+            f"table {dc.table!r} is the conflict-log table",
+            "choose another table name",
+        )
+
+
+def _directory_problems(p: Policy) -> Iterator[Problem]:
+    """The user directory: declared, global, and replicated to every region."""
     directory = p.data_classes.get(p.system.directory)
     if directory is None:
         yield (
@@ -787,6 +846,17 @@ def _clean_loc(loc: tuple[str | int, ...]) -> Loc:
 _YAML_BOOLS = "YAML 1.1 reads unquoted yes, no, on and off as booleans"
 
 
+@dataclass(frozen=True, slots=True)
+class _ErrorView:
+    """One pydantic error, with its cleaned location and its value as shown."""
+
+    err: Any
+    raw: tuple[str | int, ...]
+    loc: Loc
+    value: Any
+    got: str
+
+
 def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
     """One pydantic error as (location, message, fix), or None for union noise."""
     raw: tuple[str | int, ...] = tuple(err["loc"])
@@ -801,82 +871,136 @@ def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
     if kind == "missing":
         return loc, f"required field {loc[-1]!r} is missing", "add it; " + _FIX_SCHEMA
     if kind == "extra_forbidden":
-        key = str(loc[-1])
-        known = _known_keys(loc[:-1], data)
-        close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
-        if close:
-            return (
-                loc,
-                f"unknown key {key!r} (did you mean {close[0]!r}?)",
-                f"rename it to {close[0]!r}",
-            )
-        allowed = f"the keys allowed here are {', '.join(known)}" if known else _FIX_SCHEMA
-        return loc, f"unknown key {key!r}", f"remove it or check its spelling; {allowed}"
+        return _unknown_key(loc, data)
     if isinstance(value, bool) and "countries" in loc:
         return (
             loc,
             f"expected a country code, got {got}: {_YAML_BOOLS} (an unquoted NO is false)",
             'quote the country code, e.g. "NO"',
         )
-    if kind == "union_tag_invalid":
-        tag = err["ctx"]["tag"]
-        return (*loc, "kind"), f"unknown kind {tag!r}", "use kind: pinned or kind: global"
-    if kind == "union_tag_not_found":
-        return (
-            loc,
-            "the data class has no 'kind'",
-            "add kind: pinned (personal data) or kind: global (shared data)",
-        )
-    if kind == "literal_error" and loc[-1:] == ("conflicts",):
-        return (
-            loc,
-            f"conflicts must be 'lww' or a mapping 'merge: module:function', got {got}",
-            "write conflicts: lww, or conflicts: {merge: 'package.module:function'}",
-        )
-    if kind == "literal_error":
-        return loc, f"must be {err['ctx']['expected']}, got {got}", "use one of the allowed values"
-    if kind == "string_pattern_mismatch":
-        fmt = _FORMATS.get(err["ctx"]["pattern"], f"of the form {err['ctx']['pattern']}")
-        what = "the key" if raw[-1] == "[key]" else "the value"
-        return loc, f"{what} {value!r} is not {fmt}", "use that format; " + _FIX_SCHEMA
-    if kind == "list_type":
-        return loc, f"expected a list, got {got}", "write a list, e.g. [a, b]"
-    if kind in {"dict_type", "model_type", "model_attributes_type"}:
-        return (
-            loc,
-            f"expected a mapping, got {got}",
-            "write indented 'key: value' lines under it; " + _FIX_SCHEMA,
-        )
-    if kind == "string_type":
-        return loc, f"expected a string, got {got}", "quote the value"
-    if kind in {"float_type", "int_type", "int_from_float"}:
-        whole = "a whole number" if kind != "float_type" else "a number"
-        if isinstance(value, bool):
-            return loc, f"expected {whole}, got {got}: {_YAML_BOOLS}", f"write {whole}"
-        return loc, f"expected {whole}, got {got}", f"write {whole}"
-    if kind == "bool_type":
-        return loc, f"expected true or false, got {got}", "write true or false, unquoted"
-    if kind == "finite_number":
-        return loc, f"must be a finite number, got {got}", "write a finite number"
-    if kind == "too_long":
-        ctx = err.get("ctx", {})
-        actual = ctx.get("actual_length")
-        return (
-            loc,
-            f"must hold at most {ctx.get('max_length')} items"
-            + (f", got {actual}" if actual is not None else ""),
-            "remove some; " + _FIX_SCHEMA,
-        )
-    if kind == "too_short":
-        return (
-            loc,
-            f"must hold at least {err['ctx']['min_length']} item, got none",
-            "add at least one; " + _FIX_SCHEMA,
-        )
+    describer = _DESCRIBERS.get(kind)
+    if describer is not None:
+        return describer(_ErrorView(err, raw, loc, value, got))
     msg = err["msg"].replace("Input should be", "must be", 1)
     if "input" in err:
         msg = f"{msg}, got {got}"
     return loc, msg, _FIX_SCHEMA
+
+
+def _unknown_key(loc: Loc, data: Any) -> tuple[Loc, str, str]:
+    key = str(loc[-1])
+    known = _known_keys(loc[:-1], data)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
+    if close:
+        return (
+            loc,
+            f"unknown key {key!r} (did you mean {close[0]!r}?)",
+            f"rename it to {close[0]!r}",
+        )
+    allowed = f"the keys allowed here are {', '.join(known)}" if known else _FIX_SCHEMA
+    return loc, f"unknown key {key!r}", f"remove it or check its spelling; {allowed}"
+
+
+def _union_tag_invalid(e: _ErrorView) -> tuple[Loc, str, str]:
+    tag = e.err["ctx"]["tag"]
+    return (*e.loc, "kind"), f"unknown kind {tag!r}", "use kind: pinned or kind: global"
+
+
+def _union_tag_not_found(e: _ErrorView) -> tuple[Loc, str, str]:
+    return (
+        e.loc,
+        "the data class has no 'kind'",
+        "add kind: pinned (personal data) or kind: global (shared data)",
+    )
+
+
+def _literal_error(e: _ErrorView) -> tuple[Loc, str, str]:
+    if e.loc[-1:] == ("conflicts",):
+        return (
+            e.loc,
+            f"conflicts must be 'lww' or a mapping 'merge: module:function', got {e.got}",
+            "write conflicts: lww, or conflicts: {merge: 'package.module:function'}",
+        )
+    expected = e.err["ctx"]["expected"]
+    return e.loc, f"must be {expected}, got {e.got}", "use one of the allowed values"
+
+
+def _pattern_mismatch(e: _ErrorView) -> tuple[Loc, str, str]:
+    pattern = e.err["ctx"]["pattern"]
+    fmt = _FORMATS.get(pattern, f"of the form {pattern}")
+    what = "the key" if e.raw[-1] == "[key]" else "the value"
+    return e.loc, f"{what} {e.value!r} is not {fmt}", "use that format; " + _FIX_SCHEMA
+
+
+def _list_type(e: _ErrorView) -> tuple[Loc, str, str]:
+    return e.loc, f"expected a list, got {e.got}", "write a list, e.g. [a, b]"
+
+
+def _mapping_type(e: _ErrorView) -> tuple[Loc, str, str]:
+    return (
+        e.loc,
+        f"expected a mapping, got {e.got}",
+        "write indented 'key: value' lines under it; " + _FIX_SCHEMA,
+    )
+
+
+def _string_type(e: _ErrorView) -> tuple[Loc, str, str]:
+    return e.loc, f"expected a string, got {e.got}", "quote the value"
+
+
+def _number_type(e: _ErrorView) -> tuple[Loc, str, str]:
+    whole = "a whole number" if e.err["type"] != "float_type" else "a number"
+    if isinstance(e.value, bool):
+        return e.loc, f"expected {whole}, got {e.got}: {_YAML_BOOLS}", f"write {whole}"
+    return e.loc, f"expected {whole}, got {e.got}", f"write {whole}"
+
+
+def _bool_type(e: _ErrorView) -> tuple[Loc, str, str]:
+    return e.loc, f"expected true or false, got {e.got}", "write true or false, unquoted"
+
+
+def _finite_number(e: _ErrorView) -> tuple[Loc, str, str]:
+    return e.loc, f"must be a finite number, got {e.got}", "write a finite number"
+
+
+def _too_long(e: _ErrorView) -> tuple[Loc, str, str]:
+    ctx = e.err.get("ctx", {})
+    actual = ctx.get("actual_length")
+    return (
+        e.loc,
+        f"must hold at most {ctx.get('max_length')} items"
+        + (f", got {actual}" if actual is not None else ""),
+        "remove some; " + _FIX_SCHEMA,
+    )
+
+
+def _too_short(e: _ErrorView) -> tuple[Loc, str, str]:
+    return (
+        e.loc,
+        f"must hold at least {e.err['ctx']['min_length']} item, got none",
+        "add at least one; " + _FIX_SCHEMA,
+    )
+
+
+# How each pydantic error type reads, past the checks _describe makes first.
+_DESCRIBERS: dict[str, Callable[[_ErrorView], tuple[Loc, str, str]]] = {
+    "union_tag_invalid": _union_tag_invalid,
+    "union_tag_not_found": _union_tag_not_found,
+    "literal_error": _literal_error,
+    "string_pattern_mismatch": _pattern_mismatch,
+    "list_type": _list_type,
+    "dict_type": _mapping_type,
+    "model_type": _mapping_type,
+    "model_attributes_type": _mapping_type,
+    "string_type": _string_type,
+    "float_type": _number_type,
+    "int_type": _number_type,
+    "int_from_float": _number_type,
+    "bool_type": _bool_type,
+    "finite_number": _finite_number,
+    "too_long": _too_long,
+    "too_short": _too_short,
+}
 
 
 def _problem(
@@ -1088,6 +1212,25 @@ def _builtin_merges() -> ModuleType:
     return module
 
 
+def _merge_module(module_name: str) -> ModuleType:
+    """The module an allowed merge reference names, imported (refused if that fails)."""
+    if module_name == BUILTIN_MERGE_MODULE:
+        return _builtin_merges()
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _Refused(
+            f"module {module_name!r} (listed in REGIONKIT_MERGE_MODULES) cannot be "
+            f"imported: {type(exc).__name__}",
+            "install the module, or correct REGIONKIT_MERGE_MODULES",
+        ) from None
+    except Exception as exc:
+        raise _Refused(
+            f"importing module {module_name!r} failed: {type(exc).__name__}",
+            "fix that module: importing it must not fail",
+        ) from None
+
+
 def _merge_target(ref: str, allowed: Sequence[str]) -> MergeFunction:
     m = _REF.match(ref)
     if m is None:
@@ -1107,22 +1250,7 @@ def _merge_target(ref: str, allowed: Sequence[str]) -> MergeFunction:
         raise _Refused(
             f"{name!r} is private to {module_name}", "name a public function of the module"
         )
-    if module_name == BUILTIN_MERGE_MODULE:
-        module = _builtin_merges()
-    else:
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise _Refused(
-                f"module {module_name!r} (listed in REGIONKIT_MERGE_MODULES) cannot be "
-                f"imported: {type(exc).__name__}",
-                "install the module, or correct REGIONKIT_MERGE_MODULES",
-            ) from None
-        except Exception as exc:
-            raise _Refused(
-                f"importing module {module_name!r} failed: {type(exc).__name__}",
-                "fix that module: importing it must not fail",
-            ) from None
+    module = _merge_module(module_name)
     public = getattr(module, "__all__", None)
     fn = getattr(module, name, None)
     if fn is None:
