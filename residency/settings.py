@@ -425,47 +425,78 @@ def explain_settings(settings: Settings, **overrides: Any) -> list[SettingSource
     ``aws configure list``). Secrets are shown only as set or unset."""
     env = {k.upper(): v for k, v in os.environ.items() if v != ""}
     dotenv_path = Path(str(Settings.model_config.get("env_file") or ".env"))
-    dotenv = _dotenv_keys(dotenv_path)
-    given = {k for k, v in overrides.items() if v is not None}
+    sources = _SettingSources(
+        settings=settings,
+        env=env,
+        dotenv_path=dotenv_path,
+        dotenv=_dotenv_keys(dotenv_path),
+        given={k for k, v in overrides.items() if v is not None},
+        state_path=Path(env.get("REGIONKIT_STATE_FILE") or settings.state_file),
+    )
     dumped = settings.model_dump(mode="json")
-    state_path = Path(env.get("REGIONKIT_STATE_FILE") or settings.state_file)
     out: list[SettingSource] = []
     for name, field in Settings.model_fields.items():
+        shown = _shown_setting(settings, name, dumped.get(name))
+        source, note = sources.source_of(name)
+        if source == "default" and field.description and name == "breaker_probe_lease_seconds":
+            shown = f"{settings.probe_lease_seconds:g} (derived)"
+        note = sources.overriding_note(name, source) or note
+        out.append(SettingSource(name, shown, source, note))
+    return out
+
+
+def _shown_setting(settings: Settings, name: str, value: Any) -> str:
+    if name == "pseudonym_key":
+        return "(set)" if settings.pseudonym_key is not None else "(unset)"
+    if value is None:
+        return "(unset)"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+@dataclass(frozen=True)
+class _SettingSources:
+    """Where a setting may come from, highest priority first: the command's options, the
+    environment, .env, the cluster state file, the AWS environment, the default."""
+
+    settings: Settings
+    env: dict[str, str]
+    dotenv_path: Path
+    dotenv: set[str]
+    given: set[str]
+    state_path: Path
+
+    def source_of(self, name: str) -> tuple[str, str]:
+        """(source, note) of one setting."""
         key = f"REGIONKIT_{name.upper()}"
-        value = dumped.get(name)
-        if name == "pseudonym_key":
-            shown = "(set)" if settings.pseudonym_key is not None else "(unset)"
-        elif value is None:
-            shown = "(unset)"
-        else:
-            shown = value if isinstance(value, str) else json.dumps(value)
-        note = ""
-        if name in given:
-            source = "option"
-            if key in env:
-                note = f"overrides {key} from the environment"
-        elif key in env:
-            source = f"env {key}"
-            if key in dotenv:
-                note = f"overrides {key} in {dotenv_path}"
-        elif key in dotenv:
-            source = f".env ({dotenv_path})"
-        elif name in ("endpoints", "mode") and settings.mode == "local" and _state_has(state_path):
-            source = f"state file ({state_path})" if name == "endpoints" else "state file"
-        elif name == "region" and settings.mode == "aws" and settings.region is not None:
-            source = aws_region_from_environment()[1] or "AWS environment"
-        else:
-            source = "default"
-            if field.description and name == "breaker_probe_lease_seconds":
-                shown = f"{settings.probe_lease_seconds:g} (derived)"
+        settings = self.settings
+        if name in self.given:
+            return "option", (f"overrides {key} from the environment" if key in self.env else "")
+        if key in self.env:
+            return f"env {key}", (
+                f"overrides {key} in {self.dotenv_path}" if key in self.dotenv else ""
+            )
+        if key in self.dotenv:
+            return f".env ({self.dotenv_path})", ""
+        if (
+            name in ("endpoints", "mode")
+            and settings.mode == "local"
+            and _state_has(self.state_path)
+        ):
+            return (f"state file ({self.state_path})" if name == "endpoints" else "state file"), ""
+        if name == "region" and settings.mode == "aws" and settings.region is not None:
+            return aws_region_from_environment()[1] or "AWS environment", ""
+        return "default", ""
+
+    def overriding_note(self, name: str, source: str) -> str:
+        """A note that replaces the source's own: what this source overrides or ignores."""
+        settings = self.settings
         if name == "region" and source != "default" and not source.startswith("env AWS"):
             aws_region, origin = aws_region_from_environment()
             if aws_region and aws_region != settings.region and settings.mode == "aws":
-                note = f"{origin} says {aws_region}, which {source} overrides"
-        if name == "endpoints" and settings.mode == "aws" and _state_has(state_path):
-            note = f"aws mode ignores the state file {state_path}"
-        out.append(SettingSource(name, shown, source, note))
-    return out
+                return f"{origin} says {aws_region}, which {source} overrides"
+        if name == "endpoints" and settings.mode == "aws" and _state_has(self.state_path):
+            return f"aws mode ignores the state file {self.state_path}"
+        return ""
 
 
 def _state_has(path: Path) -> bool:
