@@ -332,13 +332,7 @@ class PiiDetector:
         for name, typed in item.items():
             known = names.get(name)
             if known is None:
-                known = names[name] = (
-                    not name.startswith("rk_") and self.is_pii_name(name),
-                    name.startswith("rk_"),
-                    bool(_SAFE_NAME.match(name)),
-                )
-                if len(names) > _NAME_CACHE:
-                    names.clear()
+                known = self._learn_name(name)
             pii, own, safe = known
             if own:
                 continue
@@ -362,6 +356,18 @@ class PiiDetector:
             hits = list({(h.path, h.match, h.kind): h for h in hits}.values())
         return hits
 
+    def _learn_name(self, name: str) -> tuple[bool, bool, bool]:
+        """(personal data, regionkit's own, safe to show) of an attribute name, cached."""
+        names = self._names
+        known = names[name] = (
+            not name.startswith("rk_") and self.is_pii_name(name),
+            name.startswith("rk_"),
+            bool(_SAFE_NAME.match(name)),
+        )
+        if len(names) > _NAME_CACHE:
+            names.clear()
+        return known
+
     def key_kind(self, typed: Any) -> PiiKind | None:
         """The kind of a key attribute's value (typed JSON), or None."""
         if isinstance(typed, Mapping):
@@ -383,6 +389,12 @@ class PiiDetector:
             kind = self.value_kind(name) if values else None
             if kind is not None:
                 yield Hit(path, "value", kind)
+        yield from self._walk_inside(path, typed, values, depth)
+
+    def _walk_inside(
+        self, path: str, typed: Mapping[str, Any], values: bool, depth: int
+    ) -> Iterator[Hit]:
+        """What one typed value holds: its members, elements, and (with ``values``) values."""
         for tag, inner in typed.items():
             if tag == "M" and isinstance(inner, Mapping):
                 for k, v in inner.items():
@@ -390,18 +402,22 @@ class PiiDetector:
             elif tag == "L" and isinstance(inner, list):
                 for v in inner:
                     yield from self._walk(path + "[]", "", v, values, depth + 1)
-            elif not values:
-                continue
-            elif tag in ("S", "N") and isinstance(inner, str):
-                kind = self.value_kind(inner)
+            elif values:
+                hit = self._scalar_hit(path, tag, inner)
+                if hit is not None:
+                    yield hit
+
+    def _scalar_hit(self, path: str, tag: str, inner: Any) -> Hit | None:
+        """The hit of a string, number or set value, or None."""
+        if tag in ("S", "N") and isinstance(inner, str):
+            kind = self.value_kind(inner)
+            return Hit(path, "value", kind) if kind is not None else None
+        if tag in ("SS", "NS") and isinstance(inner, list):
+            for v in inner:
+                kind = self.value_kind(v) if isinstance(v, str) else None
                 if kind is not None:
-                    yield Hit(path, "value", kind)
-            elif tag in ("SS", "NS") and isinstance(inner, list):
-                for v in inner:
-                    kind = self.value_kind(v) if isinstance(v, str) else None
-                    if kind is not None:
-                        yield Hit(path + "[]", "value", kind)
-                        break
+                    return Hit(path + "[]", "value", kind)
+        return None
 
 
 def _seg(name: str, parent: str) -> str:
