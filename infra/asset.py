@@ -11,29 +11,174 @@ that would be ``site-packages/.build``): it is ``REGIONKIT_BUILD_DIR`` when set,
 else ``.regionkit/build/infra`` under the working directory (where ``cdk`` and
 ``regionkit infra synth`` run, beside ``cdk.out``).
 
-The staged directory holds the two packages (sources only, no ``__pycache__``)
-and the policy file as ``policy.yaml``, which the function reads through
-``REGIONKIT_POLICY``. Third-party dependencies (pydantic, structlog ...) are not
-bundled here: that needs a build for the Lambda platform (a layer or a container
-image), outside what a synth should do.
+The staged directory holds the two packages (sources only, no ``__pycache__``),
+the policy file as ``policy.yaml``, which the function reads through
+``REGIONKIT_POLICY``, and **the third-party packages the handler imports**
+(pydantic, structlog, PyYAML ...): the Lambda Python runtime provides only boto3
+and its own dependencies. Which packages those are is measured, not listed by
+hand: a probe process imports the handler from the staged code, builds the
+detector on the policy and runs it on a sample record, then names every module it
+loaded from outside the standard library (:func:`handler_dependencies`). Their
+distributions are copied from the build environment, file by file as their
+``RECORD`` lists them (:func:`copy_distribution`). That is only right when the
+build machine is the Lambda's platform: Linux, the same CPU architecture (the
+function's ``architecture`` follows it) and the same Python minor version (so does
+its ``runtime``); anywhere else staging refuses, naming the fix (synthesize on
+Linux, as CI does, or in a Linux container).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import platform
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
+from importlib import metadata
 from pathlib import Path
 
-__all__ = ["PACKAGES", "POLICY_FILE", "REPO_ROOT", "default_build_dir", "stage_detector_code"]
+from residency.errors import ConfigError
+
+__all__ = [
+    "OPTIONAL_IMPORTS",
+    "PACKAGES",
+    "POLICY_FILE",
+    "REPO_ROOT",
+    "RUNTIME_PROVIDED",
+    "default_build_dir",
+    "distribution_files",
+    "handler_dependencies",
+    "lambda_platform",
+    "stage_detector_code",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("residency", "regions")
 POLICY_FILE = "policy.yaml"
 _SKIP_DIRS = {"__pycache__", ".mypy_cache", ".pytest_cache"}
 _SKIP_SUFFIXES = {".pyc", ".pyo"}
+
+RUNTIME_PROVIDED = frozenset(
+    {"boto3", "botocore", "s3transfer", "jmespath", "urllib3", "python-dateutil", "six"}
+)
+"""Distributions the Lambda Python runtime already holds (boto3 and what it needs)."""
+
+OPTIONAL_IMPORTS = frozenset({"rich", "pygments", "markdown-it-py", "mdurl", "attrs", "certifi"})
+"""Imported when present, never needed by the function: structlog pretty-prints
+tracebacks with rich (and rich uses attrs) when they are installed, but the function
+logs JSON; botocore prefers certifi's CA bundle and falls back to its own. The
+clean-environment test runs the staged function without them."""
+
+# Run in a fresh interpreter with only the staged code on its path (plus the build
+# environment's site-packages): what it imports beyond the standard library is what
+# the function needs.
+_PROBE = """
+import json, os, sys
+startup = set(sys.modules)
+import regions.detector_lambda as fn
+detector = fn.build_detector()
+table = sorted(detector._by_table)[0] if getattr(detector, "_by_table", None) else "t"
+arn = "arn:aws:dynamodb:us-east-1:000000000000:table/%s/stream/x" % table
+record = {"eventName": "MODIFY", "eventSourceARN": arn, "awsRegion": "us-east-1",
+          "dynamodb": {"Keys": {"pk": {"S": "probe"}}, "NewImage": {"pk": {"S": "probe"}}}}
+fn.handler({"Records": [record]}, detector=detector)
+stdlib = set(sys.stdlib_module_names)
+names = sorted({m.split(".")[0] for m, mod in list(sys.modules.items())
+                if m not in startup and getattr(mod, "__file__", None)
+                and m.split(".")[0] not in stdlib})
+print(json.dumps(names))
+"""
+
+
+def lambda_platform() -> tuple[str, str]:
+    """``(runtime, architecture)`` of the build machine, as Lambda names them
+    (``python3.11``, ``x86_64``/``arm64``); refuses a machine Lambda cannot match."""
+    machine = platform.machine().lower()
+    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        machine
+    )
+    if not sys.platform.startswith("linux") or arch is None:
+        raise ConfigError(
+            message=f"the conflict detector's Lambda bundles compiled packages (pydantic-core) "
+            f"from the build environment, which is {sys.platform}/{machine}; Lambda runs "
+            "Linux on x86_64 or arm64 (fix: synthesize on Linux, as CI does, or in a "
+            "Linux container)"
+        )
+    return f"python{sys.version_info.major}.{sys.version_info.minor}", arch
+
+
+def handler_dependencies(code_dir: Path) -> list[str]:
+    """The distributions (by name, sorted) the handler in ``code_dir`` imports, beyond
+    the standard library, regionkit's own packages and :data:`RUNTIME_PROVIDED`."""
+    env = {
+        **{
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("REGIONKIT_", "AWS_", "BOTOCORE_"))
+        },
+        "PYTHONPATH": str(code_dir),
+        "REGIONKIT_MODE": "aws",
+        "REGIONKIT_POLICY": str(code_dir / POLICY_FILE),
+        "AWS_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "probe",
+        "AWS_SECRET_ACCESS_KEY": "probe",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens: never a real call
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", _PROBE],
+        env=env,
+        cwd=code_dir,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ConfigError(
+            message="could not find the conflict detector's dependencies: its probe failed "
+            f"with {done.stderr.strip().splitlines()[-1:] or done.returncode}"
+        )
+    modules = json.loads(done.stdout.strip().splitlines()[-1])
+    owners = metadata.packages_distributions()
+    names: set[str] = set()
+    for module in modules:
+        if module in PACKAGES:
+            continue
+        for dist in owners.get(module, ()):
+            names.add(dist)
+    skip = {_normal(n) for n in RUNTIME_PROVIDED | OPTIONAL_IMPORTS}
+    return sorted(n for n in names if _normal(n) not in skip)
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def distribution_files(name: str) -> list[tuple[str, Path]]:
+    """The files of an installed distribution (code and ``.dist-info``, no bytecode,
+    nothing installed outside site-packages), as ``(path in site-packages, source)``."""
+    dist = metadata.distribution(name)
+    out: list[tuple[str, Path]] = []
+    for f in dist.files or ():
+        if f.as_posix().startswith("..") or "__pycache__" in f.parts or f.suffix in _SKIP_SUFFIXES:
+            continue
+        src = Path(str(dist.locate_file(f)))
+        if src.is_file():
+            out.append((f.as_posix(), src))
+    return out
+
+
+def _environment_key() -> bytes:
+    """What the bundled dependencies depend on: the interpreter and installed versions."""
+    dists = sorted(
+        f"{d.metadata['Name']}=={d.version}" for d in metadata.distributions() if d.metadata
+    )
+    return json.dumps([sys.version, platform.machine(), dists]).encode()
 
 
 def default_build_dir() -> Path:
@@ -68,11 +213,16 @@ def _prune(build_dir: Path, *, older_than_s: float = 3600.0) -> None:
 
 
 def stage_detector_code(
-    policy_path: Path, *, root: Path = REPO_ROOT, build_dir: Path | None = None
+    policy_path: Path,
+    *,
+    root: Path = REPO_ROOT,
+    build_dir: Path | None = None,
+    bundle: bool = True,
 ) -> Path:
-    """Copy the detector's code and the policy into a content-addressed directory."""
+    """Stage the detector's code, the policy and (``bundle``) the dependencies it imports
+    into a content-addressed directory; returns it."""
     files = [*_files(root), (POLICY_FILE, policy_path)]
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(_environment_key() if bundle else b"")
     contents: list[tuple[str, bytes]] = []
     for rel, path in files:
         data = path.read_bytes()
@@ -83,6 +233,8 @@ def stage_detector_code(
     if target.is_dir():
         os.utime(target)  # in use: keep it out of the next prune
         return target
+    if bundle:
+        lambda_platform()  # refuse a build machine whose packages Lambda cannot load
     build_dir.mkdir(parents=True, exist_ok=True)
     _prune(build_dir)
     scratch = Path(tempfile.mkdtemp(prefix=".detector-", dir=build_dir))
@@ -91,6 +243,12 @@ def stage_detector_code(
             dest = scratch / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
+        if bundle:
+            for name in handler_dependencies(scratch):
+                for rel, src in distribution_files(name):
+                    dest = scratch / rel
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(src, dest)
         try:
             scratch.rename(target)
         except OSError:

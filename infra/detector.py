@@ -31,14 +31,23 @@ from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from infra import access, naming
-from infra.asset import POLICY_FILE
+from infra.asset import POLICY_FILE, lambda_platform
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge, acknowledge_wildcards
 from infra.plan import DeploymentPlan
 
 __all__ = ["HANDLER", "ConflictDetector"]
 
 HANDLER = "regions.detector_lambda.handler"
-RUNTIME = lambda_.Runtime.PYTHON_3_11
+_ARCHITECTURES = {"x86_64": lambda_.Architecture.X86_64, "arm64": lambda_.Architecture.ARM_64}
+
+
+def _platform() -> tuple[lambda_.Runtime, lambda_.Architecture]:
+    """The runtime and architecture of the machine the asset's packages come from
+    (:mod:`infra.asset` bundles pydantic-core built for it)."""
+    runtime, arch = lambda_platform()
+    return lambda_.Runtime(runtime, lambda_.RuntimeFamily.PYTHON), _ARCHITECTURES[arch]
+
+
 # A stream record older than this has not been looked at: conflicts go unseen meanwhile.
 ITERATOR_AGE_ALARM_MS = 300_000
 
@@ -90,12 +99,14 @@ class ConflictDetector(Construct):
                 )
             },
         )
+        runtime, architecture = _platform()
         self.function = lambda_.Function(
             self,
             "Function",
             function_name=naming.detector_function_name(plan.policy_name, region),
             description=f"regionkit {plan.policy_name}: detect replication conflicts in {region}",
-            runtime=RUNTIME,
+            runtime=runtime,
+            architecture=architecture,
             handler=HANDLER,
             code=lambda_.Code.from_asset(str(code_dir)),
             role=role,

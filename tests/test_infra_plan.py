@@ -201,10 +201,11 @@ def test_fis_template_refuses_unknown_or_fis_less_regions(social: Policy) -> Non
         experiment_template(social, "ap-south-2")
 
 
-def test_detector_code_holds_only_the_two_packages_and_the_policy(tmp_path: Path) -> None:
+def test_detector_code_holds_the_two_packages_and_the_policy(tmp_path: Path) -> None:
+    """Without the dependencies (tests/test_detector_asset.py bundles and runs them)."""
     policy = ROOT / "policies" / "minimal.yaml"
-    first = stage_detector_code(policy, build_dir=tmp_path)
-    again = stage_detector_code(policy, build_dir=tmp_path)
+    first = stage_detector_code(policy, build_dir=tmp_path, bundle=False)
+    again = stage_detector_code(policy, build_dir=tmp_path, bundle=False)
     assert first == again  # content-addressed: same code, same directory
     top = {p.name for p in first.iterdir()}
     assert top == {"residency", "regions", "policy.yaml"}
@@ -222,6 +223,8 @@ def test_staging_prunes_code_unused_for_an_hour(tmp_path: Path) -> None:
         d.mkdir()
     old = time.time() - 7200
     os.utime(stale, (old, old))
-    staged = stage_detector_code(ROOT / "policies" / "minimal.yaml", build_dir=tmp_path)
+    staged = stage_detector_code(
+        ROOT / "policies" / "minimal.yaml", build_dir=tmp_path, bundle=False
+    )
     assert not stale.exists()
     assert fresh.exists() and staged.exists()
