@@ -198,7 +198,7 @@ class ConflictDetector(Construct):
             )
             self.mappings.append(mapping)
 
-        self.alarms = self._health_alarms(naming.detector_function_name(plan.policy_name, region))
+        self.alarms = self._health_alarms(plan.policy_name, region)
 
         acknowledge_wildcards(
             role,
@@ -222,7 +222,7 @@ class ConflictDetector(Construct):
             ),
         )
 
-    def _health_alarms(self, name: str) -> list[cloudwatch.Alarm]:
+    def _health_alarms(self, policy: str, region: str) -> list[cloudwatch.Alarm]:
         """The detector is healthy only if it runs, keeps up and drops nothing.
 
         * ``Errors``: any failed invocation (a batch that raised, e.g. a missing
@@ -270,7 +270,7 @@ class ConflictDetector(Construct):
                 cloudwatch.Alarm(
                     self,
                     f"{suffix}Alarm",
-                    alarm_name=f"{name}-{suffix.lower()}",
+                    alarm_name=naming.detector_alarm_name(policy, region, suffix.lower()),
                     alarm_description=f"regionkit: {what}",
                     metric=metric,
                     threshold=threshold,

@@ -168,6 +168,7 @@ def test_the_iam_policy_is_the_union_of_the_checks_permissions(policy: Policy) -
         "kms:ListAliases",
         "sts:GetCallerIdentity",
         "ec2:DescribeRegions",
+        "cloudwatch:DescribeAlarms",
     } == actions
     assert not any("*" in a for a in actions)
     assert "dynamodb:PutItem" not in actions  # the audit only reads
@@ -575,6 +576,71 @@ def test_a_worker_failure_becomes_an_error_finding(policy: Policy) -> None:
         "eu-central-1",
         "us-east-1",
     }
+
+
+def test_the_conflict_count_is_an_error_where_the_detector_cannot_be_shown_healthy(
+    policy: Policy,
+) -> None:
+    """AWS: missing detector alarms, or one in ALARM (its dead-letter queue holds a batch),
+    make operations.conflicts ERROR in that region; healthy alarms let the count speak."""
+    from regions.local.sim import simulation
+    from residency.names import DETECTOR_ALARMS, detector_alarm_name
+
+    class Clients:
+        def __init__(self, sim_clients: Any) -> None:
+            self.sim = sim_clients
+
+        def dynamodb(self, region: str) -> Any:
+            return self.sim.dynamodb(region)
+
+        def client(self, service: str, region: str) -> Any:
+            return self.sim._get(service, region)
+
+    def audit(clients: Any) -> dict[str, tuple[str, str]]:
+        report = run_audit(
+            policy,
+            clients,
+            policy_path=MINIMAL,
+            checks=["operations.conflicts"],
+            now=datetime.now(UTC),
+            detector_alarms=True,
+        )
+        return {f.region: (f.status, f.reason) for f in report.findings}
+
+    with simulation(policy) as sim:
+        clients = Clients(sim.clients)
+        missing = audit(clients)
+        assert {s for s, _ in missing.values()} == {"ERROR"}
+        assert all("no alarm" in reason for _, reason in missing.values())
+        for region in policy.regions:
+            cw = clients.client("cloudwatch", region)
+            for alarm in DETECTOR_ALARMS:
+                cw.put_metric_alarm(
+                    AlarmName=detector_alarm_name(policy.name, region, alarm),
+                    MetricName="Errors",
+                    Namespace="AWS/Lambda",
+                    Statistic="Sum",
+                    Period=300,
+                    EvaluationPeriods=1,
+                    Threshold=1,
+                    ComparisonOperator="GreaterThanOrEqualToThreshold",
+                )
+                cw.set_alarm_state(
+                    AlarmName=detector_alarm_name(policy.name, region, alarm),
+                    StateValue="OK",
+                    StateReason="test",
+                )
+        healthy = audit(clients)
+        assert {s for s, _ in healthy.values()} == {"PASS"}
+        clients.client("cloudwatch", "eu-west-1").set_alarm_state(
+            AlarmName=detector_alarm_name(policy.name, "eu-west-1", "deadletters"),
+            StateValue="ALARM",
+            StateReason="a batch in the dead-letter queue",
+        )
+        sick = audit(clients)
+    assert sick["eu-west-1"][0] == "ERROR"
+    assert "deadletters" in sick["eu-west-1"][1] and "ALARM" in sick["eu-west-1"][1]
+    assert sick["eu-central-1"][0] == sick["us-east-1"][0] == "PASS"
 
 
 # --- the CLI -----------------------------------------------------------------------------------

@@ -80,6 +80,9 @@ class AuditOptions:
     progress: ProgressFn | None = field(default=None, compare=False)
     pseudonymizer: Pseudonymizer | None = field(default=None, compare=False, repr=False)
     merge_modules: tuple[str, ...] = ()  # the operator's allow-listed merge modules
+    # AWS: the conflict log counts only if the detector's alarms show it healthy. The
+    # local cluster's detector is the emulator's own listener, with no alarms.
+    detector_alarms: bool = False
 
 
 class AuditContext:

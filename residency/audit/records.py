@@ -25,9 +25,19 @@ from pydantic import ValidationError
 
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext
+from residency.names import DETECTOR_ALARMS, detector_alarm_name
 from residency.records import ConflictRecord, DrillSummary
 
-__all__ = ["BadRecord", "ConflictHistory", "DrillHistory", "read_conflicts", "read_drills"]
+__all__ = [
+    "BadRecord",
+    "ConflictHistory",
+    "DetectorHealth",
+    "DrillHistory",
+    "detector_health_of",
+    "read_conflicts",
+    "read_detector_health",
+    "read_drills",
+]
 
 
 @dataclass(frozen=True)
@@ -161,3 +171,48 @@ def conflicts_of(ctx: AuditContext) -> ConflictHistory:
 def drills_of(ctx: AuditContext) -> DrillHistory:
     """The audit's drills (collected once per run, shared by every check)."""
     return ctx.once("drills", lambda: read_drills(ctx))
+
+
+@dataclass(frozen=True)
+class DetectorHealth:
+    """What the conflict detector's alarms in one region say (AWS only).
+
+    ``problem`` is None when every alarm exists and none is in ALARM: the detector
+    ran, kept up with its streams and gave up on no batch. Otherwise it says why the
+    conflict log cannot be trusted there.
+    """
+
+    region: str
+    problem: str | None
+
+
+def read_detector_health(ctx: AuditContext, region: str) -> DetectorHealth:
+    """The states of ``region``'s detector alarms (``cloudwatch:DescribeAlarms``)."""
+    policy = ctx.policy.name
+    wanted = {detector_alarm_name(policy, region, a): a for a in DETECTOR_ALARMS}
+    try:
+        cw = ctx.clients.client("cloudwatch", region)
+        found = cw.describe_alarms(AlarmNames=sorted(wanted)).get("MetricAlarms", [])
+    except Exception as exc:
+        return DetectorHealth(region, f"its alarms could not be read: {error_reason(exc)}")
+    states = {a["AlarmName"]: a.get("StateValue", "") for a in found}
+    missing = sorted(n for n in wanted if n not in states)
+    if missing:
+        return DetectorHealth(
+            region,
+            f"no alarm {', '.join(missing)}: the detector is not deployed as the CDK app "
+            "deploys it, so nothing shows it runs",
+        )
+    firing = sorted(n for n, state in states.items() if state == "ALARM")
+    if firing:
+        return DetectorHealth(region, f"alarm in ALARM: {', '.join(firing)}")
+    return DetectorHealth(region, None)
+
+
+def detector_health_of(ctx: AuditContext) -> dict[str, DetectorHealth]:
+    """Every audited region's detector health (collected once per run)."""
+
+    def read() -> dict[str, DetectorHealth]:
+        return {r: read_detector_health(ctx, r) for r in ctx.options.regions}
+
+    return ctx.once("detector", read)

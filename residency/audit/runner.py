@@ -238,6 +238,7 @@ def run_audit(
     deep: bool = False,
     pseudonymizer: Pseudonymizer | None = None,
     merge_modules: Sequence[str] = (),
+    detector_alarms: bool = False,
     signer: Signer | None = None,
 ) -> AuditReport:
     """Audit the deployment against ``policy``; return the signed report.
@@ -257,6 +258,8 @@ def run_audit(
         checked on every item); ``deep``: every item.
     :param pseudonymizer: names items in findings (default: the process's).
     :param signer: signs the report (default: a throw-away Ed25519 key).
+    :param detector_alarms: AWS: ``operations.conflicts`` is ERROR in a region whose
+        conflict detector's alarms are missing or in ALARM.
     """
     started_wall = datetime.now(UTC)
     t0 = time.perf_counter()
@@ -298,6 +301,7 @@ def run_audit(
         export_poll_s=export_poll_s,
         conflict_window=conflict_window,
         max_findings_per_resource=max_findings_per_resource,
+        detector_alarms=detector_alarms,
         account_id=account_id,
         progress=progress,
         value_every=1 if deep else value_every,

@@ -9,7 +9,7 @@ from datetime import UTC
 
 from residency.audit.context import AuditContext
 from residency.audit.model import Finding
-from residency.audit.records import ConflictHistory, conflicts_of, drills_of
+from residency.audit.records import ConflictHistory, conflicts_of, detector_health_of, drills_of
 from residency.audit.registry import Check, check
 
 _HLC = re.compile(r"^[0-9a-f]{8,16}\.[0-9a-f]{1,8}(?:\.[a-z0-9-]{1,40}){0,2}$")
@@ -26,12 +26,17 @@ _MANY_CONFLICTS = 100
     rationale="DynamoDB settles concurrent writes silently and records nothing; the conflict "
     "log is the only record of writes that were lost or merged.",
     remediation="Review the conflicts (`regionkit` conflict log); route writers of the same "
-    "item to one region, or give the data class a merge function.",
-    permissions=_LOG,
+    "item to one region, or give the data class a merge function. When the detector is "
+    "unhealthy, fix it first (its Lambda's errors, its dead-letter queue).",
+    permissions=[*_LOG, "cloudwatch:DescribeAlarms"],
 )
 def conflicts(ctx: AuditContext) -> Iterator[Finding]:
     """Counts the conflicts each region's conflict log recorded in the window
     (default 7 days): none is a PASS, a few are INFO, 100 or more are MEDIUM.
+
+    On AWS a count means something only if the detector saw every write: a region
+    whose detector alarms are missing or in ALARM (failed invocations, a stream
+    iterator behind, batches in the dead-letter queue) is an ERROR, never a PASS.
 
     Example::
 
@@ -43,8 +48,18 @@ def conflicts(ctx: AuditContext) -> Iterator[Finding]:
     now = ctx.options.now.astimezone(UTC)
     since = now - ctx.options.conflict_window
     days = ctx.options.conflict_window.total_seconds() / 86400
+    health = detector_health_of(ctx) if ctx.options.detector_alarms else {}
     for region in ctx.options.regions:
         resource = ctx.arn(region, history.table)
+        sick = health.get(region)
+        if sick is not None and sick.problem is not None:
+            yield me.error(
+                region=region,
+                resource=resource,
+                reason="the conflict detector cannot be shown healthy, so the conflict log "
+                f"may miss conflicts: {sick.problem}",
+            )
+            continue
         if region in history.errors:
             yield me.error(
                 region=region,
@@ -104,8 +119,18 @@ def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
     me = unrepaired_inversions
     history = conflicts_of(ctx)
     yield from _bad_records(ctx, me, history)
+    health = detector_health_of(ctx) if ctx.options.detector_alarms else {}
     for region in ctx.options.regions:
         resource = ctx.arn(region, history.table)
+        sick = health.get(region)
+        if sick is not None and sick.problem is not None:
+            yield me.error(
+                region=region,
+                resource=resource,
+                reason="the conflict detector cannot be shown healthy, so the conflict log "
+                f"may miss conflicts: {sick.problem}",
+            )
+            continue
         if region in history.errors:
             yield me.error(
                 region=region,
