@@ -4,9 +4,9 @@ What they write must arrive in every replica, binary values included:
 
 * boto3's resource API: ``batch_writer`` (B, BS, B nested in a map), a transaction,
   a plain item after them, read back in every region with a scan paginator;
-* the AWS CLI (``aws dynamodb put-item`` / ``transact-write-items``), when installed.
-
-(PynamoDB is not a dependency of the project; it is not exercised here.)
+* the AWS CLI (``aws dynamodb put-item`` / ``transact-write-items``), when installed;
+* PynamoDB, an object mapper on botocore (a dev dependency): a model with every
+  attribute kind it maps, saved, conditionally updated and deleted.
 """
 
 from __future__ import annotations
@@ -112,3 +112,85 @@ def test_aws_cli_writes_reach_every_replica(cluster: Any) -> None:
     )
     # (AWS CLI v1 sends blob arguments as given; v2 decodes base64: compare with the source)
     assert all(r == source for r in replicas) and source["n"]["N"] == "1" * 38
+
+
+def test_pynamodb_writes_reach_every_replica(cluster: Any) -> None:
+    from pynamodb.attributes import (
+        BinaryAttribute,
+        BooleanAttribute,
+        ListAttribute,
+        MapAttribute,
+        NumberAttribute,
+        NumberSetAttribute,
+        UnicodeAttribute,
+        UnicodeSetAttribute,
+    )
+    from pynamodb.models import Model
+
+    table_name = cluster.table_name("content")
+    run = uuid.uuid4().hex[:8]
+
+    class Inner(MapAttribute[str, Any]):
+        label = UnicodeAttribute()
+        blob = BinaryAttribute(legacy_encoding=False)
+
+    class Post(Model):
+        class Meta:
+            table_name = ""
+            region = EU1
+            host = cluster.endpoints[EU1]
+            aws_access_key_id = "testing"
+            aws_secret_access_key = "testing"
+
+        pk = UnicodeAttribute(hash_key=True)
+        body = UnicodeAttribute()
+        likes = NumberAttribute(default=0)
+        tags = UnicodeSetAttribute()
+        scores = NumberSetAttribute()
+        flag = BooleanAttribute()
+        raw = BinaryAttribute(legacy_encoding=False)
+        inner = Inner()
+        items = ListAttribute[str]()
+
+    Post.Meta.table_name = table_name
+    post = Post(
+        f"{run}-pyn",
+        body="héllo ✓",
+        likes=10**37,
+        tags={"a", "ü"},
+        scores={1, 2.5},
+        flag=True,
+        raw=b"\x00\xff",
+        inner=Inner(label="x", blob=b"\x01"),
+        items=["one", "two"],
+    )
+    post.save(condition=Post.pk.does_not_exist())
+    post.update(actions=[Post.likes.add(1), Post.tags.add({"new"})], condition=Post.flag == True)  # noqa: E712
+    gone = Post(
+        f"{run}-pyn-gone",
+        body="x",
+        tags={"t"},
+        scores={0},
+        flag=False,
+        raw=b"\x02",
+        inner=Inner(label="y", blob=b"\x03"),
+        items=[],
+    )
+    gone.save()
+    gone.delete()
+    _keys_everywhere(cluster, table_name, {f"{run}-pyn"})
+    assert cluster.replicator.wait_converged(60)
+    images = [
+        cluster.client(r).get_item(
+            TableName=table_name, Key={"pk": {"S": f"{run}-pyn"}}, ConsistentRead=True
+        )["Item"]
+        for r in (EU1, EU2, US)
+    ]
+    assert images[1] == images[0] and images[2] == images[0]
+    assert images[0]["likes"]["N"] == str(10**37 + 1)
+    assert set(images[0]["tags"]["SS"]) == {"a", "ü", "new"}
+    for r in (EU1, EU2, US):
+        assert "Item" not in cluster.client(r).get_item(
+            TableName=table_name, Key={"pk": {"S": f"{run}-pyn-gone"}}, ConsistentRead=True
+        )
+    assert not cluster.replicator.engine.failed_count
