@@ -168,19 +168,30 @@ def _data_files(s3: Any, desc: dict[str, Any]) -> tuple[list[str], int | None]:
         if _exists(s3, bucket, documented):
             manifest = documented
     if manifest:
-        summary = _get_json(s3, bucket, str(manifest))
-        files_key = str(summary["manifestFilesS3Key"])
-        if not _exists(s3, bucket, files_key) and prefix and not files_key.startswith(prefix):
-            files_key = _join(prefix, files_key)
-        keys = []
-        for entry in _manifest_lines(s3, bucket, files_key):
-            key = str(entry["dataFileS3Key"])
-            if prefix and not key.startswith(prefix.strip("/") + "/"):
-                key = _join(prefix, key)
-            keys.append(key)
-        count = summary.get("itemCount")
-        return keys, int(count) if isinstance(count, int) else None
-    # No manifest (moto): every data file under the prefix, if it holds one export only.
+        return _manifest_data_files(s3, bucket, prefix, str(manifest))
+    return _listed_data_files(s3, desc, bucket, prefix), None
+
+
+def _manifest_data_files(
+    s3: Any, bucket: str, prefix: str, manifest: str
+) -> tuple[list[str], int | None]:
+    """The data files an export's manifest lists, and the item count it promises."""
+    summary = _get_json(s3, bucket, manifest)
+    files_key = str(summary["manifestFilesS3Key"])
+    if not _exists(s3, bucket, files_key) and prefix and not files_key.startswith(prefix):
+        files_key = _join(prefix, files_key)
+    keys = []
+    for entry in _manifest_lines(s3, bucket, files_key):
+        key = str(entry["dataFileS3Key"])
+        if prefix and not key.startswith(prefix.strip("/") + "/"):
+            key = _join(prefix, key)
+        keys.append(key)
+    count = summary.get("itemCount")
+    return keys, int(count) if isinstance(count, int) else None
+
+
+def _listed_data_files(s3: Any, desc: dict[str, Any], bucket: str, prefix: str) -> list[str]:
+    """No manifest (moto): every data file under the prefix, if it holds one export only."""
     root = _join(prefix, "AWSDynamoDB") + "/"
     keys, dirs = [], set()
     kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": root}
@@ -205,7 +216,7 @@ def _data_files(s3: Any, desc: dict[str, Any]) -> tuple[list[str], int | None]:
         raise ExportFailed(
             what=str(desc["ExportArn"]), reason=f"no manifest and no data files under {root}"
         )
-    return sorted(keys), None
+    return sorted(keys)
 
 
 def iter_export_items(
