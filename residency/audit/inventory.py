@@ -216,13 +216,55 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
     if _sibling(ctx, region, name, tags, plans):
         state.classified_by = ("another deployment of this policy (tags, name)",)
         return state
-    sample: list[dict[str, Any]] = []
-    if pk is not None and ctx.options.inventory_sample > 0 and not ctx.down(region):
-        try:
-            page = client.scan(TableName=name, Limit=ctx.options.inventory_sample)
-            sample = list(page.get("Items", []))
-        except Exception as exc:
-            ctx.note_failure(region, exc)
+    sample = _sample(ctx, client, region, name, pk)
+    votes = _votes(ctx, name, tags, plans, sample, (pk, sk, types))
+    # pinned classes first: a table that looks like personal data is judged as such
+    ranked = sorted(
+        votes.items(), key=lambda kv: (plans[kv[0]].kind != "pinned", -len(kv[1]), kv[0])
+    )
+    if ranked:
+        dc, basis = ranked[0]
+        base = plans[dc]
+        state.plan = TablePlan(
+            table=name,
+            logical=base.logical,
+            data_class=dc,
+            kind=base.kind,
+            partition_key=pk or base.partition_key,
+            sort_key=sk,
+            regions=base.regions,
+            is_directory=False,
+        )
+        state.copy_of = dc
+        state.classified_by = tuple(basis)
+        state.tag_jurisdiction = tags.get(TAG_JURISDICTION)
+    return state
+
+
+def _sample(
+    ctx: AuditContext, client: Any, region: str, name: str, pk: str | None
+) -> list[dict[str, Any]]:
+    """A few items of an unlisted table (none when it has no key or the region is down)."""
+    if pk is None or ctx.options.inventory_sample <= 0 or ctx.down(region):
+        return []
+    try:
+        page = client.scan(TableName=name, Limit=ctx.options.inventory_sample)
+        return list(page.get("Items", []))
+    except Exception as exc:
+        ctx.note_failure(region, exc)
+        return []
+
+
+def _votes(
+    ctx: AuditContext,
+    name: str,
+    tags: dict[str, str],
+    plans: dict[str, TablePlan],
+    sample: list[dict[str, Any]],
+    schema: tuple[str | None, str | None, dict[str, str]],
+) -> dict[str, list[str]]:
+    """The data classes an unlisted table looks like, each with what says so."""
+    pk, sk, types = schema
     votes: dict[str, list[str]] = {}
     tagged = tags.get(TAG_DATA_CLASS)
     if tagged in plans:
@@ -249,27 +291,7 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
         same_keys = plan.partition_key == pk and plan.sort_key == sk and types.get(pk or "") == "S"
         if same_keys or attrs & names:
             votes.setdefault(dc, []).extend([*(["key-schema"] if same_keys else []), "sample"])
-    # pinned classes first: a table that looks like personal data is judged as such
-    ranked = sorted(
-        votes.items(), key=lambda kv: (plans[kv[0]].kind != "pinned", -len(kv[1]), kv[0])
-    )
-    if ranked:
-        dc, basis = ranked[0]
-        base = plans[dc]
-        state.plan = TablePlan(
-            table=name,
-            logical=base.logical,
-            data_class=dc,
-            kind=base.kind,
-            partition_key=pk or base.partition_key,
-            sort_key=sk,
-            regions=base.regions,
-            is_directory=False,
-        )
-        state.copy_of = dc
-        state.classified_by = tuple(basis)
-        state.tag_jurisdiction = tags.get(TAG_JURISDICTION)
-    return state
+    return votes
 
 
 def _sibling(
@@ -322,50 +344,61 @@ def _describe(
             return
     assert state.description is not None
     if "pitr" in aspects:
-        if (down := _guard(ctx, region)) is not None:
-            state.pitr_error = down
-        else:
-            try:
-                desc = client.describe_continuous_backups(TableName=state.table)
-                pitr = desc["ContinuousBackupsDescription"].get(
-                    "PointInTimeRecoveryDescription", {}
-                )
-                state.pitr_status = str(pitr.get("PointInTimeRecoveryStatus", "DISABLED"))
-            except Exception as exc:
-                ctx.note_failure(region, exc)
-                state.pitr_error = error_reason(exc)
+        _describe_pitr(ctx, client, state)
     if "tags" in aspects and state.tags is None:
-        if (down := _guard(ctx, region)) is not None:
-            state.tags_error = down
-        else:
-            try:
-                state.tags = _tags(client, state.arn)
-            except Exception as exc:
-                ctx.note_failure(region, exc)
-                state.tags_error = error_reason(exc)
+        _describe_tags(ctx, client, state)
     if "kms" in aspects:
-        sse = state.description.get("SSEDescription") or {}
-        key_arn = sse.get("KMSMasterKeyArn")
-        if sse.get("SSEType") == "KMS" and isinstance(key_arn, str) and key_arn:
-            key_region = key_arn.split(":")[3] if key_arn.count(":") >= 5 else region
-            if (down := _guard(ctx, key_region)) is not None:
-                state.kms_error = down
-            else:
-                try:
-                    kms = ctx.clients.client("kms", key_region)
-                    meta = kms.describe_key(KeyId=key_arn)
-                    state.kms_manager = str(meta["KeyMetadata"].get("KeyManager", ""))
-                    if state.kms_manager == "CUSTOMER":
-                        # The reserved alias/aws/ names only AWS-managed keys (moto reports
-                        # its aws/dynamodb default key as CUSTOMER; AWS does not).
-                        aliases = kms.list_aliases(KeyId=key_arn).get("Aliases", [])
-                        if any(
-                            str(a.get("AliasName", "")).startswith("alias/aws/") for a in aliases
-                        ):
-                            state.kms_manager = "AWS"
-                except Exception as exc:
-                    ctx.note_failure(key_region, exc)
-                    state.kms_error = error_reason(exc)
+        _describe_kms(ctx, state)
+
+
+def _describe_pitr(ctx: AuditContext, client: Any, state: TableState) -> None:
+    if (down := _guard(ctx, state.region)) is not None:
+        state.pitr_error = down
+        return
+    try:
+        desc = client.describe_continuous_backups(TableName=state.table)
+        pitr = desc["ContinuousBackupsDescription"].get("PointInTimeRecoveryDescription", {})
+        state.pitr_status = str(pitr.get("PointInTimeRecoveryStatus", "DISABLED"))
+    except Exception as exc:
+        ctx.note_failure(state.region, exc)
+        state.pitr_error = error_reason(exc)
+
+
+def _describe_tags(ctx: AuditContext, client: Any, state: TableState) -> None:
+    if (down := _guard(ctx, state.region)) is not None:
+        state.tags_error = down
+        return
+    try:
+        state.tags = _tags(client, state.arn)
+    except Exception as exc:
+        ctx.note_failure(state.region, exc)
+        state.tags_error = error_reason(exc)
+
+
+def _describe_kms(ctx: AuditContext, state: TableState) -> None:
+    """Who manages the table's KMS key (AWS or the customer), asked in the key's region."""
+    assert state.description is not None
+    sse = state.description.get("SSEDescription") or {}
+    key_arn = sse.get("KMSMasterKeyArn")
+    if sse.get("SSEType") != "KMS" or not isinstance(key_arn, str) or not key_arn:
+        return
+    key_region = key_arn.split(":")[3] if key_arn.count(":") >= 5 else state.region
+    if (down := _guard(ctx, key_region)) is not None:
+        state.kms_error = down
+        return
+    try:
+        kms = ctx.clients.client("kms", key_region)
+        meta = kms.describe_key(KeyId=key_arn)
+        state.kms_manager = str(meta["KeyMetadata"].get("KeyManager", ""))
+        if state.kms_manager == "CUSTOMER":
+            # The reserved alias/aws/ names only AWS-managed keys (moto reports
+            # its aws/dynamodb default key as CUSTOMER; AWS does not).
+            aliases = kms.list_aliases(KeyId=key_arn).get("Aliases", [])
+            if any(str(a.get("AliasName", "")).startswith("alias/aws/") for a in aliases):
+                state.kms_manager = "AWS"
+    except Exception as exc:
+        ctx.note_failure(key_region, exc)
+        state.kms_error = error_reason(exc)
 
 
 def collect_inventory(ctx: AuditContext) -> Inventory:
