@@ -15,15 +15,16 @@ The action targets every table **in that region** tagged ``DisruptDynamoDb=Allow
 and ``regionkit:policy=<policy name>``; FIS pauses replication to and from those
 replicas and resumes it, losing nothing, when the duration ends.
 
-The stop condition. ``stop_on="replication-latency"`` (what the deployed stacks
-still pass) is the region's composite ReplicationLatency alarm, which is the very
-metric a pause degrades: it either stops the drill at once or means nothing.
-``stop_on="customer-harm"`` (what ``regionkit drill run --create-template``
-uses) is :func:`customer_harm_alarm`: the error rate of requests the routers in
-that region serve, published as CloudWatch Embedded Metric Format. A
+The stop condition. ``stop_on="customer-harm"`` (the default; the deployed stacks
+and ``regionkit drill run --create-template`` use it) is :func:`customer_harm_alarm`:
+the error rate of requests the routers in that region serve, published as
+CloudWatch Embedded Metric Format (:mod:`regions.metrics`). A
 replication pause does not fail a routed request by design (writes land in the
 local replica; only cross-region visibility is late), so the alarm fires only
 if customers are harmed, which is exactly when a drill must stop.
+``stop_on="replication-latency"`` is the region's composite ReplicationLatency
+alarm, the very metric a pause degrades: it stops the drill at once or means
+nothing; it is kept for templates made before.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def experiment_template_for_plan(
     stop_alarm: str | None = None,
     partition: str = "aws",
     account: str = "<account-id>",
-    stop_on: str = "replication-latency",
+    stop_on: str = "customer-harm",
 ) -> dict[str, Any]:
     """The experiment template of ``region``, as CreateExperimentTemplate arguments.
 
@@ -237,7 +238,7 @@ def experiment_template(
     stop_alarm: str | None = None,
     partition: str = "aws",
     account: str = "<account-id>",
-    stop_on: str = "replication-latency",
+    stop_on: str = "customer-harm",
 ) -> dict[str, Any]:
     """:func:`experiment_template_for_plan` for a policy (see the module docstring)."""
     return experiment_template_for_plan(

@@ -6,20 +6,26 @@ live in the regional stack of the source region, one per (table, receiving
 region). AWS's guidance is to alarm when the average stays high; the level is
 the policy's ``targets.replication_latency_alarm_ms``.
 
-A composite alarm per region (``ALARM`` of any of that region's pair alarms) is
-the FIS stop condition: a template takes at most five stop conditions, a region
-may have dozens of pair alarms.
+A composite alarm per region (``ALARM`` of any of that region's pair alarms)
+summarises them for operators. It is **not** the FIS stop condition: a pause
+degrades exactly this metric, so it would stop every drill at once. The stop
+condition is :class:`CustomerHarmAlarm`, the error rate of the requests the routers
+of the region serve (:mod:`regions.metrics` publishes it as EMF), which a
+replication pause does not raise by design.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
 from infra import naming
+from infra.fis_template import customer_harm_alarm
 from infra.plan import DeploymentPlan
 
-__all__ = ["ReplicationAlarms"]
+__all__ = ["CustomerHarmAlarm", "ReplicationAlarms"]
 
 #: Minutes the one-minute average must stay above the level before the alarm fires.
 EVALUATION_MINUTES = 5
@@ -111,3 +117,54 @@ def _chunk(terms: list[str]) -> list[list[str]]:
         groups[-1].append(term)
         size += len(term) + 4
     return groups
+
+
+def _query(q: dict[str, Any]) -> cloudwatch.CfnAlarm.MetricDataQueryProperty:
+    stat = q.get("MetricStat")
+    return cloudwatch.CfnAlarm.MetricDataQueryProperty(
+        id=q["Id"],
+        expression=q.get("Expression"),
+        label=q.get("Label"),
+        return_data=q["ReturnData"],
+        metric_stat=None
+        if stat is None
+        else cloudwatch.CfnAlarm.MetricStatProperty(
+            metric=cloudwatch.CfnAlarm.MetricProperty(
+                namespace=stat["Metric"]["Namespace"],
+                metric_name=stat["Metric"]["MetricName"],
+                dimensions=[
+                    cloudwatch.CfnAlarm.DimensionProperty(name=d["Name"], value=d["Value"])
+                    for d in stat["Metric"]["Dimensions"]
+                ],
+            ),
+            period=stat["Period"],
+            stat=stat["Stat"],
+        ),
+    )
+
+
+class CustomerHarmAlarm(Construct):
+    """The FIS stop condition of ``region``: routed requests failing above 5 %.
+
+    The alarm is :func:`infra.fis_template.customer_harm_alarm`, the same dict
+    ``regionkit drill run --target aws --create-template`` creates with boto3, so the
+    deployed and the CLI-made alarm cannot drift apart.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, plan: DeploymentPlan, region: str
+    ) -> None:
+        super().__init__(scope, construct_id)
+        spec = customer_harm_alarm(plan, region)
+        self.alarm = cloudwatch.CfnAlarm(
+            self,
+            "Alarm",
+            alarm_name=spec["AlarmName"],
+            alarm_description=spec["AlarmDescription"],
+            metrics=[_query(q) for q in spec["Metrics"]],
+            threshold=spec["Threshold"],
+            comparison_operator=spec["ComparisonOperator"],
+            evaluation_periods=spec["EvaluationPeriods"],
+            datapoints_to_alarm=spec["DatapointsToAlarm"],
+            treat_missing_data=spec["TreatMissingData"],
+        )

@@ -31,7 +31,7 @@ from infra import naming
 from infra.detector import ConflictDetector
 from infra.fis import PauseReplicationExperiment
 from infra.iam import ServiceAccessPolicy
-from infra.monitoring import ReplicationAlarms
+from infra.monitoring import CustomerHarmAlarm, ReplicationAlarms
 from infra.plan import DeploymentPlan
 from infra.tables import RegionKeys, ReplicatedTable
 
@@ -128,6 +128,7 @@ class RegionalStack(cdk.Stack):
         )
         self.region_name = region
         self.alarms = ReplicationAlarms(self, "ReplicationLatency", plan=plan, region=region)
+        self.harm = CustomerHarmAlarm(self, "CustomerHarm", plan=plan, region=region)
         self.detector = (
             ConflictDetector(self, "ConflictDetector", plan=plan, region=region, code_dir=code_dir)
             if plan.detector_tables(region)
@@ -139,7 +140,7 @@ class RegionalStack(cdk.Stack):
                 "PauseReplication",
                 plan=plan,
                 region=region,
-                stop_alarm_arn=self.alarms.composite.attr_arn if self.alarms.composite else None,
+                stop_alarm_arn=self.harm.alarm.attr_arn,
                 duration=fis_duration,
             )
             if plan.fis_targets(region)

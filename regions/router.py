@@ -29,6 +29,7 @@ from regions.erasure import Eraser, ErasureResult
 from regions.health import RegionHealth
 from regions.hlc import HLC, wall_clock_ms
 from regions.ids import mint_user_id
+from regions.metrics import RequestMetrics, sink
 from regions.pool import ClientPool, ClientProvider
 from regions.queries import BatchGetResult, BatchWriteResult, Page, Queries, Sort
 from regions.routing import Op, Route, RouteTable
@@ -65,6 +66,7 @@ class RegionRouter:
         directory: DirectoryCache | None = None,
         pseudonymizer: Pseudonymizer | None = None,
         wall_clock: Callable[[], float] | None = None,
+        metrics: RequestMetrics | None = None,
     ) -> None:
         self.policy = policy
         self.settings = s = settings or load_settings()
@@ -91,6 +93,10 @@ class RegionRouter:
         self.pseudonymize = pseudonymizer or s.pseudonymizer()
         tables = {n: s.table_name(dc.table) for n, dc in policy.data_classes.items()}
         self.routes = RouteTable(policy, tables, self.guard, self.health)
+        emit = sink(s.metrics)
+        if metrics is None and emit is not None and self.region is not None:
+            metrics = RequestMetrics(policy.name, self.region, emit)
+        self.metrics = metrics
         self.transport = Transport(
             self.clients,
             self.health,
@@ -107,6 +113,7 @@ class RegionRouter:
             )
             if s.hedge_reads
             else None,
+            metrics=metrics,
         )
         self._merge: dict[str, Merge] = {}
         self.store = VersionedStore(
@@ -144,7 +151,10 @@ class RegionRouter:
     # --- lifecycle ---
 
     def close(self) -> None:
-        """Close the client pool if this router created it, and the hedging threads."""
+        """Close the client pool if this router created it, and the hedging threads; emit
+        the request metrics counted since the last line."""
+        if self.metrics is not None:
+            self.metrics.flush()
         self.transport.close()
         if self._owns_clients:
             closer = getattr(self.clients, "close", None)

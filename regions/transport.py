@@ -41,6 +41,7 @@ from tenacity import (
 )
 
 from regions.health import RegionHealth
+from regions.metrics import RequestMetrics
 from regions.routing import Op, Route
 from residency.errors import (
     BackendError,
@@ -230,6 +231,7 @@ class Transport:
         failover_attempts: int | None = None,
         policy: RetryPolicy | None = None,
         hedge: HedgePolicy | None = None,
+        metrics: RequestMetrics | None = None,
         sleep: Callable[[float], None] = time.sleep,
         timer: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -250,6 +252,7 @@ class Transport:
         )
         self.failover_attempts = policy.failover_attempts
         self.hedging = hedge
+        self.metrics: RequestMetrics | None = metrics
         self.sleep = sleep
         self.timer = timer
         self.latency = LatencyTracker()
@@ -334,6 +337,23 @@ class Transport:
     # --- with failover ---
 
     def call(
+        self, decide: Decide, op: Op, fn: Callable[[Route, Any], T], *, hedge: bool = False
+    ) -> tuple[T, Route]:
+        """:meth:`_call`, counted in :attr:`metrics` (a request; an error if no region served it)."""
+        if self.metrics is None:
+            return self._call(decide, op, fn, hedge=hedge)
+        try:
+            out = self._call(decide, op, fn, hedge=hedge)
+        except (RegionUnavailable, BackendError):
+            self.metrics.record(failed=True)
+            raise
+        except Exception:
+            self.metrics.record(failed=False)  # an answer (a failed condition ...): served
+            raise
+        self.metrics.record(failed=False)
+        return out
+
+    def _call(
         self, decide: Decide, op: Op, fn: Callable[[Route, Any], T], *, hedge: bool = False
     ) -> tuple[T, Route]:
         """``fn`` on the decided route; on no answer, the next candidate (``decide(tried)``).

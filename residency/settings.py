@@ -278,6 +278,13 @@ class Settings(BaseSettings):
         description="Local mode: the Ed25519 key that signs audit reports and receipts "
         "(created on first use).",
     )
+    metrics: Literal["off", "emf-stdout", "emf-log"] = Field(
+        default="off",
+        description="Publish the router's request and error counts as CloudWatch Embedded "
+        "Metric Format, per minute (the FIS drill's customer-harm stop alarm reads them): "
+        "'emf-stdout' writes the lines to standard output (Lambda, ECS awslogs), 'emf-log' "
+        "to the 'regionkit.metrics' logger.",
+    )
     partition: Literal["aws", "aws-cn", "aws-us-gov"] = Field(
         default="aws",
         description="The AWS partition of the generated ARNs (IAM policies, guardrails).",

@@ -351,10 +351,16 @@ def test_fis_templates_pause_replication_of_tagged_tables(example: Synth) -> Non
         assert props["Tags"]["regionkit:region"] == region
         (stop,) = props["StopConditions"]
         assert stop["Source"] == "aws:cloudwatch:alarm"
+        # The stop condition is customer harm (the routers' EMF error rate), never the
+        # replication latency a pause degrades by design.
         alarm_id = stop["Value"]["Fn::GetAtt"][0]
-        assert example.templates[stack]["Resources"][alarm_id]["Type"] == (
-            "AWS::CloudWatch::CompositeAlarm"
-        )
+        alarm = example.templates[stack]["Resources"][alarm_id]
+        assert alarm["Type"] == "AWS::CloudWatch::Alarm"
+        assert alarm["Properties"]["AlarmName"].endswith("-customer-harm")
+        queries = alarm["Properties"]["Metrics"]
+        names = {q["MetricStat"]["Metric"]["MetricName"] for q in queries if "MetricStat" in q}
+        assert names == {"RoutedRequests", "RoutedRequestErrors"}
+        assert "ReplicationLatency" not in json.dumps(alarm)
         role_id = props["RoleArn"]["Fn::GetAtt"][0]
         role = example.templates[stack]["Resources"][role_id]["Properties"]
         principal = role["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]

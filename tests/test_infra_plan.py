@@ -180,7 +180,7 @@ def test_fis_template_pauses_tagged_tables_in_one_region(social: Policy) -> None
         {
             "source": "aws:cloudwatch:alarm",
             "value": "arn:aws:cloudwatch:eu-west-1:111122223333:alarm:"
-            "regionkit-social-network-eu-west-1-replication-latency",
+            "regionkit-social-network-eu-west-1-customer-harm",
         }
     ]
     assert t["roleArn"] == "arn:aws:iam::111122223333:role/regionkit-social-network-fis-eu-west-1"
