@@ -60,7 +60,7 @@ from typing import Any
 
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, ProgressEvent
-from residency.audit.inventory import inventory_of
+from residency.audit.inventory import TableState, inventory_of
 from residency.audit.safety import USER_ID
 from residency.audit.severity import Harm, severity_of
 from residency.logs import get_logger
@@ -248,6 +248,17 @@ class _Suspect:
     expected: str | None
     basis: str
     note: str = ""
+
+
+@dataclass(frozen=True)
+class _Case:
+    """One subject's data of one pinned class, to resolve against the directory."""
+
+    data_class: str
+    subject: str  # the raw user ID: kept in memory, never shown
+    who: str  # as reports show it
+    suspects: list[_Suspect]
+    unread: tuple[str, ...]
 
 
 # --- units ---------------------------------------------------------------------------------
@@ -599,40 +610,8 @@ class _Scanner:
         detector = self.detector
         # the partition key is judged as a user ID below; the other keys by kind
         other_keys = tuple(k for k in self.key_attrs.get((region, plan.table), ()) if k != pk_name)
-
-        def key_pii(raw: dict[str, Any]) -> None:
-            for name in other_keys:
-                kind = detector.key_kind(raw.get(name))
-                if kind is not None:
-                    hit = acc.pii.get((name, "key", kind))
-                    if hit is None:
-                        hit = acc.pii[(name, "key", kind)] = PiiHit(
-                            region, plan.table, name, match="key", kind=kind
-                        )
-                    hit.count += 1
-                    if len(hit.examples) < _EXAMPLES:
-                        hit.examples.append(self._key_text(plan, raw))
-
-        def suspect(
-            subject: str | None,
-            raw: dict[str, Any],
-            expected: str | None,
-            basis: str,
-            note: str = "",
-        ) -> None:
-            acc.suspects.append(
-                _Suspect(
-                    dc,
-                    subject,
-                    self._key_text(plan, raw),
-                    region,
-                    plan.table,
-                    found_j,
-                    expected,
-                    basis,
-                    note,
-                )
-            )
+        key_pii = self._key_pii_counter(unit, acc, other_keys)
+        suspect = self._suspect_recorder(unit, acc)
 
         def unattributable(raw: dict[str, Any]) -> None:
             by_j[None] += 1
@@ -668,24 +647,64 @@ class _Scanner:
 
         return visit
 
+    def _key_pii_counter(
+        self, unit: _Unit, acc: _Acc, keys: tuple[str, ...]
+    ) -> Callable[[dict[str, Any]], None]:
+        """Counts personal data in an item's ``keys`` (index and sort keys), by kind."""
+        plan, region, detector = unit.plan, unit.region, self.detector
+
+        def key_pii(raw: dict[str, Any]) -> None:
+            for name in keys:
+                kind = detector.key_kind(raw.get(name))
+                if kind is not None:
+                    hit = acc.pii.get((name, "key", kind))
+                    if hit is None:
+                        hit = acc.pii[(name, "key", kind)] = PiiHit(
+                            region, plan.table, name, match="key", kind=kind
+                        )
+                    hit.count += 1
+                    if len(hit.examples) < _EXAMPLES:
+                        hit.examples.append(self._key_text(plan, raw))
+
+        return key_pii
+
+    def _suspect_recorder(self, unit: _Unit, acc: _Acc) -> Callable[..., None]:
+        """Records an item that may sit outside its subject's jurisdiction."""
+        plan, region = unit.plan, unit.region
+        found_j = self.rj.get(region, "?")
+        dc = plan.data_class
+
+        def suspect(
+            subject: str | None,
+            raw: dict[str, Any],
+            expected: str | None,
+            basis: str,
+            note: str = "",
+        ) -> None:
+            acc.suspects.append(
+                _Suspect(
+                    dc,
+                    subject,
+                    self._key_text(plan, raw),
+                    region,
+                    plan.table,
+                    found_j,
+                    expected,
+                    basis,
+                    note,
+                )
+            )
+
+        return suspect
+
     def _directory_visitor(self, unit: _Unit, acc: _Acc) -> Callable[[dict[str, Any]], None]:
-        plan, region, rj = unit.plan, unit.region, self.rj
+        plan, rj = unit.plan, self.rj
         pk_name = plan.partition_key
         jurisdictions = frozenset(self.policy.jurisdictions)
         describe = self.detector.describe
         count_tombstones = 0 if "pii" in unit.roles else 1  # else the PII visitor counts
-
-        def shown(value: str | None, known: frozenset[str] | dict[str, str]) -> str:
-            """A field's value only when it is one of regionkit's own names; else its kind."""
-            if value is not None and value in known:
-                return repr(value)
-            return f"(holding {describe(value)})"
-
-        def problem(raw: dict[str, Any], reason: str) -> None:
-            acc.problem_count += 1
-            if len(acc.problems) < _MAX_PROBLEMS:
-                key = self._key_text(plan, raw)
-                acc.problems.append(DirectoryProblem(region, plan.table, key, reason))
+        shown = self._shown_field
+        problem = self._problem_recorder(unit, acc)
 
         def visit(raw: dict[str, Any]) -> None:
             if TOMBSTONE in raw:  # a deleted or erased entry
@@ -742,6 +761,24 @@ class _Scanner:
                 )
 
         return visit
+
+    def _shown_field(self, value: str | None, known: frozenset[str] | dict[str, str]) -> str:
+        """A field's value only when it is one of regionkit's own names; else its kind."""
+        if value is not None and value in known:
+            return repr(value)
+        return f"(holding {self.detector.describe(value)})"
+
+    def _problem_recorder(self, unit: _Unit, acc: _Acc) -> Callable[[dict[str, Any], str], None]:
+        """Counts a problem of a directory entry, and keeps the first few."""
+        plan, region = unit.plan, unit.region
+
+        def problem(raw: dict[str, Any], reason: str) -> None:
+            acc.problem_count += 1
+            if len(acc.problems) < _MAX_PROBLEMS:
+                key = self._key_text(plan, raw)
+                acc.problems.append(DirectoryProblem(region, plan.table, key, reason))
+
+        return problem
 
     # --- merging ---
 
@@ -815,15 +852,13 @@ class _Scanner:
         inventory = inventory_of(self.ctx)
         copies = inventory.copies()
 
-        def exists(region: str, table: str) -> bool:
-            state = inventory.table(region, table)
-            return state is not None and state.exists is True
-
         def wanted(plan: TablePlan, region: str) -> bool:
             """Read where the policy places the table (a missing one is an ERROR), and
             wherever else it exists (extra regions included)."""
-            placed = region in self.regions and region in plan.regions
-            return placed or exists(region, plan.table)
+            if region in self.regions and region in plan.regions:
+                return True
+            state = inventory.table(region, plan.table)
+            return state is not None and state.exists is True
 
         if not self.need_placement:
             directory = None
@@ -835,25 +870,10 @@ class _Scanner:
         ) as pool:
             futures: list[Future[None]] = []
             first: tuple[TableScan, list[Future[None]]] | None = None
-            # phase A: the global tables' and conflict logs' PII scan, the directory
-            # (one replica) with it, and unlisted copies of global classes
-            for plan in [*globals_, *system] if self.need_pii else []:
-                for region in self.scan_regions:
-                    if not wanted(plan, region):
-                        continue
-                    combined = plan is directory and bool(candidates) and region == candidates[0]
-                    roles = frozenset({"pii", "directory"} if combined else {"pii"})
-                    ts = self._table_scan(region, plan, roles)
-                    self._announce(ts)
-                    submitted = self._submit(pool, self._units(ts))
-                    futures += submitted
-                    if combined:
-                        first = (ts, submitted)
-            for state in copies if self.need_pii else []:
-                if state.plan.kind == "global":
-                    ts = self._table_scan(state.region, state.plan, frozenset({"pii"}))
-                    self._announce(ts)
-                    futures += self._submit(pool, self._units(ts))
+            if self.need_pii:
+                first = self._submit_pii_scans(
+                    pool, futures, [*globals_, *system], copies, wanted, directory, candidates
+                )
             res.pii_scanned = self.need_pii
             if self.need_placement:
                 res.placement_scanned = True
@@ -877,6 +897,39 @@ class _Scanner:
         if self.need_placement:
             self._resolve()
         return res
+
+    def _submit_pii_scans(
+        self,
+        pool: ThreadPoolExecutor,
+        futures: list[Future[None]],
+        plans: list[TablePlan],
+        copies: list[TableState],
+        wanted: Callable[[TablePlan, str], bool],
+        directory: TablePlan | None,
+        candidates: list[str],
+    ) -> tuple[TableScan, list[Future[None]]] | None:
+        """Phase A: the global tables' and conflict logs' PII scan, the directory (one
+        replica) with it, and unlisted copies of global classes. Appends to ``futures``;
+        returns the directory scan made with the PII scan, if any."""
+        first: tuple[TableScan, list[Future[None]]] | None = None
+        for plan in plans:
+            for region in self.scan_regions:
+                if not wanted(plan, region):
+                    continue
+                combined = plan is directory and bool(candidates) and region == candidates[0]
+                roles = frozenset({"pii", "directory"} if combined else {"pii"})
+                ts = self._table_scan(region, plan, roles)
+                self._announce(ts)
+                submitted = self._submit(pool, self._units(ts))
+                futures += submitted
+                if combined:
+                    first = (ts, submitted)
+        for state in copies:
+            if state.plan.kind == "global":
+                ts = self._table_scan(state.region, state.plan, frozenset({"pii"}))
+                self._announce(ts)
+                futures += self._submit(pool, self._units(ts))
+        return first
 
     def _read_directory(
         self,
@@ -978,114 +1031,130 @@ class _Scanner:
             plan = plans[dc]
             unread = self._unread(dc)
             entry = self.interesting.get(subject)
-            who = ctx.subject(subject)
+            case = _Case(dc, subject, ctx.subject(subject), suspects, unread)
             if entry is None:
-                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
-                expected = suspects[0].expected if suspects else None
-                if expected is None or expected not in self.policy.jurisdictions:
-                    continue
-                there = self._present_in(plan, subject, expected)
-                if there is None:
-                    res.unverified_duplicates += 1
-                elif there:
-                    js = sorted({s.found for s in suspects} | {expected})
-                    regions = sorted({s.region for s in suspects})
-                    res.duplicates.append(
-                        Duplicate(dc, who, tuple(js), tuple(regions), False, unknown=unread)
-                    )
-                continue
-            seen_regions = self.sightings.get((dc, subject), set())
-            seen_j = {self.rj.get(r, "?") for r in seen_regions}
-            hint = USER_ID.match(subject)
-            hint_j = self.rj.get(hint.group(1)) if hint else None
-            where = _where(seen_regions, unread)
-            if entry.status == "moving":
-                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
-                if (
-                    entry.home_j in seen_j
-                    and entry.moving_j in seen_j
-                    and entry.home_j != entry.moving_j
-                ):
-                    res.duplicates.append(
-                        Duplicate(
-                            dc,
-                            who,
-                            tuple(sorted(seen_j)),
-                            tuple(sorted(seen_regions)),
-                            True,
-                            note=f"move in progress from {entry.home_region} to {entry.moving_to}",
-                            unknown=unread,
-                        )
-                    )
-                elif seen_j & entry.allowed == {entry.moving_j}:
-                    res.directory_problems.append(
-                        DirectoryProblem(
-                            res.directory_region or "?",
-                            res.directory_table or "?",
-                            ctx.item(res.directory_table or "", subject, typed=False),
-                            f"move in progress: the entry still says moving from "
-                            f"{entry.home_region} to {entry.moving_to}, and the {dc} is {where}: "
-                            "resume the move to finish it",
-                            severity=severity_of(Harm.MOVE_TO_FINISH),
-                        )
-                    )
-                    res.directory_problem_count += 1
-                else:  # not copied yet (or not seen): still a move to resume, not a breach
-                    res.directory_problems.append(
-                        DirectoryProblem(
-                            res.directory_region or "?",
-                            res.directory_table or "?",
-                            ctx.item(res.directory_table or "", subject, typed=False),
-                            f"move in progress from {entry.home_region} to {entry.moving_to}; "
-                            f"the {dc} is {where}: resume the move to finish it",
-                            severity=severity_of(Harm.MOVE_TO_FINISH),
-                        )
-                    )
-                    res.directory_problem_count += 1
-                continue
-            if entry.home_j in seen_j:
-                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
-                if len(seen_j) > 1:
-                    res.duplicates.append(
-                        Duplicate(
-                            dc,
-                            who,
-                            tuple(sorted(seen_j)),
-                            tuple(sorted(seen_regions)),
-                            False,
-                            unknown=unread,
-                        )
-                    )
-            elif entry.moved_from_j and entry.moved_from_j in seen_j:
-                res.misplaced.extend(
-                    _misplaced(
-                        ctx,
-                        s,
-                        basis="moved",
-                        note=f"left behind by a move from "
-                        f"{entry.moved_from} to {entry.home_region}",
-                    )
-                    for s in suspects
-                )
-            elif not entry.moved_from and seen_j and seen_j == {hint_j}:
-                # The directory homes the subject in one jurisdiction and the data is in
-                # another: personal data outside its subject's jurisdiction (per the
-                # directory), whichever of the two is wrong. Always critical.
-                res.directory_problems.append(
-                    DirectoryProblem(
-                        res.directory_region or "?",
-                        res.directory_table or "?",
-                        ctx.item(res.directory_table or "", subject, typed=False),
-                        f"the entry homes the subject in {entry.home_region} ({entry.home_j}) "
-                        f"but the {dc} is {where} ({hint_j}, where the user ID was minted): "
-                        "personal data outside its subject's jurisdiction per the directory, "
-                        "and the router cannot find it",
-                        severity=severity_of(Harm.PII_OUTSIDE),
-                    )
-                )
-                res.directory_problem_count += 1
+                self._resolve_unlisted(case, plan)
+            elif entry.status == "moving":
+                self._resolve_moving(case, entry)
             else:
-                res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
+                self._resolve_homed(case, entry)
+
+    def _resolve_unlisted(self, case: _Case, plan: TablePlan) -> None:
+        """A subject the directory does not list as interesting: homed where its ID says."""
+        res, suspects = self.result, case.suspects
+        res.misplaced.extend(_misplaced(self.ctx, s) for s in suspects)
+        expected = suspects[0].expected if suspects else None
+        if expected is None or expected not in self.policy.jurisdictions:
+            return
+        there = self._present_in(plan, case.subject, expected)
+        if there is None:
+            res.unverified_duplicates += 1
+        elif there:
+            js = sorted({s.found for s in suspects} | {expected})
+            regions = sorted({s.region for s in suspects})
+            res.duplicates.append(
+                Duplicate(
+                    case.data_class, case.who, tuple(js), tuple(regions), False, unknown=case.unread
+                )
+            )
+
+    def _sighted(self, case: _Case) -> tuple[set[str], set[str]]:
+        """The regions, and their jurisdictions, where the subject's data was read."""
+        seen_regions = self.sightings.get((case.data_class, case.subject), set())
+        return seen_regions, {self.rj.get(r, "?") for r in seen_regions}
+
+    def _resolve_moving(self, case: _Case, entry: _Dir) -> None:
+        """A subject whose directory entry says a move is in progress."""
+        res, dc = self.result, case.data_class
+        seen_regions, seen_j = self._sighted(case)
+        where = _where(seen_regions, case.unread)
+        res.misplaced.extend(_misplaced(self.ctx, s) for s in case.suspects)
+        if entry.home_j in seen_j and entry.moving_j in seen_j and entry.home_j != entry.moving_j:
+            res.duplicates.append(
+                Duplicate(
+                    dc,
+                    case.who,
+                    tuple(sorted(seen_j)),
+                    tuple(sorted(seen_regions)),
+                    True,
+                    note=f"move in progress from {entry.home_region} to {entry.moving_to}",
+                    unknown=case.unread,
+                )
+            )
+        elif seen_j & entry.allowed == {entry.moving_j}:
+            self._directory_problem(
+                case.subject,
+                f"move in progress: the entry still says moving from "
+                f"{entry.home_region} to {entry.moving_to}, and the {dc} is {where}: "
+                "resume the move to finish it",
+                Harm.MOVE_TO_FINISH,
+            )
+        else:  # not copied yet (or not seen): still a move to resume, not a breach
+            self._directory_problem(
+                case.subject,
+                f"move in progress from {entry.home_region} to {entry.moving_to}; "
+                f"the {dc} is {where}: resume the move to finish it",
+                Harm.MOVE_TO_FINISH,
+            )
+
+    def _resolve_homed(self, case: _Case, entry: _Dir) -> None:
+        """A subject the directory homes away from where its user ID was minted."""
+        res, ctx, suspects = self.result, self.ctx, case.suspects
+        seen_regions, seen_j = self._sighted(case)
+        hint = USER_ID.match(case.subject)
+        hint_j = self.rj.get(hint.group(1)) if hint else None
+        where = _where(seen_regions, case.unread)
+        if entry.home_j in seen_j:
+            res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
+            if len(seen_j) > 1:
+                res.duplicates.append(
+                    Duplicate(
+                        case.data_class,
+                        case.who,
+                        tuple(sorted(seen_j)),
+                        tuple(sorted(seen_regions)),
+                        False,
+                        unknown=case.unread,
+                    )
+                )
+        elif entry.moved_from_j and entry.moved_from_j in seen_j:
+            res.misplaced.extend(
+                _misplaced(
+                    ctx,
+                    s,
+                    basis="moved",
+                    note=f"left behind by a move from {entry.moved_from} to {entry.home_region}",
+                )
+                for s in suspects
+            )
+        elif not entry.moved_from and seen_j and seen_j == {hint_j}:
+            # The directory homes the subject in one jurisdiction and the data is in
+            # another: personal data outside its subject's jurisdiction (per the
+            # directory), whichever of the two is wrong. Always critical.
+            self._directory_problem(
+                case.subject,
+                f"the entry homes the subject in {entry.home_region} ({entry.home_j}) "
+                f"but the {case.data_class} is {where} ({hint_j}, where the user ID was "
+                "minted): personal data outside its subject's jurisdiction per the "
+                "directory, and the router cannot find it",
+                Harm.PII_OUTSIDE,
+            )
+        else:
+            res.misplaced.extend(_misplaced(ctx, s) for s in suspects)
+
+    def _directory_problem(self, subject: str, reason: str, harm: str) -> None:
+        """A problem of the subject's directory entry, found after the scan."""
+        res = self.result
+        res.directory_problems.append(
+            DirectoryProblem(
+                res.directory_region or "?",
+                res.directory_table or "?",
+                self.ctx.item(res.directory_table or "", subject, typed=False),
+                reason,
+                severity=severity_of(harm),
+            )
+        )
+        res.directory_problem_count += 1
 
 
 def _where(seen: set[str], unread: tuple[str, ...]) -> str:
