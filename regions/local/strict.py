@@ -48,7 +48,7 @@ from __future__ import annotations
 import functools
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
@@ -350,83 +350,111 @@ def _transact_parts(params: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any
         yield from entry.items()
 
 
+def _schema_of(schemas: _Schemas | None, table: str) -> tuple[str, ...]:
+    """The table's key attribute names, or () when unknown."""
+    return (schemas.get(table) if schemas is not None else None) or ()
+
+
+def _check_item_op(operation: str, params: dict[str, Any], schemas: _Schemas | None) -> None:
+    """PutItem, UpdateItem, DeleteItem, GetItem, Query and Scan."""
+    _check_expressions(params)
+    rv = params.get("ReturnValues")
+    if operation in ("PutItem", "DeleteItem") and rv not in (None, "NONE", "ALL_OLD"):
+        raise _Invalid("return-values", f"ReturnValues {rv} is not valid on {operation}")
+    if "Key" in params:
+        _check_key(params["Key"])
+    if operation == "PutItem":
+        keys = _schema_of(schemas, str(params.get("TableName")))
+        _check_item(params.get("Item", {}), keys)
+    if operation == "Query":  # key condition values are key values
+        values = params.get("ExpressionAttributeValues") or {}
+        for ref in _VALUE.findall(str(params.get("KeyConditionExpression", ""))):
+            if ref in values:
+                _check_key({ref: values[ref]})
+
+
+def _check_transaction(operation: str, params: dict[str, Any], schemas: _Schemas | None) -> None:
+    """TransactWriteItems and TransactGetItems: at most 100 actions, one per item."""
+    parts = list(_transact_parts(params))
+    if len(parts) > 100:
+        raise _Invalid("transaction-size", f"{len(parts)} actions (at most 100)")
+    seen: set[str] = set()
+    for _action, body in parts:
+        _check_expressions(body)
+        table = str(body.get("TableName"))
+        if "Item" in body:
+            keys = _schema_of(schemas, table)
+            _check_item(body["Item"], keys)
+            ident = _key_of(body["Item"], keys[:2], table) if keys else None
+        else:
+            _check_key(body.get("Key", {}))
+            ident = _key_of(body.get("Key", {}), tuple(sorted(body.get("Key", {}))), table)
+        if ident is not None:
+            if ident in seen:
+                raise _Invalid("transaction-duplicate", "two actions on one item")
+            seen.add(ident)
+
+
+def _check_batch_write(operation: str, params: dict[str, Any], schemas: _Schemas | None) -> None:
+    """BatchWriteItem: at most 25 requests, each key once per table."""
+    requests = params.get("RequestItems", {})
+    total = sum(len(r) for r in requests.values())
+    if total > 25:
+        raise _Invalid("batch-size", f"{total} write requests (at most 25)")
+    for table, reqs in requests.items():
+        keys = _schema_of(schemas, table)
+        seen_keys: set[str] = set()
+        for r in reqs:
+            ident = _batch_write_ident(r, table, keys)
+            if ident is not None:
+                if ident in seen_keys:
+                    raise _Invalid("batch-duplicate", "one key twice in a batch write")
+                seen_keys.add(ident)
+
+
+def _batch_write_ident(request: dict[str, Any], table: str, keys: tuple[str, ...]) -> str | None:
+    """Check one put or delete request of a batch write; the identity of its item."""
+    if "PutRequest" in request:
+        item = request["PutRequest"].get("Item", {})
+        _check_item(item, keys)
+        return _key_of(item, keys[:2], table) if keys else None
+    key = request.get("DeleteRequest", {}).get("Key", {})
+    _check_key(key)
+    return _key_of(key, tuple(sorted(key)), table)
+
+
+def _check_batch_get(operation: str, params: dict[str, Any], schemas: _Schemas | None) -> None:
+    """BatchGetItem: at most 100 keys."""
+    requests = params.get("RequestItems", {})
+    total = sum(len(r.get("Keys", [])) for r in requests.values())
+    if total > 100:
+        raise _Invalid("batch-size", f"{total} keys to get (at most 100)")
+    for body in requests.values():
+        _check_expressions(body)
+        for key in body.get("Keys", []):
+            _check_key(key)
+
+
+_CHECKS: dict[str, Callable[[str, dict[str, Any], _Schemas | None], None]] = {
+    **dict.fromkeys(
+        ("PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query", "Scan"), _check_item_op
+    ),
+    "TransactWriteItems": _check_transaction,
+    "TransactGetItems": _check_transaction,
+    "BatchWriteItem": _check_batch_write,
+    "BatchGetItem": _check_batch_get,
+}
+
+
 def validate(operation: str, params: dict[str, Any], schemas: _Schemas | None = None) -> None:
     """Raise ``_Invalid`` if real DynamoDB would reject ``operation`` with ``params``."""
-
-    def schema(table: str) -> tuple[str, ...] | None:
-        return schemas.get(table) if schemas is not None else None
-
     if operation == "CreateTable":
         if schemas is not None:
             schemas.learn(str(params.get("TableName")), _schema_from_table(params))
         return
-    if operation in ("PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query", "Scan"):
-        _check_expressions(params)
-        rv = params.get("ReturnValues")
-        if operation in ("PutItem", "DeleteItem") and rv not in (None, "NONE", "ALL_OLD"):
-            raise _Invalid("return-values", f"ReturnValues {rv} is not valid on {operation}")
-        if "Key" in params:
-            _check_key(params["Key"])
-        if operation == "PutItem":
-            keys = schema(str(params.get("TableName"))) or ()
-            _check_item(params.get("Item", {}), keys)
-        if operation == "Query":  # key condition values are key values
-            values = params.get("ExpressionAttributeValues") or {}
-            for ref in _VALUE.findall(str(params.get("KeyConditionExpression", ""))):
-                if ref in values:
-                    _check_key({ref: values[ref]})
-        return
-    if operation in ("TransactWriteItems", "TransactGetItems"):
-        parts = list(_transact_parts(params))
-        if len(parts) > 100:
-            raise _Invalid("transaction-size", f"{len(parts)} actions (at most 100)")
-        seen: set[str] = set()
-        for _action, body in parts:
-            _check_expressions(body)
-            table = str(body.get("TableName"))
-            if "Item" in body:
-                keys = schema(table) or ()
-                _check_item(body["Item"], keys)
-                ident = _key_of(body["Item"], keys[:2], table) if keys else None
-            else:
-                _check_key(body.get("Key", {}))
-                ident = _key_of(body.get("Key", {}), tuple(sorted(body.get("Key", {}))), table)
-            if ident is not None:
-                if ident in seen:
-                    raise _Invalid("transaction-duplicate", "two actions on one item")
-                seen.add(ident)
-        return
-    if operation == "BatchWriteItem":
-        requests = params.get("RequestItems", {})
-        total = sum(len(r) for r in requests.values())
-        if total > 25:
-            raise _Invalid("batch-size", f"{total} write requests (at most 25)")
-        for table, reqs in requests.items():
-            keys = schema(table) or ()
-            seen_keys: set[str] = set()
-            for r in reqs:
-                if "PutRequest" in r:
-                    item = r["PutRequest"].get("Item", {})
-                    _check_item(item, keys)
-                    ident = _key_of(item, keys[:2], table) if keys else None
-                else:
-                    key = r.get("DeleteRequest", {}).get("Key", {})
-                    _check_key(key)
-                    ident = _key_of(key, tuple(sorted(key)), table)
-                if ident is not None:
-                    if ident in seen_keys:
-                        raise _Invalid("batch-duplicate", "one key twice in a batch write")
-                    seen_keys.add(ident)
-        return
-    if operation == "BatchGetItem":
-        requests = params.get("RequestItems", {})
-        total = sum(len(r.get("Keys", [])) for r in requests.values())
-        if total > 100:
-            raise _Invalid("batch-size", f"{total} keys to get (at most 100)")
-        for body in requests.values():
-            _check_expressions(body)
-            for key in body.get("Keys", []):
-                _check_key(key)
+    check = _CHECKS.get(operation)
+    if check is not None:
+        check(operation, params, schemas)
 
 
 # --- the botocore hook ------------------------------------------------------------------
