@@ -808,11 +808,11 @@ def test_the_cli_progress_bar_follows_scan_events() -> None:
 
     from rich.console import Console
 
-    import cli
+    from _cli.audit import audit_progress
     from residency.audit import ProgressEvent
 
     console = Console(file=io.StringIO(), force_terminal=True, width=100)
-    bar, on_event = cli._audit_progress(console)
+    bar, on_event = audit_progress(console)
     bar.start()
     try:
         on_event(ProgressEvent("check", "infra.pitr"))  # ignored

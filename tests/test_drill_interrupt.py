@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CHILD = r"""
 import json, sys, time
 from pathlib import Path
-from cli import _sigterm_as_exit
+from _cli.common import sigterm_as_exit
 from regions.drills import DrillOptions, DrillRunner, get_scenario
 from regions.drills.backends import SimBackend
 from regions.local.sim import simulation
@@ -48,7 +48,7 @@ with simulation(policy, seed=5) as sim:
         on_event=hold,
     )
     code = 0
-    with _sigterm_as_exit():
+    with sigterm_as_exit():
         try:
             runner.run()
         except KeyboardInterrupt:

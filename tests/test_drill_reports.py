@@ -198,7 +198,8 @@ def test_terminal_output_fits_80_columns(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import cli
+    from _cli.demo import print_demo
+    from _cli.drill import print_drill
 
     monkeypatch.setenv("COLUMNS", "80")
     monkeypatch.delenv("NO_COLOR", raising=False)
@@ -206,8 +207,8 @@ def test_terminal_output_fits_80_columns(
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     for j in journals.values():
-        cli._print_drill(j)
-    cli._print_demo(
+        print_drill(j)
+    print_demo(
         DemoSummary(
             policy="social-network",
             regions=["ap-south-1"],

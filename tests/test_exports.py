@@ -144,7 +144,12 @@ def _sources() -> Iterator[Path]:
         base = ROOT / package
         if base.is_dir():
             yield from sorted(base.rglob("*.py"))
-    yield ROOT / "cli.py"
+    yield from _cli_sources()
+
+
+def _cli_sources() -> list[Path]:
+    """The command line: ``cli.py`` and its private package ``_cli``."""
+    return [ROOT / "cli.py", *sorted((ROOT / "_cli").glob("*.py"))]
 
 
 def _imports(path: Path) -> Iterator[Import]:
@@ -205,7 +210,7 @@ def test_residency_imports_nothing_from_regions_infra_or_cli() -> None:
     """No exemption: the audit (in residency/) reads the conflict log and takes its clients
     through the base layer's own records and protocols. The one allowed name is the merge
     allow-list's lazy load of regions.merges (residency.policy.resolve_merge)."""
-    found = _violations(("residency",), ("regions", "infra", "cli"))
+    found = _violations(("residency",), ("regions", "infra", "cli", "_cli"))
     assert [v for v in found if "imports regions.merges" not in v] == []
 
 
@@ -289,12 +294,12 @@ def test_nothing_outside_the_cli_prints_or_imports_rich() -> None:
     offenders = [
         f"{imp.path}:{imp.line}: imports {imp.target}"
         for imp in GRAPH
-        if imp.importer != "cli"
+        if not _under(imp.importer, "cli", "_cli")
         and imp.importer not in RICH_RENDERERS
         and _under(imp.target, "rich", "typer")
     ]
     for path in _sources():
-        if path.name == "cli.py":
+        if path in _cli_sources():
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         offenders += [
@@ -311,7 +316,7 @@ def test_regions_never_imports_cli_infra_the_audit_or_the_cdk() -> None:
     """``regions.demo`` is the one exception for the audit: it is the demo's orchestration
     (cluster, traffic, drills, then the audit), above every layer, returning a summary
     the CLI renders; nothing in regions imports it."""
-    forbidden = ("cli", "infra", "aws_cdk", "constructs", "cdk_nag")
+    forbidden = ("cli", "_cli", "infra", "aws_cdk", "constructs", "cdk_nag")
     assert _violations(("regions",), forbidden) == []
     assert _violations(("regions",), ("residency.audit",), unless=("regions.demo",)) == []
     assert _violations(("regions", "residency"), ("regions.demo",)) == []
@@ -319,23 +324,124 @@ def test_regions_never_imports_cli_infra_the_audit_or_the_cdk() -> None:
 
 def test_only_the_local_cluster_imports_moto() -> None:
     assert (
-        _violations(("residency", "regions", "infra", "cli"), ("moto",), unless=("regions.local",))
+        _violations(
+            ("residency", "regions", "infra", "cli", "_cli"), ("moto",), unless=("regions.local",)
+        )
         == []
     )
 
 
 def test_only_infra_imports_the_cdk() -> None:
     cdk = ("aws_cdk", "constructs", "cdk_nag")
-    assert _violations(("residency", "regions", "cli"), cdk) == []
+    assert _violations(("residency", "regions", "cli", "_cli"), cdk) == []
 
 
 def test_the_audit_imports_nothing_from_cli_or_infra() -> None:
-    assert _violations(("residency.audit",), ("cli", "infra")) == []
+    assert _violations(("residency.audit",), ("cli", "_cli", "infra")) == []
 
 
 def test_no_module_imports_cli() -> None:
-    assert _violations(("residency", "regions", "infra"), ("cli",)) == []
+    assert _violations(("residency", "regions", "infra"), ("cli", "_cli")) == []
     assert [i for i in GRAPH if i.importer == "cli" and _under(i.target, "cli")] == []
+    assert [i for i in GRAPH if _under(i.importer, "_cli") and _under(i.target, "cli")] == []
+
+
+# --- the command line only parses arguments and renders ----------------------------------
+#
+# The sub-apps live in the private package _cli beside cli.py (see cli's docstring): one
+# module per sub-app, a screenful a reviewer can read. The work is the library's.
+
+CLI_MAX_LINES = 1000
+CLI_MAX_FUNCTION_LINES = 60
+
+
+def _python_files_outside_the_cli() -> Iterator[Path]:
+    """Every module that ships or is run, apart from the CLI (tests may test _cli)."""
+    for package in ("residency", "regions", "infra", "examples", "benchmarks", "policies"):
+        base = ROOT / package
+        if base.is_dir():
+            yield from sorted(base.rglob("*.py"))
+
+
+def test_nothing_but_the_cli_imports_cli_or_its_private_package() -> None:
+    offenders = []
+    for path in _python_files_outside_the_cli():
+        offenders += [
+            f"{imp.path}:{imp.line}: imports {imp.target}"
+            for imp in _imports(path)
+            if _under(imp.target, "cli", "_cli")
+        ]
+    assert offenders == []
+    # and _cli is imported by cli.py and by its own modules only
+    importers = {i.importer for i in GRAPH if _under(i.target, "_cli")}
+    assert importers and all(_under(m, "cli", "_cli") for m in importers), importers
+
+
+def test_cli_py_is_at_most_1000_lines() -> None:
+    lines = len((ROOT / "cli.py").read_text(encoding="utf-8").splitlines())
+    assert lines <= CLI_MAX_LINES, f"cli.py has {lines} lines: move a sub-app into _cli/"
+
+
+def _long_functions(path: Path, limit: int) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return [
+        f"{path.name}:{node.lineno}: {node.name} is {node.end_lineno - node.lineno + 1} lines"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > limit
+    ]
+
+
+def test_no_cli_function_is_over_60_lines() -> None:
+    """Signatures count: long option lists go into ``Annotated`` aliases at module level."""
+    assert len(_cli_sources()) > 2  # cli.py and the sub-app modules were found
+    assert [f for p in _cli_sources() for f in _long_functions(p, CLI_MAX_FUNCTION_LINES)] == []
+
+
+def _private(dotted: str) -> bool:
+    """Whether a dotted name has a private part (``_x``; dunders like ``__about__`` are not)."""
+    return any(p.startswith("_") and not p.endswith("__") for p in dotted.split("."))
+
+
+def _private_library_imports(path: Path) -> list[str]:
+    library = ("residency", "regions", "infra")
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            if not _under(node.module, *library):
+                continue
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            found += [f"{path.name}:{node.lineno}: {n}" for n in names if _private(n)]
+        elif isinstance(node, ast.Import):
+            found += [
+                f"{path.name}:{node.lineno}: {a.name}"
+                for a in node.names
+                if _under(a.name, *library) and _private(a.name)
+            ]
+    return found
+
+
+def test_the_cli_imports_no_private_name_from_the_library() -> None:
+    assert [f for p in _cli_sources() for f in _private_library_imports(p)] == []
+
+
+def test_the_cli_checkers_catch_a_violation(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from regions.router import _helper\n"
+        "from residency.__about__ import __version__\n"
+        "import regions.local._server_main\n"
+        "def f():\n" + "    x = 1\n" * 60,
+        encoding="utf-8",
+    )
+    assert _private_library_imports(bad) == [
+        "bad.py:1: regions.router._helper",
+        "bad.py:3: regions.local._server_main",
+    ]
+    assert _long_functions(bad, 60) == ["bad.py:4: f is 61 lines"]
+    assert _long_functions(bad, 61) == []
 
 
 def test_the_checker_catches_a_violation(tmp_path: Path) -> None:

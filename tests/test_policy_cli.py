@@ -274,14 +274,16 @@ def test_demo_and_local_up_fall_back_to_the_packaged_example(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("REGIONKIT_POLICY", raising=False)
-    monkeypatch.setattr(cli, "_state", cli._State())
-    assert not cli._settings().policy.exists()  # other commands: no fallback
-    cli._state.allow_example = True  # what demo and local up set
-    found = cli._settings().policy
-    assert found == cli._packaged_example() and found.is_file()
+    from _cli import common
+
+    monkeypatch.setattr(common, "state", common.State())
+    assert not common.get_settings().policy.exists()  # other commands: no fallback
+    common.state.allow_example = True  # what demo and local up set
+    found = common.get_settings().policy
+    assert found == common.packaged_example() and found.is_file()
     err = capsys.readouterr().err
     assert "using the example policy packaged with regionkit" in " ".join(err.split())
-    cli._settings()
+    common.get_settings()
     assert capsys.readouterr().err == ""  # said once
 
 

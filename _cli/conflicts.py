@@ -1,0 +1,188 @@
+"""``regionkit conflicts``: the conflict log of concurrent cross-region writes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from _cli.common import (
+    JsonOpt,
+    backend_hint,
+    cluster_policy,
+    console,
+    esc,
+    fail,
+    get_policy,
+    print_json,
+    quick_settings,
+)
+from residency.errors import OperationError, RegionkitError
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+app = typer.Typer(
+    help="The conflict log: concurrent cross-region writes found by the detector.",
+    no_args_is_help=True,
+)
+
+_CONFLICT_KINDS = ("concurrent", "inversion", "lost_write")
+
+
+def _read_conflict_log() -> tuple[str, list[Any]]:
+    """Every conflict record, from the nearest region that answers (settings.region first)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from regions.conflicts import ConflictLog
+    from regions.pool import ClientPool
+
+    settings = quick_settings()
+    policy = cluster_policy(settings)
+    start = policy.check_region(settings.region) if settings.region else policy.regions[0]
+    order = [start, *(r for r in policy.nearest_first(start, list(policy.regions)) if r != start)]
+    log = ConflictLog(
+        policy, ClientPool(settings, retries="botocore"), table_prefix=settings.table_prefix
+    )
+    errors: list[str] = []
+    for region in order:
+        try:
+            return region, log.scan(region)
+        except (RegionkitError, BotoCoreError, ClientError) as exc:
+            errors.append(f"{region}: {type(exc).__name__}")
+    raise OperationError(
+        message=f"cannot read the conflict log: no region answered ({'; '.join(errors)})"
+        f"{backend_hint(settings)}"
+    )
+
+
+def _parse_since(text: str) -> datetime:
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
+        return datetime.now(UTC) - timedelta(seconds=float(m[1]) * unit)
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(
+            f"--since {text!r} is neither an ISO 8601 time (2026-01-01T12:00:00Z) "
+            "nor a duration (90s, 15m, 1h, 2d, 1w)"
+        )
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _conflicts_table(region: str, shown: list[Any]) -> Any:
+    from datetime import UTC
+
+    from rich.table import Table
+
+    t = Table(title=f"conflicts (read from {region})", title_justify="left")
+    for col in ("occurred (UTC)", "kind", "data class", "key", "winner", "loser", "resolution"):
+        t.add_column(col, overflow="fold", no_wrap=col not in {"key", "data class"})
+    for r in shown:
+        t.add_row(
+            r.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.kind,
+            esc(r.data_class),
+            esc(r.key),
+            r.winner_region,
+            r.loser_region,
+            r.resolution + (" (repaired)" if r.repaired else ""),
+        )
+    return t
+
+
+@app.command("list")
+def conflicts_list(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="ISO 8601 time, or a duration back from now: 15m, 1h, 2d."),
+    ] = None,
+    data_class: Annotated[
+        str | None, typer.Option("--data-class", "-d", help="Only this data class.")
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", "-k", help="Only this kind: concurrent, inversion, lost_write."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List logged conflicts, oldest first (keys are opaque IDs; no item values are shown).
+
+    ``--json`` adds the versions (HLC stamps) of winner and loser and where each was detected.
+    """
+    if kind is not None and kind not in _CONFLICT_KINDS:
+        fail(f"--kind must be one of {', '.join(_CONFLICT_KINDS)}, not {kind!r}")
+    after = _parse_since(since) if since is not None else None
+    if data_class is not None:
+        get_policy().data_class(data_class)  # UnknownDataClass: exit 2, naming the known ones
+    region, records = _read_conflict_log()
+    shown = [
+        r
+        for r in records
+        if (after is None or r.occurred_at >= after)
+        and (data_class is None or r.data_class == data_class)
+        and (kind is None or r.kind == kind)
+    ]
+    if as_json:
+        print_json(
+            {
+                "region": region,
+                "total": len(records),
+                "shown": len(shown),
+                "conflicts": [r.model_dump(mode="json") for r in shown],
+            }
+        )
+        return
+    con = console()
+    con.print(_conflicts_table(region, shown))
+    con.print(f"{len(shown)} of {len(records)} logged conflicts")
+
+
+@app.command("stats")
+def conflicts_stats(
+    as_json: JsonOpt = False,
+) -> None:
+    """Conflict counts by kind, data class, resolution and region pair."""
+    from collections import Counter
+
+    region, records = _read_conflict_log()
+    stats: dict[str, Any] = {
+        "region": region,
+        "total": len(records),
+        "by_kind": dict(Counter(r.kind for r in records).most_common()),
+        "by_data_class": dict(Counter(r.data_class for r in records).most_common()),
+        "by_resolution": dict(Counter(r.resolution for r in records).most_common()),
+        "by_regions": dict(
+            Counter(f"{r.winner_region} > {r.loser_region}" for r in records).most_common()
+        ),
+        "repaired": sum(1 for r in records if r.repaired),
+        "first": records[0].occurred_at.isoformat() if records else None,
+        "last": records[-1].occurred_at.isoformat() if records else None,
+    }
+    if as_json:
+        print_json(stats)
+        return
+    from rich.table import Table
+
+    con = console()
+    con.print(f"{stats['total']} logged conflicts (read from {region})")
+    if records:
+        con.print(f"from {stats['first']} to {stats['last']}; {stats['repaired']} repaired")
+    for title, key in (
+        ("by kind", "by_kind"),
+        ("by data class", "by_data_class"),
+        ("by resolution", "by_resolution"),
+        ("winner > loser region", "by_regions"),
+    ):
+        if not stats[key]:
+            continue
+        t = Table(title=title, title_justify="left")
+        t.add_column(title.removeprefix("by "))
+        t.add_column("conflicts", justify="right")
+        for name, n in stats[key].items():
+            t.add_row(esc(name), str(n))
+        con.print(t)
