@@ -294,8 +294,13 @@ def test_a_drill_with_no_writes_never_passes() -> None:
     from regions.drills import DrillOptions, DrillRunner, get_scenario
     from regions.drills.backends import SimBackend
     from regions.local.sim import simulation
+    from residency.errors import ConfigError
     from residency.policy import load_policy
 
+    # A NaN span compares false with everything: it is refused, never run.
+    for bad in ({"duration": float("nan")}, {"rate": float("inf")}, {"recovery": -1.0}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            DrillOptions(**bad)  # type: ignore[arg-type]
     policy = load_policy(MINIMAL)
     with simulation(policy, seed=1) as s:
         sc = get_scenario("replication-pause")
@@ -304,7 +309,7 @@ def test_a_drill_with_no_writes_never_passes() -> None:
             SimBackend(s),
             sc,
             params,
-            options=DrillOptions(duration=float("nan"), rate=10, recovery=0.0, seed=1),
+            options=DrillOptions(duration=0.0, baseline=0.0, rate=10, recovery=0.0, seed=1),
         ).run()
     assert sum(r.writes_ok + r.writes_failed for r in journal.figures.regions) == 0
     assert journal.verdict == "fail"

@@ -31,6 +31,7 @@ the backend which faults are still in place.
 from __future__ import annotations
 
 import hashlib
+import math
 import signal
 import threading
 import uuid
@@ -56,6 +57,7 @@ from regions.hlc import Stamp
 from regions.ids import mint_user_id, parse_user_id
 from residency.__about__ import __version__
 from residency.errors import (
+    ConfigError,
     RegionkitError,
     RegionUnavailable,
     ResidencyViolation,
@@ -82,6 +84,26 @@ class DrillOptions:
     lag: float | None = None  # base replication lag on every link, s (rehearse a slow link)
     sample_every: float = 0.2  # seconds between replication samples
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # NaN compares false with everything: a NaN duration made a drill that measured
+        # nothing of the fault and passed. Every span is a finite number, or refused.
+        spans = {
+            "duration": self.duration,
+            "recovery": self.recovery,
+            "baseline": self.baseline,
+            "converge_timeout": self.converge_timeout,
+            "sample_every": self.sample_every,
+        }
+        for name, value in [*spans.items(), ("rate", self.rate)]:
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(
+                    message=f"drill option {name} is {value!r}: it must be a finite number of "
+                    "seconds (rounds per second for rate), 0 or more"
+                )
+        for name in ("rate", "converge_timeout", "sample_every"):
+            if getattr(self, name) == 0:
+                raise ConfigError(message=f"drill option {name} must be more than 0")
 
 
 @dataclass(frozen=True, slots=True)
