@@ -213,7 +213,7 @@ class RegionRouter:
         """
         jid = self.jurisdiction_for_country(country)
         homes = self.policy.jurisdictions[jid].home_regions
-        home = next((r for r in homes if self.health.available(r)), homes[0])
+        home = next((r for r in homes if self.health.would_admit(r)), homes[0])
         return mint_user_id(home, idempotency_key=idempotency_key)
 
     def assign_home(self, user_id: str, *, country: str) -> DirectoryEntry:

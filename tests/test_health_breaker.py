@@ -120,6 +120,20 @@ def test_route_alone_never_takes_the_probe(policy: Policy) -> None:
     assert router.health.status(EU2).breaker is BreakerState.CLOSED
 
 
+def test_minting_a_user_id_never_takes_the_probe(policy: Policy) -> None:
+    """new_user_id only looks at the breaker to pick a home; a real call keeps the probe."""
+    clock = Clock()
+    router, clients = _router(policy, clock)
+    _open(router, clients, clock)
+    router.health.record_failure(EU1, "refused")  # the first EU home is out: EU2 is looked at
+    for _ in range(10):
+        assert router.new_user_id(country="IE")  # IE: EU, homes eu-central-1, eu-west-1
+    clients.calls.clear()
+    router.get("content", {"pk": "post-1"})
+    assert clients.calls == [EU2]
+    assert router.health.status(EU2).breaker is BreakerState.CLOSED
+
+
 def test_a_failed_condition_is_proof_of_life(policy: Policy) -> None:
     clock = Clock()
     router, clients = _router(policy, clock)
