@@ -263,17 +263,22 @@ def test_aws_drill_runs_the_fis_experiment_on_moto() -> None:
 @pytest.mark.parametrize("scenario", ["region-outage", "replication-pause"])
 def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path) -> None:
     """Real moto servers, a SIGSTOPped region or paused links, wall-clock figures."""
-    from regions.drills.backends import LocalClusterBackend
+    from regions.drills.backends import DRILL_SETTINGS, LocalClusterBackend
 
     sc = get_scenario(scenario)
+    # By default the drill's routers run with the service's settings (what a service
+    # sees); a 1.5 s fault is rehearsed here with the fast drill timeouts instead.
+    service = cluster.settings()
+    assert LocalClusterBackend(cluster).settings == service
     runner = DrillRunner(
-        LocalClusterBackend(cluster),
+        LocalClusterBackend(cluster, fast=True),
         sc,
         sc.parse(cluster.policy, {"region": "eu-central-1"}),
         options=DrillOptions(duration=1.5, rate=10),
     )
     j = runner.run()
     assert j.verdict == "pass", j.reasons
+    assert j.settings["read_timeout"] == DRILL_SETTINGS["read_timeout"] < service.read_timeout
     f = j.figures
     assert f.converged and f.residency_violations == 0
     assert f.convergence_seconds is not None

@@ -222,21 +222,25 @@ class SimBackend:
 
 
 class _WallClockBackend:
-    """Routers per writer region on a shared client pool, with drill timeouts, on real time.
+    """Routers per writer region on a shared client pool, on real time.
 
-    A drill wants failover fast: 0.2 s to connect, 0.3 s to read, one attempt, and
-    a breaker that opens after two failures and probes again after a second.
+    The routers run with **the service's settings** (timeouts, attempts, breaker), so
+    the RTO a drill measures is the one a service with those settings sees; the
+    journal records them. ``fast=True`` rehearses with :data:`DRILL_SETTINGS`
+    instead (0.2 s to connect, 0.3 s to read, one attempt, a breaker that opens
+    after two failures and probes again after a second).
     """
 
     name = "local"
     threaded = True
     policy: Policy
 
-    def _build_routers(self, settings: Any, clock: Any) -> None:
+    def _build_routers(self, settings: Any, clock: Any, *, fast: bool = False) -> None:
         from regions.health import RegionHealth
         from regions.pool import ClientPool
 
-        self.settings = settings.model_copy(update=DRILL_SETTINGS)
+        self.settings = settings.model_copy(update=DRILL_SETTINGS) if fast else settings
+        s = self.settings
         self._pool = ClientPool(self.settings, max_pool_connections=64)
         # scans and checks are not the workload: they get ordinary timeouts
         self._admin = ClientPool(settings.model_copy(update={"read_timeout": 10.0}))
@@ -246,7 +250,12 @@ class _WallClockBackend:
                 region=r,
                 clients=self._pool,
                 settings=self.settings,
-                health=RegionHealth(self.policy.regions, failures=2, reset_seconds=1.0),
+                health=RegionHealth(
+                    self.policy.regions,
+                    failures=s.breaker_failures,
+                    reset_seconds=s.breaker_reset_seconds,
+                    probe_lease_seconds=s.probe_lease_seconds,
+                ),
                 physical_clock=clock(r),
             )
             for r in self.policy.regions
@@ -288,10 +297,11 @@ class LocalClusterBackend(_WallClockBackend):
     name = "local"
     threaded = True
 
-    def __init__(self, cluster: Any) -> None:
+    def __init__(self, cluster: Any, *, settings: Any = None, fast: bool = False) -> None:
         self.cluster = cluster
         self.policy = cluster.policy
-        self._build_routers(cluster.settings(), cluster.physical_clock)
+        base = settings if settings is not None else cluster.settings()
+        self._build_routers(base, cluster.physical_clock, fast=fast)
 
     def outage(self, region: str, mode: str = "stop") -> None:
         self.cluster.outage(region, mode)
@@ -352,11 +362,11 @@ class RemoteClusterBackend(_WallClockBackend):
     name = "local"
     threaded = True
 
-    def __init__(self, policy: Policy, settings: Any, control: Any) -> None:
+    def __init__(self, policy: Policy, settings: Any, control: Any, *, fast: bool = False) -> None:
         self.policy = policy
         self.control = control
         self._skew: dict[str, int] = {}
-        self._build_routers(settings, self._clock)
+        self._build_routers(settings, self._clock, fast=fast)
 
     def _clock(self, region: str) -> Any:
         return lambda: time.time_ns() // 1_000_000 + self._skew.get(region, 0)
