@@ -73,3 +73,23 @@ def example_policy_path() -> Path:
 @pytest.fixture(scope="session")
 def minimal_policy_path() -> Path:
     return ROOT / "policies" / "minimal.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_restored() -> Any:
+    """Whatever a test does to the root logger (basicConfig, the CLI's configure_logging)
+    is undone after it: a root left at DEBUG with a handler on a test's captured stream
+    made every later test format botocore's debug lines into a closed file."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    if root.level != level or root.handlers != handlers:
+        for handler in list(root.handlers):
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)

@@ -191,6 +191,8 @@ def test_a_host_configured_structlog_cannot_bypass_the_redactor(
     from residency.logs import get_logger
 
     was, configured = structlog.get_config(), structlog.is_configured()
+    root = stdlib_logging.getLogger()
+    root_level, root_handlers = root.level, list(root.handlers)
     stdlib_logging.basicConfig(level=stdlib_logging.DEBUG, force=True)
     structlog.configure(
         processors=[
@@ -214,3 +216,12 @@ def test_a_host_configured_structlog_cannot_bypass_the_redactor(
         structlog.reset_defaults()
         if configured:
             structlog.configure(**was)
+        # Put the root logger back: left at DEBUG with a handler on this test's captured
+        # stream, every later test formatted botocore's debug lines into a closed file.
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+            if handler not in root_handlers:
+                handler.close()
+        for handler in root_handlers:
+            root.addHandler(handler)
+        root.setLevel(root_level)
