@@ -226,7 +226,7 @@ def _links_table(links: list[dict[str, Any]]) -> Any:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for col in ("link", "p50", "p99", "pending", "applied", "skipped", "paused"):
+    for col in ("link", "p50", "p99", "pending", "applied", "skipped", "failed", "paused"):
         lt.add_column(col, justify="left" if col == "link" else "right", no_wrap=True)
     table_name = None
     for m in links:
@@ -240,9 +240,24 @@ def _links_table(links: list[dict[str, Any]]) -> Any:
             str(m.get("pending")),
             str(m.get("applied")),
             str(m.get("skipped")),
+            f"[red]{m['failed']}[/]" if m.get("failed") else "0",
             "[yellow]yes[/]" if m.get("paused") else "no",
         )
     return lt
+
+
+def _print_replication_problems(con: Any, status: dict[str, Any]) -> None:
+    """Changes given up on (the replicas differ for good) and the latest errors."""
+    failed = status.get("replication_failed_count", 0)
+    if failed:
+        con.print(f"[red]{failed} replicated change(s) given up on[/]: the replicas differ")
+        for line in status.get("replication_failed", [])[-5:]:
+            con.print(f"  {esc(line)}")
+    errors = status.get("replication_errors", [])
+    if errors:
+        con.print(f"[yellow]replication errors (latest {min(len(errors), 5)}):[/]")
+        for line in errors[-5:]:
+            con.print(f"  {esc(line)}")
 
 
 @app.command("status")
@@ -261,6 +276,7 @@ def local_status(state_file: StateFileOpt = None, as_json: JsonOpt = False) -> N
             con.print(_links_table(links))
         elif answering:
             con.print("replication: off")
+        _print_replication_problems(con, status)
         if not answering:
             console(stderr=True).print(
                 f"[yellow]control endpoint not answering:[/] "

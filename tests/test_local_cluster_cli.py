@@ -223,3 +223,36 @@ def test_status_and_down_without_a_cluster(
     assert r.returncode == 0 and "no local cluster is running" in r.stdout
     r = _inproc(capsys, "local", "fault", "heal", *sf)
     assert r.returncode == 1 and "is `regionkit local up` running?" in r.stderr
+
+
+def test_status_shows_failed_changes_and_errors_without_json() -> None:
+    """A change given up on means the replicas differ for good: the table says so."""
+    from rich.console import Console
+
+    from _cli.local import _links_table, _print_replication_problems
+
+    link = {
+        "table": "content",
+        "src": "eu-central-1",
+        "dst": "us-east-1",
+        "lag_p50_ms": 12.0,
+        "lag_p99_ms": 40.0,
+        "pending": 0,
+        "applied": 9,
+        "skipped": 0,
+        "failed": 2,
+        "paused": False,
+    }
+    status = {
+        "replication_failed_count": 2,
+        "replication_failed": ["apply to us-east-1/content: ValidationException"],
+        "replication_errors": ["poll eu-west-1 failed: EndpointConnectionError"],
+    }
+    con = Console(record=True, width=120, color_system=None)
+    con.print(_links_table([link]))
+    _print_replication_problems(con, status)
+    text = con.export_text()
+    header = next(line for line in text.splitlines() if "applied" in line)
+    assert "failed" in header  # the column
+    assert "2 replicated change(s) given up on" in text
+    assert "ValidationException" in text and "EndpointConnectionError" in text

@@ -240,16 +240,7 @@ class LocalCluster:
             if self.control is not None:
                 with contextlib.suppress(Exception):
                     self.control.stop()
-            # Bring regions back first, so no replicator call hangs on a frozen server.
-            for region, mode in list(self._outages.items()):
-                server = self.servers.get(region)
-                if server is None:
-                    continue
-                with contextlib.suppress(Exception):
-                    if mode == "stop":
-                        server.resume()
-                    else:
-                        server.accept()
+            self._end_outages()  # first, so no replicator call hangs on a frozen server
             if self.replicator is not None:
                 try:
                     self.replicator.stop()
@@ -272,6 +263,17 @@ class LocalCluster:
             log.info("cluster_stopped", policy=self.policy.name)
             if errors:
                 raise ClusterError(message="some servers did not stop: " + "; ".join(errors))
+
+    def _end_outages(self) -> None:
+        for region, mode in list(self._outages.items()):
+            server = self.servers.get(region)
+            if server is None:
+                continue
+            with contextlib.suppress(Exception):
+                if mode == "stop":
+                    server.resume()
+                else:
+                    server.accept()
 
     @property
     def running(self) -> bool:
@@ -489,6 +491,7 @@ class LocalCluster:
         return [asdict(m) for m in self.replicator.metrics()]
 
     def status(self) -> dict[str, Any]:
+        engine = getattr(self.replicator, "engine", None)
         servers = {}
         for region, s in self.servers.items():
             servers[region] = {
@@ -508,9 +511,9 @@ class LocalCluster:
             "outages": dict(self._outages),
             "clock_skew_ms": dict(self._skew),
             "links": self.link_metrics(),
-            "replication_errors": list(
-                getattr(getattr(self.replicator, "engine", None), "errors", [])
-            )[-20:],
+            "replication_errors": list(getattr(engine, "errors", []))[-20:],
+            "replication_failed": list(getattr(engine, "failed", []))[-20:],
+            "replication_failed_count": int(getattr(engine, "failed_count", 0)),
         }
 
     def state(self) -> dict[str, Any]:
