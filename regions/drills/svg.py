@@ -64,6 +64,23 @@ def _num(v: float) -> str:
     return f"{v:g}"
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """The plot area: data coordinates to SVG coordinates."""
+
+    x_lo: float
+    x_hi: float
+    y_top: float
+    pw: int = W - LEFT - RIGHT
+    ph: int = H - TOP - BOTTOM
+
+    def x(self, t: float) -> float:
+        return LEFT + (t - self.x_lo) / (self.x_hi - self.x_lo) * self.pw
+
+    def y(self, v: float) -> float:
+        return TOP + self.ph - v / self.y_top * self.ph
+
+
 def line_chart(
     title: str,
     series: Mapping[str, Sequence[float | None]],
@@ -89,14 +106,8 @@ def line_chart(
     y_hi = max(values, default=1.0) or 1.0
     yt = nice_ticks(0.0, y_hi)
     xt = nice_ticks(x_lo, x_hi, 8)
-    y_top, x_lo_t, x_hi_t = yt[-1], min(x_lo, xt[0]), max(x_hi, xt[-1])
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
-
-    def x(t: float) -> float:
-        return LEFT + (t - x_lo_t) / (x_hi_t - x_lo_t) * pw
-
-    def y(v: float) -> float:
-        return TOP + ph - v / y_top * ph
+    frame = _Frame(min(x_lo, xt[0]), max(x_hi, xt[-1]), yt[-1])
+    pw, ph = frame.pw, frame.ph
 
     per_row = 3
     rows = max(1, math.ceil(len(series) / per_row))
@@ -108,6 +119,38 @@ def line_chart(
         f'<text x="{LEFT}" y="18" font-size="14" font-weight="600">{escape(title)}'
         f'<tspan font-weight="400" fill="#57606a"> ({escape(unit)})</tspan></text>',
     ]
+    out += _axes(frame, windows, yt, xt)
+    for m in markers:
+        out.append(
+            f'<line x1="{frame.x(m.t):.1f}" x2="{frame.x(m.t):.1f}" y1="{TOP}" y2="{TOP + ph}" '
+            f'stroke="{m.colour}" stroke-dasharray="4 3"/>'
+            f'<text x="{frame.x(m.t) + 3:.1f}" y="{TOP + ph - 4}" font-size="11" '
+            f'fill="{m.colour}">{escape(m.label)}</text>'
+        )
+    for i, (name, vs) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        out += _lines(frame, vs, colour, t0=t0, dt=dt, connect_gaps=connect_gaps)
+        lx = LEFT + (i % per_row) * (pw / per_row)
+        ly = H + 4 + 18 * (i // per_row)
+        out.append(
+            f'<rect x="{lx:.1f}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
+            f'<text x="{lx + 16:.1f}" y="{ly - 4}" font-size="11">{escape(name)}</text>'
+        )
+    if not values:
+        out.append(
+            f'<text x="{LEFT + pw / 2:.1f}" y="{TOP + ph / 2:.1f}" font-size="12" '
+            'text-anchor="middle" fill="#57606a">no data in this drill</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _axes(
+    frame: _Frame, windows: Sequence[tuple[float, float]], yt: list[float], xt: list[float]
+) -> list[str]:
+    """The fault windows, the grid with its tick labels, and the two axes."""
+    out: list[str] = []
+    x, y, ph = frame.x, frame.y, frame.ph
     for a, b in windows:
         out.append(
             f'<rect x="{x(a):.1f}" y="{TOP}" width="{max(1.0, x(b) - x(a)):.1f}" '
@@ -126,7 +169,7 @@ def line_chart(
             f'text-anchor="end">{_num(v)}</text>'
         )
     for t in xt:
-        if x_lo_t <= t <= x_hi_t:
+        if frame.x_lo <= t <= frame.x_hi:
             out.append(
                 f'<text x="{x(t):.1f}" y="{TOP + ph + 16}" font-size="11" '
                 f'text-anchor="middle">{_num(t)}</text>'
@@ -135,41 +178,34 @@ def line_chart(
         f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + ph}" stroke="#57606a"/>'
         f'<line x1="{LEFT}" x2="{W - RIGHT}" y1="{TOP + ph}" y2="{TOP + ph}" stroke="#57606a"/>'
     )
-    for m in markers:
-        out.append(
-            f'<line x1="{x(m.t):.1f}" x2="{x(m.t):.1f}" y1="{TOP}" y2="{TOP + ph}" '
-            f'stroke="{m.colour}" stroke-dasharray="4 3"/>'
-            f'<text x="{x(m.t) + 3:.1f}" y="{TOP + ph - 4}" font-size="11" '
-            f'fill="{m.colour}">{escape(m.label)}</text>'
-        )
-    for i, (name, vs) in enumerate(series.items()):
-        colour = PALETTE[i % len(PALETTE)]
-        runs: list[list[str]] = [[]]
-        for k, point in enumerate(vs):
-            if point is None:
-                if not connect_gaps:
-                    runs.append([])
-                continue
-            runs[-1].append(f"{x(t0 + (k + 0.5) * dt):.1f},{y(point):.1f}")
-        for pts in runs:
-            if len(pts) == 1:
-                cx, cy = pts[0].split(",")
-                out.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
-            elif pts:
-                out.append(
-                    f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" '
-                    'stroke-width="2" stroke-linejoin="round"/>'
-                )
-        lx = LEFT + (i % per_row) * (pw / per_row)
-        ly = H + 4 + 18 * (i // per_row)
-        out.append(
-            f'<rect x="{lx:.1f}" y="{ly - 9}" width="12" height="4" fill="{colour}"/>'
-            f'<text x="{lx + 16:.1f}" y="{ly - 4}" font-size="11">{escape(name)}</text>'
-        )
-    if not values:
-        out.append(
-            f'<text x="{LEFT + pw / 2:.1f}" y="{TOP + ph / 2:.1f}" font-size="12" '
-            'text-anchor="middle" fill="#57606a">no data in this drill</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+    return out
+
+
+def _lines(
+    frame: _Frame,
+    vs: Sequence[float | None],
+    colour: str,
+    *,
+    t0: float,
+    dt: float,
+    connect_gaps: bool,
+) -> list[str]:
+    """One series: a polyline per run of points (a dot for a lone point)."""
+    runs: list[list[str]] = [[]]
+    for k, point in enumerate(vs):
+        if point is None:
+            if not connect_gaps:
+                runs.append([])
+            continue
+        runs[-1].append(f"{frame.x(t0 + (k + 0.5) * dt):.1f},{frame.y(point):.1f}")
+    out: list[str] = []
+    for pts in runs:
+        if len(pts) == 1:
+            cx, cy = pts[0].split(",")
+            out.append(f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}"/>')
+        elif pts:
+            out.append(
+                f'<polyline points="{" ".join(pts)}" fill="none" stroke="{colour}" '
+                'stroke-width="2" stroke-linejoin="round"/>'
+            )
+    return out
