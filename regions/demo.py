@@ -292,7 +292,8 @@ def _counts(d: dict[str, int]) -> str:
 def rto_text(d: DemoDrill) -> str:
     if d.rto_seconds is not None:
         return f"{d.rto_seconds:.2f} s"
-    return f"n/a, {d.rto_note}" if d.rto_note else "n/a"
+    # the drill report's own words when no write failed (regions.drills.report)
+    return f"n/a, {d.rto_note or 'no write failed'}"
 
 
 def rpo_text(d: DemoDrill) -> str:

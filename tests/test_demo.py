@@ -49,8 +49,11 @@ def demo_run(
             "--policy",
             str(ROOT / "policies" / "social-network.yaml"),
             "demo",
+            # The drills' routers run with the service's default settings (1 s read
+            # timeout, a breaker after 3 failures): failover takes 1-2 s, so the fault
+            # lasts long enough to see it.
             "--duration",
-            "1.5",
+            "4",
             "--users",
             "1",
             "--rounds",
