@@ -234,35 +234,48 @@ class LocalCluster:
                 return
             self._stopped = True
             atexit.unregister(self.stop)
-            self._sweep_stop.set()
-            if self._sweeper is not None:
-                self._sweeper.join(35)
-            if self.control is not None:
-                with contextlib.suppress(Exception):
-                    self.control.stop()
-            self._end_outages()  # first, so no replicator call hangs on a frozen server
-            if self.replicator is not None:
-                try:
-                    self.replicator.stop()
-                except Exception:
-                    log.exception("replicator_stop_failed")
-            errors: list[str] = []
-            for server in self.servers.values():
-                try:
-                    server.stop()
-                except Exception as exc:  # keep stopping the others, then report
-                    errors.append(f"{server.region}: {exc}")
+            self._stop_background()
+            errors = self._stop_servers()
             self.clients.close()
             self.replication_clients.close()
-            if self.state_file is not None:
-                from regions.local.state import remove_state
-
-                remove_state(self.state_file, owner_pid=os.getpid())
-            if self._run_dir is not None:
-                shutil.rmtree(self._run_dir, ignore_errors=True)
+            self._remove_files()
             log.info("cluster_stopped", policy=self.policy.name)
             if errors:
                 raise ClusterError(message="some servers did not stop: " + "; ".join(errors))
+
+    def _stop_background(self) -> None:
+        """The sweeper, the control server, the outages and the replicator, in that order."""
+        self._sweep_stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(35)
+        if self.control is not None:
+            with contextlib.suppress(Exception):
+                self.control.stop()
+        self._end_outages()  # first, so no replicator call hangs on a frozen server
+        if self.replicator is not None:
+            try:
+                self.replicator.stop()
+            except Exception:
+                log.exception("replicator_stop_failed")
+
+    def _stop_servers(self) -> list[str]:
+        """Stop every region's server; the failures, as "region: error"."""
+        errors: list[str] = []
+        for server in self.servers.values():
+            try:
+                server.stop()
+            except Exception as exc:  # keep stopping the others, then report
+                errors.append(f"{server.region}: {exc}")
+        return errors
+
+    def _remove_files(self) -> None:
+        """The state file (if this process wrote it) and the run directory."""
+        if self.state_file is not None:
+            from regions.local.state import remove_state
+
+            remove_state(self.state_file, owner_pid=os.getpid())
+        if self._run_dir is not None:
+            shutil.rmtree(self._run_dir, ignore_errors=True)
 
     def _end_outages(self) -> None:
         for region, mode in list(self._outages.items()):

@@ -144,50 +144,66 @@ class ControlServer:
     # --- dispatch ---
 
     def handle(self, method: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
-        c = self.cluster
         if method == "GET" and op == "status":
-            return c.status()
+            return self.cluster.status()
         if method != "POST":
             raise ConfigError(message=f"unknown control request {method} /{op}")
-        if op == "lag":
-            ms = _number(body, "ms", required=False)
-            jitter = _number(body, "jitter_ms", required=False) or 0.0
-            c.set_lag(_opt_str(body, "src"), _opt_str(body, "dst"), ms, jitter_ms=jitter)
-        elif op in {"pause", "resume"}:
-            fn = c.pause_replication if op == "pause" else c.resume_replication
-            fn(
-                src=_opt_str(body, "src"),
-                dst=_opt_str(body, "dst"),
-                region=_opt_str(body, "region"),
-            )
-        elif op == "partition":
-            groups = body.get("groups")
-            if not isinstance(groups, list) or not all(
-                isinstance(g, list) and all(isinstance(r, str) for r in g) for g in groups
-            ):
-                raise ConfigError(message="'groups' must be a list of lists of region codes")
-            c.partition(groups)
-        elif op == "heal":
-            c.heal()
-        elif op == "outage":
-            mode = body.get("mode", "stop")
-            if mode not in {"stop", "refuse"}:
-                raise ConfigError(message=f"outage mode must be 'stop' or 'refuse', not {mode!r}")
-            c.outage(_required(body, "region"), mode=mode)
-        elif op == "restore":
-            c.restore(_required(body, "region"))
-        elif op == "skew":
-            ms = _number(body, "ms")
-            assert ms is not None
-            c.set_clock_skew(_required(body, "region"), int(ms))
-        elif op == "stop":
-            if self.on_stop is None:
-                raise ClusterError(message="this cluster is not stoppable over its control API")
-            self.on_stop()
-        else:
+        ops: dict[str, Callable[[dict[str, Any]], None]] = {
+            "lag": self._lag,
+            "pause": self._pause,
+            "resume": self._resume,
+            "partition": self._partition,
+            "heal": lambda _body: self.cluster.heal(),
+            "outage": self._outage,
+            "restore": lambda body: self.cluster.restore(_required(body, "region")),
+            "skew": self._skew,
+            "stop": self._stop_cluster,
+        }
+        run = ops.get(op)
+        if run is None:
             raise ConfigError(message=f"unknown control operation {op!r}")
+        run(body)
         log.info("control_request", op=op, body=body)
         return {}
+
+    def _lag(self, body: dict[str, Any]) -> None:
+        ms = _number(body, "ms", required=False)
+        jitter = _number(body, "jitter_ms", required=False) or 0.0
+        self.cluster.set_lag(_opt_str(body, "src"), _opt_str(body, "dst"), ms, jitter_ms=jitter)
+
+    def _pause(self, body: dict[str, Any]) -> None:
+        self.cluster.pause_replication(
+            src=_opt_str(body, "src"), dst=_opt_str(body, "dst"), region=_opt_str(body, "region")
+        )
+
+    def _resume(self, body: dict[str, Any]) -> None:
+        self.cluster.resume_replication(
+            src=_opt_str(body, "src"), dst=_opt_str(body, "dst"), region=_opt_str(body, "region")
+        )
+
+    def _partition(self, body: dict[str, Any]) -> None:
+        groups = body.get("groups")
+        if not isinstance(groups, list) or not all(
+            isinstance(g, list) and all(isinstance(r, str) for r in g) for g in groups
+        ):
+            raise ConfigError(message="'groups' must be a list of lists of region codes")
+        self.cluster.partition(groups)
+
+    def _outage(self, body: dict[str, Any]) -> None:
+        mode = body.get("mode", "stop")
+        if mode not in {"stop", "refuse"}:
+            raise ConfigError(message=f"outage mode must be 'stop' or 'refuse', not {mode!r}")
+        self.cluster.outage(_required(body, "region"), mode=mode)
+
+    def _skew(self, body: dict[str, Any]) -> None:
+        ms = _number(body, "ms")
+        assert ms is not None
+        self.cluster.set_clock_skew(_required(body, "region"), int(ms))
+
+    def _stop_cluster(self, body: dict[str, Any]) -> None:
+        if self.on_stop is None:
+            raise ClusterError(message="this cluster is not stoppable over its control API")
+        self.on_stop()
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         server = self
@@ -215,30 +231,10 @@ class ControlServer:
                     )
                     return
                 try:
-                    length = int(self.headers.get("Content-Length") or 0)
-                    if length > _MAX_BODY:
-                        raise ConfigError(message="control request body too large")
-                    raw = self.rfile.read(length) if length else b"{}"
-                    body = json.loads(raw or b"{}")
-                    if not isinstance(body, dict):
-                        raise ConfigError(message="a control request body is a JSON object")
+                    body = _request_body(self)
                     result = server.handle(method, self.path.strip("/"), body)
-                except ValueError as exc:
-                    self._answer(400, {"ok": False, "kind": "config", "error": f"bad JSON: {exc}"})
-                except ConfigError as exc:
-                    self._answer(400, {"ok": False, "kind": "config", "error": str(exc)})
-                except RegionkitError as exc:
-                    self._answer(
-                        409,
-                        {
-                            "ok": False,
-                            "kind": "operation",
-                            "error": str(getattr(exc, "message", exc)),
-                        },
-                    )
-                except Exception as exc:  # a bug: answer, and log it with its traceback
-                    log.exception("control_request_failed", path=self.path)
-                    self._answer(500, {"ok": False, "kind": "operation", "error": repr(exc)})
+                except Exception as exc:
+                    self._answer(*_failure(exc, self.path))
                 else:
                     self._answer(200, {"ok": True, **result})
 
@@ -249,6 +245,31 @@ class ControlServer:
                 self._serve("POST")
 
         return Handler
+
+
+def _request_body(handler: BaseHTTPRequestHandler) -> dict[str, Any]:
+    """A control request's JSON object (``{}`` when it has no body)."""
+    length = int(handler.headers.get("Content-Length") or 0)
+    if length > _MAX_BODY:
+        raise ConfigError(message="control request body too large")
+    raw = handler.rfile.read(length) if length else b"{}"
+    body = json.loads(raw or b"{}")
+    if not isinstance(body, dict):
+        raise ConfigError(message="a control request body is a JSON object")
+    return body
+
+
+def _failure(exc: Exception, path: str) -> tuple[int, dict[str, Any]]:
+    """The status and payload answering a failed control request (called while handling
+    ``exc``: a bug is logged with its traceback)."""
+    if isinstance(exc, ValueError):
+        return 400, {"ok": False, "kind": "config", "error": f"bad JSON: {exc}"}
+    if isinstance(exc, ConfigError):
+        return 400, {"ok": False, "kind": "config", "error": str(exc)}
+    if isinstance(exc, RegionkitError):
+        return 409, {"ok": False, "kind": "operation", "error": str(getattr(exc, "message", exc))}
+    log.exception("control_request_failed", path=path)
+    return 500, {"ok": False, "kind": "operation", "error": repr(exc)}
 
 
 def _required(body: dict[str, Any], name: str) -> str:
