@@ -85,41 +85,78 @@ def run_traffic(
     rounds: int = 3,
     seed: int = 0,
 ) -> TrafficStats:
-    stats = TrafficStats()
-    rng = random.Random(seed)
-    regions = list(routers)
-    pinned = [n for n, dc in policy.data_classes.items() if isinstance(dc, PinnedDataClass)]
     glob = [
         n
         for n, dc in policy.data_classes.items()
         if isinstance(dc, GlobalDataClass) and n != policy.system.directory
     ]
-    posts_dc = next((n for n in glob if n == "content"), glob[0] if glob else None)
-    merge_dc = next(
-        (
-            n
-            for n, dc in policy.data_classes.items()
-            if isinstance(dc, GlobalDataClass) and not isinstance(dc.conflicts, str)
+    traffic = _Traffic(
+        routers,
+        policy,
+        users,
+        seed,
+        rng=random.Random(seed),
+        pinned=[n for n, dc in policy.data_classes.items() if isinstance(dc, PinnedDataClass)],
+        posts_dc=next((n for n in glob if n == "content"), glob[0] if glob else None),
+        merge_dc=next(
+            (
+                n
+                for n, dc in policy.data_classes.items()
+                if isinstance(dc, GlobalDataClass) and not isinstance(dc.conflicts, str)
+            ),
+            None,
         ),
-        None,
     )
     for u in users:
-        stats.signups[u.jurisdiction] += 1
+        traffic.stats.signups[u.jurisdiction] += 1
+    for r in range(rounds):
+        traffic.round(r)
+    return traffic.stats
 
-    def attempt(what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+
+@dataclass
+class _Traffic:
+    """One run of demo traffic: who writes what, from where, and what it counted."""
+
+    routers: Mapping[str, RegionRouter]
+    policy: Policy
+    users: list[SignUp]
+    seed: int
+    rng: random.Random
+    pinned: list[str]  # profiles
+    posts_dc: str | None  # posts and concurrent edits
+    merge_dc: str | None  # reactions, merged
+    stats: TrafficStats = field(default_factory=TrafficStats)
+
+    @property
+    def regions(self) -> list[str]:
+        return list(self.routers)
+
+    def attempt(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, or None when it fails (counted)."""
         try:
             return fn(*args, **kwargs)
         except StaleWrite:
-            stats.stale_writes += 1
+            self.stats.stale_writes += 1
         except RegionkitError as exc:
-            stats.errors[f"{what}: {type(exc).__name__}"] += 1
+            self.stats.errors[f"{what}: {type(exc).__name__}"] += 1
         return None
 
-    for r in range(rounds):
-        # profiles: written from wherever the user happens to be, routed home
-        for n, u in enumerate(users):
-            router = routers[rng.choice(regions)]
-            for dc in pinned:
+    def round(self, r: int) -> None:
+        self.profiles(r)
+        if self.posts_dc is None:
+            return
+        self.posts(r, self.posts_dc)
+        self.edits(r, self.posts_dc)
+        if self.merge_dc is not None:
+            self.reactions(r, self.merge_dc)
+
+    def profiles(self, r: int) -> None:
+        """Profiles: written from wherever the user happens to be, routed home."""
+        stats, policy, attempt = self.stats, self.policy, self.attempt
+        for n, u in enumerate(self.users):
+            router = self.routers[self.rng.choice(self.regions)]
+            for dc in self.pinned:
                 pk = policy.data_classes[dc].partition_key
                 profile = {
                     pk: u.user_id,
@@ -134,41 +171,47 @@ def run_traffic(
                     stats.profile_placement.setdefault(u.jurisdiction, set()).add(w.route.region)
                 if attempt("profile read", router.get, dc, {pk: u.user_id}) is not None:
                     stats.profile_reads += 1
-        if posts_dc is None:
-            continue
-        pk = policy.data_classes[posts_dc].partition_key
-        # posts from every region, read back where they landed
-        for region in regions:
-            key = f"post-{seed}-{r}-{region}"
-            author = rng.choice(users).user_id if users else "anon"
+
+    def posts(self, r: int, posts_dc: str) -> None:
+        """Posts from every region, read back where they landed."""
+        stats, attempt = self.stats, self.attempt
+        pk = self.policy.data_classes[posts_dc].partition_key
+        for region in self.regions:
+            key = f"post-{self.seed}-{r}-{region}"
+            author = self.rng.choice(self.users).user_id if self.users else "anon"
             body = {pk: key, "author": author, "body": f"hello from {region}"}
-            w = attempt("post", routers[region].put, posts_dc, body)
+            w = attempt("post", self.routers[region].put, posts_dc, body)
             if w is not None:
                 stats.posts += 1
                 stats.post_regions[w.route.region] += 1
-            if attempt("read", routers[region].get, posts_dc, {pk: key}, consistent=True):
+            if attempt("read", self.routers[region].get, posts_dc, {pk: key}, consistent=True):
                 stats.reads += 1
-        # concurrent edits: several regions edit one post before replication catches up
-        hot = f"post-{seed}-{r}-{regions[0]}"
-        editors = rng.sample(regions, k=min(3, len(regions)))
+
+    def edits(self, r: int, posts_dc: str) -> None:
+        """Concurrent edits: several regions edit one post before replication catches up."""
+        routers, attempt, regions = self.routers, self.attempt, self.regions
+        pk = self.policy.data_classes[posts_dc].partition_key
+        hot = f"post-{self.seed}-{r}-{regions[0]}"
+        editors = self.rng.sample(regions, k=min(3, len(regions)))
         seen = {e: attempt("edit read", routers[e].get, posts_dc, {pk: hot}) for e in editors}
         for e in editors:
             edit: dict[str, Any] = {pk: hot, "body": f"edited in {e}", "round": r}
             if attempt("edit", routers[e].put, posts_dc, edit, based_on=seen[e] or None):
-                stats.concurrent_edits += 1
-        # reactions from several regions at once: merged by per-region counters
-        if merge_dc is not None:
-            mpk = policy.data_classes[merge_dc].partition_key
-            target = f"reactions-{seed}-{r}"
-            for region in rng.sample(regions, k=min(4, len(regions))):
-                router = routers[region]
-                current = attempt("reaction read", router.get, merge_dc, {mpk: target}) or {}
-                body = increment_counter(
-                    {k: v for k, v in current.items() if not k.startswith("rk_")}, "like", region
-                )
-                body[mpk] = target
-                w = attempt("reaction", router.put, merge_dc, body, based_on=current or None)
-                if w is not None:
-                    stats.reactions += 1
-                    stats.merged_writes += int(w.merged)
-    return stats
+                self.stats.concurrent_edits += 1
+
+    def reactions(self, r: int, merge_dc: str) -> None:
+        """Reactions from several regions at once: merged by per-region counters."""
+        attempt, regions = self.attempt, self.regions
+        mpk = self.policy.data_classes[merge_dc].partition_key
+        target = f"reactions-{self.seed}-{r}"
+        for region in self.rng.sample(regions, k=min(4, len(regions))):
+            router = self.routers[region]
+            current = attempt("reaction read", router.get, merge_dc, {mpk: target}) or {}
+            body = increment_counter(
+                {k: v for k, v in current.items() if not k.startswith("rk_")}, "like", region
+            )
+            body[mpk] = target
+            w = attempt("reaction", router.put, merge_dc, body, based_on=current or None)
+            if w is not None:
+                self.stats.reactions += 1
+                self.stats.merged_writes += int(w.merged)
