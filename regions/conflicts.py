@@ -298,20 +298,10 @@ class ConflictDetector:
             return None  # a causal successor
         data_class, dc = entry
         old, new = from_ddb(old_raw) or {}, from_ddb(new_raw) or {}
-        if related is None:
-            kind = classify(old, new, region)  # the lineage is unknown: the writers' claims
-            if kind is None:
-                return None
-            replay = kind == "inversion" and descends(old, new)
-        else:
-            if _content(old) == _content(new):
-                return None  # two writes of the same content (e.g. two merges): nothing lost
-            replay = self.lineage.is_ancestor(nv, ov) is True
-            if nv < ov:
-                kind = "inversion"
-            else:
-                po, pn = self.lineage.parent(ov), self.lineage.parent(nv)
-                kind = "concurrent" if po is not _MISSING and po == pn else "lost_write"
+        judged = self._judge(region, old, new, ov, nv, known=related is not None)
+        if judged is None:
+            return None
+        kind, replay = judged
         if replay:
             # An ancestor replayed over its descendant (typically a repair that arrived
             # late): not a conflict between writers. Put the descendant back.
@@ -320,6 +310,32 @@ class ConflictDetector:
             self.counts["replay"] += 1
             return None
         return self._resolve(region, table, data_class, dc, kind, old, new)
+
+    def _judge(
+        self,
+        region: str,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        ov: str,
+        nv: str,
+        *,
+        known: bool,
+    ) -> tuple[ConflictKind, bool] | None:
+        """What a new version replacing an old one that is not its ancestor is: the
+        conflict's kind, and whether it is an ancestor replayed over its descendant.
+        None: no conflict. ``known``: whether the lineage knows how the two relate."""
+        if not known:
+            kind = classify(old, new, region)  # the lineage is unknown: the writers' claims
+            if kind is None:
+                return None
+            return kind, kind == "inversion" and descends(old, new)
+        if _content(old) == _content(new):
+            return None  # two writes of the same content (e.g. two merges): nothing lost
+        replay = self.lineage.is_ancestor(nv, ov) is True
+        if nv < ov:
+            return "inversion", replay
+        po, pn = self.lineage.parent(ov), self.lineage.parent(nv)
+        return ("concurrent" if po is not _MISSING and po == pn else "lost_write"), replay
 
     def _resolve(
         self,
