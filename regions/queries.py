@@ -171,21 +171,54 @@ class Queries:
         projection: Sequence[str] | None = None,
         consistent: bool = False,
     ) -> Page:
-        s = self.store
         ix = self._index(data_class, index)
-        dc = s.policy.data_class(data_class)
-        pinned = isinstance(dc, PinnedDataClass)
+        subject = self._query_subject(data_class, ix, partition_value, subject)
+        if ix is not None and ix.kind == "gsi" and consistent:
+            raise ConfigError(message="a global secondary index has no consistent reads")
+        req = self._key_condition(data_class, ix, partition_value, sort)
+        req["ScanIndexForward"] = not descending
+        req["ConsistentRead"] = consistent
+        if ix is not None:
+            req["IndexName"] = ix.name
+        if limit is not None:
+            if limit < 1:
+                raise ConfigError(message=f"limit must be at least 1, got {limit}")
+            req["Limit"] = limit
+        if projection:
+            self._project(req, data_class, ix, projection)
+        bound = f"{data_class}|{index or ''}|{subject or ''}|{partition_value}"
+        if cursor is not None:
+            req["ExclusiveStartKey"] = to_ddb(self.cursors.open(cursor, bound))
+        return self._query_page(data_class, subject, ix, req, bound)
+
+    def _query_subject(
+        self, data_class: str, ix: Index | None, partition_value: Any, subject: str | None
+    ) -> str | None:
+        """Whose data a query reads: the key's subject, or (an index query) the given one."""
+        s = self.store
+        pinned = isinstance(s.policy.data_class(data_class), PinnedDataClass)
         if ix is None:
-            subject = s.subject_of(data_class, {s.pk[data_class]: partition_value}, subject)
-        elif pinned and subject is None:
+            return s.subject_of(data_class, {s.pk[data_class]: partition_value}, subject)
+        if pinned and subject is None:
             raise ConfigError(
                 message=f"an index query of pinned {data_class} needs subject= (whose "
                 "jurisdiction's replica to read)"
             )
-        if ix is not None and ix.kind == "gsi" and consistent:
-            raise ConfigError(message="a global secondary index has no consistent reads")
+        return subject
+
+    def _key_names(self, data_class: str, ix: Index | None) -> tuple[str, str | None]:
+        """The partition and sort key names the query's table or index is keyed by."""
+        s = self.store
         pk_name = (ix.partition_key if ix and ix.kind == "gsi" else None) or s.pk[data_class]
         sk_name = ix.sort_key if ix else s.sk[data_class]
+        return pk_name, sk_name
+
+    def _key_condition(
+        self, data_class: str, ix: Index | None, partition_value: Any, sort: Sort | None
+    ) -> dict[str, Any]:
+        """The request's key condition, with its attribute names and values."""
+        s = self.store
+        pk_name, sk_name = self._key_names(data_class, ix)
         names: dict[str, str] = {"#pk": pk_name}
         values: dict[str, Any] = {
             ":pk": s.serialize_value(data_class, "partition", partition_value)
@@ -198,28 +231,35 @@ class Queries:
             for i, v in enumerate(sort.values):  # refused by type before any request
                 s.serialize_value(data_class, f"sort value {i}", v)
             cond += " AND " + sort.expression(values)
-        req: dict[str, Any] = {
+        return {
             "KeyConditionExpression": cond,
             "ExpressionAttributeNames": names,
             "ExpressionAttributeValues": values,
-            "ScanIndexForward": not descending,
-            "ConsistentRead": consistent,
         }
-        if ix is not None:
-            req["IndexName"] = ix.name
-        if limit is not None:
-            if limit < 1:
-                raise ConfigError(message=f"limit must be at least 1, got {limit}")
-            req["Limit"] = limit
-        if projection:
-            keep = [*projection, s.pk[data_class], VERSION_ATTR, DEL_ATTR, EXP_ATTR]
-            keep += [k for k in (s.sk[data_class], pk_name, sk_name) if k]
-            for i, name in enumerate(dict.fromkeys(keep)):
-                names[f"#p{i}"] = name
-            req["ProjectionExpression"] = ", ".join(k for k in names if k.startswith("#p"))
-        bound = f"{data_class}|{index or ''}|{subject or ''}|{partition_value}"
-        if cursor is not None:
-            req["ExclusiveStartKey"] = to_ddb(self.cursors.open(cursor, bound))
+
+    def _project(
+        self, req: dict[str, Any], data_class: str, ix: Index | None, projection: Sequence[str]
+    ) -> None:
+        """Read only ``projection``, and what regionkit needs: keys, version, markers."""
+        s = self.store
+        pk_name, sk_name = self._key_names(data_class, ix)
+        names: dict[str, str] = req["ExpressionAttributeNames"]
+        keep = [*projection, s.pk[data_class], VERSION_ATTR, DEL_ATTR, EXP_ATTR]
+        keep += [k for k in (s.sk[data_class], pk_name, sk_name) if k]
+        for i, name in enumerate(dict.fromkeys(keep)):
+            names[f"#p{i}"] = name
+        req["ProjectionExpression"] = ", ".join(k for k in names if k.startswith("#p"))
+
+    def _query_page(
+        self,
+        data_class: str,
+        subject: str | None,
+        ix: Index | None,
+        req: dict[str, Any],
+        bound: str,
+    ) -> Page:
+        """One page of the query, following a moved subject (base table queries only)."""
+        s = self.store
 
         def call(route: Route, client: Any) -> dict[str, Any]:
             return dict(client.query(TableName=route.table_name, **req))
