@@ -52,6 +52,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -166,6 +167,10 @@ def _digest(image: Image) -> str:
     return hashlib.blake2b(_canonical(image).encode(), digest_size=12).hexdigest()
 
 
+APPLY_WORKERS = 4
+"""Replicated changes applied to one replica at once (distinct items; see
+``ReplicationEngine.apply_workers``). A region back from an outage drains its
+backlog this many requests at a time (``benchmarks/bench_replication.py``)."""
 MAX_POLL_ATTEMPTS = 20  # a stream record that cannot be read in is retried this often
 MAX_APPLY_ATTEMPTS = 20  # a change DynamoDB refuses (not a lost condition, not a fault)
 _FAULTS = (
@@ -294,8 +299,15 @@ class ReplicationEngine:
         rng: random.Random | None = None,
         time_source: Literal["record", "poll"] = "record",
         listeners: Iterable[RecordListener] = (),
+        apply_workers: int = 1,
     ) -> None:
         self.policy = policy
+        # Requests in flight at once when a batch is applied to one replica. A batch
+        # holds one change per item, and items are independent, so only the order
+        # within an item matters (kept: an item's next change waits for the next
+        # batch). 1 keeps the simulation's history a function of its seed.
+        self.apply_workers = max(1, apply_workers)
+        self._pools: dict[str, ThreadPoolExecutor] = {}  # one per replica applied to
         self.clients = clients
         self.prefix = table_prefix
         self.rng = rng or random.Random(0)
@@ -703,8 +715,9 @@ class ReplicationEngine:
         if not claimed:
             return 0
         ddb = self.clients.dynamodb(dst)
-        written = 0
-        for ln, change, prev, held in claimed:
+
+        def one(entry: tuple[_Link | None, Change, Any, Any]) -> int:
+            ln, change, prev, held = entry
             cond = _condition(change.keys, held)
             try:
                 if change.image is not None:
@@ -716,16 +729,32 @@ class ReplicationEngine:
                             self._forget_echo((dst, change.table, change.key), change)
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
-                if code == "ConditionalCheckFailedException":
-                    self._requeue(dst, [(ln, change, prev)], now_, None)
-                else:
-                    self._requeue(dst, [(ln, change, prev)], now_, exc)
-                continue
+                failed = None if code == "ConditionalCheckFailedException" else exc
+                self._requeue(dst, [(ln, change, prev)], now_, failed)
+                return 0
             except Exception as exc:
                 self._requeue(dst, [(ln, change, prev)], now_, exc)
-                continue
-            written += 1
-        return written
+                return 0
+            return 1
+
+        if self.apply_workers == 1 or len(claimed) == 1:
+            return sum(one(e) for e in claimed)
+        return sum(self._executor(dst).map(one, claimed))
+
+    def _executor(self, dst: str) -> ThreadPoolExecutor:
+        with self._lock:
+            pool = self._pools.get(dst)
+            if pool is None:
+                pool = ThreadPoolExecutor(self.apply_workers, thread_name_prefix=f"apply-{dst}")
+                self._pools[dst] = pool
+            return pool
+
+    def close(self) -> None:
+        """Stop the apply threads (a batch being applied finishes first)."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=True)
 
     def _requeue(
         self,
@@ -857,9 +886,14 @@ class Replicator:
         poll_interval: float = 0.01,
         max_idle_interval: float = 0.05,
         clock: Callable[[], float] = time.time,
+        apply_workers: int = APPLY_WORKERS,
     ) -> None:
         self.engine = ReplicationEngine(
-            policy, clients, table_prefix=table_prefix, listeners=listeners
+            policy,
+            clients,
+            table_prefix=table_prefix,
+            listeners=listeners,
+            apply_workers=apply_workers,
         )
         self.faults = self.engine.faults
         self.clock = clock
@@ -891,6 +925,7 @@ class Replicator:
         for t in self._threads:
             t.join(timeout=5)
         self._threads.clear()
+        self.engine.close()
 
     def __enter__(self) -> Replicator:
         self.start()
