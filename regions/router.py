@@ -30,6 +30,7 @@ from regions.health import RegionHealth
 from regions.hlc import HLC, wall_clock_ms
 from regions.ids import mint_user_id
 from regions.metrics import RequestMetrics, sink
+from regions.moves import MoveResult, Moves
 from regions.pool import ClientPool, ClientProvider
 from regions.queries import BatchGetResult, BatchWriteResult, Page, Queries, Sort
 from regions.routing import Op, Route, RouteTable
@@ -37,7 +38,7 @@ from regions.subjects import Location, Subjects
 from regions.transactions import Op as TxOp
 from regions.transactions import Transactions
 from regions.transport import HedgePolicy, RetryPolicy, Transport
-from regions.users import MoveResult, Users
+from regions.users import Users
 from regions.versioned import Merge, VersionedStore, Written
 from regions.writes import Writer
 from residency.errors import ConfigError
@@ -130,6 +131,7 @@ class RegionRouter:
         )
         self.writer = Writer(self.store)
         self.users = Users(policy, self.store, self.writer, self.routes, self.health, cache)
+        self.moves = Moves(self.users)
         self._dir_class = policy.system.directory
         for name, ref in self.store.merges.items():  # refuse a bad reference at start-up
             self.merge_function(name, ref)
@@ -227,8 +229,8 @@ class RegionRouter:
     def move_user(
         self, user_id: str, *, country: str | None = None, region: str | None = None
     ) -> MoveResult:
-        """Re-home a user (resumable; see :mod:`regions.users` for the protocol)."""
-        return self.users.move_user(user_id, country=country, region=region)
+        """Re-home a user (resumable; see :mod:`regions.moves` for the protocol)."""
+        return self.moves.move_user(user_id, country=country, region=region)
 
     def pending_moves(self) -> list[DirectoryEntry]:
         return self.users.pending_moves()

@@ -1,0 +1,315 @@
+"""Re-homing a user between jurisdictions (``move_user``), resumably.
+
+The steps, in order; what each crash point leaves:
+
+1. The directory entry becomes ``moving`` (compare-and-set on the version read):
+   the durable move record. *Crash:* the old state plus the record; ``--resume``
+   (or calling ``move_user`` again) continues.
+2. Every region of the old jurisdiction is read with consistent reads; the newest
+   version of each item (highest HLC stamp) is copied to the new home region,
+   *keeping its stamp*, unless the new home already holds a newer one.
+   *Crash:* a copy in the new home, the data still in the old one.
+3. Every region of the old jurisdiction gets a ``moved`` fence (a tombstone naming
+   the new home region), conditional on the item not having changed past the
+   version copied. A write that slipped in makes the condition fail, and the round
+   starts again from 2. *Crash:* some old regions fenced; routers that meet a
+   fence follow it to the new home, where the copy is.
+4. The directory entry switches to the new home with status ``verifying``.
+5. Every old region is read again; when each holds only fences the entry becomes
+   ``active`` and the move is ``done``. An unreachable region leaves it
+   ``pending`` (the record stays; the audit and ``users move --resume`` see it).
+
+From step 3 on, no router in any process can write the user's pinned data in the
+old jurisdiction, whatever its cache says: the fence is part of every write's
+condition there, evaluated by DynamoDB. Pinned classes with a sort key are
+fenced item by item (the items that exist), so a stale router could still
+create a *new* sort-key item there until its cache expires; the audit reports it.
+
+The directory itself (lookups, sign-up, the authority replica) is :mod:`regions.users`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from regions.codec import VERSION_ATTR
+from regions.directory import DirectoryEntry
+from regions.ids import parse_user_id
+from regions.tombstones import DELETED, MOVED, tombstone_kind
+from regions.users import Users
+from residency.errors import ConfigError, RegionkitError, UnassignedUser
+from residency.logs import get_logger
+
+__all__ = ["MoveResult", "Moves"]
+
+audit_log = get_logger("regionkit.audit")
+
+MAX_ROUNDS = 5
+
+Items = dict[tuple[Any, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    user_id: str
+    from_region: str
+    to_region: str
+    from_jurisdiction: str
+    to_jurisdiction: str
+    profile_copied: bool
+    steps: list[str] = field(default_factory=list)
+    status: Literal["done", "pending"] = "done"
+    reason: str = ""
+
+
+class Moves:
+    """Moves of one router's users (the protocol is in the module docstring)."""
+
+    def __init__(self, users: Users) -> None:
+        self.users = users
+        self.policy = users.policy
+        self.store = users.store
+        self.writer = users.writer
+        self.routes = users.routes
+
+    def _target(self, entry: DirectoryEntry, country: str | None, region: str | None) -> str:
+        if region is None and country is not None:
+            jid = self.users.jurisdiction_for_country(country)
+            homes = self.policy.jurisdictions[jid].home_regions
+            region = next((r for r in homes if self.users.health.available(r)), homes[0])
+        if region is None and entry.status == "moving" and entry.moving_to:
+            region = entry.moving_to  # resume the recorded move
+        if region is None and entry.status in ("moving", "verifying"):
+            region = entry.home_region
+        if region is None:
+            raise ConfigError(message="move_user needs country= or region= (or a move to resume)")
+        self.policy.check_region(region)
+        return region
+
+    def move_user(
+        self, user_id: str, *, country: str | None = None, region: str | None = None
+    ) -> MoveResult:
+        """Re-home a user, resumably (the protocol is in the module docstring)."""
+        parse_user_id(user_id)
+        self.users.cache.invalidate(user_id)  # a move starts from the directory, never a cache
+        entry = self.users.read_authoritative(user_id)
+        if entry is None:
+            raise UnassignedUser(user=user_id, data_class="pinned data", op="moved")
+        target = self._target(entry, country, region)
+        to_j = self.policy.jurisdiction_of_region(target)
+        steps: list[str] = []
+        if entry.status == "moving" and entry.moving_to not in (None, target):
+            raise ConfigError(
+                message=f"user {user_id} has an unfinished move to {entry.moving_to}; "
+                "resume it first (regionkit users move --resume)"
+            )
+        if entry.status == "erasing":
+            raise ConfigError(
+                message=f"user {user_id} is being erased; finish it (regionkit subject erase "
+                "--resume) before any move"
+            )
+        if entry.status == "verifying" and entry.home_region != target:
+            raise ConfigError(
+                message=f"user {user_id} has an unfinished move to {entry.home_region}; "
+                "resume it first (regionkit users move --resume)"
+            )
+        if entry.status == "verifying" and entry.moved_from:
+            from_region = entry.moved_from
+        elif entry.home_region == target and entry.status == "active":
+            return MoveResult(user_id, target, target, to_j, to_j, False, ["already there"])
+        else:
+            from_region = entry.home_region
+        from_j = self.policy.jurisdiction_of_region(from_region)
+        version = entry.version
+        if from_j == to_j:  # the pinned table already replicates inside the jurisdiction
+            self.users.write_entry(DirectoryEntry(user_id, target, to_j), based_on=version)
+            return self._finish(user_id, from_region, target, from_j, to_j, False, ["directory"])
+        if entry.status == "active":
+            record = DirectoryEntry(
+                user_id, from_region, from_j, "moving", moving_to=target, moved_from=None
+            )
+            version = self.users.write_entry(record, based_on=version)
+            steps.append(f"directory: moving {from_region} -> {target}")
+            audit_log.info("residency.move.started", from_jurisdiction=from_j, to_jurisdiction=to_j)
+        return self._move_data(user_id, from_region, target, from_j, to_j, version, steps)
+
+    def _move_data(
+        self,
+        user_id: str,
+        from_region: str,
+        target: str,
+        from_j: str,
+        to_j: str,
+        version: str | None,
+        steps: list[str],
+    ) -> MoveResult:
+        copied = False
+        try:
+            for _ in range(MAX_ROUNDS):
+                done, any_copied = self._round(user_id, target, from_j, to_j, steps)
+                copied = copied or any_copied
+                if done:
+                    break
+            else:
+                return self._pending(
+                    user_id,
+                    from_region,
+                    target,
+                    from_j,
+                    to_j,
+                    copied,
+                    steps,
+                    "writes kept landing in the old jurisdiction",
+                )
+            verifying = DirectoryEntry(user_id, target, to_j, "verifying", moved_from=from_region)
+            current = self.users.read_authoritative(user_id)
+            if current is None or current.status != "verifying":
+                self.users.write_entry(verifying, based_on=current.version if current else version)
+                steps.append(f"directory: home is {target} (verifying)")
+            self.users.cache.put(verifying)
+            left = self._unfenced(user_id, from_j)
+        except Exception as exc:
+            if not isinstance(exc, (RegionkitError, *_botocore_errors())):
+                raise
+            reason = f"{type(exc).__name__} in {getattr(exc, 'regionkit_region', '') or 'a region'}"
+            return self._pending(user_id, from_region, target, from_j, to_j, copied, steps, reason)
+        if left:
+            return self._pending(
+                user_id,
+                from_region,
+                target,
+                from_j,
+                to_j,
+                copied,
+                steps,
+                f"personal data still readable in {', '.join(left)}",
+            )
+        current = self.users.read_authoritative(user_id)
+        active = DirectoryEntry(user_id, target, to_j, "active", moved_from=from_region)
+        self.users.write_entry(active, based_on=current.version if current else None)
+        steps.append(f"directory: home is {target}")
+        return self._finish(user_id, from_region, target, from_j, to_j, copied, steps)
+
+    def _round(
+        self, user_id: str, target: str, from_j: str, to_j: str, steps: list[str]
+    ) -> tuple[bool, bool]:
+        """Copy the newest of every item to ``target`` and fence the old regions.
+
+        Returns (every fence held, anything copied).
+        """
+        old_regions = self.policy.jurisdictions[from_j].regions
+        fenced, copied = True, False
+        for dc in self.users.pinned:
+            newest = self._newest(dc, user_id, old_regions, from_j)
+            copied = self._copy(dc, newest, target, to_j, steps) or copied
+            fenced = self._fence(dc, newest, old_regions, from_j, target) and fenced
+            steps.append(f"{dc}: fenced in {', '.join(old_regions)}" if fenced else f"{dc}: retry")
+        return fenced, copied
+
+    def _newest(self, dc: str, user_id: str, old_regions: list[str], from_j: str) -> Items:
+        """The newest version of each of the user's items in the old regions; keys seen
+        only as fences, to fence again (and the bare key of a class with no sort key)."""
+        seen = {r: self.store.read_at(dc, user_id, r, from_j) for r in old_regions}
+        newest: Items = {}
+        keys: Items = {}
+        for items in seen.values():
+            for item in items:
+                k = self._keytuple(dc, item)
+                keys.setdefault(k, item)
+                if tombstone_kind(item) == MOVED:
+                    continue  # a fence (ours, or an old move's) is never the data to keep
+                if str(item.get(VERSION_ATTR, "")) > str(newest.get(k, {}).get(VERSION_ATTR, "")):
+                    newest[k] = item
+        for k, item in keys.items():  # keys seen only as fences: fence them again
+            newest.setdefault(k, {f: v for f, v in item.items() if not f.startswith("rk_")})
+        if self.store.sk[dc] is None:
+            newest.setdefault((user_id,), {self.store.pk[dc]: user_id})
+        return newest
+
+    def _copy(self, dc: str, newest: Items, target: str, to_j: str, steps: list[str]) -> bool:
+        """Copy data, and versioned deletes (a stale write must meet them in the new home
+        too), keeping their stamps; True if any data was copied."""
+        copied = False
+        movable = [i for i in newest.values() if tombstone_kind(i) in (None, DELETED)]
+        for item in movable:
+            if VERSION_ATTR not in item:
+                continue
+            route = self.routes.at(dc, target, to_j, "write")
+            if self.writer.copy_at(route, item) and not tombstone_kind(item):
+                copied = True
+                steps.append(f"{dc}: copied to {target}")
+        return copied
+
+    def _fence(
+        self, dc: str, newest: Items, old_regions: list[str], from_j: str, target: str
+    ) -> bool:
+        """A ``moved`` fence on every item in every old region; True if every one held."""
+        fenced = True
+        for r in old_regions:
+            for item in newest.values():
+                key = self.store.key_of(dc, item)
+                ok = self.writer.fence_at(
+                    self.routes.at(dc, r, from_j, "write"),
+                    key,
+                    kind=MOVED,
+                    newest=str(item.get(VERSION_ATTR, "")),
+                    to_region=target,
+                )
+                fenced = fenced and ok
+        return fenced
+
+    def _keytuple(self, dc: str, item: dict[str, Any]) -> tuple[Any, ...]:
+        sk = self.store.sk[dc]
+        pk = item[self.store.pk[dc]]
+        return (pk,) if sk is None else (pk, item.get(sk))
+
+    def _unfenced(self, user_id: str, from_j: str) -> list[str]:
+        """Old regions where a consistent read still finds live pinned data."""
+        left = []
+        for r in self.policy.jurisdictions[from_j].regions:
+            for dc in self.users.pinned:
+                items = self.store.read_at(dc, user_id, r, from_j)
+                if any(not tombstone_kind(i) for i in items):
+                    left.append(r)
+                    break
+        return left
+
+    def _pending(
+        self,
+        user_id: str,
+        from_region: str,
+        target: str,
+        from_j: str,
+        to_j: str,
+        copied: bool,
+        steps: list[str],
+        reason: str,
+    ) -> MoveResult:
+        self.users.cache.invalidate(user_id)
+        audit_log.warning("residency.move.pending", from_jurisdiction=from_j, to_jurisdiction=to_j)
+        return MoveResult(
+            user_id, from_region, target, from_j, to_j, copied, steps, "pending", reason
+        )
+
+    def _finish(
+        self,
+        user_id: str,
+        from_region: str,
+        target: str,
+        from_j: str,
+        to_j: str,
+        copied: bool,
+        steps: list[str],
+    ) -> MoveResult:
+        self.users.cache.put(
+            DirectoryEntry(user_id, target, to_j, "active", moved_from=from_region)
+        )
+        audit_log.info("residency.move.completed", from_jurisdiction=from_j, to_jurisdiction=to_j)
+        return MoveResult(user_id, from_region, target, from_j, to_j, copied, steps)
+
+
+def _botocore_errors() -> tuple[type[BaseException], ...]:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
