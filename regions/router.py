@@ -27,6 +27,7 @@ from typing import Any
 from regions.directory import DirectoryCache, DirectoryEntry
 from regions.erasure import Eraser, ErasureResult
 from regions.health import RegionHealth
+from regions.hedging import HedgePolicy
 from regions.hlc import HLC, wall_clock_ms
 from regions.ids import mint_user_id
 from regions.metrics import RequestMetrics, sink
@@ -37,7 +38,7 @@ from regions.routing import Op, Route, RouteTable
 from regions.subjects import Location, Subjects
 from regions.transactions import Op as TxOp
 from regions.transactions import Transactions
-from regions.transport import HedgePolicy, RetryPolicy, Transport
+from regions.transport import RetryPolicy, Transport
 from regions.users import Users
 from regions.versioned import Merge, VersionedStore, Written
 from regions.writes import Writer
@@ -101,19 +102,8 @@ class RegionRouter:
         self.transport = Transport(
             self.clients,
             self.health,
-            policy=RetryPolicy(
-                throttle_attempts=s.max_attempts, failover_attempts=s.failover_attempts
-            ),
-            hedge=HedgePolicy(
-                classes=frozenset(
-                    n
-                    for n, dc in policy.data_classes.items()
-                    if dc.kind == "global" and n != policy.system.directory
-                ),
-                max_delay_s=s.hedge_max_delay_ms / 1000,
-            )
-            if s.hedge_reads
-            else None,
+            policy=RetryPolicy.from_settings(s),
+            hedge=HedgePolicy.from_settings(policy, s),
             metrics=metrics,
         )
         self._merge: dict[str, Merge] = {}
