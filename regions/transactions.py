@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from typing import Any, Literal, cast
 
 from regions.codec import AT_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb
+from regions.conditions import condition, keep_reserved, vv_value
 from regions.routing import Route
 from regions.tombstones import DELETED, tombstone_body
 from regions.transport import error_code
-from regions.versioned import VersionedStore, Written, condition, keep_reserved, vv_value
+from regions.versioned import VersionedStore, Written
 from residency.errors import BackendError, ConfigError, StaleWrite
 
 __all__ = ["Transactions"]

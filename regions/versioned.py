@@ -22,30 +22,23 @@ Items are named in errors by keyed pseudonym.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from regions.causal import CausalHistory
 from regions.codec import (
-    AT_ATTR,
-    RESERVED,
-    TOKEN_ATTR,
-    VERSION_ATTR,
-    VV_ATTR,
     from_ddb,
-    to_ddb,
 )
 from regions.codec import to_ddb_value as _to_value
+from regions.conditions import condition
 from regions.directory import DirectoryEntry
-from regions.hlc import HLC, ClockDriftError, Stamp
+from regions.hlc import HLC
 from regions.ids import parse_user_id
 from regions.routing import Op, Route, RouteTable
+from regions.serialize import serialize_item
 from regions.tombstones import (
-    DEL_ATTR,
-    DELETED,
-    FENCE,
     MOVED,
     TO_ATTR,
     is_live,
@@ -68,10 +61,8 @@ __all__ = [
     "Homes",
     "VersionedStore",
     "Written",
-    "condition",
+    "condition",  # from regions.conditions, where it lives
     "directed",
-    "keep_reserved",
-    "vv_value",
 ]
 
 log = get_logger("regionkit.router")
@@ -95,8 +86,9 @@ class Homes(Protocol):
     def learn_moved(self, user_id: str, to_region: str) -> DirectoryEntry: ...
 
 
-class VersionedStore:
-    """get/put/update/delete/query with HLC stamps, conditions and tombstones."""
+class VersionedStore(CausalHistory):
+    """get/put/update/delete/query with HLC stamps, conditions and tombstones; what it
+    reads feeds its clock and causal history (:class:`regions.causal.CausalHistory`)."""
 
     def __init__(
         self,
@@ -115,7 +107,7 @@ class VersionedStore:
         self.policy = policy
         self.routes = routes
         self.transport = transport
-        self.clock = clock
+        CausalHistory.__init__(self, clock)
         self.guard = guard
         self.homes = homes
         self.pseudonymize = pseudonymize
@@ -132,11 +124,8 @@ class VersionedStore:
             for n, dc in dcs.items()
             if isinstance(dc, GlobalDataClass) and isinstance(dc.conflicts, MergeConflicts)
         }
-        self.drift_flags = 0
         # Write request tokens (rk_tok); the simulation replaces this with a seeded source.
         self.new_token: Callable[[], str] = _random_token
-        self._lock = threading.Lock()
-        self._vv_cache: dict[str, dict[str, str]] = {}
 
     # --- deciding where a request goes ---
 
@@ -201,22 +190,8 @@ class VersionedStore:
         )
 
     def serialize(self, data_class: str, item: Mapping[str, Any]) -> dict[str, Any]:
-        """DynamoDB JSON of ``item``; an unsupported value is named by attribute and type only.
-
-        The error is raised outside the ``except`` block: boto3's own message quotes the
-        value, and botocore's parameter validation would quote a non-string map key.
-        """
-        bad: tuple[str, str] | None = _bad_map_key(item)
-        if bad is None:
-            try:
-                return to_ddb(dict(item))
-            except (TypeError, ValueError, ArithmeticError):
-                bad = _first_unserializable(item)
-        raise ConfigError(
-            message=f"{data_class}: attribute {bad[0]!r} holds a {bad[1]} value, which DynamoDB "
-            "cannot store; use str, int, Decimal, bool, bytes, list, dict or set "
-            "(dates as ISO strings, map keys as strings)"
-        )
+        """DynamoDB JSON of ``item``; an unsupported value is named by attribute and type only."""
+        return serialize_item(data_class, item)
 
     def serialize_value(self, data_class: str, what: str, value: Any) -> Any:
         """One value (a partition or sort-key value) as DynamoDB JSON, named by type only."""
@@ -348,75 +323,6 @@ class VersionedStore:
             "move --resume` for this user",
         )
 
-    # --- clocks and causal history ---
-
-    def observe(self, item: dict[str, Any] | None) -> None:
-        """Merge a read item's stamp into our clock, flagging (not adopting) a drifted one."""
-        if not item or VERSION_ATTR not in item:
-            return
-        vv = item.get(VV_ATTR)
-        if isinstance(vv, dict):
-            own = dict(vv)
-            at = item.get(AT_ATTR)
-            if isinstance(at, str):
-                own[at] = max(str(item[VERSION_ATTR]), str(own.get(at, "")))
-            with self._lock:
-                self._vv_cache[str(item[VERSION_ATTR])] = own
-                if len(self._vv_cache) > 10_000:
-                    self._vv_cache.pop(next(iter(self._vv_cache)))
-        try:
-            self.clock.observe(Stamp.parse(str(item[VERSION_ATTR])))
-        except ClockDriftError as exc:
-            with self._lock:
-                self.drift_flags += 1
-            log.warning(
-                "clock drift flagged",
-                stamp_region=getattr(exc, "region", None),
-                ahead_ms=getattr(exc, "ahead_ms", None),
-            )
-        except MalformedId:
-            log.warning("unparseable version stamp ignored")
-
-    def observe_many(self, items: list[dict[str, Any]]) -> None:
-        """The clock learns the newest stamp of a page or batch (one parse, not one per item).
-
-        (Callers that write back ``based_on=item`` carry the item's own version vector.)
-        """
-        newest = max((str(i[VERSION_ATTR]) for i in items if VERSION_ATTR in i), default=None)
-        if newest is not None:
-            self.observe({VERSION_ATTR: newest})
-
-    def causal_past(
-        self, based_on: str | dict[str, Any] | None, stamp: str
-    ) -> tuple[str | None, dict[str, str]]:
-        """The base version and the version vector of a new write stamped ``stamp``."""
-        if isinstance(based_on, dict):
-            base = based_on.get(VERSION_ATTR)
-            vv = dict(based_on.get(VV_ATTR) or {})
-            if base:
-                at = str(based_on.get(AT_ATTR) or str(base).rsplit(".", 1)[-1])
-                vv[at] = max(str(base), vv.get(at, ""))
-            based_on = str(base) if base else None
-        elif based_on:
-            with self._lock:
-                vv = dict(self._vv_cache.get(based_on, {}))
-            if not vv:  # never read here: its landing region is unknown, assume its writer's
-                vv[based_on.rsplit(".", 1)[-1]] = based_on
-        else:
-            vv = {}
-        if based_on and Stamp.parse(based_on) >= Stamp.parse(stamp):
-            # The version we read is ahead of our clock by more than the allowed offset
-            # (observe() refused to adopt it). Writing now would order our write before
-            # the one it is based on: refuse instead.
-            base_stamp = Stamp.parse(based_on)
-            raise ClockDriftError(
-                stamp=based_on,
-                region=base_stamp.region,
-                ahead_ms=base_stamp.l - Stamp.parse(stamp).l,
-                max_offset_ms=self.clock.max_offset_ms,
-            )
-        return based_on, vv
-
     def expires_at(self) -> int:
         """The TTL (epoch seconds) of a tombstone written now."""
         return int(self.wall()) + self.retention_s
@@ -440,88 +346,3 @@ def directed(route: Route) -> Decide:
         return route
 
     return decide
-
-
-def condition(
-    based_on: str | None, create_only: bool, stamp: str, token: str | None = None
-) -> tuple[str, dict[str, str], dict[str, Any]]:
-    """The write condition, its names and values.
-
-    Each form accepts the write's own earlier attempt, recognised by its request
-    ``token`` (``rk_tok``), never by stamp equality: a retry after a timeout, in
-    the same or another region, is idempotent, and another writer's item is never
-    taken for ours. Only names and values the expression uses are returned (real
-    DynamoDB rejects unused ones). Without a token (older callers) the write's
-    own stamp stands in for it; stamps are unique per writer (:mod:`regions.hlc`).
-    """
-    names = {"#v": VERSION_ATTR, "#d": DEL_ATTR}
-    values: dict[str, Any] = {":deleted": {"S": DELETED}}
-    if token is not None:
-        names["#t"] = TOKEN_ATTR
-        values[":t"] = {"S": token}
-        mine = "#t = :t"
-    else:
-        values[":v"] = {"S": stamp}
-        mine = "#v = :v"
-    if create_only:  # a missing item, our own retry, or an older delete
-        values[":v"] = {"S": stamp}
-        return (
-            f"attribute_not_exists(#v) OR {mine} OR (#d = :deleted AND #v < :v)",
-            names,
-            values,
-        )
-    if based_on:
-        values[":base"] = {"S": based_on}
-        return f"(#v = :base OR {mine}) AND {FENCE}", names, values
-    values[":v"] = {"S": stamp}
-    return f"(attribute_not_exists(#v) OR #v < :v OR {mine}) AND {FENCE}", names, values
-
-
-def vv_value(vv: dict[str, str]) -> dict[str, Any]:
-    """A version vector as DynamoDB JSON: the write's ancestors only, not itself."""
-    return {"M": {r: {"S": v} for r, v in vv.items()}}
-
-
-def _bad_map_key(item: Mapping[str, Any]) -> tuple[str, str] | None:
-    """(top-level attribute, "map key of type T") for a non-string key at any depth."""
-
-    def walk(v: Any, depth: int) -> str | None:
-        if depth > 40:
-            return None
-        if isinstance(v, Mapping):
-            for k, x in v.items():
-                if not isinstance(k, str):
-                    return f"map key of type {type(k).__name__}"
-                found = walk(x, depth + 1)
-                if found:
-                    return found
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                found = walk(x, depth + 1)
-                if found:
-                    return found
-        return None
-
-    for name, value in item.items():
-        found = walk(value, 0)
-        if found:
-            return name, found
-    return None
-
-
-def _first_unserializable(item: Mapping[str, Any]) -> tuple[str, str]:
-    for name, value in item.items():
-        try:
-            to_ddb({name: value})
-        except (TypeError, ValueError, ArithmeticError):
-            return name, type(value).__name__
-    return "?", "unknown"
-
-
-def keep_reserved(item: dict[str, Any] | None, key: dict[str, Any]) -> dict[str, Any]:
-    """Only regionkit's own attributes (and the key) of ``item``: never a profile's values."""
-    if not item:
-        return {}
-    out = {k: v for k, v in item.items() if k in RESERVED}
-    out.update(key)
-    return out

@@ -1,6 +1,6 @@
 """Writes: stamped, conditional puts, updates and tombstone deletes, and merges.
 
-The conditions are :func:`regions.versioned.condition`; this module sends them,
+The conditions are :func:`regions.conditions.condition`; this module sends them,
 reads a failed condition's answer without keeping any value from it, follows a
 ``moved`` fence to the subject's new home, and merges where the data class names
 a merge function. It also holds the region-directed writes of the move and
@@ -24,6 +24,7 @@ from regions.codec import (
     from_ddb,
 )
 from regions.codec import to_ddb_value as _to_value
+from regions.conditions import condition, keep_reserved, vv_value
 from regions.routing import Route
 from regions.tombstones import (
     DEL_ATTR,
@@ -35,14 +36,7 @@ from regions.tombstones import (
     tombstone_kind,
 )
 from regions.transport import Decide, backend_error, error_code, region_of
-from regions.versioned import (
-    MAX_HOPS,
-    VersionedStore,
-    Written,
-    condition,
-    keep_reserved,
-    vv_value,
-)
+from regions.versioned import MAX_HOPS, VersionedStore, Written
 from residency.errors import BackendError, ConfigError, StaleWrite
 
 __all__ = ["Writer"]
