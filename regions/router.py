@@ -1,19 +1,21 @@
 """The region router: every read and write goes straight to the right region.
 
-``RegionRouter`` is a thin facade over four rooms, each in its own module:
+``RegionRouter`` is a thin facade over four rooms, each in its own modules:
 
 =====================  ===================================================================
 :mod:`regions.routing`  pure decisions: precomputed candidate chains, the residency guard
-:mod:`regions.transport`  one request to its route, failover on connection trouble
+:mod:`regions.transport`  one request to its route, failover on connection trouble;
+                        hedged reads (:mod:`regions.hedging`)
 :mod:`regions.versioned` / :mod:`regions.writes`  the stamped, conditional protocol,
-                        tombstones, merges
-:mod:`regions.users`    the directory (a system class), sign-up, moves between homes
+                        tombstones, merges (:mod:`regions.conditions`, :mod:`regions.causal`)
+:mod:`regions.users`    the directory (a system class), sign-up; moves (:mod:`regions.moves`)
 =====================  ===================================================================
 
 What it guarantees, and what enforces each promise, is in the README ("What regionkit
 guarantees") and in each room's docstring: pinned data by its own key, the directory
-and the move fences (:mod:`regions.users`); no PII in global classes by the guard;
-versions and tombstones by each write's condition (:mod:`regions.versioned`).
+and the move fences (:mod:`regions.users`, :mod:`regions.moves`); no PII in global
+classes by the guard; versions and tombstones by each write's condition
+(:mod:`regions.versioned`).
 """
 
 from __future__ import annotations
@@ -29,25 +31,25 @@ from regions.erasure import Eraser, ErasureResult
 from regions.health import RegionHealth
 from regions.hedging import HedgePolicy
 from regions.hlc import HLC, wall_clock_ms
-from regions.ids import mint_user_id
+from regions.merging import MergeFunctions
 from regions.metrics import RequestMetrics, sink
 from regions.moves import MoveResult, Moves
 from regions.pool import ClientPool, ClientProvider
 from regions.queries import BatchGetResult, BatchWriteResult, Page, Queries, Sort
 from regions.routing import Op, Route, RouteTable
+from regions.serialize import with_expiry
 from regions.subjects import Location, Subjects
 from regions.transactions import Op as TxOp
 from regions.transactions import Transactions
 from regions.transport import RetryPolicy, Transport
 from regions.users import Users
-from regions.versioned import Merge, VersionedStore, Written
+from regions.versioned import VersionedStore, Written
 from regions.writes import Writer
 from residency.errors import ConfigError
 from residency.guard import ResidencyGuard
 from residency.policy import Policy
 from residency.pseudonym import Pseudonymizer
 from residency.settings import Settings, load_settings
-from residency.tables import TTL_ATTRIBUTE
 
 __all__ = ["MoveResult", "RegionRouter", "Route", "Written"]
 
@@ -106,7 +108,7 @@ class RegionRouter:
             hedge=HedgePolicy.from_settings(policy, s),
             metrics=metrics,
         )
-        self._merge: dict[str, Merge] = {}
+        self.merge_function = MergeFunctions(s.merge_modules)
         self.store = VersionedStore(
             policy,
             self.routes,
@@ -203,10 +205,7 @@ class RegionRouter:
         With an ``idempotency_key`` (a sign-up request ID) the same ID comes back on retry.
         The ID alone homes nobody: ``assign_home`` must follow.
         """
-        jid = self.jurisdiction_for_country(country)
-        homes = self.policy.jurisdictions[jid].home_regions
-        home = next((r for r in homes if self.health.would_admit(r)), homes[0])
-        return mint_user_id(home, idempotency_key=idempotency_key)
+        return self.users.new_user_id(country=country, idempotency_key=idempotency_key)
 
     def assign_home(self, user_id: str, *, country: str) -> DirectoryEntry:
         """Record the user's home in the directory. Idempotent: an existing entry is kept."""
@@ -256,17 +255,12 @@ class RegionRouter:
             # A look only: a cached hint may explain a decision; an actual write goes
             # through Users.home_for, which never lets a hint serve it.
             entry = self.users.cache.get(subject) or self.users.lookup(subject, op)
-            origin, jurisdiction = entry.home_region, entry.jurisdiction
-        elif kind == "global" and self.region is not None:
-            origin, jurisdiction = self.region, None
-        else:
-            decide = self.store.decider(data_class, subject, op)
-            with self.health.peeking():
-                return decide(())
-        if not self.health.unavailable:  # nothing to probe: no need to hold the lease back
-            return self.routes.pick(data_class, origin, jurisdiction, op)
+            return self.routes.look(data_class, entry.home_region, entry.jurisdiction, op)
+        if kind == "global" and self.region is not None:
+            return self.routes.look(data_class, self.region, None, op)
+        decide = self.store.decider(data_class, subject, op)
         with self.health.peeking():
-            return self.routes.pick(data_class, origin, jurisdiction, op)
+            return decide(())
 
     def chain(self, data_class: str, origin: str) -> tuple[Route, ...]:
         return self.routes.chain(data_class, origin)
@@ -314,9 +308,8 @@ class RegionRouter:
         ``expires_at`` (epoch seconds or a datetime) sets the item's TTL.
         """
         self._writable(data_class)
-        if expires_at is not None:  # the table's TTL attribute (epoch seconds)
-            when = expires_at.timestamp() if isinstance(expires_at, datetime) else expires_at
-            item = {**item, TTL_ATTRIBUTE: int(when)}
+        if expires_at is not None:
+            item = with_expiry(item, expires_at)
         return self.writer.put(data_class, item, subject, based_on, create_only)
 
     def update(
@@ -402,18 +395,3 @@ class RegionRouter:
     def observe(self, item: dict[str, Any] | None) -> None:
         """Merge a read item's stamp into our clock, flagging (not adopting) a drifted one."""
         self.store.observe(item)
-
-    def merge_function(self, data_class: str, ref: str) -> Merge:
-        """The data class's merge function, resolved once through the policy's allow-list
-        (``regions.merges`` and the operator's ``merge_modules``; never a policy's choice)."""
-        fn = self._merge.get(data_class)
-        if fn is None:
-            from residency.policy import resolve_merge
-
-            fn = resolve_merge(
-                ref,
-                extra_modules=self.settings.merge_modules,
-                field=f"data_classes.{data_class}.conflicts.merge",
-            )
-            self._merge[data_class] = fn
-        return fn

@@ -115,6 +115,13 @@ class RouteTable:
             return route
         self.raise_unavailable(data_class, jurisdiction, chain, exclude)
 
+    def look(self, data_class: str, origin: str, jurisdiction: str | None, op: Op) -> Route:
+        """:meth:`pick`, as a look only: it takes no half-open probe lease."""
+        if not self.health.unavailable:  # nothing to probe: no need to hold the lease back
+            return self.pick(data_class, origin, jurisdiction, op)
+        with self.health.peeking():
+            return self.pick(data_class, origin, jurisdiction, op)
+
     def at(self, data_class: str, region: str, jurisdiction: str | None, op: Op) -> Route:
         """A route to one named region (moves, erasure, verification), guard-checked."""
         self.guard.check(op=op, data_class=data_class, region=region, jurisdiction=jurisdiction)

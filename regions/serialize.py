@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from regions.codec import to_ddb
 from residency.errors import ConfigError
+from residency.tables import TTL_ATTRIBUTE
 
-__all__ = ["bad_map_key", "first_unserializable", "serialize_item"]
+__all__ = ["bad_map_key", "first_unserializable", "serialize_item", "with_expiry"]
 
 
 def serialize_item(data_class: str, item: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,3 +66,9 @@ def first_unserializable(item: Mapping[str, Any]) -> tuple[str, str]:
         except (TypeError, ValueError, ArithmeticError):
             return name, type(value).__name__
     return "?", "unknown"
+
+
+def with_expiry(item: dict[str, Any], expires_at: int | datetime) -> dict[str, Any]:
+    """``item`` with the table's TTL attribute (epoch seconds) set to ``expires_at``."""
+    when = expires_at.timestamp() if isinstance(expires_at, datetime) else expires_at
+    return {**item, TTL_ATTRIBUTE: int(when)}

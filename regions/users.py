@@ -28,7 +28,7 @@ from typing import Any
 
 from regions.directory import DirectoryCache, DirectoryEntry
 from regions.health import RegionHealth
-from regions.ids import parse_user_id
+from regions.ids import mint_user_id, parse_user_id
 from regions.routing import Op, RouteTable
 from regions.versioned import VersionedStore, directed
 from regions.writes import Writer
@@ -160,6 +160,14 @@ class Users:
         if code not in countries_by_alpha2:
             raise UnknownCountry(country=code[:2] if len(code) <= 3 else "(not a country code)")
         return self.policy.jurisdiction_of_country(code)
+
+    def new_user_id(self, *, country: str, idempotency_key: str | None = None) -> str:
+        """A user ID minted in the first home region of the country's jurisdiction whose
+        breaker would admit a request (a look: no half-open probe lease is taken)."""
+        jid = self.jurisdiction_for_country(country)
+        homes = self.policy.jurisdictions[jid].home_regions
+        home = next((r for r in homes if self.health.would_admit(r)), homes[0])
+        return mint_user_id(home, idempotency_key=idempotency_key)
 
     def assign_home(self, user_id: str, *, country: str) -> DirectoryEntry:
         """Record the user's home (create-only, in the home region's directory replica)."""
