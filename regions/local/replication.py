@@ -902,6 +902,9 @@ class Replicator:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._idle: dict[str, bool] = {}
+        # When the last poll of each region that read everything it found had started
+        # (monotonic): wait_converged needs one that started after it was called.
+        self._caught_up: dict[str, float] = {}
         regions = sorted({r for _, rs in self.engine.groups for r in rs})
         self.regions = [r for r in regions if self.engine.tables_in(r)]
 
@@ -937,6 +940,7 @@ class Replicator:
     def _poll_loop(self, region: str) -> None:
         delay = self.poll_interval
         while not self._stop.is_set():
+            started = time.monotonic()
             try:
                 n = self.engine.poll(region, now=self.clock())
             except Exception as exc:  # region unreachable: keep trying, keep state
@@ -945,6 +949,8 @@ class Replicator:
                 self._stop.wait(min(1.0, delay * 4))
                 continue
             self._idle[region] = n == 0
+            if n == 0:
+                self._caught_up[region] = started
             delay = self.poll_interval if n else min(self.max_idle_interval, delay * 1.5)
             if n == 0:
                 self._stop.wait(delay)
@@ -983,23 +989,27 @@ class Replicator:
         self.engine.region_up(region)
 
     def wait_converged(self, timeout: float = 10.0) -> bool:
-        """True once every link is empty, every echo seen and every poller idle.
+        """True once every link is empty, every echo seen and every poller idle, after
+        every region's stream has been read to its end by a poll that started after this
+        call (so a write made just before it is not missed by a poller between polls).
 
         Never while a change has been given up on (``engine.failed``): the replicas
         differ for good, which is no convergence.
         """
-        deadline = time.monotonic() + timeout
+        called = time.monotonic()
+        deadline = called + timeout
         quiet_since: float | None = None
         while time.monotonic() < deadline:
             if self.engine.failed_count:
                 return False
+            up = [r for r in self.regions if not self.engine.is_down(r)]
             busy = (
                 self.engine.pending()
                 or self.engine.echoes_pending()
                 or self.engine.rereads_pending()
-                or not all(
-                    self._idle.get(r, True) for r in self.regions if not self.engine.is_down(r)
-                )
+                or not all(self._idle.get(r, True) for r in up)
+                # a write made just before the call: every stream read since, to the end
+                or any(self._caught_up.get(r, -1.0) < called for r in up)
             )
             if busy:
                 quiet_since = None
