@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_RUNTIME_PACKAGE_CACHE_ROOT := $(CURDIR)/.build/jsii-cache
 
-.PHONY: demo test soak lint bench clean install
+.PHONY: demo test test-slow test-all soak lint bench clean install
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,12 +21,25 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/regionkit demo
 
+# Two tiers, both on several workers (most tests wait on moto servers, not the CPU).
+# `make test` is the first: everything but the tests marked slow (the demo end to end,
+# CDK synths with cfn-lint and cdk-nag, the conflict ground truth, headless Chromium).
+# CI (.ci/run) runs both tiers.
+WORKERS ?= 4
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(WORKERS) -m "not slow"
 
-# The residency state machine at 3,000 steps (CI runs 300), new examples each run.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -n $(WORKERS) -m slow
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q -n $(WORKERS)
+
+# The residency state machine at 3,000 steps (CI runs 300) and 200 seeded fault
+# schedules (CI runs 40), new examples each run.
 soak: $(STAMP)
 	REGIONKIT_TEST_SOAK=1 REGIONKIT_TEST_HYPOTHESIS=dev $(PY) -m pytest -q tests/test_residency_stateful.py
+	REGIONKIT_TEST_SCHEDULES=200 $(PY) -m pytest -q tests/test_drills.py -k seeded_random
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -848,6 +848,7 @@ def test_progress_reports_every_scanned_table(env: Env) -> None:
 # --- the CLI against the cluster --------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_audit_run_against_the_cluster(env: Env, tmp_path: Path) -> None:
     import os
     import subprocess

@@ -706,6 +706,7 @@ def test_cli_audit_run_exit_codes(args: list[str], code: int) -> None:
     assert proc.returncode == code, proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_cli_audit_run_writes_a_report_file(tmp_path: Path) -> None:
     out = tmp_path / "r" / "audit.json"
     proc = run_cli("audit", "run", "--checks", "policy", "--format", "json", "--out", str(out))

@@ -22,7 +22,7 @@ from residency.records import DrillSummary
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = load_policy(ROOT / "policies" / "minimal.yaml")
-SCHEDULES = int(os.environ.get("REGIONKIT_TEST_SCHEDULES", "200"))
+SCHEDULES = int(os.environ.get("REGIONKIT_TEST_SCHEDULES", "40"))  # make soak: 200
 PHASES = [
     "plan",
     "steady-state",
