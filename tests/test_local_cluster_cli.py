@@ -112,6 +112,7 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
         proc.communicate()
 
 
+@pytest.mark.slow  # a `regionkit local up` process end to end
 @pytest.mark.timeout(4 * PATIENCE)
 def test_up_status_fault_down(
     up: tuple[subprocess.Popen[str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -179,6 +180,7 @@ def test_up_status_fault_down(
     assert not state_file.exists()
 
 
+@pytest.mark.slow  # a `regionkit local up` process end to end
 @pytest.mark.timeout(4 * PATIENCE)
 def test_down_kills_the_recorded_processes_when_control_is_gone(
     up: tuple[subprocess.Popen[str], Path], tmp_path: Path
@@ -200,6 +202,7 @@ def test_down_kills_the_recorded_processes_when_control_is_gone(
             os.kill(proc.pid, signal.SIGCONT)
 
 
+@pytest.mark.slow  # a `regionkit local up` process end to end
 @pytest.mark.timeout(3 * PATIENCE)
 def test_ctrl_c_stops_the_cluster(up: tuple[subprocess.Popen[str], Path]) -> None:
     proc, state_file = up

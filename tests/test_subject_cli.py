@@ -30,6 +30,7 @@ def _user_with_data(cluster: Any) -> tuple[str, list[str]]:
     return uid, posts
 
 
+@pytest.mark.slow  # the CLI end to end on a 7-region cluster
 def test_locate_export_and_erase_through_the_cli(
     on_cluster: Any,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
@@ -76,6 +77,7 @@ def test_locate_export_and_erase_through_the_cli(
     assert code == 1
 
 
+@pytest.mark.slow  # the CLI end to end on a 7-region cluster
 def test_the_audit_finds_an_item_of_an_erased_subject_that_came_back(
     on_cluster: Any,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
