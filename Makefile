@@ -35,11 +35,11 @@ test-slow: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS)
 
-# The residency state machine at 3,000 steps (CI runs 300) and 200 seeded fault
-# schedules (CI runs 40), new examples each run.
+# The residency state machine at 3,000 steps (CI runs 300) and 1,000 seeded fault
+# schedules (CI runs 15 + 200), new examples each run.
 soak: $(STAMP)
 	REGIONKIT_TEST_SOAK=1 REGIONKIT_TEST_HYPOTHESIS=dev $(PY) -m pytest -q tests/test_residency_stateful.py
-	REGIONKIT_TEST_SCHEDULES=200 $(PY) -m pytest -q tests/test_drills.py -k seeded_random
+	REGIONKIT_TEST_SCHEDULES_AT_SCALE=1000 $(PY) -m pytest -q tests/test_drills.py -k at_scale
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

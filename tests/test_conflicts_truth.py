@@ -34,6 +34,8 @@ from residency.errors import StaleWrite
 from residency.policy import Policy, load_policy
 
 EU1, EU2, US = "eu-central-1", "eu-west-1", "us-east-1"
+# The ground truth over every workload class takes a minute or two: the slow tier.
+pytestmark = pytest.mark.slow
 REGIONS = (EU1, EU2, US)
 KEYS = 24
 TABLE = "content"
@@ -299,7 +301,6 @@ def scores(minimal_policy_path: Any) -> list[Score]:
     return out
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 def test_every_logged_conflict_is_true_and_every_lost_write_is_logged_once(
     scores: list[Score], workload: str
@@ -311,7 +312,6 @@ def test_every_logged_conflict_is_true_and_every_lost_write_is_logged_once(
     assert s.duplicates == 0, s.row()
 
 
-@pytest.mark.slow
 def test_per_region_detectors_as_on_aws_are_measured(minimal_policy_path: Any) -> None:
     """Reported, not a goal: each region's detector sees only its own stream (AWS Lambda),
     so a parent that landed elsewhere is known only by the writer's stamps."""
