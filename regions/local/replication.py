@@ -128,6 +128,10 @@ class LinkMetrics:
     failed: int = 0
 
 
+# a change claimed for a replica: its link, the change, the winner before it, what it goes over
+_Claimed = tuple["_Link | None", Change, tuple["Version | None", "Change | None"], Any]
+
+
 @dataclass(slots=True)
 class _Link:
     table: str
@@ -167,6 +171,8 @@ def _digest(image: Image) -> str:
     return hashlib.blake2b(_canonical(image).encode(), digest_size=12).hexdigest()
 
 
+CHAIN_LIMIT = 32
+"""Versions of one item one link applies in one round (threaded emulator only)."""
 APPLY_WORKERS = 4
 """Replicated changes applied to one replica at once (distinct items; see
 ``ReplicationEngine.apply_workers``). A region back from an outage drains its
@@ -308,6 +314,11 @@ class ReplicationEngine:
         # batch). 1 keeps the simulation's history a function of its seed.
         self.apply_workers = max(1, apply_workers)
         self._pools: dict[str, ThreadPoolExecutor] = {}  # one per replica applied to
+        # With several workers (the threaded emulator), a link's due versions of one
+        # item go in one batch and are applied in order, each conditional on the one
+        # before: a hot item no longer drains one version per apply round. The
+        # simulation keeps one version per item per round (each polled in between).
+        self.chain_limit = CHAIN_LIMIT if self.apply_workers > 1 else 1
         self.clients = clients
         self.prefix = table_prefix
         self.rng = rng or random.Random(0)
@@ -613,18 +624,19 @@ class ReplicationEngine:
     def due(self, dst: str, now: float) -> list[tuple[_Link | None, Change]]:
         """Pop the changes due for ``dst``: repairs first, then each link's, in order.
 
-        At most one change per item is taken per call, so a batch never holds two
-        versions of one item and every version is applied (and streamed) in turn.
+        At most ``chain_limit`` changes per item are taken per call, all from one link
+        and in its order (1 in the simulation: every version is applied, and streamed,
+        in its own round).
         """
         out: list[tuple[_Link | None, Change]] = []
-        taken: set[tuple[str, KeyTuple]] = set()
+        taken: dict[tuple[str, KeyTuple], tuple[_Link | None, int]] = {}
         with self._lock:
             if dst in self._down:
                 return out
             keep: list[tuple[str, Change]] = []
             for region, c in self._repairs:
                 if region == dst and (c.table, c.key) not in taken:
-                    taken.add((c.table, c.key))
+                    taken[(c.table, c.key)] = (None, 1)
                     out.append((None, c))
                 else:
                     keep.append((region, c))
@@ -637,11 +649,12 @@ class ReplicationEngine:
                 while i < len(ln.queue) and ln.queue[i][0] <= now:
                     entry = ln.queue[i]
                     k = (entry[2].table, entry[2].key)
-                    if k in taken:
-                        rest.append(entry)
-                    else:
-                        taken.add(k)
+                    by, n = taken.get(k, (ln, 0))
+                    if by is ln and n < self.chain_limit:
+                        taken[k] = (ln, n + 1)
                         out.append((ln, entry[2]))
+                    else:
+                        rest.append(entry)
                     i += 1
                 ln.queue[:i] = rest
         return out
@@ -700,46 +713,67 @@ class ReplicationEngine:
         """Write ``batch`` to ``dst``, each change conditionally on what ``dst`` is known to
         hold; a lost condition (a write ``dst`` took that its stream has not shown yet) or
         a failed write goes back on its link: nothing is lost, nothing older is applied
-        over a newer write."""
-        from botocore.exceptions import ClientError
-
+        over a newer write. Items go ``apply_workers`` at a time; the versions of one
+        item in order, each over the one before (a failed one takes the rest back)."""
         now_ = time.time() if now is None else now
-        claimed: list[tuple[_Link | None, Change, tuple[Version | None, Change | None], Any]] = []
-        with self._lock:
-            for ln, change in batch:
-                slot = (dst, change.table, change.key)
-                prev = (self._winner.get(slot), self._winner_change.get(slot))
-                held = self._held.get(slot)
-                if self._claim(dst, ln, change, now_):
-                    claimed.append((ln, change, prev, held))
+        claimed = self._claim_batch(dst, batch, now_)
         if not claimed:
             return 0
         ddb = self.clients.dynamodb(dst)
+        items: dict[tuple[str, KeyTuple], list[_Claimed]] = {}
+        for e in claimed:
+            items.setdefault((e[1].table, e[1].key), []).append(e)
 
-        def one(entry: tuple[_Link | None, Change, Any, Any]) -> int:
-            ln, change, prev, held = entry
-            cond = _condition(change.keys, held)
-            try:
-                if change.image is not None:
-                    ddb.put_item(TableName=change.table, Item=change.image, **cond)
-                else:
-                    ddb.delete_item(TableName=change.table, Key=change.keys, **cond)
-                    if held is None:  # nothing was there: DynamoDB streams no record of it
-                        with self._lock:
-                            self._forget_echo((dst, change.table, change.key), change)
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                failed = None if code == "ConditionalCheckFailedException" else exc
-                self._requeue(dst, [(ln, change, prev)], now_, failed)
-                return 0
-            except Exception as exc:
-                self._requeue(dst, [(ln, change, prev)], now_, exc)
-                return 0
-            return 1
+        def run(entries: list[_Claimed]) -> int:
+            for i, (_ln, change, _prev, held) in enumerate(entries):
+                ok, exc = self._write(dst, ddb, change, held)
+                if not ok:
+                    self._requeue(dst, [(x[0], x[1], x[2]) for x in entries[i:]], now_, exc)
+                    return i
+            return len(entries)
 
-        if self.apply_workers == 1 or len(claimed) == 1:
-            return sum(one(e) for e in claimed)
-        return sum(self._executor(dst).map(one, claimed))
+        if self.apply_workers == 1 or len(items) == 1:
+            return sum(run(entries) for entries in items.values())
+        return sum(self._executor(dst).map(run, items.values()))
+
+    def _claim_batch(
+        self, dst: str, batch: list[tuple[_Link | None, Change]], now: float
+    ) -> list[_Claimed]:
+        claimed: list[_Claimed] = []
+        with self._lock:
+            written_before: dict[tuple[str, str, KeyTuple], Image] = {}
+            for ln, change in batch:
+                slot = (dst, change.table, change.key)
+                prev = (self._winner.get(slot), self._winner_change.get(slot))
+                # a version after another of the same item in this batch goes over it
+                held = written_before[slot] if slot in written_before else self._held.get(slot)
+                if self._claim(dst, ln, change, now):
+                    claimed.append((ln, change, prev, held))
+                    written_before[slot] = change.image
+        return claimed
+
+    def _write(
+        self, dst: str, ddb: Any, change: Change, held: Image
+    ) -> tuple[bool, Exception | None]:
+        """One conditional put or delete: (written, error); not written with no error is
+        a lost condition."""
+        from botocore.exceptions import ClientError
+
+        cond = _condition(change.keys, held)
+        try:
+            if change.image is not None:
+                ddb.put_item(TableName=change.table, Item=change.image, **cond)
+            else:
+                ddb.delete_item(TableName=change.table, Key=change.keys, **cond)
+                if held is None:  # nothing was there: DynamoDB streams no record of it
+                    with self._lock:
+                        self._forget_echo((dst, change.table, change.key), change)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            return False, None if code == "ConditionalCheckFailedException" else exc
+        except Exception as exc:
+            return False, exc
+        return True, None
 
     def _executor(self, dst: str) -> ThreadPoolExecutor:
         with self._lock:
@@ -764,8 +798,9 @@ class ReplicationEngine:
         exc: Exception | None,
     ) -> None:
         with self._lock:
-            for ln, change, prev in chunk:
+            for ln, change, prev in reversed(chunk):  # newest first: each restores the one before
                 self._unclaim(dst, change, prev, ln)
+            for ln, change, _prev in chunk:
                 if exc is not None and not _is_fault(exc):
                     change.attempts += 1
                     if change.attempts >= MAX_APPLY_ATTEMPTS:
