@@ -125,6 +125,7 @@ def test_the_landing_record_decides_a_blind_write(sim: Simulation) -> None:
     assert handler({"Records": events}, None, detector=det)["conflicts"] == 0
 
 
+@pytest.mark.cdk  # a real CDK synth
 def test_every_detector_has_error_age_and_dead_letter_alarms(tmp_path: Path) -> None:
     import aws_cdk as cdk
     from aws_cdk.assertions import Template

@@ -161,6 +161,7 @@ def _policy_of(sim: Simulation, arn: str) -> dict[str, Any]:
     return dict(json.loads(got["Policy"]))
 
 
+@pytest.mark.slow  # a whole AWS drill on moto and a fake FIS
 def test_aws_drill_measures_what_a_local_drill_measures() -> None:
     j, fis, _, err = _aws_drill(lag=0.6)
     assert err is None
