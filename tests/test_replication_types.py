@@ -14,6 +14,7 @@ import itertools
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +59,7 @@ _item = st.dictionaries(
 )
 
 
+@pytest.mark.slow  # 40 generated items of every type, replicated in the simulation
 def test_every_attribute_type_replicates(minimal_policy_path: Any) -> None:
     policy = load_policy(minimal_policy_path)
     counter = itertools.count()
