@@ -36,7 +36,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -n $(WORKERS)
 
 # The residency state machine at 3,000 steps (CI runs 300) and 1,000 seeded fault
-# schedules (CI runs 15 + 200), new examples each run.
+# schedules (CI runs 10 + 200), new examples each run.
 soak: $(STAMP)
 	REGIONKIT_TEST_SOAK=1 REGIONKIT_TEST_HYPOTHESIS=dev $(PY) -m pytest -q tests/test_residency_stateful.py
 	REGIONKIT_TEST_SCHEDULES_AT_SCALE=1000 $(PY) -m pytest -q tests/test_drills.py -k at_scale

@@ -381,6 +381,7 @@ def test_drill_list_plan_and_history_fit_80_columns(
         assert "…" not in out and "None" not in out, args
 
 
+@pytest.mark.slow  # the CLI runs a whole drill
 def test_cli_drill_run_on_the_simulation_writes_junit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

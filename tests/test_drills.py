@@ -22,7 +22,7 @@ from residency.records import DrillSummary
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = load_policy(ROOT / "policies" / "minimal.yaml")
-SCHEDULES = int(os.environ.get("REGIONKIT_TEST_SCHEDULES", "15"))  # the slow tier: 200 more
+SCHEDULES = int(os.environ.get("REGIONKIT_TEST_SCHEDULES", "10"))  # the slow tier: 200 more
 PHASES = [
     "plan",
     "steady-state",
@@ -167,6 +167,7 @@ def test_scenario_parameters_are_validated() -> None:
 # --- journal, history and reports -----------------------------------------------------
 
 
+@pytest.mark.slow  # several drills end to end
 def test_history_reports_and_summary(tmp_path: Path) -> None:
     j = sim_drill(MINIMAL, "replication-pause", "eu-west-1")
     path = save_journal(j, tmp_path / "history")
@@ -270,6 +271,7 @@ def test_aws_drill_runs_the_fis_experiment_on_moto() -> None:
 # --- on the real local cluster ---------------------------------------------------------
 
 
+@pytest.mark.slow  # real servers, wall-clock faults; the demo runs the same on 7 regions
 @pytest.mark.parametrize("scenario", ["region-outage", "replication-pause"])
 def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path) -> None:
     """Real moto servers, a SIGSTOPped region or paused links, wall-clock figures."""
@@ -387,6 +389,7 @@ def test_cli_drill_bad_input_is_exit_2(
     assert needle in err and "Traceback" not in err
 
 
+@pytest.mark.slow  # several drills end to end
 def test_cli_drill_history(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
