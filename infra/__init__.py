@@ -5,7 +5,7 @@ paying for a CDK import):
 
 * :mod:`infra.plan`: which table lives where (one global table per global data
   class, one per jurisdiction for a pinned class, the conflict log everywhere);
-* :mod:`infra.naming`: the deterministic names that join stacks across regions
+* :mod:`residency.names` (the base layer): the deterministic names that join stacks across regions
   (stack names, KMS aliases, alarm names, the FIS output key);
 * :mod:`infra.access`: IAM statements (services, detector, FIS) as plain JSON;
 * :mod:`infra.fis_template`: the FIS pause-replication experiment as a plain dict,

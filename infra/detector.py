@@ -30,10 +30,11 @@ from aws_cdk import aws_sqs as sqs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
-from infra import access, naming
+from infra import access
 from infra.asset import POLICY_FILE, lambda_platform
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge, acknowledge_wildcards
 from infra.plan import DeploymentPlan
+from residency import names as naming
 
 __all__ = ["HANDLER", "ConflictDetector"]
 

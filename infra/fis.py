@@ -15,10 +15,11 @@ from aws_cdk import aws_fis as fis
 from aws_cdk import aws_iam as iam
 from constructs import Construct
 
-from infra import access, naming
+from infra import access
 from infra.fis_template import DEFAULT_DURATION, experiment_template_for_plan
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge_wildcards
 from infra.plan import DeploymentPlan
+from residency import names as naming
 
 __all__ = ["PauseReplicationExperiment"]
 

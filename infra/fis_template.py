@@ -32,8 +32,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from infra import naming
 from infra.plan import DeploymentPlan, fis_available, plan_deployment
+from residency import names as naming
 from residency.errors import ConfigError
 from residency.policy import Policy
 

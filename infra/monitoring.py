@@ -21,9 +21,9 @@ from typing import Any
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-from infra import naming
 from infra.fis_template import customer_harm_alarm
 from infra.plan import DeploymentPlan
+from residency import names as naming
 
 __all__ = ["CustomerHarmAlarm", "ReplicationAlarms"]
 

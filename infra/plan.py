@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from infra import naming
+from residency import names as naming
 from residency.errors import ConfigError
 from residency.policy import GlobalDataClass, Policy
 

@@ -27,13 +27,13 @@ from pathlib import Path
 import aws_cdk as cdk
 from constructs import Construct
 
-from infra import naming
 from infra.detector import ConflictDetector
 from infra.fis import PauseReplicationExperiment
 from infra.iam import ServiceAccessPolicy
 from infra.monitoring import CustomerHarmAlarm, ReplicationAlarms
 from infra.plan import DeploymentPlan
 from infra.tables import RegionKeys, ReplicatedTable
+from residency import names as naming
 
 __all__ = ["AccessStack", "KeysStack", "RegionalStack", "TablesStack"]
 

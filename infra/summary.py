@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from infra.naming import TAG_JURISDICTION
+from residency.names import TAG_JURISDICTION
 
 __all__ = ["StackSummary", "summarize_assembly", "summarize_template"]
 

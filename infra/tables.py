@@ -3,7 +3,7 @@
 **KMS keys across regions.** A customer-managed key is strictly regional and a
 global table needs one in every replica region. CloudFormation cannot reference
 a resource of another region, so each key gets a deterministic alias
-(:func:`infra.naming.key_alias`, the same name in every region) and the table
+(:func:`residency.names.key_alias`, the same name in every region) and the table
 stack names the replica keys by alias ARN
 (``arn:<partition>:kms:<region>:<account>:alias/regionkit/<policy>/<table>``),
 which DynamoDB accepts wherever it takes a key id. The keys stack of each region
@@ -19,8 +19,8 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from infra import naming
 from infra.plan import CONFLICT_LOG_KEY, TableSpec
+from residency import names as naming
 from residency.tables import INDEX_EXTRA, SUBJECT_INDEX, TTL_ATTRIBUTE
 
 __all__ = ["RegionKeys", "ReplicatedTable", "alias_arn"]

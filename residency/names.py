@@ -1,6 +1,6 @@
 """Deterministic names shared by the CDK app, the drill CLI and the audit.
 
-Pure Python and in the base layer: the CDK app (through :mod:`infra.naming`), the
+Pure Python and in the base layer: the CDK app, the
 drills and the audit find what the CDK app deployed (stacks, outputs, alarms, key
 aliases, the conflict detector's function and its alarms) without a CDK import.
 

@@ -14,15 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from infra import access, naming
+from infra import access
 from infra.asset import stage_detector_code
 from infra.fis_template import ACTION_ID, TARGET_TYPE, experiment_template
 from infra.plan import FIS_UNAVAILABLE, plan_deployment
+from residency import names as naming
 from residency.errors import ConfigError
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent
-PURE_MODULES = ["naming", "plan", "access", "fis_template", "asset", "summary"]
+PURE_MODULES = ["plan", "access", "fis_template", "asset", "summary"]  # (names: residency.names)
 
 
 @pytest.fixture(scope="module")
