@@ -164,3 +164,22 @@ def cluster_factory() -> Iterator[Callable[..., Any]]:
             errors.append(exc)
     if errors:
         raise errors[0]
+
+
+def stream_records(cluster: Any, region: str, table: str, key: str) -> list[dict[str, Any]]:
+    """Every record of ``table``'s stream in ``region`` for partition key ``key``, in order,
+    read with raw boto3 (the ground truth of what a stream shows)."""
+    client, streams = cluster.client(region), cluster.client(region, "dynamodbstreams")
+    arn = client.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
+    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
+        "ShardIterator"
+    ]
+    out: list[dict[str, Any]] = []
+    while it:
+        page = streams.get_records(ShardIterator=it, Limit=1000)
+        out += page["Records"]
+        if not page["Records"]:
+            break
+        it = page.get("NextShardIterator")
+    return [r for r in out if r["dynamodb"]["Keys"]["pk"]["S"] == key]

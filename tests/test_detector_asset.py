@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_fixtures import stream_records
 
 from infra.asset import (
     OPTIONAL_IMPORTS,
@@ -123,22 +124,6 @@ def test_the_clean_environment_really_lacks_regionkits_dependencies(
     }
 
 
-def _stream_records(client: Any, streams: Any, table: str, key: str) -> list[dict[str, Any]]:
-    arn = client.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
-        "ShardIterator"
-    ]
-    out: list[dict[str, Any]] = []
-    while it:
-        page = streams.get_records(ShardIterator=it, Limit=1000)
-        out += page["Records"]
-        if not page["Records"]:
-            break
-        it = page.get("NextShardIterator")
-    return [r for r in out if r["dynamodb"]["Keys"]["pk"]["S"] == key]
-
-
 def _as_lambda_event(records: list[dict[str, Any]], region: str, table: str, arn: str) -> Any:
     """Stream records as Lambda delivers them (JSON: the datetime as epoch seconds)."""
     out = []
@@ -182,7 +167,7 @@ def test_the_staged_handler_logs_a_real_concurrent_overwrite_with_only_boto3(
     vb = ddb_b.get_item(TableName=table, Key={"pk": {"S": key}}, ConsistentRead=True)["Item"]
     ddb_a.put_item(TableName=table, Item=vb)  # B's edit replicated over A's: A's is lost
 
-    records = _stream_records(ddb_a, c.client(EU1, "dynamodbstreams"), table, key)
+    records = stream_records(c, EU1, table, key)
     assert [r["eventName"] for r in records] == ["INSERT", "MODIFY", "MODIFY"]
     arn = ddb_a.describe_table(TableName=table)["Table"]["LatestStreamArn"]
     event = _as_lambda_event(records, EU1, table, arn)

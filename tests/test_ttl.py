@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from cluster_fixtures import stream_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -274,19 +275,6 @@ def test_the_local_cluster_expires_over_its_servers_and_streams_a_ttl_delete(
         )
         assert "Item" not in got, region
 
-    streams = cluster.client(US, "dynamodbstreams")
-    arn = ddb.describe_table(TableName=table)["Table"]["LatestStreamArn"]
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]["ShardId"]
-    it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard, ShardIteratorType="TRIM_HORIZON")[
-        "ShardIterator"
-    ]
-    records: list[dict[str, Any]] = []
-    while it:
-        page = streams.get_records(ShardIterator=it, Limit=1000)
-        records += page["Records"]
-        if not page["Records"]:
-            break
-        it = page.get("NextShardIterator")
-    mine = [r for r in records if r["dynamodb"]["Keys"]["pk"]["S"] == key]
+    mine = stream_records(cluster, US, table, key)
     assert [r["eventName"] for r in mine][-1] == "REMOVE"
     assert mine[-1]["userIdentity"] == TTL_IDENTITY
