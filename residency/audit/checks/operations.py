@@ -9,7 +9,13 @@ from datetime import UTC
 
 from residency.audit.context import AuditContext
 from residency.audit.model import Finding
-from residency.audit.records import ConflictHistory, conflicts_of, detector_health_of, drills_of
+from residency.audit.records import (
+    ConflictHistory,
+    DetectorHealth,
+    conflicts_of,
+    detector_health_of,
+    drills_of,
+)
 from residency.audit.registry import Check, check
 
 _HLC = re.compile(r"^[0-9a-f]{8,16}\.[0-9a-f]{1,8}(?:\.[a-z0-9-]{1,40}){0,2}$")
@@ -17,6 +23,37 @@ _MAX_BAD = 20
 
 _LOG = ["dynamodb:Scan"]
 _MANY_CONFLICTS = 100
+
+
+def _detector_health(ctx: AuditContext) -> dict[str, DetectorHealth]:
+    """AWS only: the detector's alarms per region (the local emulator's detector has none)."""
+    return detector_health_of(ctx) if ctx.options.detector_alarms else {}
+
+
+def _unusable_log(
+    me: Check,
+    region: str,
+    resource: str,
+    history: ConflictHistory,
+    health: dict[str, DetectorHealth],
+) -> Finding | None:
+    """An ERROR when ``region``'s conflict log is no evidence: its detector cannot be shown
+    healthy, or the log could not be read."""
+    sick = health.get(region)
+    if sick is not None and sick.problem is not None:
+        return me.error(
+            region=region,
+            resource=resource,
+            reason="the conflict detector cannot be shown healthy, so the conflict log "
+            f"may miss conflicts: {sick.problem}",
+        )
+    if region in history.errors:
+        return me.error(
+            region=region,
+            resource=resource,
+            reason=f"the conflict log could not be read: {history.errors[region]}",
+        )
+    return None
 
 
 @check(
@@ -48,24 +85,12 @@ def conflicts(ctx: AuditContext) -> Iterator[Finding]:
     now = ctx.options.now.astimezone(UTC)
     since = now - ctx.options.conflict_window
     days = ctx.options.conflict_window.total_seconds() / 86400
-    health = detector_health_of(ctx) if ctx.options.detector_alarms else {}
+    health = _detector_health(ctx)
     for region in ctx.options.regions:
         resource = ctx.arn(region, history.table)
-        sick = health.get(region)
-        if sick is not None and sick.problem is not None:
-            yield me.error(
-                region=region,
-                resource=resource,
-                reason="the conflict detector cannot be shown healthy, so the conflict log "
-                f"may miss conflicts: {sick.problem}",
-            )
-            continue
-        if region in history.errors:
-            yield me.error(
-                region=region,
-                resource=resource,
-                reason=f"the conflict log could not be read: {history.errors[region]}",
-            )
+        unusable = _unusable_log(me, region, resource, history, health)
+        if unusable is not None:
+            yield unusable
             continue
         recent = [
             r
@@ -119,24 +144,12 @@ def unrepaired_inversions(ctx: AuditContext) -> Iterator[Finding]:
     me = unrepaired_inversions
     history = conflicts_of(ctx)
     yield from _bad_records(ctx, me, history)
-    health = detector_health_of(ctx) if ctx.options.detector_alarms else {}
+    health = _detector_health(ctx)
     for region in ctx.options.regions:
         resource = ctx.arn(region, history.table)
-        sick = health.get(region)
-        if sick is not None and sick.problem is not None:
-            yield me.error(
-                region=region,
-                resource=resource,
-                reason="the conflict detector cannot be shown healthy, so the conflict log "
-                f"may miss conflicts: {sick.problem}",
-            )
-            continue
-        if region in history.errors:
-            yield me.error(
-                region=region,
-                resource=resource,
-                reason=f"the conflict log could not be read: {history.errors[region]}",
-            )
+        unusable = _unusable_log(me, region, resource, history, health)
+        if unusable is not None:
+            yield unusable
             continue
         open_ = [
             r
