@@ -99,7 +99,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if _FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.cluster)
         # a real CDK synth takes 5-60 s, a browser as long: the second tier (make test-slow)
-        if item.get_closest_marker("cdk") or item.get_closest_marker("browser"):
+        if any(item.get_closest_marker(m) for m in ("cdk", "browser", "wallclock")):
             item.add_marker(pytest.mark.slow)
 
 

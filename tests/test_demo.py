@@ -24,7 +24,7 @@ from cluster_fixtures import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.wallclock]
 # A bound for a broken run only: the demo takes about a minute on a quiet 2-core
 # machine and over five with a load average of 25 (measured); how long it takes is
 # a figure for the README, not a test assertion.

@@ -162,6 +162,7 @@ def _policy_of(sim: Simulation, arn: str) -> dict[str, Any]:
 
 
 @pytest.mark.slow  # a whole AWS drill on moto and a fake FIS
+@pytest.mark.wallclock  # its verdict includes convergence within the policy's target
 def test_aws_drill_measures_what_a_local_drill_measures() -> None:
     j, fis, _, err = _aws_drill(lag=0.6)
     assert err is None

@@ -272,6 +272,7 @@ def test_aws_drill_runs_the_fis_experiment_on_moto() -> None:
 
 
 @pytest.mark.slow  # real servers, wall-clock faults; the demo runs the same on 7 regions
+@pytest.mark.wallclock
 @pytest.mark.parametrize("scenario", ["region-outage", "replication-pause"])
 def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path) -> None:
     """Real moto servers, a SIGSTOPped region or paused links, wall-clock figures."""
@@ -291,7 +292,8 @@ def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path)
         options=DrillOptions(duration=3.0, rate=10),
     )
     j = runner.run()
-    assert j.verdict == "pass", j.reasons
+    # the failing phase's details (quiescent, identical, digests) say why in the CI log
+    assert j.verdict == "pass", (j.reasons, [p.model_dump() for p in j.phases if not p.ok])
     assert j.settings["read_timeout"] == DRILL_SETTINGS["read_timeout"] < service.read_timeout
     f = j.figures
     assert f.converged and f.residency_violations == 0
