@@ -50,10 +50,17 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 # CI explores the same examples every run (a red build is then reproducible); locally
 # hypothesis explores new ones. REGIONKIT_TEST_HYPOTHESIS=ci|dev picks one explicitly.
+# Neither profile judges by the wall clock: no per-example deadline and no "input
+# generation is slow" health check, which a loaded machine (load 20) trips on any test.
+from hypothesis import HealthCheck as _HealthCheck  # noqa: E402
 from hypothesis import settings as _hypothesis_settings  # noqa: E402
 
-_hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
-_hypothesis_settings.register_profile("dev")
+_hypothesis_settings.register_profile(
+    "dev", deadline=None, suppress_health_check=[_HealthCheck.too_slow]
+)
+_hypothesis_settings.register_profile(
+    "ci", parent=_hypothesis_settings.get_profile("dev"), derandomize=True, print_blob=True
+)
 _hypothesis_settings.load_profile(
     os.environ.get("REGIONKIT_TEST_HYPOTHESIS", "ci" if os.environ.get("CI") else "dev")
 )
