@@ -27,12 +27,12 @@ demo: $(STAMP)
 # CI (.ci/run) runs both tiers.
 WORKERS ?= 4
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) -m "not slow"
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal -m "not slow"
 
 # The wall-clock tests (a drill's RTO and convergence on real servers, the demo) run alone
 # after the rest: on 2 cores, four workers' CDK synths and browsers would be measured too.
 test-slow: $(STAMP)
-	$(PY) -m pytest -q -n $(WORKERS) -m "slow and not wallclock"
+	$(PY) -m pytest -q -n $(WORKERS) --dist worksteal -m "slow and not wallclock"
 	$(PY) -m pytest -q -p no:xdist -m wallclock
 
 test-all: $(STAMP)

@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from regions.codec import from_ddb, to_ddb
 
 US = "us-east-1"
@@ -50,6 +52,7 @@ print(json.dumps({"won": won, "stamps": stamps}), flush=True)
 """
 
 
+@pytest.mark.slow  # eight Python processes, each importing the router
 def test_eight_routers_in_one_region_never_overwrite_each_others_create(cluster: Any) -> None:
     settings = cluster.settings()
     env = {

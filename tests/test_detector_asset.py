@@ -33,6 +33,9 @@ from infra.asset import (
 )
 from regions.router import RegionRouter
 
+# builds a virtual environment and stages a 13 MB bundle: the second tier
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = ROOT / "policies" / "minimal.yaml"
 EU1, EU2 = "eu-central-1", "eu-west-1"

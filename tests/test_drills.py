@@ -99,9 +99,10 @@ def test_the_same_seed_reproduces_the_same_history() -> None:
     [
         ("region-outage", "eu-central-1", {}),
         ("replication-pause", "eu-west-1", {}),
-        ("partition", "us-east-1", {}),
-        ("clock-skew", "eu-central-1", {"ms": 250}),
-        ("failback", "eu-central-1", {}),
+        # 20-70 s of CPU each on the in-process simulation: the second tier
+        pytest.param("partition", "us-east-1", {}, marks=pytest.mark.slow),
+        pytest.param("clock-skew", "eu-central-1", {"ms": 250}, marks=pytest.mark.slow),
+        pytest.param("failback", "eu-central-1", {}, marks=pytest.mark.slow),
     ],
 )
 def test_every_scenario_passes_on_the_simulation(
