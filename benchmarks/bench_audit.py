@@ -85,9 +85,6 @@ class Clients:
                 )
             return self._clients[key]
 
-    def dynamodb(self, region: str) -> Any:
-        return self.client("dynamodb", region)
-
 
 def _jurisdiction(region: str) -> str:
     return "EU" if region.startswith("eu-") else "US"
@@ -100,7 +97,7 @@ def load(clients: Clients, prefix: str, total: int) -> float:
     per_region = total // len(REGIONS)
 
     def one(region: str) -> None:
-        ddb = clients.dynamodb(region)
+        ddb = clients.client("dynamodb", region)
         n_prof = int(per_region * SHARES["profiles"])
         n_dir = int(per_region * SHARES["directory"])
         n_content = per_region - n_prof - n_dir
@@ -174,7 +171,7 @@ def naive_scan(
     t0 = time.perf_counter()
     n = 0
     for region, table in targets:
-        ddb = clients.dynamodb(region)
+        ddb = clients.client("dynamodb", region)
         kwargs: dict[str, Any] = {"TableName": table}
         names = projection.get(table) if projection is not None else None
         if names is not None:
@@ -328,10 +325,9 @@ class StubClients:
             for r in REGIONS
         }
 
-    def dynamodb(self, region: str) -> Any:
-        return self.ddb[region]
-
     def client(self, service: str, region: str) -> Any:
+        if service == "dynamodb":
+            return self.ddb[region]
         raise RuntimeError(f"the latency model has no {service}")
 
 

@@ -162,13 +162,11 @@ class _Clients:
         )
         self._clients: dict[str, Any] = {}
 
-    def dynamodb(self, region: str) -> Any:
+    def client(self, service: str, region: str) -> Any:
+        assert service == "dynamodb", service
         if region not in self._clients:
             self._clients[region] = self._session.client("dynamodb", region_name=region)
         return self._clients[region]
-
-    def streams(self, region: str) -> Any:
-        raise AssertionError("not used")
 
 
 def _settings() -> Settings:
@@ -255,10 +253,7 @@ class _Stub:
 class _StubClients:
     stub = _Stub()
 
-    def dynamodb(self, region: str) -> Any:
-        return self.stub
-
-    def streams(self, region: str) -> Any:
+    def client(self, service: str, region: str) -> Any:
         return self.stub
 
 
@@ -314,7 +309,7 @@ def bench_stamping(policy: Policy, calls: int) -> dict[str, float]:
 
 def bench_stamped_io(policy: Policy, clients: _Clients, rounds: int, calls: int) -> dict[str, Any]:
     router = RegionRouter(policy, clients=clients, settings=_settings())
-    client = clients.dynamodb(REGION)
+    client = clients.client("dynamodb", REGION)
     table = policy.data_classes["content"].table
     unstamped = _unstamped_put(router)
     counter = iter(range(10**9))
@@ -366,7 +361,7 @@ def bench_validator(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
     from regions.local import strict
 
     plain, checked = _Clients(), _Clients()
-    strict.install(checked.dynamodb(REGION))
+    strict.install(checked.client("dynamodb", REGION))
     routers = {
         "router.put, validator off": RegionRouter(policy, clients=plain, settings=_settings()),
         "router.put, validator on": RegionRouter(policy, clients=checked, settings=_settings()),
@@ -436,8 +431,8 @@ def main() -> int:
         print("    " + score.row())
     with mock_aws():
         clients = _Clients()
-        _create(clients.dynamodb(REGION), policy.system.conflict_log_table)
-        _create(clients.dynamodb(REGION), policy.data_classes["content"].table)
+        _create(clients.client("dynamodb", REGION), policy.system.conflict_log_table)
+        _create(clients.client("dynamodb", REGION), policy.data_classes["content"].table)
 
         print(f"\n(1) ConflictDetector.process, content (LWW), {args.records:,} records per feed")
         print(

@@ -61,11 +61,8 @@ REGION = "eu-west-1"
 class _NoClients:
     """For decisions only: any request would be a bug in the benchmark."""
 
-    def dynamodb(self, region: str) -> Any:
-        raise AssertionError(f"a cached decision sent a request to {region}")
-
-    def streams(self, region: str) -> Any:
-        raise AssertionError(f"a cached decision sent a request to {region}")
+    def client(self, service: str, region: str) -> Any:
+        raise AssertionError(f"a cached decision sent a request to {service} in {region}")
 
 
 def _settings() -> Settings:
@@ -164,10 +161,7 @@ def _captured_put(policy: Policy, body: str) -> dict[str, Any]:
     capture = _Capture()
 
     class Provider:
-        def dynamodb(self, region: str) -> Any:
-            return capture
-
-        def streams(self, region: str) -> Any:
+        def client(self, service: str, region: str) -> Any:
             return capture
 
     router = RegionRouter(policy, clients=Provider(), settings=_settings())
@@ -195,7 +189,7 @@ def bench_io(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
         settings = _settings()
         pool = ClientPool(settings)
         router = RegionRouter(policy, clients=pool, settings=settings)
-        client = pool.dynamodb(REGION)  # the very client the router uses
+        client = pool.client("dynamodb", REGION)  # the very client the router uses
         table = settings.table_name(policy.data_classes["content"].table)
         _create_table(client, table)
         body = "x" * 200
@@ -306,10 +300,7 @@ def _in_situ(
     timed = _Timed(client)
 
     class Provider:
-        def dynamodb(self, region: str) -> Any:
-            return timed
-
-        def streams(self, region: str) -> Any:
+        def client(self, service: str, region: str) -> Any:
             return timed
 
     router = RegionRouter(policy, clients=Provider(), settings=settings)
@@ -354,10 +345,7 @@ def bench_own_cost(policy: Policy, calls: int) -> dict[str, float]:
     stub = _StubClient(item)
 
     class Provider:
-        def dynamodb(self, region: str) -> Any:
-            return stub
-
-        def streams(self, region: str) -> Any:
+        def client(self, service: str, region: str) -> Any:
             return stub
 
     router = RegionRouter(policy, clients=Provider(), settings=_settings())
@@ -431,7 +419,7 @@ def bench_feed(rounds: int, calls: int) -> dict[str, float]:
         pool = ClientPool(settings)
         create_tables(feed_policy, pool)
         router = RegionRouter(feed_policy, clients=pool, settings=settings)
-        client = pool.dynamodb(REGION)
+        client = pool.client("dynamodb", REGION)
         for i in range(60):
             router.put("feed", {"pk": "reader", "sk": f"{i:04d}", "post": f"p{i}"})
             router.put("posts", {"pk": f"p{i}", "body": "x" * 200})
@@ -478,7 +466,7 @@ def bench_protocol_requests(policy: Policy) -> dict[str, int]:
     with simulation(policy, seed=1, detect=False) as sim:
         sent: list[str] = []
         for region in policy.regions:
-            sim.clients.dynamodb(region).meta.events.register(
+            sim.clients.client("dynamodb", region).meta.events.register(
                 "before-send.dynamodb.*", lambda request, **kw: sent.append(request.url)
             )
         eu = sim.routers["eu-central-1"]

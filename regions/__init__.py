@@ -14,9 +14,10 @@ from regions.directory import DirectoryEntry
 from regions.health import BreakerState, HealthState, RegionHealth, RegionStatus
 from regions.hlc import HLC, ClockDriftError, Stamp
 from regions.ids import mint_user_id, parse_user_id
-from regions.pool import ClientPool, ClientProvider
+from regions.pool import ClientPool
 from regions.queries import BatchGetResult, BatchWriteResult, Page, Sort
 from regions.router import MoveResult, RegionRouter, Route, Written
+from residency.clients import ClientProvider
 from residency.errors import (
     RegionkitError,
     RegionUnavailable,

@@ -79,8 +79,8 @@ from regions.codec import (
     to_ddb,
 )
 from regions.hlc import HLC, ClockDriftError, Stamp
-from regions.pool import ClientProvider
 from regions.tombstones import DEL_ATTR, DELETED, FENCE, tombstone_kind
+from residency.clients import ClientProvider
 from residency.errors import MalformedId
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, MergeConflicts, Policy
@@ -168,7 +168,7 @@ class ConflictLog:
         from botocore.exceptions import ClientError
 
         try:
-            self.clients.dynamodb(region).put_item(
+            self.clients.client("dynamodb", region).put_item(
                 TableName=self.table,
                 Item=to_ddb(rec.to_item()),
                 ConditionExpression="attribute_not_exists(pk)",
@@ -180,7 +180,7 @@ class ConflictLog:
         return True
 
     def scan(self, region: str) -> list[ConflictRecord]:
-        client = self.clients.dynamodb(region)
+        client = self.clients.client("dynamodb", region)
         out: list[ConflictRecord] = []
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
@@ -536,7 +536,7 @@ class ConflictDetector:
         """
         from botocore.exceptions import ClientError
 
-        client = self.clients.dynamodb(region)
+        client = self.clients.client("dynamodb", region)
         ddb_key = to_ddb(self._key_of(dc, sides[0]))
         merge = self._merge_fn(data_class, ref)
         for _ in range(16):
@@ -599,7 +599,7 @@ class ConflictDetector:
         from botocore.exceptions import ClientError
 
         try:
-            self.clients.dynamodb(region).put_item(
+            self.clients.client("dynamodb", region).put_item(
                 TableName=table,
                 Item=to_ddb(item),
                 ConditionExpression="#v = :cur",

@@ -101,7 +101,7 @@ def probe_regions(router: RegionRouter, regions: list[str]) -> dict[str, str]:
 
     def ask(region: str) -> str:
         try:
-            router.clients.dynamodb(region).list_tables(Limit=1)
+            router.clients.client("dynamodb", region).list_tables(Limit=1)
         except Exception as exc:  # any failure to answer is the answer
             router.health.mark_down(region, f"did not answer a probe: {type(exc).__name__}")
             return f"unreachable ({type(exc).__name__})"

@@ -2,8 +2,10 @@
 
 Clients are created lazily, once, under a lock, and then read without one:
 after warm-up no client is ever built on the hot path. Callers may pass their
-own :class:`ClientProvider` (a pool over in-process moto, a stub in tests),
-which is how the local cluster plugs in; nothing patches boto3 by import path.
+own :class:`~residency.clients.ClientProvider` (a pool over in-process moto, a
+stub in tests), which is how the local cluster plugs in; nothing patches boto3 by
+import path. ``client(service, region)`` is the one method: a dict lookup on
+``(service, region)`` once the client exists.
 
 Retries: a pool built for the router (the default, ``retries="router"``) makes
 botocore try **once** (``total_max_attempts=1``); the router's transport owns the
@@ -16,18 +18,12 @@ the router (the audit's scans, the conflict log's admin calls) passes
 from __future__ import annotations
 
 import threading
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from residency.errors import SettingsError
 from residency.settings import Settings, is_loopback_url
 
-__all__ = ["ClientPool", "ClientProvider"]
-
-
-class ClientProvider(Protocol):
-    def dynamodb(self, region: str) -> Any: ...
-
-    def streams(self, region: str) -> Any: ...
+__all__ = ["ClientPool"]
 
 
 class ClientPool:
@@ -48,14 +44,6 @@ class ClientPool:
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
         self.created = 0  # how many clients were built (the benchmark checks it stays flat)
-
-    def dynamodb(self, region: str) -> Any:
-        c = self._clients.get(("dynamodb", region))
-        return c if c is not None else self._create("dynamodb", region)
-
-    def streams(self, region: str) -> Any:
-        c = self._clients.get(("dynamodbstreams", region))
-        return c if c is not None else self._create("dynamodbstreams", region)
 
     def client(self, service: str, region: str) -> Any:
         c = self._clients.get((service, region))

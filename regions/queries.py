@@ -306,7 +306,7 @@ class Queries:
         groups = self._group(data_class, keys, "read")
 
         def read(region: str, wanted: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
-            client = s.transport.clients.dynamodb(region)
+            client = s.transport.clients.client("dynamodb", region)
             found: list[dict[str, Any]] = []
             pending = [s.serialize(data_class, s.key_of(data_class, k)) for k in wanted]
             end, delay = clock() + deadline_s, 0.02

@@ -34,7 +34,7 @@ from regions.hlc import HLC, wall_clock_ms
 from regions.merging import MergeFunctions
 from regions.metrics import RequestMetrics, sink
 from regions.moves import MoveResult, Moves
-from regions.pool import ClientPool, ClientProvider
+from regions.pool import ClientPool
 from regions.queries import BatchGetResult, BatchWriteResult, Page, Queries, Sort
 from regions.routing import Op, Route, RouteTable
 from regions.serialize import with_expiry
@@ -45,6 +45,7 @@ from regions.transport import RetryPolicy, Transport
 from regions.users import Users
 from regions.versioned import VersionedStore, Written
 from regions.writes import Writer
+from residency.clients import ClientProvider
 from residency.errors import ConfigError
 from residency.guard import ResidencyGuard
 from residency.policy import Policy

@@ -245,7 +245,7 @@ class Transport(HedgedReads):
 
         def once() -> T:
             start = self.timer()
-            out = fn(route, self.clients.dynamodb(region))
+            out = fn(route, self.clients.client("dynamodb", region))
             if timing is None:
                 self.latency.record(region, self.timer() - start)
             else:

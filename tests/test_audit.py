@@ -68,10 +68,7 @@ class Clients:
     def client(self, service: str, region: str) -> Any:
         if region in self.extra:
             return self.extra[region](service)
-        return self.cluster.clients.client(region, service)
-
-    def dynamodb(self, region: str) -> Any:
-        return self.client("dynamodb", region)
+        return self.cluster.clients.client(service, region)
 
 
 @dataclass
@@ -84,7 +81,7 @@ class Env:
     users: dict[str, list[str]] = field(default_factory=dict)  # jurisdiction -> user IDs
 
     def raw(self, region: str) -> Any:
-        return self.cluster.clients.dynamodb(region)
+        return self.cluster.clients.client("dynamodb", region)
 
     def table(self, logical: str) -> str:
         return self.prefix + logical
@@ -129,7 +126,7 @@ def audit_cluster(cluster_policy: Policy) -> Iterator[LocalCluster]:
 def _drop_tables(cluster: LocalCluster, prefix: str) -> None:
     """Delete a test's tables: the inventory lists every table, so none may linger."""
     for region in (EU1, EU2, US):
-        ddb = cluster.clients.dynamodb(region)
+        ddb = cluster.clients.client("dynamodb", region)
         for name in ddb.list_tables().get("TableNames", []):
             if not name.startswith(prefix):
                 continue
@@ -581,7 +578,7 @@ def test_a_paused_server_gives_error(env: Env) -> None:
 
 def _buckets(env: Env) -> None:
     for region in (EU1, EU2, US):
-        s3 = env.cluster.clients.client(region, "s3")
+        s3 = env.cluster.clients.client("s3", region)
         try:
             kwargs: dict[str, Any] = {"Bucket": f"audit-{region}"}
             if region != "us-east-1":
@@ -626,7 +623,7 @@ def test_export_reuses_a_given_export_and_reads_its_manifest(env: Env) -> None:
     import gzip
 
     _buckets(env)
-    ddb, s3 = env.raw(US), env.cluster.clients.client(US, "s3")
+    ddb, s3 = env.raw(US), env.cluster.clients.client("s3", US)
     table_arn = ddb.describe_table(TableName=env.table("profiles"))["Table"]["TableArn"]
     arn = ddb.export_table_to_point_in_time(
         TableArn=table_arn, S3Bucket=f"audit-{US}", S3Prefix="manual", ExportFormat="DYNAMODB_JSON"

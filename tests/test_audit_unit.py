@@ -47,9 +47,6 @@ def policy() -> Policy:
 class NoAws:
     """Fails the test on any AWS call."""
 
-    def dynamodb(self, region: str) -> Any:
-        raise AssertionError(f"unexpected AWS call (dynamodb, {region})")
-
     def client(self, service: str, region: str) -> Any:
         raise AssertionError(f"unexpected AWS call ({service}, {region})")
 
@@ -551,12 +548,9 @@ def test_a_worker_failure_becomes_an_error_finding(policy: Policy) -> None:
         def __init__(self, sim_clients: Any) -> None:
             self.sim = sim_clients
 
-        def dynamodb(self, region: str) -> Any:
-            inner = self.sim.dynamodb(region)
-            return Flaky(inner) if region == "eu-west-1" else inner
-
         def client(self, service: str, region: str) -> Any:
-            return self.sim._get(service, region)
+            inner = self.sim.client(service, region)
+            return Flaky(inner) if (service, region) == ("dynamodb", "eu-west-1") else inner
 
     with simulation(policy) as sim:
         report = run_audit(
@@ -586,16 +580,6 @@ def test_the_conflict_count_is_an_error_where_the_detector_cannot_be_shown_healt
     from regions.local.sim import simulation
     from residency.names import DETECTOR_ALARMS, detector_alarm_name
 
-    class Clients:
-        def __init__(self, sim_clients: Any) -> None:
-            self.sim = sim_clients
-
-        def dynamodb(self, region: str) -> Any:
-            return self.sim.dynamodb(region)
-
-        def client(self, service: str, region: str) -> Any:
-            return self.sim._get(service, region)
-
     def audit(clients: Any) -> dict[str, tuple[str, str]]:
         report = run_audit(
             policy,
@@ -608,7 +592,7 @@ def test_the_conflict_count_is_an_error_where_the_detector_cannot_be_shown_healt
         return {f.region: (f.status, f.reason) for f in report.findings}
 
     with simulation(policy) as sim:
-        clients = Clients(sim.clients)
+        clients = sim.clients  # a ClientProvider as it is
         missing = audit(clients)
         assert {s for s, _ in missing.values()} == {"ERROR"}
         assert all("no alarm" in reason for _, reason in missing.values())
@@ -848,9 +832,6 @@ def test_extra_regions_enabled_asks_the_account(policy: Policy) -> None:
     from residency.audit.runner import _extra
 
     class Ec2Only:
-        def dynamodb(self, region: str) -> Any:
-            raise AssertionError("no dynamodb call expected")
-
         def client(self, service: str, region: str) -> Any:
             assert service == "ec2"
             return boto3.client("ec2", region_name=region)

@@ -99,7 +99,7 @@ def test_a_retried_write_is_idempotent(sim: Simulation) -> None:
     r = sim.routers[EU1]
     r.put("content", {"pk": "p9", "body": "x"})
     stamp = str(r.clock.now())
-    client = sim.clients.dynamodb(EU1)
+    client = sim.clients.client("dynamodb", EU1)
     item = to_ddb({"pk": "p9", "body": "y", VERSION_ATTR: stamp})
     for _ in range(2):
         client.put_item(
@@ -207,7 +207,7 @@ def test_control_experiment_wall_clock_lww_loses_causal_writes_under_skew(
 ) -> None:
     """Plain wall-clock LWW drops a causally-later write when its reader's clock is behind."""
     sim.skew(EU1, 300)  # EU1's clock is 300 ms fast (inside the HLC's 500 ms bound)
-    eu, us = sim.clients.dynamodb(EU1), sim.clients.dynamodb(US)
+    eu, us = sim.clients.client("dynamodb", EU1), sim.clients.client("dynamodb", US)
 
     def wall_put(client: Any, region: str, body: str) -> bool:
         ts = int(sim.now * 1000) + sim.skew_ms.get(region, 0)
@@ -280,7 +280,7 @@ def test_lambda_handler_on_a_streams_event(sim: Simulation) -> None:
 def test_an_inversion_superseded_before_its_repair_is_logged_as_such(sim: Simulation) -> None:
     """The replica already holds a newer write: nothing stale is served, the winner is lost."""
     newer = {"pk": "s", "rk_v": v(9, US), "body": "newest"}
-    sim.clients.dynamodb(EU1).put_item(TableName="content", Item=to_ddb(newer))
+    sim.clients.client("dynamodb", EU1).put_item(TableName="content", Item=to_ddb(newer))
     winner = {"pk": "s", "rk_v": v(5, EU1), "rk_base": v(1, EU1), "body": "winner"}
     older = {"pk": "s", "rk_v": v(3, EU2), "rk_base": v(1, EU1), "body": "older"}
     record = {

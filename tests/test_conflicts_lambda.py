@@ -88,7 +88,7 @@ def test_a_merge_that_failed_is_merged_on_the_retry(sim: Simulation) -> None:
     base = v(1, EU1)
     ours = {"pk": "r", "rk_v": v(2, EU1), "rk_base": base, "rk_at": EU1, "counts": {"like#a": 2}}
     theirs = {"pk": "r", "rk_v": v(3, US), "rk_base": base, "rk_at": US, "counts": {"like#b": 5}}
-    client = sim.clients.dynamodb(EU2)
+    client = sim.clients.client("dynamodb", EU2)
     client.put_item(TableName="reactions", Item=to_ddb(theirs))  # what EU2 holds now
     record = _event(EU2, "reactions", ours, theirs, "21")
     det = sim.detector

@@ -182,10 +182,9 @@ class FakeAWS:
     def __init__(self, deployed: Deployed) -> None:
         self.deployed = deployed
 
-    def dynamodb(self, region: str) -> FakeDynamoDB:
-        return FakeDynamoDB(self.deployed.tables.get(region, {}))
-
     def client(self, service: str, region: str) -> Any:
+        if service == "dynamodb":
+            return FakeDynamoDB(self.deployed.tables.get(region, {}))
         if service == "kms":
             return FakeKMS(self.deployed.aliases.get(region, {}))
         raise AssertionError(f"the infra checks should not need {service}")

@@ -217,7 +217,7 @@ def test_transport_failures_are_typed_with_the_original_as_cause(example_policy_
         def __init__(self, exc: BaseException) -> None:
             self.exc = exc
 
-        def dynamodb(self, region: str) -> Any:
+        def client(self, service: str, region: str) -> Any:
             exc = self.exc
 
             class C:
@@ -228,9 +228,6 @@ def test_transport_failures_are_typed_with_the_original_as_cause(example_policy_
                     return fail
 
             return C()
-
-        def streams(self, region: str) -> Any:
-            return self.dynamodb(region)
 
     policy = load_policy(example_policy_path)
     settings = Settings(mode="aws", region="eu-west-1", endpoints={}, failover_attempts=2)

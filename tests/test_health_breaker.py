@@ -57,12 +57,10 @@ class FakeClients:
         self.script: dict[str, Any] = {}
         self.calls: list[str] = []
 
-    def dynamodb(self, region: str) -> FakeClient:
+    def client(self, service: str, region: str) -> FakeClient:
+        assert service == "dynamodb"
         self.calls.append(region)
         return FakeClient(region, self.script)
-
-    def streams(self, region: str) -> Any:  # pragma: no cover - unused
-        raise AssertionError
 
 
 def refused(region: str) -> EndpointConnectionError:

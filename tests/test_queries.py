@@ -29,8 +29,10 @@ class Counting:
     def __init__(self, inner: Any) -> None:
         self.inner, self.calls = inner, []
 
-    def dynamodb(self, region: str) -> Any:
-        inner, calls = self.inner.dynamodb(region), self.calls
+    def client(self, service: str, region: str) -> Any:
+        inner, calls = self.inner.client(service, region), self.calls
+        if service != "dynamodb":
+            return inner
 
         class C:
             def __getattr__(self, name: str) -> Any:
@@ -45,9 +47,6 @@ class Counting:
                 return call
 
         return C()
-
-    def streams(self, region: str) -> Any:
-        return self.inner.streams(region)
 
 
 def test_a_feed_page_is_one_request_with_a_sealed_cursor(sim: Simulation) -> None:

@@ -36,7 +36,7 @@ def sim(policy: Policy) -> Iterator[Simulation]:
 
 def _stream(sim: Simulation, region: str, table: str, key: str) -> list[str | None]:
     """Every NewImage body of ``key`` in ``region``'s stream, in order (raw boto3)."""
-    streams = sim.clients.streams(region)
+    streams = sim.clients.client("dynamodbstreams", region)
     arn = sim.clients.raw(region).describe_table(TableName=table)["Table"]["LatestStreamArn"]
     out: list[str | None] = []
     for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:

@@ -169,7 +169,7 @@ def test_a_delete_is_a_versioned_tombstone_that_refuses_older_writes(sim: Simula
     assert router.get("content", {"pk": "t-1"}) is None
     assert router.query("content", "t-1") == []
     # A write stamped before the delete (a stale process) is refused where it lands.
-    client = sim.clients.dynamodb(EU1)
+    client = sim.clients.client("dynamodb", EU1)
     from regions.versioned import condition
 
     cond, names, values = condition(None, False, stale_stamp)

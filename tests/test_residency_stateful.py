@@ -75,11 +75,9 @@ class ReadLog:
     def __init__(self, inner: Any, reads: list[tuple[str, str]]) -> None:
         self.inner, self.reads = inner, reads
 
-    def dynamodb(self, region: str) -> Any:
-        return _Client(self.inner.dynamodb(region), region, self.reads)
-
-    def streams(self, region: str) -> Any:
-        return self.inner.streams(region)
+    def client(self, service: str, region: str) -> Any:
+        inner = self.inner.client(service, region)
+        return _Client(inner, region, self.reads) if service == "dynamodb" else inner
 
 
 class _Client:

@@ -88,11 +88,9 @@ class Recording:
         self.calls: list[tuple[str, str, str]] = []
         self.fail: Callable[[str, str, str], BaseException | None] | None = None
 
-    def dynamodb(self, region: str) -> Any:
-        return _RecordingClient(self, region, self.inner.dynamodb(region))
-
-    def streams(self, region: str) -> Any:
-        return self.inner.streams(region)
+    def client(self, service: str, region: str) -> Any:
+        inner = self.inner.client(service, region)
+        return _RecordingClient(self, region, inner) if service == "dynamodb" else inner
 
     def to(self, table: str) -> list[tuple[str, str]]:
         """(region, operation) of every request to ``table``."""
@@ -775,19 +773,19 @@ def test_client_pool_builds_one_client_per_region_thread_safely() -> None:
 
     def grab(i: int) -> list[int]:
         barrier.wait()
-        return [id(pool.dynamodb(r)) for r in (EU1, EU2, US)]
+        return [id(pool.client("dynamodb", r)) for r in (EU1, EU2, US)]
 
     with ThreadPoolExecutor(16) as ex:
         ids = list(ex.map(grab, range(16)))
     assert len({tuple(x) for x in ids}) == 1  # every thread got the same three clients
     assert pool.created == 3
     for _ in range(1000):  # after warm-up nothing is ever built again
-        pool.dynamodb(EU2)
+        pool.client("dynamodb", EU2)
     assert pool.created == 3
-    pool.streams(EU1)
+    pool.client("dynamodbstreams", EU1)
     assert pool.created == 4  # a different service is a different client
-    assert pool.dynamodb(EU1).meta.endpoint_url == "http://127.0.0.1:4000"
-    assert pool.dynamodb(EU1).meta.region_name == EU1
+    assert pool.client("dynamodb", EU1).meta.endpoint_url == "http://127.0.0.1:4000"
+    assert pool.client("dynamodb", EU1).meta.region_name == EU1
 
 
 def test_local_mode_refuses_non_loopback_endpoints() -> None:
@@ -798,9 +796,9 @@ def test_local_mode_refuses_non_loopback_endpoints() -> None:
     forged = _local_settings().model_copy(update={"endpoints": {US: "http://10.1.2.3:8000"}})
     pool = ClientPool(forged)
     with pytest.raises(SettingsError, match="refuses non-loopback endpoints"):
-        pool.dynamodb(US)
+        pool.client("dynamodb", US)
     with pytest.raises(SettingsError, match="no endpoint for eu-west-1"):
-        ClientPool(Settings(mode="local", endpoints={})).dynamodb(EU2)
+        ClientPool(Settings(mode="local", endpoints={})).client("dynamodb", EU2)
     assert pool.created == 0
 
 
@@ -996,7 +994,7 @@ def test_cluster_router_is_thread_safe_and_builds_no_client_after_warm_up(
     for router in routers.values():  # warm-up: every client this test needs
         for r in cluster.policy.regions:
             assert isinstance(router.clients, ClientPool)
-            router.clients.dynamodb(r)
+            router.clients.client("dynamodb", r)
     created = {r: router.clients.created for r, router in routers.items()}  # type: ignore[attr-defined]
     errors: list[BaseException] = []
     written: list[tuple[str, str]] = []

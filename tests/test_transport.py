@@ -42,7 +42,7 @@ def decider(*regions: str, data_class: str = "content") -> Callable[[tuple[str, 
 
 
 class Clients:
-    def dynamodb(self, region: str) -> str:
+    def client(self, service: str, region: str) -> str:
         return region
 
 
@@ -141,10 +141,10 @@ def test_router_pool_makes_botocore_try_once() -> None:
     router_pool = ClientPool(s)
     other = ClientPool(s, retries="botocore")
     try:
-        assert router_pool.dynamodb(A).meta.config.retries["total_max_attempts"] == 1
-        cfg = other.dynamodb(A).meta.config
+        assert router_pool.client("dynamodb", A).meta.config.retries["total_max_attempts"] == 1
+        cfg = other.client("dynamodb", A).meta.config
         assert cfg.retries["total_max_attempts"] == s.max_attempts
-        c = router_pool.dynamodb(A).meta.config
+        c = router_pool.client("dynamodb", A).meta.config
         assert (c.connect_timeout, c.read_timeout) == (0.5, 1.0)
     finally:
         router_pool.close()
@@ -253,7 +253,8 @@ class _SlowFirst:
         self.release = threading.Event()
         self.calls: list[tuple[str, bool]] = []
 
-    def dynamodb(self, region: str) -> Any:
+    def client(self, service: str, region: str) -> Any:
+        assert service == "dynamodb"
         outer = self
 
         class Client:
@@ -264,9 +265,6 @@ class _SlowFirst:
                 return {}
 
         return Client()
-
-    def streams(self, region: str) -> Any:  # pragma: no cover - unused
-        raise AssertionError
 
 
 def test_router_hedges_eventual_reads_of_global_data_only() -> None:

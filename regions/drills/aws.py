@@ -499,12 +499,12 @@ class AwsDataPlane:
         return self._routers[region]
 
     def admin(self, region: str) -> Any:
-        return self._admin.dynamodb(region)
+        return self._admin.client("dynamodb", region)
 
     def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
         from regions.codec import from_ddb, to_ddb
 
-        item = self._admin.dynamodb(region).get_item(TableName=table, Key=to_ddb(key))
+        item = self._admin.client("dynamodb", region).get_item(TableName=table, Key=to_ddb(key))
         return from_ddb(item.get("Item"))
 
     def scan(self, region: str, table: str) -> Any:

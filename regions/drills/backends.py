@@ -271,10 +271,10 @@ class _WallClockBackend:
         return self._routers[region]
 
     def scan(self, region: str, table: str) -> Iterable[dict[str, Any]]:
-        return _scan(self._admin.dynamodb(region), table)
+        return _scan(self._admin.client("dynamodb", region), table)
 
     def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None:
-        return _get(self._admin.dynamodb(region), table, key)
+        return _get(self._admin.client("dynamodb", region), table, key)
 
     def conflicts(self) -> list[ConflictRecord]:
         log = ConflictLog(self.policy, self._admin, table_prefix=self.settings.table_prefix)

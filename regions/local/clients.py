@@ -2,9 +2,10 @@
 
 :func:`make_client` is the one factory (the cluster, the fixtures, the benchmark
 and anyone else who needs a client to a local region use it), and
-:class:`ClusterClients` caches one client per (service, region) and satisfies
-the replication emulator's ``ClientSource`` protocol (``dynamodb(region)``,
-``streams(region)``).
+:class:`ClusterClients` caches one client per (service, region): it is a
+:class:`residency.clients.ClientProvider` (``client(service, region)``), so the
+router, the replication emulator and the audit take it as they take a
+:class:`regions.pool.ClientPool`.
 
 Two profiles exist because the two users fail differently:
 
@@ -100,8 +101,7 @@ def make_client(
 class ClusterClients:
     """Cached clients per (service, region) over a fixed endpoint map.
 
-    Satisfies ``regions.local.replication.ClientSource`` and
-    ``regions.pool.ClientProvider``.
+    A :class:`residency.clients.ClientProvider`.
     """
 
     def __init__(self, endpoints: Mapping[str, str], profile: ClientProfile = CONTROL) -> None:
@@ -118,7 +118,7 @@ class ClusterClients:
         self._clients: dict[tuple[str, str], Any] = {}
         self._lock = threading.Lock()
 
-    def client(self, region: str, service: str = "dynamodb") -> Any:
+    def client(self, service: str, region: str) -> Any:
         client = self._clients.get((service, region))
         if client is not None:
             return client
@@ -138,15 +138,6 @@ class ClusterClients:
                 client = make_client(service, region, endpoint, profile=self.profile)
                 self._clients[(service, region)] = client
             return client
-
-    def dynamodb(self, region: str) -> Any:
-        return self.client(region, "dynamodb")
-
-    def streams(self, region: str) -> Any:
-        return self.client(region, "dynamodbstreams")
-
-    def kms(self, region: str) -> Any:
-        return self.client(region, "kms")
 
     def close(self) -> None:
         with self._lock:

@@ -314,7 +314,7 @@ class LocalCluster:
     def client(self, region: str, service: str = "dynamodb") -> Any:
         """A cached control-plane boto3 client (short timeouts, one attempt)."""
         self.policy.check_region(region)
-        return self.clients.client(region, service)
+        return self.clients.client(service, region)
 
     def table_name(self, logical: str) -> str:
         return self.table_prefix + logical

@@ -29,8 +29,9 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from residency.clients import ClientProvider
 from residency.errors import ClusterError
 from residency.logs import get_logger
 from residency.policy import Policy
@@ -57,10 +58,6 @@ log = get_logger("regionkit.local.provision")
 
 TTL_ATTRIBUTE = TABLE_TTL_ATTRIBUTE  # one name for provisioning, the CDK app and tombstones
 CONFLICT_LOG_DATA_CLASS = CONFLICT_LOG  # kept for importers of this module
-
-
-class _Clients(Protocol):
-    def client(self, region: str, service: str = "dynamodb") -> Any: ...
 
 
 def kms_alias(table: str) -> str:
@@ -94,11 +91,11 @@ def _code(exc: Exception) -> str:
 
 
 class _RegionProvisioner:
-    def __init__(self, policy: Policy, clients: _Clients, region: str) -> None:
+    def __init__(self, policy: Policy, clients: ClientProvider, region: str) -> None:
         self.policy = policy
         self.region = region
-        self.ddb = clients.client(region, "dynamodb")
-        self.kms = clients.client(region, "kms")
+        self.ddb = clients.client("dynamodb", region)
+        self.kms = clients.client("kms", region)
         self.audit = policy.targets.audit
         self._aliases: dict[str, str] | None = None
         self.created = 0
@@ -260,14 +257,14 @@ class _RegionProvisioner:
 
 def provision(
     policy: Policy,
-    clients: _Clients,
+    clients: ClientProvider,
     *,
     table_prefix: str = "",
     regions: Iterable[str] | None = None,
 ) -> ProvisionReport:
     """Create (or converge) every table of ``policy`` in its regions, a thread per region.
 
-    ``clients.client(region, service)`` must return boto3 clients for ``dynamodb``
+    ``clients.client(service, region)`` must return boto3 clients for ``dynamodb``
     and ``kms`` in that region. ``regions`` limits the work to some regions.
     """
     started = time.perf_counter()

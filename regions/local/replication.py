@@ -56,12 +56,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from residency.clients import ClientProvider
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, Policy
 
 __all__ = [
     "Change",
-    "ClientSource",
     "LinkFaults",
     "LinkMetrics",
     "RecordListener",
@@ -74,12 +74,6 @@ log = get_logger("regionkit.replication")
 
 Image = dict[str, Any] | None  # DynamoDB JSON of the item; None for a delete
 KeyTuple = tuple[tuple[str, str], ...]
-
-
-class ClientSource(Protocol):
-    def dynamodb(self, region: str) -> Any: ...
-
-    def streams(self, region: str) -> Any: ...
 
 
 class RecordListener(Protocol):
@@ -299,7 +293,7 @@ class ReplicationEngine:
     def __init__(
         self,
         policy: Policy,
-        clients: ClientSource,
+        clients: ClientProvider,
         *,
         table_prefix: str = "",
         rng: random.Random | None = None,
@@ -422,7 +416,8 @@ class ReplicationEngine:
         key = (region, table)
         its = self._iterators.get(key)
         if its is None:
-            ddb, streams = self.clients.dynamodb(region), self.clients.streams(region)
+            ddb = self.clients.client("dynamodb", region)
+            streams = self.clients.client("dynamodbstreams", region)
             arn = ddb.describe_table(TableName=table)["Table"].get("LatestStreamArn")
             if not arn:
                 its = []
@@ -463,7 +458,7 @@ class ReplicationEngine:
                 continue
             self._repoll.discard((region, t))
             its = self._iterator_list(region, t)
-            streams = self.clients.streams(region)
+            streams = self.clients.client("dynamodbstreams", region)
             for i, it in enumerate(its):
                 if not it:
                     continue
@@ -719,7 +714,7 @@ class ReplicationEngine:
         claimed = self._claim_batch(dst, batch, now_)
         if not claimed:
             return 0
-        ddb = self.clients.dynamodb(dst)
+        ddb = self.clients.client("dynamodb", dst)
         items: dict[tuple[str, KeyTuple], list[_Claimed]] = {}
         for e in claimed:
             items.setdefault((e[1].table, e[1].key), []).append(e)
@@ -914,7 +909,7 @@ class Replicator:
     def __init__(
         self,
         policy: Policy,
-        clients: ClientSource,
+        clients: ClientProvider,
         *,
         table_prefix: str = "",
         listeners: Iterable[RecordListener] = (),

@@ -51,7 +51,8 @@ class _DownClient:
 
 
 class InProcessClients:
-    """A ClientProvider over in-process moto, with switchable region outages."""
+    """A :class:`~residency.clients.ClientProvider` over in-process moto, with switchable
+    region outages."""
 
     def __init__(self) -> None:
         import boto3
@@ -87,7 +88,7 @@ class InProcessClients:
             return True
         return False
 
-    def _get(self, service: str, region: str) -> Any:
+    def client(self, service: str, region: str) -> Any:
         if region in self.down:
             return _DownClient(region)
         key = (service, region)
@@ -108,17 +109,11 @@ class InProcessClients:
             self._clients[key] = client
         return self._clients[key]
 
-    def dynamodb(self, region: str) -> Any:
-        return self._get("dynamodb", region)
-
-    def streams(self, region: str) -> Any:
-        return self._get("dynamodbstreams", region)
-
     def raw(self, region: str) -> Any:
         """The real client even while the region is 'down' (for inspection)."""
         self.down, saved = set(), self.down
         try:
-            return self._get("dynamodb", region)
+            return self.client("dynamodb", region)
         finally:
             self.down = saved
 
@@ -128,7 +123,7 @@ def create_tables(policy: Policy, clients: Any, *, table_prefix: str = "") -> No
     for plan in plan_tables(policy, table_prefix):
         extra = plan.create_args()
         for region in plan.regions:
-            client = clients.dynamodb(region)
+            client = clients.client("dynamodb", region)
             with suppress(client.exceptions.ResourceInUseException):
                 client.create_table(
                     TableName=plan.table,

@@ -29,7 +29,6 @@ The library never prints; the CLI (``regionkit audit``) does.
 
 from __future__ import annotations
 
-from residency.audit.clients import AuditClients
 from residency.audit.context import ProgressEvent, ProgressFn
 from residency.audit.model import (
     SCHEMA_PATH,
@@ -61,7 +60,6 @@ __all__ = [
     "FORMATS",
     "SCHEMA_PATH",
     "SEVERITIES",
-    "AuditClients",
     "AuditReport",
     "Check",
     "CheckMeta",

@@ -1,32 +1,24 @@
-"""What the audit needs from its AWS clients, and how it reads their failures.
+"""How the audit reads the failures of its AWS clients.
 
-The audit never builds a client. It is handed an :class:`AuditClients`:
-``dynamodb(region)`` and ``client(service, region)`` for ``sts``, ``kms`` and
-``s3``. :class:`regions.pool.ClientPool` is one (the CLI uses it); tests pass
-adapters over the local cluster or over in-process moto.
+The audit never builds a client. It is handed a
+:class:`residency.clients.ClientProvider` and asks it for
+``client(service, region)`` (``dynamodb``, ``sts``, ``kms``, ``s3``, ...).
+:class:`regions.pool.ClientPool` is one (the CLI uses it); tests pass adapters
+over the local cluster or over in-process moto.
 """
 
 from __future__ import annotations
-
-from typing import Any, Protocol
 
 from residency.audit.safety import clean_text
 from residency.errors import RegionkitError
 
 __all__ = [
-    "AuditClients",
     "error_code",
     "error_reason",
     "is_access_denied",
     "is_missing",
     "is_unreachable",
 ]
-
-
-class AuditClients(Protocol):
-    def dynamodb(self, region: str) -> Any: ...
-
-    def client(self, service: str, region: str) -> Any: ...
 
 
 _DENIED = frozenset(

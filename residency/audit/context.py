@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from residency.audit.clients import AuditClients, error_reason, is_unreachable
+from residency.audit.clients import error_reason, is_unreachable
 from residency.audit.safety import item_pseudonym
+from residency.clients import ClientProvider
 from residency.logs import get_logger
 from residency.pii_detect import PiiDetector
 from residency.policy import Policy
@@ -89,7 +90,7 @@ class AuditContext:
     def __init__(
         self,
         policy: Policy,
-        clients: AuditClients,
+        clients: ClientProvider,
         options: AuditOptions,
         checks: Sequence[Any],  # registry.Check (not imported: the registry imports this)
         *,

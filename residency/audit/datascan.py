@@ -435,7 +435,7 @@ class _Scanner:
         return ", ".join(seen.values()), {v: k for k, v in seen.items()}
 
     def _scan_pages(self, unit: _Unit) -> Iterable[list[dict[str, Any]]]:
-        client = self.ctx.clients.dynamodb(unit.region)
+        client = self.ctx.clients.client("dynamodb", unit.region)
         kwargs: dict[str, Any] = {"TableName": unit.plan.table}
         projected = self._projection(unit)
         if projected is not None:
@@ -467,7 +467,7 @@ class _Scanner:
     def _export_pages(self, unit: _Unit) -> Iterable[list[dict[str, Any]]]:
         from residency.audit.export import iter_export_items, start_export, wait_for_export
 
-        ddb = self.ctx.clients.dynamodb(unit.region)
+        ddb = self.ctx.clients.client("dynamodb", unit.region)
         s3 = self.ctx.clients.client("s3", unit.region)
         arn = unit.export_arn
         if arn is None:
@@ -835,7 +835,7 @@ class _Scanner:
             parts = arn.split(":")
             region = parts[3] if len(parts) > 5 else ""
             try:
-                desc = self.ctx.clients.dynamodb(region).describe_export(ExportArn=arn)
+                desc = self.ctx.clients.client("dynamodb", region).describe_export(ExportArn=arn)
                 table_arn = str(desc["ExportDescription"]["TableArn"])
                 table = table_arn.split(":table/", 1)[1].split("/", 1)[0]
             except Exception as exc:
@@ -972,7 +972,7 @@ class _Scanner:
     # --- after the scan ---
 
     def _lookup(self, region: str, plan: TablePlan, subject: str) -> bool:
-        client = self.ctx.clients.dynamodb(region)
+        client = self.ctx.clients.client("dynamodb", region)
         page = client.query(
             TableName=plan.table,
             KeyConditionExpression="#k = :v",

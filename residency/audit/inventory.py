@@ -145,7 +145,7 @@ def _region(ctx: AuditContext, region: str, aspects: set[str]) -> RegionInventor
         inv.error = down
         return inv
     try:
-        client = ctx.clients.dynamodb(region)
+        client = ctx.clients.client("dynamodb", region)
         present = _list_tables(client)
     except Exception as exc:
         ctx.note_failure(region, exc)

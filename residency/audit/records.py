@@ -86,7 +86,7 @@ def read_conflicts(ctx: AuditContext) -> ConflictHistory:
         down = ctx.down(region)
         if down:
             raise _Down(down)
-        client = ctx.clients.dynamodb(region)
+        client = ctx.clients.client("dynamodb", region)
         good: list[ConflictRecord] = []
         bad: list[BadRecord] = []
         kwargs: dict[str, Any] = {"TableName": table}

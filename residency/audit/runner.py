@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from residency.__about__ import __version__
-from residency.audit.clients import AuditClients, error_reason
+from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext, AuditOptions, ProgressEvent, ProgressFn
 from residency.audit.evidence import transfer_evidence
 from residency.audit.inventory import inventory_of
@@ -55,6 +55,7 @@ from residency.audit.model import (
 )
 from residency.audit.registry import FAMILIES, Check, select_checks
 from residency.aws_regions import AWS_REGIONS
+from residency.clients import ClientProvider
 from residency.errors import ConfigError, PolicyError, PolicyProblem, UnknownRegion
 from residency.logs import get_logger
 from residency.policy import Policy
@@ -98,7 +99,7 @@ def _regions(policy: Policy, regions: Iterable[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _enabled_regions(policy: Policy, clients: AuditClients) -> list[str]:
+def _enabled_regions(policy: Policy, clients: ClientProvider) -> list[str]:
     """Every region enabled in the account (``ec2:DescribeRegions``)."""
     try:
         ec2 = clients.client("ec2", policy.regions[0])
@@ -112,7 +113,7 @@ def _enabled_regions(policy: Policy, clients: AuditClients) -> list[str]:
 
 
 def _extra(
-    policy: Policy, extra: Iterable[str] | None, clients: AuditClients | None = None
+    policy: Policy, extra: Iterable[str] | None, clients: ClientProvider | None = None
 ) -> tuple[str, ...]:
     out: list[str] = []
     for r in extra or ():
@@ -211,7 +212,7 @@ def _inventory_entries(ctx: AuditContext) -> list[InventoryEntry]:
 
 def run_audit(
     policy: Policy,
-    clients: AuditClients,
+    clients: ClientProvider,
     *,
     policy_path: str | Path,
     regions: Iterable[str] | None = None,

@@ -1,0 +1,29 @@
+"""The one way regionkit gets an AWS client: ``provider.client(service, region)``.
+
+Nothing in regionkit builds a boto3 client where it uses one. The router, the
+conflict log, the replication emulator, the drills and the audit are all handed a
+:class:`ClientProvider` and ask it for ``client("dynamodb", region)``,
+``client("dynamodbstreams", region)``, ``client("sts", region)`` and so on, in
+boto3's own argument order (service first).
+
+:class:`regions.pool.ClientPool` is the real one (lazy boto3 clients, one per
+service and region); the local cluster's :class:`regions.local.clients.ClusterClients`
+and the simulation's :class:`regions.local.sim.InProcessClients` plug in the same
+way, and a test passes its own fake. Nothing patches boto3 by import path.
+
+The protocol lives in the base layer so the audit (``residency.audit``) can take
+its clients without importing ``regions``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+__all__ = ["ClientProvider"]
+
+
+@runtime_checkable
+class ClientProvider(Protocol):
+    """Hands out a boto3-compatible client for a service in a region."""
+
+    def client(self, service: str, region: str) -> Any: ...
