@@ -161,7 +161,8 @@ def service_access_statements(
 def detector_statements(
     plan: DeploymentPlan, region: str, *, partition: str, account: str
 ) -> list[Statement]:
-    """The conflict detector of ``region``: its streams, repairs, and the conflict log there."""
+    """The conflict detector of ``region``: its streams, repairs, the conflict log and the
+    lineage table there."""
     watched = plan.detector_tables(region)
     log = plan.conflict_log(region)
     statements: list[Statement] = [
@@ -190,6 +191,19 @@ def detector_statements(
         },
     ]
     used = list(watched)
+    lineage = plan.lineage(region)
+    if lineage is not None:
+        statements.append(
+            {
+                # The parents of writes that originated here go out, those of writes
+                # replicated here are read (regions.lineage): batches only.
+                "Sid": "ShareLineage",
+                "Effect": "Allow",
+                "Action": ["dynamodb:BatchGetItem", "dynamodb:BatchWriteItem"],
+                "Resource": [table_arn(partition, region, account, lineage.table_name)],
+            }
+        )
+        used.append(lineage)
     if log is not None:
         statements.append(
             {

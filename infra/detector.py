@@ -51,6 +51,15 @@ def _platform() -> tuple[lambda_.Runtime, lambda_.Architecture]:
 
 # A stream record older than this has not been looked at: conflicts go unseen meanwhile.
 ITERATOR_AGE_ALARM_MS = 300_000
+RETRY_ATTEMPTS = 5
+# A replicated write whose parent's lineage entry has not arrived is waited for up to
+# LINEAGE_WAIT_S per invocation (the function's timeout is 60 s), and retried; once its
+# record is LINEAGE_MAX_AGE_S old it is logged as undetermined. Under the iterator-age
+# alarm, and reached within the retries, so a missing entry never ends in the DLQ.
+LINEAGE_WAIT_S = 45.0
+LINEAGE_MAX_AGE_S = 240.0
+assert (1 + RETRY_ATTEMPTS) * LINEAGE_WAIT_S > LINEAGE_MAX_AGE_S
+assert LINEAGE_MAX_AGE_S * 1000 < ITERATOR_AGE_ALARM_MS
 
 
 def _statements(stmts: list[dict[str, object]]) -> list[iam.PolicyStatement]:
@@ -120,6 +129,9 @@ class ConflictDetector(Construct):
                 "REGIONKIT_POLICY_NAME": plan.policy_name,
                 "REGIONKIT_TABLE_PREFIX": plan.table_prefix,
                 "REGIONKIT_CONFLICT_LOG_TABLE": plan.conflict_log_table,
+                "REGIONKIT_LINEAGE_TABLE": plan.lineage_table,
+                "REGIONKIT_LINEAGE_WAIT_S": str(LINEAGE_WAIT_S),
+                "REGIONKIT_LINEAGE_MAX_AGE_S": str(LINEAGE_MAX_AGE_S),
                 "REGIONKIT_DETECTOR_TABLES": json.dumps(
                     {t.table_name: t.data_class for t in watched}, sort_keys=True
                 ),
@@ -193,7 +205,10 @@ class ConflictDetector(Construct):
                 starting_position=lambda_.StartingPosition.TRIM_HORIZON,
                 batch_size=100,
                 bisect_batch_on_error=True,
-                retry_attempts=5,
+                # A record waiting for a lineage entry waits up to LINEAGE_WAIT_S per
+                # invocation; 1 + RETRY_ATTEMPTS invocations outlast LINEAGE_MAX_AGE_S, after
+                # which it is undetermined (not a conflict) instead of a dead letter.
+                retry_attempts=RETRY_ATTEMPTS,
                 report_batch_item_failures=True,
                 on_failure=sources.SqsDlq(self.failures),
             )

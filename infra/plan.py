@@ -16,7 +16,10 @@ resource, defined once, in the stack of its primary region):
   region's detector records the conflicts it sees there, and the audit
   (``residency.tables.TablePlan.allowed_replicas``) expects exactly that: a conflict
   log with replicas is a finding. Deployment and audit agree by construction, and
-  ``tests/test_deploy_contract.py`` checks it on the synthesized templates.
+  ``tests/test_deploy_contract.py`` checks it on the synthesized templates;
+* the detectors' **lineage table** (``policy.system.lineage_table``, key ``lineage``):
+  one global table replicated to every region a global data class has a replica in
+  (``regions.lineage``), with TTL on its entries.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from typing import Any, Literal, TypedDict
 from residency import names as naming
 from residency.errors import ConfigError
 from residency.policy import GlobalDataClass, Policy
+from residency.tables import LINEAGE
 
 __all__ = ["FIS_UNAVAILABLE", "DeploymentPlan", "TableSpec", "fis_available", "plan_deployment"]
 
 GLOBAL_SCOPE = "global"
 CONFLICT_LOG_KEY = "conflict-log"
+LINEAGE_KEY = LINEAGE
 
 #: Commercial regions where CloudFormation has no ``AWS::FIS::ExperimentTemplate``
 #: (from cfn-lint's per-region resource specifications; the cfn-lint test of the
@@ -110,6 +115,7 @@ class DeploymentPlan:
     tables: tuple[TableSpec, ...]
     replication_latency_alarm_ms: int
     conflict_log_table: str
+    lineage_table: str
 
     def tables_in(self, region: str) -> list[TableSpec]:
         """Tables with a replica in ``region``."""
@@ -145,6 +151,10 @@ class DeploymentPlan:
         """The conflict-log table of ``region`` (one per region, never replicated)."""
         key = f"{CONFLICT_LOG_KEY}-{region}"
         return next((t for t in self.tables if t.key == key), None)
+
+    def lineage(self, region: str) -> TableSpec | None:
+        """The detectors' lineage table, if it has a replica in ``region``."""
+        return next((t for t in self.tables if t.key == LINEAGE_KEY and region in t.regions), None)
 
     def table(self, key: str) -> TableSpec:
         for t in self.tables:
@@ -222,6 +232,26 @@ def plan_deployment(policy: Policy, *, table_prefix: str = "") -> DeploymentPlan
         )
         for region in policy.regions
     )
+    # The detectors' shared record of parents (regions.lineage): one global table in
+    # every region a detector runs in, so each region reads the parents of writes that
+    # landed elsewhere. It holds stamps only (no item keys or values), and it is never
+    # a FIS target: pausing it would stall detectors, not test the data's replication.
+    lineage_regions = policy.lineage_regions()
+    if lineage_regions:
+        tables.append(
+            TableSpec(
+                key=LINEAGE_KEY,
+                kind="system",
+                data_class=LINEAGE,
+                jurisdiction=GLOBAL_SCOPE,
+                **names(policy.system.lineage_table),
+                regions=tuple(lineage_regions),
+                partition_key="pk",
+                sort_key=None,
+                fis_target=False,
+                detector=False,
+            )
+        )
 
     aliases: dict[str, str] = {}
     for t in tables:
@@ -241,4 +271,5 @@ def plan_deployment(policy: Policy, *, table_prefix: str = "") -> DeploymentPlan
         tables=tuple(tables),
         replication_latency_alarm_ms=policy.targets.replication_latency_alarm_ms,
         conflict_log_table=f"{table_prefix}{policy.system.conflict_log_table}",
+        lineage_table=f"{table_prefix}{policy.system.lineage_table}",
     )

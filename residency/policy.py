@@ -276,6 +276,14 @@ class SystemTables(_Model):
         default="directory", description="The global data class holding users' home regions."
     )
     conflict_log_table: TableName = "regionkit-conflicts"
+    lineage_table: TableName = Field(
+        default="regionkit-lineage",
+        description=(
+            "Each version's parent as its landing region saw it, written by the conflict "
+            "detector of the region a write originated in and read by the others (a global "
+            "table in every replica region of a global data class; no item keys or values)."
+        ),
+    )
     tombstone_retention_days: int = Field(
         default=35,
         ge=2,
@@ -376,7 +384,21 @@ class Policy(_Model):
             else:
                 out[dc.table] = list(self.regions)
         out[self.system.conflict_log_table] = list(self.regions)
+        lineage = self.lineage_regions()
+        if lineage:
+            out[self.system.lineage_table] = lineage
         return out
+
+    def lineage_regions(self) -> list[str]:
+        """Where the conflict detector's lineage table lives: every region a global data
+        class has a replica in (a detector runs there), in the policy's order."""
+        replicas = {
+            r
+            for dc in self.data_classes.values()
+            if isinstance(dc, GlobalDataClass)
+            for r in dc.replicas
+        }
+        return [r for r in self.regions if r in replicas]
 
     def nearest_first(self, origin: str, candidates: list[str]) -> list[str]:
         """Order candidates by distance from ``origin``; the policy order breaks ties."""
@@ -719,6 +741,12 @@ def _table_problems(
         yield (
             base + ("table",),
             f"table {dc.table!r} is the conflict-log table",
+            "choose another table name",
+        )
+    if dc.table == p.system.lineage_table:
+        yield (
+            base + ("table",),
+            f"table {dc.table!r} is the conflict detector's lineage table",
             "choose another table name",
         )
 

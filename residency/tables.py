@@ -4,7 +4,8 @@ One derivation, used by whatever creates or inspects tables: the local cluster's
 provisioning, the deterministic simulation and the compliance audit. The rules
 (``Policy.table_placements``): a global data class lives in its replica regions;
 a pinned data class in every region, each jurisdiction's regions forming their
-own replica set; the conflict log in every region, as one global table.
+own replica set; the conflict log in every region, as one global table; the
+conflict detector's lineage table in every replica region of a global class.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ __all__ = [
     "CONFLICT_LOG",
     "GLOBAL_TAG",
     "INDEX_EXTRA",
+    "LINEAGE",
     "SUBJECT_INDEX",
     "TAG_DATA_CLASS",
     "TAG_JURISDICTION",
@@ -30,6 +32,7 @@ __all__ = [
 ]
 
 CONFLICT_LOG = "conflict-log"  # the data_class of the conflict-log table
+LINEAGE = "lineage"  # the data_class of the conflict detector's lineage table
 GLOBAL_TAG = "global"  # the jurisdiction tag of tables that are not pinned
 # The TTL attribute of every regionkit table (epoch seconds). Tombstones expire through it;
 # a service may use it for its own items too (DynamoDB allows one TTL attribute per table).
@@ -123,7 +126,7 @@ class TablePlan:
         if self.kind == "pinned":
             j = jurisdiction_or_none(policy, region)
             return frozenset(policy.jurisdictions[j].regions) if j else frozenset()
-        if self.kind == "system":
+        if self.kind == "system" and self.data_class != LINEAGE:
             return frozenset({region})  # the conflict log is one table per region
         return frozenset(self.regions)
 
@@ -158,6 +161,19 @@ def plan_tables(policy: Policy, table_prefix: str = "") -> list[TablePlan]:
             regions=tuple(placements.get(log, policy.regions)),
         )
     )
+    lineage = policy.system.lineage_table
+    if lineage in placements:  # one global table (regions.lineage)
+        plans.append(
+            TablePlan(
+                table=table_prefix + lineage,
+                logical=lineage,
+                data_class=LINEAGE,
+                kind="system",
+                partition_key="pk",
+                sort_key=None,
+                regions=tuple(placements[lineage]),
+            )
+        )
     return plans
 
 

@@ -213,7 +213,8 @@ def test_a_clean_cluster_gives_no_fail_and_no_error(env: Env) -> None:
         "infra.deletion_protection",
         "infra.table_placement",
     ):
-        assert len(of(report, check, "PASS")) == 12, check  # 4 tables x 3 regions
+        # 5 tables (the lineage table too) x 3 regions
+        assert len(of(report, check, "PASS")) == 15, check
 
 
 # --- data -------------------------------------------------------------------------------
@@ -333,8 +334,9 @@ def test_a_pii_attribute_in_a_global_table_is_named_never_shown(env: Env) -> Non
     assert f.details["attribute"] == "email"
     assert f.details["example_items"] == [PN("post-leak", scope=env.table("content"))]
     assert "zq-pii-mark" not in f.model_dump_json()
-    # the other global tables and regions pass, and so do the three conflict logs
-    assert len(of(report, "data.global_pii", "PASS")) == 8
+    # the other global tables and regions pass, and so do the three conflict logs and the
+    # lineage table's three replicas
+    assert len(of(report, "data.global_pii", "PASS")) == 11
 
 
 def test_sample_limits_the_items_read(env: Env) -> None:
@@ -925,7 +927,8 @@ def test_access_denied_is_an_error_with_its_reason(env: Env) -> None:
     report = env.audit(checks=["infra.pitr"], clients=DeniedClients(env.cluster))
     errors = of(report, "infra.pitr", "ERROR")
     assert sorted(f.resource for f in errors) == sorted(
-        env.arn(US, t) for t in ("profiles", "content", "directory", "regionkit-conflicts")
+        env.arn(US, t)
+        for t in ("profiles", "content", "directory", "regionkit-conflicts", "regionkit-lineage")
     )
     assert all("access denied" in f.reason and "AccessDeniedException" in f.reason for f in errors)
     assert {f.region for f in of(report, "infra.pitr", "PASS")} == {EU1, EU2}

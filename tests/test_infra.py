@@ -105,6 +105,13 @@ def expected_replicas(policy: Policy) -> dict[tuple[str, str], set[str]]:
                 out[(dc.table, jid)] = set(j.regions)
     for region in policy.regions:  # the conflict log: one unreplicated table per region
         out[(f"{policy.system.conflict_log_table}@{region}", "global")] = {region}
+    # the detectors' lineage table: wherever a global data class has a replica
+    out[(policy.system.lineage_table, "global")] = {
+        r
+        for dc in policy.data_classes.values()
+        if isinstance(dc, GlobalDataClass)
+        for r in dc.replicas
+    }
     return out
 
 
@@ -198,6 +205,8 @@ def test_every_table_replicates_exactly_where_the_policy_says(example: Synth) ->
     for (name, scope), table in tables.items():
         if "@" in name:  # a conflict log, in its own region
             primary = name.split("@")[1]
+        elif name == policy.system.lineage_table:  # the first detector region in policy order
+            primary = policy.lineage_regions()[0]
         elif scope == "global":
             dc = next((d for d in policy.data_classes.values() if d.table == name), None)
             assert isinstance(dc, GlobalDataClass)
@@ -254,7 +263,9 @@ def test_every_table_is_protected_and_encrypted_in_each_region(example: Synth) -
             assert "regionkit:data-class" in tags
             multi_region = len(props["Replicas"]) > 1
             is_log = name.startswith(f"{example.policy.system.conflict_log_table}@")
-            assert (DISRUPT in replica["Tags"]) == (multi_region and not is_log), (name, region)
+            is_lineage = name == example.policy.system.lineage_table  # never paused by FIS
+            fis = multi_region and not is_log and not is_lineage
+            assert (DISRUPT in replica["Tags"]) == fis, (name, region)
 
 
 # --- alarms, detector, FIS ---------------------------------------------------------------
@@ -312,6 +323,7 @@ def test_conflict_detector_reads_every_global_replica_stream(example: Synth) -> 
         assert props["Runtime"] == "python3.11"
         env = props["Environment"]["Variables"]
         assert env["REGIONKIT_CONFLICT_LOG_TABLE"] == policy.system.conflict_log_table
+        assert env["REGIONKIT_LINEAGE_TABLE"] == policy.system.lineage_table
         assert env["REGIONKIT_POLICY_NAME"] == policy.name
         assert set(json.loads(env["REGIONKIT_DETECTOR_TABLES"])) == watched
 
@@ -329,6 +341,42 @@ def test_conflict_detector_reads_every_global_replica_stream(example: Synth) -> 
             assert esm["Properties"]["StartingPosition"] == "TRIM_HORIZON"
             assert esm["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
         assert streams == watched
+
+
+def test_the_lineage_table_is_global_with_ttl_and_shared_by_every_detector(
+    example: Synth,
+) -> None:
+    """Per-region detectors share parents through one global table (regions.lineage):
+    a replica in every detector region, TTL on its entries, and each region's detector
+    granted batch reads and writes on its own region's replica, nothing more."""
+    policy = example.policy
+    name = policy.system.lineage_table
+    (table,) = [t for (n, _), t in example.tables().items() if n == name]
+    props = table["Properties"]
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert [k["AttributeName"] for k in props["KeySchema"]] == ["pk"]
+    detector_regions = set(policy.lineage_regions())
+    assert {r["Region"] for r in props["Replicas"]} == detector_regions
+    for region in policy.regions:
+        stack = example.stack("region", region)
+        grants = [
+            stmt
+            for _, role in example.resources("AWS::IAM::Role", stack)
+            for doc in role["Properties"].get("Policies", [])
+            for stmt in doc["PolicyDocument"]["Statement"]
+            if stmt.get("Sid") == "ShareLineage"
+        ]
+        if region not in detector_regions:
+            assert grants == []
+            continue
+        (grant,) = grants
+        assert sorted(as_list(grant["Action"])) == [
+            "dynamodb:BatchGetItem",
+            "dynamodb:BatchWriteItem",
+        ]
+        assert [render(r) for r in as_list(grant["Resource"])] == [
+            f"arn:aws:dynamodb:{region}:{ACCOUNT}:table/{name}"
+        ]
 
 
 def test_fis_templates_pause_replication_of_tagged_tables(example: Synth) -> None:
@@ -537,6 +585,7 @@ def test_a_new_region_adds_exactly_the_expected_replicas(
         ("profiles", "EU"): {"eu-north-1"},
         ("content", "global"): {"eu-north-1"},
         ("directory", "global"): {"eu-north-1"},
+        ("regionkit-lineage", "global"): {"eu-north-1"},  # a detector runs there now
     }
     assert after[("profiles", "US")] == {"us-east-1"}
     content = edited.tables()[("content", "global")]["Properties"]

@@ -182,10 +182,14 @@ def test_table_placements(social: Policy) -> None:
         "reactions",
         "directory",
         "regionkit-conflicts",
+        "regionkit-lineage",
     }
     # the pinned table exists in every region (each jurisdiction's items stay in its own)
     assert sorted(placements["profiles"]) == sorted(social.regions)
     assert sorted(placements["regionkit-conflicts"]) == sorted(social.regions)
+    # the detectors' lineage table: wherever a global class has a replica
+    replicated = {r for n in ("content", "reactions", "directory") for r in placements[n]}
+    assert set(placements["regionkit-lineage"]) == replicated
     assert placements["content"] == social.data_class("content").replicas  # type: ignore[union-attr]
 
 

@@ -8,6 +8,8 @@ pinned data class          every region, each jurisdiction's regions forming the
                            replica set; the same table name everywhere
 the directory              a global data class (``policy.system.directory``)
 the conflict log           every region (``policy.system.conflict_log_table``, key ``pk``)
+the detectors' lineage     every replica region of a global class, one global table
+                           (``policy.system.lineage_table``, key ``pk``; regions.lineage)
 =========================  ==============================================================
 
 Every table gets what the policy's ``targets.audit`` asks for, so a fresh cluster

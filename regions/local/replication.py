@@ -334,6 +334,9 @@ class ReplicationEngine:
                     if len(j.regions) > 1
                 )
         self.groups.append((self.prefix + policy.system.conflict_log_table, tuple(policy.regions)))
+        lineage = policy.lineage_regions()
+        if lineage:  # per-region detectors' shared parents (regions.lineage)
+            self.groups.append((self.prefix + policy.system.lineage_table, tuple(lineage)))
         self._links: dict[tuple[str, str, str], _Link] = {}
         for table, regions in self.groups:
             for src in regions:

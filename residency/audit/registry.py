@@ -378,6 +378,7 @@ def iam_policy(
             names = sorted(
                 {table_prefix + dc.table for dc in policy.data_classes.values()}
                 | {table_prefix + policy.system.conflict_log_table}
+                | {table_prefix + policy.system.lineage_table}
             )
             arns = [f"{arn}:dynamodb:*:*:table/{n}" for n in names]
             if {"dynamodb:ExportTableToPointInTime", "dynamodb:DescribeExport"} & set(
