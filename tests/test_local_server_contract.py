@@ -93,8 +93,11 @@ def spied_app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
     from moto.kms import utils as kms_utils
     from moto.moto_server import werkzeug_app
 
-    # build_app replaces two helpers in moto's modules: put them back afterwards.
+    # build_app replaces three helpers in moto's modules: put them back afterwards.
     monkeypatch.setattr(responses, "method_names_from_class", moto_utils.method_names_from_class)
+    monkeypatch.setattr(
+        responses.ActionResult, "execute_result", responses.ActionResult.execute_result
+    )
     monkeypatch.setattr(kms_models, "generate_private_key", kms_utils.generate_private_key)
     calls = {"dispatcher": 0, "moto_view": 0}
     dispatch = werkzeug_app.DomainDispatcherApplication.__call__
@@ -154,6 +157,34 @@ def test_other_requests_go_through_moto_s_dispatcher(spied_app: tuple[Any, dict[
     status, reply = _call(app, environ)
     assert status == 200 and b"GetCallerIdentityResult" in reply
     assert calls["dispatcher"] == 1
+
+
+def test_item_results_take_the_fast_path(spied_app: tuple[Any, dict[str, int]]) -> None:
+    """The server writes item results itself (regions/local/fastjson.py, whose own tests
+    check the documents are moto's); if moto stops calling ActionResult.execute_result,
+    the fast path is dead and every scan pays moto's serializer again: fail."""
+    from moto.core import responses
+
+    app, _ = spied_app
+    stats = getattr(responses.ActionResult.execute_result, "regionkit_fast_results", None)
+    assert stats is not None, "build_app() did not install the fast path"
+    table = {
+        "TableName": "fast",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    _call(app, _environ("DynamoDB_20120810.CreateTable", table, "dynamodb"))
+    before = stats.hits
+    for target, body in (
+        ("PutItem", {"TableName": "fast", "Item": {"pk": {"S": "a"}, "b": {"B": "AP8="}}}),
+        ("GetItem", {"TableName": "fast", "Key": {"pk": {"S": "a"}}}),
+        ("Scan", {"TableName": "fast"}),
+    ):
+        status, reply = _call(app, _environ(f"DynamoDB_20120810.{target}", body, "dynamodb"))
+        assert status == 200, (target, reply[:300])
+    assert stats.hits == before + 3, "an item result went through moto's serializer"
+    assert json.loads(reply)["Items"] == [{"pk": {"S": "a"}, "b": {"B": "AP8="}}]
 
 
 def test_the_memoised_helper_is_the_one_moto_calls(spied_app: tuple[Any, dict[str, int]]) -> None:

@@ -13,12 +13,14 @@ measured (``benchmarks/bench_replication.py``):
   one event loop for the connections and a thread pool for the app. moto_server
   runs werkzeug's development server, which answers every request with
   ``Connection: close``, so each boto3 call paid a TCP handshake and a thread.
-* **three costs of moto are skipped**: the dispatcher's scan of every service
+* **four costs of moto are skipped**: the dispatcher's scan of every service
   module on disk, per request (the cluster's calls name their service in
   ``X-Amz-Target``, so they go straight to that service's app, the one the
   dispatcher would have picked); ``inspect.getmembers`` on the response class,
-  per request (:func:`cache_method_names`); and an RSA key pair per KMS key,
-  made only when used (:func:`defer_kms_key_pairs`).
+  per request (:func:`cache_method_names`); an RSA key pair per KMS key,
+  made only when used (:func:`defer_kms_key_pairs`); and moto's shape-walking
+  serializer for results that carry items, written as the same JSON directly
+  (:mod:`regions.local.fastjson`).
 
 ``tests/test_local_server_contract.py`` fails loudly if either stops working
 (moto renames or changes what is used here, or a request falls back to the
@@ -133,6 +135,7 @@ def build_app() -> WsgiApp:
 
     cache_method_names()
     defer_kms_key_pairs()
+    _sibling("fastjson").install()
     dispatcher: WsgiApp = DomainDispatcherApplication(create_backend_app)
     apps: dict[str, WsgiApp] = {
         prefix: create_backend_app(service)  # type: ignore[arg-type]
@@ -208,22 +211,28 @@ def _reply(out: TextIO, **fields: Any) -> None:
     out.flush()
 
 
-def _expire(now: float) -> list[dict[str, Any]]:
-    """DynamoDB's TTL process over everything this region's process holds."""
+def _sibling(name: str) -> Any:
+    """A module of this package loaded by path, once: this process imports nothing of
+    regionkit's packages (see servers.py); the siblings it loads need only the standard
+    library and moto."""
     import importlib.util
     from pathlib import Path
 
-    # By path: this process imports nothing of regionkit's packages (see servers.py);
-    # expiry.py needs only the standard library and moto.
-    path = Path(__file__).with_name("expiry.py")
-    spec = importlib.util.spec_from_file_location("regionkit_expiry", path)
+    spec = importlib.util.spec_from_file_location(
+        f"regionkit_{name}", Path(__file__).with_name(f"{name}.py")
+    )
     assert spec is not None and spec.loader is not None
     module = sys.modules.get(spec.name)
     if module is None:
         module = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = module
         spec.loader.exec_module(module)
-    return [{"table": e.table, "count": e.count} for e in module.expire_backends(now)]
+    return module
+
+
+def _expire(now: float) -> list[dict[str, Any]]:
+    """DynamoDB's TTL process over everything this region's process holds."""
+    return [{"table": e.table, "count": e.count} for e in _sibling("expiry").expire_backends(now)]
 
 
 def serve(region: str, host: str, port: int, proto: TextIO, commands: TextIO) -> None:
