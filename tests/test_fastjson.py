@@ -20,7 +20,7 @@ from regions.local import fastjson
 
 @pytest.fixture
 def checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A fresh install with checking on, taken out again afterwards."""
+    """The process's fast path (conftest installs it) with checking on, for this test."""
     import boto3
     from moto import mock_aws
     from moto.core import responses
@@ -31,7 +31,11 @@ def checked(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         responses.ActionResult, "execute_result", responses.ActionResult.execute_result
     )
     stats = fastjson.install()
-    stats.check = True
+    # this test's counts only: the process's counters are restored afterwards
+    for name, value in (("check", True), ("hits", 0), ("checked", 0)):
+        monkeypatch.setattr(stats, name, value)
+    monkeypatch.setattr(stats, "operations", set())
+    monkeypatch.setattr(stats, "mismatches", [])
     with mock_aws():
         ddb = boto3.client("dynamodb", region_name="eu-west-1")
         ddb.create_table(
