@@ -84,6 +84,9 @@ def cache_method_names() -> Callable[..., Any]:
     from moto.core import responses
     from moto.core.utils import method_names_from_class
 
+    current: Any = getattr(responses, "method_names_from_class", None)
+    if hasattr(current, "cache_info"):  # already memoised in this process (the simulation)
+        return current  # type: ignore[no-any-return]
     cached = functools.lru_cache(maxsize=None)(method_names_from_class)
     responses.method_names_from_class = cached  # type: ignore[attr-defined]
     return cached
