@@ -42,8 +42,14 @@ A *replay*, where an ancestor overwrites its own descendant (a repair that
 arrived late), is put right like an inversion but logged as nothing.
 
 Where a parent is unknown (a detector that never saw the landing region's stream,
-as a per-region Lambda on AWS does not), the detector falls back to what the
-writer stamped (``rk_base``, ``rk_vv``: :func:`classify`).
+as a per-region Lambda on AWS does not), the detector first takes what the writer
+stamped (``rk_base``, ``rk_vv``: :func:`classify`): a successor by its claims is
+one. Where the claims show a conflict, a detector given the shared lineage table
+(``shared``, :mod:`regions.lineage`) does not believe them: it looks the parents up
+there (the landing region's detector published them) and decides as above. An entry
+that has not replicated yet raises :class:`~regions.lineage.LineagePending` (the
+record is retried); once the record is ``lineage_max_age_s`` old it is counted and
+logged as *undetermined*, never as a conflict.
 
 For a data class with a merge function (``conflicts: {merge: module:function}``)
 every conflict is resolved by merging the loser into whatever the replica holds
@@ -79,6 +85,7 @@ from regions.codec import (
     to_ddb,
 )
 from regions.hlc import HLC, ClockDriftError, Stamp
+from regions.lineage import LineagePending, SharedLineage
 from regions.tombstones import DEL_ATTR, DELETED, FENCE, tombstone_kind
 from residency.clients import ClientProvider
 from residency.errors import MalformedId
@@ -86,7 +93,7 @@ from residency.logs import get_logger
 from residency.policy import GlobalDataClass, MergeConflicts, Policy
 from residency.records import ConflictKind, ConflictRecord, conflict_id
 
-__all__ = ["ConflictDetector", "ConflictLog", "Lineage", "classify"]
+__all__ = ["LINEAGE_MAX_AGE_S", "ConflictDetector", "ConflictLog", "Lineage", "classify"]
 
 log = get_logger("regionkit.conflicts")
 
@@ -192,6 +199,10 @@ class ConflictLog:
 
 
 _MISSING: Any = object()
+_UNDETERMINED: Any = object()
+# A replicated write whose lineage entry is still missing this long after its stream
+# record was written is logged as undetermined, not judged (regions.lineage).
+LINEAGE_MAX_AGE_S = 240.0
 
 
 class Lineage:
@@ -241,6 +252,21 @@ class Lineage:
             v = p
         return None
 
+    def unknown_link(self, a: str, b: str) -> str | None:
+        """The version on ``b``'s chain towards ``a`` whose parent is unknown (where
+        :meth:`is_ancestor` stopped with None), or None if the walk decides."""
+        v = b
+        for _ in range(100_000):
+            if v == a:
+                return None
+            p = self._parent.get(v, _MISSING)
+            if p is _MISSING:
+                return v
+            if p is None or p < a:
+                return None
+            v = p
+        return None
+
 
 class ConflictDetector:
     """Classifies stream records, logs each lost write once, repairs inversions, merges."""
@@ -255,6 +281,8 @@ class ConflictDetector:
         clock: Callable[[str], HLC] | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         lineage: Lineage | None = None,
+        shared: SharedLineage | None = None,
+        lineage_max_age_s: float = LINEAGE_MAX_AGE_S,
     ) -> None:
         self.policy = policy
         self.clients = clients
@@ -262,6 +290,15 @@ class ConflictDetector:
         self.repair = repair
         self.now = now
         self.lineage = lineage if lineage is not None else Lineage()
+        # The lineage table shared by every region's detector (per-region detectors on
+        # AWS); None where one detector reads every region's stream (the local cluster).
+        self.shared = shared
+        self.lineage_max_age_s = lineage_max_age_s
+        # How long regions.detector_lambda waits, within one invocation, for a missing
+        # lineage entry before it reports the record for Lambda to retry.
+        self.lineage_wait_s = 0.0
+        self._outbox: dict[str, dict[tuple[str, str], str | None]] = {}
+        self._absent: set[tuple[str, str]] = set()  # looked up since the last prefetch
         self._clocks: dict[str, HLC] = {}
         self._clock_factory: Callable[[str], HLC] = clock or HLC
         self._by_table: dict[str, tuple[str, Any]] = {
@@ -307,14 +344,12 @@ class ConflictDetector:
             return None  # the conflict log itself, or a table regionkit does not manage
         body = record.get("dynamodb", {})
         new_raw, old_raw = body.get("NewImage"), body.get("OldImage")
-        if not new_raw:
-            return None  # a delete (TTL expiry): no version replaced another
-        nv = (new_raw.get(VERSION_ATTR) or {}).get("S")
+        nv = ((new_raw or {}).get(VERSION_ATTR) or {}).get("S")
         if not nv:
-            return None
+            return None  # a delete (TTL expiry: no version replaced another), or unversioned
         ov = (old_raw.get(VERSION_ATTR) or {}).get("S") if old_raw else None
         at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
-        if at == region and self.lineage.learn(nv, ov):
+        if at == region and self._landed(region, table, nv, ov):
             return None  # the landing record: what it replaced is its parent, by definition
         if not ov or ov == nv:
             return None
@@ -325,6 +360,12 @@ class ConflictDetector:
             return None  # a causal successor by its writer's claims (the images not decoded)
         data_class, dc = entry
         old, new = from_ddb(old_raw) or {}, from_ddb(new_raw) or {}
+        if related is None and self.shared is not None and classify(old, new, region):
+            # The claims show a conflict, but only the landing region saw what the write
+            # replaced: ask the lineage table rather than believe them.
+            related = self._related_by_lineage(region, table, body, old, new, ov, nv)
+            if related is _UNDETERMINED or related:
+                return None  # undetermined (counted and logged), or a causal successor
         judged = self._judge(region, old, new, ov, nv, known=related is not None)
         if judged is None:
             return None
@@ -337,6 +378,150 @@ class ConflictDetector:
             self.counts["replay"] += 1
             return None
         return self._resolve(region, table, data_class, dc, kind, old, new)
+
+    # --- the shared lineage (per-region detectors) ---
+
+    def _landed(self, region: str, table: str, nv: str, ov: str | None) -> bool:
+        """Learn a landing record's parent; True if it was not known before. A write
+        that originated here goes to the lineage table too (not a repair that put an
+        older version back: its parent is where it first landed)."""
+        learned = self.lineage.learn(nv, ov)
+        if learned and self.shared is not None and (ov is None or ov < nv):
+            self._queue(region, table, nv)
+        return learned
+
+    def _queue(self, region: str, table: str, version: str) -> None:
+        parent = self.lineage.parent(version)
+        self._outbox.setdefault(region, {})[(table, version)] = (
+            None if parent is _MISSING else parent
+        )
+
+    def learn_landings(self, items: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Learn (and queue for the lineage table) the parents of a batch's landing
+        records before any record is judged, so two regions' detectors each waiting on
+        the other's entries never wait on entries held back in an unfinished batch.
+        Nothing without a shared lineage (the local cluster's one detector)."""
+        if self.shared is None:
+            return
+        for region, table, record in items:
+            if table not in self._by_table:
+                continue
+            body = record.get("dynamodb", {})
+            new_raw, old_raw = body.get("NewImage"), body.get("OldImage")
+            nv = ((new_raw or {}).get(VERSION_ATTR) or {}).get("S")
+            if not nv:
+                continue
+            ov = (old_raw.get(VERSION_ATTR) or {}).get("S") if old_raw else None
+            at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
+            if at == region and (ov is None or ov < nv) and self.lineage.learn(nv, ov):
+                self._queue(region, table, nv)
+
+    def publish_lineage(self) -> int:
+        """Write the queued entries to the lineage table; raises (nothing is dropped:
+        the queue is kept for the retry) if they cannot be written."""
+        if self.shared is None:
+            return 0
+        written = 0
+        for region in list(self._outbox):
+            entries = self._outbox[region]
+            if entries:
+                written += self.shared.publish(region, [(t, v, p) for (t, v), p in entries.items()])
+            del self._outbox[region]
+        self.counts["lineage_published"] += written
+        return written
+
+    def prefetch_lineage(self, items: Iterable[tuple[str, str, dict[str, Any]]]) -> None:
+        """Look up, in one ``BatchGetItem`` per 100 keys, the parents a batch's
+        replicated blind writes will be judged by (deeper links, and the parent of a
+        version a conflict replaced, are looked up as they are met)."""
+        if self.shared is None:
+            return
+        self._absent.clear()
+        wanted: dict[str, set[tuple[str, str]]] = {}
+        parent = self.lineage.parent
+        for region, table, record in items:
+            if table not in self._by_table:
+                continue
+            body = record.get("dynamodb") or {}
+            new_raw, old_raw = body.get("NewImage"), body.get("OldImage")
+            if not new_raw or not old_raw or BASE_ATTR in new_raw:
+                continue  # an insert or a delete, or a write that names its parent
+            nv = (new_raw.get(VERSION_ATTR) or {}).get("S")
+            ov = (old_raw.get(VERSION_ATTR) or {}).get("S")
+            if not nv or not ov or nv == ov or parent(nv) is not _MISSING:
+                continue
+            at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
+            if at == region or _claims_descend(new_raw, old_raw, ov):
+                continue
+            wanted.setdefault(region, set()).add((table, nv))
+        for region, keys in wanted.items():
+            self._fetch(region, keys)
+
+    def _fetch(self, region: str, keys: Iterable[tuple[str, str]]) -> None:
+        assert self.shared is not None
+        todo = {k for k in keys if k not in self._absent and self.lineage.parent(k[1]) is _MISSING}
+        if not todo:
+            return
+        found = self.shared.fetch(region, todo)
+        for (_table, version), parent in found.items():
+            self.lineage.learn(version, parent)
+        self._absent |= todo - set(found)
+        self.counts["lineage_lookups"] += len(todo)
+
+    def _related_by_lineage(
+        self,
+        region: str,
+        table: str,
+        body: dict[str, Any],
+        old: dict[str, Any],
+        new: dict[str, Any],
+        ov: str,
+        nv: str,
+    ) -> Any:
+        """Whether ``ov`` is an ancestor of ``nv``, from the lineage table where the
+        claims give no parent. Raises :class:`LineagePending` while a needed entry is
+        missing; ``_UNDETERMINED`` once the record is too old to wait for it."""
+        # A write based on a version it read is conditional on it: its rk_base is what
+        # it replaced where it landed (ground truth, like its landing record).
+        for item, v in ((new, nv), (old, ov)):
+            base = item.get(BASE_ATTR)
+            if isinstance(base, str) and base and self.lineage.parent(v) is _MISSING:
+                self.lineage.learn(v, base)
+        for _ in range(64):
+            related = self.lineage.is_ancestor(ov, nv)
+            if related is False and self.lineage.parent(ov) is _MISSING:
+                # a conflict: what ``ov`` replaced tells its kind (never waited for)
+                self._fetch(region, [(table, ov)])
+            if related is not None:
+                return related
+            link = self.lineage.unknown_link(ov, nv)
+            if link is None:
+                break
+            self._fetch(region, [(table, link)])
+            if self.lineage.parent(link) is _MISSING:
+                age = self._age(body)
+                if age is not None and age >= self.lineage_max_age_s:
+                    self.counts["undetermined"] += 1
+                    log.warning(
+                        "conflict undetermined: the lineage entry never arrived",
+                        region=region,
+                        table=table,
+                        version=link,
+                        age_s=round(age, 1),
+                    )
+                    return _UNDETERMINED
+                self.counts["lineage_pending"] += 1
+                raise LineagePending(table, link)
+        return self.lineage.is_ancestor(ov, nv)
+
+    def _age(self, body: dict[str, Any]) -> float | None:
+        """Seconds since the stream record was written (None if it does not say)."""
+        created = body.get("ApproximateCreationDateTime")
+        if isinstance(created, datetime):
+            return (self.now() - created).total_seconds()
+        if isinstance(created, (int, float)) and not isinstance(created, bool):
+            return self.now().timestamp() - float(created)
+        return None
 
     def _judge(
         self,

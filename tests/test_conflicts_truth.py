@@ -22,6 +22,7 @@ Per class, from the conflict log (raw scans of every region's replica):
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,7 @@ class Score:
     pairs_logged: int
     duplicates: int
     foreign: int
+    notes: str = ""
 
     @property
     def precision(self) -> float:
@@ -90,8 +92,11 @@ class Score:
 
 
 class Harness:
-    def __init__(self, sim: Simulation, prefix: str) -> None:
+    def __init__(
+        self, sim: Simulation, prefix: str, drain: Callable[[], int] | None = None
+    ) -> None:
         self.sim = sim
+        self.drain = drain  # per-region detectors: records still waiting, after another go
         self.prefix = prefix
         self.truth = Truth()
         self.keys: list[str] = []
@@ -133,6 +138,12 @@ class Harness:
     def score(self, workload: str) -> Score:
         sim = self.sim
         sim.settle()
+        for _ in range(100):
+            if self.drain is None or not self.drain():
+                break
+            sim.settle()
+        else:
+            raise AssertionError("per-region detectors still wait on lineage entries")
         finals: dict[str, str] = {}
         for key in self.keys:
             versions = {str((self.raw(r, key) or {}).get(VERSION_ATTR)) for r in REGIONS}
@@ -264,32 +275,106 @@ WORKLOADS: dict[str, Callable[[Harness, random.Random], None]] = {
 }
 
 
-def _per_region_detectors(sim: Simulation) -> None:
-    """One detector per region, each with its own lineage, as per-region Lambdas on AWS."""
-    from regions.conflicts import ConflictDetector
-    from regions.hlc import HLC
+class RegionLambdas:
+    """One detector per region, each reading only its own region's streams, as the
+    per-region Lambdas on AWS do: the real handler (regions.detector_lambda) on batches
+    of that region's records, with the shared lineage table (itself replicated by the
+    emulator) and Lambda's retry: a batch resumes from its first failed record, and is
+    tried again whenever a record reaches the region's streams (any table's)."""
 
-    own = {
-        r: ConflictDetector(sim.policy, sim.clients, clock=lambda x: HLC(x, node="0000000d"))
-        for r in sim.policy.regions
-    }
+    def __init__(self, sim: Simulation) -> None:
+        from regions.conflicts import ConflictDetector
+        from regions.hlc import HLC
+        from regions.lineage import SharedLineage
 
-    def dispatch(region: str, table: str, record: dict[str, Any]) -> None:
-        own[region].process(region, table, record)
+        class LateLineage(SharedLineage):
+            """Entries reach the lineage table a few records after the detector wrote
+            them (a slow detector or link), so replicated writes often arrive first."""
 
-    sim.engine.listeners = [dispatch]
+            def __init__(self) -> None:
+                super().__init__(sim.clients, sim.policy.system.lineage_table)
+                self.held: list[tuple[int, str, list[tuple[str, str, str | None]]]] = []
+                self.tick = 0
+
+            def publish(self, region: str, entries: Any) -> int:
+                self.held.append((self.tick, region, list(entries)))
+                return len(self.held[-1][2])
+
+            def release(self, delay: int) -> None:
+                self.tick += 1
+                due = [h for h in self.held if self.tick - h[0] >= delay]
+                self.held = [h for h in self.held if self.tick - h[0] < delay]
+                for _, region, entries in due:
+                    SharedLineage.publish(self, region, entries)
+
+        self.sim = sim
+        shared = self.shared = LateLineage()
+        self.detectors = {
+            r: ConflictDetector(
+                sim.policy, sim.clients, clock=lambda x: HLC(x, node="0000000d"), shared=shared
+            )
+            for r in sim.policy.regions
+        }
+        self.watched = {dc.table for dc in sim.policy.data_classes.values()}
+        self.queues: dict[str, list[dict[str, Any]]] = {r: [] for r in sim.policy.regions}
+        self.retries = 0
+        sim.engine.listeners = [self]
+
+    def __call__(self, region: str, table: str, record: dict[str, Any]) -> None:
+        self.shared.release(delay=5)
+        if table in self.watched:
+            arn = f"arn:aws:dynamodb:{region}:123456789012:table/{table}/stream/2026-01-01"
+            self.queues[region].append({**record, "awsRegion": region, "eventSourceARN": arn})
+        self.run(region)
+
+    def run(self, region: str) -> None:
+        from regions.detector_lambda import handler
+
+        queue = self.queues[region]
+        while queue:
+            batch = queue[:100]
+            out = handler({"Records": batch}, None, detector=self.detectors[region])
+            failed = {f["itemIdentifier"] for f in out["batchItemFailures"]}
+            if failed:
+                first = min(
+                    i for i, r in enumerate(batch) if r["dynamodb"]["SequenceNumber"] in failed
+                )
+                del queue[:first]
+                self.retries += 1
+                return
+            del queue[: len(batch)]
+
+    def drain(self) -> int:
+        """Give every region's detector another go; how many records still wait."""
+        self.shared.release(delay=0)
+        for region in self.queues:
+            self.run(region)
+        return sum(len(q) for q in self.queues.values())
+
+    def notes(self) -> str:
+        counts: Counter[str] = Counter()
+        for d in self.detectors.values():
+            counts.update(d.counts)
+            assert not d.errors, d.errors
+        return (
+            f"lineage: {counts['lineage_published']} entries published, "
+            f"{counts['lineage_lookups']} looked up, {counts['lineage_pending']} waits "
+            f"({self.retries} batch retries), {counts['undetermined']} undetermined"
+        )
 
 
 def run_workloads(policy: Policy, seed: int = 7, *, per_region: bool = False) -> list[Score]:
-    """Every class on one simulation; ``per_region`` gives each region its own detector."""
+    """Every class on one simulation; ``per_region`` gives each region its own detector
+    (:class:`RegionLambdas`)."""
     scores = []
     with simulation(policy, seed=seed) as sim:
-        if per_region:
-            _per_region_detectors(sim)
+        lambdas = RegionLambdas(sim) if per_region else None
         for n, (name, workload) in enumerate(WORKLOADS.items()):
-            h = Harness(sim, prefix=f"w{n}")
+            h = Harness(sim, prefix=f"w{n}", drain=lambdas.drain if lambdas else None)
             workload(h, random.Random(seed * 100 + n))
             scores.append(h.score(name))
+        if lambdas is not None:
+            scores[-1].notes = lambdas.notes()
     return scores
 
 
@@ -313,14 +398,18 @@ def test_every_logged_conflict_is_true_and_every_lost_write_is_logged_once(
 
 
 def test_per_region_detectors_as_on_aws_are_measured(minimal_policy_path: Any) -> None:
-    """Reported, not a goal: each region's detector sees only its own stream (AWS Lambda),
-    so a parent that landed elsewhere is known only by the writer's stamps."""
+    """Each region's detector sees only its own streams (AWS Lambda): a replicated blind
+    write is judged by the parent its landing region published to the lineage table.
+    Scored against the harness's ground truth, every class is exact."""
     out = run_workloads(load_policy(minimal_policy_path), per_region=True)
     for s in out:
         print("per-region: " + s.row())
-    by = {s.workload: s for s in out}
-    for name in ("2-way concurrent edits (based_on)", "3-way concurrent edits"):
-        assert by[name].precision == 1.0 and by[name].lost_recall == 1.0, by[name].row()
+    print(out[-1].notes)
+    for s in out:
+        assert s.foreign == 0
+        assert s.precision == 1.0, s.row()
+        assert s.lost_logged_once == s.lost and s.lost_recall == 1.0, s.row()
+        assert s.duplicates == 0, s.row()
 
 
 def test_two_way_classes_log_every_pair(scores: list[Score]) -> None:

@@ -158,8 +158,11 @@ def test_the_staged_handler_logs_a_real_concurrent_overwrite_with_only_boto3(
 ) -> None:
     """Two routers edit the same version of an item in two regions; one region's copy is
     then overwritten by the other's (replication, done by hand: the cluster does not
-    replicate). The stream of that region, handed to the staged function in the clean
-    environment, yields exactly one conflict, which is in that region's conflict log."""
+    replicate). The edits are blind, so the overwritten region's detector needs the
+    parent the other region's detector published to the lineage table (replicated by
+    hand too): until it is there the record waits (reported for Lambda to retry); then
+    the stream of that region, handed to the staged function in the clean environment,
+    yields exactly one conflict, which is in that region's conflict log."""
     c = isolated_cluster
     table = c.table_name("content")
     key = f"asset-{os.getpid()}-{id(c)}"
@@ -182,22 +185,35 @@ def test_the_staged_handler_logs_a_real_concurrent_overwrite_with_only_boto3(
     log_table = c.table_name(c.policy.system.conflict_log_table)
     before = ddb_a.scan(TableName=log_table, ConsistentRead=True)["Count"]
 
-    out = _run(
-        boto3_only_python,
-        asset,
-        "import json, regions.detector_lambda as fn\n"
-        f"print(json.dumps(fn.handler(json.loads({json.dumps(json.dumps(event))}))))",
-        {
-            "REGIONKIT_MODE": "aws",
-            "REGIONKIT_POLICY": str(asset / "policy.yaml"),
-            "REGIONKIT_TABLE_PREFIX": c.table_prefix,
-            "REGIONKIT_LOG_FORMAT": "json",
-            "AWS_REGION": EU1,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_ENDPOINT_URL_DYNAMODB": c.endpoints[EU1],
-        },
-    )
+    def invoke(region: str, lambda_event: Any) -> Any:
+        return _run(
+            boto3_only_python,
+            asset,
+            "import json, regions.detector_lambda as fn\n"
+            f"print(json.dumps(fn.handler(json.loads({json.dumps(json.dumps(lambda_event))}))))",
+            {
+                "REGIONKIT_MODE": "aws",
+                "REGIONKIT_POLICY": str(asset / "policy.yaml"),
+                "REGIONKIT_TABLE_PREFIX": c.table_prefix,
+                "REGIONKIT_LOG_FORMAT": "json",
+                "REGIONKIT_LINEAGE_WAIT_S": "0",
+                "AWS_REGION": region,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_ENDPOINT_URL_DYNAMODB": c.endpoints[region],
+            },
+        )
+
+    # B's blind edit landed over v0 in B; only B's stream shows it: A's detector waits
+    seq = event["Records"][-1]["dynamodb"]["SequenceNumber"]
+    assert invoke(EU1, event) == {"batchItemFailures": [{"itemIdentifier": seq}], "conflicts": 0}
+    arn_b = ddb_b.describe_table(TableName=table)["Table"]["LatestStreamArn"]
+    event_b = _as_lambda_event(stream_records(c, EU2, table, key), EU2, table, arn_b)
+    assert invoke(EU2, event_b) == {"batchItemFailures": [], "conflicts": 0}
+    lineage = c.table_name(c.policy.system.lineage_table)
+    for entry in ddb_b.scan(TableName=lineage, ConsistentRead=True)["Items"]:
+        ddb_a.put_item(TableName=lineage, Item=entry)  # the lineage table replicates
+    out = invoke(EU1, event)
     assert out == {"batchItemFailures": [], "conflicts": 1}
     logged = ddb_a.scan(TableName=log_table, ConsistentRead=True)["Items"]
     assert len(logged) == before + 1
