@@ -95,7 +95,7 @@ def route_cmd(
     data_class = default_data_class(policy, data_class)
     policy.data_class(data_class)  # UnknownDataClass: exit 2, naming the known ones
     policy.check_region(uid.home_hint)
-    router = RegionRouter(policy, region=from_region or settings.region, settings=settings)
+    router = RegionRouter(policy, region=from_region or settings.region, config=settings)
     ex = explain_route(
         router,
         user_id,

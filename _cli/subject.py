@@ -40,7 +40,7 @@ def _subject_router() -> tuple[Settings, RegionRouter]:
 
     settings = quick_settings()
     policy = cluster_policy(settings)
-    return settings, RegionRouter(policy, region=settings.region, settings=settings)
+    return settings, RegionRouter(policy, region=settings.region, config=settings)
 
 
 def _subject_call(settings: Settings, what: str, fn: Any) -> Any:

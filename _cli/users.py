@@ -84,7 +84,7 @@ def users_seed(
             "(REGIONKIT_MODE=local)"
         )
     policy = cluster_policy(settings)
-    router = RegionRouter(policy, region=settings.region, settings=settings)
+    router = RegionRouter(policy, region=settings.region, config=settings)
     try:
         result = seed_users(router, count)
     except (BackendError, RegionUnavailable, BotoCoreError, ClientError) as exc:
@@ -133,7 +133,7 @@ def users_move(
     policy = cluster_policy(settings)
     if region is not None:
         policy.check_region(region)
-    router = RegionRouter(policy, region=settings.region, settings=settings)
+    router = RegionRouter(policy, region=settings.region, config=settings)
     try:
         if user_id is not None:
             results = [router.move_user(user_id, country=country, region=region)]

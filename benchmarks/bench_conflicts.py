@@ -328,7 +328,7 @@ def _unstamped_put(router: RegionRouter) -> Callable[[dict[str, Any]], Any]:
 
 
 def bench_stamping(policy: Policy, calls: int) -> dict[str, float]:
-    router = RegionRouter(policy, clients=_StubClients(), settings=_settings())
+    router = RegionRouter(policy, clients=_StubClients(), config=_settings())
     body = {"pk": "post-1", "body": "x" * 200, "likes": 3}
     read = {**body, "rk_v": _v(T0, OTHER), "rk_vv": {OTHER: _v(T0, OTHER)}}
 
@@ -363,7 +363,7 @@ def bench_stamping(policy: Policy, calls: int) -> dict[str, float]:
 
 
 def bench_stamped_io(policy: Policy, clients: _Clients, rounds: int, calls: int) -> dict[str, Any]:
-    router = RegionRouter(policy, clients=clients, settings=_settings())
+    router = RegionRouter(policy, clients=clients, config=_settings())
     client = clients.client("dynamodb", REGION)
     table = policy.data_classes["content"].table
     unstamped = _unstamped_put(router)
@@ -418,8 +418,8 @@ def bench_validator(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
     plain, checked = _Clients(), _Clients()
     strict.install(checked.client("dynamodb", REGION))
     routers = {
-        "router.put, validator off": RegionRouter(policy, clients=plain, settings=_settings()),
-        "router.put, validator on": RegionRouter(policy, clients=checked, settings=_settings()),
+        "router.put, validator off": RegionRouter(policy, clients=plain, config=_settings()),
+        "router.put, validator on": RegionRouter(policy, clients=checked, config=_settings()),
     }
     counter = iter(range(10**9))
     body = "x" * 200

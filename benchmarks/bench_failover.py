@@ -94,14 +94,14 @@ class DelayProxy:
 
 
 def _router(policy: Policy, cluster: LocalCluster, **overrides: Any) -> RegionRouter:
-    return RegionRouter(policy, region=ORIGIN, settings=cluster.settings(**overrides))
+    return RegionRouter(policy, region=ORIGIN, config=cluster.settings(**overrides))
 
 
 def failover_runs(policy: Policy, cluster: LocalCluster, mode: str, runs: int) -> list[float]:
     out: list[float] = []
     for i in range(runs):
         with _router(policy, cluster) as router:
-            s = router.settings
+            s = router.config
             assert (s.connect_timeout, s.read_timeout, s.max_attempts) == (0.5, 1.0, 3)
             router.put("content", {"pk": f"warm-{mode}-{i}", "body": "x"})
             cluster.outage(ORIGIN, mode)  # type: ignore[arg-type]

@@ -51,7 +51,7 @@ from regions.ids import mint_user_id  # noqa: E402
 from regions.pool import ClientPool  # noqa: E402
 from regions.router import RegionRouter  # noqa: E402
 from residency.policy import Policy, load_policy  # noqa: E402
-from residency.settings import Settings  # noqa: E402
+from residency.settings import RouterConfig  # noqa: E402
 
 GOAL_DECISION_NS = 1_000.0
 GOAL_RATIO = 1.05
@@ -65,10 +65,10 @@ class _NoClients:
         raise AssertionError(f"a cached decision sent a request to {service} in {region}")
 
 
-def _settings() -> Settings:
+def _settings() -> RouterConfig:
     # endpoints={} explicitly: a local-cluster state file in the working directory must
     # not point this in-process benchmark at running servers.
-    return Settings(mode="aws", endpoints={}, region=REGION, directory_cache_size=200_000)
+    return RouterConfig(mode="aws", endpoints={}, region=REGION, directory_cache_size=200_000)
 
 
 def _users(policy: Policy, router: RegionRouter, n: int) -> list[str]:
@@ -93,7 +93,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def bench_decisions(policy: Policy, batches: int, size: int) -> dict[str, tuple[float, float]]:
-    router = RegionRouter(policy, clients=_NoClients(), settings=_settings())
+    router = RegionRouter(policy, clients=_NoClients(), config=_settings())
     ids = _users(policy, router, size)
     table = {uid: i for i, uid in enumerate(ids)}
     route = router.route
@@ -164,7 +164,7 @@ def _captured_put(policy: Policy, body: str) -> dict[str, Any]:
         def client(self, service: str, region: str) -> Any:
             return capture
 
-    router = RegionRouter(policy, clients=Provider(), settings=_settings())
+    router = RegionRouter(policy, clients=Provider(), config=_settings())
     router.put("content", {"pk": "template", "body": body})
     assert capture.sent.get("ConditionExpression"), "router.put sent no condition"
     return capture.sent
@@ -188,7 +188,7 @@ def bench_io(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
     with mock_aws():
         settings = _settings()
         pool = ClientPool(settings)
-        router = RegionRouter(policy, clients=pool, settings=settings)
+        router = RegionRouter(policy, clients=pool, config=settings)
         client = pool.client("dynamodb", REGION)  # the very client the router uses
         table = settings.table_name(policy.data_classes["content"].table)
         _create_table(client, table)
@@ -290,7 +290,7 @@ class _Timed:
 
 
 def _in_situ(
-    policy: Policy, settings: Settings, client: Any, table: str, calls: int
+    policy: Policy, settings: RouterConfig, client: Any, table: str, calls: int
 ) -> dict[str, float]:
     """The router's own time around real moto calls (before the client call + after it), us.
 
@@ -303,7 +303,7 @@ def _in_situ(
         def client(self, service: str, region: str) -> Any:
             return timed
 
-    router = RegionRouter(policy, clients=Provider(), settings=settings)
+    router = RegionRouter(policy, clients=Provider(), config=settings)
     body = "x" * 200
     out: dict[str, float] = {}
     for name, fn in (
@@ -348,7 +348,7 @@ def bench_own_cost(policy: Policy, calls: int) -> dict[str, float]:
         def client(self, service: str, region: str) -> Any:
             return stub
 
-    router = RegionRouter(policy, clients=Provider(), settings=_settings())
+    router = RegionRouter(policy, clients=Provider(), config=_settings())
     body = "x" * 200
     out: dict[str, float] = {}
     for name, fn in (
@@ -369,7 +369,7 @@ def bench_own_cost(policy: Policy, calls: int) -> dict[str, float]:
 
 
 def bench_threads(policy: Policy, threads: int, per_thread: int) -> dict[str, float]:
-    router = RegionRouter(policy, clients=_NoClients(), settings=_settings())
+    router = RegionRouter(policy, clients=_NoClients(), config=_settings())
     ids = _users(policy, router, 1000)
     errors: list[BaseException] = []
 
@@ -418,7 +418,7 @@ def bench_feed(rounds: int, calls: int) -> dict[str, float]:
         settings = _settings()
         pool = ClientPool(settings)
         create_tables(feed_policy, pool)
-        router = RegionRouter(feed_policy, clients=pool, settings=settings)
+        router = RegionRouter(feed_policy, clients=pool, config=settings)
         client = pool.client("dynamodb", REGION)
         for i in range(60):
             router.put("feed", {"pk": "reader", "sk": f"{i:04d}", "post": f"p{i}"})

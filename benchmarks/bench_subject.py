@@ -81,7 +81,7 @@ def bench_locate_erase(items: int) -> dict[str, Any]:
     with LocalCluster(policy, replicate=True) as cluster:
         regions = policy.regions
         settings = cluster.settings(read_timeout=60)
-        routers = {r: RegionRouter(policy, region=r, settings=settings) for r in regions}
+        routers = {r: RegionRouter(policy, region=r, config=settings) for r in regions}
         home = routers["ap-south-1"]
         uid = home.new_user_id(country="IN")
         home.assign_home(uid, country="IN")
@@ -129,7 +129,7 @@ def bench_index_vs_scan(table_items: int, rounds: int) -> dict[str, Any]:
         table = cluster.table_name("content")
         # A scan page of moto over a large table takes seconds: wait for it.
         slow = cluster.settings(read_timeout=300, max_attempts=1)
-        router = RegionRouter(policy, region=region, settings=slow)
+        router = RegionRouter(policy, region=region, config=slow)
         uid = router.new_user_id(country="DE")
         router.assign_home(uid, country="DE")
         t0 = time.perf_counter()

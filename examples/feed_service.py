@@ -6,7 +6,7 @@ a batch get of the feed's posts, and a reaction. Every call goes through
 to all of it; nothing here touches boto3.
 
     from examples.feed_service import FeedService
-    svc = FeedService(RegionRouter.from_settings())
+    svc = FeedService(RegionRouter.from_env())   # REGIONKIT_* env, .env, `local up` state
     alice = svc.sign_up(country="DE", name="Alice", email="...")
 """
 

@@ -1,7 +1,9 @@
 """regionkit's region router: what services import.
 
     from regions import RegionRouter
-    router = RegionRouter.from_settings()          # REGIONKIT_* env, .env, `local up` state
+    router = RegionRouter.from_env()               # REGIONKIT_* env, .env, `local up` state
+    # or, reading nothing from the environment:
+    # RegionRouter(policy, config=RouterConfig(mode="aws", region="ap-south-1"))
     uid = router.new_user_id(country="IN")
     router.assign_home(uid, country="IN")
     router.put("profile", {"pk": uid, "display_name": "..."})   # stays in India
@@ -25,6 +27,7 @@ from residency.errors import (
     StaleWrite,
     UnassignedUser,
 )
+from residency.settings import RouterConfig
 
 __all__ = [
     "HLC",
@@ -45,6 +48,7 @@ __all__ = [
     "RegionkitError",
     "ResidencyViolation",
     "Route",
+    "RouterConfig",
     "Sort",
     "StaleWrite",
     "Stamp",

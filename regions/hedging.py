@@ -1,6 +1,6 @@
 """Hedged reads (tail at scale): a second read to another replica when the first is slow.
 
-Optional (``Settings.hedge_reads``): a read of a global class that has not answered
+Optional (``RouterConfig.hedge_reads``): a read of a global class that has not answered
 within the region's observed p95 latency is sent to the next replica as well, and the
 first answer wins. The slower call still finishes in the background and still feeds
 the breaker. Only the winner's latency is recorded: a slow region's losing answers
@@ -24,7 +24,7 @@ from residency.errors import RegionUnavailable
 
 if TYPE_CHECKING:
     from residency.policy import Policy
-    from residency.settings import Settings
+    from residency.settings import RouterConfig
 
 __all__ = ["HedgePolicy", "HedgedReads", "LatencyTracker"]
 
@@ -46,9 +46,9 @@ class HedgePolicy:
     workers: int = 32
 
     @classmethod
-    def from_settings(cls, policy: Policy, settings: Settings) -> HedgePolicy | None:
+    def from_config(cls, policy: Policy, config: RouterConfig) -> HedgePolicy | None:
         """The policy's global classes (not the directory), when ``hedge_reads`` is on."""
-        if not settings.hedge_reads:
+        if not config.hedge_reads:
             return None
         return cls(
             classes=frozenset(
@@ -56,7 +56,7 @@ class HedgePolicy:
                 for n, dc in policy.data_classes.items()
                 if dc.kind == "global" and n != policy.system.directory
             ),
-            max_delay_s=settings.hedge_max_delay_ms / 1000,
+            max_delay_s=config.hedge_max_delay_ms / 1000,
         )
 
 

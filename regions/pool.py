@@ -12,7 +12,7 @@ botocore try **once** (``total_max_attempts=1``); the router's transport owns th
 one retry policy (throttling in place, failover on no answer). A pool used outside
 the router (the audit's scans, the conflict log's admin calls) passes
 ``retries="botocore"`` and gets botocore's ``standard`` mode with
-``Settings.max_attempts``.
+``RouterConfig.max_attempts``.
 """
 
 from __future__ import annotations
@@ -21,23 +21,23 @@ import threading
 from typing import Any, Literal
 
 from residency.errors import SettingsError
-from residency.settings import Settings, is_loopback_url
+from residency.settings import RouterConfig, is_loopback_url
 
 __all__ = ["ClientPool"]
 
 
 class ClientPool:
-    """Thread-safe lazy boto3 clients configured from settings."""
+    """Thread-safe lazy boto3 clients configured by a :class:`RouterConfig`."""
 
     def __init__(
         self,
-        settings: Settings,
+        config: RouterConfig,
         *,
         session: Any = None,
         max_pool_connections: int = 32,
         retries: Literal["router", "botocore"] = "router",
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.retries = retries
         self._session = session
         self._max_pool = max_pool_connections
@@ -65,15 +65,16 @@ class ClientPool:
         self.close()
 
     def _endpoint(self, region: str) -> str | None:
-        url = self.settings.endpoint_for(region)
-        if self.settings.mode == "local":
+        url = self.config.endpoint_for(region)
+        if self.config.mode == "local":
             if url is None:
                 raise SettingsError(
                     setting="endpoints",
                     value=region,
                     reason=f"local mode has no endpoint for {region}",
-                    fix="start the cluster with `regionkit local up`, or set "
-                    "REGIONKIT_MODE=aws for real AWS",
+                    fix="pass RouterConfig(endpoints={...}) (or build the router with "
+                    "RegionRouter.from_env() after `regionkit local up`), or use mode='aws' "
+                    "for real AWS",
                 )
             if not is_loopback_url(url):  # settings validate this too; never trust twice-removed
                 raise SettingsError(
@@ -92,7 +93,7 @@ class ClientPool:
             import boto3
             from botocore.config import Config
 
-            s = self.settings
+            s = self.config
             config = Config(
                 region_name=region,
                 connect_timeout=s.connect_timeout,

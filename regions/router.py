@@ -50,7 +50,7 @@ from residency.errors import ConfigError
 from residency.guard import ResidencyGuard
 from residency.policy import Policy
 from residency.pseudonym import Pseudonymizer
-from residency.settings import Settings, load_settings
+from residency.settings import RouterConfig
 
 __all__ = ["MoveResult", "RegionRouter", "Route", "Written"]
 
@@ -65,7 +65,7 @@ class RegionRouter:
         region: str | None = None,
         clients: ClientProvider | None = None,
         health: RegionHealth | None = None,
-        settings: Settings | None = None,
+        config: RouterConfig | None = None,
         clock: HLC | None = None,
         physical_clock: Callable[[], int] | None = None,
         directory: DirectoryCache | None = None,
@@ -74,7 +74,7 @@ class RegionRouter:
         metrics: RequestMetrics | None = None,
     ) -> None:
         self.policy = policy
-        self.settings = s = settings or load_settings()
+        self.config = s = config if config is not None else RouterConfig()
         self.region = region if region is not None else s.region
         if self.region is None and s.mode == "aws" and clients is None:
             s.require_region()  # exit 2 naming the sources; never a silent first region
@@ -105,8 +105,8 @@ class RegionRouter:
         self.transport = Transport(
             self.clients,
             self.health,
-            policy=RetryPolicy.from_settings(s),
-            hedge=HedgePolicy.from_settings(policy, s),
+            policy=RetryPolicy.from_config(s),
+            hedge=HedgePolicy.from_config(policy, s),
             metrics=metrics,
         )
         self.merge_function = MergeFunctions(s.merge_modules)
@@ -136,12 +136,21 @@ class RegionRouter:
         )
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, **kwargs: Any) -> RegionRouter:
+    def from_env(cls, policy: Policy | None = None, **kwargs: Any) -> RegionRouter:
+        """A router configured the way the CLI is: ``REGIONKIT_*`` variables, ``.env`` in
+        the working directory, the ``regionkit local up`` state file and (aws mode) the
+        AWS region (:mod:`residency.settings`). The policy is loaded from
+        ``REGIONKIT_POLICY`` unless given. The only constructor that reads the
+        environment: ``RegionRouter(policy, config=RouterConfig(...))`` reads nothing."""
         from residency.policy import load_policy
+        from residency.settings import load_settings
 
-        s = settings or load_settings()
-        policy = load_policy(s.policy, max_bytes=s.policy_max_bytes, merge_modules=s.merge_modules)
-        return cls(policy, settings=s, **kwargs)
+        s = load_settings()
+        if policy is None:
+            policy = load_policy(
+                s.policy, max_bytes=s.policy_max_bytes, merge_modules=s.merge_modules
+            )
+        return cls(policy, config=s, **kwargs)
 
     # --- lifecycle ---
 

@@ -16,7 +16,7 @@ any other answer       a failed condition, a validation error: it proves the reg
                        caller untouched, tagged with the region that answered it
 =====================  =================================================================
 
-Optional **hedged reads** (``Settings.hedge_reads``, tail-at-scale) are
+Optional **hedged reads** (``RouterConfig.hedge_reads``, tail-at-scale) are
 :mod:`regions.hedging`: a slow read of a global class is sent to the next replica
 as well, and the first answer wins.
 """
@@ -52,7 +52,7 @@ from residency.errors import (
 from residency.logs import get_logger
 
 if TYPE_CHECKING:
-    from residency.settings import Settings
+    from residency.settings import RouterConfig
 
 __all__ = [
     "HedgePolicy",  # from regions.hedging, where it lives
@@ -168,10 +168,10 @@ class RetryPolicy:
     """Jitter between two regions; small, as the next region is a different server."""
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> RetryPolicy:
+    def from_config(cls, config: RouterConfig) -> RetryPolicy:
         return cls(
-            throttle_attempts=settings.max_attempts,
-            failover_attempts=settings.failover_attempts,
+            throttle_attempts=config.max_attempts,
+            failover_attempts=config.failover_attempts,
         )
 
 

@@ -1,6 +1,20 @@
-"""Settings: where the policy is, which region this process runs in, and how to reach AWS.
+"""Configuration: how the router reaches AWS, and what an entry point reads to build it.
 
-Sources, highest priority first:
+Two classes, one a subclass of the other:
+
+* :class:`RouterConfig` is the library's configuration: the region, the mode and
+  endpoints, timeouts, retries, breakers, hedging, caches, the pseudonym key. It is
+  built from its keyword arguments **only**: constructing one reads no environment
+  variable, no ``.env`` and no file, so a service (or a test) that passes one gets
+  exactly what it wrote, wherever it runs. ``RegionRouter(policy)`` uses
+  ``RouterConfig()``.
+* :class:`Settings` adds what only entry points need (the policy file, logging, the
+  drill history, signing keys, the cluster state file, the ARN partition) and the
+  sources below. The CLI, ``RegionRouter.from_env()``, the CDK app and the detector
+  Lambda build one with :func:`load_settings`. A ``Settings`` *is* a
+  ``RouterConfig``, so an entry point passes its settings straight to the router.
+
+Sources of :class:`Settings`, highest priority first:
 
 1. keyword arguments (``Settings(region="eu-west-1")``);
 2. environment variables prefixed ``REGIONKIT_`` (``REGIONKIT_ENDPOINTS='{"us-east-1": ...}'``);
@@ -60,6 +74,7 @@ from residency.pseudonym import Pseudonymizer, default_pseudonymizer
 
 __all__ = [
     "DEFAULT_STATE_FILE",
+    "RouterConfig",
     "SettingSource",
     "Settings",
     "aws_region_from_environment",
@@ -186,20 +201,21 @@ class _AwsRegionSource(PydanticBaseSettingsSource):
         return {"region": region} if region else {}
 
 
-class Settings(BaseSettings):
+class RouterConfig(BaseSettings):
+    """The library's configuration, from keyword arguments only (immutable).
+
+    ``RouterConfig(region="eu-west-1", mode="aws")`` reads no ``REGIONKIT_*``
+    variable, no ``.env`` and no cluster state file: see :class:`Settings` and
+    :func:`load_settings` for that. The default mode is ``local`` (loopback only),
+    so a config that forgets its mode never reaches a real AWS account.
+    """
+
     model_config = SettingsConfigDict(
-        env_prefix="REGIONKIT_",
-        env_file=".env",
-        env_file_encoding="utf-8",
         extra="forbid",
-        dotenv_filtering="match_prefix",  # other tools' lines (AWS_PROFILE=...) are theirs
         frozen=True,
         validate_default=True,
     )
 
-    policy: Path = Field(
-        default=Path("policies/social-network.yaml"), description="The policy file."
-    )
     mode: Literal["local", "aws"] = Field(
         default="local",
         description="'local': the embedded cluster on loopback. 'aws': real AWS endpoints.",
@@ -250,16 +266,6 @@ class Settings(BaseSettings):
     directory_cache_size: int = Field(default=100_000, ge=0)
     directory_cache_ttl_seconds: float = Field(default=300.0, ge=0)
     hlc_max_offset_ms: int = Field(default=500, gt=0)
-    log_format: Literal["console", "json"] = "console"
-    log_level: Literal["debug", "info", "warning", "error"] = "warning"
-    state_file: Path = DEFAULT_STATE_FILE
-    drill_history: Path = Path(".regionkit/drills")
-    policy_max_bytes: int = Field(
-        default=1_000_000,
-        ge=1_024,
-        le=64_000_000,
-        description="Policy files larger than this are refused before parsing.",
-    )
     merge_modules: list[
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
     ] = Field(
@@ -272,27 +278,12 @@ class Settings(BaseSettings):
         description="Hex secret (>= 16 bytes) keying the pseudonyms of items in errors, "
         "logs and reports; without it each process uses a random key.",
     )
-
-    signing_key_file: Path = Field(
-        default=Path(".regionkit/signing-key.pem"),
-        description="Local mode: the Ed25519 key that signs audit reports and receipts "
-        "(created on first use).",
-    )
     metrics: Literal["off", "emf-stdout", "emf-log"] = Field(
         default="off",
         description="Publish the router's request and error counts as CloudWatch Embedded "
         "Metric Format, per minute (the FIS drill's customer-harm stop alarm reads them): "
         "'emf-stdout' writes the lines to standard output (Lambda, ECS awslogs), 'emf-log' "
         "to the 'regionkit.metrics' logger.",
-    )
-    partition: Literal["aws", "aws-cn", "aws-us-gov"] = Field(
-        default="aws",
-        description="The AWS partition of the generated ARNs (IAM policies, guardrails).",
-    )
-    signing_kms_key: str | None = Field(
-        default=None,
-        description="aws mode: the KMS asymmetric signing key (ID, ARN or alias) for audit "
-        "reports and receipts.",
     )
 
     def pseudonymizer(self) -> Pseudonymizer:
@@ -339,17 +330,92 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # keyword arguments only: no environment, .env or file
+
+    @property
+    def probe_lease_seconds(self) -> float:
+        lease = self.breaker_probe_lease_seconds
+        return lease if lease is not None else 2 * (self.connect_timeout + self.read_timeout)
+
+    def require_region(self) -> str:
+        """The service region; in aws mode its absence is an error, never a default."""
+        if self.region is None:
+            raise SettingsError(
+                setting="region",
+                value="",
+                reason=f"{self.mode} mode needs the region this service runs in, and the "
+                "router was given none",
+                fix="pass region= to RegionRouter (or RouterConfig(region=...)), or build the "
+                "router with RegionRouter.from_env() to read REGIONKIT_REGION / AWS_REGION",
+            )
+        return self.region
+
+    def endpoint_for(self, region: str) -> str | None:
+        return self.endpoints.get(region)
+
+    def table_name(self, logical: str) -> str:
+        return f"{self.table_prefix}{logical}"
+
+
+class Settings(RouterConfig):
+    """An entry point's settings: the router's configuration plus what only the CLI, the
+    CDK app and ``RegionRouter.from_env()`` need, read from the sources in the module
+    docstring (keyword arguments, ``REGIONKIT_*``, ``.env``, the cluster state file, the
+    AWS environment for the region)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="REGIONKIT_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        dotenv_filtering="match_prefix",  # other tools' lines (AWS_PROFILE=...) are theirs
+        frozen=True,
+        validate_default=True,
+    )
+
+    policy: Path = Field(
+        default=Path("policies/social-network.yaml"), description="The policy file."
+    )
+    policy_max_bytes: int = Field(
+        default=1_000_000,
+        ge=1_024,
+        le=64_000_000,
+        description="Policy files larger than this are refused before parsing.",
+    )
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["debug", "info", "warning", "error"] = "warning"
+    state_file: Path = DEFAULT_STATE_FILE
+    drill_history: Path = Path(".regionkit/drills")
+    signing_key_file: Path = Field(
+        default=Path(".regionkit/signing-key.pem"),
+        description="Local mode: the Ed25519 key that signs audit reports and receipts "
+        "(created on first use).",
+    )
+    partition: Literal["aws", "aws-cn", "aws-us-gov"] = Field(
+        default="aws",
+        description="The AWS partition of the generated ARNs (IAM policies, guardrails).",
+    )
+    signing_kms_key: str | None = Field(
+        default=None,
+        description="aws mode: the KMS asymmetric signing key (ID, ARN or alias) for audit "
+        "reports and receipts.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
         higher = (init_settings, env_settings, dotenv_settings)
         return (
             *higher,
             _StateFileSource(settings_cls, higher),
             _AwsRegionSource(settings_cls, higher),
         )
-
-    @property
-    def probe_lease_seconds(self) -> float:
-        lease = self.breaker_probe_lease_seconds
-        return lease if lease is not None else 2 * (self.connect_timeout + self.read_timeout)
 
     def require_region(self) -> str:
         """The service region; in aws mode its absence is an error, never a default."""
@@ -363,12 +429,6 @@ class Settings(BaseSettings):
                 fix="set REGIONKIT_REGION (or AWS_REGION) to the region this process runs in",
             )
         return self.region
-
-    def endpoint_for(self, region: str) -> str | None:
-        return self.endpoints.get(region)
-
-    def table_name(self, logical: str) -> str:
-        return f"{self.table_prefix}{logical}"
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -144,7 +144,7 @@ def env(audit_cluster: LocalCluster, cluster_policy: Policy, tmp_path: Path) -> 
     provision(cluster_policy, audit_cluster.clients, table_prefix=prefix)
     settings = audit_cluster.settings(table_prefix=prefix, region=EU1)
     router = RegionRouter(
-        cluster_policy, region=EU1, clients=audit_cluster.clients, settings=settings
+        cluster_policy, region=EU1, clients=audit_cluster.clients, config=settings
     )
     e = Env(audit_cluster, cluster_policy, prefix, tmp_path / "drills", router)
     for i, country in enumerate(["DE", "FR", "US"]):

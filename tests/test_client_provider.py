@@ -17,7 +17,7 @@ from regions.local.clients import ClusterClients
 from regions.local.sim import InProcessClients
 from regions.pool import ClientPool
 from residency.clients import ClientProvider
-from residency.settings import Settings
+from residency.settings import RouterConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EU1, US = "eu-west-1", "us-east-1"
@@ -26,7 +26,7 @@ ENDPOINTS = {EU1: "http://127.0.0.1:4000", US: "http://127.0.0.1:4001"}
 
 def _providers() -> dict[str, Any]:
     return {
-        "pool": ClientPool(Settings(mode="local", endpoints=ENDPOINTS)),
+        "pool": ClientPool(RouterConfig(mode="local", endpoints=ENDPOINTS)),
         "cluster": ClusterClients(ENDPOINTS),
         "sim": InProcessClients(),
     }
@@ -46,26 +46,21 @@ def test_every_provider_hands_out_the_client_asked_for(name: str) -> None:
 
 
 def test_there_is_one_protocol() -> None:
-    assert regions.ClientProvider is ClientProvider
-    import regions.local.replication as replication
-    import residency.audit as audit
-
-    assert not hasattr(replication, "ClientSource")
-    assert not hasattr(audit, "AuditClients")
+    assert regions.ClientProvider is ClientProvider  # the base layer's, re-exported
 
 
 def test_the_pool_and_its_router_close_and_are_context_managers() -> None:
     from regions.router import RegionRouter
     from residency.policy import load_policy
 
-    settings = Settings(mode="local", endpoints=ENDPOINTS)
+    settings = RouterConfig(mode="local", endpoints=ENDPOINTS)
     with ClientPool(settings) as pool:
         client = pool.client("dynamodb", EU1)
     assert pool.client("dynamodb", EU1) is not client  # closed: the next one is new
     pool.close()
 
     policy = load_policy(ROOT / "policies" / "minimal.yaml")
-    with RegionRouter(policy, settings=settings.model_copy(update={"region": EU1})) as router:
+    with RegionRouter(policy, config=settings.model_copy(update={"region": EU1})) as router:
         assert isinstance(router.clients, ClientPool)
         owned = router.clients
         built = owned.client("dynamodb", EU1)

@@ -31,11 +31,10 @@ import json, sys
 from regions.router import RegionRouter
 from residency.errors import StaleWrite
 from residency.policy import load_policy
-from residency.settings import load_settings
 
 name, policy_path, prefix, keys = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-router = RegionRouter(
-    load_policy(policy_path), region="us-east-1", settings=load_settings(),
+router = RegionRouter.from_env(
+    load_policy(policy_path), region="us-east-1",
     physical_clock=lambda: 1_800_000_000_000,  # frozen: every process mints the same (l, c)
 )
 print("ready", flush=True)

@@ -211,7 +211,7 @@ def test_transport_failures_are_typed_with_the_original_as_cause(example_policy_
 
     from regions.router import RegionRouter
     from residency.policy import load_policy
-    from residency.settings import Settings
+    from residency.settings import RouterConfig
 
     class Failing:
         def __init__(self, exc: BaseException) -> None:
@@ -230,13 +230,13 @@ def test_transport_failures_are_typed_with_the_original_as_cause(example_policy_
             return C()
 
     policy = load_policy(example_policy_path)
-    settings = Settings(mode="aws", region="eu-west-1", endpoints={}, failover_attempts=2)
+    settings = RouterConfig(mode="aws", region="eu-west-1", endpoints={}, failover_attempts=2)
     cases = [
         (ReadTimeoutError(endpoint_url="https://x"), errors.RegionTimeout),
         (EndpointConnectionError(endpoint_url="https://x"), errors.RegionUnreachable),
     ]
     for cause, cls in cases:
-        router = RegionRouter(policy, clients=Failing(cause), settings=settings)
+        router = RegionRouter(policy, clients=Failing(cause), config=settings)
         with pytest.raises(cls) as err:
             router.put("content", {"pk": "p", "body": "x"})
         assert err.value.__cause__ is cause and isinstance(err.value, errors.BackendError)

@@ -25,8 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # What services import (the regions package docstring shows the usage).
 DOCUMENTED = {
-    # the router and what it returns
+    # the router, its configuration and what it returns
     "RegionRouter",
+    "RouterConfig",
     "Route",
     "Written",
     "MoveResult",

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from regions.health import BreakerState, RegionHealth
 from regions.router import RegionRouter
 from residency.policy import Policy, load_policy
-from residency.settings import Settings
+from residency.settings import RouterConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 EU1, EU2 = "eu-central-1", "eu-west-1"
@@ -92,7 +92,7 @@ def _router(policy: Policy, clock: Clock) -> tuple[RegionRouter, FakeClients]:
         region=EU2,
         clients=clients,
         health=health,
-        settings=Settings(mode="aws", region=EU2, failover_attempts=3),
+        config=RouterConfig(mode="aws", region=EU2, failover_attempts=3),
     )
     return router, clients
 

@@ -20,7 +20,7 @@ from regions.metrics import METRICS, NAMESPACE, RequestMetrics, emf_document, si
 from regions.router import RegionRouter
 from residency.errors import RegionUnavailable, StaleWrite
 from residency.policy import load_policy
-from residency.settings import Settings
+from residency.settings import RouterConfig
 
 EU1, EU2, US = "eu-central-1", "eu-west-1", "us-east-1"
 
@@ -84,7 +84,7 @@ def test_one_line_per_interval_and_nothing_when_idle() -> None:
 def test_settings_choose_the_sink() -> None:
     assert sink("off") is None
     assert callable(sink("emf-stdout")) and callable(sink("emf-log"))
-    assert Settings(mode="aws", region=EU1, endpoints={}).metrics == "off"
+    assert RouterConfig(mode="aws", region=EU1, endpoints={}).metrics == "off"
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_only_a_call_no_region_served_is_an_error(sim: Simulation) -> None:
         sim.policy,
         region=EU1,
         clients=sim.clients,
-        settings=Settings(mode="aws", region=EU1, endpoints={}, failover_attempts=3),
+        config=RouterConfig(mode="aws", region=EU1, endpoints={}, failover_attempts=3),
         metrics=metrics,
         wall_clock=lambda: sim.now,
     )

@@ -54,7 +54,7 @@ def test_a_feed_page_is_one_request_with_a_sealed_cursor(sim: Simulation) -> Non
     for i in range(25):
         r.put("feed", {"pk": "reader-1", "sk": f"2026-11-{i:02d}#p{i}", "post": f"p{i}"})
     counting = Counting(sim.clients)
-    router = RegionRouter(sim.policy, region=EU1, clients=counting, settings=r.settings)
+    router = RegionRouter(sim.policy, region=EU1, clients=counting, config=r.config)
     first = router.query("feed", "reader-1", descending=True, limit=10)
     assert [i["post"] for i in first] == [f"p{i}" for i in range(24, 14, -1)]
     assert len(counting.calls) == 1 and first.cursor
@@ -99,7 +99,7 @@ def test_batch_get_routes_each_pinned_key_to_its_own_home(sim: Simulation) -> No
         r.put("profile", {"pk": uid, "email": f"{country}@example.test"})
         users.append(uid)
     counting = Counting(sim.clients)
-    router = RegionRouter(sim.policy, region=US, clients=counting, settings=r.settings)
+    router = RegionRouter(sim.policy, region=US, clients=counting, config=r.config)
     for uid in users:  # warm the directory cache, then count only the batch
         router.home_of(uid)
     counting.calls.clear()
@@ -121,7 +121,7 @@ def test_batch_get_of_fifty_posts_and_batch_write_never_walks_through_a_fence(
     uid = r.new_user_id(country="DE")
     r.assign_home(uid, country="DE")
     r.put("profile", {"pk": uid, "email": "x@example.test"})
-    stale = RegionRouter(sim.policy, region=US, clients=sim.clients, settings=r.settings)
+    stale = RegionRouter(sim.policy, region=US, clients=sim.clients, config=r.config)
     stale.home_of(uid)  # cached: EU
     assert r.move_user(uid, country="US").status == "done"
     out = stale.batch_write("profile", puts=[{"pk": uid, "email": "y@example.test"}])

@@ -149,7 +149,7 @@ def test_the_directory_is_a_system_class(sim: Simulation) -> None:
     ):
         with pytest.raises(ConfigError, match="system class"):
             attempt()
-    fresh = RegionRouter(sim.policy, region=US, clients=sim.clients, settings=router.settings)
+    fresh = RegionRouter(sim.policy, region=US, clients=sim.clients, config=router.config)
     fresh.put("profile", {"pk": uid, **SECRET})
     assert live_regions(sim, uid) == {IN1}
 
@@ -304,7 +304,7 @@ def test_any_mapping_is_checked_for_pii_names(sim: Simulation) -> None:
 
 def test_a_hint_cached_for_a_read_never_serves_a_write(sim: Simulation) -> None:
     router = RegionRouter(
-        sim.policy, region="us-west-2", clients=sim.clients, settings=sim.routers[US].settings
+        sim.policy, region="us-west-2", clients=sim.clients, config=sim.routers[US].config
     )
     uid = mint_user_id(US)  # never assigned
     sim.outage(US)  # the user's directory authority is unreachable

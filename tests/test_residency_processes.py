@@ -26,10 +26,9 @@ _PROCESS_B = r"""
 import json, sys
 from regions.router import RegionRouter
 from residency.policy import load_policy
-from residency.settings import load_settings
 
 uid, policy_path = sys.argv[1], sys.argv[2]
-router = RegionRouter(load_policy(policy_path), region="us-east-1", settings=load_settings())
+router = RegionRouter.from_env(load_policy(policy_path), region="us-east-1")  # REGIONKIT_* env
 print(json.dumps({"cached": router.home_of(uid).jurisdiction}), flush=True)
 sys.stdin.readline()                       # the other process moves the user now
 written = router.update("profile", {"pk": uid}, {"display_name": "written by B"})
@@ -45,7 +44,7 @@ def _raw(cluster: Any, region: str, uid: str) -> dict[str, Any] | None:
 
 
 def test_a_stale_process_writes_in_the_new_home_after_a_move(cluster: Any) -> None:
-    a = RegionRouter(cluster.policy, region=EU1, settings=cluster.settings())
+    a = RegionRouter(cluster.policy, region=EU1, config=cluster.settings())
     uid = a.new_user_id(country="DE")
     a.assign_home(uid, country="DE")
     a.put("profile", {"pk": uid, "email": "b@example.test", "display_name": "before"})

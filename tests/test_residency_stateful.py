@@ -52,7 +52,7 @@ from residency.errors import (
     StaleWrite,
 )
 from residency.policy import Policy, load_policy
-from residency.settings import Settings
+from residency.settings import RouterConfig
 
 SOAK = os.environ.get("REGIONKIT_TEST_SOAK") == "1"
 ROUTER_REGIONS = ("eu-central-1", "ap-south-1", "us-east-1")
@@ -118,7 +118,7 @@ class Residency(RuleBasedStateMachine):
         self.reads: list[tuple[str, str]] = []
         self.cache_clocks: list[FakeClock] = []
         self.routers: list[RegionRouter] = []
-        s = Settings(mode="aws", failover_attempts=3, directory_cache_ttl_seconds=300)
+        s = RouterConfig(mode="aws", failover_attempts=3, directory_cache_ttl_seconds=300)
         for region in ROUTER_REGIONS:
             clock = FakeClock()
             self.cache_clocks.append(clock)
@@ -127,7 +127,7 @@ class Residency(RuleBasedStateMachine):
                     self.policy,
                     region=region,
                     clients=ReadLog(self.sim.clients, self.reads),  # type: ignore[arg-type]
-                    settings=s,
+                    config=s,
                     health=RegionHealth(
                         self.policy.regions, failures=2, reset_seconds=0.5, clock=self._now
                     ),

@@ -36,7 +36,7 @@ from regions.directory import DirectoryCache
 from regions.local.sim import Simulation, simulation
 from residency.errors import MalformedId, SettingsError, UnassignedUser, UnknownCountry
 from residency.policy import PinnedDataClass, Policy, load_policy
-from residency.settings import Settings, load_settings
+from residency.settings import RouterConfig, load_settings
 
 EU1, EU2, US = "eu-central-1", "eu-west-1", "us-east-1"
 IN1, IN2, BR = "ap-south-1", "ap-south-2", "sa-east-1"
@@ -142,7 +142,7 @@ def sim_router(
         sim.policy,
         region=region,
         clients=clients if clients is not None else sim.clients,
-        settings=like.settings,
+        config=like.config,
         health=health
         or RegionHealth(sim.policy.regions, failures=2, reset_seconds=1e9, clock=lambda: sim.now),
         physical_clock=like.clock.physical,
@@ -233,7 +233,7 @@ def _pinned(policy: Policy) -> list[str]:
 
 
 def test_guard_refuses_every_cross_border_pair(example: Policy) -> None:
-    router = RegionRouter(example, clients=Recording(None), settings=Settings(mode="aws"))
+    router = RegionRouter(example, clients=Recording(None), config=RouterConfig(mode="aws"))
     guard = router.guard
     checked = 0
     for dc in _pinned(example):
@@ -297,7 +297,7 @@ def test_router_refuses_cross_border_before_any_request(
 
 
 def test_global_data_is_never_sent_outside_its_replicas(example: Policy) -> None:
-    guard = RegionRouter(example, clients=Recording(None), settings=Settings(mode="aws")).guard
+    guard = RegionRouter(example, clients=Recording(None), config=RouterConfig(mode="aws")).guard
     with pytest.raises(ResidencyViolation) as err:
         guard.check(op="write", data_class="content", region="ca-central-1", jurisdiction=None)
     assert "holds no replica of content" in str(err.value)
@@ -762,9 +762,9 @@ def test_home_of_is_served_from_the_cache_without_io(sim: Simulation) -> None:
 # --- the client pool ---------------------------------------------------------------------------
 
 
-def _local_settings(**kw: Any) -> Settings:
+def _local_settings(**kw: Any) -> RouterConfig:
     endpoints = {r: f"http://127.0.0.1:{4000 + i}" for i, r in enumerate([EU1, EU2, US])}
-    return Settings(mode="local", endpoints=endpoints, **kw)
+    return RouterConfig(mode="local", endpoints=endpoints, **kw)
 
 
 def test_client_pool_builds_one_client_per_region_thread_safely() -> None:
@@ -798,7 +798,7 @@ def test_local_mode_refuses_non_loopback_endpoints() -> None:
     with pytest.raises(SettingsError, match="refuses non-loopback endpoints"):
         pool.client("dynamodb", US)
     with pytest.raises(SettingsError, match="no endpoint for eu-west-1"):
-        ClientPool(Settings(mode="local", endpoints={})).client("dynamodb", EU2)
+        ClientPool(RouterConfig(mode="local", endpoints={})).client("dynamodb", EU2)
     assert pool.created == 0
 
 
@@ -852,7 +852,7 @@ def cluster_router(
     clients: Any = None,
     clock: Any = None,
 ) -> RegionRouter:
-    settings = Settings(
+    settings = RouterConfig(
         mode="local",
         endpoints=cluster.endpoints,
         table_prefix=cluster.table_prefix,
@@ -868,7 +868,7 @@ def cluster_router(
     return RegionRouter(
         cluster.policy,
         region=region,
-        settings=settings,
+        config=settings,
         clients=clients if clients is not None else ClientPool(settings),
         health=health,
     )
@@ -919,7 +919,7 @@ def test_cluster_breaker_opens_on_a_paused_server_and_closes_after_a_probe(
     cluster: Any,
 ) -> None:
     clock = FakeClock()
-    rec = Recording(ClientPool(cluster_router(cluster, EU1).settings))
+    rec = Recording(ClientPool(cluster_router(cluster, EU1).config))
     router = cluster_router(cluster, EU1, reset=0.5, clock=clock, clients=rec)
     nxt = router.chain("content", EU1)[1].region
     assert router.put("content", {"pk": "br-0", "body": "x"}).route.region == EU1
@@ -961,7 +961,7 @@ def test_cluster_move_user_and_resume_after_a_crash(cluster: Any) -> None:
     router = cluster_router(cluster, EU1)
     uid = sign_up(router, "DE")
     router.put("profile", {"pk": uid, **PII})
-    settings = router.settings
+    settings = router.config
     rec = Recording(ClientPool(settings))
     crashing = cluster_router(cluster, EU1, clients=rec)
     rec.fail = lambda region, op, table: (

@@ -320,7 +320,7 @@ def test_aws_mode_without_any_region_is_an_exit_2_error(no_aws_region: Path) -> 
     assert "REGIONKIT_REGION, AWS_REGION, AWS_DEFAULT_REGION" in str(info.value)
     policy = load_policy(Path(__file__).resolve().parent.parent / "policies/social-network.yaml")
     with pytest.raises(SettingsError, match="needs the region this service runs in"):
-        RegionRouter(policy, settings=s)  # never a silent ap-south-1
+        RegionRouter(policy, config=s)  # never a silent ap-south-1
 
 
 def test_aws_mode_never_reads_the_state_file(tmp_path: Path, no_aws_region: Path) -> None:

@@ -17,7 +17,7 @@ from regions.pool import ClientPool
 from regions.routing import Route
 from regions.transport import HedgePolicy, RetryPolicy, Transport, classify, region_of
 from residency.errors import BackendError, RegionUnavailable
-from residency.settings import Settings
+from residency.settings import RouterConfig
 
 A, B, C = "eu-west-1", "eu-central-1", "us-east-1"
 
@@ -137,7 +137,7 @@ def test_a_failed_condition_is_returned_untouched_and_counts_as_life() -> None:
 
 
 def test_router_pool_makes_botocore_try_once() -> None:
-    s = Settings(mode="aws", region=A)
+    s = RouterConfig(mode="aws", region=A)
     router_pool = ClientPool(s)
     other = ClientPool(s, retries="botocore")
     try:
@@ -275,8 +275,8 @@ def test_router_hedges_eventual_reads_of_global_data_only() -> None:
 
     policy = load_policy(Path(__file__).resolve().parent.parent / "policies" / "minimal.yaml")
     clients = _SlowFirst()
-    settings = Settings(mode="aws", region="eu-central-1", hedge_reads=True)
-    router = RegionRouter(policy, region="eu-central-1", clients=clients, settings=settings)
+    settings = RouterConfig(mode="aws", region="eu-central-1", hedge_reads=True)
+    router = RegionRouter(policy, region="eu-central-1", clients=clients, config=settings)
     try:
         assert router.get("content", {"pk": "p1"}) is None
         assert ("eu-west-1", False) in clients.calls  # the hedge answered
@@ -292,7 +292,7 @@ def test_router_hedges_eventual_reads_of_global_data_only() -> None:
         policy,
         region="eu-central-1",
         clients=_SlowFirst(),
-        settings=Settings(mode="aws", region="eu-central-1"),
+        config=RouterConfig(mode="aws", region="eu-central-1"),
     )
     assert plain.transport.hedging is None  # opt-in
     plain.close()

@@ -485,7 +485,7 @@ class AwsDataPlane:
             settings.model_copy(update={"read_timeout": 10.0}), session=session
         )
         self._routers = {
-            r: RegionRouter(policy, region=r, clients=self._pool, settings=settings)
+            r: RegionRouter(policy, region=r, clients=self._pool, config=settings)
             for r in policy.regions
         }
 

@@ -249,7 +249,7 @@ class _WallClockBackend:
                 self.policy,
                 region=r,
                 clients=self._pool,
-                settings=self.settings,
+                config=self.settings,
                 health=RegionHealth(
                     self.policy.regions,
                     failures=s.breaker_failures,

@@ -617,7 +617,7 @@ class DrillRunner:
 
     def _has_canaries(self, region: str, dc: str, canary: str) -> bool:
         pk = self.policy.data_classes[dc].partition_key
-        table = self.b.router(region).settings.table_name(self.policy.data_classes[dc].table)
+        table = self.b.router(region).config.table_name(self.policy.data_classes[dc].table)
         return all(
             self.b.get(region, table, {pk: f"{canary}-{r}"}) is not None
             for r in self.policy.regions
@@ -732,7 +732,7 @@ class DrillRunner:
 
     def _unreplicated(self, acks: list[Ack]) -> list[Ack]:
         """The writes among ``acks`` that some replica of their table does not hold yet."""
-        prefix = self.b.router(self.policy.regions[0]).settings.table_prefix
+        prefix = self.b.router(self.policy.regions[0]).config.table_prefix
         groups = replication_groups(self.policy, prefix)
         out = []
         for a in acks:
@@ -792,7 +792,7 @@ class DrillRunner:
             self._event("backlog-drained", detail="after the load stopped")
         digests: dict[str, dict[str, str]] = {}
         equal = True
-        prefix = self.b.router(self.policy.regions[0]).settings.table_prefix
+        prefix = self.b.router(self.policy.regions[0]).config.table_prefix
         groups = replication_groups(self.policy, prefix)
         for table, regions in groups:
             per = {r: table_digest(self.b.scan(r, table)) for r in regions}
@@ -822,7 +822,7 @@ class DrillRunner:
         if not f.rpo_exposure_count:
             return
         oldest = self.t_fault - f.rpo_exposure_max_age_seconds - 0.05
-        prefix = self.b.router(self.policy.regions[0]).settings.table_prefix
+        prefix = self.b.router(self.policy.regions[0]).config.table_prefix
         groups = replication_groups(self.policy, prefix)
         lost = 0
         with self._lock:
@@ -938,7 +938,7 @@ class DrillRunner:
         """
         count = 0
         policy = self.policy
-        prefix = self.b.router(policy.regions[0]).settings.table_prefix
+        prefix = self.b.router(policy.regions[0]).config.table_prefix
         for dc_name in self.pinned_classes:
             dc = policy.data_classes[dc_name]
             for uid in self.users.values():

@@ -10,7 +10,7 @@
         c.replicator.wait_converged()
         c.outage("eu-west-1")                 # SIGSTOP: clients time out
         c.restore("eu-west-1")
-        router = RegionRouter(..., settings=c.settings(region="eu-west-1"))
+        router = RegionRouter(..., config=c.settings(region="eu-west-1"))
 
 Start-up: the servers start in parallel (:mod:`regions.local.servers`), the
 tables are provisioned from the policy with a thread per region

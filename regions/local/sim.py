@@ -26,7 +26,7 @@ from regions.hlc import HLC
 from regions.local.replication import ReplicationEngine
 from regions.router import RegionRouter
 from residency.policy import Policy
-from residency.settings import Settings
+from residency.settings import RouterConfig
 from residency.tables import TTL_ATTRIBUTE, plan_tables
 
 __all__ = ["InProcessClients", "Simulation", "simulation"]
@@ -171,7 +171,7 @@ class Simulation:
         )
         self.engine.should_poll = self.clients.take_dirty
         self.faults = self.engine.faults
-        settings = Settings(
+        config = RouterConfig(
             mode="aws",
             failover_attempts=3,
             breaker_failures=2,
@@ -187,13 +187,13 @@ class Simulation:
                 policy,
                 region=region,
                 clients=self.clients,
-                settings=settings,
+                config=config,
                 health=health,
                 wall_clock=lambda: self.now,
                 clock=HLC(
                     region,
                     physical=self._physical(region),
-                    max_offset_ms=settings.hlc_max_offset_ms,
+                    max_offset_ms=config.hlc_max_offset_ms,
                     node=f"{nodes.getrandbits(32):08x}",
                     adopt_drift_ms=adopt_drift_ms,
                 ),
