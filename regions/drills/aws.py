@@ -452,7 +452,7 @@ class FisBackend:
     def links(self) -> list[Any]:
         return []  # ReplicationLatency is CloudWatch's, minutes late: not waited for
 
-    def wait_converged(self, timeout: float) -> bool:
+    def wait_converged(self, timeout: float, since: float | None = None) -> bool:
         return True  # the runner probes its own writes on every replica
 
     def take_notes(self) -> list[str]:

@@ -92,7 +92,11 @@ class DrillBackend(Protocol):
     def links(self) -> list[LinkState]: ...
     def set_lag(self, seconds: float) -> None: ...
     def faults_left(self) -> list[str]: ...
-    def wait_converged(self, timeout: float) -> bool: ...
+    def wait_converged(self, timeout: float, since: float | None = None) -> bool:
+        """Whether replication went quiet within ``timeout``, every write made before
+        ``since`` (this backend's :meth:`now`; default: the call) included."""
+        ...
+
     def scan(self, region: str, table: str) -> Iterable[dict[str, Any]]: ...
     def get(self, region: str, table: str, key: dict[str, Any]) -> dict[str, Any] | None: ...
     def conflicts(self) -> list[ConflictRecord]: ...
@@ -203,8 +207,8 @@ class SimBackend:
             }
         )
 
-    def wait_converged(self, timeout: float) -> bool:
-        start = self.sim.now
+    def wait_converged(self, timeout: float, since: float | None = None) -> bool:
+        start = self.sim.now  # settle() applies everything written so far
         try:
             self.sim.settle()
         except RuntimeError:
@@ -346,8 +350,10 @@ class LocalClusterBackend(_WallClockBackend):
     def faults_left(self) -> list[str]:
         return faults_in_status(self.cluster.status())
 
-    def wait_converged(self, timeout: float) -> bool:
-        return bool(self.cluster.replicator.wait_converged(timeout))
+    def wait_converged(self, timeout: float, since: float | None = None) -> bool:
+        # the replicator keeps time.monotonic(); this backend's clock is time.time()
+        mono = None if since is None else time.monotonic() - (time.time() - since)
+        return bool(self.cluster.replicator.wait_converged(timeout, since=mono))
 
 
 class RemoteClusterBackend(_WallClockBackend):
@@ -412,8 +418,8 @@ class RemoteClusterBackend(_WallClockBackend):
                 ages += [float(ln.get("lag_last_ms") or 0) / 1000] * int(ln["pending"])
         return ages
 
-    def wait_converged(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
+    def wait_converged(self, timeout: float, since: float | None = None) -> bool:
+        deadline = time.monotonic() + timeout  # the control process reports pending counts
         quiet = 0
         while time.monotonic() < deadline:
             if all(not ln.get("pending") for ln in self._links()):

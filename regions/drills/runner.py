@@ -784,7 +784,9 @@ class DrillRunner:
         quiet = False
         t_quiet = self.b.now()
         while not quiet and self.b.now() < deadline:  # sampled, so the charts see it drain
-            quiet = self.b.wait_converged(min(1.0, max(0.0, deadline - self.b.now())))
+            # in slices, but every slice counts polls from t0 (a round of polls may
+            # outlast one slice on a loaded machine)
+            quiet = self.b.wait_converged(min(1.0, max(0.0, deadline - self.b.now())), since=t0)
             t_quiet = self.b.now()
             self._sample()
         if self.t_drained is None and quiet:

@@ -1021,16 +1021,20 @@ class Replicator:
     def region_up(self, region: str) -> None:
         self.engine.region_up(region)
 
-    def wait_converged(self, timeout: float = 10.0) -> bool:
+    def wait_converged(self, timeout: float = 10.0, *, since: float | None = None) -> bool:
         """True once every link is empty, every echo seen and every poller idle, after
         every region's stream has been read to its end by a poll that started after this
-        call (so a write made just before it is not missed by a poller between polls).
+        call, or after ``since`` (a ``time.monotonic()`` value) when given: a write made
+        just before is then not missed by a poller between polls. A caller that waits in
+        short slices passes the start of its wait as ``since``; otherwise a loaded
+        machine, where one round of polls outlasts a slice, never converges.
 
         Never while a change has been given up on (``engine.failed``): the replicas
         differ for good, which is no convergence.
         """
-        called = time.monotonic()
-        deadline = called + timeout
+        now = time.monotonic()
+        called = now if since is None else min(since, now)
+        deadline = now + timeout
         quiet_since: float | None = None
         while time.monotonic() < deadline:
             if self.engine.failed_count:
