@@ -41,10 +41,8 @@ os.environ[_strict.ENV_VAR] = _strict.ENV_VALUE
 # item results written as JSON directly (tests/test_fastjson.py checks they are moto's
 # documents) and moto's per-request method listing memoised.
 from regions.local import fastjson as _fastjson  # noqa: E402
-from regions.local._server_main import cache_method_names as _cache_method_names  # noqa: E402
 
 _fastjson.install()
-_cache_method_names()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

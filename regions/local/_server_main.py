@@ -17,7 +17,7 @@ measured (``benchmarks/bench_replication.py``):
   module on disk, per request (the cluster's calls name their service in
   ``X-Amz-Target``, so they go straight to that service's app, the one the
   dispatcher would have picked); ``inspect.getmembers`` on the response class,
-  per request (:func:`cache_method_names`); an RSA key pair per KMS key,
+  per request (``fastjson.memoise_method_names``); an RSA key pair per KMS key,
   made only when used (:func:`defer_kms_key_pairs`); and moto's shape-walking
   serializer for results that carry items, written as the same JSON directly
   (:mod:`regions.local.fastjson`).
@@ -50,7 +50,6 @@ process) it is the second guarantee that no server outlives its owner.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import logging
 import os
@@ -74,22 +73,6 @@ ROUTES = {
     "TrentService.": "kms",
 }
 """``X-Amz-Target`` prefix → moto service, for the three services the cluster calls."""
-
-
-def cache_method_names() -> Callable[..., Any]:
-    """Memoise ``moto.core.responses.method_names_from_class``, which moto calls on
-    every request to list a response class's methods (``inspect.getmembers``: a
-    quarter of a put's CPU). The names of a class's methods do not change at run
-    time. Returns the memoised function (the contract test checks it is hit)."""
-    from moto.core import responses
-    from moto.core.utils import method_names_from_class
-
-    current: Any = getattr(responses, "method_names_from_class", None)
-    if hasattr(current, "cache_info"):  # already memoised in this process (the simulation)
-        return current  # type: ignore[no-any-return]
-    cached = functools.lru_cache(maxsize=None)(method_names_from_class)
-    responses.method_names_from_class = cached  # type: ignore[attr-defined]
-    return cached
 
 
 class _LazyPrivateKey:
@@ -136,9 +119,8 @@ def build_app() -> WsgiApp:
     """
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    cache_method_names()
+    _sibling("fastjson").install()  # item results as JSON, method listing memoised
     defer_kms_key_pairs()
-    _sibling("fastjson").install()
     dispatcher: WsgiApp = DomainDispatcherApplication(create_backend_app)
     apps: dict[str, WsgiApp] = {
         prefix: create_backend_app(service)  # type: ignore[arg-type]

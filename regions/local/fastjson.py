@@ -1,4 +1,5 @@
-"""moto's response serializer, skipped where it provably changes nothing.
+"""moto's response serializer, skipped where it provably changes nothing; and moto's
+per-request listing of a handler's methods, memoised.
 
 moto 5.2 serializes every response by walking the operation's output shape in
 botocore's service model, value by value (``moto.core.serialize``). For the
@@ -23,13 +24,14 @@ from __future__ import annotations
 import base64
 import calendar
 import datetime
+import functools
 import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ITEM_OPERATIONS", "FastResults", "install"]
+__all__ = ["ITEM_OPERATIONS", "FastResults", "install", "memoise_method_names"]
 
 ITEM_OPERATIONS: dict[str, frozenset[str]] = {
     "dynamodb": frozenset(
@@ -78,13 +80,31 @@ _MARK = "regionkit_fast_results"  # on the installed function: one install per p
 # even when this file is loaded twice (by path in the server, by name in the simulation)
 
 
+def memoise_method_names() -> Callable[..., Any]:
+    """Memoise ``moto.core.responses.method_names_from_class``, which moto calls on
+    every request to list a response class's methods (``inspect.getmembers``: a
+    quarter of a put's CPU). The names of a class's methods do not change at run
+    time. Idempotent; returns the memoised function (the contract test checks it is hit)."""
+    from moto.core import responses
+    from moto.core.utils import method_names_from_class
+
+    current: Any = getattr(responses, "method_names_from_class", None)
+    if hasattr(current, "cache_info"):
+        return current  # type: ignore[no-any-return]
+    cached = functools.lru_cache(maxsize=None)(method_names_from_class)
+    responses.method_names_from_class = cached  # type: ignore[attr-defined]
+    return cached
+
+
 def install() -> FastResults:
-    """Route item results around moto's serializer, once per process (idempotent).
+    """Install both speed-ups, once per process (idempotent): item results around moto's
+    serializer, and :func:`memoise_method_names`.
 
     Returns the shared counters; set their ``check`` to run moto's serializer beside
     the fast path and record every operation whose documents differ."""
     from moto.core.responses import ActionResult
 
+    memoise_method_names()
     with _LOCK:
         installed = getattr(ActionResult.execute_result, _MARK, None)
         if installed is not None:
