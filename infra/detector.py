@@ -246,7 +246,9 @@ class ConflictDetector(Construct):
         * ``IteratorAge``: the oldest record of a batch older than five minutes (the
           detector is behind, or retrying one batch);
         * the dead-letter queue holding any message: a batch given up on, conflicts
-          nobody logged.
+          nobody logged;
+        * ``Undetermined``: a replicated write whose lineage entry never arrived, left
+          unjudged (a metric filter on the detector's log group).
 
         Missing data is not breaching for errors and age (an idle table sends none),
         and the audit reads these alarms' states.
@@ -280,6 +282,28 @@ class ConflictDetector(Construct):
                 "stream batches the conflict detector gave up on (conflicts not logged)",
             ),
         ]
+        # A record whose lineage entry never arrived is judged by nobody: counted from the
+        # detector's JSON log lines (regions.conflicts logs residency.names.UNDETERMINED_EVENT).
+        undetermined = logs.MetricFilter(
+            self,
+            "UndeterminedFilter",
+            log_group=self.function.log_group,
+            metric_namespace=f"regionkit/{policy}",
+            metric_name=naming.UNDETERMINED_METRIC,
+            filter_pattern=logs.FilterPattern.string_value(
+                "$.event", "=", naming.UNDETERMINED_EVENT
+            ),
+            metric_value="1",
+        )
+        specs.append(
+            (
+                "Undetermined",
+                undetermined.metric(period=five_minutes, statistic="Sum"),
+                1,
+                "the conflict detector left a record undetermined (its lineage entry never "
+                "arrived): a conflict may be missing from the log",
+            )
+        )
         alarms = []
         for suffix, metric, threshold, what in specs:
             alarms.append(

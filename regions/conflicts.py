@@ -90,6 +90,7 @@ from regions.tombstones import DEL_ATTR, DELETED, FENCE, tombstone_kind
 from residency.clients import ClientProvider
 from residency.errors import MalformedId
 from residency.logs import get_logger
+from residency.names import UNDETERMINED_EVENT
 from residency.policy import GlobalDataClass, MergeConflicts, Policy
 from residency.records import ConflictKind, ConflictRecord, conflict_id
 
@@ -503,7 +504,7 @@ class ConflictDetector:
                 if age is not None and age >= self.lineage_max_age_s:
                     self.counts["undetermined"] += 1
                     log.warning(
-                        "conflict undetermined: the lineage entry never arrived",
+                        UNDETERMINED_EVENT,
                         region=region,
                         table=table,
                         version=link,

@@ -22,6 +22,8 @@ __all__ = [
     "TAG_JURISDICTION",
     "TAG_POLICY",
     "TAG_REGION",
+    "UNDETERMINED_EVENT",
+    "UNDETERMINED_METRIC",
     "access_stack_name",
     "composite_alarm_name",
     "detector_alarm_name",
@@ -112,9 +114,15 @@ def detector_function_name(policy: str, region: str) -> str:
     return _bounded(_slug(f"regionkit-{policy}-detector-{region}"), 64)
 
 
-DETECTOR_ALARMS = ("errors", "iteratorage", "deadletters")
+DETECTOR_ALARMS = ("errors", "iteratorage", "deadletters", "undetermined")
 """The conflict detector's health alarms in each region: failed invocations, a stream
-iterator more than 5 minutes old, messages in its dead-letter queue."""
+iterator more than 5 minutes old, messages in its dead-letter queue, a record it could
+not judge (its lineage entry never arrived: :data:`UNDETERMINED_EVENT`)."""
+
+UNDETERMINED_EVENT = "conflict undetermined: the lineage entry never arrived"
+"""The detector's log event for a record left undetermined (regions.conflicts); the CDK
+app counts it with a metric filter on the detector's log group and alarms on it."""
+UNDETERMINED_METRIC = "ConflictsUndetermined"
 
 
 def detector_alarm_name(policy: str, region: str, alarm: str) -> str:

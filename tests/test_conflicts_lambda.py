@@ -5,7 +5,7 @@
   de-duplication is the conditional put of the conflict ID, not a set in memory.
 * A merge-class conflict whose merge failed is merged on the retry.
 * The synthesized detector of every region has alarms on its errors, its iterator
-  age and its dead-letter queue.
+  age, its dead-letter queue and the records it left undetermined.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def test_the_landing_record_decides_a_blind_write(sim: Simulation) -> None:
 
 
 @pytest.mark.cdk  # a real CDK synth
-def test_every_detector_has_error_age_and_dead_letter_alarms(tmp_path: Path) -> None:
+def test_every_detector_has_error_age_dead_letter_and_undetermined_alarms(tmp_path: Path) -> None:
     import aws_cdk as cdk
     from aws_cdk.assertions import Template
 
@@ -155,4 +155,11 @@ def test_every_detector_has_error_age_and_dead_letter_alarms(tmp_path: Path) -> 
         assert ("AWS/Lambda", "Errors") in metrics
         assert ("AWS/Lambda", "IteratorAge") in metrics
         assert ("AWS/SQS", "ApproximateNumberOfMessagesVisible") in metrics
+        # a record left undetermined (its lineage entry never arrived), from the logs
+        assert ("regionkit/minimal", "ConflictsUndetermined") in metrics
+        (flt,) = [
+            r["Properties"] for r in resources.values() if r["Type"] == "AWS::Logs::MetricFilter"
+        ]
+        assert "conflict undetermined" in flt["FilterPattern"]
+        assert flt["MetricTransformations"][0]["MetricName"] == "ConflictsUndetermined"
     assert seen == len(load_policy(policy_path).regions)
