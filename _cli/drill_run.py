@@ -42,7 +42,7 @@ def _local_backend(progress: Any, task: Any, policy: Policy, settings: Settings)
         with LocalCluster(
             policy, table_prefix=settings.table_prefix, policy_file=settings.policy
         ) as cluster:
-            yield LocalClusterBackend(cluster)
+            yield LocalClusterBackend(cluster, settings=cluster.config(settings))
 
     return ephemeral()
 

@@ -94,7 +94,7 @@ class DelayProxy:
 
 
 def _router(policy: Policy, cluster: LocalCluster, **overrides: Any) -> RegionRouter:
-    return RegionRouter(policy, region=ORIGIN, config=cluster.settings(**overrides))
+    return RegionRouter(policy, region=ORIGIN, config=cluster.config(**overrides))
 
 
 def failover_runs(policy: Policy, cluster: LocalCluster, mode: str, runs: int) -> list[float]:

@@ -80,7 +80,7 @@ def bench_locate_erase(items: int) -> dict[str, Any]:
     policy = load_policy(ROOT / "policies" / "social-network.yaml")
     with LocalCluster(policy, replicate=True) as cluster:
         regions = policy.regions
-        settings = cluster.settings(read_timeout=60)
+        settings = cluster.config(read_timeout=60)
         routers = {r: RegionRouter(policy, region=r, config=settings) for r in regions}
         home = routers["ap-south-1"]
         uid = home.new_user_id(country="IN")
@@ -128,7 +128,7 @@ def bench_index_vs_scan(table_items: int, rounds: int) -> dict[str, Any]:
         )
         table = cluster.table_name("content")
         # A scan page of moto over a large table takes seconds: wait for it.
-        slow = cluster.settings(read_timeout=300, max_attempts=1)
+        slow = cluster.config(read_timeout=300, max_attempts=1)
         router = RegionRouter(policy, region=region, config=slow)
         uid = router.new_user_id(country="DE")
         router.assign_home(uid, country="DE")

@@ -193,7 +193,7 @@ def run_demo(
     with LocalCluster(
         policy, table_prefix=settings.table_prefix, policy_file=settings.policy
     ) as cluster:
-        backend = LocalClusterBackend(cluster)
+        backend = LocalClusterBackend(cluster, settings=cluster.config(settings))
         routers = {r: backend.router(r) for r in policy.regions}
         say("2/6 signing up users in every jurisdiction")
         signups = sign_up_users(routers, policy, per_country=users)
@@ -232,7 +232,7 @@ def run_demo(
             sc = get_scenario(name)
             say(f"{i}/6 drill {name} on {region} under load ({duration:g} s under fault)")
             j = DrillRunner(
-                LocalClusterBackend(cluster),
+                LocalClusterBackend(cluster, settings=cluster.config(settings)),
                 sc,
                 sc.parse(policy, {"region": region}),
                 options=DrillOptions(duration=duration, rate=rate),
@@ -247,7 +247,7 @@ def run_demo(
         cluster.replicator.wait_converged(30)
         # The audit scans whole tables: ordinary timeouts and botocore's retries, not the
         # router's fail-fast ones (a loaded machine answers a scan page slowly).
-        pool = ClientPool(cluster.settings(read_timeout=30.0), retries="botocore")
+        pool = ClientPool(cluster.config(read_timeout=30.0), retries="botocore")
         report = run_audit(
             policy,
             pool,

@@ -142,7 +142,7 @@ def env(audit_cluster: LocalCluster, cluster_policy: Policy, tmp_path: Path) -> 
     """Fresh, fully provisioned tables, two EU users and one US user, content, drills."""
     prefix = f"a{next(_prefixes)}-"
     provision(cluster_policy, audit_cluster.clients, table_prefix=prefix)
-    settings = audit_cluster.settings(table_prefix=prefix, region=EU1)
+    settings = audit_cluster.config(table_prefix=prefix, region=EU1)
     router = RegionRouter(
         cluster_policy, region=EU1, clients=audit_cluster.clients, config=settings
     )

@@ -53,7 +53,7 @@ print(json.dumps({"won": won, "stamps": stamps}), flush=True)
 
 @pytest.mark.slow  # eight Python processes, each importing the router
 def test_eight_routers_in_one_region_never_overwrite_each_others_create(cluster: Any) -> None:
-    settings = cluster.settings()
+    settings = cluster.config()
     env = {
         **os.environ,
         "REGIONKIT_MODE": "local",

@@ -166,8 +166,8 @@ def test_the_staged_handler_logs_a_real_concurrent_overwrite_with_only_boto3(
     c = isolated_cluster
     table = c.table_name("content")
     key = f"asset-{os.getpid()}-{id(c)}"
-    a = RegionRouter(c.policy, region=EU1, config=c.settings(region=EU1))
-    b = RegionRouter(c.policy, region=EU2, config=c.settings(region=EU2))
+    a = RegionRouter(c.policy, region=EU1, config=c.config(region=EU1))
+    b = RegionRouter(c.policy, region=EU2, config=c.config(region=EU2))
     ddb_a, ddb_b = c.client(EU1), c.client(EU2)
     a.put("content", {"pk": key, "body": "v0"})
     v0 = ddb_a.get_item(TableName=table, Key={"pk": {"S": key}}, ConsistentRead=True)["Item"]

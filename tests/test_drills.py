@@ -282,7 +282,7 @@ def test_drill_on_the_local_cluster(cluster: Any, scenario: str, tmp_path: Path)
     sc = get_scenario(scenario)
     # By default the drill's routers run with the service's settings (what a service
     # sees); a 1.5 s fault is rehearsed here with the fast drill timeouts instead.
-    service = cluster.settings()
+    service = cluster.config()
     assert LocalClusterBackend(cluster).settings == service
     runner = DrillRunner(
         LocalClusterBackend(cluster, fast=True),

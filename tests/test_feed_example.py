@@ -28,8 +28,8 @@ def feed_cluster() -> Iterator[Any]:
 
 def test_the_feed_service_from_two_regions(feed_cluster: Any) -> None:
     c = feed_cluster
-    eu = FeedService(RegionRouter(c.policy, region="eu-west-1", config=c.settings()))
-    us = FeedService(RegionRouter(c.policy, region="us-east-1", config=c.settings()))
+    eu = FeedService(RegionRouter(c.policy, region="eu-west-1", config=c.config()))
+    us = FeedService(RegionRouter(c.policy, region="us-east-1", config=c.config()))
     alice = eu.sign_up(country="DE", name="Alice", email="alice@example.test")
     bob = us.sign_up(country="US", name="Bob", email="bob@example.test")
     us.follow(bob, alice)

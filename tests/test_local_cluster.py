@@ -555,7 +555,7 @@ def test_state_file_and_settings(placed: Any, monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setenv("REGIONKIT_STATE_FILE", str(placed.state_file))
     assert Settings().endpoints == placed.endpoints
-    assert placed.settings(region="eu-west-1").endpoints == placed.endpoints
+    assert placed.config(region="eu-west-1").endpoints == placed.endpoints
 
 
 def test_a_running_cluster_blocks_a_second_one_on_its_state_file(

@@ -44,11 +44,11 @@ def _raw(cluster: Any, region: str, uid: str) -> dict[str, Any] | None:
 
 
 def test_a_stale_process_writes_in_the_new_home_after_a_move(cluster: Any) -> None:
-    a = RegionRouter(cluster.policy, region=EU1, config=cluster.settings())
+    a = RegionRouter(cluster.policy, region=EU1, config=cluster.config())
     uid = a.new_user_id(country="DE")
     a.assign_home(uid, country="DE")
     a.put("profile", {"pk": uid, "email": "b@example.test", "display_name": "before"})
-    settings = cluster.settings()
+    settings = cluster.config()
     env = {
         **os.environ,
         "REGIONKIT_MODE": "local",

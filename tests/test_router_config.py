@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -135,3 +136,25 @@ def test_the_router_keyword_is_config() -> None:
     with pytest.raises(TypeError, match="settings"):
         RegionRouter(load_policy(MINIMAL), settings=RouterConfig())  # type: ignore[call-arg]
     assert not hasattr(RegionRouter, "from_settings")
+
+
+def test_the_local_clusters_config_reads_nothing_but_takes_a_base(
+    environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``cluster.config()`` points at the cluster from its own values; the CLI passes its
+    settings as the base so a service's REGIONKIT_* timeouts still apply to a drill."""
+    from types import SimpleNamespace
+
+    from regions.local.cluster import LocalCluster
+    from residency.settings import load_settings
+
+    cluster: Any = SimpleNamespace(endpoints=STATE_ENDPOINTS, table_prefix="cl_")
+    cli = load_settings()  # REGIONKIT_READ_TIMEOUT=7.5 from the environment
+    _bogus(monkeypatch)
+    alone = LocalCluster.config(cluster, read_timeout=2.0)
+    assert type(alone) is RouterConfig
+    assert (alone.mode, alone.endpoints, alone.table_prefix) == ("local", STATE_ENDPOINTS, "cl_")
+    assert (alone.read_timeout, alone.hlc_max_offset_ms) == (2.0, 500)
+    based = LocalCluster.config(cluster, cli)
+    assert isinstance(based, Settings) and based.read_timeout == 7.5
+    assert (based.endpoints, based.table_prefix) == (STATE_ENDPOINTS, "cl_")

@@ -16,14 +16,14 @@ SECRET = "anna.secret@example.de"
 
 
 def _user_with_data(cluster: Any) -> tuple[str, list[str]]:
-    router = RegionRouter(cluster.policy, region=EU1, config=cluster.settings())
+    router = RegionRouter(cluster.policy, region=EU1, config=cluster.config())
     uid = router.new_user_id(country="DE")
     router.assign_home(uid, country="DE")
     router.put("profile", {"pk": uid, "email": SECRET, "display_name": "Anna"})
     posts = []
     for region in cluster.policy.regions:
         key = f"cli-post-{uid[-8:]}-{region}"
-        r = RegionRouter(cluster.policy, region=region, config=cluster.settings())
+        r = RegionRouter(cluster.policy, region=region, config=cluster.config())
         r.put("content", {"pk": key, "author_id": uid, "body": "hi"})
         posts.append(key)
     assert cluster.replicator.wait_converged(30)
@@ -86,7 +86,7 @@ def test_the_audit_finds_an_item_of_an_erased_subject_that_came_back(
     from regions.codec import to_ddb
 
     uid, _posts = _user_with_data(on_cluster)
-    router = RegionRouter(on_cluster.policy, region=EU1, config=on_cluster.settings())
+    router = RegionRouter(on_cluster.policy, region=EU1, config=on_cluster.config())
     assert router.erase_subject(uid).status == "done"
     out = tmp_path / "a.json"
     args = ("audit", "run", "--checks", "subjects.erasures", "--format", "json", "--no-progress")

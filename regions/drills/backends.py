@@ -304,7 +304,7 @@ class LocalClusterBackend(_WallClockBackend):
     def __init__(self, cluster: Any, *, settings: Any = None, fast: bool = False) -> None:
         self.cluster = cluster
         self.policy = cluster.policy
-        base = settings if settings is not None else cluster.settings()
+        base = settings if settings is not None else cluster.config()
         self._build_routers(base, cluster.physical_clock, fast=fast)
 
     def outage(self, region: str, mode: str = "stop") -> None:

@@ -10,7 +10,7 @@
         c.replicator.wait_converged()
         c.outage("eu-west-1")                 # SIGSTOP: clients time out
         c.restore("eu-west-1")
-        router = RegionRouter(..., config=c.settings(region="eu-west-1"))
+        router = RegionRouter(..., config=c.config(region="eu-west-1"))
 
 Start-up: the servers start in parallel (:mod:`regions.local.servers`), the
 tables are provisioned from the policy with a thread per region
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from regions.conflicts import ConflictDetector
     from regions.local.control import ControlServer
     from regions.local.replication import Replicator
-    from residency.settings import Settings
+    from residency.settings import RouterConfig
 
 __all__ = ["LocalCluster", "OutageMode"]
 
@@ -77,7 +77,7 @@ class LocalCluster:
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
 
-    :param table_prefix: prepended to every table name (``Settings.table_prefix``).
+    :param table_prefix: prepended to every table name (``RouterConfig.table_prefix``).
     :param replicate: start the replication emulator.
     :param state_file: write a state file there while running (``regionkit local up``
         does); it is removed on stop.
@@ -319,19 +319,27 @@ class LocalCluster:
     def table_name(self, logical: str) -> str:
         return self.table_prefix + logical
 
-    def settings(self, **overrides: Any) -> Settings:
-        """Settings pointing at this cluster, for a router or any regionkit service."""
-        from residency.settings import load_settings
+    def config(self, base: RouterConfig | None = None, **overrides: Any) -> RouterConfig:
+        """A router configuration pointing at this cluster: local mode, its endpoints and
+        table prefix, then ``overrides``, every other value from ``base`` (the CLI passes
+        its settings, so a service's ``REGIONKIT_*`` timeouts apply to a drill) or the
+        defaults. Nothing is read here: no ``REGIONKIT_*`` variable, ``.env`` or state
+        file (a process started elsewhere finds the cluster with
+        ``RegionRouter.from_env()``)."""
+        from residency.settings import RouterConfig
 
         values: dict[str, Any] = {
             "mode": "local",
             "endpoints": self.endpoints,
             "table_prefix": self.table_prefix,
+            **overrides,
         }
-        if self.state_file is not None:
-            values["state_file"] = self.state_file
-        values.update(overrides)
-        return load_settings(**values)
+        if base is None:
+            return RouterConfig(**values)
+        # validated as a RouterConfig (which reads nothing), then copied onto the base
+        fields = set(RouterConfig.model_fields)
+        checked = RouterConfig(**{**base.model_dump(include=fields), **values})
+        return base.model_copy(update={k: getattr(checked, k) for k in values})
 
     # --- outages ---
 
