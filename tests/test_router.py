@@ -851,13 +851,14 @@ def cluster_router(
     reset: float = 60.0,
     clients: Any = None,
     clock: Any = None,
+    read_timeout: float = 0.5,  # a stopped region must fail fast in these tests
 ) -> RegionRouter:
     settings = RouterConfig(
         mode="local",
         endpoints=cluster.endpoints,
         table_prefix=cluster.table_prefix,
         connect_timeout=0.3,
-        read_timeout=0.5,
+        read_timeout=read_timeout,
         max_attempts=1,
         breaker_failures=2,
         breaker_reset_seconds=reset,
@@ -988,7 +989,8 @@ def test_cluster_move_user_and_resume_after_a_crash(cluster: Any) -> None:
 def test_cluster_router_is_thread_safe_and_builds_no_client_after_warm_up(
     cluster: Any,
 ) -> None:
-    routers = {r: cluster_router(cluster, r) for r in cluster.policy.regions}
+    # no region is stopped here: a loaded machine (4 workers on 2 cores) must not time out
+    routers = {r: cluster_router(cluster, r, read_timeout=30.0) for r in cluster.policy.regions}
     countries = ("DE", "FR", "US", "NG")
     users = [sign_up(routers[US], countries[t % 4]) for t in range(8)]  # one per thread
     for router in routers.values():  # warm-up: every client this test needs
