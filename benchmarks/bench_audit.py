@@ -317,9 +317,11 @@ class StubClients:
                         )
                         for t, share in SHARES.items()
                     },
-                    "stub-regionkit-conflicts": _StubTable(
-                        r, "stub-regionkit-conflicts", 0, latency, page
-                    ),
+                    # the system tables the audit plans beside the policy's (empty here)
+                    **{
+                        f"stub-{name}": _StubTable(r, f"stub-{name}", 0, latency, page)
+                        for name in ("regionkit-conflicts", "regionkit-lineage")
+                    },
                 }
             )
             for r in REGIONS
