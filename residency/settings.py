@@ -216,6 +216,29 @@ class RouterConfig(BaseSettings):
         validate_default=True,
     )
 
+    def __init__(self, **values: Any) -> None:
+        """A bad value is a :class:`SettingsError` naming the field (one error tree), not
+        pydantic's ``ValidationError``; :func:`load_settings` words it for the environment."""
+        if type(self) is not RouterConfig:  # Settings: load_settings() explains its sources
+            super().__init__(**values)
+            return
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            err = exc.errors(include_url=False)[0]
+            name = ".".join(str(x) for x in err["loc"]) or "config"
+            secret = "key" in name
+            raise SettingsError(
+                setting=name,
+                value="(hidden)" if secret else err.get("input"),
+                reason="there is no such setting"
+                if err["type"] == "extra_forbidden"
+                else err["msg"].removeprefix("Value error, "),
+                fix=f"pass a valid {name} to RouterConfig"
+                if err["type"] != "extra_forbidden"
+                else "known: " + ", ".join(RouterConfig.model_fields),
+            ) from None
+
     mode: Literal["local", "aws"] = Field(
         default="local",
         description="'local': the embedded cluster on loopback. 'aws': real AWS endpoints.",

@@ -16,6 +16,7 @@ import pytest
 from pydantic import ValidationError
 
 from regions import RegionRouter, RouterConfig
+from residency.errors import ConfigError, SettingsError
 from residency.policy import load_policy
 from residency.settings import DEFAULT_STATE_FILE, Settings
 
@@ -122,8 +123,23 @@ def test_router_config_has_no_cli_only_settings() -> None:
     assert set(Settings.model_fields) >= CLI_ONLY
     assert set(RouterConfig.model_fields) <= set(Settings.model_fields)
     for name in CLI_ONLY:
-        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        with pytest.raises(SettingsError, match="there is no such setting"):
             RouterConfig(**{name: "x"})
+
+
+def test_a_bad_config_value_is_a_settings_error_that_pickles() -> None:
+    """One error tree: exit 2 with the field named, never pydantic's ValidationError; a
+    secret's value is never shown."""
+    import pickle
+
+    with pytest.raises(SettingsError) as err:
+        RouterConfig(read_timeout=-1)
+    assert isinstance(err.value, ConfigError) and "read_timeout" in str(err.value)  # exit 2
+    assert "pass a valid read_timeout" in str(err.value)
+    assert pickle.loads(pickle.dumps(err.value)).args == err.value.args
+    with pytest.raises(SettingsError) as secret:
+        RouterConfig(pseudonym_key="short")
+    assert "short" not in str(secret.value)
 
 
 def test_router_config_is_immutable() -> None:
