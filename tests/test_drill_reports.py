@@ -3,7 +3,9 @@ or without colour, JUnit for CI, inline SVG charts, and `drill compare`."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -54,8 +56,25 @@ def _drill(policy: Policy, scenario: str, *, stop_at: str | None = None, **opts:
             return runner.journal
 
 
-@pytest.fixture(scope="module")
-def journals() -> dict[str, DrillJournal]:
+@pytest.fixture(scope="session")
+def journals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, DrillJournal]:
+    """Four simulated drills, run once per test run: under xdist the first worker writes
+    them (as JSON) where the others read them, instead of each running them again."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return _journals()
+    shared = tmp_path_factory.getbasetemp().parent / "drill-report-journals.json"
+    with open(shared.with_suffix(".lock"), "w", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if shared.exists():
+            saved = json.loads(shared.read_text(encoding="utf-8"))
+            return {name: DrillJournal.model_validate(j) for name, j in saved.items()}
+        made = _journals()
+        dumped = {name: j.model_dump(mode="json") for name, j in made.items()}
+        shared.write_text(json.dumps(dumped), encoding="utf-8")
+        return made
+
+
+def _journals() -> dict[str, DrillJournal]:
     return {
         "outage": _drill(MINIMAL, "region-outage"),
         "pause-rpo-missed": _drill(
