@@ -21,7 +21,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The child first puts Ctrl-C back, as a shell starts a command: a process inherits an
+# ignored SIGINT, and a worker of this test run may ignore it at that moment (a drill's
+# clean-up holds it off), which made the child deaf to the test's signal.
 CHILD = r"""
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
 import json, sys, time
 from pathlib import Path
 from _cli.common import sigterm_as_exit

@@ -32,6 +32,14 @@ def _env() -> dict[str, str]:
     return env
 
 
+AS_FROM_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('cli', run_name='__main__', alter_sys=True)"
+)
+"""``python -m cli`` with Ctrl-C put back first, as a shell starts a command: a process
+inherits an ignored SIGINT, and this test's worker may ignore it at that moment."""
+
+
 def _regionkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the CLI in a subprocess, as a user would."""
     return subprocess.run(
@@ -89,8 +97,8 @@ def up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     proc = subprocess.Popen(
         [
             sys.executable,
-            "-m",
-            "cli",
+            "-c",
+            AS_FROM_A_TERMINAL,
             "--policy",
             POLICY,
             "local",
