@@ -355,6 +355,10 @@ class LocalClusterBackend(_WallClockBackend):
         mono = None if since is None else time.monotonic() - (time.time() - since)
         return bool(self.cluster.replicator.wait_converged(timeout, since=mono))
 
+    def replication_busy(self) -> dict[str, Any]:
+        """Why the emulator is not quiet (counts and regions), for the journal."""
+        return dict(self.cluster.replicator.busy())
+
 
 class RemoteClusterBackend(_WallClockBackend):
     """The cluster a ``regionkit local up`` process runs, driven over its control endpoint.

@@ -804,6 +804,8 @@ class DrillRunner:
         f = self.journal.figures
         f.converged = quiet and equal
         f.tables_compared = len(groups)
+        busy = getattr(self.b, "replication_busy", None)
+        why_busy = busy() if callable(busy) and not quiet else {}
         drained = self.t_drained if self.t_drained is not None else t_quiet
         f.convergence_seconds = round(drained - self.t_heal, 3) if f.converged else None
         if f.converged:
@@ -813,6 +815,7 @@ class DrillRunner:
             ph,
             ok=f.converged,
             quiescent=quiet,
+            **({"busy": why_busy} if why_busy else {}),
             identical=equal,
             waited_s=round(t_quiet - t0, 3),
             digests=digests,

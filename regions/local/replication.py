@@ -1021,6 +1021,21 @@ class Replicator:
     def region_up(self, region: str) -> None:
         self.engine.region_up(region)
 
+    def busy(self, since: float | None = None) -> dict[str, Any]:
+        """What keeps :meth:`wait_converged` from answering True now (empty when nothing):
+        counts and region names only, for a drill's journal to say why it did not converge."""
+        up = [r for r in self.regions if not self.engine.is_down(r)]
+        since = time.monotonic() if since is None else since
+        found: dict[str, Any] = {
+            "failed": self.engine.failed_count,
+            "pending": self.engine.pending(),
+            "echoes": self.engine.echoes_pending(),
+            "rereads": self.engine.rereads_pending(),
+            "polling": sorted(r for r in up if not self._idle.get(r, True)),
+            "not_read_since": sorted(r for r in up if self._caught_up.get(r, -1.0) < since),
+        }
+        return {k: v for k, v in found.items() if v}
+
     def wait_converged(self, timeout: float = 10.0, *, since: float | None = None) -> bool:
         """True once every link is empty, every echo seen and every poller idle, after
         every region's stream has been read to its end by a poll that started after this
