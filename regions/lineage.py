@@ -34,7 +34,7 @@ older than the detector's ``lineage_max_age_s`` is counted and logged as
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from residency.clients import ClientProvider
@@ -112,18 +112,31 @@ class SharedLineage:
         client = self.clients.client("dynamodb", region)
         for start in range(0, len(puts), WRITE_LIMIT):
             request: dict[str, Any] = {self.table: puts[start : start + WRITE_LIMIT]}
-            for attempt in range(_ROUNDS):
-                self.requests += 1
-                t0 = time.perf_counter()
-                out = client.batch_write_item(RequestItems=request)
-                self.seconds += time.perf_counter() - t0
-                request = out.get("UnprocessedItems") or {}
-                if not request:
-                    break
-                self.pause(min(0.05 * 2**attempt, 1.0))
-            else:
-                raise RuntimeError(f"{region}/{self.table}: lineage writes left unprocessed")
+            for _ in self._until_processed(
+                client.batch_write_item,
+                request,
+                "UnprocessedItems",
+                f"{region}/{self.table}: lineage writes",
+            ):
+                pass
         return len(puts)
+
+    def _until_processed(
+        self, call: Any, request: dict[str, Any], leftover: str, what: str
+    ) -> Iterator[dict[str, Any]]:
+        """Send a batch request, then what DynamoDB left unprocessed (``leftover``), with
+        backoff; yield each response. Raises after ``_ROUNDS`` attempts."""
+        for attempt in range(_ROUNDS):
+            self.requests += 1
+            t0 = time.perf_counter()
+            out: dict[str, Any] = call(RequestItems=request)
+            self.seconds += time.perf_counter() - t0
+            yield out
+            request = out.get(leftover) or {}
+            if not request:
+                return
+            self.pause(min(0.05 * 2**attempt, 1.0))
+        raise RuntimeError(f"{what} left unprocessed")
 
     def fetch(
         self, region: str, keys: Iterable[tuple[str, str]]
@@ -141,19 +154,14 @@ class SharedLineage:
                     "ConsistentRead": True,
                 }
             }
-            for attempt in range(_ROUNDS):
-                self.requests += 1
-                t0 = time.perf_counter()
-                out = client.batch_get_item(RequestItems=request)
-                self.seconds += time.perf_counter() - t0
+            for out in self._until_processed(
+                client.batch_get_item,
+                request,
+                "UnprocessedKeys",
+                f"{region}/{self.table}: lineage reads",
+            ):
                 for item in out.get("Responses", {}).get(self.table, []):
                     pk = item["pk"]["S"]
                     if pk in wanted:
                         found[wanted[pk]] = (item.get(PARENT_ATTR) or {}).get("S")
-                request = out.get("UnprocessedKeys") or {}
-                if not request:
-                    break
-                self.pause(min(0.05 * 2**attempt, 1.0))
-            else:
-                raise RuntimeError(f"{region}/{self.table}: lineage reads left unprocessed")
         return found

@@ -149,31 +149,22 @@ def plan_tables(policy: Policy, table_prefix: str = "") -> list[TablePlan]:
         )
         for name, dc in policy.data_classes.items()
     ]
-    log = policy.system.conflict_log_table
-    plans.append(
+    log, lineage = policy.system.conflict_log_table, policy.system.lineage_table
+    system = [(log, CONFLICT_LOG, placements.get(log, policy.regions))]
+    if lineage in placements:  # one global table (regions.lineage)
+        system.append((lineage, LINEAGE, placements[lineage]))
+    plans += [
         TablePlan(
-            table=table_prefix + log,
-            logical=log,
-            data_class=CONFLICT_LOG,
+            table=table_prefix + name,
+            logical=name,
+            data_class=data_class,
             kind="system",
             partition_key="pk",
             sort_key=None,
-            regions=tuple(placements.get(log, policy.regions)),
+            regions=tuple(regions),
         )
-    )
-    lineage = policy.system.lineage_table
-    if lineage in placements:  # one global table (regions.lineage)
-        plans.append(
-            TablePlan(
-                table=table_prefix + lineage,
-                logical=lineage,
-                data_class=LINEAGE,
-                kind="system",
-                partition_key="pk",
-                sort_key=None,
-                regions=tuple(placements[lineage]),
-            )
-        )
+        for name, data_class, regions in system
+    ]
     return plans
 
 
