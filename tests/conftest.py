@@ -43,6 +43,10 @@ os.environ[_strict.ENV_VAR] = _strict.ENV_VALUE
 from regions.local import fastjson as _fastjson  # noqa: E402
 
 _fastjson.install()
+# ... and its DynamoDB writes atomic, as the local servers run them (threaded tests).
+from regions.local import atomic as _atomic  # noqa: E402
+
+_atomic.install()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

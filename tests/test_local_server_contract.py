@@ -257,3 +257,24 @@ def test_kms_key_pairs_are_made_on_first_use(spied_app: tuple[Any, dict[str, int
 def test_servers_get_the_parent_death_signal() -> None:
     """Without prctl, a SIGSTOPped server would outlive a SIGKILLed owner."""
     assert servers._prctl is not None, "prctl could not be loaded: servers may outlive owners"
+
+
+def test_the_server_makes_moto_s_writes_atomic(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_app() serialises moto's DynamoDB writes (regions/local/atomic.py, whose own
+    tests race them); if a method it wraps is gone from moto, installing fails loudly."""
+    from moto.dynamodb.models import DynamoDBBackend
+    from moto.dynamodb.models.table import StreamShard
+
+    from regions.local import atomic
+
+    # this process has them wrapped already (conftest): unwrap, so build_app must wrap
+    for cls, name in [(DynamoDBBackend, n) for n in atomic.WRITES] + [(StreamShard, "add")]:
+        method = getattr(cls, name)
+        monkeypatch.setattr(cls, name, getattr(method, "__wrapped__", method))
+        assert not getattr(getattr(cls, name), "_regionkit_atomic", False)
+    _server_main.build_app()
+    for cls, name in [(DynamoDBBackend, n) for n in atomic.WRITES] + [(StreamShard, "add")]:
+        assert getattr(getattr(cls, name), "_regionkit_atomic", False), name
+    monkeypatch.delattr(DynamoDBBackend, "execute_transaction")
+    with pytest.raises(AttributeError):
+        atomic.install()

@@ -143,3 +143,27 @@ def test_an_unreadable_change_is_retried_then_counted_as_failed(sim: Simulation)
     sim.settle()
     assert eng.failed_count == 1 and "never readable" in eng.failed[-1]
     assert (_raw(sim, US, "f4") or {}).get("body") == "d"  # the change after it still arrives
+
+
+def test_a_record_read_again_is_not_a_new_write(sim: Simulation) -> None:
+    """Streams are read at least once (a re-read after a failure, a Lambda retry, a
+    moto that re-sent its last record on every read): a record seen again is skipped,
+    not sent round the regions as a new write, which never ends."""
+    eng = sim.engine
+    for i in range(3):
+        sim.routers[EU1].put("content", {"pk": f"again{i}", "body": "x"})
+    sim.settle()
+    before = {r: _stream(sim, r, "content", "again0") for r in (EU2, US)}
+    streams = sim.clients.client("dynamodbstreams", EU1)
+    arn = sim.clients.raw(EU1).describe_table(TableName="content")["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
+    eng._iterators[(EU1, "content")] = [  # read EU1's stream again from its start
+        streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )["ShardIterator"]
+    ]
+    eng._repoll.add((EU1, "content"))  # read it although nothing was written since
+    assert sim.engine.poll(EU1) == 0  # nothing new
+    assert eng.redelivered >= 3 and eng.pending() == 0
+    sim.settle()
+    assert {r: _stream(sim, r, "content", "again0") for r in (EU2, US)} == before

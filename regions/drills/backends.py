@@ -350,14 +350,18 @@ class LocalClusterBackend(_WallClockBackend):
     def faults_left(self) -> list[str]:
         return faults_in_status(self.cluster.status())
 
-    def wait_converged(self, timeout: float, since: float | None = None) -> bool:
+    @staticmethod
+    def _monotonic(since: float | None) -> float | None:
         # the replicator keeps time.monotonic(); this backend's clock is time.time()
-        mono = None if since is None else time.monotonic() - (time.time() - since)
-        return bool(self.cluster.replicator.wait_converged(timeout, since=mono))
+        return None if since is None else time.monotonic() - (time.time() - since)
 
-    def replication_busy(self) -> dict[str, Any]:
-        """Why the emulator is not quiet (counts and regions), for the journal."""
-        return dict(self.cluster.replicator.busy())
+    def wait_converged(self, timeout: float, since: float | None = None) -> bool:
+        return bool(self.cluster.replicator.wait_converged(timeout, since=self._monotonic(since)))
+
+    def replication_busy(self, since: float | None = None) -> dict[str, Any]:
+        """Why the emulator is not quiet (counts and regions), for the journal; regions
+        "not read since" count from ``since``, as :meth:`wait_converged` does."""
+        return dict(self.cluster.replicator.busy(self._monotonic(since)))
 
 
 class RemoteClusterBackend(_WallClockBackend):

@@ -805,7 +805,7 @@ class DrillRunner:
         f.converged = quiet and equal
         f.tables_compared = len(groups)
         busy = getattr(self.b, "replication_busy", None)
-        why_busy = busy() if callable(busy) and not quiet else {}
+        why_busy = busy(since=t0) if callable(busy) and not quiet else {}
         drained = self.t_drained if self.t_drained is not None else t_quiet
         f.convergence_seconds = round(drained - self.t_heal, 3) if f.converged else None
         if f.converged:

@@ -22,6 +22,10 @@ measured (``benchmarks/bench_replication.py``):
   serializer for results that carry items, written as the same JSON directly
   (:mod:`regions.local.fastjson`).
 
+One thing is added: moto's DynamoDB writes run one at a time (:mod:`regions.local.atomic`):
+moto takes no lock, and under this server's threads a stream handed out one sequence
+number twice and a conditional write could race another.
+
 ``tests/test_local_server_contract.py`` fails loudly if either stops working
 (moto renames or changes what is used here, or a request falls back to the
 dispatcher, or the server stops keeping connections alive); pyproject.toml pins
@@ -120,6 +124,7 @@ def build_app() -> WsgiApp:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     _sibling("fastjson").install()  # item results as JSON, method listing memoised
+    _sibling("atomic").install()  # writes and stream appends one at a time, as in DynamoDB
     defer_kms_key_pairs()
     dispatcher: WsgiApp = DomainDispatcherApplication(create_backend_app)
     apps: dict[str, WsgiApp] = {

@@ -356,6 +356,9 @@ class ReplicationEngine:
         self._held: dict[tuple[str, str, KeyTuple], Image] = {}
         self._poll_attempts: dict[tuple[str, str, str], int] = {}
         self._repoll: set[tuple[str, str]] = set()  # streams to read again (a record failed)
+        # the last sequence number taken in, per (region, table, shard index)
+        self._last_seq: dict[tuple[str, str, int], int] = {}
+        self.redelivered = 0  # records read again and skipped (see _fresh)
         self.failed: deque[str] = deque(maxlen=1000)  # changes given up on, never silently
         self.failed_count = 0
         self._poll_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
@@ -466,8 +469,8 @@ class ReplicationEngine:
                 if not it:
                     continue
                 resp = streams.get_records(ShardIterator=it, Limit=limit)
-                records = resp.get("Records", [])
-                stopped_at = self._ingest_all(region, t, records, now)
+                records = self._fresh((region, t, i), resp.get("Records", []))
+                stopped_at = self._ingest_all((region, t, i), records, now)
                 if stopped_at is None:
                     its[i] = resp.get("NextShardIterator") or ""
                     count += len(records)
@@ -485,16 +488,36 @@ class ReplicationEngine:
                     count += stopped_at
         return count
 
+    def _fresh(
+        self, shard: tuple[str, str, int], records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The records not taken in before: a stream is read at least once, not exactly
+        once (a re-read after a failure, a Lambda retry; a moto without
+        :mod:`regions.local.atomic` hands out a number twice and then re-sends its last
+        record on every read). A re-delivered record is no new write: taken for one, it
+        would be sent round the regions again, for ever. Sequence numbers only grow
+        within a shard, so the last one taken in is the mark."""
+        last = self._last_seq.get(shard)
+        if last is None or not records:
+            return records
+        fresh = [r for r in records if int(r["dynamodb"]["SequenceNumber"]) > last]
+        if len(fresh) < len(records):
+            with self._lock:
+                self.redelivered += len(records) - len(fresh)
+        return fresh
+
     def _ingest_all(
-        self, region: str, table: str, records: list[dict[str, Any]], now: float | None
+        self, shard: tuple[str, str, int], records: list[dict[str, Any]], now: float | None
     ) -> int | None:
         """Take records in, in order; the index of the first that failed (to be read
         again), or None. A record that fails MAX_POLL_ATTEMPTS times is counted as failed."""
+        region, table, _ = shard
         for n, rec in enumerate(records):
+            seq = str(rec["dynamodb"]["SequenceNumber"])
             try:
                 self._ingest(region, table, rec, now)
+                self._last_seq[shard] = int(seq)
             except Exception as exc:
-                seq = str(rec.get("dynamodb", {}).get("SequenceNumber", "?"))
                 slot = (region, table, seq)
                 with self._lock:
                     self._poll_attempts[slot] = self._poll_attempts.get(slot, 0) + 1
@@ -509,6 +532,7 @@ class ReplicationEngine:
                         )
                         return n
                     self._poll_attempts.pop(slot, None)
+                    self._last_seq[shard] = int(seq)
                     self.failed_count += 1
                     self.failed.append(f"stream record {seq} of {region}/{table}: {exc!r}")
                 log.error(
