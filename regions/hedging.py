@@ -61,42 +61,49 @@ class HedgePolicy:
 
 
 class LatencyTracker:
-    """The last ``window`` answer latencies per region, and their p95 (recomputed lazily)."""
+    """The last ``window`` answer latencies per region, and their p95.
+
+    Recording is on every request's path, so it only appends (``deque.append`` is
+    atomic); the p95 is recomputed when asked, at most once per ``every`` new samples.
+    """
 
     def __init__(self, window: int = 256, every: int = 16) -> None:
         self.window = window
         self.every = every
         self._samples: dict[str, deque[float]] = {}
-        self._p95: dict[str, float] = {}
-        self._since: dict[str, int] = {}
+        self._seen: dict[str, list[int]] = {}  # samples recorded, per region (a hint)
+        self._p95: dict[str, tuple[int, float]] = {}  # (samples seen then, p95)
         self._lock = threading.Lock()
 
     ALL = "*"
     """The pseudo-region holding every region's samples (the class-wide p95)."""
 
     def record(self, region: str, seconds: float) -> None:
-        self._record(region, seconds)
-        self._record(self.ALL, seconds)
-
-    def _record(self, region: str, seconds: float) -> None:
-        with self._lock:
-            d = self._samples.get(region)
+        for key in (region, self.ALL):
+            d = self._samples.get(key)
             if d is None:
-                d = self._samples[region] = deque(maxlen=self.window)
+                with self._lock:
+                    d = self._samples.setdefault(key, deque(maxlen=self.window))
+                    self._seen.setdefault(key, [0])
             d.append(seconds)
-            n = self._since.get(region, 0) + 1
-            if n >= self.every or region not in self._p95:
-                ordered = sorted(d)
-                self._p95[region] = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
-                n = 0
-            self._since[region] = n
+            self._seen[key][0] += 1  # a lost increment under contention only delays a p95
 
     def count(self, region: str) -> int:
         d = self._samples.get(region)
         return len(d) if d is not None else 0
 
     def p95(self, region: str) -> float | None:
-        return self._p95.get(region)
+        d = self._samples.get(region)
+        if not d:
+            return None
+        seen = self._seen[region][0]
+        cached = self._p95.get(region)
+        if cached is not None and seen - cached[0] < self.every:
+            return cached[1]
+        ordered = sorted(d)  # copied in C, under the GIL: appends by others wait
+        value = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+        self._p95[region] = (seen, value)
+        return value
 
 
 class HedgedReads:

@@ -57,6 +57,14 @@ class RouteTable:
             else:
                 for jid in policy.jurisdictions:
                     self._allowed[(n, jid)] = guard.allowed(n, jid)
+        # (class, origin, jurisdiction or "") -> the chain's head, where the guard allows
+        # it: the decision while every region is healthy, one dict lookup.
+        self._heads: dict[tuple[str, str, str], Route] = {
+            (n, origin, jid): chain[0]
+            for (n, origin), chain in self._chains.items()
+            for (m, jid), allowed in self._allowed.items()
+            if m == n and chain and chain[0].region in allowed
+        }
 
     def _precompute(self) -> dict[tuple[str, str], tuple[Route, ...]]:
         """(data class, origin region) → ordered candidate routes."""
@@ -102,9 +110,13 @@ class RouteTable:
         ``origin`` is the subject's home region (pinned) or the caller's region (global);
         ``jurisdiction`` is the subject's (pinned) or None (global).
         """
+        health = self.health
+        if not exclude and not health.unavailable:
+            head = self._heads.get((data_class, origin, jurisdiction or ""))
+            if head is not None:
+                return head
         chain = self._chains[(data_class, origin)]
         allowed = self._allowed[(data_class, jurisdiction or "")]
-        health = self.health
         unavailable = health.unavailable
         for route in chain:
             r = route.region
@@ -118,7 +130,8 @@ class RouteTable:
     def look(self, data_class: str, origin: str, jurisdiction: str | None, op: Op) -> Route:
         """:meth:`pick`, as a look only: it takes no half-open probe lease."""
         if not self.health.unavailable:  # nothing to probe: no need to hold the lease back
-            return self.pick(data_class, origin, jurisdiction, op)
+            head = self._heads.get((data_class, origin, jurisdiction or ""))
+            return head if head is not None else self.pick(data_class, origin, jurisdiction, op)
         with self.health.peeking():
             return self.pick(data_class, origin, jurisdiction, op)
 

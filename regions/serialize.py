@@ -32,11 +32,14 @@ def serialize_item(data_class: str, item: Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+_LEAVES = frozenset({str, int, bool, bytes, float, type(None)})
+
+
 def bad_map_key(item: Mapping[str, Any]) -> tuple[str, str] | None:
     """(top-level attribute, "map key of type T") for a non-string key at any depth."""
 
     def walk(v: Any, depth: int) -> str | None:
-        if depth > 40:
+        if type(v) in _LEAVES or depth > 40:  # (the common case, before the ABC check)
             return None
         if isinstance(v, Mapping):
             for k, x in v.items():

@@ -22,6 +22,7 @@ Items are named in errors by keyed pseudonym.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -329,10 +330,13 @@ class VersionedStore(CausalHistory):
 
 
 def _random_token() -> str:
-    """A write request's idempotency token: 64 random bits, kept across its retries."""
-    import secrets
+    """A write request's idempotency token: 64 random bits, kept across its retries.
 
-    return secrets.token_hex(8)
+    Unique, not secret (it only tells a retry that its first attempt landed), so it
+    comes from the random module's generator (seeded from the OS, and again in a
+    forked child) rather than a system call on every write.
+    """
+    return f"{random.getrandbits(64):016x}"
 
 
 def directed(route: Route) -> Decide:

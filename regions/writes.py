@@ -10,7 +10,6 @@ the same stamps and tombstones.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -339,11 +338,6 @@ class Writer:
                 ) from exc
             return False
         return True
-
-
-def new_token() -> str:
-    """A write request's idempotency token: 64 random bits, kept across its retries."""
-    return secrets.token_hex(8)
 
 
 def _conditional_put(

@@ -27,6 +27,7 @@ from residency.logs import get_logger
 from residency.policy import GlobalDataClass, Policy
 
 _MAX_DEPTH = 32  # DynamoDB allows 32 levels of nesting
+_LEAVES = frozenset({str, int, bool, bytes, float, type(None)})  # skipped before the ABC check
 
 __all__ = ["ResidencyGuard"]
 
@@ -125,13 +126,13 @@ def _find_pii_name(value: object, names: frozenset[str], depth: int) -> tuple[st
         for k, v in value.items():
             if isinstance(k, str) and k.casefold() in names:
                 return k.casefold(), depth
-            if isinstance(v, (Mapping, list, tuple)):
+            if type(v) not in _LEAVES and isinstance(v, (Mapping, list, tuple)):
                 found = _find_pii_name(v, names, depth + 1)
                 if found is not None:
                     return found
     elif isinstance(value, (list, tuple)):
         for v in value:
-            if isinstance(v, (Mapping, list, tuple)):
+            if type(v) not in _LEAVES and isinstance(v, (Mapping, list, tuple)):
                 found = _find_pii_name(v, names, depth + 1)
                 if found is not None:
                     return found
