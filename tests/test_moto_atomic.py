@@ -132,3 +132,4 @@ def test_install_is_idempotent_and_names_what_it_wraps() -> None:
     for method in [getattr(DynamoDBBackend, n) for n in atomic.WRITES] + [StreamShard.add]:
         assert getattr(method, "_regionkit_atomic", False)
         assert not getattr(method.__wrapped__, "_regionkit_atomic", False)  # wrapped once
+        assert method.lock is lock  # what the TTL sweep holds around a delete and its mark

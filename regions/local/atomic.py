@@ -52,6 +52,7 @@ def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(*args, **kwargs)
 
     setattr(run, _MARK, True)
+    run.lock = _LOCK  # type: ignore[attr-defined]  # for code that must hold it too
     return run
 
 

@@ -32,6 +32,7 @@ expired item eventually going, and on a read hiding what is expired but not yet 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -95,14 +96,18 @@ def _expire_table(table: Any, attribute: str, now: float) -> int:
         if is_expired(attrs.get(attribute), now):
             doomed.append((item.hash_key, item.range_key))
     count = 0
+    # The delete and the mark on its stream record, with no other write in between
+    # (regions.local.atomic's lock, where installed: the mark goes on the last record).
+    lock = getattr(getattr(table.stream_shard, "add", None), "lock", None) or nullcontext()
     for hash_key, range_key in doomed:
-        before = len(table.stream_shard.items) if table.stream_shard is not None else 0
-        if table.delete_item(hash_key, range_key) is None:
-            continue  # deleted by a request in the meantime
-        count += 1
-        shard = table.stream_shard
-        if shard is not None and len(shard.items) > before:
-            shard.items[-1].record["userIdentity"] = dict(TTL_IDENTITY)
+        with lock:
+            before = len(table.stream_shard.items) if table.stream_shard is not None else 0
+            if table.delete_item(hash_key, range_key) is None:
+                continue  # deleted by a request in the meantime
+            count += 1
+            shard = table.stream_shard
+            if shard is not None and len(shard.items) > before:
+                shard.items[-1].record["userIdentity"] = dict(TTL_IDENTITY)
     return count
 
 
