@@ -82,9 +82,9 @@ class LatencyTracker:
         for key in (region, self.ALL):
             d = self._samples.get(key)
             if d is None:
-                with self._lock:
-                    d = self._samples.setdefault(key, deque(maxlen=self.window))
+                with self._lock:  # the counter first: a deque found means one exists
                     self._seen.setdefault(key, [0])
+                    d = self._samples.setdefault(key, deque(maxlen=self.window))
             d.append(seconds)
             self._seen[key][0] += 1  # a lost increment under contention only delays a p95
 
