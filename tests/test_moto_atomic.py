@@ -88,9 +88,9 @@ def test_concurrent_writes_get_distinct_increasing_sequence_numbers(ddb: Any) ->
     for i in range(50):  # (moto streams an update that creates an item twice)
         ddb.put_item(TableName=TABLE, Item={"pk": {"S": f"k{i}"}})
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(write, range(1200)))
+        list(pool.map(write, range(400)))
     seqs = _sequence_numbers(ddb)
-    assert len(seqs) == 1250  # every write streamed once, none read twice
+    assert len(seqs) == 450  # every write streamed once, none read twice
     assert seqs == sorted(set(seqs))  # distinct and in the order of the shard
     assert seqs[-1] - seqs[0] == len(seqs) - 1
 
