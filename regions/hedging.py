@@ -71,7 +71,7 @@ class LatencyTracker:
         self.window = window
         self.every = every
         self._samples: dict[str, deque[float]] = {}
-        self._seen: dict[str, list[int]] = {}  # samples recorded, per region (a hint)
+        self._seen: dict[str, int] = {}  # samples recorded, per region (a hint)
         self._p95: dict[str, tuple[int, float]] = {}  # (samples seen then, p95)
         self._lock = threading.Lock()
 
@@ -83,10 +83,10 @@ class LatencyTracker:
             d = self._samples.get(key)
             if d is None:
                 with self._lock:  # the counter first: a deque found means one exists
-                    self._seen.setdefault(key, [0])
+                    self._seen.setdefault(key, 0)
                     d = self._samples.setdefault(key, deque(maxlen=self.window))
             d.append(seconds)
-            self._seen[key][0] += 1  # a lost increment under contention only delays a p95
+            self._seen[key] += 1  # a lost increment under contention only delays a p95
 
     def count(self, region: str) -> int:
         d = self._samples.get(region)
@@ -96,7 +96,7 @@ class LatencyTracker:
         d = self._samples.get(region)
         if not d:
             return None
-        seen = self._seen[region][0]
+        seen = self._seen[region]
         cached = self._p95.get(region)
         if cached is not None and seen - cached[0] < self.every:
             return cached[1]
