@@ -52,14 +52,14 @@ from _cli.common import (
     console,
     esc,
     fail,
+    new_app,
 )
 from residency.__about__ import __version__
 from residency.errors import ConfigError, OperationError, RegionkitError
 
-app = typer.Typer(
+app = new_app(
     name="regionkit",
     help="Run one product in many AWS regions on DynamoDB without breaking data-residency law.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )

@@ -18,6 +18,7 @@ from _cli.common import (
     fail,
     get_policy,
     get_settings,
+    new_app,
     no_cluster_reason,
     print_json,
     split_regions,
@@ -33,9 +34,8 @@ if TYPE_CHECKING:
     from residency.policy import Policy
     from residency.settings import Settings
 
-app = typer.Typer(
-    help="Compliance audit: check the deployed tables and the stored data against the policy.",
-    no_args_is_help=True,
+app = new_app(
+    help="Compliance audit: check the deployed tables and the stored data against the policy."
 )
 
 _AUDIT_SEVERITIES = ("critical", "high", "medium", "low", "info")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
 from _cli import common
-from _cli.common import JsonOpt, console, esc, get_settings, print_json
+from _cli.common import JsonOpt, console, esc, get_settings, new_app, print_json
 
-app = typer.Typer(help="The effective settings.", no_args_is_help=True)
+app = new_app(help="The effective settings.")
 
 
 @app.command("show")

@@ -14,6 +14,7 @@ from _cli.common import (
     esc,
     fail,
     get_policy,
+    new_app,
     print_json,
     quick_settings,
 )
@@ -22,10 +23,7 @@ from residency.errors import OperationError, RegionkitError
 if TYPE_CHECKING:
     from datetime import datetime
 
-app = typer.Typer(
-    help="The conflict log: concurrent cross-region writes found by the detector.",
-    no_args_is_help=True,
-)
+app = new_app(help="The conflict log: concurrent cross-region writes found by the detector.")
 
 _CONFLICT_KINDS = ("concurrent", "inversion", "lost_write")
 

@@ -19,6 +19,7 @@ from _cli.common import (
     finite,
     get_policy,
     get_settings,
+    new_app,
     print_json,
     require_extra,
     sigterm_as_exit,
@@ -32,9 +33,8 @@ if TYPE_CHECKING:
     from residency.policy import Policy
     from residency.settings import Settings
 
-app = typer.Typer(
-    help="Failover drills: region outage, replication pause, partition, clock skew, failback.",
-    no_args_is_help=True,
+app = new_app(
+    help="Failover drills: region outage, replication pause, partition, clock skew, failback."
 )
 
 _ScenarioArg = Annotated[str, typer.Argument(help="Scenario name (see `regionkit drill list`).")]

@@ -15,6 +15,7 @@ from _cli.common import (
     fail,
     get_policy,
     get_settings,
+    new_app,
     print_json,
     require_extra,
     writable_dir,
@@ -23,9 +24,7 @@ from _cli.common import (
 if TYPE_CHECKING:
     from infra.app import SynthResult
 
-app = typer.Typer(
-    help="The AWS CDK app built from the policy (needs the 'infra' extra).", no_args_is_help=True
-)
+app = new_app(help="The AWS CDK app built from the policy (needs the 'infra' extra).")
 
 
 def _stacks_table(result: SynthResult, out: Path) -> Any:

@@ -18,6 +18,7 @@ from _cli.common import (
     finite,
     get_policy,
     get_settings,
+    new_app,
     print_json,
     require_extra,
     split_regions,
@@ -28,14 +29,8 @@ if TYPE_CHECKING:
     from regions.local.cluster import LocalCluster
     from residency.policy import Policy
 
-app = typer.Typer(
-    help="Run the embedded local cluster (one moto server per region) and inject faults.",
-    no_args_is_help=True,
-)
-fault_app = typer.Typer(
-    help="Inject faults into the running local cluster (`regionkit local up`).",
-    no_args_is_help=True,
-)
+app = new_app(help="Run the embedded local cluster (one moto server per region) and inject faults.")
+fault_app = new_app(help="Inject faults into the running local cluster (`regionkit local up`).")
 app.add_typer(fault_app, name="fault")
 
 StateFileOpt = Annotated[

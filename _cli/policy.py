@@ -14,13 +14,14 @@ from _cli.common import (
     esc,
     get_policy,
     get_settings,
+    new_app,
     policy_path,
     print_json,
     writable_file,
     write_text,
 )
 
-app = typer.Typer(help="Validate, explain and export the residency policy.", no_args_is_help=True)
+app = new_app(help="Validate, explain and export the residency policy.")
 
 
 def _validate_files(paths: list[Path] | None) -> list[dict[str, Any]]:

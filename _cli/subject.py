@@ -17,6 +17,7 @@ from _cli.common import (
     console,
     esc,
     fail,
+    new_app,
     print_json,
     quick_settings,
     reach_failed,
@@ -29,10 +30,7 @@ if TYPE_CHECKING:
     from regions.router import RegionRouter
     from residency.settings import Settings
 
-app = typer.Typer(
-    help="Data-subject requests: locate, export and erase one user everywhere.",
-    no_args_is_help=True,
-)
+app = new_app(help="Data-subject requests: locate, export and erase one user everywhere.")
 
 
 def _subject_router() -> tuple[Settings, RegionRouter]:

@@ -12,6 +12,7 @@ from _cli.common import (
     console,
     esc,
     fail,
+    new_app,
     print_json,
     quick_settings,
     reach_failed,
@@ -21,9 +22,7 @@ if TYPE_CHECKING:
     from regions.router import MoveResult
     from regions.seed import SeedResult
 
-app = typer.Typer(
-    help="Users: seed fake users on the local cluster, move a user's home.", no_args_is_help=True
-)
+app = new_app(help="Users: seed fake users on the local cluster, move a user's home.")
 
 
 def _seed_json(result: SeedResult) -> dict[str, Any]:
