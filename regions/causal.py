@@ -45,7 +45,7 @@ class CausalHistory:
                 if len(self._vv_cache) > 10_000:
                     self._vv_cache.pop(next(iter(self._vv_cache)))
         try:
-            self.clock.observe(Stamp.parse(str(item[VERSION_ATTR])))
+            self.clock.merge(Stamp.parse(str(item[VERSION_ATTR])))
         except ClockDriftError as exc:
             with self._lock:
                 self.drift_flags += 1

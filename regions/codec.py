@@ -25,9 +25,10 @@ Numbers come back as :class:`decimal.Decimal`, as with boto3's resource API.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import DYNAMODB_CONTEXT, TypeDeserializer, TypeSerializer
 
 __all__ = [
     "AT_ATTR",
@@ -80,7 +81,7 @@ def _value(v: Any) -> Any:
     return _ser.serialize(v)
 
 
-def to_ddb(item: dict[str, Any]) -> dict[str, Any]:
+def to_ddb(item: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _value(v) for k, v in item.items()}
 
 
@@ -88,10 +89,34 @@ def to_ddb_value(value: Any) -> Any:
     return _value(value)
 
 
+def _plain(v: Any) -> Any:
+    """One DynamoDB JSON value as Python: the common types inline, the rest through boto3.
+
+    The mirror of :func:`_value`, on every read's path; identical output to boto3's
+    ``TypeDeserializer`` (numbers through the same decimal context), which still
+    handles the rest (binary, sets) and rejects what is malformed.
+    """
+    if len(v) == 1:
+        if "S" in v:
+            return v["S"]
+        if "N" in v:
+            return _create_decimal(v["N"])
+        if "M" in v:
+            return {k: _plain(x) for k, x in v["M"].items()}
+        if "L" in v:
+            return [_plain(x) for x in v["L"]]
+        if "BOOL" in v:
+            return v["BOOL"]
+    return _de.deserialize(v)
+
+
+_create_decimal = DYNAMODB_CONTEXT.create_decimal
+
+
 def from_ddb(item: dict[str, Any] | None) -> dict[str, Any] | None:
     if item is None:
         return None
-    return {k: _de.deserialize(v) for k, v in item.items()}
+    return {k: _plain(v) for k, v in item.items()}
 
 
 def descends(new: dict[str, Any], old: dict[str, Any]) -> bool:

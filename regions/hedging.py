@@ -60,6 +60,16 @@ class HedgePolicy:
         )
 
 
+class _Series:
+    """One region's window of latencies, and how many were ever recorded (a hint)."""
+
+    __slots__ = ("samples", "seen")
+
+    def __init__(self, window: int) -> None:
+        self.samples: deque[float] = deque(maxlen=window)
+        self.seen = 0
+
+
 class LatencyTracker:
     """The last ``window`` answer latencies per region, and their p95.
 
@@ -67,40 +77,42 @@ class LatencyTracker:
     atomic); the p95 is recomputed when asked, at most once per ``every`` new samples.
     """
 
-    def __init__(self, window: int = 256, every: int = 16) -> None:
-        self.window = window
-        self.every = every
-        self._samples: dict[str, deque[float]] = {}
-        self._seen: dict[str, int] = {}  # samples recorded, per region (a hint)
-        self._p95: dict[str, tuple[int, float]] = {}  # (samples seen then, p95)
-        self._lock = threading.Lock()
-
     ALL = "*"
     """The pseudo-region holding every region's samples (the class-wide p95)."""
 
+    def __init__(self, window: int = 256, every: int = 16) -> None:
+        self.window = window
+        self.every = every
+        self._series: dict[str, _Series] = {}
+        self._all = _Series(window)
+        self._series[self.ALL] = self._all
+        self._p95: dict[str, tuple[int, float]] = {}  # (samples seen then, p95)
+        self._lock = threading.Lock()
+
     def record(self, region: str, seconds: float) -> None:
-        for key in (region, self.ALL):
-            d = self._samples.get(key)
-            if d is None:
-                with self._lock:  # the counter first: a deque found means one exists
-                    self._seen.setdefault(key, 0)
-                    d = self._samples.setdefault(key, deque(maxlen=self.window))
-            d.append(seconds)
-            self._seen[key] += 1  # a lost increment under contention only delays a p95
+        s = self._series.get(region)
+        if s is None:
+            with self._lock:  # two threads starting a region at once share one series
+                s = self._series.setdefault(region, _Series(self.window))
+        s.samples.append(seconds)
+        s.seen += 1  # a lost increment under contention only delays a p95
+        a = self._all
+        a.samples.append(seconds)
+        a.seen += 1
 
     def count(self, region: str) -> int:
-        d = self._samples.get(region)
-        return len(d) if d is not None else 0
+        s = self._series.get(region)
+        return len(s.samples) if s is not None else 0
 
     def p95(self, region: str) -> float | None:
-        d = self._samples.get(region)
-        if not d:
+        s = self._series.get(region)
+        if s is None or not s.samples:
             return None
-        seen = self._seen[region]
+        seen = s.seen
         cached = self._p95.get(region)
         if cached is not None and seen - cached[0] < self.every:
             return cached[1]
-        ordered = sorted(d)  # copied in C, under the GIL: appends by others wait
+        ordered = sorted(s.samples)  # copied in C, under the GIL: appends by others wait
         value = ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
         self._p95[region] = (seen, value)
         return value

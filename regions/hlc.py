@@ -78,6 +78,13 @@ def new_node_id() -> str:
     return secrets.token_hex(4)
 
 
+def _text(l: int, c: int, node: str, region: str) -> str:  # noqa: E741 - the paper's name
+    """A stamp's text: fixed-width hex, so text order is stamp order."""
+    if node:
+        return f"{l:012x}.{c:04x}.{node}.{region}"
+    return f"{l:012x}.{c:04x}.{region}"
+
+
 @dataclass(frozen=True, slots=True)
 class Stamp:
     l: int  # noqa: E741 - the paper's name
@@ -86,9 +93,7 @@ class Stamp:
     node: str = ""
 
     def __str__(self) -> str:
-        if self.node:
-            return f"{self.l:012x}.{self.c:04x}.{self.node}.{self.region}"
-        return f"{self.l:012x}.{self.c:04x}.{self.region}"
+        return _text(self.l, self.c, self.node, self.region)
 
     def _key(self) -> tuple[int, int, str]:
         # the text order: l and c are fixed-width hex, then "node.region" (or the region)
@@ -161,15 +166,25 @@ class HLC:
         self._c = 0
         self._lock = threading.Lock()
 
-    def now(self) -> Stamp:
-        """A stamp for a local event (a write)."""
+    def _tick(self) -> tuple[int, int]:
+        """Advance for a local event; the new (l, c)."""
         with self._lock:
             pt = self.physical()
             if pt > self._l:
                 self._l, self._c = pt, 0
             else:
                 self._bump()
-            return Stamp(self._l, self._c, self.region, self.node)
+            return self._l, self._c
+
+    def now(self) -> Stamp:
+        """A stamp for a local event (a write)."""
+        l, c = self._tick()  # noqa: E741 - the paper's name
+        return Stamp(l, c, self.region, self.node)
+
+    def now_text(self) -> str:
+        """``str(self.now())`` without the :class:`Stamp` in between (every write's path)."""
+        l, c = self._tick()  # noqa: E741 - the paper's name
+        return _text(l, c, self.node, self.region)
 
     def observe(self, remote: Stamp) -> Stamp:
         """Merge a stamp read from elsewhere (a receive event); returns the new local stamp.
@@ -179,6 +194,12 @@ class HLC:
         allows adopting drift, more than ``adopt_drift_ms``: up to that it is
         adopted with a warning).
         """
+        l, c = self.merge(remote)  # noqa: E741 - the paper's name
+        return Stamp(l, c, self.region, self.node)
+
+    def merge(self, remote: Stamp) -> tuple[int, int]:
+        """:meth:`observe`, returning the new local (l, c) without building a Stamp
+        (every read's path)."""
         with self._lock:
             pt = self.physical()
             ahead = remote.l - pt
@@ -204,7 +225,7 @@ class HLC:
             self._l, self._c = l_new, c_new
             if self._c > _COUNTER_MAX:
                 self._l, self._c = self._l + 1, 0
-            return Stamp(self._l, self._c, self.region, self.node)
+            return self._l, self._c
 
     def _bump(self) -> None:
         self._c += 1

@@ -22,7 +22,7 @@ def serialize_item(data_class: str, item: Mapping[str, Any]) -> dict[str, Any]:
     bad: tuple[str, str] | None = bad_map_key(item)
     if bad is None:
         try:
-            return to_ddb(dict(item))
+            return to_ddb(item)
         except (TypeError, ValueError, ArithmeticError):
             bad = first_unserializable(item)
     raise ConfigError(
@@ -37,28 +37,30 @@ _LEAVES = frozenset({str, int, bool, bytes, float, type(None)})
 
 def bad_map_key(item: Mapping[str, Any]) -> tuple[str, str] | None:
     """(top-level attribute, "map key of type T") for a non-string key at any depth."""
-
-    def walk(v: Any, depth: int) -> str | None:
-        if type(v) in _LEAVES or depth > 40:  # (the common case, before the ABC check)
-            return None
-        if isinstance(v, Mapping):
-            for k, x in v.items():
-                if not isinstance(k, str):
-                    return f"map key of type {type(k).__name__}"
-                found = walk(x, depth + 1)
-                if found:
-                    return found
-        elif isinstance(v, (list, tuple)):
-            for x in v:
-                found = walk(x, depth + 1)
-                if found:
-                    return found
-        return None
-
     for name, value in item.items():
-        found = walk(value, 0)
+        if type(value) in _LEAVES:  # the common case, before any call or ABC check
+            continue
+        found = _bad_key_in(value, 0)
         if found:
             return name, found
+    return None
+
+
+def _bad_key_in(v: Any, depth: int) -> str | None:
+    if type(v) in _LEAVES or depth > 40:
+        return None
+    if isinstance(v, Mapping):
+        for k, x in v.items():
+            if not isinstance(k, str):
+                return f"map key of type {type(k).__name__}"
+            found = _bad_key_in(x, depth + 1)
+            if found:
+                return found
+    elif isinstance(v, (list, tuple)):
+        for x in v:
+            found = _bad_key_in(x, depth + 1)
+            if found:
+                return found
     return None
 
 

@@ -39,7 +39,7 @@ class Transactions:
         if not ops or len(ops) > MAX_ITEMS:
             raise ConfigError(message=f"a transaction takes 1 to {MAX_ITEMS} items, got {len(ops)}")
         based_on = based_on or {}
-        stamp = str(s.clock.now())
+        stamp = s.clock.now_text()
         seen: set[tuple[str, str]] = set()
         regions: dict[str, list[int]] = {}
         keys: list[dict[str, Any]] = []

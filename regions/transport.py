@@ -239,21 +239,21 @@ class Transport(HedgedReads):
         The answer's latency feeds the hedging p95, or goes to ``timing`` when given (a
         hedged read records only the winner's: a slow region's losing answers must not
         raise the p95 that decides when to hedge away from it).
+
+        Every request takes this path, so the first attempt is sent inline; the retries
+        of a throttled one are in :meth:`_throttled` (``bench_router`` (b): the router's
+        own work runs on the cold caches each request leaves behind, so every frame and
+        closure on this path shows in the routed/raw ratio).
         """
         region = route.region
-        p = self.policy
-
-        def once() -> T:
-            start = self.timer()
-            out = fn(route, self.clients.client("dynamodb", region))
-            if timing is None:
-                self.latency.record(region, self.timer() - start)
-            else:
-                timing.append(self.timer() - start)
-            return out
-
+        timer = self.timer
         try:
-            result = self._throttled(once, max(1, p.throttle_attempts))
+            start = timer()
+            try:
+                result = fn(route, self.clients.client("dynamodb", region))
+            except Exception as first:
+                result, start = self._throttled(route, fn, first)
+            elapsed = timer() - start
         except BaseException as exc:
             kind = classify(exc) if isinstance(exc, Exception) else "other"
             if kind == "failover":
@@ -265,29 +265,40 @@ class Transport(HedgedReads):
             if isinstance(exc, Exception):
                 _tag_region(exc, region)
             raise
+        if timing is None:
+            self.latency.record(region, elapsed)
+        else:
+            timing.append(elapsed)
         self.health.record_success(region)
         return result
 
-    def _throttled(self, once: Callable[[], T], attempts: int) -> T:
-        """``once()``, retried on throttling with tenacity's full-jitter exponential wait.
+    def _throttled(
+        self, route: Route, fn: Callable[[Route, Any], T], exc: Exception
+    ) -> tuple[T, float]:
+        """After a first attempt failed with ``exc``: while it is throttling, wait and send
+        again (tenacity's full-jitter exponential wait), up to the policy's attempts.
+        Returns the answer and the start time of the attempt that got it.
 
         A plain loop, not ``tenacity.Retrying``: that costs about 45 us a call (a
         Future, a Condition and its action list per call), half of the router's own
         work on a put, for a retry that almost never happens (``bench_router``).
         The wait is tenacity's own strategy, so the policy is the same either way.
         """
+        attempts = max(1, self.policy.throttle_attempts)
         attempt = 1
         while True:
-            try:
-                return once()
-            except Exception as exc:
-                if attempt >= attempts or not is_throttle(exc):
-                    raise
+            if attempt >= attempts or not is_throttle(exc):
+                raise exc
             with self._lock:
                 self.throttle_retries += 1
             # The strategy reads only ``attempt_number`` of the state it is given.
             self.sleep(self._throttle_wait(cast("RetryCallState", _Attempt(attempt))))
             attempt += 1
+            start = self.timer()
+            try:
+                return fn(route, self.clients.client("dynamodb", route.region)), start
+            except Exception as again:
+                exc = again
 
     # --- with failover ---
 

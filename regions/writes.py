@@ -63,14 +63,14 @@ class Writer:
         decide: Decide | None = None,
     ) -> Written:
         s = self.s
-        bad = RESERVED & item.keys()
-        if bad:
-            raise ConfigError(message=f"attributes {sorted(bad)} are managed by regionkit")
+        if not RESERVED.isdisjoint(item):
+            bad = sorted(RESERVED & item.keys())
+            raise ConfigError(message=f"attributes {bad} are managed by regionkit")
         key = s.key_of(data_class, item)
         subject = s.subject_of(data_class, key, subject)
         if data_class not in s.pinned:
             s.guard.check_no_pii(op="write", data_class=data_class, item=item)
-        stamp = str(s.clock.now())
+        stamp = s.clock.now_text()
         base, vv = s.causal_past(based_on, stamp)
         token = self.s.new_token()
         body = dict(item)
@@ -98,7 +98,7 @@ class Writer:
         subject = s.subject_of(data_class, key, subject)
         if data_class not in s.pinned:
             s.guard.check_no_pii(op="write", data_class=data_class, item=changes)
-        stamp = str(s.clock.now())
+        stamp = s.clock.now_text()
         base, vv = s.causal_past(based_on, stamp)
         token = self.s.new_token()
         cond, names, values = condition(base, False, stamp, token)
@@ -153,7 +153,7 @@ class Writer:
         s = self.s
         key = s.key_of(data_class, key)  # only the key goes into the tombstone
         subject = s.subject_of(data_class, key, subject)
-        stamp = str(s.clock.now())
+        stamp = s.clock.now_text()
         base, vv = s.causal_past(based_on, stamp)
         body = tombstone_body(key, kind=DELETED, expires_at=s.expires_at())
         body[VERSION_ATTR] = stamp
@@ -212,13 +212,16 @@ class Writer:
         For a pinned class only regionkit's own attributes of the old item survive
         this function; nothing of it is chained to any exception.
         """
-        from botocore.exceptions import ClientError
-
         s = self.s
         try:
             _, route = s.transport.call(decide, "write", call)
             return route, {}, route.region
-        except ClientError as exc:
+        except Exception as exc:
+            # botocore is imported only here, off the path every successful write takes.
+            from botocore.exceptions import ClientError
+
+            if not isinstance(exc, ClientError):
+                raise
             code = error_code(exc)
             region = region_of(exc, s.region or "?")
             if code != _CCF:
@@ -308,7 +311,7 @@ class Writer:
         """
         s = self.s
         body = tombstone_body(key, kind=kind, expires_at=s.expires_at(), to_region=to_region)
-        body[VERSION_ATTR] = str(s.clock.now())
+        body[VERSION_ATTR] = s.clock.now_text()
         body[AT_ATTR] = route.region
         ddb_item = s.serialize(route.data_class, body)
 
@@ -349,14 +352,16 @@ def _conditional_put(
 ) -> Call:
     """The request of a stamped put (data or tombstone), sent to whichever route is decided."""
 
+    vv_ddb = vv_value(vv)
+
     def call(route: Route, client: Any) -> Any:
-        # The landing region is known only now (a retry may fail over).
-        ddb_item = dict(ddb_body)
-        ddb_item[AT_ATTR] = {"S": route.region}
-        ddb_item[VV_ATTR] = vv_value(vv)
+        # The landing region is known only now (a retry may fail over). The body is this
+        # write's own, and each attempt sets both attributes, so it is filled in place.
+        ddb_body[AT_ATTR] = {"S": route.region}
+        ddb_body[VV_ATTR] = vv_ddb
         return client.put_item(
             TableName=route.table_name,
-            Item=ddb_item,
+            Item=ddb_body,
             ConditionExpression=cond,
             ExpressionAttributeNames=names,
             ExpressionAttributeValues=values,

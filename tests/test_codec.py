@@ -1,4 +1,5 @@
-"""The write-path serializer gives exactly what boto3's TypeSerializer gives."""
+"""The write-path serializer and the read-path deserializer give exactly what boto3's
+TypeSerializer and TypeDeserializer give."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from boto3.dynamodb.types import TypeSerializer
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,6 +42,24 @@ values = st.recursive(
 def test_same_as_boto3(item: dict[str, Any]) -> None:
     ser = TypeSerializer()
     assert to_ddb(item) == {k: ser.serialize(v) for k, v in item.items()}
+
+
+@given(st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=6))
+def test_reads_same_as_boto3(item: dict[str, Any]) -> None:
+    ddb = {k: TypeSerializer().serialize(v) for k, v in item.items()}
+    de = TypeDeserializer()
+    back = from_ddb(ddb)
+    assert back == {k: de.deserialize(v) for k, v in ddb.items()}
+    # the same types too (Decimal, not int; set, not frozenset; Binary, not bytes)
+    assert repr(back) == repr({k: de.deserialize(v) for k, v in ddb.items()})
+
+
+@pytest.mark.parametrize("bad", [{}, {"X": 1}])
+def test_malformed_values_are_refused_like_boto3(bad: dict[str, Any]) -> None:
+    with pytest.raises(TypeError):
+        TypeDeserializer().deserialize(bad)
+    with pytest.raises(TypeError):
+        from_ddb({"a": bad})
 
 
 def test_floats_are_refused_like_boto3() -> None:
