@@ -69,7 +69,7 @@ import importlib
 import secrets
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -232,6 +232,20 @@ class Lineage:
             if len(self._parent) > self.limit:
                 self._parent.popitem(last=False)
             return True
+
+    def learn_many(self, entries: Iterable[tuple[str, str | None]]) -> None:
+        """:meth:`learn` for each ``(version, parent)``, under one lock."""
+        with self._lock:
+            for version, parent in entries:
+                if version not in self._parent:
+                    self._parent[version] = parent
+            while len(self._parent) > self.limit:
+                self._parent.popitem(last=False)
+
+    @property
+    def known(self) -> Container[str]:
+        """The versions whose parent is known (read-only; ``in`` is one dict lookup)."""
+        return self._parent.keys()
 
     def parent(self, version: str) -> Any:
         """The parent (None for a write that replaced nothing), or ``_MISSING``."""
@@ -439,34 +453,40 @@ class ConflictDetector:
             return
         self._absent.clear()
         wanted: dict[str, set[tuple[str, str]]] = {}
-        parent = self.lineage.parent
+        known = self.lineage.known
+        managed = self._by_table
         for region, table, record in items:
-            if table not in self._by_table:
+            body = record.get("dynamodb")
+            if not body or table not in managed:
                 continue
-            body = record.get("dynamodb") or {}
             new_raw, old_raw = body.get("NewImage"), body.get("OldImage")
             if not new_raw or not old_raw or BASE_ATTR in new_raw:
                 continue  # an insert or a delete, or a write that names its parent
             nv = (new_raw.get(VERSION_ATTR) or {}).get("S")
+            if not nv or nv in known:
+                continue
             ov = (old_raw.get(VERSION_ATTR) or {}).get("S")
-            if not nv or not ov or nv == ov or parent(nv) is not _MISSING:
+            if not ov or nv == ov:
                 continue
             at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
             if at == region or _claims_descend(new_raw, old_raw, ov):
                 continue
-            wanted.setdefault(region, set()).add((table, nv))
+            keys = wanted.get(region)
+            if keys is None:
+                keys = wanted[region] = set()
+            keys.add((table, nv))
         for region, keys in wanted.items():
             self._fetch(region, keys)
 
     def _fetch(self, region: str, keys: Iterable[tuple[str, str]]) -> None:
         assert self.shared is not None
-        todo = {k for k in keys if k not in self._absent and self.lineage.parent(k[1]) is _MISSING}
+        known = self.lineage.known
+        todo = {k for k in keys if k[1] not in known and k not in self._absent}
         if not todo:
             return
         found = self.shared.fetch(region, todo)
-        for (_table, version), parent in found.items():
-            self.lineage.learn(version, parent)
-        self._absent |= todo - set(found)
+        self.lineage.learn_many((version, parent) for (_table, version), parent in found.items())
+        self._absent |= todo - found.keys()
         self.counts["lineage_lookups"] += len(todo)
 
     def _related_by_lineage(
