@@ -268,7 +268,12 @@ def test_the_local_cluster_expires_over_its_servers_and_streams_a_ttl_delete(
         cluster.restore(EU2)
     assert set(swept) == {US}
     assert swept[US].get(table, 0) >= 1
-    assert cluster.replicator.wait_converged(30)
+    rep = cluster.replicator
+    assert rep.wait_converged(30), (
+        rep.busy(),
+        rep.engine.failed[-3:],
+        list(rep.engine.errors)[-3:],
+    )
     for region in cluster.policy.regions:
         got = cluster.client(region).get_item(
             TableName=table, Key={"pk": {"S": key}}, ConsistentRead=True
