@@ -48,6 +48,26 @@ def test_help_lists_the_policy_commands() -> None:
         assert command in out
 
 
+@pytest.mark.parametrize("group", [[], ["audit"], ["local", "fault"], ["drill"]])
+def test_help_gives_each_command_its_whole_first_sentence(group: list[str]) -> None:
+    """click's plain help cuts a command's summary at one line with "..."; regionkit's
+    groups wrap the whole first sentence instead (``_cli.common.WholeSentenceGroup``)."""
+    proc = subprocess.run(
+        [str(REGIONKIT), *group, "--help"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    commands = proc.stdout.split("Commands:", 1)[1]
+    assert commands.strip() and "..." not in commands, commands
+    assert max(len(line) for line in commands.splitlines()) <= 80
+    if not group:
+        assert "with the failover chain." in " ".join(commands.split())
+
+
 def test_no_arguments_shows_help() -> None:
     proc = run()
     assert "Usage" in proc.stdout + proc.stderr
