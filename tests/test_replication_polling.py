@@ -8,9 +8,11 @@ servers): which tables it reads, and when it calls the region caught up.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from regions.local.replication import Replicator
@@ -84,9 +86,18 @@ def test_a_region_is_caught_up_only_after_every_table_read_nothing(
         loop.join(timeout=5)
 
 
-def _quiet_region(policy_path: Any, **pace: Any) -> tuple[Replicator, str, Counter[str]]:
+def _quiet_region(
+    policy_path: Any, *, deep_after: float, deep_every: float
+) -> tuple[Replicator, str, Counter[str]]:
     """A replicator whose fake engine finds nothing anywhere, its reads counted."""
-    rep = Replicator(load_policy(policy_path), _NoClients(), **pace)
+    rep = Replicator(
+        load_policy(policy_path),
+        _NoClients(),
+        poll_interval=0.001,
+        max_idle_interval=0.005,
+        deep_idle_after=deep_after,
+        deep_idle_interval=deep_every,
+    )
     reads: Counter[str] = Counter()
 
     def poll(r: str, table: str | None = None, *, now: float | None = None) -> int:
@@ -98,25 +109,29 @@ def _quiet_region(policy_path: Any, **pace: Any) -> tuple[Replicator, str, Count
     return rep, rep.regions[0], reads
 
 
+@contextlib.contextmanager
+def _polling(rep: Replicator, region: str) -> Iterator[None]:
+    """``region``'s poll loop on a thread, stopped (and woken to see it) on the way out."""
+    loop = threading.Thread(target=rep._poll_loop, args=(region,), daemon=True)
+    loop.start()
+    try:
+        yield
+    finally:
+        rep._stop.set()
+        rep.nudge()
+        loop.join(timeout=5)
+
+
 def test_a_long_quiet_table_is_read_rarely(minimal_policy_path: Any) -> None:
     """An idle cluster read each table 20 times a second (0.7 of a core); after
     ``deep_idle_after`` a quiet table is read every ``deep_idle_interval`` only."""
-    rep, region, reads = _quiet_region(
-        minimal_policy_path,
-        poll_interval=0.001,
-        max_idle_interval=0.005,
-        deep_idle_after=0.05,
-        deep_idle_interval=0.2,
-    )
-    loop = threading.Thread(target=rep._poll_loop, args=(region,), daemon=True)
-    loop.start()
-    time.sleep(0.2)  # past deep_idle_after, however slowly the loop ran
-    before = Counter(reads)
-    time.sleep(1.0)
-    rep._stop.set()
-    rep.nudge()
-    loop.join(timeout=5)
-    later = {t: reads[t] - before[t] for t in reads}
+    rep, region, reads = _quiet_region(minimal_policy_path, deep_after=0.05, deep_every=0.2)
+    with _polling(rep, region):
+        time.sleep(0.2)  # past deep_idle_after, however slowly the loop ran
+        before = Counter(reads)
+        time.sleep(1.0)
+        after = Counter(reads)
+    later = {t: after[t] - before[t] for t in after}
     # an upper bound (a loaded machine reads less, never more): 1.0 s / 0.2 s, plus the
     # read in flight at each end; at max_idle_interval it would be about 200
     assert later and max(later.values()) <= 7, later
@@ -125,17 +140,9 @@ def test_a_long_quiet_table_is_read_rarely(minimal_policy_path: Any) -> None:
 def test_a_waiter_wakes_every_poller(minimal_policy_path: Any) -> None:
     """A table in deep idle (read every 60 s here) is read at once when wait_converged
     starts, so a write made just before is seen and the wait does not last 60 s."""
-    rep, region, reads = _quiet_region(
-        minimal_policy_path,
-        poll_interval=0.001,
-        max_idle_interval=0.005,
-        deep_idle_after=0.0,
-        deep_idle_interval=60.0,
-    )
+    rep, region, reads = _quiet_region(minimal_policy_path, deep_after=0.0, deep_every=60.0)
     rep.regions = [region]  # wait_converged looks at this region only
-    loop = threading.Thread(target=rep._poll_loop, args=(region,), daemon=True)
-    loop.start()
-    try:
+    with _polling(rep, region):
         deadline = time.monotonic() + 30
         while not rep._idle.get(region) and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -143,7 +150,3 @@ def test_a_waiter_wakes_every_poller(minimal_policy_path: Any) -> None:
         before = Counter(reads)
         assert rep.wait_converged(30)  # needs every table read after the call
         assert all(reads[t] > before[t] for t in before), (before, reads)
-    finally:
-        rep._stop.set()
-        rep.nudge()
-        loop.join(timeout=5)
