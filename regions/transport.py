@@ -249,10 +249,13 @@ class Transport(HedgedReads):
         timer = self.timer
         try:
             start = timer()
+            failed: Exception | None = None
             try:
                 result = fn(route, self.clients.client("dynamodb", region))
             except Exception as first:
-                result, start = self._throttled(route, fn, first)
+                failed = first
+            if failed is not None:  # retried outside the handler: no exception chained
+                result, start = self._throttled(route, fn, failed)
             elapsed = timer() - start
         except BaseException as exc:
             kind = classify(exc) if isinstance(exc, Exception) else "other"

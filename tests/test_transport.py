@@ -99,6 +99,19 @@ def test_throttling_that_persists_is_the_callers_not_a_failover() -> None:
     assert health.status(A).breaker is BreakerState.CLOSED  # throttling proves it alive
 
 
+def test_an_answer_after_throttling_carries_no_chained_throttle() -> None:
+    """The retries run outside the first attempt's handler: what the caller gets is the
+    answer that ended them, with no earlier exception chained to it."""
+    t, _, _ = transport(policy=RetryPolicy(throttle_attempts=3))
+    fn = Script(
+        eu_west_1=[client_error("ThrottlingException"), client_error("ValidationException")]
+    )
+    with pytest.raises(ClientError) as info:
+        t.call(decider(A, B), "read", fn)
+    assert fn.calls == [A, A]
+    assert info.value.__context__ is None and info.value.__cause__ is None
+
+
 @pytest.mark.parametrize(
     "fault",
     [
