@@ -113,7 +113,7 @@ def spied_app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, dict[str, int]]:
 
     monkeypatch.setattr(werkzeug_app.DomainDispatcherApplication, "__call__", counted_dispatch)
     monkeypatch.setattr(moto_utils.convert_to_flask_response, "__call__", counted_view)
-    return _server_main.build_app(), calls
+    return _server_main.build_app("eu-west-1"), calls
 
 
 def test_the_cluster_services_go_straight_to_moto_s_own_view(
@@ -272,9 +272,86 @@ def test_the_server_makes_moto_s_writes_atomic(monkeypatch: pytest.MonkeyPatch) 
         method = getattr(cls, name)
         monkeypatch.setattr(cls, name, getattr(method, "__wrapped__", method))
         assert not getattr(getattr(cls, name), "_regionkit_atomic", False)
-    _server_main.build_app()
+    _server_main.build_app("eu-west-1")
     for cls, name in [(DynamoDBBackend, n) for n in atomic.WRITES] + [(StreamShard, "add")]:
         assert getattr(getattr(cls, name), "_regionkit_atomic", False), name
     monkeypatch.delattr(DynamoDBBackend, "execute_transaction")
     with pytest.raises(AttributeError):
         atomic.install()
+
+
+def test_replicated_changes_are_applied_by_moto_s_backend_not_its_request_layer(
+    spied_app: tuple[Any, dict[str, int]],
+) -> None:
+    """The emulator's batches (regions/local/apply_endpoint.py) reach neither moto's view
+    nor its dispatcher, and are written by DynamoDBBackend.put_item / delete_item with
+    the parameters moto's own PutItem / DeleteItem pass (checked by name, so a moto that
+    renames one fails here, not as a 500 per change)."""
+    import inspect
+
+    from moto.dynamodb import responses
+    from moto.dynamodb.models import DynamoDBBackend
+
+    from regions.local import apply_endpoint
+
+    app, calls = spied_app
+    table = {
+        "TableName": "contract-apply",
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    status, _ = _call(app, _environ("DynamoDB_20120810.CreateTable", table, "dynamodb"))
+    assert status == 200
+    calls.update(dispatcher=0, moto_view=0)
+    key = {"pk": {"S": "a"}}
+    absent = {
+        "ConditionExpression": "attribute_not_exists(#k)",
+        "ExpressionAttributeNames": {"#k": "pk"},
+    }
+    change = {
+        "table": "contract-apply",
+        "keys": key,
+        "image": {**key, "x": {"N": "1"}},
+        "condition": absent,
+    }
+    body = {"groups": [[change, change], [{**change, "image": None, "condition": {}}]]}
+    status, reply = _call(app, _environ(apply_endpoint.TARGET, body, "dynamodb"))
+    assert status == 200, reply[:300]
+    assert json.loads(reply)["results"] == [
+        {
+            "applied": 1,
+            "code": "ConditionalCheckFailedException",
+            "message": "The conditional request failed",
+        },
+        {"applied": 1, "code": None, "message": None},
+    ]
+    assert calls == {"dispatcher": 0, "moto_view": 0}
+    status, reply = _call(app, _environ(apply_endpoint.TARGET, {"groups": 3}, "dynamodb"))
+    assert status == 400 and b"ValidationException" in reply
+    put = inspect.signature(DynamoDBBackend.put_item).parameters
+    delete = inspect.signature(DynamoDBBackend.delete_item).parameters
+    assert {
+        "condition_expression",
+        "expression_attribute_names",
+        "expression_attribute_values",
+        "overwrite",
+    } <= set(put)
+    assert {
+        "condition_expression",
+        "expression_attribute_names",
+        "expression_attribute_values",
+    } <= set(delete)
+    for name in (
+        "validate_put_has_empty_keys",
+        "validate_put_has_empty_attrs",
+        "validate_put_has_gsi_keys_set_to_none",
+    ):
+        assert callable(getattr(responses, name, None)), f"moto.dynamodb.responses.{name} is gone"
+
+
+def test_the_cluster_applies_replicated_changes_in_its_servers(cluster: Any) -> None:
+    """The fast path is on in the local cluster (not silently the client path)."""
+    from regions.local.appliers import ServerApplier
+
+    assert isinstance(cluster.replicator.engine.applier, ServerApplier)

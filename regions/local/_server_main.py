@@ -22,9 +22,11 @@ measured (``benchmarks/bench_replication.py``):
   serializer for results that carry items, written as the same JSON directly
   (:mod:`regions.local.fastjson`).
 
-One thing is added: moto's DynamoDB writes run one at a time (:mod:`regions.local.atomic`):
-moto takes no lock, and under this server's threads a stream handed out one sequence
-number twice and a conditional write could race another.
+Two things are added. The replication emulator's changes are applied by moto's own
+backend inside this process (:mod:`regions.local.apply_endpoint`), as DynamoDB applies
+replicated writes internally. And moto's DynamoDB writes run one at a time
+(:mod:`regions.local.atomic`): moto takes no lock, and under this server's threads a
+stream handed out one sequence number twice and a conditional write could race another.
 
 ``tests/test_local_server_contract.py`` fails loudly if either stops working
 (moto renames or changes what is used here, or a request falls back to the
@@ -111,8 +113,9 @@ def defer_kms_key_pairs() -> Callable[[str], Any]:
     return lazy_private_key
 
 
-def build_app() -> WsgiApp:
-    """moto's own WSGI apps, as ``moto_server`` serves them (``moto/server.py``).
+def build_app(region: str) -> WsgiApp:
+    """moto's own WSGI apps, as ``moto_server`` serves them (``moto/server.py``), and the
+    replica side of the replication emulator (:mod:`regions.local.apply_endpoint`).
 
     ``DomainDispatcherApplication`` finds a request's service by scanning every
     moto service module on disk, per request (a fifth of a put's CPU). The
@@ -131,6 +134,8 @@ def build_app() -> WsgiApp:
         prefix: create_backend_app(service)  # type: ignore[arg-type]
         for prefix, service in ROUTES.items()
     }
+    replication = _sibling("apply_endpoint")
+    apps[replication.PREFIX] = replication.make_app(region)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
@@ -227,7 +232,7 @@ def _expire(now: float) -> list[dict[str, Any]]:
 
 def serve(region: str, host: str, port: int, proto: TextIO, commands: TextIO) -> None:
     """Serve one region until ``commands`` ends; never returns."""
-    listener = Listener(host, port, build_app())
+    listener = Listener(host, port, build_app(region))
     _reply(proto, event="ready", port=listener.port, pid=os.getpid(), region=region)
     for line in commands:
         command, _, arg = line.strip().partition(" ")

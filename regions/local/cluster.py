@@ -206,6 +206,7 @@ class LocalCluster:
 
     def _start_replicator(self) -> None:
         try:
+            from regions.local.appliers import ServerApplier
             from regions.local.replication import Replicator
         except ImportError as exc:
             raise ClusterError(
@@ -219,11 +220,14 @@ class LocalCluster:
         self.detector = ConflictDetector(
             self.policy, self.replication_clients, table_prefix=self.table_prefix
         )
+        # Replicated changes are applied inside each region's server, by moto's own
+        # backend, as DynamoDB applies them internally (regions.local.apply_endpoint).
         self.replicator = Replicator(
             self.policy,
             self.replication_clients,
             table_prefix=self.table_prefix,
             listeners=[self.detector],
+            applier=ServerApplier(self.replication_clients),
         )
         self.replicator.start()
 

@@ -52,10 +52,10 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from regions.local.appliers import Applier, ClientApplier, Write
 from residency.clients import ClientProvider
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, Policy
@@ -300,6 +300,7 @@ class ReplicationEngine:
         time_source: Literal["record", "poll"] = "record",
         listeners: Iterable[RecordListener] = (),
         apply_workers: int = 1,
+        applier: Applier | None = None,
     ) -> None:
         self.policy = policy
         # Requests in flight at once when a batch is applied to one replica. A batch
@@ -307,7 +308,7 @@ class ReplicationEngine:
         # within an item matters (kept: an item's next change waits for the next
         # batch). 1 keeps the simulation's history a function of its seed.
         self.apply_workers = max(1, apply_workers)
-        self._pools: dict[str, ThreadPoolExecutor] = {}  # one per replica applied to
+        self.applier: Applier = applier or ClientApplier(clients, workers=self.apply_workers)
         # With several workers (the threaded emulator), a link's due versions of one
         # item go in one batch and are applied in order, each conditional on the one
         # before: a hot item no longer drains one version per apply round. The
@@ -740,28 +741,35 @@ class ReplicationEngine:
         """Write ``batch`` to ``dst``, each change conditionally on what ``dst`` is known to
         hold; a lost condition (a write ``dst`` took that its stream has not shown yet) or
         a failed write goes back on its link: nothing is lost, nothing older is applied
-        over a newer write. Items go ``apply_workers`` at a time; the versions of one
-        item in order, each over the one before (a failed one takes the rest back)."""
+        over a newer write. The versions of one item go in order, each over the one
+        before (a failed one takes the rest back); the applier writes them
+        (:mod:`regions.local.appliers`)."""
         now_ = time.time() if now is None else now
         claimed = self._claim_batch(dst, batch, now_)
         if not claimed:
             return 0
-        ddb = self.clients.client("dynamodb", dst)
         items: dict[tuple[str, KeyTuple], list[_Claimed]] = {}
         for e in claimed:
             items.setdefault((e[1].table, e[1].key), []).append(e)
-
-        def run(entries: list[_Claimed]) -> int:
-            for i, (_ln, change, _prev, held) in enumerate(entries):
-                ok, exc = self._write(dst, ddb, change, held)
-                if not ok:
-                    self._requeue(dst, [(x[0], x[1], x[2]) for x in entries[i:]], now_, exc)
-                    return i
-            return len(entries)
-
-        if self.apply_workers == 1 or len(items) == 1:
-            return sum(run(entries) for entries in items.values())
-        return sum(self._executor(dst).map(run, items.values()))
+        groups = list(items.values())
+        outcomes = self.applier.apply(
+            dst,
+            [
+                [Write(c.table, c.keys, c.image, _condition(c.keys, held)) for _, c, _, held in g]
+                for g in groups
+            ],
+        )
+        written = 0
+        for entries, (n, exc) in zip(groups, outcomes, strict=True):
+            for _ln, change, _prev, held in entries[:n]:
+                if change.image is None and held is None:
+                    # nothing was there to delete: DynamoDB streams no record of it
+                    with self._lock:
+                        self._forget_echo((dst, change.table, change.key), change)
+            if n < len(entries):
+                self._requeue(dst, [(x[0], x[1], x[2]) for x in entries[n:]], now_, exc)
+            written += n
+        return written
 
     def _claim_batch(
         self, dst: str, batch: list[tuple[_Link | None, Change]], now: float
@@ -779,43 +787,9 @@ class ReplicationEngine:
                     written_before[slot] = change.image
         return claimed
 
-    def _write(
-        self, dst: str, ddb: Any, change: Change, held: Image
-    ) -> tuple[bool, Exception | None]:
-        """One conditional put or delete: (written, error); not written with no error is
-        a lost condition."""
-        from botocore.exceptions import ClientError
-
-        cond = _condition(change.keys, held)
-        try:
-            if change.image is not None:
-                ddb.put_item(TableName=change.table, Item=change.image, **cond)
-            else:
-                ddb.delete_item(TableName=change.table, Key=change.keys, **cond)
-                if held is None:  # nothing was there: DynamoDB streams no record of it
-                    with self._lock:
-                        self._forget_echo((dst, change.table, change.key), change)
-        except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            return False, None if code == "ConditionalCheckFailedException" else exc
-        except Exception as exc:
-            return False, exc
-        return True, None
-
-    def _executor(self, dst: str) -> ThreadPoolExecutor:
-        with self._lock:
-            pool = self._pools.get(dst)
-            if pool is None:
-                pool = ThreadPoolExecutor(self.apply_workers, thread_name_prefix=f"apply-{dst}")
-                self._pools[dst] = pool
-            return pool
-
     def close(self) -> None:
-        """Stop the apply threads (a batch being applied finishes first)."""
-        with self._lock:
-            pools, self._pools = list(self._pools.values()), {}
-        for pool in pools:
-            pool.shutdown(wait=True)
+        """Stop the applier (a batch being applied finishes first)."""
+        self.applier.close()
 
     def _requeue(
         self,
@@ -951,6 +925,7 @@ class Replicator:
         deep_idle_after: float = 2.0,
         clock: Callable[[], float] = time.time,
         apply_workers: int = APPLY_WORKERS,
+        applier: Applier | None = None,
     ) -> None:
         self.engine = ReplicationEngine(
             policy,
@@ -958,6 +933,7 @@ class Replicator:
             table_prefix=table_prefix,
             listeners=listeners,
             apply_workers=apply_workers,
+            applier=applier,
         )
         self.faults = self.engine.faults
         self.clock = clock

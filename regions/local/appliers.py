@@ -1,0 +1,316 @@
+"""How the replication emulator writes a batch of changes into one replica.
+
+The engine (:mod:`regions.local.replication`) decides *what* to write and over what;
+an applier does the writing and says, per item, how far it got. Two exist:
+
+* :class:`ClientApplier` sends each change as a client would: a conditional
+  ``PutItem`` or ``DeleteItem`` through the boto3 client of the replica. It works
+  against anything that speaks DynamoDB (in-process moto in the simulation).
+* :class:`ServerApplier` posts the whole batch to the replica's own local server,
+  which applies each change through moto's backend with the same condition
+  (:mod:`regions.local.apply_endpoint`). DynamoDB applies replicated writes
+  internally, not as client requests; this is the local cluster's equivalent, and
+  it costs the server about a tenth of a client request per change.
+
+Both answer the same way, so the engine's rules (nothing lost, nothing older over
+newer) do not depend on which one runs: for each group (the versions of one item,
+in order), how many were written, and the error that stopped the rest, ``None``
+for a lost condition. A region that does not answer is an error for every group;
+the engine keeps and retries those changes.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import select
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple, Protocol
+from urllib.parse import urlsplit
+
+from residency.clients import ClientProvider
+
+__all__ = [
+    "Applier",
+    "ClientApplier",
+    "Outcome",
+    "ReplicaUnreachable",
+    "ServerApplier",
+    "Write",
+]
+
+LOST = "ConditionalCheckFailedException"
+LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+class Write(NamedTuple):
+    """One replicated change for a replica: a put of ``image`` (a delete of ``keys``
+    when it is None), applied only if ``condition`` holds (a ``ConditionExpression``
+    with its names and values; empty for none)."""
+
+    table: str
+    keys: dict[str, Any]
+    image: dict[str, Any] | None
+    condition: dict[str, Any]
+
+
+Outcome = tuple[int, Exception | None]
+"""Per group: changes written, and the error that stopped the rest (None: all were
+written, or the next one's condition did not hold)."""
+
+
+class ReplicaUnreachable(ConnectionError):
+    """The replica's server did not take the batch (refused, reset, timed out)."""
+
+
+class Applier(Protocol):
+    """Writes groups of changes into one replica; see the module docstring."""
+
+    def apply(self, dst: str, groups: Sequence[Sequence[Write]]) -> list[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+def _client_error(code: str, message: str, operation: str) -> Exception:
+    from botocore.exceptions import ClientError
+
+    return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+
+class ClientApplier:
+    """Each change a conditional request through the replica's boto3 client.
+
+    Items go ``workers`` at a time (distinct items are independent); the versions of
+    one item in order, each after the one before.
+    """
+
+    def __init__(self, clients: ClientProvider, *, workers: int = 1) -> None:
+        self.clients = clients
+        self.workers = max(1, workers)
+        self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._lock = threading.Lock()
+
+    def apply(self, dst: str, groups: Sequence[Sequence[Write]]) -> list[Outcome]:
+        ddb = self.clients.client("dynamodb", dst)
+
+        def run(group: Sequence[Write]) -> Outcome:
+            for i, write in enumerate(group):
+                written, exc = self._write(ddb, write)
+                if not written:
+                    return i, exc
+            return len(group), None
+
+        if self.workers == 1 or len(groups) == 1:
+            return [run(g) for g in groups]
+        return list(self._executor(dst).map(run, groups))
+
+    @staticmethod
+    def _write(ddb: Any, write: Write) -> tuple[bool, Exception | None]:
+        """(written, error); not written with no error is a lost condition."""
+        from botocore.exceptions import ClientError
+
+        try:
+            if write.image is not None:
+                ddb.put_item(TableName=write.table, Item=write.image, **write.condition)
+            else:
+                ddb.delete_item(TableName=write.table, Key=write.keys, **write.condition)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            return False, None if code == LOST else exc
+        except Exception as exc:
+            return False, exc
+        return True, None
+
+    def _executor(self, dst: str) -> ThreadPoolExecutor:
+        with self._lock:
+            pool = self._pools.get(dst)
+            if pool is None:
+                pool = ThreadPoolExecutor(self.workers, thread_name_prefix=f"apply-{dst}")
+                self._pools[dst] = pool
+            return pool
+
+    def close(self) -> None:
+        """Stop the apply threads (a batch being applied finishes first)."""
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            pool.shutdown(wait=True)
+
+
+def _wire(value: Any) -> Any:
+    """An attribute value as DynamoDB's JSON wire format has it (botocore hands binary
+    values over as bytes; the wire has them in base64)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    ((kind, inner),) = value.items()
+    if kind == "B" and isinstance(inner, (bytes, bytearray)):
+        return {"B": base64.b64encode(bytes(inner)).decode("ascii")}
+    if kind == "BS":
+        return {"BS": [base64.b64encode(bytes(b)).decode("ascii") for b in inner]}
+    if kind == "M":
+        return {"M": {k: _wire(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_wire(v) for v in inner]}
+    return value
+
+
+def _item(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if attrs is None else {k: _wire(v) for k, v in attrs.items()}
+
+
+def _body(groups: Sequence[Sequence[Write]]) -> bytes:
+    return json.dumps(
+        {
+            "groups": [
+                [
+                    {
+                        "table": w.table,
+                        "keys": _item(w.keys),
+                        "image": _item(w.image),
+                        "condition": {
+                            **w.condition,
+                            **(
+                                {"ExpressionAttributeValues": _item(values)}
+                                if (values := w.condition.get("ExpressionAttributeValues"))
+                                else {}
+                            ),
+                        },
+                    }
+                    for w in group
+                ]
+                for group in groups
+            ]
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+class _Connection:
+    """One keep-alive connection to one replica's server."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.endpoint = (host, port)
+        self.conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self.used = time.monotonic()
+        self.lock = threading.Lock()
+
+
+class ServerApplier:
+    """Each batch one request to the replica's local server (see the module docstring).
+
+    Only a loopback endpoint is ever called: the servers of the local cluster.
+    ``max_changes`` bounds one request; a batch over it goes in several.
+    """
+
+    def __init__(
+        self,
+        clients: ClientProvider,
+        *,
+        timeout: float = 5.0,
+        max_changes: int = 500,
+        idle_reconnect: float = 60.0,
+    ) -> None:
+        self.clients = clients
+        self.timeout = timeout
+        self.max_changes = max_changes
+        # waitress closes a connection idle for 120 s; reconnect well before.
+        self.idle_reconnect = idle_reconnect
+        self._conns: dict[str, _Connection] = {}
+        self._lock = threading.Lock()
+
+    def _endpoint(self, dst: str) -> tuple[str, int]:
+        url = self.clients.client("dynamodb", dst).meta.endpoint_url
+        parts = urlsplit(url or "")
+        if parts.hostname not in LOOPBACK or parts.port is None:
+            raise ValueError(f"region {dst!r} has no local server endpoint ({url!r})")
+        return parts.hostname, parts.port
+
+    def _connection(self, dst: str) -> _Connection:
+        endpoint = self._endpoint(dst)
+        with self._lock:
+            conn = self._conns.get(dst)
+            stale = conn is not None and (
+                conn.endpoint != endpoint or time.monotonic() - conn.used > self.idle_reconnect
+            )
+            if conn is None or stale:
+                if conn is not None:
+                    conn.conn.close()
+                conn = _Connection(*endpoint, self.timeout)
+                self._conns[dst] = conn
+            return conn
+
+    def _post(self, dst: str, body: bytes) -> list[dict[str, Any]]:
+        from regions.local.apply_endpoint import TARGET
+
+        conn = self._connection(dst)
+        with conn.lock:
+            sock = conn.conn.sock
+            if sock is not None and select.select([sock], [], [], 0)[0]:
+                # readable while idle: the server closed it (an outage, or idle too long);
+                # http.client opens a new one
+                conn.conn.close()
+            try:
+                conn.conn.request(
+                    "POST",
+                    "/",
+                    body=body,
+                    headers={
+                        "Content-Type": "application/x-amz-json-1.0",
+                        "X-Amz-Target": TARGET,
+                    },
+                )
+                reply = conn.conn.getresponse()
+                status, data = reply.status, reply.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.conn.close()  # reconnects on the next request
+                raise ReplicaUnreachable(f"{dst}: {type(exc).__name__}") from exc
+            finally:
+                conn.used = time.monotonic()
+        answer = json.loads(data) if data else {}
+        if status != 200:
+            code = "InternalServerError" if status >= 500 else answer.get("__type", str(status))
+            raise _client_error(code, str(answer.get("message", "")), "ApplyChanges")
+        results: list[dict[str, Any]] = answer["results"]
+        return results
+
+    def apply(self, dst: str, groups: Sequence[Sequence[Write]]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for chunk in self._chunks(groups):
+            try:
+                results = self._post(dst, _body(chunk))
+            except Exception as exc:  # the whole request: every group of it, and the rest
+                outcomes.extend((0, exc) for _ in range(len(groups) - len(outcomes)))
+                return outcomes
+            for group, result in zip(chunk, results, strict=True):
+                outcomes.append(self._outcome(group, result))
+        return outcomes
+
+    @staticmethod
+    def _outcome(group: Sequence[Write], result: dict[str, Any]) -> Outcome:
+        applied, code = int(result["applied"]), result.get("code")
+        if code is None or code == LOST:
+            return applied, None
+        operation = "PutItem" if group[applied].image is not None else "DeleteItem"
+        return applied, _client_error(code, str(result.get("message") or ""), operation)
+
+    def _chunks(self, groups: Sequence[Sequence[Write]]) -> list[Sequence[Sequence[Write]]]:
+        chunks: list[Sequence[Sequence[Write]]] = []
+        start, size = 0, 0
+        for i, group in enumerate(groups):
+            if size and size + len(group) > self.max_changes:
+                chunks.append(groups[start:i])
+                start, size = i, 0
+            size += len(group)
+        if start < len(groups):
+            chunks.append(groups[start:])
+        return chunks
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            conn.conn.close()

@@ -1,0 +1,237 @@
+"""The two ways the emulator writes into a replica give the same answers (regions.local.appliers).
+
+The local cluster applies replicated changes inside each region's server
+(``ServerApplier``), the simulation through a boto3 client (``ClientApplier``, a
+conditional PutItem/DeleteItem per change, the way it always did). The engine's
+guarantees (nothing lost, nothing older over newer) rest on the outcome of each
+change, so the two must agree on every outcome and leave the same item behind.
+The comparison runs on the real servers of an unreplicated cluster: one region
+takes the client path, another the server path, with the same changes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from regions.local.appliers import ClientApplier, ReplicaUnreachable, ServerApplier, Write
+from regions.local.replication import _condition, _is_fault
+
+CLIENT_REGION, SERVER_REGION = "eu-west-1", "eu-central-1"
+TABLE = "content"
+
+scalars = st.one_of(
+    st.text(max_size=6).map(lambda s: {"S": s}),
+    st.integers(-(10**6), 10**6).map(lambda n: {"N": str(n)}),
+    st.sampled_from([{"N": "1.0"}, {"N": "1"}, {"N": "-0"}, {"N": "1E+2"}, {"N": "100"}]),
+    st.binary(max_size=4).map(lambda b: {"B": b}),
+    st.booleans().map(lambda b: {"BOOL": b}),
+    st.just({"NULL": True}),
+    st.sets(st.text(min_size=1, max_size=3), min_size=1, max_size=3).map(
+        lambda s: {"SS": sorted(s)}
+    ),
+    st.sets(st.binary(min_size=1, max_size=3), min_size=1, max_size=3).map(
+        lambda s: {"BS": sorted(s)}
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3).map(lambda v: {"L": v}),
+        st.dictionaries(st.text(min_size=1, max_size=3), inner, max_size=3).map(lambda v: {"M": v}),
+    ),
+    max_leaves=6,
+)
+# a few attribute names, so that conditions on scalars meet stored attributes
+attributes = st.dictionaries(st.sampled_from(["a", "b", "c", "rk_v"]), values, max_size=3)
+versions = st.sampled_from(["v1", "v2", "v3"]).map(lambda v: {"S": v})
+
+
+@st.composite
+def changes(draw: st.DrawFn) -> tuple[int, dict[str, Any] | None, str, dict[str, Any] | None]:
+    """(key index, image attributes or None for a delete, what it goes over, a guess)."""
+    key = draw(st.integers(0, 1))
+    image = draw(st.none() | attributes.map(dict))
+    if image is not None and draw(st.booleans()):
+        image["rk_v"] = draw(versions)
+    over = draw(st.sampled_from(["stored", "absent", "guess"]))
+    guess = draw(attributes.map(dict))
+    return key, image, over, guess
+
+
+@pytest.fixture
+def appliers(isolated_cluster: Any) -> Iterator[tuple[Any, ClientApplier, ServerApplier]]:
+    clients = isolated_cluster.replication_clients
+    client, server = ClientApplier(clients), ServerApplier(clients)
+    yield isolated_cluster, client, server
+    client.close()
+    server.close()
+
+
+def _stored(cluster: Any, region: str, keys: dict[str, Any]) -> dict[str, Any] | None:
+    item = cluster.client(region).get_item(TableName=TABLE, Key=keys, ConsistentRead=True)
+    return item.get("Item")
+
+
+def _code(exc: Exception | None) -> str | None:
+    if exc is None:
+        return None
+    response = getattr(exc, "response", None)
+    return response["Error"]["Code"] if response else type(exc).__name__
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=st.lists(st.lists(changes(), min_size=1, max_size=3), min_size=1, max_size=4))
+def test_the_server_path_answers_and_stores_as_the_client_path_does(
+    appliers: tuple[Any, ClientApplier, ServerApplier],
+    steps: list[list[tuple[int, dict[str, Any] | None, str, dict[str, Any] | None]]],
+) -> None:
+    """Random batches of conditional puts and deletes, in groups of one item's versions:
+    every outcome (written, lost condition, refusal and its code) and every stored
+    item is the same on both paths."""
+    cluster, client, server = appliers
+    run = uuid.uuid4().hex[:8]
+    keys = [{"pk": {"S": f"appliers-{run}-{i}"}} for i in range(2)]
+    for batch in steps:
+        groups: dict[int, list[Write]] = {}
+        for key, image, over, guess in batch:
+            k = keys[key]
+            held = {
+                "stored": _stored(cluster, CLIENT_REGION, k),
+                "absent": None,
+                "guess": {**guess, **k},
+            }[over]
+            item = None if image is None else {**image, **k}
+            groups.setdefault(key, []).append(Write(TABLE, k, item, _condition(k, held)))
+        plan = list(groups.values())
+        by_client = [(n, _code(e)) for n, e in client.apply(CLIENT_REGION, plan)]
+        by_server = [(n, _code(e)) for n, e in server.apply(SERVER_REGION, plan)]
+        assert by_server == by_client
+        for k in keys:
+            assert _stored(cluster, SERVER_REGION, k) == _stored(cluster, CLIENT_REGION, k)
+
+
+def test_refusals_are_moto_s_and_are_not_faults(
+    appliers: tuple[Any, ClientApplier, ServerApplier],
+) -> None:
+    """A change DynamoDB refuses (no such table, an empty key) stops its own group only,
+    with the code the client path gets; the engine counts it, it does not wait it out."""
+    _cluster, client, server = appliers
+    run = uuid.uuid4().hex[:8]
+    ok = Write(TABLE, {"pk": {"S": f"r-{run}"}}, {"pk": {"S": f"r-{run}"}, "x": {"N": "1"}}, {})
+    plan = [
+        [Write("no-such-table", ok.keys, ok.image, {}), ok],
+        [Write(TABLE, {"pk": {"S": ""}}, {"pk": {"S": ""}}, {})],
+        [ok],
+    ]
+    by_client = client.apply(CLIENT_REGION, plan)
+    by_server = server.apply(SERVER_REGION, plan)
+    assert [(n, _code(e)) for n, e in by_server] == [(n, _code(e)) for n, e in by_client]
+    assert [n for n, _ in by_server] == [0, 0, 1]
+    assert _code(by_server[0][1]) == "ResourceNotFoundException"
+    assert _code(by_server[1][1]) == "ValidationException"
+    assert not any(_is_fault(e) for _, e in by_server if e is not None)
+
+
+@pytest.mark.parametrize("mode", ["refuse", "stop"])
+def test_a_region_that_does_not_answer_is_a_fault_and_is_written_once_back(
+    isolated_cluster: Any, mode: str
+) -> None:
+    """Refused connections and a stopped server fail the whole batch as a fault (the
+    engine keeps it and retries), and the applier writes again after the outage,
+    without a failed attempt on the connection the outage closed."""
+    server = ServerApplier(isolated_cluster.replication_clients, timeout=0.5)
+    run = uuid.uuid4().hex[:8]
+    writes = [
+        [Write(TABLE, k, {**k, "x": {"N": "1"}}, {})]
+        for k in ({"pk": {"S": f"out-{run}-{i}"}} for i in range(3))
+    ]
+    try:
+        assert server.apply(SERVER_REGION, writes[:1]) == [(1, None)]  # a connection is open
+        isolated_cluster.outage(SERVER_REGION, mode)
+        try:
+            outcomes = server.apply(SERVER_REGION, writes[1:])
+        finally:
+            isolated_cluster.restore(SERVER_REGION)
+        assert [n for n, _ in outcomes] == [0, 0]
+        assert all(isinstance(e, ReplicaUnreachable) and _is_fault(e) for _, e in outcomes)
+        if mode == "refuse":  # nothing reached the region
+            for w in writes[1:]:
+                assert _stored(isolated_cluster, SERVER_REGION, w[0].keys) is None
+        assert server.apply(SERVER_REGION, writes[1:]) == [(1, None), (1, None)]
+    finally:
+        server.close()
+
+
+def test_a_large_batch_goes_in_several_requests_in_order(
+    appliers: tuple[Any, ClientApplier, ServerApplier],
+) -> None:
+    """Groups are never split across requests, and results keep the batch's order."""
+    cluster, _client, _ = appliers
+    server = ServerApplier(cluster.replication_clients, max_changes=3)
+    run = uuid.uuid4().hex[:8]
+    k = [{"pk": {"S": f"big-{run}-{i}"}} for i in range(5)]
+    plan = [
+        [Write(TABLE, k[0], {**k[0], "rk_v": {"S": "v1"}}, _condition(k[0], None))],
+        [
+            Write(TABLE, k[1], {**k[1], "rk_v": {"S": "v1"}}, _condition(k[1], None)),
+            Write(
+                TABLE, k[1], {**k[1], "rk_v": {"S": "v2"}}, _condition(k[1], {"rk_v": {"S": "x"}})
+            ),
+        ],
+        [Write(TABLE, k[2], {**k[2], "rk_v": {"S": "v1"}}, _condition(k[2], None))] * 2,
+        [Write(TABLE, k[3], None, _condition(k[3], None))],
+        [Write(TABLE, k[4], {**k[4]}, {})],
+    ]
+    try:
+        assert server._chunks(plan) == [plan[:2], plan[2:4], plan[4:]]
+        assert server.apply(SERVER_REGION, plan) == [
+            (1, None),
+            (1, None),
+            (1, None),
+            (1, None),
+            (1, None),
+        ]
+        assert _stored(cluster, SERVER_REGION, k[1]) == {**k[1], "rk_v": {"S": "v1"}}
+    finally:
+        server.close()
+
+
+class _Remote:
+    """A client provider whose DynamoDB endpoint is AWS's."""
+
+    def client(self, service: str, region: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            service,
+            region_name=region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def close(self) -> None:
+        pass
+
+
+def test_only_a_local_server_is_ever_posted_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    import http.client
+
+    def no_network(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a request was sent")
+
+    monkeypatch.setattr(http.client.HTTPConnection, "request", no_network)
+    server = ServerApplier(_Remote())
+    k = {"pk": {"S": "x"}}
+    [(n, exc)] = server.apply("eu-west-1", [[Write(TABLE, k, k, {})]])
+    assert n == 0 and isinstance(exc, ValueError) and "no local server endpoint" in str(exc)
+    assert not _is_fault(exc)
