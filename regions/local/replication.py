@@ -31,6 +31,12 @@ replicated put), the emulator re-applies the winner. This is what makes
 concurrent writes converge even when a local write and a replicated put
 interleave.
 
+Each change is written conditionally on what the replica is known to hold. How it
+is written is an applier's job (:mod:`regions.local.appliers`): the local cluster
+applies a batch inside the replica's own server, through moto's backend, as
+DynamoDB applies replicated writes internally; the simulation sends each change as
+a conditional client request. Both report the same outcomes.
+
 There are two drivers over one engine:
 
 * :class:`Replicator` runs background threads (a poller per region, an applier
