@@ -167,3 +167,33 @@ def test_a_record_read_again_is_not_a_new_write(sim: Simulation) -> None:
     assert eng.redelivered >= 3 and eng.pending() == 0
     sim.settle()
     assert {r: _stream(sim, r, "content", "again0") for r in (EU2, US)} == before
+
+
+def test_an_applier_that_raises_drops_nothing(sim: Simulation) -> None:
+    """Whatever an applier does wrong, the changes it was handed go back on their links:
+    the engine counts the failure and the replicas converge once it works again."""
+    eng = sim.engine
+    real = eng.applier
+
+    class Broken:
+        def apply(self, dst: str, groups: Any) -> Any:
+            raise RuntimeError("applier broke")
+
+        def close(self) -> None:
+            pass
+
+    sim.routers[EU1].put("content", {"pk": "ab1", "body": "a"})
+    sim.poll(EU1)
+    pending = eng.pending()
+    assert pending
+    eng.applier = Broken()
+    try:
+        batch = eng.due(US, sim.now + 10)
+        assert batch
+        assert eng.apply(US, batch, now=sim.now) == 0
+    finally:
+        eng.applier = real
+    assert eng.pending() == pending and any("applier broke" in e for e in eng.errors)
+    sim.settle()
+    for region in (EU2, US):
+        assert (_raw(sim, region, "ab1") or {}).get("body") == "a"

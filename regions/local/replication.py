@@ -758,13 +758,14 @@ class ReplicationEngine:
         for e in claimed:
             items.setdefault((e[1].table, e[1].key), []).append(e)
         groups = list(items.values())
-        outcomes = self.applier.apply(
-            dst,
-            [
-                [Write(c.table, c.keys, c.image, _condition(c.keys, held)) for _, c, _, held in g]
-                for g in groups
-            ],
-        )
+        writes = [
+            [Write(c.table, c.keys, c.image, _condition(c.keys, held)) for _, c, _, held in g]
+            for g in groups
+        ]
+        try:
+            outcomes = self.applier.apply(dst, writes)
+        except Exception as exc:  # claimed changes are never dropped: all go back
+            outcomes = [(0, exc)] * len(groups)
         written = 0
         for entries, (n, exc) in zip(groups, outcomes, strict=True):
             for _ln, change, _prev, held in entries[:n]:
