@@ -47,6 +47,10 @@ _fastjson.install()
 from regions.local import atomic as _atomic  # noqa: E402
 
 _atomic.install()
+# ... and its values cast and tables sorted as the servers do (tests/test_fastvalues.py).
+from regions.local import fastvalues as _fastvalues  # noqa: E402
+
+_fastvalues.install()
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -355,3 +355,19 @@ def test_the_cluster_applies_replicated_changes_in_its_servers(cluster: Any) -> 
     from regions.local.appliers import ServerApplier
 
     assert isinstance(cluster.replicator.engine.applier, ServerApplier)
+
+
+def test_the_server_casts_values_and_sorts_tables_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """build_app() installs regions/local/fastvalues.py (tests/test_fastvalues.py checks
+    its answers are moto's)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+    from moto.dynamodb.models.table import Table
+
+    from regions.local import fastvalues
+
+    cast, walk = fastvalues.originals()
+    monkeypatch.setattr(DynamoType, "cast_value", property(cast))
+    monkeypatch.setattr(Table, "all_items", walk)
+    _server_main.build_app("eu-west-1")
+    assert DynamoType.__dict__["cast_value"].fget is not cast
+    assert Table.all_items is not walk

@@ -13,14 +13,15 @@ measured (``benchmarks/bench_replication.py``):
   one event loop for the connections and a thread pool for the app. moto_server
   runs werkzeug's development server, which answers every request with
   ``Connection: close``, so each boto3 call paid a TCP handshake and a thread.
-* **four costs of moto are skipped**: the dispatcher's scan of every service
+* **five costs of moto are skipped**: the dispatcher's scan of every service
   module on disk, per request (the cluster's calls name their service in
   ``X-Amz-Target``, so they go straight to that service's app, the one the
   dispatcher would have picked); ``inspect.getmembers`` on the response class,
   per request (``fastjson.memoise_method_names``); an RSA key pair per KMS key,
   made only when used (:func:`defer_kms_key_pairs`); and moto's shape-walking
   serializer for results that carry items, written as the same JSON directly
-  (:mod:`regions.local.fastjson`).
+  (:mod:`regions.local.fastjson`); and the re-casting of every value in every
+  comparison and table sort (:mod:`regions.local.fastvalues`).
 
 Two things are added. The replication emulator's changes are applied by moto's own
 backend inside this process (:mod:`regions.local.apply_endpoint`), as DynamoDB applies
@@ -128,6 +129,7 @@ def build_app(region: str) -> WsgiApp:
 
     _sibling("fastjson").install()  # item results as JSON, method listing memoised
     _sibling("atomic").install()  # writes and stream appends one at a time, as in DynamoDB
+    _sibling("fastvalues").install()  # values cast once, tables sorted on cast keys
     defer_kms_key_pairs()
     dispatcher: WsgiApp = DomainDispatcherApplication(create_backend_app)
     apps: dict[str, WsgiApp] = {

@@ -764,8 +764,8 @@ class ReplicationEngine:
         ]
         try:
             outcomes = self.applier.apply(dst, writes)
-        except Exception as exc:  # claimed changes are never dropped: all go back
-            outcomes = [(0, exc)] * len(groups)
+        except Exception as err:  # claimed changes are never dropped: all go back
+            outcomes = [(0, err)] * len(groups)
         written = 0
         for entries, (n, exc) in zip(groups, outcomes, strict=True):
             for _ln, change, _prev, held in entries[:n]:

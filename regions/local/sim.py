@@ -323,10 +323,11 @@ def simulation(
     os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     from moto import mock_aws
 
-    from regions.local import atomic, fastjson
+    from regions.local import atomic, fastjson, fastvalues
 
     fastjson.install()
     atomic.install()
+    fastvalues.install()
 
     with mock_aws():
         yield Simulation(policy, seed=seed, detect=detect, adopt_drift_ms=adopt_drift_ms)
