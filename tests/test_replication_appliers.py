@@ -235,3 +235,44 @@ def test_only_a_local_server_is_ever_posted_to(monkeypatch: pytest.MonkeyPatch) 
     [(n, exc)] = server.apply("eu-west-1", [[Write(TABLE, k, k, {})]])
     assert n == 0 and isinstance(exc, ValueError) and "no local server endpoint" in str(exc)
     assert not _is_fault(exc)
+
+
+def test_binary_values_are_stored_as_a_client_s_write_stores_them(
+    appliers: tuple[Any, ClientApplier, ServerApplier],
+) -> None:
+    """Binary values travel base64 on the wire and are stored as bytes on both paths:
+    a condition, a filter or a set update written by a client matches them alike (they
+    were once stored as base64 text on the server path, which GetItem could not show)."""
+    cluster, client, server = appliers
+    run = uuid.uuid4().hex[:8]
+    blob, other = b"\x00\xffbin", b"\x01"
+    image = {
+        "bl": {"B": blob},
+        "bs": {"BS": [blob, other]},
+        "mp": {"M": {"deep": {"B": blob}}},
+        "ls": {"L": [{"B": blob}]},
+    }
+    checks = [
+        ("bl = :b", {":b": {"B": blob}}),
+        ("contains(bs, :b)", {":b": {"B": other}}),
+        ("mp.deep = :b", {":b": {"B": blob}}),
+        ("ls[0] = :b", {":b": {"B": blob}}),
+    ]
+    for region, applier in ((CLIENT_REGION, client), (SERVER_REGION, server)):
+        k = {"pk": {"S": f"bin-{run}"}}
+        assert applier.apply(region, [[Write(TABLE, k, {**k, **image}, {})]]) == [(1, None)]
+        ddb = cluster.client(region)
+        for expression, values in checks:
+            ddb.put_item(  # raises ConditionalCheckFailedException if stored otherwise
+                TableName=TABLE,
+                Item={**k, **image},
+                ConditionExpression=expression,
+                ExpressionAttributeValues=values,
+            )
+        ddb.update_item(
+            TableName=TABLE,
+            Key=k,
+            UpdateExpression="ADD bs :s",
+            ExpressionAttributeValues={":s": {"BS": [blob]}},
+        )
+        assert sorted(_stored(cluster, region, k)["bs"]["BS"]) == sorted([blob, other])

@@ -16,7 +16,9 @@ is applied through **moto's own backend** (``DynamoDBBackend.put_item`` /
 same request validation moto's ``PutItem`` / ``DeleteItem`` run, so what is stored,
 what is refused and what is streamed are moto's. Only the request layer is skipped.
 
-Request body (DynamoDB JSON, binary values base64 as on the wire)::
+Request body (DynamoDB JSON, binary values base64 as on the wire; they are decoded to
+bytes here, as moto's request parser decodes them, so that what is stored is what a
+client's write would store)::
 
     {"groups": [[{"table": "content", "image": {...}, "keys": {...},
                   "condition": {"ConditionExpression": ..., ...}}, ...], ...]}
@@ -34,6 +36,7 @@ The server process loads this module by path (only the standard library and moto
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -74,14 +77,36 @@ def _validate(backend: Any, change: dict[str, Any]) -> None:
         raise ProvidedKeyDoesNotExist
 
 
-def _apply_one(region: str, change: dict[str, Any]) -> None:
+def _value(value: Any) -> Any:
+    """A wire attribute value as moto's request parser hands it to the backend: binary
+    values (B, BS, at any depth) decoded from base64 to bytes."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return value
+    ((kind, inner),) = value.items()
+    if kind == "B":
+        return {"B": base64.b64decode(inner, validate=True)}
+    if kind == "BS":
+        return {"BS": [base64.b64decode(b, validate=True) for b in inner]}
+    if kind == "M":
+        return {"M": {k: _value(v) for k, v in inner.items()}}
+    if kind == "L":
+        return {"L": [_value(v) for v in inner]}
+    return value
+
+
+def _attributes(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if attrs is None else {k: _value(v) for k, v in attrs.items()}
+
+
+def _apply_one(region: str, raw: dict[str, Any]) -> None:
+    change = {**raw, "image": _attributes(raw.get("image")), "keys": _attributes(raw["keys"])}
     table = change["table"]
     backend = _backend(region, table)
     _validate(backend, change)
     cond = change.get("condition") or {}
     expression = cond.get("ConditionExpression")
     names = cond.get("ExpressionAttributeNames") or {}
-    values = cond.get("ExpressionAttributeValues") or {}
+    values = _attributes(cond.get("ExpressionAttributeValues")) or {}
     if change.get("image") is not None:
         backend.put_item(
             table,
