@@ -11,6 +11,7 @@ takes the client path, another the server path, with the same changes.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -192,18 +193,38 @@ def test_a_large_batch_goes_in_several_requests_in_order(
         [Write(TABLE, k[3], None, _condition(k[3], None))],
         [Write(TABLE, k[4], {**k[4]}, {})],
     ]
+    bodies: list[bytes] = []
+    post = server._post
+
+    def counted(dst: str, body: bytes) -> list[dict[str, Any]]:
+        bodies.append(body)
+        return post(dst, body)
+
+    server._post = counted  # type: ignore[method-assign]
     try:
-        assert server._chunks(plan) == [plan[:2], plan[2:4], plan[4:]]
-        assert server.apply(SERVER_REGION, plan) == [
-            (1, None),
-            (1, None),
-            (1, None),
-            (1, None),
-            (1, None),
-        ]
+        assert server.apply(SERVER_REGION, plan) == [(1, None)] * 5
+        assert [len(json.loads(b)["groups"]) for b in bodies] == [2, 2, 1]
         assert _stored(cluster, SERVER_REGION, k[1]) == {**k[1], "rk_v": {"S": "v1"}}
+        bodies.clear()
+        server.max_changes, server.max_bytes = 100, 1  # every group alone
+        assert server.apply(SERVER_REGION, plan) == [(0, None)] * 3 + [(1, None)] * 2
+        assert len(bodies) == 5
     finally:
         server.close()
+
+
+def test_a_group_that_cannot_be_sent_fails_alone(
+    appliers: tuple[Any, ClientApplier, ServerApplier],
+) -> None:
+    _cluster, _client, server = appliers
+    run = uuid.uuid4().hex[:8]
+    ok = {"pk": {"S": f"enc-{run}"}}
+    bad = {"pk": {"S": f"enc-{run}-bad"}, "x": {"N": object()}}
+    outcomes = server.apply(
+        SERVER_REGION, [[Write(TABLE, ok, ok, {})], [Write(TABLE, bad, bad, {})]]
+    )
+    assert outcomes[0] == (1, None)
+    assert outcomes[1][0] == 0 and isinstance(outcomes[1][1], TypeError)
 
 
 class _Remote:
@@ -276,3 +297,29 @@ def test_binary_values_are_stored_as_a_client_s_write_stores_them(
             ExpressionAttributeValues={":s": {"BS": [blob]}},
         )
         assert sorted(_stored(cluster, region, k)["bs"]["BS"]) == sorted([blob, other])
+
+
+def test_a_connection_on_a_descriptor_over_1023_is_checked_and_reused(
+    appliers: tuple[Any, ClientApplier, ServerApplier],
+) -> None:
+    """The idle connection's liveness check works whatever its descriptor (``select``
+    refuses descriptors over 1023: every batch after the first failed)."""
+    import os
+    import resource
+
+    cluster, _client, _ = appliers
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        pytest.skip(f"the open-file limit ({soft}) is too low to reach descriptor 1024")
+    filler = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    server = ServerApplier(cluster.replication_clients)
+    try:
+        k = {"pk": {"S": f"fd-{uuid.uuid4().hex[:8]}"}}
+        for _ in range(3):
+            assert server.apply(SERVER_REGION, [[Write(TABLE, k, k, {})]]) == [(1, None)]
+        sock = server._conns[SERVER_REGION].conn.sock
+        assert sock is not None and sock.fileno() > 1023
+    finally:
+        server.close()
+        for fd in filler:
+            os.close(fd)

@@ -162,31 +162,37 @@ def _item(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if attrs is None else {k: _wire(v) for k, v in attrs.items()}
 
 
-def _body(groups: Sequence[Sequence[Write]]) -> bytes:
+def _encode(group: Sequence[Write]) -> bytes:
+    """One group's part of a request body (JSON; binary values in base64)."""
     return json.dumps(
-        {
-            "groups": [
-                [
-                    {
-                        "table": w.table,
-                        "keys": _item(w.keys),
-                        "image": _item(w.image),
-                        "condition": {
-                            **w.condition,
-                            **(
-                                {"ExpressionAttributeValues": _item(values)}
-                                if (values := w.condition.get("ExpressionAttributeValues"))
-                                else {}
-                            ),
-                        },
-                    }
-                    for w in group
-                ]
-                for group in groups
-            ]
-        },
+        [
+            {
+                "table": w.table,
+                "keys": _item(w.keys),
+                "image": _item(w.image),
+                "condition": {
+                    **w.condition,
+                    **(
+                        {"ExpressionAttributeValues": _item(values)}
+                        if (values := w.condition.get("ExpressionAttributeValues"))
+                        else {}
+                    ),
+                },
+            }
+            for w in group
+        ],
         separators=(",", ":"),
     ).encode()
+
+
+def _closed_by_peer(sock: Any) -> bool:
+    """Whether an idle keep-alive socket has been closed by the server (it is readable:
+    end of file). ``poll``, not ``select``: a descriptor over 1023 breaks ``select``."""
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+        return bool(poller.poll(0))
+    return bool(select.select([sock], [], [], 0)[0])  # pragma: no cover - not Linux
 
 
 class _Connection:
@@ -202,21 +208,27 @@ class _Connection:
 class ServerApplier:
     """Each batch one request to the replica's local server (see the module docstring).
 
-    Only a loopback endpoint is ever called: the servers of the local cluster.
-    ``max_changes`` bounds one request; a batch over it goes in several.
+    Only a loopback endpoint is ever called: the servers of the local cluster. One
+    request carries at most ``max_changes`` changes and ``max_bytes`` of body (a
+    group larger than that goes alone), so that a healthy server answers well within
+    ``timeout``: moto's cost per change grows with the item's attributes, and a
+    request that times out may still be applied (the engine then holds its changes in
+    doubt, :meth:`regions.local.replication.ReplicationEngine.apply`).
     """
 
     def __init__(
         self,
         clients: ClientProvider,
         *,
-        timeout: float = 5.0,
-        max_changes: int = 500,
+        timeout: float = 10.0,
+        max_changes: int = 200,
+        max_bytes: int = 256 * 1024,
         idle_reconnect: float = 60.0,
     ) -> None:
         self.clients = clients
         self.timeout = timeout
         self.max_changes = max_changes
+        self.max_bytes = max_bytes
         # waitress closes a connection idle for 120 s; reconnect well before.
         self.idle_reconnect = idle_reconnect
         self._conns: dict[str, _Connection] = {}
@@ -233,12 +245,7 @@ class ServerApplier:
         endpoint = self._endpoint(dst)
         with self._lock:
             conn = self._conns.get(dst)
-            stale = conn is not None and (
-                conn.endpoint != endpoint or time.monotonic() - conn.used > self.idle_reconnect
-            )
-            if conn is None or stale:
-                if conn is not None:
-                    conn.conn.close()
+            if conn is None or conn.endpoint != endpoint:
                 conn = _Connection(*endpoint, self.timeout)
                 self._conns[dst] = conn
             return conn
@@ -249,10 +256,9 @@ class ServerApplier:
         conn = self._connection(dst)
         with conn.lock:
             sock = conn.conn.sock
-            if sock is not None and select.select([sock], [], [], 0)[0]:
-                # readable while idle: the server closed it (an outage, or idle too long);
-                # http.client opens a new one
-                conn.conn.close()
+            idle = time.monotonic() - conn.used > self.idle_reconnect
+            if sock is not None and (idle or _closed_by_peer(sock)):
+                conn.conn.close()  # http.client opens a new one
             try:
                 conn.conn.request(
                     "POST",
@@ -270,24 +276,37 @@ class ServerApplier:
                 raise ReplicaUnreachable(f"{dst}: {type(exc).__name__}") from exc
             finally:
                 conn.used = time.monotonic()
-        answer = json.loads(data) if data else {}
+        try:
+            answer = json.loads(data)
+            results: list[dict[str, Any]] = answer["results"] if status == 200 else []
+        except (ValueError, KeyError, TypeError):  # not our endpoint's answer
+            answer, status = {}, max(status, 500)
         if status != 200:
             code = "InternalServerError" if status >= 500 else answer.get("__type", str(status))
             raise _client_error(code, str(answer.get("message", "")), "ApplyChanges")
-        results: list[dict[str, Any]] = answer["results"]
         return results
 
     def apply(self, dst: str, groups: Sequence[Sequence[Write]]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
-        for chunk in self._chunks(groups):
+        outcomes: list[Outcome | None] = [None] * len(groups)
+        encoded: list[tuple[int, bytes]] = []
+        for i, group in enumerate(groups):
             try:
-                results = self._post(dst, _body(chunk))
+                encoded.append((i, _encode(group)))
+            except (TypeError, ValueError) as exc:  # this group only
+                outcomes[i] = (0, exc)
+        chunks = self._chunks(groups, encoded)
+        for k, chunk in enumerate(chunks):
+            body = b'{"groups":[' + b",".join(part for _, part in chunk) + b"]}"
+            try:
+                results = self._post(dst, body)
             except Exception as exc:  # the whole request: every group of it, and the rest
-                outcomes.extend((0, exc) for _ in range(len(groups) - len(outcomes)))
-                return outcomes
-            for group, result in zip(chunk, results, strict=True):
-                outcomes.append(self._outcome(group, result))
-        return outcomes
+                for later in chunks[k:]:
+                    for i, _ in later:
+                        outcomes[i] = (0, exc)
+                break
+            for (i, _), result in zip(chunk, results, strict=True):
+                outcomes[i] = self._outcome(groups[i], result)
+        return [o if o is not None else (0, None) for o in outcomes]
 
     @staticmethod
     def _outcome(group: Sequence[Write], result: dict[str, Any]) -> Outcome:
@@ -297,20 +316,28 @@ class ServerApplier:
         operation = "PutItem" if group[applied].image is not None else "DeleteItem"
         return applied, _client_error(code, str(result.get("message") or ""), operation)
 
-    def _chunks(self, groups: Sequence[Sequence[Write]]) -> list[Sequence[Sequence[Write]]]:
-        chunks: list[Sequence[Sequence[Write]]] = []
-        start, size = 0, 0
-        for i, group in enumerate(groups):
-            if size and size + len(group) > self.max_changes:
-                chunks.append(groups[start:i])
-                start, size = i, 0
-            size += len(group)
-        if start < len(groups):
-            chunks.append(groups[start:])
+    def _chunks(
+        self, groups: Sequence[Sequence[Write]], encoded: list[tuple[int, bytes]]
+    ) -> list[list[tuple[int, bytes]]]:
+        chunks: list[list[tuple[int, bytes]]] = []
+        chunk: list[tuple[int, bytes]] = []
+        changes = size = 0
+        for i, part in encoded:
+            n = len(groups[i])
+            if chunk and (changes + n > self.max_changes or size + len(part) > self.max_bytes):
+                chunks.append(chunk)
+                chunk, changes, size = [], 0, 0
+            chunk.append((i, part))
+            changes += n
+            size += len(part) + 1
+        if chunk:
+            chunks.append(chunk)
         return chunks
 
     def close(self) -> None:
+        """Close every connection (a request in progress finishes first)."""
         with self._lock:
             conns, self._conns = list(self._conns.values()), {}
         for conn in conns:
-            conn.conn.close()
+            with conn.lock:
+                conn.conn.close()
