@@ -197,3 +197,47 @@ def test_an_applier_that_raises_drops_nothing(sim: Simulation) -> None:
     sim.settle()
     for region in (EU2, US):
         assert (_raw(sim, region, "ab1") or {}).get("body") == "a"
+
+
+def test_a_write_that_timed_out_but_landed_is_not_taken_for_a_new_local_write(
+    sim: Simulation,
+) -> None:
+    """A timed-out apply may still land. Its record, read later, is that change arriving
+    late: it keeps its own write time and is not sent on, so a newer write made before
+    the record was read still wins everywhere. (Taken for a local write, the late record
+    got the time it was read at and overwrote the newer write in every region.)"""
+    from regions.local.appliers import ReplicaUnreachable
+
+    eng = sim.engine
+    real = eng.applier
+
+    class LandedButTimedOut:
+        def apply(self, dst: str, groups: Any) -> Any:
+            real.apply(dst, groups)  # the replica takes the batch...
+            raise ReplicaUnreachable(f"{dst}: TimeoutError")  # ...the answer is lost
+
+        def close(self) -> None:
+            pass
+
+    sim.routers[EU1].put("content", {"pk": "late", "body": "older"})
+    sim.poll(EU1)
+    eng.applier = LandedButTimedOut()
+    try:
+        batch = [(ln, c) for ln, c in eng.due(US, sim.now + 10) if c.keys == {"pk": {"S": "late"}}]
+        assert batch
+        assert eng.apply(US, batch, now=sim.now) == 0  # reported as failed
+    finally:
+        eng.applier = real
+    assert (_raw(sim, US, "late") or {}).get("body") == "older"  # yet it landed
+    sim.routers[EU2].put("content", {"pk": "late", "body": "newer"})
+    sim.poll(EU2)
+    sim.poll(US)  # the late record is read after the newer write was
+    from_us = [
+        ln.applied + ln.skipped + len(ln.queue)
+        for (table, src, _dst), ln in eng._links.items()
+        if table == "content" and src == US
+    ]
+    assert from_us == [0, 0], "the late arrival was sent on as a new write"
+    sim.settle()
+    for region in (EU1, EU2, US):
+        assert (_raw(sim, region, "late") or {}).get("body") == "newer", region

@@ -179,6 +179,7 @@ APPLY_WORKERS = 4
 backlog this many requests at a time (``benchmarks/bench_replication.py``)."""
 MAX_POLL_ATTEMPTS = 20  # a stream record that cannot be read in is retried this often
 MAX_APPLY_ATTEMPTS = 20  # a change DynamoDB refuses (not a lost condition, not a fault)
+DOUBT_TTL_S = 300.0  # how long a change whose write timed out may still show up applied
 _FAULTS = (
     "EndpointConnectionError",
     "ConnectTimeoutError",
@@ -356,6 +357,11 @@ class ReplicationEngine:
         self._winner_change: dict[tuple[str, str, KeyTuple], Change] = {}
         self._echoes: dict[tuple[str, str, KeyTuple], deque[tuple[str, Version]]] = {}
         self._repairs: list[tuple[str, Change]] = []
+        # Changes whose write failed as a fault (a timeout, a dropped connection): the
+        # replica may still have applied them. A record of one that shows up later is
+        # that change arriving late, not a new local write (which would be sent on with
+        # a fresh, later write time). Kept for DOUBT_TTL_S; never counted as pending.
+        self._doubt: dict[tuple[str, str, KeyTuple], list[tuple[Change, float]]] = {}
         self._iterators: dict[tuple[str, str], list[str]] = {}
         self._shards: dict[tuple[str, str], list[tuple[str, str]]] = {}  # (arn, shard id)
         # What each replica holds as far as its own stream has told us (the image of
@@ -585,6 +591,14 @@ class ReplicationEngine:
                     del self._echoes[slot]
                 self._reconcile(region, table, key, physical_digest=digest)
                 return
+            late = self._late_arrival(slot, digest, time.time() if now is None else now)
+            if late is not None:  # a write of ours that timed out, applied after all
+                current = self._winner.get(slot)
+                if current is None or late.version > current:
+                    self._winner[slot] = late.version
+                    self._winner_change[slot] = late
+                self._reconcile(region, table, key, physical_digest=digest)
+                return
             seq = int(body.get("SequenceNumber", "0"))
             current = self._winner.get(slot)
             ts = self._record_time(rec, now)
@@ -702,6 +716,11 @@ class ReplicationEngine:
             if ln is not None:
                 ln.skipped += 1
             return False
+        if is_repair and ln is not None and _digest(self._held.get(slot)) == change.digest:
+            # a link's change that arrived late (see _late_arrival): already there
+            ln.applied += 1
+            ln.lags_ms.append(max(0.0, (now - change.version.ts) * 1000))
+            return False
         if not is_repair:
             self._winner[slot] = change.version
             self._winner_change[slot] = change
@@ -798,6 +817,35 @@ class ReplicationEngine:
         """Stop the applier (a batch being applied finishes first)."""
         self.applier.close()
 
+    def _hold_in_doubt(self, dst: str, changes: list[Change], now: float) -> None:
+        if len(self._doubt) > 10_000:
+            self._doubt = {
+                slot: kept
+                for slot, entries in self._doubt.items()
+                if (kept := [e for e in entries if e[1] > now])
+            }
+        for change in changes:
+            self._doubt.setdefault((dst, change.table, change.key), []).append(
+                (change, now + DOUBT_TTL_S)
+            )
+
+    def _late_arrival(
+        self, slot: tuple[str, str, KeyTuple], digest: str, now: float
+    ) -> Change | None:
+        """The change in doubt whose image ``digest`` is, if any (taken off the ledger)."""
+        entries = self._doubt.get(slot)
+        if not entries:
+            return None
+        kept = [e for e in entries if e[1] > now]
+        found = next((c for c, _ in kept if c.digest == digest), None)
+        if found is not None:
+            kept = [e for e in kept if e[0] is not found]
+        if kept:
+            self._doubt[slot] = kept
+        else:
+            del self._doubt[slot]
+        return found
+
     def _requeue(
         self,
         dst: str,
@@ -806,6 +854,8 @@ class ReplicationEngine:
         exc: Exception | None,
     ) -> None:
         with self._lock:
+            if exc is not None and _is_fault(exc):
+                self._hold_in_doubt(dst, [c for _, c, _ in chunk], now)
             for ln, change, prev in reversed(chunk):  # newest first: each restores the one before
                 self._unclaim(dst, change, prev, ln)
             for ln, change, _prev in chunk:
