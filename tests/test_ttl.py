@@ -271,7 +271,7 @@ def test_the_local_cluster_expires_over_its_servers_and_streams_a_ttl_delete(
     rep = cluster.replicator
     assert rep.wait_converged(30), (
         rep.busy(),
-        rep.engine.failed[-3:],
+        list(rep.engine.failed)[-3:],
         list(rep.engine.errors)[-3:],
     )
     for region in cluster.policy.regions:
