@@ -241,3 +241,42 @@ def test_a_write_that_timed_out_but_landed_is_not_taken_for_a_new_local_write(
     sim.settle()
     for region in (EU1, EU2, US):
         assert (_raw(sim, region, "late") or {}).get("body") == "newer", region
+
+
+def test_a_stream_answer_cut_short_loses_no_record(sim: Simulation) -> None:
+    """A GetRecords answer whose body was cut off (a server closing its connections
+    mid-response; Streams answers carry no checksum) parses as ``{}``: the read fails
+    and is retried from where it was, instead of dropping the shard's iterator."""
+    eng = sim.engine
+    clients = eng.clients
+    real_client = clients.client
+    cut = {"left": 1}
+
+    class CutShort:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        def get_records(self, **kwargs: Any) -> dict[str, Any]:
+            if cut["left"]:
+                cut["left"] -= 1
+                return {"ResponseMetadata": {"HTTPStatusCode": 200}}
+            return dict(self.inner.get_records(**kwargs))
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    def client(service: str, region: str) -> Any:
+        inner = real_client(service, region)
+        return CutShort(inner) if service == "dynamodbstreams" and region == EU1 else inner
+
+    sim.routers[EU1].put("content", {"pk": "cut", "body": "a"})
+    eng.clients = type("Clients", (), {"client": staticmethod(client)})()
+    try:
+        with pytest.raises(ConnectionError, match="cut short"):
+            eng.poll(EU1, "content", now=sim.now)
+        assert eng.poll(EU1, "content", now=sim.now) >= 1  # read again, from the same place
+    finally:
+        eng.clients = clients
+    sim.settle()
+    for region in (EU2, US):
+        assert (_raw(sim, region, "cut") or {}).get("body") == "a"

@@ -481,8 +481,18 @@ class ReplicationEngine:
             for i, it in enumerate(its):
                 if not it:
                     continue
-                resp = streams.get_records(ShardIterator=it, Limit=limit)
-                records = self._fresh((region, t, i), resp.get("Records", []))
+                try:
+                    resp = streams.get_records(ShardIterator=it, Limit=limit)
+                except Exception:
+                    self._repoll.add((region, t))  # whatever says it has nothing new
+                    raise
+                if "Records" not in resp:
+                    self._repoll.add((region, t))
+                    # A body cut short (a connection closed mid-response): Streams answers
+                    # carry no checksum, and botocore reads the empty body as "{}". Taken
+                    # as an answer, it lost the shard's iterator, and the stream, for good.
+                    raise ConnectionError(f"GetRecords in {region}: answer cut short")
+                records = self._fresh((region, t, i), resp["Records"])
                 stopped_at = self._ingest_all((region, t, i), records, now)
                 if stopped_at is None:
                     its[i] = resp.get("NextShardIterator") or ""
