@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import urlsplit
 
+from regions.local.apply_endpoint import TARGET, map_binary
 from residency.clients import ClientProvider
 
 __all__ = [
@@ -141,25 +142,15 @@ class ClientApplier:
             pool.shutdown(wait=True)
 
 
-def _wire(value: Any) -> Any:
-    """An attribute value as DynamoDB's JSON wire format has it (botocore hands binary
-    values over as bytes; the wire has them in base64)."""
-    if not isinstance(value, dict) or len(value) != 1:
-        return value
-    ((kind, inner),) = value.items()
-    if kind == "B" and isinstance(inner, (bytes, bytearray)):
-        return {"B": base64.b64encode(bytes(inner)).decode("ascii")}
-    if kind == "BS":
-        return {"BS": [base64.b64encode(bytes(b)).decode("ascii") for b in inner]}
-    if kind == "M":
-        return {"M": {k: _wire(v) for k, v in inner.items()}}
-    if kind == "L":
-        return {"L": [_wire(v) for v in inner]}
-    return value
+def _b64(value: bytes | bytearray) -> str:
+    return base64.b64encode(bytes(value)).decode("ascii")
 
 
 def _item(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if attrs is None else {k: _wire(v) for k, v in attrs.items()}
+    """Attribute values as DynamoDB's JSON wire format has them (botocore hands binary
+    values over as bytes; the wire has them in base64)."""
+    result: dict[str, Any] | None = map_binary(attrs, _b64)
+    return result
 
 
 def _encode(group: Sequence[Write]) -> bytes:
@@ -258,8 +249,6 @@ class ServerApplier:
             return conn
 
     def _post(self, dst: str, body: bytes) -> list[dict[str, Any]]:
-        from regions.local.apply_endpoint import TARGET
-
         conn = self._connection(dst)
         with conn.lock:
             sock = conn.conn.sock

@@ -41,7 +41,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["PREFIX", "TARGET", "apply_groups", "make_app"]
+__all__ = ["PREFIX", "TARGET", "apply_groups", "make_app", "map_binary"]
 
 PREFIX = "RegionkitReplication."
 TARGET = PREFIX + "ApplyChanges"
@@ -77,36 +77,43 @@ def _validate(backend: Any, change: dict[str, Any]) -> None:
         raise ProvidedKeyDoesNotExist
 
 
-def _value(value: Any) -> Any:
-    """A wire attribute value as moto's request parser hands it to the backend: binary
-    values (B, BS, at any depth) decoded from base64 to bytes."""
-    if not isinstance(value, dict) or len(value) != 1:
-        return value
-    ((kind, inner),) = value.items()
-    if kind == "B":
-        return {"B": base64.b64decode(inner, validate=True)}
-    if kind == "BS":
-        return {"BS": [base64.b64decode(b, validate=True) for b in inner]}
-    if kind == "M":
-        return {"M": {k: _value(v) for k, v in inner.items()}}
-    if kind == "L":
-        return {"L": [_value(v) for v in inner]}
-    return value
+def map_binary(attrs: dict[str, Any] | None, convert: Callable[[Any], Any]) -> Any:
+    """``attrs`` (DynamoDB JSON attribute values by name) with ``convert`` applied to
+    every binary value (B, and each member of BS), at any depth of M and L."""
+
+    def value(v: Any) -> Any:
+        if not isinstance(v, dict) or len(v) != 1:
+            return v
+        ((kind, inner),) = v.items()
+        if kind == "B":
+            return {"B": convert(inner)}
+        if kind == "BS":
+            return {"BS": [convert(b) for b in inner]}
+        if kind == "M":
+            return {"M": {k: value(x) for k, x in inner.items()}}
+        if kind == "L":
+            return {"L": [value(x) for x in inner]}
+        return v
+
+    return None if attrs is None else {k: value(v) for k, v in attrs.items()}
 
 
-def _attributes(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if attrs is None else {k: _value(v) for k, v in attrs.items()}
+def _from_wire(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Attribute values as moto's request parser hands them to the backend: binary
+    values decoded from the wire's base64 to bytes."""
+    result: dict[str, Any] | None = map_binary(attrs, lambda b: base64.b64decode(b, validate=True))
+    return result
 
 
 def _apply_one(region: str, raw: dict[str, Any]) -> None:
-    change = {**raw, "image": _attributes(raw.get("image")), "keys": _attributes(raw["keys"])}
+    change = {**raw, "image": _from_wire(raw.get("image")), "keys": _from_wire(raw["keys"])}
     table = change["table"]
     backend = _backend(region, table)
     _validate(backend, change)
     cond = change.get("condition") or {}
     expression = cond.get("ConditionExpression")
     names = cond.get("ExpressionAttributeNames") or {}
-    values = _attributes(cond.get("ExpressionAttributeValues")) or {}
+    values = _from_wire(cond.get("ExpressionAttributeValues")) or {}
     if change.get("image") is not None:
         backend.put_item(
             table,
