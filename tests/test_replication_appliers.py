@@ -323,3 +323,35 @@ def test_a_connection_on_a_descriptor_over_1023_is_checked_and_reused(
         server.close()
         for fd in filler:
             os.close(fd)
+
+
+def test_closing_cuts_off_a_request_a_stopped_server_holds(isolated_cluster: Any) -> None:
+    """Stopping the emulator must not wait out the long request timeout on a stopped
+    server: ``close`` cuts the request off, and it fails as a fault (kept, retried)."""
+    import threading
+    import time
+
+    server = ServerApplier(isolated_cluster.replication_clients, timeout=60)
+    k = {"pk": {"S": f"cut-{uuid.uuid4().hex[:8]}"}}
+    assert server.apply(SERVER_REGION, [[Write(TABLE, k, k, {})]]) == [(1, None)]
+    outcome: list[Any] = []
+    isolated_cluster.outage(SERVER_REGION, "stop")
+    try:
+        worker = threading.Thread(
+            target=lambda: outcome.extend(server.apply(SERVER_REGION, [[Write(TABLE, k, k, {})]]))
+        )
+        worker.start()
+        conn = server._conns[SERVER_REGION]
+        deadline = time.monotonic() + 10
+        while not conn.lock.locked() and time.monotonic() < deadline:  # the request is on
+            time.sleep(0.005)
+        closer = threading.Thread(target=server.close, kwargs={"grace": 0.2})
+        closer.start()
+        closer.join(10)  # against the request's 60 s timeout
+        worker.join(10)
+        assert not closer.is_alive(), "close() waited for the request's timeout"
+        assert not worker.is_alive(), "close() left the request waiting on its timeout"
+    finally:
+        isolated_cluster.restore(SERVER_REGION)
+    [(n, exc)] = outcome
+    assert n == 0 and isinstance(exc, ReplicaUnreachable) and _is_fault(exc)

@@ -22,9 +22,11 @@ the engine keeps and retries those changes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import select
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -336,10 +338,20 @@ class ServerApplier:
             chunks.append(chunk)
         return chunks
 
-    def close(self) -> None:
-        """Close every connection (a request in progress finishes first)."""
+    def close(self, grace: float = 1.0) -> None:
+        """Close every connection. A request still in progress after ``grace`` seconds
+        (a stopped server holds it up to ``timeout``) is cut off: it fails as a fault,
+        and its changes stay with the engine."""
         with self._lock:
             conns, self._conns = list(self._conns.values()), {}
         for conn in conns:
-            with conn.lock:
-                conn.conn.close()
+            if conn.lock.acquire(timeout=grace):
+                try:
+                    conn.conn.close()
+                finally:
+                    conn.lock.release()
+                continue
+            sock = conn.conn.sock
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the request's read
