@@ -246,6 +246,9 @@ class ServerApplier:
         with self._lock:
             conn = self._conns.get(dst)
             if conn is None or conn.endpoint != endpoint:
+                if conn is not None and conn.lock.acquire(blocking=False):
+                    conn.conn.close()  # the server moved; not if a request is on it
+                    conn.lock.release()
                 conn = _Connection(*endpoint, self.timeout)
                 self._conns[dst] = conn
             return conn
