@@ -74,6 +74,20 @@ def _environ(target: str, body: dict[str, Any], service: str) -> dict[str, Any]:
     }
 
 
+STREAM = {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"}
+
+
+def _table(name: str, **extra: Any) -> dict[str, Any]:
+    """A CreateTable body: one string hash key ``pk``, on demand."""
+    return {
+        "TableName": name,
+        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+        "BillingMode": "PAY_PER_REQUEST",
+        **extra,
+    }
+
+
 def _call(app: Callable[..., Iterable[bytes]], environ: dict[str, Any]) -> tuple[int, bytes]:
     status: list[str] = []
     result = app(environ, lambda s, h, exc_info=None: status.append(s))
@@ -121,13 +135,7 @@ def test_the_cluster_services_go_straight_to_moto_s_own_view(
 ) -> None:
     """DynamoDB, Streams and KMS calls reach moto's Flask view, never the dispatcher."""
     app, calls = spied_app
-    table = {
-        "TableName": "contract",
-        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-        "BillingMode": "PAY_PER_REQUEST",
-        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
-    }
+    table = _table("contract", StreamSpecification=STREAM)
     requests = [
         ("DynamoDB_20120810.CreateTable", table, "dynamodb"),
         (
@@ -295,12 +303,7 @@ def test_replicated_changes_are_applied_by_moto_s_backend_not_its_request_layer(
     from regions.local import apply_endpoint
 
     app, calls = spied_app
-    table = {
-        "TableName": "contract-apply",
-        "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-        "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-        "BillingMode": "PAY_PER_REQUEST",
-    }
+    table = _table("contract-apply")
     status, _ = _call(app, _environ("DynamoDB_20120810.CreateTable", table, "dynamodb"))
     assert status == 200
     calls.update(dispatcher=0, moto_view=0)

@@ -280,3 +280,32 @@ def test_a_stream_answer_cut_short_loses_no_record(sim: Simulation) -> None:
     sim.settle()
     for region in (EU2, US):
         assert (_raw(sim, region, "cut") or {}).get("body") == "a"
+
+
+def test_a_refusal_is_recorded_by_its_code_without_dynamodb_s_message(sim: Simulation) -> None:
+    """``local status`` prints the engine's errors: DynamoDB's message may quote a value."""
+    from botocore.exceptions import ClientError
+
+    eng = sim.engine
+    real = eng.applier
+    message = "One or more parameter values were invalid: pii-value@example.com"
+
+    class Refusing:
+        def apply(self, dst: str, groups: Any) -> Any:
+            error = {"Error": {"Code": "ValidationException", "Message": message}}
+            return [(0, ClientError(error, "PutItem")) for _ in groups]
+
+        def close(self) -> None:
+            pass
+
+    sim.routers[EU1].put("content", {"pk": "refused", "body": "a"})
+    sim.poll(EU1)
+    eng.applier = Refusing()
+    try:
+        batch = eng.due(US, sim.now + 10)
+        assert batch and eng.apply(US, batch, now=sim.now) == 0
+    finally:
+        eng.applier = real
+    recorded = " ".join([*eng.errors, *eng.failed])
+    assert "ValidationException" in recorded and "pii-value" not in recorded
+    sim.settle()

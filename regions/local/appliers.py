@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from regions.local.apply_endpoint import TARGET, map_binary
 from residency.clients import ClientProvider
+from residency.settings import is_loopback_url
 
 __all__ = [
     "Applier",
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 LOST = "ConditionalCheckFailedException"
-LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Write(NamedTuple):
@@ -151,8 +151,7 @@ def _b64(value: bytes | bytearray) -> str:
 def _item(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
     """Attribute values as DynamoDB's JSON wire format has them (botocore hands binary
     values over as bytes; the wire has them in base64)."""
-    result: dict[str, Any] | None = map_binary(attrs, _b64)
-    return result
+    return map_binary(attrs, _b64)
 
 
 def _encode(group: Sequence[Write]) -> bytes:
@@ -235,9 +234,9 @@ class ServerApplier:
         self._lock = threading.Lock()
 
     def _endpoint(self, dst: str) -> tuple[str, int]:
-        url = self.clients.client("dynamodb", dst).meta.endpoint_url
-        parts = urlsplit(url or "")
-        if parts.hostname not in LOOPBACK or parts.port is None:
+        url = self.clients.client("dynamodb", dst).meta.endpoint_url or ""
+        parts = urlsplit(url)
+        if not is_loopback_url(url) or parts.hostname is None or parts.port is None:
             raise ValueError(f"region {dst!r} has no local server endpoint ({url!r})")
         return parts.hostname, parts.port
 

@@ -77,7 +77,9 @@ def _validate(backend: Any, change: dict[str, Any]) -> None:
         raise ProvidedKeyDoesNotExist
 
 
-def map_binary(attrs: dict[str, Any] | None, convert: Callable[[Any], Any]) -> Any:
+def map_binary(
+    attrs: dict[str, Any] | None, convert: Callable[[Any], Any]
+) -> dict[str, Any] | None:
     """``attrs`` (DynamoDB JSON attribute values by name) with ``convert`` applied to
     every binary value (B, and each member of BS), at any depth of M and L."""
 
@@ -101,8 +103,7 @@ def map_binary(attrs: dict[str, Any] | None, convert: Callable[[Any], Any]) -> A
 def _from_wire(attrs: dict[str, Any] | None) -> dict[str, Any] | None:
     """Attribute values as moto's request parser hands them to the backend: binary
     values decoded from the wire's base64 to bytes."""
-    result: dict[str, Any] | None = map_binary(attrs, lambda b: base64.b64decode(b, validate=True))
-    return result
+    return map_binary(attrs, lambda b: base64.b64decode(b, validate=True))
 
 
 def _apply_one(region: str, raw: dict[str, Any]) -> None:

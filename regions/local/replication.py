@@ -226,6 +226,23 @@ def _condition(keys: dict[str, Any], held: Image) -> dict[str, Any]:
     }
 
 
+def _error_text(exc: Exception) -> str:
+    """An apply error for the engine's lists, which ``local status`` prints: a refusal by
+    its code only (DynamoDB's message may quote an attribute value)."""
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return f"{type(exc).__name__}({code})" if code else repr(exc)
+
+
+def _count_applied(ln: _Link, change: Change, now: float) -> None:
+    ln.applied += 1
+    ln.lags_ms.append(max(0.0, (now - change.version.ts) * 1000))
+
+
+def _unexpired(entries: list[tuple[Change, float]], now: float) -> list[tuple[Change, float]]:
+    return [e for e in entries if e[1] > now]
+
+
 def _pct(values: Iterable[float], q: float) -> float | None:
     data = sorted(values)
     if not data:
@@ -727,16 +744,13 @@ class ReplicationEngine:
                 ln.skipped += 1
             return False
         if is_repair and ln is not None and _digest(self._held.get(slot)) == change.digest:
-            # a link's change that arrived late (see _late_arrival): already there
-            ln.applied += 1
-            ln.lags_ms.append(max(0.0, (now - change.version.ts) * 1000))
+            _count_applied(ln, change, now)  # a change that arrived late: already there
             return False
         if not is_repair:
             self._winner[slot] = change.version
             self._winner_change[slot] = change
             if ln is not None:
-                ln.applied += 1
-                ln.lags_ms.append(max(0.0, (now - change.version.ts) * 1000))
+                _count_applied(ln, change, now)
         self._echoes.setdefault(slot, deque()).append((change.digest, change.version))
         return True
 
@@ -832,7 +846,7 @@ class ReplicationEngine:
             self._doubt = {
                 slot: kept
                 for slot, entries in self._doubt.items()
-                if (kept := [e for e in entries if e[1] > now])
+                if (kept := _unexpired(entries, now))
             }
         for change in changes:
             self._doubt.setdefault((dst, change.table, change.key), []).append(
@@ -846,7 +860,7 @@ class ReplicationEngine:
         entries = self._doubt.get(slot)
         if not entries:
             return None
-        kept = [e for e in entries if e[1] > now]
+        kept = _unexpired(entries, now)
         found = next((c for c, _ in kept if c.digest == digest), None)
         if found is not None:
             kept = [e for e in kept if e[0] is not found]
@@ -873,7 +887,7 @@ class ReplicationEngine:
                     change.attempts += 1
                     if change.attempts >= MAX_APPLY_ATTEMPTS:
                         self.failed_count += 1
-                        self.failed.append(f"apply to {dst}/{change.table}: {exc!r}")
+                        self.failed.append(f"apply to {dst}/{change.table}: {_error_text(exc)}")
                         if ln is not None:
                             ln.failed += 1
                         log.error(
@@ -889,7 +903,7 @@ class ReplicationEngine:
                 self._n += 1
                 bisect.insort(ln.queue, (now + 0.05, self._n, change), key=lambda e: (e[0], e[1]))
             if exc is not None:
-                self.errors.append(f"apply to {dst} failed: {exc!r}")
+                self.errors.append(f"apply to {dst} failed: {_error_text(exc)}")
                 log.warning(
                     "replication apply failed; will retry", region=dst, error=type(exc).__name__
                 )
