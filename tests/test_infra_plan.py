@@ -229,3 +229,31 @@ def test_staging_prunes_code_unused_for_an_hour(tmp_path: Path) -> None:
     )
     assert not stale.exists()
     assert fresh.exists() and staged.exists()
+
+
+def test_the_bundle_key_follows_installed_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staged dependencies are reused only while every installed version is the same:
+    an upgrade (a new ``name-version.dist-info``) names a new staging directory."""
+    import re
+    import sys
+    from importlib import metadata
+
+    from infra import asset
+
+    site = tmp_path / "site"
+    (site / "somelib-1.0.dist-info").mkdir(parents=True)
+    monkeypatch.setattr(sys, "path", [*sys.path, str(site), str(tmp_path / "missing")])
+    before = asset._environment_key()
+    assert asset._environment_key() == before
+    assert b"somelib-1.0.dist-info" in before
+    (site / "somelib-1.0.dist-info").rename(site / "somelib-1.1.dist-info")
+    assert asset._environment_key() != before
+    # Every installed distribution is in it, by name and version.
+    key = asset._environment_key().decode().lower()
+    for dist in metadata.distributions():
+        if not dist.metadata or not dist.metadata["Name"]:
+            continue  # the empty stand-in above
+        name = re.sub(r"[-_.]+", "_", dist.metadata["Name"]).lower()
+        assert f"{name}-{dist.version}".lower() in key, name
