@@ -28,8 +28,9 @@ app = new_app(help="The conflict log: concurrent cross-region writes found by th
 _CONFLICT_KINDS = ("concurrent", "inversion", "lost_write")
 
 
-def _read_conflict_log() -> tuple[str, list[Any]]:
-    """Every conflict record, from the nearest region that answers (settings.region first)."""
+def _read_conflict_log() -> tuple[str, Any, Any]:
+    """The conflict log (a ``ConflictLogScan``) from the nearest region that answers
+    (settings.region first), where it was read, and how it names items."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from regions.conflicts import ConflictLog
@@ -40,12 +41,15 @@ def _read_conflict_log() -> tuple[str, list[Any]]:
     start = policy.check_region(settings.region) if settings.region else policy.regions[0]
     order = [start, *(r for r in policy.nearest_first(start, list(policy.regions)) if r != start)]
     log = ConflictLog(
-        policy, ClientPool(settings, retries="botocore"), table_prefix=settings.table_prefix
+        policy,
+        ClientPool(settings, retries="botocore"),
+        table_prefix=settings.table_prefix,
+        pseudonymize=settings.pseudonymizer(),
     )
     errors: list[str] = []
     for region in order:
         try:
-            return region, log.scan(region)
+            return region, log.read(region), log.pseudonymize
         except (RegionkitError, BotoCoreError, ClientError) as exc:
             errors.append(f"{region}: {type(exc).__name__}")
     raise OperationError(
@@ -72,20 +76,25 @@ def _parse_since(text: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _conflicts_table(region: str, shown: list[Any]) -> Any:
+def _item(r: Any, pn: Any) -> str:
+    """A record's item by keyed pseudonym (as the router and the audit name it)."""
+    return str(pn.item(r.table, *r.item_key()))
+
+
+def _conflicts_table(region: str, shown: list[Any], pn: Any) -> Any:
     from datetime import UTC
 
     from rich.table import Table
 
     t = Table(title=f"conflicts (read from {region})", title_justify="left")
-    for col in ("occurred (UTC)", "kind", "data class", "key", "winner", "loser", "resolution"):
-        t.add_column(col, overflow="fold", no_wrap=col not in {"key", "data class"})
+    for col in ("occurred (UTC)", "kind", "data class", "item", "winner", "loser", "resolution"):
+        t.add_column(col, overflow="fold", no_wrap=col not in {"item", "data class"})
     for r in shown:
         t.add_row(
             r.occurred_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
             r.kind,
             esc(r.data_class),
-            esc(r.key),
+            _item(r, pn),
             r.winner_region,
             r.loser_region,
             r.resolution + (" (repaired)" if r.repaired else ""),
@@ -106,9 +115,14 @@ def conflicts_list(
         str | None,
         typer.Option("--kind", "-k", help="Only this kind: concurrent, inversion, lost_write."),
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option("--key", help="Only conflicts on the item(s) with this partition key."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List logged conflicts, oldest first (keys are opaque IDs; no item values are shown).
+    """List logged conflicts, oldest first. Items are named by keyed pseudonym, as errors
+    and audit findings name them; no key or value is shown.
 
     ``--json`` adds the versions (HLC stamps) of winner and loser and where each was detected.
     """
@@ -117,27 +131,46 @@ def conflicts_list(
     after = _parse_since(since) if since is not None else None
     if data_class is not None:
         get_policy().data_class(data_class)  # UnknownDataClass: exit 2, naming the known ones
-    region, records = _read_conflict_log()
+    region, found, pn = _read_conflict_log()
+    records = found.records
     shown = [
         r
         for r in records
         if (after is None or r.occurred_at >= after)
         and (data_class is None or r.data_class == data_class)
         and (kind is None or r.kind == kind)
+        and (key is None or r.item_key()[0] == key)
     ]
+    unreadable = [{"record": u.record, "fields": list(u.fields)} for u in found.unreadable]
     if as_json:
         print_json(
             {
                 "region": region,
                 "total": len(records),
                 "shown": len(shown),
-                "conflicts": [r.model_dump(mode="json") for r in shown],
+                "conflicts": [
+                    {
+                        "item": _item(r, pn),
+                        **r.model_dump(mode="json", exclude={"key", "sort_key"}),
+                    }
+                    for r in shown
+                ],
+                "unreadable": unreadable,
             }
         )
         return
     con = console()
-    con.print(_conflicts_table(region, shown))
+    con.print(_conflicts_table(region, shown, pn))
     con.print(f"{len(shown)} of {len(records)} logged conflicts")
+    _print_unreadable(con, unreadable)
+
+
+def _print_unreadable(con: Any, unreadable: list[dict[str, Any]]) -> None:
+    for u in unreadable:
+        con.print(
+            f"[yellow]unreadable record[/] {u['record']}: "
+            f"{esc(', '.join(u['fields']) or 'its fields')} do not parse"
+        )
 
 
 @app.command("stats")
@@ -147,10 +180,12 @@ def conflicts_stats(
     """Conflict counts by kind, data class, resolution and region pair."""
     from collections import Counter
 
-    region, records = _read_conflict_log()
+    region, found, _ = _read_conflict_log()
+    records = found.records
     stats: dict[str, Any] = {
         "region": region,
         "total": len(records),
+        "unreadable": [u.record for u in found.unreadable],
         "by_kind": dict(Counter(r.kind for r in records).most_common()),
         "by_data_class": dict(Counter(r.data_class for r in records).most_common()),
         "by_resolution": dict(Counter(r.resolution for r in records).most_common()),
@@ -168,6 +203,7 @@ def conflicts_stats(
 
     con = console()
     con.print(f"{stats['total']} logged conflicts (read from {region})")
+    _print_unreadable(con, [{"record": u.record, "fields": u.fields} for u in found.unreadable])
     if records:
         con.print(f"from {stats['first']} to {stats['last']}; {stats['repaired']} repaired")
     for title, key in (

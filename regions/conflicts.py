@@ -70,6 +70,7 @@ import secrets
 import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Container, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -92,9 +93,18 @@ from residency.errors import MalformedId
 from residency.logs import get_logger
 from residency.names import UNDETERMINED_EVENT
 from residency.policy import GlobalDataClass, MergeConflicts, Policy
-from residency.records import ConflictKind, ConflictRecord, conflict_id
+from residency.pseudonym import Pseudonymizer, default_pseudonymizer
+from residency.records import ConflictKind, ConflictRecord, conflict_id, invalid_fields
 
-__all__ = ["LINEAGE_MAX_AGE_S", "ConflictDetector", "ConflictLog", "Lineage", "classify"]
+__all__ = [
+    "LINEAGE_MAX_AGE_S",
+    "ConflictDetector",
+    "ConflictLog",
+    "ConflictLogScan",
+    "Lineage",
+    "UnreadableRecord",
+    "classify",
+]
 
 log = get_logger("regionkit.conflicts")
 
@@ -163,13 +173,39 @@ def _claims_descend(new_raw: dict[str, Any], old_raw: dict[str, Any], ov: str) -
     return bool(seen["S"] >= ov)
 
 
+@dataclass(frozen=True)
+class UnreadableRecord:
+    """A stored conflict record that does not parse: named by the keyed pseudonym of its
+    ``pk`` and the fields at fault, never by what it holds."""
+
+    record: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ConflictLogScan:
+    """One region's conflict log: the records, oldest first, and those that do not parse
+    (one bad record never hides the rest)."""
+
+    records: list[ConflictRecord]
+    unreadable: list[UnreadableRecord]
+
+
 class ConflictLog:
     """Reads and writes the conflict-log table in one region."""
 
-    def __init__(self, policy: Policy, clients: ClientProvider, *, table_prefix: str = "") -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        clients: ClientProvider,
+        *,
+        table_prefix: str = "",
+        pseudonymize: Pseudonymizer | None = None,
+    ) -> None:
         self.policy = policy
         self.clients = clients
         self.table = table_prefix + policy.system.conflict_log_table
+        self.pseudonymize = pseudonymize or default_pseudonymizer()
 
     def record(self, region: str, rec: ConflictRecord) -> bool:
         """Insert ``rec`` unless a record with its ID exists; True if this call created it."""
@@ -188,15 +224,47 @@ class ConflictLog:
         return True
 
     def scan(self, region: str) -> list[ConflictRecord]:
+        """The records of ``region``'s log, oldest first; unreadable ones are logged (by
+        pseudonym) and left out. :meth:`read` returns them too."""
+        found = self.read(region)
+        if found.unreadable:
+            log.warning(
+                "unreadable conflict records",
+                region=region,
+                table=self.table,
+                records=[u.record for u in found.unreadable],
+            )
+        return found.records
+
+    def read(self, region: str) -> ConflictLogScan:
+        """Every record of ``region``'s log, and the ones that do not parse."""
+        from pydantic import ValidationError
+
         client = self.clients.client("dynamodb", region)
         out: list[ConflictRecord] = []
+        bad: list[UnreadableRecord] = []
         kwargs: dict[str, Any] = {"TableName": self.table}
         while True:
             page = client.scan(**kwargs)
-            out.extend(ConflictRecord.from_item(from_ddb(i) or {}) for i in page.get("Items", []))
+            for raw in page.get("Items", []):
+                item = from_ddb(raw) or {}
+                try:
+                    out.append(ConflictRecord.from_item(item))
+                except ValidationError as exc:  # its text quotes the stored values: dropped
+                    name = self.pseudonymize.item(self.table, item.get("pk"))
+                    bad.append(UnreadableRecord(name, invalid_fields(exc, ConflictRecord)))
             if "LastEvaluatedKey" not in page:
-                return sorted(out, key=lambda r: r.occurred_at)
+                return ConflictLogScan(sorted(out, key=lambda r: r.occurred_at), bad)
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@dataclass(frozen=True)
+class _ItemRef:
+    """A conflicted item: its key as the log stores it, and its keyed pseudonym (logs)."""
+
+    text: str
+    sort: str | None
+    named: str
 
 
 _MISSING: Any = object()
@@ -298,10 +366,14 @@ class ConflictDetector:
         lineage: Lineage | None = None,
         shared: SharedLineage | None = None,
         lineage_max_age_s: float = LINEAGE_MAX_AGE_S,
+        pseudonymize: Pseudonymizer | None = None,
     ) -> None:
         self.policy = policy
         self.clients = clients
-        self.log = ConflictLog(policy, clients, table_prefix=table_prefix)
+        self.pseudonymize = pseudonymize or default_pseudonymizer()
+        self.log = ConflictLog(
+            policy, clients, table_prefix=table_prefix, pseudonymize=self.pseudonymize
+        )
         self.repair = repair
         self.now = now
         self.lineage = lineage if lineage is not None else Lineage()
@@ -584,7 +656,7 @@ class ConflictDetector:
         ov, nv = Stamp.parse(str(old[VERSION_ATTR])), Stamp.parse(str(new[VERSION_ATTR]))
         winner = old if kind == "inversion" else new
         wv, lv = (ov, nv) if kind == "inversion" else (nv, ov)
-        key = self._key_text(dc, new)
+        ref = self._item_ref(table, dc, new)
         merge_ref = (
             dc.conflicts.merge
             if isinstance(dc, GlobalDataClass) and isinstance(dc.conflicts, MergeConflicts)
@@ -595,11 +667,11 @@ class ConflictDetector:
             if self.repair:
                 self._merge_into(region, table, dc, data_class, merge_ref, [old, new])
             rec, created = self._record(
-                conflict_id(table, key, str(lv), str(lv)),
+                conflict_id(table, ref.text, str(lv), str(lv)),
                 region,
                 table,
                 data_class,
-                key,
+                ref,
                 kind,
                 wv,
                 lv,
@@ -617,11 +689,11 @@ class ConflictDetector:
             else "lww"
         )
         rec, created = self._record(
-            conflict_id(table, key, str(lv), str(lv)),
+            conflict_id(table, ref.text, str(lv), str(lv)),
             region,
             table,
             data_class,
-            key,
+            ref,
             kind,
             wv,
             lv,
@@ -634,11 +706,11 @@ class ConflictDetector:
                 # The HLC winner could not be put back: a write that never had it in its
                 # past replaced it first. The winner is lost.
                 self._record(
-                    conflict_id(table, key, str(wv), str(wv)),
+                    conflict_id(table, ref.text, str(wv), str(wv)),
                     region,
                     table,
                     data_class,
-                    key,
+                    ref,
                     "lost_write",
                     Stamp.parse(cur),
                     wv,
@@ -651,12 +723,13 @@ class ConflictDetector:
         related = self.lineage.is_ancestor(str(old[VERSION_ATTR]), str(new[VERSION_ATTR]))
         return descends(new, old) if related is None else related
 
-    @staticmethod
-    def _key_text(dc: Any, item: dict[str, Any]) -> str:
-        key = str(item.get(dc.partition_key, "?"))
-        if dc.sort_key:
-            key = f"{key}#{item.get(dc.sort_key, '?')}"
-        return key
+    def _item_ref(self, table: str, dc: Any, item: dict[str, Any]) -> _ItemRef:
+        pk = item.get(dc.partition_key, "?")
+        sk = item.get(dc.sort_key, "?") if dc.sort_key else None
+        text = str(pk) if sk is None else f"{pk}#{sk}"
+        return _ItemRef(
+            text, None if sk is None else str(sk), self.pseudonymize.item(table, pk, sk)
+        )
 
     def _record(
         self,
@@ -664,7 +737,7 @@ class ConflictDetector:
         region: str,
         table: str,
         data_class: str,
-        key: str,
+        item: _ItemRef,
         kind: ConflictKind,
         wv: Stamp,
         lv: Stamp,
@@ -680,7 +753,8 @@ class ConflictDetector:
             conflict_id=cid,
             table=table,
             data_class=data_class,
-            key=key,
+            key=item.text,
+            sort_key=item.sort,
             kind=kind,
             winner_version=str(wv),
             loser_version=str(lv),
@@ -710,7 +784,7 @@ class ConflictDetector:
             kind=kind,
             data_class=data_class,
             table=table,
-            key=key,
+            item=item.named,
             winner=str(wv),
             loser=str(lv),
             region=region,

@@ -185,9 +185,10 @@ class VersionedStore(CausalHistory):
         return key
 
     def named(self, data_class: str, key: dict[str, Any]) -> str:
-        """The item's keyed pseudonym, for messages."""
-        return self.pseudonymize(
-            "\0".join(str(v) for v in key.values()), scope=self.routes.tables[data_class]
+        """The item's keyed pseudonym, for messages (:meth:`Pseudonymizer.item`)."""
+        values = list(key.values())
+        return self.pseudonymize.item(
+            self.routes.tables[data_class], values[0], values[1] if len(values) > 1 else None
         )
 
     def serialize(self, data_class: str, item: Mapping[str, Any]) -> dict[str, Any]:

@@ -58,6 +58,14 @@ class Pseudonymizer:
         msg = f"{scope}\0{value}".encode("utf-8", "surrogatepass")
         return _PREFIX + hmac.new(self._key, msg, hashlib.sha256).hexdigest()[:24]
 
+    def item(self, table: str, partition: object, sort: object = None) -> str:
+        """The pseudonym of one item of ``table``: its partition key, then `` / `` and its
+        sort key. The router, the conflict detector, the subject API and the audit all
+        name an item this way, so one item has one pseudonym in every error, log line,
+        receipt and finding (``regionkit audit pseudonym KEY --table T`` recomputes it)."""
+        text = str(partition) if sort is None else f"{partition} / {sort}"
+        return self(text, scope=table)
+
     def derive_key(self, purpose: str) -> bytes:
         """A 32-byte key for another use of the same secret (HKDF-SHA256, ``purpose`` as info),
         e.g. the router's query cursors; independent of the pseudonyms themselves."""

@@ -1,8 +1,12 @@
 """Records other parts of regionkit write and the audit reads: conflicts and drills.
 
 They live here, below both ``regions`` (which writes them) and the audit (which
-reads them), so neither imports the other. Neither holds PII: keys are opaque
-IDs, and versions are HLC stamps.
+reads them), so neither imports the other. A conflict record holds no attribute
+value, but it does hold the conflicted item's key, as the item's own table does
+(an operator reconciling a lost write needs it), in the region that detected it,
+which holds the item too. The key is never shown or logged: everything that
+renders a record names the item by keyed pseudonym
+(:meth:`residency.pseudonym.Pseudonymizer.item`). Versions are HLC stamps.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ import hashlib
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["ConflictKind", "ConflictRecord", "DrillSummary", "conflict_id"]
+__all__ = ["ConflictKind", "ConflictRecord", "DrillSummary", "conflict_id", "invalid_fields"]
 
 ConflictKind = Literal["concurrent", "inversion", "lost_write"]
 # superseded: an inversion whose repair found the item already replaced by a newer
@@ -27,6 +31,24 @@ def conflict_id(table: str, key: str, a: str, b: str) -> str:
     return hashlib.sha256(f"{table}\0{key}\0{lo}\0{hi}".encode()).hexdigest()[:32]
 
 
+def invalid_fields(exc: ValidationError, model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields a stored record failed to parse on, by name, for an error message.
+
+    Only ``model``'s own field names are given. pydantic's message text quotes the
+    input value, and an attribute the model does not know is named by the stored
+    item, so it could be anything: it is counted, never named.
+    """
+    known, unknown = set(), 0
+    for error in exc.errors(include_url=False):
+        head = str(error["loc"][0]) if error["loc"] else ""
+        if head in model.model_fields:
+            known.add(head)
+        else:
+            unknown += 1
+    extra = (f"{unknown} unexpected attribute{'s' if unknown > 1 else ''}",) if unknown else ()
+    return (*sorted(known), *extra)
+
+
 class ConflictRecord(BaseModel):
     """One conflict between two versions of one item, as the conflict log stores it."""
 
@@ -35,7 +57,13 @@ class ConflictRecord(BaseModel):
     conflict_id: str
     table: str
     data_class: str
-    key: str = Field(description="The item's key (an opaque ID, never a PII value).")
+    key: str = Field(
+        description="The item's key as its table stores it (partition, then '#' and the "
+        "sort key); rendered only as the item's keyed pseudonym."
+    )
+    sort_key: str | None = Field(
+        default=None, description="The sort key's value alone, when the table has one."
+    )
     kind: ConflictKind
     winner_version: str
     loser_version: str
@@ -47,6 +75,12 @@ class ConflictRecord(BaseModel):
     detected_at: datetime
     detected_in: str
 
+    def item_key(self) -> tuple[str, str | None]:
+        """The item's partition and sort key values (as text)."""
+        if self.sort_key is None:
+            return self.key, None
+        return self.key[: -len(self.sort_key) - 1], self.sort_key
+
     def to_item(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
         data["pk"] = data.pop("conflict_id")
@@ -55,7 +89,7 @@ class ConflictRecord(BaseModel):
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> ConflictRecord:
         data = {k: v for k, v in item.items() if not k.startswith("rk_")}
-        data["conflict_id"] = data.pop("pk")
+        data["conflict_id"] = data.pop("pk", None)  # missing: a field error, not a KeyError
         if "repaired" in data:
             data["repaired"] = bool(data["repaired"])
         return cls.model_validate(data)

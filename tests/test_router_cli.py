@@ -330,6 +330,39 @@ def test_users_move_prints_the_steps(on_cluster: Any, capsys: pytest.CaptureFixt
     assert code == 0 and "no pending move" in text
 
 
+def test_a_malformed_conflict_record_is_named_never_shown(
+    on_cluster: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One record that does not parse is listed by pseudonym and the fields at fault; the
+    rest of the log is still read, and nothing it holds reaches the terminal."""
+    tag = uuid.uuid4().hex[:8]
+    _plant(on_cluster, f"good-{tag}", "concurrent", "content", timedelta(minutes=1))
+    marker, pk = f"zelda.{tag}@example.org", f"Zelda Markerface {tag}"
+    table = on_cluster.table_prefix + on_cluster.policy.system.conflict_log_table
+    raw = on_cluster.clients.client("dynamodb", EU1)
+    bad = {"pk": {"S": pk}, "key": {"S": marker}, "kind": {"S": marker}, marker: {"S": "x"}}
+    raw.put_item(TableName=table, Item=bad)
+    try:
+        out = run_json(capsys, "conflicts", "list", "--key", f"good-{tag}")
+        assert len(out["conflicts"]) == 1  # the rest is read
+        named = run(capsys, "audit", "pseudonym", pk, "--table", table)[1].strip()
+        [entry] = [u for u in out["unreadable"] if u["record"] == named]
+        assert {"kind", "table", "winner_version"} <= set(entry["fields"])
+        assert entry["fields"][-1] == "1 unexpected attribute"  # counted, never named
+        monkeypatch.setenv("COLUMNS", "200")
+        texts = [json.dumps(out)]
+        for args in (("conflicts", "list"), ("conflicts", "stats")):
+            code, text = run(capsys, *args)
+            assert code == 0
+            texts.append(text)
+        texts.append(json.dumps(run_json(capsys, "conflicts", "stats")))
+        for text in texts:
+            assert marker not in text and "Markerface" not in text
+        assert "unreadable record" in texts[1] and "unreadable record" in texts[2]
+    finally:
+        raw.delete_item(TableName=table, Key={"pk": {"S": pk}})
+
+
 def _plant(cluster: Any, key: str, kind: str, data_class: str, age: timedelta) -> None:
     now = datetime.now(UTC)
     rec = ConflictRecord(
@@ -362,11 +395,18 @@ def test_conflicts_list_and_stats(
 
     out = run_json(capsys, "conflicts", "list", "--since", "1h", "-d", "content", "-k",
                    "concurrent")  # fmt: skip
-    keys = {c["key"] for c in out["conflicts"]}
-    assert f"new-{tag}" in keys and f"old-{tag}" not in keys and f"inv-{tag}" not in keys
+    table = on_cluster.table_name("content")
+    named = {k: run(capsys, "audit", "pseudonym", f"{k}-{tag}", "--table", table)[1].strip()
+             for k in ("new", "old", "inv")}  # fmt: skip
+    assert all(n.startswith("pn-") for n in named.values())
+    items = {c["item"] for c in out["conflicts"]}  # named as the audit names them
+    assert named["new"] in items and named["old"] not in items and named["inv"] not in items
     assert out["region"] == EU1 and out["total"] >= 3
     out = run_json(capsys, "conflicts", "list", "--since", "2020-01-01T00:00:00Z")
-    assert {f"new-{tag}", f"old-{tag}", f"inv-{tag}"} <= {c["key"] for c in out["conflicts"]}
+    assert set(named.values()) <= {c["item"] for c in out["conflicts"]}
+    assert tag not in json.dumps(out)  # no key is shown
+    out = run_json(capsys, "conflicts", "list", "--key", f"old-{tag}")
+    assert [c["item"] for c in out["conflicts"]] == [named["old"]]
 
     stats = run_json(capsys, "conflicts", "stats")
     assert stats["total"] >= 3 and stats["by_kind"]["concurrent"] >= 2
@@ -375,10 +415,10 @@ def test_conflicts_list_and_stats(
 
     monkeypatch.setenv("COLUMNS", "160")
     code, text = run(capsys, "conflicts", "list", "--since", "10m")
-    assert code == 0 and f"new-{tag}" in text and f"old-{tag}" not in text
+    assert code == 0 and named["new"] in text and named["old"] not in text and tag not in text
     code, text = run(capsys, "conflicts", "stats")
     assert code == 0 and "logged conflicts" in text and "concurrent" in text
 
     on_cluster.outage(EU1, "refuse")  # the nearest region is gone: read the next one
     out = run_json(capsys, "conflicts", "list", "--since", "1h")
-    assert out["region"] != EU1 and f"new-{tag}" in {c["key"] for c in out["conflicts"]}
+    assert out["region"] != EU1 and named["new"] in {c["item"] for c in out["conflicts"]}

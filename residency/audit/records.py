@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from residency.audit.clients import error_reason
 from residency.audit.context import AuditContext
 from residency.names import DETECTOR_ALARMS, detector_alarm_name
-from residency.records import ConflictRecord, DrillSummary
+from residency.records import ConflictRecord, DrillSummary, invalid_fields
 
 __all__ = [
     "BadRecord",
@@ -52,14 +52,6 @@ class ConflictHistory:
     errors: dict[str, str] = field(default_factory=dict)  # region -> reason
     bad: dict[str, list[BadRecord]] = field(default_factory=dict)  # region -> unparsable
     table: str = ""
-
-
-def _fields(exc: BaseException) -> tuple[str, ...]:
-    """The fields a record failed on, by name only (pydantic's ``loc``)."""
-    if isinstance(exc, ValidationError):
-        locs = {".".join(str(x) for x in e["loc"]) for e in exc.errors(include_url=False)}
-        return tuple(sorted(x for x in locs if x.replace("_", "").replace(".", "").isalnum()))
-    return ()
 
 
 @dataclass
@@ -96,7 +88,12 @@ def read_conflicts(ctx: AuditContext) -> ConflictHistory:
                 try:
                     good.append(ConflictRecord.from_item(_from_ddb(raw)))
                 except Exception as exc:  # one bad record is reported, the rest still read
-                    bad.append(BadRecord(ctx.item(table, raw.get("pk")), _fields(exc)))
+                    fields = (
+                        invalid_fields(exc, ConflictRecord)
+                        if isinstance(exc, ValidationError)
+                        else ()
+                    )
+                    bad.append(BadRecord(ctx.item(table, raw.get("pk")), fields))
             last = page.get("LastEvaluatedKey")
             if not last:
                 return good, bad
@@ -148,7 +145,8 @@ def read_drills(ctx: AuditContext) -> DrillHistory:
             summary = DrillSummary.model_validate(raw)
         except (OSError, ValidationError, ValueError) as exc:
             reason = (
-                f"{type(exc).__name__} in " + (", ".join(_fields(exc)) or "the journal's fields")
+                f"{type(exc).__name__} in "
+                + (", ".join(invalid_fields(exc, DrillSummary)) or "the journal's fields")
                 if isinstance(exc, ValidationError)
                 else "not a JSON object"
                 if isinstance(exc, ValueError)

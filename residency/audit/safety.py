@@ -53,11 +53,10 @@ def key_value_text(typed: Any) -> str:
 def item_pseudonym(
     pn: Pseudonymizer, table: str, partition: Any, sort: Any = None, *, typed: bool = True
 ) -> str:
-    """The pseudonym of one item: its key (partition, then `` / `` and the sort key)."""
-    text = key_value_text(partition) if typed else str(partition)
-    if sort is not None:
-        text += " / " + (key_value_text(sort) if typed else str(sort))
-    return pn(text, scope=table)
+    """The pseudonym of one item (:meth:`Pseudonymizer.item`) from its typed key values."""
+    if not typed:
+        return pn.item(table, partition, sort)
+    return pn.item(table, key_value_text(partition), None if sort is None else key_value_text(sort))
 
 
 def clean_text(text: str, limit: int = 500) -> str:
