@@ -11,6 +11,8 @@ Items of every data class carry two attributes the router manages:
   across its retries), so a retry recognises its own earlier attempt;
 * ``rk_del``, ``rk_to``: a tombstone's kind and a move's target region (see
   :mod:`regions.tombstones`);
+* ``rk_mv``: the epoch of the move that last wrote the item (a copy or a fence), so
+  that no write of an earlier move can replace it (see :mod:`regions.moves`);
 * ``rk_vv``: the item's causal past as a version vector: landing region → the
   latest ancestor that landed there (the version itself is not included).
   Writes landing in one replica are serialised by their conditions, so
@@ -33,6 +35,7 @@ from boto3.dynamodb.types import DYNAMODB_CONTEXT, TypeDeserializer, TypeSeriali
 __all__ = [
     "AT_ATTR",
     "BASE_ATTR",
+    "EPOCH_ATTR",
     "RESERVED",
     "TOKEN_ATTR",
     "VERSION_ATTR",
@@ -48,9 +51,12 @@ BASE_ATTR = "rk_base"
 VV_ATTR = "rk_vv"
 AT_ATTR = "rk_at"
 TOKEN_ATTR = "rk_tok"
+EPOCH_ATTR = "rk_mv"
 # and the tombstone attributes of regions.tombstones (rk_del, rk_to; the TTL attribute
 # expires_at stays the service's to use too)
-RESERVED = frozenset({VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, TOKEN_ATTR, "rk_del", "rk_to"})
+RESERVED = frozenset(
+    {VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, TOKEN_ATTR, EPOCH_ATTR, "rk_del", "rk_to"}
+)
 
 _ser = TypeSerializer()
 _MAX_INT = 10**38

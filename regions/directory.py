@@ -27,6 +27,7 @@ class DirectoryEntry:
     status: str = "active"  # "active" | "moving" | "verifying" (see regions.users)
     moving_to: str | None = None
     moved_from: str | None = None
+    epoch: str | None = None  # the move this entry belongs to (see regions.moves)
     version: str | None = None
     source: str = "directory"  # "directory" | "id-hint" | "fence" (learnt from a move fence)
 
@@ -40,6 +41,8 @@ class DirectoryEntry:
             item["moving_to"] = self.moving_to
         if self.moved_from:
             item["moved_from"] = self.moved_from
+        if self.epoch:
+            item["move_epoch"] = self.epoch
         return item
 
     @classmethod
@@ -51,6 +54,7 @@ class DirectoryEntry:
             status=str(item.get("status", "active")),
             moving_to=item.get("moving_to"),
             moved_from=item.get("moved_from"),
+            epoch=item.get("move_epoch"),
             version=item.get("rk_v"),
         )
 

@@ -115,14 +115,14 @@ class Eraser:
             started_at=self._stamp(),
         )
         entry = self._record(user_id)
-        jurisdiction = entry.jurisdiction if entry else None
+        jurisdictions = self._jurisdictions(entry)
         try:
             for _ in range(MAX_ROUNDS):
                 location = self.subjects.locate(user_id)
                 if location.unreadable:
                     result.reason = "unreadable: " + ", ".join(location.unreadable)
                     return self._pending(result)
-                if self._round(user_id, jurisdiction, location.items, result):
+                if self._round(user_id, jurisdictions, location.items, result):
                     break
             else:
                 result.reason = "writes kept landing while erasing"
@@ -152,14 +152,29 @@ class Eraser:
         if entry is None or entry.status == "erasing":
             return entry
         record = DirectoryEntry(
-            user_id, entry.home_region, entry.jurisdiction, "erasing", moved_from=entry.moved_from
+            user_id,
+            entry.home_region,
+            entry.jurisdiction,
+            "erasing",
+            moving_to=entry.moving_to,  # a move under way: its target is fenced too
+            moved_from=entry.moved_from,
         )
         self.users.write_entry(record, based_on=entry.version)  # StaleWrite: changed meanwhile
         self.users.cache.invalidate(user_id)
         return record
 
+    def _jurisdictions(self, entry: DirectoryEntry | None) -> list[str]:
+        """Where the user's pinned data may be: the home jurisdiction, and both ends of a
+        move under way (a ``move_user`` in another process may still copy into its
+        target; the erasure's fences there make that copy fail)."""
+        if entry is None:
+            return []
+        regions = [entry.home_region, entry.moving_to, entry.moved_from]
+        found = [self.policy.jurisdiction_of_region(r) for r in regions if r]
+        return list(dict.fromkeys([entry.jurisdiction, *found]))
+
     def _round(
-        self, user_id: str, jurisdiction: str | None, items: list[Found], result: ErasureResult
+        self, user_id: str, jurisdictions: list[str], items: list[Found], result: ErasureResult
     ) -> bool:
         """Fence, anonymize or keep every item found; False if a newer write got in."""
         newest: dict[tuple[str, tuple[Any, ...]], str] = {}
@@ -171,11 +186,12 @@ class Eraser:
             where[k].add(f.region)
             raw[k] = f.raw_key
         for name, dc in self.policy.data_classes.items():
-            if isinstance(dc, PinnedDataClass) and jurisdiction is not None:
+            if isinstance(dc, PinnedDataClass):
                 k = (name, ((dc.partition_key, user_id),))
-                raw.setdefault(k, {dc.partition_key: user_id})
-                newest.setdefault(k, "")
-                where[k] |= set(self.policy.jurisdictions[jurisdiction].regions)
+                for jurisdiction in jurisdictions:
+                    raw.setdefault(k, {dc.partition_key: user_id})
+                    newest.setdefault(k, "")
+                    where[k] |= set(self.policy.jurisdictions[jurisdiction].regions)
         clean = True
         fences: list[tuple[Route, dict[str, Any], str]] = []
         for k, regions in where.items():

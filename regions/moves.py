@@ -19,6 +19,15 @@ The steps, in order; what each crash point leaves:
    ``active`` and the move is ``done``. An unreachable region leaves it
    ``pending`` (the record stays; the audit and ``users move --resume`` see it).
 
+**One move at a time, and never a stale one.** A move's *epoch* is the version
+stamp of its ``moving`` record; the ``verifying`` and ``active`` records that
+follow carry it. Every copy and fence a move writes carries it too (``rk_mv``), and
+is conditional on the item there holding no later epoch and no erasure's fence.
+So a ``move_user`` call that stalled while another process finished its move,
+moved the user on, moved them back or erased them writes nothing: its copies and
+fences meet a later epoch (or an ``erased`` fence), and its directory writes are
+compare-and-set on its own record. It ends ``superseded``.
+
 From step 3 on, no router in any process can write the user's pinned data in the
 old jurisdiction, whatever its cache says: the fence is part of every write's
 condition there, evaluated by DynamoDB. Pinned classes with a sort key are
@@ -33,10 +42,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from regions.codec import VERSION_ATTR
+from regions.codec import EPOCH_ATTR, VERSION_ATTR
 from regions.directory import DirectoryEntry
 from regions.ids import parse_user_id
-from regions.tombstones import DELETED, MOVED, tombstone_kind
+from regions.tombstones import DELETED, ERASED, MOVED, tombstone_kind
 from regions.users import Users
 from residency.errors import ConfigError, RegionkitError, UnassignedUser
 from residency.logs import get_logger
@@ -59,8 +68,18 @@ class MoveResult:
     to_jurisdiction: str
     profile_copied: bool
     steps: list[str] = field(default_factory=list)
-    status: Literal["done", "pending"] = "done"
+    status: Literal["done", "pending", "superseded"] = "done"
+    """``superseded``: another process finished, replaced or undid this move, or erased
+    the user, while this call ran; it wrote nothing after noticing."""
     reason: str = ""
+
+
+class _Over(Exception):
+    """This move was finished, replaced or undone by another process (``reason``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
 
 
 class Moves:
@@ -121,100 +140,109 @@ class Moves:
         else:
             from_region = entry.home_region
         from_j = self.policy.jurisdiction_of_region(from_region)
-        version = entry.version
         if from_j == to_j:  # the pinned table already replicates inside the jurisdiction
-            self.users.write_entry(DirectoryEntry(user_id, target, to_j), based_on=version)
+            self.users.write_entry(DirectoryEntry(user_id, target, to_j), based_on=entry.version)
             return self._finish(user_id, from_region, target, from_j, to_j, False, ["directory"])
         if entry.status == "active":
             record = DirectoryEntry(
                 user_id, from_region, from_j, "moving", moving_to=target, moved_from=None
             )
-            version = self.users.write_entry(record, based_on=version)
+            epoch = self.users.write_entry(record, based_on=entry.version)
             steps.append(f"directory: moving {from_region} -> {target}")
             audit_log.info("residency.move.started", from_jurisdiction=from_j, to_jurisdiction=to_j)
-        return self._move_data(user_id, from_region, target, from_j, to_j, version, steps)
+        elif entry.status == "moving":
+            epoch = str(entry.version)  # resuming: the record's own stamp is the epoch
+        else:  # verifying
+            epoch = entry.epoch or str(entry.version)
+        move = _Move(user_id, from_region, target, from_j, to_j, epoch)
+        return self._move_data(move, steps)
 
-    def _move_data(
-        self,
-        user_id: str,
-        from_region: str,
-        target: str,
-        from_j: str,
-        to_j: str,
-        version: str | None,
-        steps: list[str],
-    ) -> MoveResult:
+    def _move_data(self, move: _Move, steps: list[str]) -> MoveResult:
         copied = False
         try:
             for _ in range(MAX_ROUNDS):
-                done, any_copied = self._round(user_id, target, from_j, to_j, steps)
+                done, any_copied = self._round(move, steps)
                 copied = copied or any_copied
                 if done:
                     break
             else:
                 return self._pending(
-                    user_id,
-                    from_region,
-                    target,
-                    from_j,
-                    to_j,
-                    copied,
-                    steps,
-                    "writes kept landing in the old jurisdiction",
+                    move, copied, steps, "writes kept landing in the old jurisdiction"
                 )
-            verifying = DirectoryEntry(user_id, target, to_j, "verifying", moved_from=from_region)
-            current = self.users.read_authoritative(user_id)
-            if current is None or current.status != "verifying":
-                self.users.write_entry(verifying, based_on=current.version if current else version)
-                steps.append(f"directory: home is {target} (verifying)")
+            current = self._ours(move, ("moving", "verifying"))
+            verifying = move.entry("verifying")
+            if current.status == "moving":
+                self.users.write_entry(verifying, based_on=current.version)
+                steps.append(f"directory: home is {move.target} (verifying)")
             self.users.cache.put(verifying)
-            left = self._unfenced(user_id, from_j)
+            left = self._unfenced(move.user_id, move.from_j)
+            if left:
+                reason = f"personal data still readable in {', '.join(left)}"
+                return self._pending(move, copied, steps, reason)
+            current = self._ours(move, ("verifying",))
+            self.users.write_entry(move.entry("active"), based_on=current.version)
+            steps.append(f"directory: home is {move.target}")
+        except _Over as over:
+            return self._superseded(move, copied, steps, over.reason)
         except Exception as exc:
             if not isinstance(exc, (RegionkitError, *_botocore_errors())):
                 raise
             reason = f"{type(exc).__name__} in {getattr(exc, 'regionkit_region', '') or 'a region'}"
-            return self._pending(user_id, from_region, target, from_j, to_j, copied, steps, reason)
-        if left:
-            return self._pending(
-                user_id,
-                from_region,
-                target,
-                from_j,
-                to_j,
-                copied,
-                steps,
-                f"personal data still readable in {', '.join(left)}",
-            )
-        current = self.users.read_authoritative(user_id)
-        active = DirectoryEntry(user_id, target, to_j, "active", moved_from=from_region)
-        self.users.write_entry(active, based_on=current.version if current else None)
-        steps.append(f"directory: home is {target}")
-        return self._finish(user_id, from_region, target, from_j, to_j, copied, steps)
+            return self._pending(move, copied, steps, reason)
+        return self._finish(
+            move.user_id, move.from_region, move.target, move.from_j, move.to_j, copied, steps
+        )
 
-    def _round(
-        self, user_id: str, target: str, from_j: str, to_j: str, steps: list[str]
-    ) -> tuple[bool, bool]:
-        """Copy the newest of every item to ``target`` and fence the old regions.
+    def _ours(self, move: _Move, states: tuple[str, ...]) -> DirectoryEntry:
+        """The directory entry, if it is still this move's record in one of ``states``.
+
+        The directory write that follows is compare-and-set on its version, so a record
+        replaced between this read and that write fails the write (``StaleWrite``)."""
+        current = self.users.read_authoritative(move.user_id)
+        if current is None:
+            raise _Over("the user was erased meanwhile")
+        mine = (
+            current.status == "moving"
+            and current.moving_to == move.target
+            and current.version == move.epoch
+        ) or (
+            current.status == "verifying"
+            and current.home_region == move.target
+            and current.moved_from == move.from_region
+            and (current.epoch or current.version) == move.epoch
+        )
+        if mine and current.status in states:
+            return current
+        if current.status == "erasing":
+            raise _Over("the user is being erased")
+        raise _Over("another process finished, replaced or undid this move")
+
+    def _round(self, move: _Move, steps: list[str]) -> tuple[bool, bool]:
+        """Copy the newest of every item to the target and fence the old regions.
 
         Returns (every fence held, anything copied).
         """
-        old_regions = self.policy.jurisdictions[from_j].regions
+        old_regions = self.policy.jurisdictions[move.from_j].regions
         fenced, copied = True, False
         for dc in self.users.pinned:
-            newest = self._newest(dc, user_id, old_regions, from_j)
-            copied = self._copy(dc, newest, target, to_j, steps) or copied
-            fenced = self._fence(dc, newest, old_regions, from_j, target) and fenced
+            newest = self._newest(dc, move, old_regions)
+            copied = self._copy(dc, newest, move, steps) or copied
+            fenced = self._fence(dc, newest, old_regions, move) and fenced
             steps.append(f"{dc}: fenced in {', '.join(old_regions)}" if fenced else f"{dc}: retry")
         return fenced, copied
 
-    def _newest(self, dc: str, user_id: str, old_regions: list[str], from_j: str) -> Items:
+    def _newest(self, dc: str, move: _Move, old_regions: list[str]) -> Items:
         """The newest version of each of the user's items in the old regions; keys seen
         only as fences, to fence again (and the bare key of a class with no sort key)."""
-        seen = {r: self.store.read_at(dc, user_id, r, from_j) for r in old_regions}
+        seen = {r: self.store.read_at(dc, move.user_id, r, move.from_j) for r in old_regions}
         newest: Items = {}
         keys: Items = {}
         for items in seen.values():
             for item in items:
+                if tombstone_kind(item) == ERASED:
+                    raise _Over("the user was erased meanwhile")
+                if str(item.get(EPOCH_ATTR, "")) > move.epoch:
+                    raise _Over("a later move wrote the user's data")
                 k = self._keytuple(dc, item)
                 keys.setdefault(k, item)
                 if tombstone_kind(item) == MOVED:
@@ -224,10 +252,10 @@ class Moves:
         for k, item in keys.items():  # keys seen only as fences: fence them again
             newest.setdefault(k, {f: v for f, v in item.items() if not f.startswith("rk_")})
         if self.store.sk[dc] is None:
-            newest.setdefault((user_id,), {self.store.pk[dc]: user_id})
+            newest.setdefault((move.user_id,), {self.store.pk[dc]: move.user_id})
         return newest
 
-    def _copy(self, dc: str, newest: Items, target: str, to_j: str, steps: list[str]) -> bool:
+    def _copy(self, dc: str, newest: Items, move: _Move, steps: list[str]) -> bool:
         """Copy data, and versioned deletes (a stale write must meet them in the new home
         too), keeping their stamps; True if any data was copied."""
         copied = False
@@ -235,26 +263,28 @@ class Moves:
         for item in movable:
             if VERSION_ATTR not in item:
                 continue
-            route = self.routes.at(dc, target, to_j, "write")
-            if self.writer.copy_at(route, item) and not tombstone_kind(item):
+            route = self.routes.at(dc, move.target, move.to_j, "write")
+            done = self.writer.copy_at(route, item, epoch=move.epoch)
+            if done == "superseded":
+                raise _Over(f"a later move or an erasure holds the user's data in {move.target}")
+            if done == "written" and not tombstone_kind(item):
                 copied = True
-                steps.append(f"{dc}: copied to {target}")
+                steps.append(f"{dc}: copied to {move.target}")
         return copied
 
-    def _fence(
-        self, dc: str, newest: Items, old_regions: list[str], from_j: str, target: str
-    ) -> bool:
+    def _fence(self, dc: str, newest: Items, old_regions: list[str], move: _Move) -> bool:
         """A ``moved`` fence on every item in every old region; True if every one held."""
         fenced = True
         for r in old_regions:
             for item in newest.values():
                 key = self.store.key_of(dc, item)
                 ok = self.writer.fence_at(
-                    self.routes.at(dc, r, from_j, "write"),
+                    self.routes.at(dc, r, move.from_j, "write"),
                     key,
                     kind=MOVED,
                     newest=str(item.get(VERSION_ATTR, "")),
-                    to_region=target,
+                    to_region=move.target,
+                    epoch=move.epoch,
                 )
                 fenced = fenced and ok
         return fenced
@@ -275,22 +305,20 @@ class Moves:
                     break
         return left
 
-    def _pending(
-        self,
-        user_id: str,
-        from_region: str,
-        target: str,
-        from_j: str,
-        to_j: str,
-        copied: bool,
-        steps: list[str],
-        reason: str,
-    ) -> MoveResult:
-        self.users.cache.invalidate(user_id)
-        audit_log.warning("residency.move.pending", from_jurisdiction=from_j, to_jurisdiction=to_j)
-        return MoveResult(
-            user_id, from_region, target, from_j, to_j, copied, steps, "pending", reason
+    def _pending(self, move: _Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
+        self.users.cache.invalidate(move.user_id)
+        audit_log.warning(
+            "residency.move.pending", from_jurisdiction=move.from_j, to_jurisdiction=move.to_j
         )
+        return move.result(copied, steps, "pending", reason)
+
+    def _superseded(self, move: _Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
+        self.users.cache.invalidate(move.user_id)
+        steps.append(f"stopped: {reason}")
+        audit_log.warning(
+            "residency.move.superseded", from_jurisdiction=move.from_j, to_jurisdiction=move.to_j
+        )
+        return move.result(copied, steps, "superseded", reason)
 
     def _finish(
         self,
@@ -307,6 +335,44 @@ class Moves:
         )
         audit_log.info("residency.move.completed", from_jurisdiction=from_j, to_jurisdiction=to_j)
         return MoveResult(user_id, from_region, target, from_j, to_j, copied, steps)
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One move: whose, from where to where, and its epoch (its ``moving`` record's stamp)."""
+
+    user_id: str
+    from_region: str
+    target: str
+    from_j: str
+    to_j: str
+    epoch: str
+
+    def entry(self, status: str) -> DirectoryEntry:
+        """The ``verifying`` or ``active`` directory record of this move."""
+        return DirectoryEntry(
+            self.user_id,
+            self.target,
+            self.to_j,
+            status,
+            moved_from=self.from_region,
+            epoch=self.epoch,
+        )
+
+    def result(
+        self, copied: bool, steps: list[str], status: Literal["pending", "superseded"], reason: str
+    ) -> MoveResult:
+        return MoveResult(
+            self.user_id,
+            self.from_region,
+            self.target,
+            self.from_j,
+            self.to_j,
+            copied,
+            steps,
+            status,
+            reason,
+        )
 
 
 def _botocore_errors() -> tuple[type[BaseException], ...]:

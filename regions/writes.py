@@ -11,11 +11,12 @@ the same stamps and tombstones.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from regions.codec import (
     AT_ATTR,
     BASE_ATTR,
+    EPOCH_ATTR,
     RESERVED,
     TOKEN_ATTR,
     VERSION_ATTR,
@@ -28,6 +29,7 @@ from regions.routing import Route
 from regions.tombstones import (
     DEL_ATTR,
     DELETED,
+    ERASED,
     EXP_ATTR,
     MOVED,
     TO_ATTR,
@@ -38,7 +40,7 @@ from regions.transport import Decide, backend_error, error_code, region_of
 from regions.versioned import MAX_HOPS, VersionedStore, Written
 from residency.errors import BackendError, ConfigError, StaleWrite
 
-__all__ = ["Writer"]
+__all__ = ["Copied", "Writer"]
 
 _CCF = "ConditionalCheckFailedException"
 Call = Callable[[Route, Any], Any]
@@ -268,31 +270,43 @@ class Writer:
 
     # --- region-directed writes of the move and erasure protocols ---
 
-    def copy_at(self, route: Route, item: dict[str, Any]) -> bool:
-        """Write a pinned item (or a ``deleted`` tombstone), keeping its version, unless the
-        region holds a newer one.
+    def copy_at(self, route: Route, item: dict[str, Any], *, epoch: str) -> Copied:
+        """Write a pinned item (or a ``deleted`` tombstone) for the move of ``epoch``,
+        keeping its version, unless the region holds a newer one.
 
-        It may overwrite a ``moved`` fence (a user moving back): only this path can.
-        Returns False when the region already holds a newer version.
+        It may overwrite a ``moved`` fence of an *earlier* move whatever its stamp (a
+        user moving back); only this path can. What a later move wrote (its epoch is
+        in ``rk_mv``) and an ``erased`` fence are never overwritten: a move that stalled
+        while another process finished it, moved the user on or erased them cannot
+        bring stale data back. The answer says which of these stopped it.
         """
         s = self.s
-        drop = (TO_ATTR,) if tombstone_kind(item) == DELETED else (DEL_ATTR, EXP_ATTR, TO_ATTR)
+        drop = (TO_ATTR, EPOCH_ATTR) + (() if tombstone_kind(item) == DELETED else (DEL_ATTR,))
         body = {k: v for k, v in item.items() if k not in drop}
+        body[EPOCH_ATTR] = epoch
         ddb_item = s.serialize(route.data_class, body)
 
         def call(r: Route, client: Any) -> Any:
             return client.put_item(
                 TableName=r.table_name,
                 Item=ddb_item,
-                ConditionExpression="attribute_not_exists(#v) OR #v <= :v OR #d = :moved",
-                ExpressionAttributeNames={"#v": VERSION_ATTR, "#d": DEL_ATTR},
+                ConditionExpression=(
+                    f"(attribute_not_exists(#v) OR #v <= :v OR #d = :moved) AND {_NO_LATER_MOVE}"
+                ),
+                ExpressionAttributeNames={"#v": VERSION_ATTR, "#d": DEL_ATTR, "#mv": EPOCH_ATTR},
                 ExpressionAttributeValues={
                     ":v": {"S": str(item[VERSION_ATTR])},
                     ":moved": {"S": MOVED},
+                    ":erased": {"S": ERASED},
+                    ":e": {"S": epoch},
                 },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
 
-        return self._directed(route, call)
+        try:
+            return "written" if self._directed(route, call, epoch) else "newer"
+        except _Superseded:
+            return "superseded"
 
     def fence_at(
         self,
@@ -302,34 +316,49 @@ class Writer:
         kind: str,
         newest: str,
         to_region: str | None = None,
+        epoch: str | None = None,
     ) -> bool:
         """Replace the item with a fence tombstone unless it changed past ``newest``.
 
         ``newest`` is the newest version the caller has secured (copied or erased);
         a write that landed after it makes this return False, and the caller starts
         its round again. Re-fencing an item already fenced the same way succeeds.
+        A move's fence (``epoch``) never replaces an ``erased`` fence or what a later
+        move wrote; an erasure's fence is final.
         """
         s = self.s
         body = tombstone_body(key, kind=kind, expires_at=s.expires_at(), to_region=to_region)
         body[VERSION_ATTR] = s.clock.now_text()
         body[AT_ATTR] = route.region
+        cond = "attribute_not_exists(#v) OR #v <= :newest OR #d = :kind"
+        names = {"#v": VERSION_ATTR, "#d": DEL_ATTR}
+        values = {":newest": {"S": newest or "0"}, ":kind": {"S": kind}}
+        if epoch is not None:
+            body[EPOCH_ATTR] = epoch
+            cond = f"({cond}) AND {_NO_LATER_MOVE}"
+            names["#mv"] = EPOCH_ATTR
+            values |= {":erased": {"S": ERASED}, ":e": {"S": epoch}}
         ddb_item = s.serialize(route.data_class, body)
 
         def call(r: Route, client: Any) -> Any:
             return client.put_item(
                 TableName=r.table_name,
                 Item=ddb_item,
-                ConditionExpression="attribute_not_exists(#v) OR #v <= :newest OR #d = :kind",
-                ExpressionAttributeNames={"#v": VERSION_ATTR, "#d": DEL_ATTR},
-                ExpressionAttributeValues={
-                    ":newest": {"S": newest or "0"},
-                    ":kind": {"S": kind},
-                },
+                ConditionExpression=cond,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                **({"ReturnValuesOnConditionCheckFailure": "ALL_OLD"} if epoch else {}),
             )
 
-        return self._directed(route, call)
+        try:
+            return self._directed(route, call, epoch)
+        except _Superseded:
+            return False
 
-    def _directed(self, route: Route, call: Call) -> bool:
+    def _directed(self, route: Route, call: Call, epoch: str | None = None) -> bool:
+        """Send a region-directed write; False if its condition failed. For a move's write
+        (``epoch``), ``_Superseded`` when the item it met is an erasure's fence or was
+        written by a later move (the request asked for the item back)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -339,8 +368,27 @@ class Writer:
                 raise BackendError(
                     operation="write", region=route.region, code=error_code(exc), reason="refused"
                 ) from exc
+            old = from_ddb(cast("dict[str, Any] | None", exc.response.get("Item"))) or {}
+            if epoch is not None and (
+                tombstone_kind(old) == ERASED or str(old.get(EPOCH_ATTR, "")) > epoch
+            ):
+                raise _Superseded from None
             return False
         return True
+
+
+Copied = Literal["written", "newer", "superseded"]
+"""What :meth:`Writer.copy_at` did: wrote the copy; found a newer version there (nothing
+to do); or met what a later move wrote, or an erasure's fence (the move is over)."""
+
+# A move's writes never replace an erasure's fence or what a later move wrote.
+_NO_LATER_MOVE = (
+    "(attribute_not_exists(#d) OR #d <> :erased) AND (attribute_not_exists(#mv) OR #mv <= :e)"
+)
+
+
+class _Superseded(Exception):
+    """A move's write met an erasure's fence or a later move's write."""
 
 
 def _conditional_put(

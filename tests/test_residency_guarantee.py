@@ -332,8 +332,8 @@ def test_a_write_during_a_move_round_is_moved_not_lost(sim: Simulation) -> None:
     sim.settle()
     copy_at, acked = mover.writer.copy_at, []
 
-    def copy_then_a_concurrent_write(route: Any, item: Any) -> bool:
-        ok = copy_at(route, item)
+    def copy_then_a_concurrent_write(route: Any, item: Any, *, epoch: str) -> Any:
+        ok = copy_at(route, item, epoch=epoch)
         if not acked:  # another process writes while the move is between copy and fence
             acked.append(app.put("profile", {"pk": uid, "email": "late@example.org"}))
         return ok
@@ -358,3 +358,133 @@ def test_a_move_in_verifying_cannot_be_redirected(sim: Simulation) -> None:
     router.users.write_entry(verifying, based_on=entry.version)
     with pytest.raises(ConfigError, match="unfinished move"):
         router.move_user(uid, country="DE")
+
+
+# --- a move_user call that stalls while another process acts on the same user ------------
+
+
+def where(sim: Simulation, uid: str) -> dict[str, str]:
+    """region -> 'live:<email>' or the tombstone kind, for every region holding the profile."""
+    out = {}
+    for r in sim.policy.regions:
+        if (i := sim.items(r, "profiles").get(uid)) is not None:
+            out[r] = str(i.get("rk_del") or f"live:{i.get('email')}")
+    return out
+
+
+def stall_copy(router: RegionRouter, meanwhile: Any) -> Any:
+    """Make ``router``'s next move stall at its first copy while ``meanwhile()`` runs
+    (a GC pause, a slow network: another process acts in between). Returns the restorer."""
+    real, ran = router.writer.copy_at, []
+
+    def copy_at(route: Any, item: Any, *, epoch: str) -> Any:
+        if not ran:
+            ran.append(meanwhile())
+        return real(route, item, epoch=epoch)
+
+    router.writer.copy_at = copy_at  # type: ignore[method-assign]
+    return lambda: setattr(router.writer, "copy_at", real)
+
+
+def test_an_erasure_during_a_stalled_move_stays_erased(sim: Simulation) -> None:
+    """The eraser fences both ends of the move under way; the stalled mover's copy meets
+    the erasure's fence, and its fences never replace an ``erased`` one."""
+    mover, eraser = sim.routers[IN1], sim.routers[IN2]
+    uid = sign_up(mover, "IN")
+    mover.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+
+    def erase() -> Any:
+        receipt = eraser.erase_subject(uid)
+        sim.settle()
+        return receipt
+
+    restore = stall_copy(mover, erase)
+    try:
+        result = mover.move_user(uid, country="DE")
+    finally:
+        restore()
+    sim.settle()
+    assert result.status == "superseded"
+    assert live_regions(sim, uid) == set()
+    assert set(where(sim, uid).values()) == {"erased"}
+    assert eraser.pending_erasures() == []
+    assert list(eraser.locate_subject(uid).live()) == []
+
+
+def test_a_stalled_move_cannot_undo_a_later_move(sim: Simulation) -> None:
+    """While A's move IN -> EU stalls, B finishes it and moves the user on to the US, where
+    they write again. A then writes nothing: its copy meets the later move's fence in
+    the EU, and its directory write is compare-and-set on its own record."""
+    a, b = sim.routers[IN1], sim.routers[EU2]
+    uid = sign_up(a, "IN")
+    a.put("profile", {"pk": uid, **SECRET, "email": "v1@old.example"})
+    sim.settle()
+
+    def b_moves_twice() -> None:
+        assert b.move_user(uid).status == "done"  # resumes A's recorded move
+        sim.settle()
+        assert b.move_user(uid, country="US").status == "done"
+        sim.settle()
+        b.put("profile", {"pk": uid, **SECRET, "email": "v2@new.example"})
+        sim.settle()
+
+    restore = stall_copy(a, b_moves_twice)
+    try:
+        result = a.move_user(uid, country="DE")
+    finally:
+        restore()
+    sim.settle()
+    assert result.status == "superseded"
+    entry = b.users.read_authoritative(uid)
+    assert entry is not None and (entry.home_region, entry.status) == (US, "active")
+    assert where(sim, uid)[US] == "live:v2@new.example"
+    assert live_regions(sim, uid) == {US, "us-west-2"}  # the US jurisdiction's two regions
+    fresh = sim.routers[EU1]
+    fresh.directory.clear()
+    assert (fresh.get("profile", {"pk": uid}) or {}).get("email") == "v2@new.example"
+
+
+def test_a_stalled_move_cannot_fence_the_data_a_move_back_restored(sim: Simulation) -> None:
+    """B finishes A's move IN -> EU and then moves the user back to IN, with no write in
+    between, so IN holds the very version A read. A's fences must not land on it (the
+    data would then be live nowhere): the move back's epoch is on it."""
+    a, b = sim.routers[IN1], sim.routers[EU2]
+    uid = sign_up(a, "IN")
+    a.put("profile", {"pk": uid, **SECRET, "email": "v1@old.example"})
+    sim.settle()
+
+    def b_moves_there_and_back() -> None:
+        assert b.move_user(uid).status == "done"
+        sim.settle()
+        assert b.move_user(uid, country="IN").status == "done"
+        sim.settle()
+
+    restore = stall_copy(a, b_moves_there_and_back)
+    try:
+        result = a.move_user(uid, country="DE")
+    finally:
+        restore()
+    sim.settle()
+    assert result.status == "superseded"
+    entry = b.users.read_authoritative(uid)
+    assert entry is not None and entry.jurisdiction == "IN" and entry.status == "active"
+    assert live_regions(sim, uid) <= {IN1, IN2} and live_regions(sim, uid)
+    assert all(where(sim, uid)[r] == "moved" for r in (EU1, EU2) if r in where(sim, uid))
+    assert (b.get("profile", {"pk": uid}) or {}).get("email") == "v1@old.example"
+
+
+def test_moving_back_and_on_again_still_works(sim: Simulation) -> None:
+    """The epoch check does not stop legitimate moves over old fences: IN -> EU -> US -> EU,
+    each leaving fences behind, each later move overwriting an earlier one's fence."""
+    r = sim.routers[EU1]
+    uid = sign_up(r, "IN")
+    r.put("profile", {"pk": uid, **SECRET, "email": "v1@x.example"})
+    sim.settle()
+    for country in ("DE", "US", "DE"):
+        assert r.move_user(uid, country=country).status == "done"
+        sim.settle()
+    r.put("profile", {"pk": uid, **SECRET, "email": "v2@x.example"})
+    sim.settle()
+    assert live_regions(sim, uid) <= {EU1, EU2} and live_regions(sim, uid)
+    assert (r.get("profile", {"pk": uid}) or {}).get("email") == "v2@x.example"

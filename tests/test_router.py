@@ -552,7 +552,8 @@ def _fences(sim: Simulation, uid: str) -> dict[str, tuple[str, str]]:
     for r in sim.policy.regions:
         item = sim.items(r, "profiles").get(uid)
         if item is not None and "rk_del" in item:
-            assert set(item) <= {"pk", "rk_v", "rk_at", "rk_vv", "rk_del", "rk_to", "expires_at"}
+            fence = {"pk", "rk_v", "rk_at", "rk_vv", "rk_del", "rk_to", "rk_mv", "expires_at"}
+            assert set(item) <= fence
             out[r] = (item["rk_del"], item.get("rk_to", ""))
     return out
 
