@@ -488,3 +488,36 @@ def test_moving_back_and_on_again_still_works(sim: Simulation) -> None:
     sim.settle()
     assert live_regions(sim, uid) <= {EU1, EU2} and live_regions(sim, uid)
     assert (r.get("profile", {"pk": uid}) or {}).get("email") == "v2@x.example"
+
+
+def test_a_move_stalled_before_its_directory_switch_cannot_undo_a_later_move(
+    sim: Simulation,
+) -> None:
+    """A's data steps are done when it stalls; B finishes the same move and moves the user
+    on. A's directory switch is compare-and-set on its own record, so it writes nothing."""
+    a, b = sim.routers[IN1], sim.routers[EU2]
+    uid = sign_up(a, "IN")
+    a.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    real_round, rounds = a.moves._round, []
+
+    def round_then_stall(move: Any, steps: list[str]) -> tuple[bool, bool]:
+        out = real_round(move, steps)
+        if not rounds:
+            rounds.append(1)
+            assert b.move_user(uid).status == "done"  # the same move, by another process
+            sim.settle()
+            assert b.move_user(uid, country="US").status == "done"
+            sim.settle()
+        return out
+
+    a.moves._round = round_then_stall  # type: ignore[method-assign]
+    try:
+        result = a.move_user(uid, country="DE")
+    finally:
+        a.moves._round = real_round  # type: ignore[method-assign]
+    sim.settle()
+    assert result.status == "superseded"
+    entry = b.users.read_authoritative(uid)
+    assert entry is not None and (entry.home_region, entry.status) == (US, "active")
+    assert live_regions(sim, uid) == {US, "us-west-2"}
