@@ -35,6 +35,7 @@ from regions.writes import Writer
 from residency.errors import (
     BackendError,
     ConfigError,
+    CorruptRecord,
     RegionUnavailable,
     StaleWrite,
     UnassignedUser,
@@ -43,6 +44,8 @@ from residency.errors import (
 from residency.policy import PinnedDataClass, Policy
 
 __all__ = ["Users"]
+
+_STATUSES = frozenset({"active", "moving", "verifying", "erasing"})
 
 
 class Users:
@@ -115,7 +118,33 @@ class Users:
         if region is not None:
             decide = directed(self.routes.at(self.dir_class, region, None, "read"))
         item = self.store.get(self.dir_class, key, None, consistent, decide=decide)
-        return DirectoryEntry.from_item(user_id, item) if item else None
+        return self.entry(user_id, item) if item else None
+
+    def entry(self, user_id: str, item: dict[str, Any]) -> DirectoryEntry:
+        """A stored directory item as an entry, refused (:class:`CorruptRecord`, naming the
+        field, never the value) unless it holds what regionkit writes: regions and a
+        jurisdiction of the policy that agree, and a known status."""
+        p = self.policy
+
+        def bad(field: str) -> CorruptRecord:
+            return CorruptRecord(
+                kind="directory entry",
+                record=user_id,
+                field=field,
+                fix="restore it from a backup, or delete it and assign the user's home again",
+            )
+
+        for field in ("home_region", "moving_to", "moved_from"):
+            value = item.get(field)
+            if (value is not None or field == "home_region") and value not in p.regions:
+                raise bad(field)
+        jid = item.get("jurisdiction")
+        if not isinstance(jid, str) or jid != p.jurisdiction_of_region(item["home_region"]):
+            raise bad("jurisdiction")
+        status = item.get("status", "active")
+        if not isinstance(status, str) or status not in _STATUSES:
+            raise bad("status")
+        return DirectoryEntry.from_item(user_id, item)
 
     def authority(self, user_id: str) -> str | None:
         """The directory replica where a user's entry is written and read authoritatively.
@@ -230,4 +259,4 @@ class Users:
 
         raw = self.store.transport.call_at(route, call)
         items = [from_ddb(i) or {} for i in raw]
-        return [DirectoryEntry.from_item(str(i[self.dpk]), i) for i in items]
+        return [self.entry(str(i[self.dpk]), i) for i in items]

@@ -20,6 +20,8 @@ There are two branches, and the CLI maps each to an exit code::
         │                           (a pinned item abroad, or a PII attribute in a global class)
         ├── RegionUnavailable       no allowed region is healthy
         ├── StaleWrite              a conditional write lost to a newer version
+        ├── CorruptRecord           a stored record regionkit reads (a directory entry)
+        │                           holds a value it never writes (named by field only)
         ├── BackendError            DynamoDB (or the local cluster) failed; wraps the cause
         │   ├── RegionTimeout       no answer in time (connect or read timeout)
         │   ├── RegionUnreachable   refused, reset, or a server fault (5xx)
@@ -51,6 +53,7 @@ __all__ = [
     "BackendError",
     "ClusterError",
     "ConfigError",
+    "CorruptRecord",
     "MalformedId",
     "OperationError",
     "PolicyError",
@@ -212,6 +215,13 @@ class StaleWrite(OperationError):
         "stale write to {data_class!r} key {key!r} in {region}: based on {based_on}, "
         "but the item is at {current}; re-read and retry"
     )
+
+
+class CorruptRecord(OperationError):
+    """A stored record holds a value regionkit never writes there (an edit by hand, a
+    tool, an attack). The value is never shown: it could be anything."""
+
+    fmt = "the {kind} of {record} holds an invalid {field} (value not shown); {fix}"
 
 
 class BackendError(OperationError):

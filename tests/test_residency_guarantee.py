@@ -521,3 +521,48 @@ def test_a_move_stalled_before_its_directory_switch_cannot_undo_a_later_move(
     entry = b.users.read_authoritative(uid)
     assert entry is not None and (entry.home_region, entry.status) == (US, "active")
     assert live_regions(sim, uid) == {US, "us-west-2"}
+
+
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        {"home_region": "QQ123456C"},
+        {"home_region": {"S": "zoe.secret@example.org"}},
+        {"jurisdiction": "Zoe Q"},
+        {"jurisdiction": "US"},  # a real jurisdiction that is not the home region's
+        {"status": "zoe.secret@example.org"},
+        {"moving_to": "+919812345678", "status": "moving"},
+    ],
+)
+def test_a_corrupt_directory_entry_is_refused_by_field_never_shown(
+    sim: Simulation, corrupt: dict[str, Any]
+) -> None:
+    """A directory item edited by hand (or by an attacker) holds values regionkit never
+    writes: every operation on the user refuses it, naming the field, not the value."""
+    from regions.codec import to_ddb
+
+    router = sim.routers[EU1]
+    uid = sign_up(router, "DE")
+    entry = {"pk": uid, "home_region": EU1, "jurisdiction": "EU", "status": "active", **corrupt}
+    for region in sim.policy.jurisdictions["EU"].regions + [US]:
+        sim.clients.client("dynamodb", region).put_item(
+            TableName=router.users.routes.tables["directory"], Item=to_ddb(entry)
+        )
+    router.directory.clear()
+    field = next(iter(corrupt))
+    calls = {
+        "route": lambda: router.route("profile", uid, "write"),
+        "get": lambda: router.get("profile", {"pk": uid}),
+        "put": lambda: router.put("profile", {"pk": uid, **SECRET}),
+        "move": lambda: router.move_user(uid, country="US"),
+        "export": lambda: router.export_subject(uid),
+        "erase": lambda: router.erase_subject(uid),
+    }
+    for name, call in calls.items():
+        with pytest.raises(RegionkitError) as err:
+            call()
+        assert type(err.value).__name__ == "CorruptRecord", name
+        assert err.value.field in (field, "jurisdiction"), name
+        for text in exception_texts(err.value):
+            for value in corrupt.values():
+                assert str(value) not in text or str(value) in {"moving", "US"}, (name, text)
