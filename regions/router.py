@@ -95,6 +95,7 @@ class RegionRouter:
             max_offset_ms=s.hlc_max_offset_ms,
         )
         cache = directory or DirectoryCache(s.directory_cache_size, s.directory_cache_ttl_seconds)
+        _check_cache_ttl(policy, cache.ttl)
         self.pseudonymize = pseudonymizer or s.pseudonymizer()
         tables = {n: s.table_name(dc.table) for n, dc in policy.data_classes.items()}
         self.routes = RouteTable(policy, tables, self.guard, self.health)
@@ -405,3 +406,16 @@ class RegionRouter:
     def observe(self, item: dict[str, Any] | None) -> None:
         """Merge a read item's stamp into our clock, flagging (not adopting) a drifted one."""
         self.store.observe(item)
+
+
+def _check_cache_ttl(policy: Policy, ttl_seconds: float) -> None:
+    """A cached home must expire before the fences a move leaves: a router whose entry
+    outlived them would write the user's data in the old jurisdiction again."""
+    retention = policy.system.tombstone_retention_days * 86_400
+    if ttl_seconds >= retention:
+        raise ConfigError(
+            message=f"directory_cache_ttl_seconds ({ttl_seconds:g}) must be shorter than the "
+            f"policy's system.tombstone_retention_days ({retention} s): a cached home must "
+            "expire before the fences a move leaves in the old jurisdiction (fix: lower "
+            "REGIONKIT_DIRECTORY_CACHE_TTL_SECONDS; the default is 300)"
+        )

@@ -174,6 +174,8 @@ class VersionedStore(CausalHistory):
         return value
 
     def key_of(self, data_class: str, item: dict[str, Any]) -> dict[str, Any]:
+        if data_class not in self.pk:
+            self.policy.data_class(data_class)  # raises UnknownDataClass, naming the known ones
         pk, sk = self.pk[data_class], self.sk[data_class]
         if pk not in item:
             raise ConfigError(message=f"{data_class} items need the partition key {pk!r}")

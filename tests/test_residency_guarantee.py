@@ -566,3 +566,31 @@ def test_a_corrupt_directory_entry_is_refused_by_field_never_shown(
         for text in exception_texts(err.value):
             for value in corrupt.values():
                 assert str(value) not in text or str(value) in {"moving", "US"}, (name, text)
+
+
+def test_a_cached_home_cannot_outlive_the_fences(sim: Simulation) -> None:
+    """The fences a move leaves expire after system.tombstone_retention_days; a directory
+    cache that kept an entry longer would send a stale router's writes home again."""
+    from residency.settings import RouterConfig
+
+    days = sim.policy.system.tombstone_retention_days
+    too_long = RouterConfig(mode="aws", directory_cache_ttl_seconds=days * 86_400)
+    with pytest.raises(ConfigError, match="tombstone_retention_days"):
+        RegionRouter(sim.policy, region=EU1, clients=sim.clients, config=too_long)
+    ok = RouterConfig(mode="aws", directory_cache_ttl_seconds=days * 86_400 - 1)
+    RegionRouter(sim.policy, region=EU1, clients=sim.clients, config=ok).close()
+
+
+@pytest.mark.parametrize("op", ["put", "delete", "update", "transact"])
+def test_an_unknown_data_class_is_a_config_error(sim: Simulation, op: str) -> None:
+    from residency.errors import UnknownDataClass
+
+    router = sim.routers[EU1]
+    calls = {
+        "put": lambda: router.put("profiles", {"pk": "x"}),
+        "delete": lambda: router.delete("contents", {"pk": "x"}),
+        "update": lambda: router.update("nope", {"pk": "x"}, {"a": 1}),
+        "transact": lambda: router.transact([("put", "nope", {"pk": "x"})]),
+    }
+    with pytest.raises(UnknownDataClass):
+        calls[op]()

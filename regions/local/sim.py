@@ -176,7 +176,10 @@ class Simulation:
             failover_attempts=3,
             breaker_failures=2,
             breaker_reset_seconds=1e9,
-            directory_cache_ttl_seconds=1e9,
+            # The cache runs on wall time (its default clock): a day never passes in a test,
+            # so a router's cache stays as stale as a test makes it, however far virtual time
+            # goes. (A router refuses a TTL as long as the tombstone retention.)
+            directory_cache_ttl_seconds=86_400.0,
         )
         self.routers: dict[str, RegionRouter] = {}
         for region in policy.regions:
