@@ -34,6 +34,7 @@ OPERATION = {
     "ResidencyViolation",
     "RegionUnavailable",
     "StaleWrite",
+    "CorruptRecord",
     "BackendError",
     "RegionTimeout",
     "RegionUnreachable",
