@@ -42,6 +42,7 @@ __all__ = [
     "VV_ATTR",
     "descends",
     "from_ddb",
+    "item_size",
     "to_ddb",
     "to_ddb_value",
 ]
@@ -133,3 +134,34 @@ def descends(new: dict[str, Any], old: dict[str, Any]) -> bool:
     region = old.get(AT_ATTR) or old_version.rsplit(".", 1)[-1]
     seen = (new.get(VV_ATTR) or {}).get(region)
     return isinstance(seen, str) and seen >= old_version
+
+
+# --- sizes, as DynamoDB counts them (item limit 400 KB, transaction 4 MB) -----------
+
+
+def _value_size(v: Any) -> int:
+    ((t, x),) = v.items()
+    if t == "S":
+        return len(str(x).encode())
+    if t == "B":
+        return len(x) if isinstance(x, (bytes, bytearray)) else len(str(x).encode())
+    if t == "N":
+        return (len(str(x).lstrip("-").replace(".", "").lstrip("0")) + 1) // 2 + 1
+    if t in ("BOOL", "NULL"):
+        return 1
+    if t == "SS":
+        return sum(len(str(s).encode()) for s in x)
+    if t == "BS":
+        return sum(len(b) if isinstance(b, (bytes, bytearray)) else len(str(b)) for b in x)
+    if t == "NS":
+        return sum(_value_size({"N": n}) for n in x)
+    if t == "M":
+        return 3 + sum(len(k.encode()) + _value_size(s) + 1 for k, s in x.items())
+    if t == "L":
+        return 3 + sum(_value_size(s) + 1 for s in x)
+    return 0
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it: names plus values (UTF-8), approximately."""
+    return sum(len(k.encode()) + _value_size(v) for k, v in item.items() if isinstance(v, dict))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
-from regions.codec import AT_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb
+from regions.codec import AT_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb, item_size
 from regions.conditions import condition, keep_reserved, vv_value
 from regions.routing import Route
 from regions.tombstones import DELETED, tombstone_body
@@ -25,6 +25,7 @@ __all__ = ["Transactions"]
 
 Op = tuple[Literal["put", "delete", "check"], str, dict[str, Any]]
 MAX_ITEMS = 100
+MAX_BYTES = 4 * 1024 * 1024
 
 
 class Transactions:
@@ -66,6 +67,13 @@ class Transactions:
             )
         region = next(iter(regions))
         items = [self._item(i, op, stamp, based_on.get(i), region) for i, op in enumerate(ops)]
+        bodies = [action for item in items for action in item.values()]
+        size = sum(item_size(a.get("Item") or a.get("Key") or {}) for a in bodies)
+        if size > MAX_BYTES:
+            raise ConfigError(
+                message=f"the transaction's items total {size} bytes; DynamoDB takes at most "
+                f"{MAX_BYTES} (4 MB) in one transaction: split it"
+            )
         route = Route(region, "", "transaction", False, "")
         try:
             s.transport.call_at(route, lambda r, c: c.transact_write_items(TransactItems=items))

@@ -57,6 +57,7 @@ from residency.guard import ResidencyGuard
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, MergeConflicts, Policy
 from residency.pseudonym import Pseudonymizer
+from residency.tables import plan_tables
 
 __all__ = [
     "Homes",
@@ -120,6 +121,9 @@ class VersionedStore(CausalHistory):
         self.pk = {n: dc.partition_key for n, dc in dcs.items()}
         self.sk = {n: dc.sort_key for n, dc in dcs.items()}
         self.pinned = frozenset(n for n, dc in dcs.items() if dc.kind == "pinned")
+        self.key_attributes = {
+            t.data_class: t.key_attributes() for t in plan_tables(policy) if t.data_class in dcs
+        }
         self.merges = {
             n: dc.conflicts.merge
             for n, dc in dcs.items()
@@ -194,7 +198,19 @@ class VersionedStore(CausalHistory):
         )
 
     def serialize(self, data_class: str, item: Mapping[str, Any]) -> dict[str, Any]:
-        """DynamoDB JSON of ``item``; an unsupported value is named by attribute and type only."""
+        """DynamoDB JSON of ``item``; an unsupported value is named by attribute and type only.
+
+        A key attribute (the table's or an index's) must be a non-empty string, as every
+        regionkit table declares them: DynamoDB refuses anything else, and moto does not.
+        """
+        for name in self.key_attributes.get(data_class, frozenset()).intersection(item):
+            value = item[name]
+            if not isinstance(value, str) or not value:
+                raise ConfigError(
+                    message=f"{data_class}: {name!r} is a key attribute (of the table or an "
+                    f"index), so it must be a non-empty string, not "
+                    f"{'an empty string' if value == '' else type(value).__name__}"
+                )
         return serialize_item(data_class, item)
 
     def serialize_value(self, data_class: str, what: str, value: Any) -> Any:

@@ -70,6 +70,11 @@ class TablePlan:
     subject_attribute: str | None = None  # indexed as SUBJECT_INDEX when set
     indexes: tuple[Index, ...] = ()
 
+    def key_attributes(self) -> frozenset[str]:
+        """Every key attribute of the table and its indexes: all strings (``S``)."""
+        args = self.create_args()["AttributeDefinitions"]
+        return frozenset(str(a["AttributeName"]) for a in args)
+
     def create_args(self) -> dict[str, Any]:
         """KeySchema, AttributeDefinitions and the secondary indexes of CreateTable."""
         keys = [{"AttributeName": self.partition_key, "KeyType": "HASH"}]

@@ -594,3 +594,32 @@ def test_an_unknown_data_class_is_a_config_error(sim: Simulation, op: str) -> No
     }
     with pytest.raises(UnknownDataClass):
         calls[op]()
+
+
+@pytest.mark.parametrize(
+    ("call", "what"),
+    [
+        (lambda r: r.put("content", {"pk": "c1", "author_id": ""}), "an empty string"),
+        (lambda r: r.put("content", {"pk": "c1", "author_id": 7}), "int"),
+        (lambda r: r.update("content", {"pk": "c1"}, {"author_id": ""}), "an empty string"),
+        (lambda r: r.update("content", {"pk": "c1"}, {"author_id": 7.5}), "float"),
+        (lambda r: r.put("content", {"pk": 42}), "int"),
+        (lambda r: r.transact([("put", "content", {"pk": "c2", "author_id": b"x"})]), "bytes"),
+    ],
+)
+def test_a_key_attribute_must_be_a_non_empty_string(sim: Simulation, call: Any, what: str) -> None:
+    """Every regionkit table declares its key attributes (the table's and its indexes')
+    as strings; DynamoDB refuses an index key of another type or an empty one (moto does
+    not), so the router refuses it first, naming the attribute and the type."""
+    with pytest.raises(ConfigError, match="key attribute") as err:
+        call(sim.routers[EU1])
+    assert what in str(err.value)
+
+
+def test_a_transaction_over_4_mb_is_refused_before_it_is_sent(sim: Simulation) -> None:
+    router = sim.routers[EU1]
+    ops = [("put", "content", {"pk": f"big-{i}", "body": "x" * 390_000}) for i in range(11)]
+    with pytest.raises(ConfigError, match="4 MB"):
+        router.transact(ops)  # type: ignore[arg-type]
+    assert all(sim.items(EU1, "content").get(f"big-{i}") is None for i in range(11))
+    router.transact(ops[:10])  # type: ignore[arg-type]

@@ -169,6 +169,68 @@ def test_empty_string_in_a_key(ddb: Any) -> None:
     )
 
 
+def _indexed(ddb: Any) -> str:
+    """A table with a secondary index on a string attribute, as regionkit's tables have."""
+    ddb.create_table(
+        TableName="g",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "author", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[
+            {
+                "IndexName": "by-author",
+                "KeySchema": [{"AttributeName": "author", "KeyType": "HASH"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"},
+            }
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return "g"
+
+
+def test_an_update_may_not_empty_an_index_key(ddb: Any) -> None:
+    """Real DynamoDB: "The update expression attempted to update a secondary index key to
+    a value that is not supported"; moto accepts it."""
+    table = _indexed(ddb)
+    _refused(
+        ddb.update_item,
+        "empty-key",
+        TableName=table,
+        Key={"pk": {"S": "a"}},
+        UpdateExpression="SET #a = :a, body = :b",
+        ExpressionAttributeNames={"#a": "author"},
+        ExpressionAttributeValues={":a": {"S": ""}, ":b": {"S": SECRET}},
+    )
+    ddb.update_item(  # a non-key attribute may be empty
+        TableName=table,
+        Key={"pk": {"S": "a"}},
+        UpdateExpression="SET body = :b, author = if_not_exists(author, :a)",
+        ExpressionAttributeValues={":a": {"S": "x"}, ":b": {"S": ""}},
+    )
+
+
+def test_key_attributes_of_another_type(ddb: Any) -> None:
+    """Real DynamoDB: "Type mismatch for Index Key author Expected: S Actual: N"."""
+    table = _indexed(ddb)
+    _refused(
+        ddb.put_item, "key-type", TableName=table, Item={"pk": {"S": "a"}, "author": {"N": "7"}}
+    )
+    _refused(ddb.get_item, "key-type", TableName=table, Key={"pk": {"N": "1"}})
+    _refused(
+        ddb.update_item,
+        "key-type",
+        TableName=table,
+        Key={"pk": {"S": "a"}},
+        UpdateExpression="SET author = :a",
+        ExpressionAttributeValues={":a": {"N": "7"}},
+    )
+    put = {"Put": {"TableName": table, "Item": {"pk": {"S": "a"}, "author": {"B": b"x"}}}}
+    _refused(ddb.transact_write_items, "key-type", TransactItems=[put])
+    ddb.put_item(TableName=table, Item={"pk": {"S": "a"}, "author": {"S": "x"}, "n": {"N": "1"}})
+
+
 def test_item_over_400_kb(ddb: Any) -> None:
     big = {"pk": {"S": "a"}, "sk": {"S": "b"}, "blob": {"S": "x" * (400 * 1024)}}
     _refused(ddb.put_item, "item-size", TableName="t", Item=big)
@@ -181,6 +243,11 @@ def test_transactions(ddb: Any) -> None:
 
     many = [put(i) for i in range(101)]
     _refused(ddb.transact_write_items, "transaction-size", TransactItems=many)
+    big = [put(i) for i in range(12)]  # 12 items of 390 KB each: 4.6 MB in all
+    for action in big:
+        action["Put"]["Item"]["blob"] = {"S": "x" * (390 * 1024)}
+    _refused(ddb.transact_write_items, "transaction-size", TransactItems=big)
+    ddb.transact_write_items(TransactItems=big[:10])  # 3.8 MB
     _refused(ddb.transact_write_items, "transaction-duplicate", TransactItems=[put(1), put(1)])
 
 

@@ -14,9 +14,12 @@ from the DynamoDB API reference and its developer guide:
 ``no-expression``           names or values given, but no expression at all
 ``empty-map``               an empty ``ExpressionAttributeNames`` / ``Values`` map
 ``reserved``                a reserved word used as an attribute name without ``#``
-``empty-key``               an empty string or binary in a key attribute (table or index)
+``empty-key``               an empty string or binary in a key attribute (table or index),
+                            in an item, a key, or an update's ``SET`` of an index key
+``key-type``                a key attribute (table or index) of another type than the
+                            table's ``AttributeDefinitions`` declare
 ``item-size``               an item over 400 KB
-``transaction-size``        more than 100 actions in a transaction
+``transaction-size``        more than 100 actions, or over 4 MB of items, in a transaction
 ``transaction-duplicate``   two actions on one item in a transaction
 ``batch-size``              more than 25 writes, or 100 keys to get, in one batch
 ``batch-duplicate``         one key twice in a batch
@@ -52,6 +55,8 @@ from collections.abc import Callable, Iterator
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
+from regions.codec import item_size
+
 __all__ = [
     "ENV_VALUE",
     "ENV_VAR",
@@ -73,6 +78,7 @@ RULES = (
     "empty-map",
     "reserved",
     "empty-key",
+    "key-type",
     "item-size",
     "transaction-size",
     "transaction-duplicate",
@@ -85,6 +91,7 @@ RULES = (
     "return-values",
 )
 MAX_ITEM_BYTES = 400 * 1024
+MAX_TRANSACTION_BYTES = 4 * 1024 * 1024
 _EXPRESSIONS = (
     "ConditionExpression",
     "UpdateExpression",
@@ -136,6 +143,7 @@ class StrictStats:
 
 stats = StrictStats()
 _schemas: dict[tuple[str, str], tuple[str, ...]] = {}
+_types: dict[tuple[str, str], dict[str, str]] = {}  # key attribute -> S, N or B
 _schema_lock = threading.Lock()
 
 
@@ -244,50 +252,69 @@ def _number(text: Any) -> Decimal:
     return d.normalize(_EXACT)
 
 
-def _value_size(v: Any) -> int:
-    ((t, x),) = v.items()
-    if t == "S":
-        return len(str(x).encode())
-    if t == "B":
-        return len(x) if isinstance(x, (bytes, bytearray)) else len(str(x).encode())
-    if t == "N":
-        return (len(str(x).lstrip("-").replace(".", "").lstrip("0")) + 1) // 2 + 1
-    if t in ("BOOL", "NULL"):
-        return 1
-    if t == "SS":
-        return sum(len(str(s).encode()) for s in x)
-    if t == "BS":
-        return sum(len(b) if isinstance(b, (bytes, bytearray)) else len(str(b)) for b in x)
-    if t == "NS":
-        return sum(_value_size({"N": n}) for n in x)
-    if t == "M":
-        return 3 + sum(len(k.encode()) + _value_size(s) + 1 for k, s in x.items())
-    if t == "L":
-        return 3 + sum(_value_size(s) + 1 for s in x)
-    return 0
-
-
-def item_size(item: dict[str, Any]) -> int:
-    """An item's size as DynamoDB counts it: names plus values (UTF-8), approximately."""
-    return sum(len(k.encode()) + _value_size(v) for k, v in item.items() if isinstance(v, dict))
-
-
-def _check_item(item: dict[str, Any], keys: tuple[str, ...]) -> None:
+def _check_item(
+    item: dict[str, Any], keys: tuple[str, ...], types: dict[str, str] | None = None
+) -> None:
     for value in item.values():
         _check_value(value)
     size = item_size(item)
     if size > MAX_ITEM_BYTES:
         raise _Invalid("item-size", f"item size {size} bytes exceeds the 400 KB limit")
-    _check_key(item, keys)
+    _check_key(item, keys, types)
 
 
-def _check_key(key: dict[str, Any], names: tuple[str, ...] | None = None) -> None:
+def _check_key(
+    key: dict[str, Any], names: tuple[str, ...] | None = None, types: dict[str, str] | None = None
+) -> None:
     for name in names if names is not None else tuple(key):
         v = key.get(name)
         if isinstance(v, dict) and len(v) == 1:
             ((t, x),) = v.items()
             if t in ("S", "B") and len(x) == 0:
                 raise _Invalid("empty-key", f"an empty {t} value in key attribute {name!r}")
+            declared = (types or {}).get(name)
+            if declared is not None and t != declared:
+                raise _Invalid(
+                    "key-type",
+                    f"type mismatch for key attribute {name!r}: expected {declared}, got {t}",
+                )
+
+
+_CLAUSE = re.compile(r"\b(SET|REMOVE|ADD|DELETE)\b", re.IGNORECASE)
+
+
+def _set_assignments(expr: str) -> Iterator[tuple[str, str]]:
+    """``(path, value)`` of each ``path = :value`` in an update's ``SET`` clauses (the only
+    form that can put a bare value in a key attribute)."""
+    parts = _CLAUSE.split(expr)
+    for verb, body in zip(parts[1::2], parts[2::2], strict=False):
+        if verb.upper() != "SET":
+            continue
+        depth, start = 0, 0
+        pieces = []
+        for i, ch in enumerate(body):
+            depth += ch == "("
+            depth -= ch == ")"
+            if ch == "," and depth == 0:
+                pieces.append(body[start:i])
+                start = i + 1
+        pieces.append(body[start:])
+        for piece in pieces:
+            path, eq, value = piece.partition("=")
+            if eq and _VALUE.fullmatch(value.strip()):
+                yield path.strip(), value.strip()
+
+
+def _check_update_keys(
+    params: dict[str, Any], keys: tuple[str, ...], types: dict[str, str] | None
+) -> None:
+    """An update may not set an index key to an empty value or another type."""
+    names = params.get("ExpressionAttributeNames") or {}
+    values = params.get("ExpressionAttributeValues") or {}
+    for path, ref in _set_assignments(str(params.get("UpdateExpression", ""))):
+        attr = names.get(path, path)
+        if attr in keys and ref in values:
+            _check_key({attr: values[ref]}, (attr,), types)
 
 
 def _key_of(item: dict[str, Any], names: tuple[str, ...], table: str) -> str:
@@ -304,6 +331,13 @@ def _schema_from_table(desc: dict[str, Any]) -> tuple[str, ...]:
     for idx in desc.get("GlobalSecondaryIndexes", []) + desc.get("LocalSecondaryIndexes", []):
         names.extend(k["AttributeName"] for k in idx.get("KeySchema", []))
     return tuple(dict.fromkeys(names))
+
+
+def _types_from_table(desc: dict[str, Any]) -> dict[str, str]:
+    return {
+        str(a["AttributeName"]): str(a["AttributeType"])
+        for a in desc.get("AttributeDefinitions", [])
+    }
 
 
 class _Schemas:
@@ -335,11 +369,18 @@ class _Schemas:
         schema = _schema_from_table(desc)
         with _schema_lock:
             _schemas[slot] = schema
+            _types[slot] = _types_from_table(desc)
         return schema
 
-    def learn(self, table: str, schema: tuple[str, ...]) -> None:
+    def types(self, table: str) -> dict[str, str] | None:
+        """The declared type of each key attribute (after :meth:`get` found the table)."""
         with _schema_lock:
-            _schemas[(self.endpoint, table)] = schema
+            return _types.get((self.endpoint, table))
+
+    def learn(self, table: str, desc: dict[str, Any]) -> None:
+        with _schema_lock:
+            _schemas[(self.endpoint, table)] = _schema_from_table(desc)
+            _types[(self.endpoint, table)] = _types_from_table(desc)
 
 
 # --- per operation -------------------------------------------------------------------
@@ -355,17 +396,25 @@ def _schema_of(schemas: _Schemas | None, table: str) -> tuple[str, ...]:
     return (schemas.get(table) if schemas is not None else None) or ()
 
 
+def _types_of(schemas: _Schemas | None, table: str) -> dict[str, str] | None:
+    return schemas.types(table) if schemas is not None else None
+
+
 def _check_item_op(operation: str, params: dict[str, Any], schemas: _Schemas | None) -> None:
     """PutItem, UpdateItem, DeleteItem, GetItem, Query and Scan."""
     _check_expressions(params)
     rv = params.get("ReturnValues")
     if operation in ("PutItem", "DeleteItem") and rv not in (None, "NONE", "ALL_OLD"):
         raise _Invalid("return-values", f"ReturnValues {rv} is not valid on {operation}")
+    table = str(params.get("TableName"))
     if "Key" in params:
-        _check_key(params["Key"])
+        keys = _schema_of(schemas, table)
+        _check_key(params["Key"], None, _types_of(schemas, table))
+        if operation == "UpdateItem":
+            _check_update_keys(params, keys, _types_of(schemas, table))
     if operation == "PutItem":
-        keys = _schema_of(schemas, str(params.get("TableName")))
-        _check_item(params.get("Item", {}), keys)
+        keys = _schema_of(schemas, table)
+        _check_item(params.get("Item", {}), keys, _types_of(schemas, table))
     if operation == "Query":  # key condition values are key values
         values = params.get("ExpressionAttributeValues") or {}
         for ref in _VALUE.findall(str(params.get("KeyConditionExpression", ""))):
@@ -379,16 +428,25 @@ def _check_transaction(operation: str, params: dict[str, Any], schemas: _Schemas
     if len(parts) > 100:
         raise _Invalid("transaction-size", f"{len(parts)} actions (at most 100)")
     seen: set[str] = set()
-    for _action, body in parts:
+    total = 0
+    for action, body in parts:
         _check_expressions(body)
         table = str(body.get("TableName"))
+        keys, types = _schema_of(schemas, table), _types_of(schemas, table)
         if "Item" in body:
-            keys = _schema_of(schemas, table)
-            _check_item(body["Item"], keys)
+            _check_item(body["Item"], keys, types)
+            total += item_size(body["Item"])
             ident = _key_of(body["Item"], keys[:2], table) if keys else None
         else:
-            _check_key(body.get("Key", {}))
+            _check_key(body.get("Key", {}), None, types)
+            if action == "Update":
+                _check_update_keys(body, keys, types)
+            total += item_size(body.get("Key", {})) + item_size(
+                body.get("ExpressionAttributeValues") or {}
+            )
             ident = _key_of(body.get("Key", {}), tuple(sorted(body.get("Key", {}))), table)
+        if total > MAX_TRANSACTION_BYTES:
+            raise _Invalid("transaction-size", f"over {MAX_TRANSACTION_BYTES} bytes of items")
         if ident is not None:
             if ident in seen:
                 raise _Invalid("transaction-duplicate", "two actions on one item")
@@ -450,7 +508,7 @@ def validate(operation: str, params: dict[str, Any], schemas: _Schemas | None = 
     """Raise ``_Invalid`` if real DynamoDB would reject ``operation`` with ``params``."""
     if operation == "CreateTable":
         if schemas is not None:
-            schemas.learn(str(params.get("TableName")), _schema_from_table(params))
+            schemas.learn(str(params.get("TableName")), params)
         return
     check = _CHECKS.get(operation)
     if check is not None:
