@@ -24,6 +24,7 @@ from collections.abc import Mapping
 
 from residency.errors import ResidencyViolation
 from residency.logs import get_logger
+from residency.names import normalize_name
 from residency.policy import GlobalDataClass, Policy
 
 _MAX_DEPTH = 32  # DynamoDB allows 32 levels of nesting
@@ -47,7 +48,7 @@ class ResidencyGuard:
                     self._allowed[(name, jid)] = frozenset(j.regions)
         self._lock = threading.Lock()
         self.refusals = 0
-        self.pii_names = frozenset(n.casefold() for n in policy.pii_attributes())
+        self.pii_names = frozenset(normalize_name(n) for n in policy.pii_attributes())
 
     def allowed(self, data_class: str, jurisdiction: str | None) -> frozenset[str]:
         dc = self.policy.data_class(data_class)
@@ -119,13 +120,14 @@ class ResidencyGuard:
 
 
 def _find_pii_name(value: object, names: frozenset[str], depth: int) -> tuple[str, int] | None:
-    """The first attribute name in ``names`` (casefolded) inside ``value``, and its depth."""
+    """The first attribute name in ``names`` (normalized: :func:`normalize_name`) inside
+    ``value``, and its depth."""
     if depth > _MAX_DEPTH:  # deeper than DynamoDB stores: refuse rather than look away
         return "(nesting deeper than 32 levels)", depth
     if isinstance(value, Mapping):
         for k, v in value.items():
-            if isinstance(k, str) and k.casefold() in names:
-                return k.casefold(), depth
+            if isinstance(k, str) and (n := normalize_name(k)) in names:
+                return n, depth
             if type(v) not in _LEAVES and isinstance(v, (Mapping, list, tuple)):
                 found = _find_pii_name(v, names, depth + 1)
                 if found is not None:

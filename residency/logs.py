@@ -26,6 +26,8 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
+from residency.names import normalize_name
+
 __all__ = ["REDACTED", "PiiRedactor", "configure_logging", "get_logger", "redaction_processor"]
 
 REDACTED = "[redacted]"
@@ -43,10 +45,10 @@ class PiiRedactor:
     """A structlog processor removing PII values from an event dict."""
 
     def __init__(self, pii_attributes: Iterable[str] = ()) -> None:
-        self.names = frozenset(a.lower() for a in pii_attributes)
+        self.names = frozenset(normalize_name(a) for a in pii_attributes)
 
     def with_attributes(self, pii_attributes: Iterable[str]) -> PiiRedactor:
-        return PiiRedactor(self.names | {a.lower() for a in pii_attributes})
+        return PiiRedactor(self.names | {normalize_name(a) for a in pii_attributes})
 
     def _clean(self, value: Any, depth: int = 0) -> Any:
         if depth > 8:
@@ -57,7 +59,7 @@ class PiiRedactor:
             return value
         if isinstance(value, Mapping):
             return {
-                k: (REDACTED if str(k).lower() in self.names else self._clean(v, depth + 1))
+                k: (REDACTED if normalize_name(str(k)) in self.names else self._clean(v, depth + 1))
                 for k, v in value.items()
             }
         if isinstance(value, (list, tuple, set, frozenset)):
@@ -68,7 +70,7 @@ class PiiRedactor:
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key in list(event_dict):
-            if key.lower() in self.names:
+            if normalize_name(key) in self.names:
                 event_dict[key] = REDACTED
             else:
                 event_dict[key] = self._clean(event_dict[key])

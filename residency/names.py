@@ -10,8 +10,10 @@ the same policy always deploys the same physical names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
+import unicodedata
 
 __all__ = [
     "DETECTOR_ALARMS",
@@ -31,6 +33,7 @@ __all__ = [
     "fis_role_name",
     "key_alias",
     "keys_stack_name",
+    "normalize_name",
     "regional_stack_name",
     "replication_alarm_name",
     "tables_stack_name",
@@ -130,3 +133,23 @@ def detector_alarm_name(policy: str, region: str, alarm: str) -> str:
     if alarm not in DETECTOR_ALARMS:
         raise ValueError(f"not a detector alarm: {alarm!r} (one of {DETECTOR_ALARMS})")
     return f"{detector_function_name(policy, region)}-{alarm}"
+
+
+_SEPARATORS = re.compile(r"[\s_.\-]+")
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_name(name: str) -> str:
+    """How an attribute name is compared with the policy's PII names, everywhere (the
+    router's guard, the log redactor, the policy checks and the audit).
+
+    NFKC (full-width and other compatibility forms fold to plain letters), without
+    invisible format characters (zero-width spaces and joiners), without ``_ - .``
+    and spaces, case-folded: ``E-Mail``, ``e_mail``, a full-width ``email`` and
+    ``e\u200bmail`` (a zero-width space inside) are all ``email``. Cached: a service
+    uses the same few names over and over.
+    """
+    if not name.isascii():
+        folded = unicodedata.normalize("NFKC", name)
+        name = "".join(c for c in folded if unicodedata.category(c) != "Cf")
+    return _SEPARATORS.sub("", name).casefold()

@@ -51,6 +51,8 @@ from stdnum.br import cpf as _cpf
 from stdnum.in_ import aadhaar as _aadhaar
 from stdnum.us import ssn as _ssn
 
+from residency.names import normalize_name
+
 __all__ = [
     "COMMON_PII_NAMES",
     "KIND_TEXT",
@@ -119,7 +121,6 @@ _SEVEN_DIGITS = re.compile(r"(?:\D*\d){7}")
 _NAME_CACHE = 4096
 _VALUE_CACHE = 4096
 _CACHE_LEN = 64
-_NOT_NAME = re.compile(r"[\s_.\-]+")
 _SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,63}$")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}")
 # Dates, times and dotted quads are blanked before digit runs are looked for.
@@ -141,11 +142,6 @@ _CARD_PREFIX = re.compile(r"^(?:4|5[1-5]|2[2-7]|3[47]|3[068]|35|6011|64[4-9]|65|
 _NANP = frozenset({"US", "CA"})
 _MAX_TEXT = 4096
 _MAX_DEPTH = 32
-
-
-def normalize_name(name: str) -> str:
-    """How attribute names are compared: case-folded, without ``_ - .`` and spaces."""
-    return _NOT_NAME.sub("", name).casefold()
 
 
 @dataclass(frozen=True, slots=True)

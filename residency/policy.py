@@ -55,6 +55,7 @@ from residency.errors import (
     UnknownDataClass,
     UnknownRegion,
 )
+from residency.names import normalize_name
 from residency.yamlmarks import (
     MarkedYaml,
     decode_policy_bytes,
@@ -468,7 +469,7 @@ def policy_problems(p: Policy) -> list[Problem]:
 
 def _erasure_problems(p: Policy) -> Iterator[Problem]:
     """Erasure rules that could leave a subject's data behind, or that cannot run."""
-    pii = {n.casefold() for n in p.pii_attributes()}
+    pii = {normalize_name(n) for n in p.pii_attributes()}
     for name, dc in p.data_classes.items():
         if not isinstance(dc, GlobalDataClass):
             continue
@@ -486,7 +487,7 @@ def _erasure_problems(p: Policy) -> Iterator[Problem]:
                 "add erasure: {action: delete}, {action: anonymize, attributes: [...]} "
                 "or {action: keep, reason: ...}",
             )
-        if dc.subject_attribute is not None and dc.subject_attribute.casefold() in pii:
+        if dc.subject_attribute is not None and normalize_name(dc.subject_attribute) in pii:
             yield (
                 base + ("subject_attribute",),
                 f"{dc.subject_attribute!r} is named as personal data, which a global class "
@@ -514,7 +515,7 @@ def _erasure_problems(p: Policy) -> Iterator[Problem]:
 
 def _index_problems(p: Policy) -> Iterator[Problem]:
     """Indexes that cannot be built, or that would carry personal data where it may not go."""
-    pii = {n.casefold() for n in p.pii_attributes()}
+    pii = {normalize_name(n) for n in p.pii_attributes()}
     for name, dc in p.data_classes.items():
         seen: set[str] = set()
         for i, ix in enumerate(dc.indexes):
@@ -532,7 +533,7 @@ def _index_problems(p: Policy) -> Iterator[Problem]:
                 )
             keys = [k for k in (ix.partition_key, ix.sort_key) if k]
             for k in keys:
-                if k.casefold() in pii:
+                if normalize_name(k) in pii:
                     yield (
                         base,
                         f"index key {k!r} is named as personal data: index keys reach "

@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from regions.ids import mint_user_id
 from regions.local.sim import Simulation, simulation
@@ -623,3 +625,45 @@ def test_a_transaction_over_4_mb_is_refused_before_it_is_sent(sim: Simulation) -
         router.transact(ops)  # type: ignore[arg-type]
     assert all(sim.items(EU1, "content").get(f"big-{i}") is None for i in range(11))
     router.transact(ops[:10])  # type: ignore[arg-type]
+
+
+_FULLWIDTH = {
+    c: chr(ord(c) + 0xFEE0) for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+}
+
+
+@st.composite
+def disguised(draw: st.DrawFn, name: str) -> str:
+    """``name`` as someone might write it to slip past a name check: any case, separators
+    and spaces between letters, full-width letters, zero-width characters."""
+    out = []
+    for letter in name.replace("_", ""):
+        ch = draw(st.sampled_from([letter, letter.upper(), _FULLWIDTH.get(letter, letter)]))
+        out.append(ch + draw(st.sampled_from(["", "", "_", "-", ".", " ", "\u200b", "\u2060"])))
+    return "".join(out)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_disguised_pii_name_is_refused_in_a_global_class(sim: Simulation, data: Any) -> None:
+    """The guard compares names as the audit does (residency.names.normalize_name), so a
+    PII attribute name in another case, with separators, full-width or zero-width
+    characters is refused at any depth."""
+    name = data.draw(st.sampled_from(sorted(sim.policy.pii_attributes())))
+    key = data.draw(disguised(name))
+    nested = data.draw(st.booleans())
+    item = {"pk": "c1", "meta": {key: "x"}} if nested else {"pk": "c1", key: "x"}
+    with pytest.raises(ResidencyViolation):
+        sim.routers[EU1].put("content", item)
+
+
+def test_the_log_redactor_matches_names_as_the_guard_does() -> None:
+    from residency.logs import REDACTED, PiiRedactor
+
+    redact = PiiRedactor(["email"])
+    event = {"E-Mail": "a", "e\u200bmail": "b", "nested": {"e_mail": "c"}, "other": "d"}
+    out = redact(None, "info", dict(event))
+    assert out["E-Mail"] == out["e\u200bmail"] == REDACTED and out["nested"]["e_mail"] == REDACTED
+    assert out["other"] == "d"
