@@ -167,6 +167,8 @@ def _render_moves(results: list[MoveResult]) -> None:
             con.print(f"  {i}. {esc(step)}")
         if result.status == "done":
             con.print("[green]ok[/] done")
+        elif result.status == "superseded":
+            con.print(f"[yellow]superseded[/]: {esc(result.reason)}; nothing more was written")
         else:
             con.print(
                 f"[yellow]pending[/]: {esc(result.reason)}; run `regionkit users move "
