@@ -21,12 +21,25 @@ The steps, in order; what each crash point leaves:
 
 **One move at a time, and never a stale one.** A move's *epoch* is the version
 stamp of its ``moving`` record; the ``verifying`` and ``active`` records that
-follow carry it. Every copy and fence a move writes carries it too (``rk_mv``), and
-is conditional on the item there holding no later epoch and no erasure's fence.
-So a ``move_user`` call that stalled while another process finished its move,
-moved the user on, moved them back or erased them writes nothing: its copies and
-fences meet a later epoch (or an ``erased`` fence), and its directory writes are
-compare-and-set on its own record. It ends ``superseded``.
+follow carry it. A ``move_user`` call that stalled while another process finished
+its move, moved the user on, moved them back or erased them must write nothing,
+and a condition alone cannot promise that: it is evaluated in the one replica the
+write lands in, and a write made there later (by write time) still wins everywhere
+once replication's last-writer-wins carries it. So, in layers:
+
+* before each batch of writes, and right before each request is sent when the last
+  check is older than :data:`RECHECK_S`, the move re-reads the directory at the
+  user's authority replica and stops (``superseded``) unless the entry is still its
+  own record; its directory writes are compare-and-set on that record;
+* it never rewrites what a replica already holds: a ``moved`` fence counts as
+  fenced, a copy of a version the region holds is skipped (a rewrite would get a
+  new write time);
+* every copy and fence carries the epoch (``rk_mv``) and is conditional on the item
+  holding no later epoch and no erasure's fence; meeting one stops the whole move.
+
+What is left is a process frozen between its last check and a request on the wire
+while another process completes a move, the window every lease without a fencing
+token at the storage has.
 
 From step 3 on, no router in any process can write the user's pinned data in the
 old jurisdiction, whatever its cache says: the fence is part of every write's
@@ -40,14 +53,15 @@ The directory itself (lookups, sign-up, the authority replica) is :mod:`regions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from regions.codec import EPOCH_ATTR, VERSION_ATTR
 from regions.directory import DirectoryEntry
 from regions.ids import parse_user_id
 from regions.tombstones import DELETED, ERASED, MOVED, tombstone_kind
 from regions.users import Users
-from residency.errors import ConfigError, RegionkitError, UnassignedUser
+from regions.writes import MoveSuperseded
+from residency.errors import ConfigError, RegionkitError, StaleWrite, UnassignedUser
 from residency.logs import get_logger
 
 __all__ = ["MoveResult", "Moves"]
@@ -55,6 +69,8 @@ __all__ = ["MoveResult", "Moves"]
 audit_log = get_logger("regionkit.audit")
 
 MAX_ROUNDS = 5
+#: Seconds after which a move re-reads the directory before its next write.
+RECHECK_S = 5.0
 
 Items = dict[tuple[Any, ...], dict[str, Any]]
 
@@ -91,6 +107,7 @@ class Moves:
         self.store = users.store
         self.writer = users.writer
         self.routes = users.routes
+        self._checked: dict[str, float] = {}  # move epoch -> when _ours last confirmed it
 
     def _target(self, entry: DirectoryEntry, country: str | None, region: str | None) -> str:
         if region is None and country is not None:
@@ -155,7 +172,10 @@ class Moves:
         else:  # verifying
             epoch = entry.epoch or str(entry.version)
         move = _Move(user_id, from_region, target, from_j, to_j, epoch)
-        return self._move_data(move, steps)
+        try:
+            return self._move_data(move, steps)
+        finally:
+            self._checked.pop(epoch, None)
 
     def _move_data(self, move: _Move, steps: list[str]) -> MoveResult:
         copied = False
@@ -169,19 +189,15 @@ class Moves:
                 return self._pending(
                     move, copied, steps, "writes kept landing in the old jurisdiction"
                 )
-            current = self._ours(move, ("moving", "verifying"))
-            verifying = move.entry("verifying")
-            if current.status == "moving":
-                self.users.write_entry(verifying, based_on=current.version)
+            if self._switch(move, "verifying"):
                 steps.append(f"directory: home is {move.target} (verifying)")
-            self.users.cache.put(verifying)
+            self.users.cache.put(move.entry("verifying"))
             left = self._unfenced(move.user_id, move.from_j)
             if left:
                 reason = f"personal data still readable in {', '.join(left)}"
                 return self._pending(move, copied, steps, reason)
-            current = self._ours(move, ("verifying",))
-            self.users.write_entry(move.entry("active"), based_on=current.version)
-            steps.append(f"directory: home is {move.target}")
+            if self._switch(move, "active"):
+                steps.append(f"directory: home is {move.target}")
         except _Over as over:
             return self._superseded(move, copied, steps, over.reason)
         except Exception as exc:
@@ -193,11 +209,42 @@ class Moves:
             move.user_id, move.from_region, move.target, move.from_j, move.to_j, copied, steps
         )
 
-    def _ours(self, move: _Move, states: tuple[str, ...]) -> DirectoryEntry:
-        """The directory entry, if it is still this move's record in one of ``states``.
+    _NEXT: ClassVar[dict[str, tuple[str, ...]]] = {
+        "verifying": ("moving", "verifying"),
+        "active": ("verifying", "active"),
+    }
 
-        The directory write that follows is compare-and-set on its version, so a record
-        replaced between this read and that write fails the write (``StaleWrite``)."""
+    def _fresh(self, move: _Move) -> None:
+        """Right before each of the move's writes is sent (every attempt): if the last
+        directory check is older than
+        :data:`RECHECK_S` (a long pause: GC, a stopped VM, a slow network), check again.
+        A single-replica condition cannot see what another replica has not yet received,
+        so this check, at the user's authority replica, is what keeps a move that slept
+        through another process's actions from writing at all."""
+        if self.store.wall() - self._checked.get(move.epoch, float("-inf")) > RECHECK_S:
+            self._ours(move, ("moving", "verifying"))
+
+    def _switch(self, move: _Move, status: str) -> bool:
+        """Advance the directory to this move's ``status`` record, compare-and-set on the
+        move's own record; False if a resumer of the same move already did."""
+        current = self._ours(move, self._NEXT[status])
+        if current.status == status:
+            return False
+        try:
+            self.users.write_entry(move.entry(status), based_on=current.version)
+        except StaleWrite:  # changed since the read: fine only if this move advanced it
+            self._ours(move, (status,))
+            return False
+        return True
+
+    def _ours(self, move: _Move, states: tuple[str, ...]) -> DirectoryEntry:
+        """The directory entry, if it is still this move's record in one of ``states``
+        (read at the user's authority replica); else the move is over (``_Over``).
+
+        Checked before every batch of the move's writes, so a move that stalled while
+        another process acted on the user stops at its next step; the directory writes
+        themselves are compare-and-set on the record read here."""
+        now = self.store.wall()
         current = self.users.read_authoritative(move.user_id)
         if current is None:
             raise _Over("the user was erased meanwhile")
@@ -206,12 +253,13 @@ class Moves:
             and current.moving_to == move.target
             and current.version == move.epoch
         ) or (
-            current.status == "verifying"
+            current.status in ("verifying", "active")
             and current.home_region == move.target
             and current.moved_from == move.from_region
             and (current.epoch or current.version) == move.epoch
         )
         if mine and current.status in states:
+            self._checked[move.epoch] = now
             return current
         if current.status == "erasing":
             raise _Over("the user is being erased")
@@ -225,8 +273,10 @@ class Moves:
         old_regions = self.policy.jurisdictions[move.from_j].regions
         fenced, copied = True, False
         for dc in self.users.pinned:
+            self._ours(move, ("moving", "verifying"))
             newest = self._newest(dc, move, old_regions)
             copied = self._copy(dc, newest, move, steps) or copied
+            self._ours(move, ("moving", "verifying"))
             fenced = self._fence(dc, newest, old_regions, move) and fenced
             steps.append(f"{dc}: fenced in {', '.join(old_regions)}" if fenced else f"{dc}: retry")
         return fenced, copied
@@ -264,10 +314,13 @@ class Moves:
             if VERSION_ATTR not in item:
                 continue
             route = self.routes.at(dc, move.target, move.to_j, "write")
-            done = self.writer.copy_at(route, item, epoch=move.epoch)
-            if done == "superseded":
-                raise _Over(f"a later move or an erasure holds the user's data in {move.target}")
-            if done == "written" and not tombstone_kind(item):
+            try:
+                written = self.writer.copy_at(
+                    route, item, epoch=move.epoch, before_send=lambda: self._fresh(move)
+                )
+            except MoveSuperseded as exc:
+                raise _Over(f"a later move or an erasure holds the data in {exc.region}") from None
+            if written and not tombstone_kind(item):
                 copied = True
                 steps.append(f"{dc}: copied to {move.target}")
         return copied
@@ -278,14 +331,19 @@ class Moves:
         for r in old_regions:
             for item in newest.values():
                 key = self.store.key_of(dc, item)
-                ok = self.writer.fence_at(
-                    self.routes.at(dc, r, move.from_j, "write"),
-                    key,
-                    kind=MOVED,
-                    newest=str(item.get(VERSION_ATTR, "")),
-                    to_region=move.target,
-                    epoch=move.epoch,
-                )
+                try:
+                    ok = self.writer.fence_at(
+                        self.routes.at(dc, r, move.from_j, "write"),
+                        key,
+                        kind=MOVED,
+                        newest=str(item.get(VERSION_ATTR, "")),
+                        to_region=move.target,
+                        epoch=move.epoch,
+                        before_send=lambda: self._fresh(move),
+                    )
+                except MoveSuperseded as exc:  # stop at once: fence no other region
+                    where = exc.region
+                    raise _Over(f"a later move or an erasure wrote the data in {where}") from None
                 fenced = fenced and ok
         return fenced
 

@@ -41,9 +41,12 @@ from residency.errors import (
     UnassignedUser,
     UnknownCountry,
 )
+from residency.logs import get_logger
 from residency.policy import PinnedDataClass, Policy
 
 __all__ = ["Users"]
+
+log = get_logger("regionkit.audit")
 
 _STATUSES = frozenset({"active", "moving", "verifying", "erasing"})
 
@@ -258,5 +261,15 @@ class Users:
         from regions.codec import from_ddb
 
         raw = self.store.transport.call_at(route, call)
-        items = [from_ddb(i) or {} for i in raw]
-        return [self.entry(str(i[self.dpk]), i) for i in items]
+        out: list[DirectoryEntry] = []
+        for item in (from_ddb(i) or {} for i in raw):
+            user = str(item[self.dpk])
+            try:
+                out.append(self.entry(user, item))
+            except CorruptRecord as exc:  # one bad entry never hides the others' moves
+                log.warning(
+                    "corrupt directory entry skipped",
+                    user=self.store.pseudonymize(user, scope="subject"),
+                    field=exc.facts["field"],
+                )
+        return out

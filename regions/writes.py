@@ -11,7 +11,7 @@ the same stamps and tombstones.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 from regions.codec import (
     AT_ATTR,
@@ -40,7 +40,7 @@ from regions.transport import Decide, backend_error, error_code, region_of
 from regions.versioned import MAX_HOPS, VersionedStore, Written
 from residency.errors import BackendError, ConfigError, StaleWrite
 
-__all__ = ["Copied", "Writer"]
+__all__ = ["MoveSuperseded", "Writer"]
 
 _CCF = "ConditionalCheckFailedException"
 Call = Callable[[Route, Any], Any]
@@ -270,29 +270,43 @@ class Writer:
 
     # --- region-directed writes of the move and erasure protocols ---
 
-    def copy_at(self, route: Route, item: dict[str, Any], *, epoch: str) -> Copied:
+    def copy_at(
+        self,
+        route: Route,
+        item: dict[str, Any],
+        *,
+        epoch: str,
+        before_send: Callable[[], None] | None = None,
+    ) -> bool:
         """Write a pinned item (or a ``deleted`` tombstone) for the move of ``epoch``,
-        keeping its version, unless the region holds a newer one.
+        keeping its version, unless the region holds that version or a newer one.
 
         It may overwrite a ``moved`` fence of an *earlier* move whatever its stamp (a
-        user moving back); only this path can. What a later move wrote (its epoch is
-        in ``rk_mv``) and an ``erased`` fence are never overwritten: a move that stalled
-        while another process finished it, moved the user on or erased them cannot
-        bring stale data back. The answer says which of these stopped it.
+        user moving back); only this path can. Returns True if it wrote, False if the
+        region already holds this version or a newer one (nothing is rewritten: a
+        rewrite would get a new write time, and replication's last-writer-wins could
+        carry it over a newer write another replica holds). Raises
+        :class:`MoveSuperseded` when the region holds what a later move wrote (its
+        epoch is in ``rk_mv``) or an erasure's fence. ``before_send`` runs right before
+        each attempt is sent (the move checks there that it still owns the user).
         """
         s = self.s
         drop = (TO_ATTR, EPOCH_ATTR) + (() if tombstone_kind(item) == DELETED else (DEL_ATTR,))
         body = {k: v for k, v in item.items() if k not in drop}
         body[EPOCH_ATTR] = epoch
         ddb_item = s.serialize(route.data_class, body)
+        cond = (
+            "(attribute_not_exists(#v) OR #v < :v OR "
+            "(#d = :moved AND (attribute_not_exists(#mv) OR #mv < :e))) AND " + _NO_LATER_MOVE
+        )
 
         def call(r: Route, client: Any) -> Any:
+            if before_send is not None:
+                before_send()
             return client.put_item(
                 TableName=r.table_name,
                 Item=ddb_item,
-                ConditionExpression=(
-                    f"(attribute_not_exists(#v) OR #v <= :v OR #d = :moved) AND {_NO_LATER_MOVE}"
-                ),
+                ConditionExpression=cond,
                 ExpressionAttributeNames={"#v": VERSION_ATTR, "#d": DEL_ATTR, "#mv": EPOCH_ATTR},
                 ExpressionAttributeValues={
                     ":v": {"S": str(item[VERSION_ATTR])},
@@ -303,10 +317,7 @@ class Writer:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
 
-        try:
-            return "written" if self._directed(route, call, epoch) else "newer"
-        except _Superseded:
-            return "superseded"
+        return self._directed(route, call, epoch) is True
 
     def fence_at(
         self,
@@ -317,30 +328,45 @@ class Writer:
         newest: str,
         to_region: str | None = None,
         epoch: str | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> bool:
         """Replace the item with a fence tombstone unless it changed past ``newest``.
 
         ``newest`` is the newest version the caller has secured (copied or erased);
         a write that landed after it makes this return False, and the caller starts
-        its round again. Re-fencing an item already fenced the same way succeeds.
-        A move's fence (``epoch``) never replaces an ``erased`` fence or what a later
-        move wrote; an erasure's fence is final.
+        its round again. An erasure (no ``epoch``) re-fences an item it fenced before.
+
+        A move's fence (``epoch``) replaces only data or a ``deleted`` tombstone: an
+        item that is already a ``moved`` fence counts as fenced and is not rewritten
+        (a rewrite's new write time could win last-writer-wins over data a later move
+        restored in another replica). It raises :class:`MoveSuperseded` when the item is
+        an erasure's fence or was written by a later move.
         """
         s = self.s
         body = tombstone_body(key, kind=kind, expires_at=s.expires_at(), to_region=to_region)
         body[VERSION_ATTR] = s.clock.now_text()
         body[AT_ATTR] = route.region
-        cond = "attribute_not_exists(#v) OR #v <= :newest OR #d = :kind"
         names = {"#v": VERSION_ATTR, "#d": DEL_ATTR}
         values = {":newest": {"S": newest or "0"}, ":kind": {"S": kind}}
+        cond = "attribute_not_exists(#v) OR #v <= :newest OR #d = :kind"
         if epoch is not None:
             body[EPOCH_ATTR] = epoch
-            cond = f"({cond}) AND {_NO_LATER_MOVE}"
+            cond = (
+                "(attribute_not_exists(#v) OR #v <= :newest) "
+                "AND (attribute_not_exists(#d) OR #d = :deleted) AND " + _NO_LATER_MOVE
+            )
             names["#mv"] = EPOCH_ATTR
-            values |= {":erased": {"S": ERASED}, ":e": {"S": epoch}}
+            values = {
+                ":newest": {"S": newest or "0"},
+                ":deleted": {"S": DELETED},
+                ":erased": {"S": ERASED},
+                ":e": {"S": epoch},
+            }
         ddb_item = s.serialize(route.data_class, body)
 
         def call(r: Route, client: Any) -> Any:
+            if before_send is not None:
+                before_send()
             return client.put_item(
                 TableName=r.table_name,
                 Item=ddb_item,
@@ -350,15 +376,14 @@ class Writer:
                 **({"ReturnValuesOnConditionCheckFailure": "ALL_OLD"} if epoch else {}),
             )
 
-        try:
-            return self._directed(route, call, epoch)
-        except _Superseded:
-            return False
+        outcome = self._directed(route, call, epoch)
+        return outcome is True or outcome == "fenced"
 
-    def _directed(self, route: Route, call: Call, epoch: str | None = None) -> bool:
-        """Send a region-directed write; False if its condition failed. For a move's write
-        (``epoch``), ``_Superseded`` when the item it met is an erasure's fence or was
-        written by a later move (the request asked for the item back)."""
+    def _directed(self, route: Route, call: Call, epoch: str | None = None) -> bool | str:
+        """Send a region-directed write; True if it was written, else False, or for a
+        move's write (``epoch``) what the item it met says: ``"fenced"`` (a ``moved``
+        fence already), ``"same"`` (the version being copied), or :class:`MoveSuperseded`
+        (an erasure's fence, or a later move's write)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -368,27 +393,28 @@ class Writer:
                 raise BackendError(
                     operation="write", region=route.region, code=error_code(exc), reason="refused"
                 ) from exc
+            if epoch is None:
+                return False
             old = from_ddb(cast("dict[str, Any] | None", exc.response.get("Item"))) or {}
-            if epoch is not None and (
-                tombstone_kind(old) == ERASED or str(old.get(EPOCH_ATTR, "")) > epoch
-            ):
-                raise _Superseded from None
-            return False
+            kind = tombstone_kind(old)
+            if kind == ERASED or str(old.get(EPOCH_ATTR, "")) > epoch:
+                raise MoveSuperseded(route.region) from None
+            return "fenced" if kind == MOVED else False
         return True
 
 
-Copied = Literal["written", "newer", "superseded"]
-"""What :meth:`Writer.copy_at` did: wrote the copy; found a newer version there (nothing
-to do); or met what a later move wrote, or an erasure's fence (the move is over)."""
+class MoveSuperseded(Exception):
+    """A move's write met an erasure's fence or a later move's write (in ``region``)."""
+
+    def __init__(self, region: str) -> None:
+        super().__init__(region)
+        self.region = region
+
 
 # A move's writes never replace an erasure's fence or what a later move wrote.
 _NO_LATER_MOVE = (
     "(attribute_not_exists(#d) OR #d <> :erased) AND (attribute_not_exists(#mv) OR #mv <= :e)"
 )
-
-
-class _Superseded(Exception):
-    """A move's write met an erasure's fence or a later move's write."""
 
 
 def _conditional_put(

@@ -334,8 +334,8 @@ def test_a_write_during_a_move_round_is_moved_not_lost(sim: Simulation) -> None:
     sim.settle()
     copy_at, acked = mover.writer.copy_at, []
 
-    def copy_then_a_concurrent_write(route: Any, item: Any, *, epoch: str) -> Any:
-        ok = copy_at(route, item, epoch=epoch)
+    def copy_then_a_concurrent_write(route: Any, item: Any, **kw: Any) -> Any:
+        ok = copy_at(route, item, **kw)
         if not acked:  # another process writes while the move is between copy and fence
             acked.append(app.put("profile", {"pk": uid, "email": "late@example.org"}))
         return ok
@@ -379,10 +379,10 @@ def stall_copy(router: RegionRouter, meanwhile: Any) -> Any:
     (a GC pause, a slow network: another process acts in between). Returns the restorer."""
     real, ran = router.writer.copy_at, []
 
-    def copy_at(route: Any, item: Any, *, epoch: str) -> Any:
+    def copy_at(route: Any, item: Any, **kw: Any) -> Any:
         if not ran:
             ran.append(meanwhile())
-        return real(route, item, epoch=epoch)
+        return real(route, item, **kw)
 
     router.writer.copy_at = copy_at  # type: ignore[method-assign]
     return lambda: setattr(router.writer, "copy_at", real)
@@ -667,3 +667,161 @@ def test_the_log_redactor_matches_names_as_the_guard_does() -> None:
     out = redact(None, "info", dict(event))
     assert out["E-Mail"] == out["e\u200bmail"] == REDACTED and out["nested"]["e_mail"] == REDACTED
     assert out["other"] == "d"
+
+
+# --- a stalled move and replication that has not arrived yet (last-writer-wins) ---------
+# A condition is evaluated in the one replica a write lands in; a write made there with a
+# later write time still wins everywhere once replicated. So a stalled move must not write
+# at all: it re-reads the directory before each batch of writes, never rewrites what a
+# replica already holds (a re-fence or a copy of the same version), and stops at once
+# when any region shows a later move or an erasure.
+
+
+def after_first(obj: Any, name: str, meanwhile: Any) -> Any:
+    real, ran = getattr(obj, name), []
+
+    def wrapped(*a: Any, **k: Any) -> Any:
+        out = real(*a, **k)
+        if not ran:
+            ran.append(meanwhile())
+        return out
+
+    setattr(obj, name, wrapped)
+    return lambda: setattr(obj, name, real)
+
+
+def test_a_move_back_not_yet_replicated_is_not_fenced_by_a_stalled_move(
+    sim: Simulation,
+) -> None:
+    """A copies and stalls before fencing; B finishes A's move and moves the user back,
+    and the second IN replica has not received the restored profile yet."""
+    a, b = sim.routers[IN1], sim.routers[EU2]
+    uid = sign_up(a, "IN")
+    a.put("profile", {"pk": uid, **SECRET, "email": "v1@old.example"})
+    sim.settle()
+
+    def there_and_back_unsettled() -> None:
+        assert b.move_user(uid).status == "done"
+        sim.settle()
+        assert b.move_user(uid, country="IN").status == "done"  # not replicated yet
+
+    restore = after_first(a.writer, "copy_at", there_and_back_unsettled)
+    try:
+        result = a.move_user(uid, country="DE")
+    finally:
+        restore()
+    sim.settle()
+    assert result.status == "superseded"
+    assert live_regions(sim, uid) == {IN1, IN2}
+    fresh = sim.routers[US]
+    fresh.directory.clear()
+    assert (fresh.get("profile", {"pk": uid}) or {}).get("email") == "v1@old.example"
+
+
+def test_a_slow_resumer_never_rewrites_a_copy_over_a_newer_write(sim: Simulation) -> None:
+    """B finishes A's move, re-homes the user inside the EU, and the app writes there; A
+    (the same move, a second late) must not copy v1 again: a fresh copy would win
+    last-writer-wins over the acknowledged v2 in the other EU replica."""
+    a, b = sim.routers[IN1], sim.routers[EU2]
+    uid = sign_up(a, "IN")
+    a.put("profile", {"pk": uid, **SECRET, "email": "v1@old.example"})
+    sim.settle()
+
+    def finish_rehome_write() -> None:
+        assert b.move_user(uid).status == "done"
+        sim.settle()
+        assert b.move_user(uid, region=EU2).status == "done"
+        b.put("profile", {"pk": uid, **SECRET, "email": "v2@acknowledged.example"})
+        sim.advance(1.0)
+
+    restore = stall_copy(a, finish_rehome_write)
+    try:
+        result = a.move_user(uid, country="DE")
+    finally:
+        restore()
+    sim.settle()
+    assert result.status == "superseded"
+    assert {where(sim, uid)[r] for r in (EU1, EU2)} == {"live:v2@acknowledged.example"}
+
+
+def test_a_move_asleep_past_the_tombstone_retention_writes_nothing(sim: Simulation) -> None:
+    """A sleeps inside its copy while B finishes, moves the user to the US and every
+    fence expires: the directory check right before the request is sent stops it."""
+    a, b = sim.routers[IN1], sim.routers[EU2]
+    uid = sign_up(a, "IN")
+    a.put("profile", {"pk": uid, **SECRET, "email": "v1@old.example"})
+    sim.settle()
+
+    def later_then_expire() -> None:
+        assert b.move_user(uid).status == "done"
+        sim.settle()
+        assert b.move_user(uid, country="US").status == "done"
+        sim.settle()
+        sim.advance((sim.policy.system.tombstone_retention_days + 1) * 86_400)
+        sim.expire()
+        sim.settle()
+
+    restore = stall_copy(a, later_then_expire)
+    try:
+        result = a.move_user(uid, country="DE")
+    finally:
+        restore()
+    sim.settle()
+    assert result.status == "superseded"
+    assert live_regions(sim, uid) == {US, "us-west-2"}
+
+
+def test_losing_the_directory_compare_and_set_is_superseded_not_pending(
+    sim: Simulation,
+) -> None:
+    a, b = sim.routers[IN1], sim.routers[EU2]
+    uid = sign_up(a, "IN")
+    a.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    real, calls = a.users.write_entry, []
+
+    def write_entry(entry: Any, **kw: Any) -> str:
+        calls.append(entry.status)
+        if entry.status == "verifying":  # read as ours, replaced before the write
+            assert b.erase_subject(uid).status == "done"
+            sim.settle()
+        return real(entry, **kw)
+
+    a.users.write_entry = write_entry  # type: ignore[method-assign]
+    try:
+        result = a.move_user(uid, country="DE")
+    finally:
+        a.users.write_entry = real  # type: ignore[method-assign]
+    assert result.status == "superseded" and "verifying" in calls
+    assert uid not in [e.user_id for e in a.pending_moves()]
+    assert live_regions(sim, uid) == set()
+
+
+def test_a_move_write_never_rewrites_what_a_replica_already_holds(sim: Simulation) -> None:
+    """Writer level: re-fencing a ``moved`` fence and copying a version the region holds
+    are no-ops (same stamp, no new write time), so a late retry cannot win
+    last-writer-wins over what another replica received meanwhile."""
+    from regions.routing import Route
+
+    r = sim.routers[IN1]
+    uid = sign_up(r, "IN")
+    r.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    assert r.move_user(uid, country="DE").status == "done"
+    sim.settle()
+    table = r.users.routes.tables["profile"]
+    fence_before = sim.items(IN1, "profiles")[uid]
+    epoch = str(fence_before["rk_mv"])
+    held = r.writer.fence_at(
+        Route(IN1, table, "test", False, "profile"),
+        {"pk": uid},
+        kind="moved",
+        newest="0",
+        to_region=EU1,
+        epoch=epoch,
+    )
+    assert held and sim.items(IN1, "profiles")[uid] == fence_before  # counted, not rewritten
+    copy_before = sim.items(EU1, "profiles")[uid]
+    data = {k: v for k, v in copy_before.items() if k != "rk_mv"}
+    written = r.writer.copy_at(Route(EU1, table, "test", False, "profile"), data, epoch=epoch)
+    assert not written and sim.items(EU1, "profiles")[uid] == copy_before
