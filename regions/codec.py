@@ -13,6 +13,8 @@ Items of every data class carry two attributes the router manages:
   :mod:`regions.tombstones`);
 * ``rk_mv``: the epoch of the move that last wrote the item (a copy or a fence), so
   that no write of an earlier move can replace it (see :mod:`regions.moves`);
+* ``rk_fix``: on a version the conflict detector wrote back (a repair), that version:
+  its stream record is a repair, not the version's landing (see :mod:`regions.conflicts`);
 * ``rk_vv``: the item's causal past as a version vector: landing region → the
   latest ancestor that landed there (the version itself is not included).
   Writes landing in one replica are serialised by their conditions, so
@@ -36,6 +38,7 @@ __all__ = [
     "AT_ATTR",
     "BASE_ATTR",
     "EPOCH_ATTR",
+    "FIX_ATTR",
     "RESERVED",
     "TOKEN_ATTR",
     "VERSION_ATTR",
@@ -53,10 +56,11 @@ VV_ATTR = "rk_vv"
 AT_ATTR = "rk_at"
 TOKEN_ATTR = "rk_tok"
 EPOCH_ATTR = "rk_mv"
+FIX_ATTR = "rk_fix"
 # and the tombstone attributes of regions.tombstones (rk_del, rk_to; the TTL attribute
 # expires_at stays the service's to use too)
 RESERVED = frozenset(
-    {VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, TOKEN_ATTR, EPOCH_ATTR, "rk_del", "rk_to"}
+    {VERSION_ATTR, BASE_ATTR, VV_ATTR, AT_ATTR, TOKEN_ATTR, EPOCH_ATTR, FIX_ATTR, "rk_del", "rk_to"}
 )
 
 _ser = TypeSerializer()

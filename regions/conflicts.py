@@ -77,6 +77,7 @@ from typing import Any, cast
 from regions.codec import (
     AT_ATTR,
     BASE_ATTR,
+    FIX_ATTR,
     RESERVED,
     TOKEN_ATTR,
     VERSION_ATTR,
@@ -109,6 +110,13 @@ __all__ = [
 log = get_logger("regionkit.conflicts")
 
 MergeFn = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+def _landing(region: str, new_raw: dict[str, Any], nv: str) -> bool:
+    """Whether a stream record in ``region`` is its version's landing: the write landed
+    here (``rk_at``), and it is not a repair that wrote the version back (``rk_fix``)."""
+    at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
+    return at == region and (new_raw.get(FIX_ATTR) or {}).get("S") != nv
 
 
 def _content(item: dict[str, Any]) -> dict[str, Any]:
@@ -435,8 +443,7 @@ class ConflictDetector:
         if not nv:
             return None  # a delete (TTL expiry: no version replaced another), or unversioned
         ov = (old_raw.get(VERSION_ATTR) or {}).get("S") if old_raw else None
-        at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
-        if at == region and self._landed(region, table, nv, ov):
+        if _landing(region, new_raw, nv) and self._landed(region, table, nv, ov):
             return None  # the landing record: what it replaced is its parent, by definition
         if not ov or ov == nv:
             return None
@@ -499,8 +506,11 @@ class ConflictDetector:
             if not nv:
                 continue
             ov = (old_raw.get(VERSION_ATTR) or {}).get("S") if old_raw else None
-            at = (new_raw.get(AT_ATTR) or {}).get("S") or nv.rsplit(".", 1)[-1]
-            if at == region and (ov is None or ov < nv) and self.lineage.learn(nv, ov):
+            if (
+                _landing(region, new_raw, nv)
+                and (ov is None or ov < nv)
+                and self.lineage.learn(nv, ov)
+            ):
                 self._queue(region, table, nv)
 
     def publish_lineage(self) -> int:
@@ -878,10 +888,14 @@ class ConflictDetector:
         """Write ``item`` back over ``replaced_by``. None on success, else what is there now."""
         from botocore.exceptions import ClientError
 
+        # Marked as a repair: a detector that reads this record without having seen the
+        # version land (a cold start) must not take it for the landing and publish the
+        # version it replaced as its parent.
+        back = {**item, FIX_ATTR: item[VERSION_ATTR]}
         try:
             self.clients.client("dynamodb", region).put_item(
                 TableName=table,
-                Item=to_ddb(item),
+                Item=to_ddb(back),
                 ConditionExpression="#v = :cur",
                 ExpressionAttributeNames={"#v": VERSION_ATTR},
                 ExpressionAttributeValues={":cur": {"S": replaced_by}},

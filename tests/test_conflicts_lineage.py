@@ -171,3 +171,34 @@ def test_the_local_cluster_detector_reads_every_stream_and_writes_no_lineage(
     events = [_event(US, first, blind, "71"), _event(EU2, first, blind, "72")]
     assert handler({"Records": events}, None, detector=det)["conflicts"] == 0
     assert _entries(sim, US) == {}
+
+
+def test_a_repair_read_by_a_cold_detector_is_not_taken_for_a_landing(sim: Simulation) -> None:
+    """An inversion's repair writes the HLC winner O back over N in O's landing region.
+    A detector that starts cold (a new execution environment, a shard rollover) and
+    reads that record never saw O land: it must not publish N as O's parent over the
+    right entry (P), or another region later logs P as lost to O."""
+    from regions.codec import from_ddb
+
+    p, n, o = v(1, EU1), v(3, US), v(5, EU1)
+    first = {"pk": "k", "rk_v": p, "rk_at": EU1, "body": "p"}
+    theirs = {"pk": "k", "rk_v": n, "rk_at": US, "body": "n"}  # US never had P
+    ours = {"pk": "k", "rk_v": o, "rk_at": EU1, "body": "o"}  # a blind write over P
+    handler({"Records": [_event(US, None, theirs, "61")]}, None, detector=_detector(sim))
+    _replicate_lineage(sim)
+    warm = _detector(sim)
+    handler({"Records": [_event(EU1, first, ours, "62")]}, None, detector=warm)
+    assert _entries(sim, EU1)[f"content#{o}"] == p
+    raw = sim.clients.raw(EU1)
+    raw.put_item(TableName="content", Item=to_ddb(theirs))  # N replicated in over O
+    handler({"Records": [_event(EU1, ours, theirs, "63")]}, None, detector=warm)  # repairs
+    back = from_ddb(raw.get_item(TableName="content", Key=to_ddb({"pk": "k"}))["Item"]) or {}
+    assert back["rk_v"] == o  # O was written back
+    cold = _detector(sim)  # the repair's own record, read by a fresh detector
+    handler({"Records": [_event(EU1, theirs, back, "64")]}, None, detector=cold)
+    assert _entries(sim, EU1)[f"content#{o}"] == p  # still P, not N
+    _replicate_lineage(sim)
+    eu2 = _detector(sim)  # EU2 still held P; O arrives over it: no conflict
+    out = handler({"Records": [_event(EU2, first, ours, "65")]}, None, detector=eu2)
+    assert out["conflicts"] == 0
+    assert [r for r in ConflictLog(sim.policy, sim.clients).scan(EU2) if r.loser_version == p] == []
