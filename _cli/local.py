@@ -221,7 +221,8 @@ def _links_table(links: list[dict[str, Any]]) -> Any:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for col in ("link", "p50", "p99", "pending", "applied", "skipped", "failed", "paused"):
+    cols = ("link", "p50", "p99", "pending", "applied", "skipped", "failed", "paused", "lag fault")
+    for col in cols:
         lt.add_column(col, justify="left" if col == "link" else "right", no_wrap=True)
     table_name = None
     for m in links:
@@ -237,6 +238,7 @@ def _links_table(links: list[dict[str, Any]]) -> Any:
             str(m.get("skipped")),
             f"[red]{m['failed']}[/]" if m.get("failed") else "0",
             "[yellow]yes[/]" if m.get("paused") else "no",
+            f"[yellow]{_ms(m['injected_lag_ms'])}[/]" if m.get("injected_lag_ms") else "-",
         )
     return lt
 

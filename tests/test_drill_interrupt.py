@@ -37,6 +37,7 @@ from regions.local.sim import simulation
 from residency.policy import load_policy
 
 root, scenario, hold_at = sys.argv[1:4]
+lag = float(sys.argv[4]) if len(sys.argv) > 4 else None
 policy = load_policy(Path(root) / "policies" / "minimal.yaml")
 
 def hold(name, detail):
@@ -50,7 +51,9 @@ with simulation(policy, seed=5) as sim:
     sc = get_scenario(scenario)
     runner = DrillRunner(
         backend, sc, sc.parse(policy, {"region": "eu-central-1"}),
-        options=DrillOptions(duration=0.3, rate=10, recovery=0.2, baseline=0.2, seed=5),
+        options=DrillOptions(
+            duration=0.3, rate=10, recovery=0.2, baseline=0.2, seed=5, lag=lag
+        ),
         on_event=hold,
     )
     code = 0
@@ -144,3 +147,37 @@ def test_a_signal_at_any_phase_heals_before_exit(
     assert "checked after heal: no fault left in place" in report["cleanup"], report
     if phase in {"workload", "heal"}:  # the fault was in place: the cleanup healed it
         assert any(c.startswith("healed") for c in report["cleanup"]), report
+
+
+def test_a_drill_interrupted_while_rehearsing_lag_removes_the_lag() -> None:
+    """``--lag`` is a fault too: an interrupted drill takes it off every link, and the
+    check after heal looks for it (a review found the lag left behind, reported clean)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(ROOT), "region-outage", "workload", "0.25"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert _read_line(proc) == "AT workload"
+        proc.send_signal(signal.SIGINT)
+        report = json.loads(_read_line(proc))
+        assert proc.wait(timeout=120) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert report["faults_left"] == [], report
+    assert "removed the replication lag after the abort" in report["cleanup"], report
+    assert "checked after heal: no fault left in place" in report["cleanup"], report
+
+
+def test_the_check_after_heal_sees_an_injected_lag() -> None:
+    from regions.drills.backends import faults_in_status
+
+    links = [{"src": "a", "dst": "b", "paused": False, "injected_lag_ms": 250.0}]
+    assert faults_in_status({"links": links}) == ["replication lag injected on 1 links: a>b"]
+    assert faults_in_status({"links": [{**links[0], "injected_lag_ms": 0.0}]}) == []

@@ -58,13 +58,15 @@ def _link_states(rows: Iterable[Any]) -> list[LinkState]:
 
 
 def faults_in_status(status: dict[str, Any]) -> list[str]:
-    """Faults still in place according to a cluster's status (outages, pauses, skew)."""
+    """Faults still in place according to a cluster's status (outages, pauses, lag, skew)."""
     left = [f"outage of {r} ({m})" for r, m in sorted(status.get("outages", {}).items())]
-    paused = sorted(
-        {f"{ln['src']}>{ln['dst']}" for ln in status.get("links", []) if ln.get("paused")}
-    )
+    links = status.get("links", [])
+    paused = sorted({f"{ln['src']}>{ln['dst']}" for ln in links if ln.get("paused")})
     if paused:
         left.append(f"replication blocked on {len(paused)} links: {', '.join(paused[:6])}")
+    lagged = sorted({f"{ln['src']}>{ln['dst']}" for ln in links if ln.get("injected_lag_ms")})
+    if lagged:
+        left.append(f"replication lag injected on {len(lagged)} links: {', '.join(lagged[:6])}")
     left += [
         f"clock skew of {ms} ms in {r}"
         for r, ms in sorted(status.get("clock_skew_ms", {}).items())
@@ -200,7 +202,12 @@ class SimBackend:
             {
                 "outages": dict.fromkeys(sorted(self.sim.clients.down), "stop"),
                 "links": [
-                    {"src": m.src, "dst": m.dst, "paused": m.paused}
+                    {
+                        "src": m.src,
+                        "dst": m.dst,
+                        "paused": m.paused,
+                        "injected_lag_ms": m.injected_lag_ms,
+                    }
                     for m in self.sim.engine.metrics()
                 ],
                 "clock_skew_ms": dict(self.sim.skew_ms),

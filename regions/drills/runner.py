@@ -513,6 +513,14 @@ class DrillRunner:
                         "be in place"
                     )
                     log.error("heal after abort failed", drill_id=self.drill_id)
+            if self.opt.lag is not None and not self.completed:  # the lag it rehearsed with
+                try:
+                    self.b.set_lag(0.0)
+                    self.journal.cleanup.append("removed the replication lag after the abort")
+                except BaseException as exc:
+                    self.journal.reasons.append(
+                        f"removing the replication lag failed ({type(exc).__name__})"
+                    )
             if not self.completed:  # aborted or interrupted: say what is left, if anything
                 self._check_healed()
         finally:

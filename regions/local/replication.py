@@ -126,6 +126,7 @@ class LinkMetrics:
     skipped: int
     paused: bool
     failed: int = 0
+    injected_lag_ms: float = 0.0  # the lag fault on the link (0: none)
 
 
 # a change claimed for a replica: its link, the change, the winner before it, what it goes over
@@ -976,6 +977,7 @@ class ReplicationEngine:
                     skipped=ln.skipped,
                     paused=bool(self._blocks.get((ln.src, ln.dst))),
                     failed=ln.failed,
+                    injected_lag_ms=(ln.lag_s + ln.jitter_s) * 1000.0,
                 )
                 for ln in sorted(self._links.values(), key=lambda x: (x.table, x.src, x.dst))
             ]
