@@ -68,10 +68,12 @@ from __future__ import annotations
 import importlib
 import secrets
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, cast
 
 from regions.codec import (
@@ -96,6 +98,7 @@ from residency.names import UNDETERMINED_EVENT
 from residency.policy import GlobalDataClass, MergeConflicts, Policy
 from residency.pseudonym import Pseudonymizer, default_pseudonymizer
 from residency.records import ConflictKind, ConflictRecord, conflict_id, invalid_fields
+from residency.tables import TTL_ATTRIBUTE
 
 __all__ = [
     "LINEAGE_MAX_AGE_S",
@@ -110,6 +113,17 @@ __all__ = [
 log = get_logger("regionkit.conflicts")
 
 MergeFn = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
+def _record_time(record: dict[str, Any]) -> float | None:
+    """A stream record's ``ApproximateCreationDateTime``, in epoch seconds: a number in a
+    Lambda event, a datetime from boto3's GetRecords."""
+    created = record.get("dynamodb", {}).get("ApproximateCreationDateTime")
+    if isinstance(created, datetime):
+        return created.timestamp()
+    if isinstance(created, (int, float, Decimal)):
+        return float(created)
+    return None
 
 
 def _landing(region: str, new_raw: dict[str, Any], nv: str) -> bool:
@@ -275,6 +289,9 @@ class _ItemRef:
     named: str
 
 
+DELETED_WINNER = "deleted"
+"""The winner of a write lost to a delete (which carries no version)."""
+
 _MISSING: Any = object()
 _UNDETERMINED: Any = object()
 # A replicated write whose lineage entry is still missing this long after its stream
@@ -438,10 +455,18 @@ class ConflictDetector:
         if entry is None:
             return None  # the conflict log itself, or a table regionkit does not manage
         body = record.get("dynamodb", {})
-        new_raw, old_raw = body.get("NewImage"), body.get("OldImage")
-        nv = ((new_raw or {}).get(VERSION_ATTR) or {}).get("S")
+        if body.get("NewImage") is None:  # a delete
+            return self._removed(region, table, entry, record, body.get("OldImage") or {})
+        return self._changed(region, table, entry, body)
+
+    def _changed(
+        self, region: str, table: str, entry: tuple[str, Any], body: dict[str, Any]
+    ) -> ConflictRecord | None:
+        """A record with a new image: a landing, a causal successor, or a conflict."""
+        new_raw, old_raw = body["NewImage"], body.get("OldImage") or {}
+        nv = (new_raw.get(VERSION_ATTR) or {}).get("S")
         if not nv:
-            return None  # a delete (TTL expiry: no version replaced another), or unversioned
+            return None  # unversioned
         ov = (old_raw.get(VERSION_ATTR) or {}).get("S") if old_raw else None
         if _landing(region, new_raw, nv) and self._landed(region, table, nv, ov):
             return None  # the landing record: what it replaced is its parent, by definition
@@ -729,6 +754,43 @@ class ConflictDetector:
                 )
         return rec if created else None
 
+    def _removed(
+        self,
+        region: str,
+        table: str,
+        entry: tuple[str, Any],
+        record: dict[str, Any],
+        old_raw: dict[str, Any],
+    ) -> ConflictRecord | None:
+        """A ``REMOVE`` record. regionkit never deletes a live item (its deletes, moves and
+        erasures write tombstones), so a delete that removed one, when it is not that
+        item's own TTL expiry, lost a write: typically a tombstone expired by TTL in one
+        replica after the key was written again in another, whose delete replication then
+        carried over the newer write. Logged (once, whichever region sees it first), not
+        repaired: a raw ``DeleteItem`` by an operator looks the same."""
+        old = from_ddb(old_raw) or {}
+        ov = str(old.get(VERSION_ATTR) or "")
+        if not ov or tombstone_kind(old):
+            return None  # an unversioned item, or a tombstone's expiry
+        identity = record.get("userIdentity") or {}
+        if identity.get("principalId") == "dynamodb.amazonaws.com":
+            return None  # this item's own TTL expiry, in the region where it expired
+        expires = old.get(TTL_ATTRIBUTE)
+        at = _record_time(record) or time.time()
+        if isinstance(expires, (int, float, Decimal)) and float(expires) <= at:
+            return None  # the service's own expiry of this item, replicated
+        data_class, dc = entry
+        try:
+            lv = Stamp.parse(ov)
+        except ValueError:
+            return None
+        ref = self._item_ref(table, dc, old)
+        cid = conflict_id(table, ref.text, ov, "deleted")
+        rec, created = self._record(
+            cid, region, table, data_class, ref, "lost_write", None, lv, "lww", False
+        )
+        return rec if created else None
+
     def _descends(self, new: dict[str, Any], old: dict[str, Any]) -> bool:
         related = self.lineage.is_ancestor(str(old[VERSION_ATTR]), str(new[VERSION_ATTR]))
         return descends(new, old) if related is None else related
@@ -749,7 +811,7 @@ class ConflictDetector:
         data_class: str,
         item: _ItemRef,
         kind: ConflictKind,
-        wv: Stamp,
+        wv: Stamp | None,
         lv: Stamp,
         resolution: Any,
         repaired: bool,
@@ -766,13 +828,14 @@ class ConflictDetector:
             key=item.text,
             sort_key=item.sort,
             kind=kind,
-            winner_version=str(wv),
+            # No winner version: a delete replicated over the write (see _removed).
+            winner_version=str(wv) if wv is not None else DELETED_WINNER,
             loser_version=str(lv),
-            winner_region=wv.region,
+            winner_region=wv.region if wv is not None else "unknown",
             loser_region=lv.region,
             resolution=resolution,
             repaired=repaired,
-            occurred_at=datetime.fromtimestamp(max(wv.l, lv.l) / 1000, UTC),
+            occurred_at=datetime.fromtimestamp(max(wv.l if wv else 0, lv.l) / 1000, UTC),
             detected_at=self.now(),
             detected_in=region,
         )
@@ -795,7 +858,7 @@ class ConflictDetector:
             data_class=data_class,
             table=table,
             item=item.named,
-            winner=str(wv),
+            winner=str(wv) if wv is not None else DELETED_WINNER,
             loser=str(lv),
             region=region,
             new=created,

@@ -322,3 +322,62 @@ def test_an_inversion_superseded_before_its_repair_is_logged_as_such(sim: Simula
     assert sim.items(EU1, "content")["s"]["body"] == "newest"  # the repair did not go back
     logged = {(c.kind, c.winner_version, c.loser_version) for c in conflicts(sim, EU1)}
     assert ("lost_write", v(9, US), v(5, EU1)) in logged
+
+
+def test_a_write_lost_to_a_replicated_tombstone_expiry_is_logged() -> None:
+    """A tombstone expires while replication between the EU and the US is cut; the US
+    writes the key again; the EU's TTL deletes its copy of the tombstone after that, and
+    the delete, replicated, removes the newer write everywhere (last writer wins).
+    regionkit never deletes a live item, so the detector logs the write as lost."""
+    from regions.tombstones import tombstone_kind
+    from residency.policy import load_policy
+
+    root = __import__("pathlib").Path(__file__).resolve().parent.parent
+    with simulation(load_policy(root / "policies" / "minimal.yaml"), seed=3) as s:
+        s.routers[EU1].put("content", {"pk": "x", "body": "first"})
+        s.settle()
+        s.routers[EU1].delete("content", {"pk": "x"})
+        s.settle()
+        tomb = s.items(US, "content")["x"]
+        assert tombstone_kind(tomb) == "deleted"
+        s.faults.partition([[EU1, EU2], [US]])
+        s.advance(float(tomb["expires_at"]) - s.now + 1)
+        # The tombstone has expired; the US writes the key again before any TTL ran
+        lost = s.routers[US].put("content", {"pk": "x", "body": "recreated"})
+        s.poll()
+        s.advance(1.0)
+        s.expire()  # the EU's TTL deletes its tombstone (the US item is live: kept)
+        s.faults.heal()
+        s.settle()
+        assert all("x" not in s.items(r, "content") for r in (EU1, EU2, US))  # truth: gone
+        logged = [c for r in (EU1, EU2, US) for c in conflicts(s, r)]
+        [rec] = {c.conflict_id: c for c in logged}.values()
+        assert (rec.kind, rec.loser_version, rec.winner_version) == (
+            "lost_write",
+            lost.version,
+            "deleted",
+        )
+
+
+def test_a_remove_that_is_an_expiry_is_no_conflict(sim: Simulation) -> None:
+    """The item's own TTL expiry (in the region where it expired, or replicated), or a
+    tombstone's expiry, removes nothing anyone wrote later: not logged."""
+    from regions.conflicts import ConflictDetector
+
+    d = ConflictDetector(sim.policy, sim.clients)
+    live = {"pk": "k", "rk_v": v(5, US), "rk_at": US, "body": "b"}
+
+    def remove(old: dict[str, Any], **extra: Any) -> dict[str, Any]:
+        body = {"Keys": to_ddb({"pk": "k"}), "OldImage": to_ddb(old), "SequenceNumber": "9"}
+        return {"eventName": "REMOVE", "dynamodb": {**body, **extra.pop("body", {})}, **extra}
+
+    ttl = {"type": "Service", "principalId": "dynamodb.amazonaws.com"}
+    assert d.process(US, "content", remove(live, userIdentity=ttl)) is None
+    expired = {**live, "expires_at": 1_000}
+    at = {"ApproximateCreationDateTime": 2e3}
+    assert d.process(US, "content", remove(expired, body=at)) is None
+    assert d.process(US, "content", remove({**live, "rk_del": "deleted"})) is None
+    assert d.process(US, "content", remove({"pk": "k", "body": "unversioned"})) is None
+    assert d.counts["lost_write"] == 0
+    assert d.process(US, "content", remove(live)) is not None  # a live item deleted
+    assert d.counts["lost_write"] == 1
