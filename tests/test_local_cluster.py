@@ -445,6 +445,32 @@ def test_a_write_replicates_to_every_replica(cluster: Any) -> None:
         assert item["Item"]["v"] == {"S": "us"}, region
 
 
+def test_the_rpo_exposure_over_the_control_endpoint_counts_writes(cluster: Any) -> None:
+    """What a drill against ``local up`` reads as RPO exposure: one age per write made in
+    the region that a replica lacks, from the replication engine (a review found the
+    remote backend counted missing copies, two per write here, aged by the last lag)."""
+    from regions.local.control import ControlServer
+
+    server = ControlServer(cluster, token="t").start()
+    try:
+        client = ControlClient(server.url, "t")
+        cluster.pause_replication(region="us-east-1")
+        for i in range(3):
+            cluster.client("us-east-1").put_item(
+                TableName="content", Item={"pk": {"S": f"rpo-{i}"}, "v": {"S": "x"}}
+            )
+        ages = client.unreplicated_ages("us-east-1")
+        assert len(ages) == 3 and all(a >= 0 for a in ages)  # 3 writes, 2 peers each
+        assert ages == sorted(ages)
+        assert client.unreplicated_ages("eu-west-1") == []
+        cluster.resume_replication(region="us-east-1")
+        assert cluster.replicator.wait_converged(10)
+        assert client.unreplicated_ages("us-east-1") == []
+    finally:
+        cluster.resume_replication()
+        server.stop()
+
+
 def _short_client(c: Any, region: str) -> Any:
     return make_client("dynamodb", region, c.endpoints[region], profile=FAST)
 

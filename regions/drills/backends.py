@@ -340,13 +340,7 @@ class LocalClusterBackend(_WallClockBackend):
 
     def unreplicated_ages(self, region: str, fresh: bool = True) -> list[float]:
         """``fresh``: read the region's streams first (exact, costs a poll per table)."""
-        engine = self.cluster.replicator.engine
-        try:
-            if fresh:
-                engine.poll(region)
-        except Exception:  # the region may already be unreachable: count what we know
-            pass
-        return engine.unreplicated_ages(region, time.time())  # type: ignore[no-any-return]
+        return [float(a) for a in self.cluster.unreplicated_ages(region, fresh=fresh)]
 
     def links(self) -> list[LinkState]:
         return _link_states(self.cluster.link_metrics())
@@ -375,9 +369,8 @@ class RemoteClusterBackend(_WallClockBackend):
     """The cluster a ``regionkit local up`` process runs, driven over its control endpoint.
 
     Faults go through the control endpoint; reads, writes and scans go straight to
-    the regions' endpoints. The control endpoint reports how many changes each
-    link still holds, not their ages, so the RPO exposure ages are approximated by
-    the link's last measured lag.
+    the regions' endpoints. The RPO exposure (the ages of the writes some replica has
+    not received) comes from the cluster's replication engine through the endpoint.
     """
 
     name = "local"
@@ -427,11 +420,9 @@ class RemoteClusterBackend(_WallClockBackend):
         return faults_in_status(self.control.status())
 
     def unreplicated_ages(self, region: str, fresh: bool = True) -> list[float]:
-        ages: list[float] = []
-        for ln in self._links():
-            if ln.get("src") == region and ln.get("pending"):
-                ages += [float(ln.get("lag_last_ms") or 0) / 1000] * int(ln["pending"])
-        return ages
+        """Measured by the cluster's own replication engine, one age per write (the
+        control endpoint's ``unreplicated``), as in-process backends measure it."""
+        return [float(a) for a in self.control.unreplicated_ages(region)]
 
     def wait_converged(self, timeout: float, since: float | None = None) -> bool:
         deadline = time.monotonic() + timeout  # the control process reports pending counts

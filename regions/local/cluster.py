@@ -510,6 +510,20 @@ class LocalCluster:
 
     # --- status and state ---
 
+    def unreplicated_ages(self, region: str, *, fresh: bool = True) -> list[float]:
+        """Ages (s) of the writes made in ``region`` that some replica has not received
+        yet, one per write (the RPO exposure if ``region`` were lost now). ``fresh``:
+        read the region's streams first (exact; a poll per table)."""
+        if self.replicator is None:
+            return []
+        engine = self.replicator.engine
+        try:
+            if fresh:
+                engine.poll(region)
+        except Exception:  # the region may already be unreachable: count what is known
+            pass
+        return list(engine.unreplicated_ages(region, time.time()))
+
     def link_metrics(self) -> list[dict[str, Any]]:
         if self.replicator is None:
             return []

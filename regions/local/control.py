@@ -70,6 +70,8 @@ class FaultTarget(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def unreplicated_ages(self, region: str, *, fresh: bool = True) -> list[float]: ...
+
 
 __all__ = ["TOKEN_HEADER", "ControlClient", "ControlServer"]
 
@@ -146,6 +148,9 @@ class ControlServer:
     def handle(self, method: str, op: str, body: dict[str, Any]) -> dict[str, Any]:
         if method == "GET" and op == "status":
             return self.cluster.status()
+        if method == "POST" and op == "unreplicated":  # a read, but it takes a body
+            region = _required(body, "region")
+            return {"region": region, "ages_s": self.cluster.unreplicated_ages(region)}
         if method != "POST":
             raise ConfigError(message=f"unknown control request {method} /{op}")
         ops: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -344,6 +349,11 @@ class ControlClient:
 
     def status(self) -> dict[str, Any]:
         return self._call("GET", "status")
+
+    def unreplicated_ages(self, region: str) -> list[float]:
+        """Ages (s) of the writes made in ``region`` not yet on every replica, one per
+        write, measured by the cluster's replication engine."""
+        return [float(a) for a in self._call("POST", "unreplicated", {"region": region})["ages_s"]]
 
     def lag(
         self,
