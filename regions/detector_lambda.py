@@ -35,8 +35,11 @@ from typing import Any
 
 from regions.conflicts import LINEAGE_MAX_AGE_S, ConflictDetector
 from regions.lineage import LineagePending
+from residency.logs import get_logger
 
 __all__ = ["build_detector", "handler", "table_from_arn"]
+
+log = get_logger("regionkit.detector")
 
 _detector: ConflictDetector | None = None
 LINEAGE_WAIT_S = 45.0  # within one invocation (the function's timeout is 60 s)
@@ -125,8 +128,10 @@ def handler(
                     detector.prefetch_lineage([i for i in items[n:] if i is not None])
             if found is not None:
                 conflicts += 1
-        except Exception:  # report the record; Lambda retries it (no silent loss)
+        except Exception as exc:  # report the record; Lambda retries it (no silent loss)
             seq = record.get("dynamodb", {}).get("SequenceNumber", "")
             failures.append({"itemIdentifier": seq})
+            # By kind and sequence number only: an error's text may quote an item value.
+            log.warning("record retried", sequence=seq, error=type(exc).__name__)
     detector.publish_lineage()
     return {"batchItemFailures": failures, "conflicts": conflicts}
