@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 import yaml
 
 from regions.codec import to_ddb
@@ -76,8 +77,13 @@ def test_a_failed_record_is_retried_not_skipped(sim: Simulation) -> None:
     det = sim.detector
     real = det.log.record
     det.log.record = lambda region, rec: (_ for _ in ()).throw(OSError("log unreachable"))  # type: ignore[method-assign]
-    out = handler({"Records": [record]}, None, detector=det)
-    assert out["batchItemFailures"] == [{"itemIdentifier": "11"}]
+    record["dynamodb"]["SequenceNumber"] = "4900000000000000000012345678901"  # as Streams'
+    with structlog.testing.capture_logs() as logs:
+        out = handler({"Records": [record]}, None, detector=det)
+    assert out["batchItemFailures"] == [{"itemIdentifier": "4900000000000000000012345678901"}]
+    [line] = [x for x in logs if x["event"] == "record retried"]  # said, with what to find
+    assert (line["log_level"], line["error"]) == ("warning", "OSError")
+    assert line["sequence"] == 4900000000000000000012345678901
     det.log.record = real  # type: ignore[method-assign]
     assert handler({"Records": [record]}, None, detector=det)["conflicts"] == 1
     assert handler({"Records": [record]}, None, detector=det)["conflicts"] == 0  # once
