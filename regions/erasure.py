@@ -132,7 +132,8 @@ class Eraser:
         except Exception as exc:
             if not _reachable_error(exc):
                 raise
-            result.reason = f"{type(exc).__name__} in {getattr(exc, 'regionkit_region', '?')}"
+            where = getattr(exc, "regionkit_region", None) or getattr(exc, "region", None) or "?"
+            result.reason = f"{type(exc).__name__} in {where}"
             return self._pending(result)
         self._erase_entry(user_id, entry)
         result.status = "done"
@@ -186,7 +187,10 @@ class Eraser:
             where[k].add(f.region)
             raw[k] = f.raw_key
         for name, dc in self.policy.data_classes.items():
-            if isinstance(dc, PinnedDataClass):
+            # The bare key is fenced in every region of the jurisdictions even where nothing
+            # was found (a stale write must meet it); a class with a sort key has no bare
+            # key: its items are the ones located.
+            if isinstance(dc, PinnedDataClass) and dc.sort_key is None:
                 k = (name, ((dc.partition_key, user_id),))
                 for jurisdiction in jurisdictions:
                     raw.setdefault(k, {dc.partition_key: user_id})

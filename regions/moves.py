@@ -31,9 +31,11 @@ once replication's last-writer-wins carries it. So, in layers:
   check is older than :data:`RECHECK_S`, the move re-reads the directory at the
   user's authority replica and stops (``superseded``) unless the entry is still its
   own record; its directory writes are compare-and-set on that record;
-* it never rewrites what a replica already holds: a ``moved`` fence counts as
-  fenced, a copy of a version the region holds is skipped (a rewrite would get a
-  new write time);
+* it never rewrites what *it* wrote (a fence or a copy with its own epoch: a late
+  retry's new write time could win over a newer write another replica holds), and
+  always writes again, with its epoch and a new write time, what an earlier move or
+  the original write left (an old fence, the same version), so that nothing older
+  still replicating into the region wins over it;
 * every copy and fence carries the epoch (``rk_mv``) and is conditional on the item
   holding no later epoch and no erasure's fence; meeting one stops the whole move.
 

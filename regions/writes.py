@@ -279,13 +279,14 @@ class Writer:
         before_send: Callable[[], None] | None = None,
     ) -> bool:
         """Write a pinned item (or a ``deleted`` tombstone) for the move of ``epoch``,
-        keeping its version, unless the region holds that version or a newer one.
+        keeping its version, unless the region holds a newer one.
 
-        It may overwrite a ``moved`` fence of an *earlier* move whatever its stamp (a
-        user moving back); only this path can. Returns True if it wrote, False if the
-        region already holds this version or a newer one (nothing is rewritten: a
-        rewrite would get a new write time, and replication's last-writer-wins could
-        carry it over a newer write another replica holds). Raises
+        What an *earlier* move or the original write left (the same version, or a
+        ``moved`` fence whatever its stamp: a user moving back) is written again with
+        this move's epoch and a new write time, so that last-writer-wins keeps it over
+        anything older still replicating into the region; only this path can. What
+        *this* move already wrote there is not rewritten (a late retry must not win over
+        a newer write another replica holds). Returns True if it wrote. Raises
         :class:`MoveSuperseded` when the region holds what a later move wrote (its
         epoch is in ``rk_mv``) or an erasure's fence. ``before_send`` runs right before
         each attempt is sent (the move checks there that it still owns the user).
@@ -296,8 +297,8 @@ class Writer:
         body[EPOCH_ATTR] = epoch
         ddb_item = s.serialize(route.data_class, body)
         cond = (
-            "(attribute_not_exists(#v) OR #v < :v OR "
-            "(#d = :moved AND (attribute_not_exists(#mv) OR #mv < :e))) AND " + _NO_LATER_MOVE
+            "(attribute_not_exists(#v) OR #v < :v OR ((#v = :v OR #d = :moved) AND "
+            f"{_EARLIER_MOVE})) AND {_NO_LATER_MOVE}"
         )
 
         def call(r: Route, client: Any) -> Any:
@@ -336,11 +337,12 @@ class Writer:
         a write that landed after it makes this return False, and the caller starts
         its round again. An erasure (no ``epoch``) re-fences an item it fenced before.
 
-        A move's fence (``epoch``) replaces only data or a ``deleted`` tombstone: an
-        item that is already a ``moved`` fence counts as fenced and is not rewritten
-        (a rewrite's new write time could win last-writer-wins over data a later move
-        restored in another replica). It raises :class:`MoveSuperseded` when the item is
-        an erasure's fence or was written by a later move.
+        A move's fence (``epoch``) replaces data or a ``deleted`` tombstone up to
+        ``newest``, and an earlier move's ``moved`` fence whatever its stamp (rewritten
+        with a new write time, so that data still replicating into the region from
+        before this move cannot win over it). A fence of this move counts as fenced
+        and is not rewritten. It raises :class:`MoveSuperseded` when the item is an
+        erasure's fence or was written by a later move.
         """
         s = self.s
         body = tombstone_body(key, kind=kind, expires_at=s.expires_at(), to_region=to_region)
@@ -352,13 +354,15 @@ class Writer:
         if epoch is not None:
             body[EPOCH_ATTR] = epoch
             cond = (
-                "(attribute_not_exists(#v) OR #v <= :newest) "
-                "AND (attribute_not_exists(#d) OR #d = :deleted) AND " + _NO_LATER_MOVE
+                "(attribute_not_exists(#v) "
+                "OR (#v <= :newest AND (attribute_not_exists(#d) OR #d = :deleted)) "
+                f"OR (#d = :moved AND {_EARLIER_MOVE})) AND {_NO_LATER_MOVE}"
             )
             names["#mv"] = EPOCH_ATTR
             values = {
                 ":newest": {"S": newest or "0"},
                 ":deleted": {"S": DELETED},
+                ":moved": {"S": MOVED},
                 ":erased": {"S": ERASED},
                 ":e": {"S": epoch},
             }
@@ -411,6 +415,8 @@ class MoveSuperseded(Exception):
         self.region = region
 
 
+# What a move may write over again (with its own epoch and a new write time).
+_EARLIER_MOVE = "(attribute_not_exists(#mv) OR #mv < :e)"
 # A move's writes never replace an erasure's fence or what a later move wrote.
 _NO_LATER_MOVE = (
     "(attribute_not_exists(#d) OR #d <> :erased) AND (attribute_not_exists(#mv) OR #mv <= :e)"

@@ -825,3 +825,65 @@ def test_a_move_write_never_rewrites_what_a_replica_already_holds(sim: Simulatio
     data = {k: v for k, v in copy_before.items() if k != "rk_mv"}
     written = r.writer.copy_at(Route(EU1, table, "test", False, "profile"), data, epoch=epoch)
     assert not written and sim.items(EU1, "profiles")[uid] == copy_before
+
+
+def test_moves_with_replication_lag_inside_a_jurisdiction_lose_nothing(sim: Simulation) -> None:
+    """EU -> IN -> eu-west-1 -> IN -> eu-central-1, with eu-west-1 -> eu-central-1 lagging
+    10 s, no process stalled: a move writes again (new write time, its own epoch) what
+    an earlier move or the data left, so the copy still replicating into eu-central-1
+    never wins over the later fence, and the later copy never loses to it (a review
+    lost the profile everywhere when a move counted an earlier fence as its own)."""
+    r = sim.routers[EU1]
+    uid = sign_up(r, "DE")
+    r.put("profile", {"pk": uid, **SECRET, "email": "v0@eu.example"})
+    sim.settle()
+    assert r.move_user(uid, country="IN").status == "done"
+    sim.settle()
+    sim.routers[IN1].put("profile", {"pk": uid, **SECRET, "email": "v1@acknowledged.example"})
+    sim.settle()
+    sim.faults.set_lag(EU2, EU1, seconds=10.0)
+    try:
+        assert r.move_user(uid, region=EU2).status == "done"
+        for _ in range(20):
+            sim.step(0.05)
+        assert r.move_user(uid, country="IN").status == "done"
+        for _ in range(240):  # until the lagged copy reaches eu-central-1 (12 s at most)
+            sim.step(0.05)
+            if EU1 in live_regions(sim, uid):
+                break  # (it must lose to the later fence there; the bug let it in)
+        assert r.move_user(uid, country="DE").status == "done"
+    finally:
+        sim.faults.set_lag(EU2, EU1, seconds=0.0)
+    sim.settle()
+    assert live_regions(sim, uid) and live_regions(sim, uid) <= {EU1, EU2}
+    fresh = sim.routers[US]
+    fresh.directory.clear()
+    assert (fresh.get("profile", {"pk": uid}) or {}).get("email") == "v1@acknowledged.example"
+
+
+def test_an_erasure_of_a_user_with_sort_key_items_finishes(example_policy_path: Any) -> None:
+    """A pinned class with a sort key has no bare partition key to fence: the erasure
+    fences the items it located (it sent a key without its sort key, which DynamoDB
+    refuses, so every round stayed pending and every later move was refused)."""
+    from residency.policy import parse_policy_text
+
+    text = example_policy_path.read_text().replace(
+        "  content:\n",
+        "  messages:\n    kind: pinned\n    table: messages\n    partition_key: pk\n"
+        "    sort_key: sk\n    pii_attributes: [body]\n  content:\n",
+        1,
+    )
+    with simulation(parse_policy_text(text, source="sk.yaml"), seed=3, detect=False) as s:
+        router = s.routers[IN1]
+        uid = sign_up(router, "IN")
+        router.put("profile", {"pk": uid, **SECRET})
+        for i in range(3):
+            router.put("messages", {"pk": uid, "sk": f"m{i}", "body": "a private message"})
+        s.settle()
+        receipt = router.erase_subject(uid)
+        s.settle()
+        assert receipt.status == "done", receipt.reason
+        for region in s.policy.regions:
+            for item in s.items(region, "messages").values():
+                assert item.get("rk_del") == "erased" and "body" not in item
+        assert router.users.read_authoritative(uid) is None
