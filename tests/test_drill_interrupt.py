@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,13 +118,14 @@ def _read_line(proc: subprocess.Popen[str], timeout: float = 120.0) -> str:
     return proc.stdout.readline().strip()
 
 
-@pytest.mark.parametrize(("phase", "sig", "scenario"), CASES, ids=str)
-def test_a_signal_at_any_phase_heals_before_exit(
-    phase: str, sig: signal.Signals, scenario: str
-) -> None:
+def _interrupt(
+    scenario: str, phase: str, sig: signal.Signals, *lag: str
+) -> tuple[int, dict[str, Any]]:
+    """Run the child's drill, send ``sig`` when it holds at ``phase``; its exit code and
+    the report it prints after its clean-up."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(ROOT), scenario, phase],
+        [sys.executable, "-c", CHILD, str(ROOT), scenario, phase, *lag],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -134,11 +136,18 @@ def test_a_signal_at_any_phase_heals_before_exit(
         assert _read_line(proc) == f"AT {phase}"
         proc.send_signal(sig)
         report = json.loads(_read_line(proc))
-        code = proc.wait(timeout=120)
+        return proc.wait(timeout=120), report
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize(("phase", "sig", "scenario"), CASES, ids=str)
+def test_a_signal_at_any_phase_heals_before_exit(
+    phase: str, sig: signal.Signals, scenario: str
+) -> None:
+    code, report = _interrupt(scenario, phase, sig)
     assert code == (130 if sig == signal.SIGINT else 143)
     assert report["faults_left"] == [], report
     assert report["fault_active"] is False and report["load_running"] is False
@@ -152,24 +161,8 @@ def test_a_signal_at_any_phase_heals_before_exit(
 def test_a_drill_interrupted_while_rehearsing_lag_removes_the_lag() -> None:
     """``--lag`` is a fault too: an interrupted drill takes it off every link, and the
     check after heal looks for it (a review found the lag left behind, reported clean)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(ROOT), "region-outage", "workload", "0.25"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=ROOT,
-    )
-    try:
-        assert _read_line(proc) == "AT workload"
-        proc.send_signal(signal.SIGINT)
-        report = json.loads(_read_line(proc))
-        assert proc.wait(timeout=120) == 130
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, report = _interrupt("region-outage", "workload", signal.SIGINT, "0.25")
+    assert code == 130
     assert report["faults_left"] == [], report
     assert "removed the replication lag after the abort" in report["cleanup"], report
     assert "checked after heal: no fault left in place" in report["cleanup"], report

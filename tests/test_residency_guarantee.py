@@ -388,6 +388,28 @@ def stall_copy(router: RegionRouter, meanwhile: Any) -> Any:
     return lambda: setattr(router.writer, "copy_at", real)
 
 
+def move_stalled(
+    sim: Simulation,
+    mover: RegionRouter,
+    uid: str,
+    meanwhile: Any,
+    *,
+    country: str,
+    after: bool = False,
+) -> Any:
+    """``mover.move_user(uid, country=...)``, stalling at its first copy (before it, or
+    after it with ``after``) while ``meanwhile()`` runs; then everything settles."""
+    restore = (
+        after_first(mover.writer, "copy_at", meanwhile) if after else stall_copy(mover, meanwhile)
+    )
+    try:
+        result = mover.move_user(uid, country=country)
+    finally:
+        restore()
+    sim.settle()
+    return result
+
+
 def test_an_erasure_during_a_stalled_move_stays_erased(sim: Simulation) -> None:
     """The eraser fences both ends of the move under way; the stalled mover's copy meets
     the erasure's fence, and its fences never replace an ``erased`` one."""
@@ -401,12 +423,7 @@ def test_an_erasure_during_a_stalled_move_stays_erased(sim: Simulation) -> None:
         sim.settle()
         return receipt
 
-    restore = stall_copy(mover, erase)
-    try:
-        result = mover.move_user(uid, country="DE")
-    finally:
-        restore()
-    sim.settle()
+    result = move_stalled(sim, mover, uid, erase, country="DE")
     assert result.status == "superseded"
     assert live_regions(sim, uid) == set()
     assert set(where(sim, uid).values()) == {"erased"}
@@ -431,12 +448,7 @@ def test_a_stalled_move_cannot_undo_a_later_move(sim: Simulation) -> None:
         b.put("profile", {"pk": uid, **SECRET, "email": "v2@new.example"})
         sim.settle()
 
-    restore = stall_copy(a, b_moves_twice)
-    try:
-        result = a.move_user(uid, country="DE")
-    finally:
-        restore()
-    sim.settle()
+    result = move_stalled(sim, a, uid, b_moves_twice, country="DE")
     assert result.status == "superseded"
     entry = b.users.read_authoritative(uid)
     assert entry is not None and (entry.home_region, entry.status) == (US, "active")
@@ -462,12 +474,7 @@ def test_a_stalled_move_cannot_fence_the_data_a_move_back_restored(sim: Simulati
         assert b.move_user(uid, country="IN").status == "done"
         sim.settle()
 
-    restore = stall_copy(a, b_moves_there_and_back)
-    try:
-        result = a.move_user(uid, country="DE")
-    finally:
-        restore()
-    sim.settle()
+    result = move_stalled(sim, a, uid, b_moves_there_and_back, country="DE")
     assert result.status == "superseded"
     entry = b.users.read_authoritative(uid)
     assert entry is not None and entry.jurisdiction == "IN" and entry.status == "active"
@@ -705,12 +712,7 @@ def test_a_move_back_not_yet_replicated_is_not_fenced_by_a_stalled_move(
         sim.settle()
         assert b.move_user(uid, country="IN").status == "done"  # not replicated yet
 
-    restore = after_first(a.writer, "copy_at", there_and_back_unsettled)
-    try:
-        result = a.move_user(uid, country="DE")
-    finally:
-        restore()
-    sim.settle()
+    result = move_stalled(sim, a, uid, there_and_back_unsettled, country="DE", after=True)
     assert result.status == "superseded"
     assert live_regions(sim, uid) == {IN1, IN2}
     fresh = sim.routers[US]
@@ -734,12 +736,7 @@ def test_a_slow_resumer_never_rewrites_a_copy_over_a_newer_write(sim: Simulation
         b.put("profile", {"pk": uid, **SECRET, "email": "v2@acknowledged.example"})
         sim.advance(1.0)
 
-    restore = stall_copy(a, finish_rehome_write)
-    try:
-        result = a.move_user(uid, country="DE")
-    finally:
-        restore()
-    sim.settle()
+    result = move_stalled(sim, a, uid, finish_rehome_write, country="DE")
     assert result.status == "superseded"
     assert {where(sim, uid)[r] for r in (EU1, EU2)} == {"live:v2@acknowledged.example"}
 
@@ -761,12 +758,7 @@ def test_a_move_asleep_past_the_tombstone_retention_writes_nothing(sim: Simulati
         sim.expire()
         sim.settle()
 
-    restore = stall_copy(a, later_then_expire)
-    try:
-        result = a.move_user(uid, country="DE")
-    finally:
-        restore()
-    sim.settle()
+    result = move_stalled(sim, a, uid, later_then_expire, country="DE")
     assert result.status == "superseded"
     assert live_regions(sim, uid) == {US, "us-west-2"}
 
