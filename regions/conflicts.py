@@ -785,7 +785,7 @@ class ConflictDetector:
         except ValueError:
             return None
         ref = self._item_ref(table, dc, old)
-        cid = conflict_id(table, ref.text, ov, "deleted")
+        cid = conflict_id(table, ref.text, ov, DELETED_WINNER)
         rec, created = self._record(
             cid, region, table, data_class, ref, "lost_write", None, lv, "lww", False
         )
@@ -821,6 +821,8 @@ class ConflictDetector:
         The conditional put on the ID is the de-duplication: durable, and shared by
         every region and every retry. A failure is raised, so the record is retried.
         """
+        # No winner version: a delete replicated over the write (see _removed).
+        winner = str(wv) if wv is not None else DELETED_WINNER
         rec = ConflictRecord(
             conflict_id=cid,
             table=table,
@@ -828,8 +830,7 @@ class ConflictDetector:
             key=item.text,
             sort_key=item.sort,
             kind=kind,
-            # No winner version: a delete replicated over the write (see _removed).
-            winner_version=str(wv) if wv is not None else DELETED_WINNER,
+            winner_version=winner,
             loser_version=str(lv),
             winner_region=wv.region if wv is not None else "unknown",
             loser_region=lv.region,
@@ -858,7 +859,7 @@ class ConflictDetector:
             data_class=data_class,
             table=table,
             item=item.named,
-            winner=str(wv) if wv is not None else DELETED_WINNER,
+            winner=winner,
             loser=str(lv),
             region=region,
             new=created,

@@ -190,11 +190,11 @@ class Eraser:
             # The bare key is fenced in every region of the jurisdictions even where nothing
             # was found (a stale write must meet it); a class with a sort key has no bare
             # key: its items are the ones located.
-            if isinstance(dc, PinnedDataClass) and dc.sort_key is None:
+            if isinstance(dc, PinnedDataClass) and dc.sort_key is None and jurisdictions:
                 k = (name, ((dc.partition_key, user_id),))
+                raw.setdefault(k, {dc.partition_key: user_id})
+                newest.setdefault(k, "")
                 for jurisdiction in jurisdictions:
-                    raw.setdefault(k, {dc.partition_key: user_id})
-                    newest.setdefault(k, "")
                     where[k] |= set(self.policy.jurisdictions[jurisdiction].regions)
         clean = True
         fences: list[tuple[Route, dict[str, Any], str]] = []

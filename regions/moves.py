@@ -218,8 +218,8 @@ class Moves:
 
     def _fresh(self, move: _Move) -> None:
         """Right before each of the move's writes is sent (every attempt): if the last
-        directory check is older than
-        :data:`RECHECK_S` (a long pause: GC, a stopped VM, a slow network), check again.
+        directory check is older than :data:`RECHECK_S` (a long pause: GC, a stopped VM,
+        a slow network), check again.
         A single-replica condition cannot see what another replica has not yet received,
         so this check, at the user's authority replica, is what keeps a move that slept
         through another process's actions from writing at all."""
@@ -366,19 +366,25 @@ class Moves:
         return left
 
     def _pending(self, move: _Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
-        self.users.cache.invalidate(move.user_id)
-        audit_log.warning(
-            "residency.move.pending", from_jurisdiction=move.from_j, to_jurisdiction=move.to_j
-        )
-        return move.result(copied, steps, "pending", reason)
+        return self._stop(move, copied, steps, "pending", reason)
 
     def _superseded(self, move: _Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
-        self.users.cache.invalidate(move.user_id)
         steps.append(f"stopped: {reason}")
+        return self._stop(move, copied, steps, "superseded", reason)
+
+    def _stop(
+        self,
+        move: _Move,
+        copied: bool,
+        steps: list[str],
+        status: Literal["pending", "superseded"],
+        reason: str,
+    ) -> MoveResult:
+        self.users.cache.invalidate(move.user_id)
         audit_log.warning(
-            "residency.move.superseded", from_jurisdiction=move.from_j, to_jurisdiction=move.to_j
+            f"residency.move.{status}", from_jurisdiction=move.from_j, to_jurisdiction=move.to_j
         )
-        return move.result(copied, steps, "superseded", reason)
+        return move.result(copied, steps, status, reason)
 
     def _finish(
         self,

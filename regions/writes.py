@@ -318,7 +318,7 @@ class Writer:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
 
-        return self._directed(route, call, epoch) is True
+        return self._directed(route, call, epoch) is None
 
     def fence_at(
         self,
@@ -380,14 +380,18 @@ class Writer:
                 **({"ReturnValuesOnConditionCheckFailure": "ALL_OLD"} if epoch else {}),
             )
 
-        outcome = self._directed(route, call, epoch)
-        return outcome is True or outcome == "fenced"
+        met = self._directed(route, call, epoch)
+        # A move's condition admits every fence but its own: meeting a ``moved`` fence
+        # means this move fenced the item already.
+        return met is None or (epoch is not None and tombstone_kind(met) == MOVED)
 
-    def _directed(self, route: Route, call: Call, epoch: str | None = None) -> bool | str:
-        """Send a region-directed write; True if it was written, else False, or for a
-        move's write (``epoch``) what the item it met says: ``"fenced"`` (a ``moved``
-        fence already), ``"same"`` (the version being copied), or :class:`MoveSuperseded`
-        (an erasure's fence, or a later move's write)."""
+    def _directed(
+        self, route: Route, call: Call, epoch: str | None = None
+    ) -> dict[str, Any] | None:
+        """Send a region-directed write: None if it was written, else the item its
+        condition met (``{}`` when the answer did not include it). For a move's write
+        (``epoch``) meeting an erasure's fence or a later move's write, raises
+        :class:`MoveSuperseded` (the request asked for the item back)."""
         from botocore.exceptions import ClientError
 
         try:
@@ -397,14 +401,13 @@ class Writer:
                 raise BackendError(
                     operation="write", region=route.region, code=error_code(exc), reason="refused"
                 ) from exc
-            if epoch is None:
-                return False
-            old = from_ddb(cast("dict[str, Any] | None", exc.response.get("Item"))) or {}
-            kind = tombstone_kind(old)
-            if kind == ERASED or str(old.get(EPOCH_ATTR, "")) > epoch:
+            met = from_ddb(cast("dict[str, Any] | None", exc.response.get("Item"))) or {}
+            if epoch is not None and (
+                tombstone_kind(met) == ERASED or str(met.get(EPOCH_ATTR, "")) > epoch
+            ):
                 raise MoveSuperseded(route.region) from None
-            return "fenced" if kind == MOVED else False
-        return True
+            return met
+        return None
 
 
 class MoveSuperseded(Exception):
