@@ -143,8 +143,8 @@ def build_app(app: cdk.App, policy: Policy, options: AppOptions) -> BuiltApp:
         built.regional[region] = regional
     built.access = AccessStack(app, plan=plan, account=account)
 
-    for stack in built.stacks():
-        cdk.Tags.of(stack).add(naming.TAG_POLICY, plan.policy_name)
+    # Every stack and every taggable resource under it.
+    cdk.Tags.of(app).add(naming.TAG_POLICY, plan.policy_name)
     if options.nag:
         from infra.nag import add_aws_solutions_checks
 

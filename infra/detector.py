@@ -32,8 +32,10 @@ from constructs import Construct
 
 from infra import access
 from infra.asset import POLICY_FILE, lambda_platform
+from infra.iam import policy_document
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge, acknowledge_wildcards
 from infra.plan import DeploymentPlan
+from infra.tokens import partition_and_account
 from residency import names as naming
 
 __all__ = ["HANDLER", "ConflictDetector"]
@@ -62,8 +64,13 @@ assert (1 + RETRY_ATTEMPTS) * LINEAGE_WAIT_S > LINEAGE_MAX_AGE_S
 assert LINEAGE_MAX_AGE_S * 1000 < ITERATOR_AGE_ALARM_MS
 
 
-def _statements(stmts: list[dict[str, object]]) -> list[iam.PolicyStatement]:
-    return [iam.PolicyStatement.from_json(s) for s in stmts]
+def _write_logs(log_group: logs.LogGroup) -> dict[str, object]:
+    return {
+        "Sid": "WriteOwnLogs",
+        "Effect": "Allow",
+        "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+        "Resource": log_group.log_group_arn,
+    }
 
 
 class ConflictDetector(Construct):
@@ -80,7 +87,7 @@ class ConflictDetector(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         watched = plan.detector_tables(region)
-        partition, account = cdk.Aws.PARTITION, cdk.Aws.ACCOUNT_ID
+        partition, account = partition_and_account()
         log_group = logs.LogGroup(
             self,
             "Logs",
@@ -93,18 +100,12 @@ class ConflictDetector(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"regionkit {plan.policy_name} conflict detector in {region}",
             inline_policies={
-                "detector": iam.PolicyDocument(
-                    statements=[
-                        *_statements(
-                            access.detector_statements(
-                                plan, region, partition=partition, account=account
-                            )
+                "detector": policy_document(
+                    [
+                        *access.detector_statements(
+                            plan, region, partition=partition, account=account
                         ),
-                        iam.PolicyStatement(
-                            sid="WriteOwnLogs",
-                            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                            resources=[log_group.log_group_arn],
-                        ),
+                        _write_logs(log_group),
                     ]
                 )
             },
@@ -159,26 +160,24 @@ class ConflictDetector(Construct):
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"regionkit {plan.policy_name}: read stream ARNs in {region}",
             inline_policies={
-                "lookup": iam.PolicyDocument(
-                    statements=[
-                        iam.PolicyStatement(
-                            sid="DescribeWatchedTables",
-                            actions=["dynamodb:DescribeTable"],
-                            resources=[
+                "lookup": policy_document(
+                    [
+                        {
+                            "Sid": "DescribeWatchedTables",
+                            "Effect": "Allow",
+                            "Action": "dynamodb:DescribeTable",
+                            "Resource": [
                                 access.table_arn(partition, region, account, t.table_name)
                                 for t in watched
                             ],
-                        ),
-                        iam.PolicyStatement(
-                            sid="WriteOwnLogs",
-                            actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                            resources=[lookup_logs.log_group_arn],
-                        ),
+                        },
+                        _write_logs(lookup_logs),
                     ]
                 )
             },
         )
         self.mappings: list[lambda_.EventSourceMapping] = []
+        dead_letters = sources.SqsDlq(self.failures)
         for spec in watched:
             call = cr.AwsSdkCall(
                 service="DynamoDB",
@@ -210,7 +209,7 @@ class ConflictDetector(Construct):
                 # which it is undetermined (not a conflict) instead of a dead letter.
                 retry_attempts=RETRY_ATTEMPTS,
                 report_batch_item_failures=True,
-                on_failure=sources.SqsDlq(self.failures),
+                on_failure=dead_letters,
             )
             self.mappings.append(mapping)
 

@@ -17,8 +17,10 @@ from constructs import Construct
 
 from infra import access
 from infra.fis_template import DEFAULT_DURATION, experiment_template_for_plan
+from infra.iam import policy_document
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge_wildcards
 from infra.plan import DeploymentPlan
+from infra.tokens import partition_and_account
 from residency import names as naming
 
 __all__ = ["PauseReplicationExperiment"]
@@ -71,7 +73,7 @@ class PauseReplicationExperiment(Construct):
         duration: str = DEFAULT_DURATION,
     ) -> None:
         super().__init__(scope, construct_id)
-        partition, account = cdk.Aws.PARTITION, cdk.Aws.ACCOUNT_ID
+        partition, account = partition_and_account()
         self.role = iam.Role(
             self,
             "Role",
@@ -82,13 +84,8 @@ class PauseReplicationExperiment(Construct):
             ),
             description=f"regionkit {plan.policy_name}: FIS pauses replication in {region}",
             inline_policies={
-                "pause-replication": iam.PolicyDocument(
-                    statements=[
-                        iam.PolicyStatement.from_json(s)
-                        for s in access.fis_statements(
-                            plan, region, partition=partition, account=account
-                        )
-                    ]
+                "pause-replication": policy_document(
+                    access.fis_statements(plan, region, partition=partition, account=account)
                 )
             },
         )

@@ -88,8 +88,7 @@ class ReplicationAlarms(Construct):
                     alarm_name=f"{naming.composite_alarm_name(plan.policy_name, region)}-{i}",
                     alarm_rule=" OR ".join(group),
                 )
-                for alarm in self.alarms:
-                    part.add_resource_dependency(alarm)
+                part.node.add_dependency(*self.alarms)
                 members.append(part)
             groups = [[f'ALARM("{m.alarm_name}")' for m in members]]
         self.composite = cloudwatch.CfnCompositeAlarm(
@@ -102,9 +101,9 @@ class ReplicationAlarms(Construct):
             ),
             alarm_rule=" OR ".join(groups[0]),
         )
-        # The rule names the alarms; CloudFormation must create them first.
-        for member in members:
-            self.composite.add_resource_dependency(member)
+        # The rule names the alarms; CloudFormation must create them first. One call for
+        # all of them: each jsii call is a round trip to the Node process.
+        self.composite.node.add_dependency(*members)
 
 
 def _chunk(terms: list[str]) -> list[list[str]]:

@@ -20,6 +20,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from infra.plan import CONFLICT_LOG_KEY, TableSpec
+from infra.tokens import partition_and_account
 from residency import names as naming
 from residency.tables import INDEX_EXTRA, SUBJECT_INDEX, TTL_ATTRIBUTE
 
@@ -28,12 +29,13 @@ __all__ = ["RegionKeys", "ReplicatedTable", "alias_arn"]
 
 def alias_arn(region: str, alias: str) -> str:
     """The ARN of ``alias`` in ``region`` of the deploying account (tokens for the rest)."""
-    return f"arn:{cdk.Aws.PARTITION}:kms:{region}:{cdk.Aws.ACCOUNT_ID}:{alias}"
+    partition, account = partition_and_account()
+    return f"arn:{partition}:kms:{region}:{account}:{alias}"
 
 
-def _tag(scope: Construct, spec: TableSpec, policy_name: str) -> None:
+def _tag(scope: Construct, spec: TableSpec) -> None:
+    # The policy tag is the whole app's (infra.app tags every stack).
     tags = cdk.Tags.of(scope)
-    tags.add(naming.TAG_POLICY, policy_name)
     # The audit expects the conflict log's class tag to be "conflict-log" in every region.
     tags.add(
         naming.TAG_DATA_CLASS,
@@ -56,6 +58,7 @@ class RegionKeys(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.keys: dict[str, kms.Key] = {}
+        pending_window = cdk.Duration.days(30)
         for spec in tables:
             key = kms.Key(
                 self,
@@ -66,11 +69,11 @@ class RegionKeys(Construct):
                     f"({spec.jurisdiction}) in {region}"
                 ),
                 enable_key_rotation=True,
-                pending_window=cdk.Duration.days(30),
+                pending_window=pending_window,
                 # Deleting the key would make every backup of the table unreadable.
                 removal_policy=cdk.RemovalPolicy.RETAIN,
             )
-            _tag(key, spec, policy_name)
+            _tag(key, spec)
             self.keys[spec.key] = key
 
 
@@ -123,7 +126,7 @@ class ReplicatedTable(Construct):
             ),
             replicas=[dynamodb.ReplicaTableProps(region=r) for r in spec.replica_regions],
         )
-        _tag(self.table, spec, policy_name)
+        _tag(self.table, spec)
         if spec.fis_target:
             cdk.Tags.of(self.table).add(naming.DISRUPT_TAG, naming.DISRUPT_TAG_VALUE)
 

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from residency.names import TAG_POLICY
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy, load_policy
 
 pytestmark = pytest.mark.cdk
@@ -232,6 +233,22 @@ def test_no_pinned_replica_sits_outside_its_jurisdiction(example: Synth) -> None
     assert seen == len(pinned) * len(policy.jurisdictions)
 
 
+def test_every_taggable_resource_carries_the_policy_tag(example: Synth) -> None:
+    """The tag the audit classes tables by, and cost reports group by: set once, on the app."""
+    want = {"Key": TAG_POLICY, "Value": example.policy.name}
+    kinds = ["AWS::KMS::Key", "AWS::Lambda::Function", "AWS::SQS::Queue", "AWS::IAM::Role"]
+    seen = 0
+    for kind in kinds:
+        for _, res in example.resources(kind):
+            assert want in res["Properties"]["Tags"], kind
+            seen += 1
+    for _, table in example.resources("AWS::DynamoDB::GlobalTable"):
+        for replica in table["Properties"]["Replicas"]:
+            assert want in replica["Tags"], replica["Region"]
+            seen += 1
+    assert seen > len(example.policy.regions) * len(kinds)
+
+
 def test_every_table_is_protected_and_encrypted_in_each_region(example: Synth) -> None:
     aliases: dict[str, set[str]] = {}  # region -> alias names
     for stack, res in example.resources("AWS::KMS::Alias"):
@@ -297,11 +314,20 @@ def test_replication_latency_alarms_cover_every_replica_pair(example: Synth) -> 
         assert set(dims) == {"TableName", "ReceivingRegion"}
         actual.add((example.regions[stack], dims["TableName"], dims["ReceivingRegion"]))
     assert actual == expected
-    # One composite per region names every pair alarm sourced there.
+    # One composite per region names every pair alarm sourced there, and is created
+    # after each alarm its rule names (CloudFormation refuses a rule naming none).
     for stack, composite in example.resources("AWS::CloudWatch::CompositeAlarm"):
         names = {a["Properties"]["AlarmName"] for st, a in latency if st == stack}
         rule = composite["Properties"]["AlarmRule"]
         assert all(f'ALARM("{n}")' in rule for n in names)
+        by_name = {
+            r["Properties"]["AlarmName"]: logical_id
+            for logical_id, r in example.templates[stack]["Resources"].items()
+            if r["Type"].startswith("AWS::CloudWatch::")
+        }
+        named = {n for n in by_name if f'ALARM("{n}")' in rule}
+        assert named
+        assert {by_name[n] for n in named} <= set(composite["DependsOn"])
 
 
 def test_conflict_detector_reads_every_global_replica_stream(example: Synth) -> None:
