@@ -33,15 +33,18 @@ def alias_arn(region: str, alias: str) -> str:
     return f"arn:{partition}:kms:{region}:{account}:{alias}"
 
 
-def _tag(scope: Construct, spec: TableSpec) -> None:
-    # The policy tag is the whole app's (infra.app tags every stack).
-    tags = cdk.Tags.of(scope)
-    # The audit expects the conflict log's class tag to be "conflict-log" in every region.
-    tags.add(
-        naming.TAG_DATA_CLASS,
-        spec.data_class or (CONFLICT_LOG_KEY if spec.kind == "system" else spec.key),
-    )
-    tags.add(naming.TAG_JURISDICTION, spec.jurisdiction)
+def _tags(spec: TableSpec) -> dict[str, str]:
+    """The class and jurisdiction tags of a table and its keys (the policy tag is the
+    whole app's: infra.app sets it once)."""
+    tags = {
+        # The audit expects the conflict log's class tag to be "conflict-log" everywhere.
+        naming.TAG_DATA_CLASS: spec.data_class
+        or (CONFLICT_LOG_KEY if spec.kind == "system" else spec.key),
+        naming.TAG_JURISDICTION: spec.jurisdiction,
+    }
+    if spec.fis_target:
+        tags[naming.DISRUPT_TAG] = naming.DISRUPT_TAG_VALUE
+    return tags
 
 
 class RegionKeys(Construct):
@@ -73,7 +76,10 @@ class RegionKeys(Construct):
                 # Deleting the key would make every backup of the table unreadable.
                 removal_policy=cdk.RemovalPolicy.RETAIN,
             )
-            _tag(key, spec)
+            tags = cdk.Tags.of(key)
+            for name, value in _tags(spec).items():
+                if name != naming.DISRUPT_TAG:
+                    tags.add(name, value)
             self.keys[spec.key] = key
 
 
@@ -97,6 +103,7 @@ class ReplicatedTable(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         table_key = kms.Alias.from_alias_name(self, "TableKey", spec.key_alias)
+        tags = [cdk.CfnTag(key=k, value=v) for k, v in _tags(spec).items()]
         self.table = dynamodb.TableV2(
             self,
             "Table",
@@ -124,11 +131,12 @@ class ReplicatedTable(Construct):
                 table_key,
                 {r: alias_arn(r, spec.key_alias) for r in spec.replica_regions},
             ),
-            replicas=[dynamodb.ReplicaTableProps(region=r) for r in spec.replica_regions],
+            # As properties, not through Tags.of: no round trip to the jsii process.
+            tags=tags,
+            replicas=[
+                dynamodb.ReplicaTableProps(region=r, tags=tags) for r in spec.replica_regions
+            ],
         )
-        _tag(self.table, spec)
-        if spec.fis_target:
-            cdk.Tags.of(self.table).add(naming.DISRUPT_TAG, naming.DISRUPT_TAG_VALUE)
 
 
 def _projection(kind: str, attributes: list[str]) -> dict[str, Any]:
