@@ -336,7 +336,7 @@ class PiiDetector:
                 hits.append(Hit(name if safe else "{key}", "name", "name"))
                 continue
             if not safe or not isinstance(typed, Mapping):
-                hits.extend(self._walk(_seg(name, ""), name, typed, values, 0))
+                hits.extend(self._walk(_seg(name), name, typed, values, 0))
                 continue
             if "M" in typed or "L" in typed or "SS" in typed or "NS" in typed:
                 hits.extend(self._walk(name, name, typed, values, 0))
@@ -394,7 +394,11 @@ class PiiDetector:
         for tag, inner in typed.items():
             if tag == "M" and isinstance(inner, Mapping):
                 for k, v in inner.items():
-                    yield from self._walk(_seg(str(k), path), str(k), v, values, depth + 1)
+                    # A map's keys are data (a contact list keyed by people's names):
+                    # below the top level only a name of the PII vocabulary is shown.
+                    key = str(k)
+                    seg = f"{path}.{key}" if self.is_pii_name(key) else f"{path}.{{key}}"
+                    yield from self._walk(seg, key, v, values, depth + 1)
             elif tag == "L" and isinstance(inner, list):
                 for v in inner:
                     yield from self._walk(path + "[]", "", v, values, depth + 1)
@@ -416,6 +420,6 @@ class PiiDetector:
         return None
 
 
-def _seg(name: str, parent: str) -> str:
-    shown = name if _SAFE_NAME.match(name) else "{key}"
-    return f"{parent}.{shown}" if parent else shown
+def _seg(name: str) -> str:
+    """A top-level attribute name as findings show it (a schema name, unless it is odd)."""
+    return name if _SAFE_NAME.match(name) else "{key}"

@@ -132,15 +132,19 @@ def test_values_at_any_depth_and_map_keys_that_are_values(detector: PiiDetector)
         "meta": {"M": {"contact": {"S": "a@b.example"}}},
         "followers": {"M": {"someone@example.com": {"N": "1"}}},
         "numbers": {"SS": ["+14155550132"]},
+        # A map keyed by people: the keys are data, whatever they look like.
+        "contacts": {"M": {"Jane_Doe": {"M": {"email": {"S": "x"}, "note": {"S": "hi"}}}}},
     }
     hits = {(h.path, h.match, h.kind) for h in detector.scan(item)}
     assert hits == {
-        ("meta.contact", "value", "email"),
+        # Below the top level, only names of the PII vocabulary are shown.
+        ("meta.{key}", "value", "email"),
         ("followers.{key}", "value", "email"),  # the path never shows the key itself
         ("numbers[]", "value", "phone"),
+        ("contacts.{key}.email", "name", "name"),
     }
-    assert all("@" not in h.path for h in detector.scan(item))
-    assert detector.scan(item, values=False) == []
+    assert all("@" not in h.path and "Jane" not in h.path for h in detector.scan(item))
+    assert [h.path for h in detector.scan(item, values=False)] == ["contacts.{key}.email"]
 
 
 def test_describe_never_returns_the_value(detector: PiiDetector) -> None:
