@@ -454,6 +454,16 @@ class Settings(RouterConfig):
         return self.region
 
 
+def _secret(name: str) -> bool:
+    """Whether a setting holds a secret: its value is never shown, not even when wrong."""
+    field = Settings.model_fields.get(name)
+    return field is not None and "SecretStr" in str(field.annotation)
+
+
+def _shown(name: str, value: object) -> object:
+    return "(hidden: a secret)" if _secret(name) else value
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings, turning validation errors into one readable SettingsError."""
     try:
@@ -463,7 +473,7 @@ def load_settings(**overrides: Any) -> Settings:
         name = found[1] if found else "settings"
         raise SettingsError(
             setting=name,
-            value=os.environ.get(f"REGIONKIT_{name.upper()}", ""),
+            value=_shown(name, os.environ.get(f"REGIONKIT_{name.upper()}", "")),
             reason=f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc),
             fix=f"set REGIONKIT_{name.upper()} to JSON, e.g. "
             '\'{"us-east-1": "http://127.0.0.1:5001"}\'',
@@ -478,13 +488,14 @@ def load_settings(**overrides: Any) -> Settings:
             close = difflib.get_close_matches(key, known, n=1)
             raise SettingsError(
                 setting=key,
-                value=err.get("input"),
+                # Not shown: a misspelt name may well carry a secret (REGIONKIT_PSEUDONYM_KY).
+                value="(not shown)",
                 reason="there is no such setting (check .env)",
                 fix=f"did you mean {close[0]}?" if close else "known: " + ", ".join(known),
             ) from None
         raise SettingsError(
             setting=name,
-            value=err.get("input") if name != "settings" else "",
+            value=_shown(name, err.get("input")) if name != "settings" else "",
             reason=err["msg"].removeprefix("Value error, "),
             fix=f"set REGIONKIT_{name.upper()} or the matching CLI option correctly"
             if name != "settings"

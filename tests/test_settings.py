@@ -392,6 +392,25 @@ def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _source(load_settings(), "pseudonym_key")[0] == "(set)"
 
 
+def test_a_wrong_or_misspelt_secret_is_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mistyped key (63 hex digits) and a misspelt name carrying one: the error names
+    the setting and the fix, never the value (review finding: it echoed both)."""
+    wrong = "5e" * 31 + "5"
+    monkeypatch.setenv("REGIONKIT_PSEUDONYM_KEY", wrong)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "REGIONKIT_PSEUDONYM_KEY" in str(caught.value) or "pseudonym_key" in str(caught.value)
+    assert wrong not in str(caught.value) and wrong[:16] not in repr(caught.value.__dict__)
+    monkeypatch.delenv("REGIONKIT_PSEUDONYM_KEY")
+    (tmp_path / ".env").write_text(f"REGIONKIT_PSEUDONYM_KY={'ab' * 32}\n", encoding="utf-8")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert "REGIONKIT_PSEUDONYM_KEY" in str(caught.value)  # the fix: did you mean ...
+    assert "abab" not in str(caught.value) and "abab" not in repr(caught.value.__dict__)
+
+
 def test_retry_defaults_are_the_fast_failover_ones() -> None:
     s = load_settings()
     assert (s.connect_timeout, s.read_timeout, s.max_attempts) == (0.5, 1.0, 3)
