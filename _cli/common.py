@@ -221,6 +221,11 @@ def writable_file(path: Path, option: str) -> Path:
     if path.is_dir():
         fail(f"{option} {path}: is a directory; give a file name")
     if path.exists():
+        import stat
+
+        if not stat.S_ISREG(path.stat().st_mode):
+            # A FIFO would block the probe below (and the write) for ever.
+            fail(f"{option} {path}: is not a regular file (a FIFO, device or socket)")
         if not os.access(path, os.W_OK):
             fail(f"{option} {path}: the file is not writable")
         try:

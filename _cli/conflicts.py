@@ -65,7 +65,10 @@ def _parse_since(text: str) -> datetime:
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
     if m:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m[2]]
-        return datetime.now(UTC) - timedelta(seconds=float(m[1]) * unit)
+        try:
+            return datetime.now(UTC) - timedelta(seconds=float(m[1]) * unit)
+        except OverflowError:
+            fail(f"--since {text!r} reaches before year 1; give a shorter duration or a time")
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:

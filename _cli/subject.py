@@ -41,7 +41,11 @@ def _subject_router() -> tuple[Settings, RegionRouter]:
     return settings, RegionRouter(policy, region=settings.region, config=settings)
 
 
-def _subject_call(settings: Settings, what: str, fn: Any) -> Any:
+def _subject_call(
+    settings: Settings, what: str, fn: Any, done: list[dict[str, Any]] | None = None
+) -> Any:
+    """``fn()``; a region it cannot reach ends the command, after naming the receipts
+    already ``done`` (so an operator knows which erasures did finish)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from residency.errors import BackendError, RegionUnavailable
@@ -49,6 +53,8 @@ def _subject_call(settings: Settings, what: str, fn: Any) -> Any:
     try:
         return fn()
     except (BackendError, RegionUnavailable, BotoCoreError, ClientError) as exc:
+        if done:
+            _print_erasures(done)
         reach_failed(settings, what, exc)
 
 
@@ -128,10 +134,14 @@ def subject_export(
     data["exported_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     data["written_in"] = here
     data["transfer_basis"] = transfer_basis
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, default=str)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, default=str)
+    except OSError as exc:
+        fail(f"--out {out}: cannot be written ({exc.strerror})")
     counts = ", ".join(f"{k}: {len(v)}" for k, v in data["data"].items())
     console().print(f"[green]ok[/] wrote {esc(out)} (mode 0600; {counts})")
 
@@ -199,11 +209,16 @@ def subject_erase(
     settings, router = _subject_router()
     signer = audit_signer(settings, router.policy)
     ids = [user_id] if user_id else [e.user_id for e in router.pending_erasures()]
-    results = [
-        _subject_call(settings, "erase failed", lambda u=u: router.erase_subject(u)) for u in ids
-    ]
     receipts.mkdir(parents=True, exist_ok=True)
-    written = [_write_receipt(result, signer, receipts) for result in results]
+    results: list[Any] = []
+    written: list[dict[str, Any]] = []
+    for uid in ids:
+        # Each receipt is written as its erasure ends: a later one failing must not lose it.
+        result = _subject_call(
+            settings, "erase failed", lambda u=uid: router.erase_subject(u), written
+        )
+        results.append(result)
+        written.append(_write_receipt(result, signer, receipts))
     if as_json:
         print_json(written)
     else:

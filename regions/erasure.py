@@ -42,7 +42,7 @@ from regions.tombstones import ERASED
 from regions.users import Users
 from regions.versioned import VersionedStore
 from regions.writes import Writer
-from residency.errors import StaleWrite, UnassignedUser
+from residency.errors import StaleWrite, UnassignedUser, UnknownSubject
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy
 
@@ -116,9 +116,15 @@ class Eraser:
         )
         entry = self._record(user_id)
         jurisdictions = self._jurisdictions(entry)
+        known = entry is not None or self._was_known(user_id)
         try:
             for _ in range(MAX_ROUNDS):
                 location = self.subjects.locate(user_id)
+                if not known and not location.items and not location.unreadable:
+                    # No entry, no fence, no data: a mistyped ID. "done" would certify
+                    # the erasure of somebody who does not exist, and not of the user meant.
+                    raise UnknownSubject(user=user_id, action="erase")
+                known = True
                 if location.unreadable:
                     result.reason = "unreadable: " + ", ".join(location.unreadable)
                     return self._pending(result)
@@ -129,13 +135,15 @@ class Eraser:
                 return self._pending(result)
             if not self._verify(user_id, result):
                 return self._pending(result)
+            # Inside the try: a replica unreachable while the entry is fenced leaves the
+            # erasure pending (run it again), never an exception with no receipt.
+            self._erase_entry(user_id, entry)
         except Exception as exc:
-            if not _reachable_error(exc):
+            if not _transient(exc):
                 raise
             where = getattr(exc, "regionkit_region", None) or getattr(exc, "region", None) or "?"
             result.reason = f"{type(exc).__name__} in {where}"
             return self._pending(result)
-        self._erase_entry(user_id, entry)
         result.status = "done"
         result.finished_at = self._stamp()
         result.not_erased_at_once = self._lingering()
@@ -163,6 +171,10 @@ class Eraser:
         self.users.write_entry(record, based_on=entry.version)  # StaleWrite: changed meanwhile
         self.users.cache.invalidate(user_id)
         return record
+
+    def _was_known(self, user_id: str) -> bool:
+        """Whether the directory holds a fence for the user (erased before, or moved)."""
+        return self.users.fence_of(user_id) is not None
 
     def _jurisdictions(self, entry: DirectoryEntry | None) -> list[str]:
         """Where the user's pinned data may be: the home jurisdiction, and both ends of a
@@ -364,12 +376,18 @@ class Eraser:
         ]
 
 
-def _reachable_error(exc: BaseException) -> bool:
+def _transient(exc: BaseException) -> bool:
+    """Whether ``exc`` leaves the erasure pending (retry later) rather than failing it:
+    AWS and transport failures and a write lost to a newer one. A configuration error (a
+    policy that names a key attribute to anonymize, an unknown ID) is raised: retrying
+    would fail the same way for ever."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from residency.errors import RegionkitError
+    from residency.errors import BackendError, RegionUnavailable, StaleWrite
 
-    return isinstance(exc, (BotoCoreError, ClientError, RegionkitError))
+    return isinstance(
+        exc, (BotoCoreError, ClientError, BackendError, RegionUnavailable, StaleWrite)
+    )
 
 
 def receipt_markdown(body: dict[str, Any], signature: dict[str, Any] | None = None) -> str:

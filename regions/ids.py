@@ -26,7 +26,9 @@ from residency.errors import MalformedId, describe_value
 __all__ = ["UserId", "mint_user_id", "parse_user_id"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_ID = re.compile(r"^u-([a-z]{2}(?:-[a-z]+)+-\d)-([0-9A-HJKMNP-TV-Z]{26})$")
+# ASCII only and whole-string (fullmatch): ``\d`` takes any Unicode digit and ``$`` a
+# trailing newline, so a mistyped ID could pass as a well-formed one.
+_ID = re.compile(r"u-([a-z]{2}(?:-[a-z]+)+-[0-9])-([0-9A-HJKMNP-TV-Z]{26})", re.ASCII)
 
 
 class UserId(NamedTuple):
@@ -56,7 +58,7 @@ def mint_user_id(
 def parse_user_id(value: str) -> UserId:
     if not isinstance(value, str):
         raise MalformedId(kind="user ID", value=describe_value(value), reason="must be a string")
-    m = _ID.match(value)
+    m = _ID.fullmatch(value)
     if not m:
         raise MalformedId(
             kind="user ID",

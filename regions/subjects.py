@@ -32,7 +32,7 @@ from regions.codec import RESERVED, VERSION_ATTR, from_ddb, to_ddb_value
 from regions.routing import Route
 from regions.tombstones import DEL_ATTR, tombstone_kind
 from regions.users import Users
-from regions.versioned import VersionedStore
+from regions.versioned import VersionedStore, directed
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy
 from residency.tables import SUBJECT_INDEX
 
@@ -203,15 +203,25 @@ class Subjects:
         }
 
     def _global_items(self, name: str, dc: GlobalDataClass, user_id: str) -> list[dict[str, Any]]:
-        origin = self.store.region or self.policy.regions[0]
-        nearest = self.policy.nearest_first(origin, list(dc.replicas))[0]
-        found = self._probe(name, dc, nearest, user_id, False, Counter())
+        """The subject's live items of a global class: every replica's index is read (a
+        post not yet replicated to the nearest replica is the subject's all the same), and
+        each item is read where its newest version is, and kept only if it still names
+        the subject (it may have been rewritten since the index answered)."""
+        newest: dict[str, Found] = {}
+        for region in dc.replicas:
+            for f in self._probe(name, dc, region, user_id, False, Counter()):
+                held = newest.get(f.key)
+                if held is None or f.version > held.version:
+                    newest[f.key] = f
+        table = self.store.routes.tables[name]
         out = []
-        for f in found:
-            if f.state == "live":
-                item = self.store.get(name, f.raw_key, None, True)
-                if item is not None:
-                    out.append(item)
+        for f in newest.values():
+            if f.state != "live":
+                continue
+            route = Route(f.region, table, "data-subject export", False, name)
+            item = self.store.get(name, f.raw_key, None, True, decide=directed(route))
+            if item is not None and item.get(dc.subject_attribute or "") == user_id:
+                out.append(item)
         return out
 
 

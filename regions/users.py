@@ -30,6 +30,7 @@ from regions.directory import DirectoryCache, DirectoryEntry
 from regions.health import RegionHealth
 from regions.ids import mint_user_id, parse_user_id
 from regions.routing import Op, RouteTable
+from regions.tombstones import tombstone_kind
 from regions.versioned import VersionedStore, directed
 from regions.writes import Writer
 from residency.errors import (
@@ -158,6 +159,16 @@ class Users:
         """
         hint = parse_user_id(user_id).home_hint
         return hint if hint in self._dir_replicas else None
+
+    def fence_of(self, user_id: str) -> str | None:
+        """The tombstone kind (``erased``, ``moved``...) of the user's directory item at its
+        authority replica, consistently; None when the item is live or absent."""
+        region = self.authority(user_id) or min(self._dir_replicas)
+        decide = directed(self.routes.at(self.dir_class, region, None, "read"))
+        item = self.store.get(
+            self.dir_class, {self.dpk: user_id}, None, True, decide=decide, tombstones=True
+        )
+        return tombstone_kind(item) if item else None
 
     def read_authoritative(self, user_id: str) -> DirectoryEntry | None:
         """A consistent read at the user's authority replica (RegionUnavailable if down)."""

@@ -227,7 +227,10 @@ class VersionedStore(CausalHistory):
         consistent: bool,
         *,
         decide: Decide | None = None,
+        tombstones: bool = False,
     ) -> dict[str, Any] | None:
+        """The live item (None when absent or a tombstone); with ``tombstones`` and a
+        ``decide``, whatever the replica holds, tombstones included."""
         ddb_key = self.serialize(data_class, key)
 
         def call(route: Route, client: Any) -> Any:
@@ -247,7 +250,7 @@ class VersionedStore(CausalHistory):
             item = from_ddb(raw)
             self.observe(item)
             if decide is not None or not self._follow(data_class, subject, item):
-                return item if is_live(item, self.wall()) else None
+                return item if tombstones or is_live(item, self.wall()) else None
         raise self._too_many_hops(data_class, "read")
 
     def query(

@@ -14,6 +14,8 @@ There are two branches, and the CLI maps each to an exit code::
     │   ├── MalformedId             an ID regionkit did not mint, or mangled (the value is
     │   │                           described by shape, never echoed)
     │   ├── UnassignedUser          a pinned request for a user with no directory entry yet
+    │   ├── UnknownSubject          a data-subject request for an ID with no directory entry
+    │   │                           and no data anywhere (a mistyped ID): nothing is done
     │   └── UnknownName             a scenario, check, format ... that does not exist
     └── OperationError              the request was valid but could not be carried out
         ├── ResidencyViolation      the residency guard refused a request before it left
@@ -71,6 +73,7 @@ __all__ = [
     "UnknownDataClass",
     "UnknownName",
     "UnknownRegion",
+    "UnknownSubject",
 ]
 
 
@@ -175,6 +178,16 @@ class UnassignedUser(ConfigError):
     fmt = (
         "user {user} has no home in the directory, so {data_class!r} cannot be "
         "{op}; call router.assign_home(user_id, country=...) at sign-up first"
+    )
+
+
+class UnknownSubject(ConfigError):
+    """Erasing (or exporting) an ID the directory never knew and no region holds data of:
+    most likely a mistyped ID, so saying ``done`` would certify the wrong person's erasure."""
+
+    fmt = (
+        "no user {user} in the directory and no data of theirs in any readable region: "
+        "nothing to {action} (check the ID: it is as minted, 'u-<region>-<ULID>')"
     )
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "DISRUPT_TAG",
     "DISRUPT_TAG_VALUE",
     "FIS_OUTPUT_KEY",
+    "RESERVED_PREFIX",
     "TAG_DATA_CLASS",
     "TAG_JURISDICTION",
     "TAG_POLICY",
@@ -46,6 +47,10 @@ TAG_DATA_CLASS = "regionkit:data-class"
 TAG_JURISDICTION = "regionkit:jurisdiction"
 TAG_POLICY = "regionkit:policy"
 TAG_REGION = "regionkit:region"
+
+#: Attribute names regionkit writes itself (versions, write tokens, fences) start with it;
+#: a policy may not name an attribute so.
+RESERVED_PREFIX = "rk_"
 
 #: The CloudFormation output of each regional stack holding its FIS template id.
 FIS_OUTPUT_KEY = "PauseReplicationExperimentTemplateId"

@@ -38,6 +38,7 @@ from types import ModuleType
 from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -55,7 +56,7 @@ from residency.errors import (
     UnknownDataClass,
     UnknownRegion,
 )
-from residency.names import normalize_name
+from residency.names import RESERVED_PREFIX, normalize_name
 from residency.yamlmarks import (
     MarkedYaml,
     decode_policy_bytes,
@@ -98,7 +99,20 @@ _FIX_SCHEMA = "see policies/schema.json or `regionkit policy schema`"
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$")]
 TableName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{3,200}$")]
-AttributeName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+
+
+def _not_reserved(name: str) -> str:
+    if name.startswith(RESERVED_PREFIX):
+        raise ValueError(
+            f"attribute names starting with {RESERVED_PREFIX!r} are regionkit's own (versions, "
+            "write tokens, fences); choose another name"
+        )
+    return name
+
+
+AttributeName = Annotated[
+    str, StringConstraints(min_length=1, max_length=255), AfterValidator(_not_reserved)
+]
 JurisdictionId = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]{1,15}$")]
 RegionCode = Annotated[str, StringConstraints(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")]
 CountryCode = Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
@@ -510,6 +524,20 @@ def _erasure_problems(p: Policy) -> Iterator[Problem]:
                 base + ("erasure", "action"),
                 "anonymize cannot remove a key attribute, and the subject attribute is one",
                 "use action: delete",
+            )
+        yield from _anonymized_keys(base, dc)
+
+
+def _anonymized_keys(base: Loc, dc: GlobalDataClass) -> Iterator[Problem]:
+    """Anonymizing removes attributes; a key attribute cannot be removed from an item (the
+    erasure would fail on every round, for ever)."""
+    keys = {dc.partition_key, dc.sort_key}  # an index key may go: the item leaves the index
+    for i, attr in enumerate(dc.erasure.attributes if dc.erasure else []):
+        if attr in keys:
+            yield (
+                base + ("erasure", "attributes", i),
+                f"{attr!r} is a key attribute of the table: an item cannot lose its key",
+                "list only non-key attributes, or use action: delete",
             )
 
 

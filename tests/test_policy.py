@@ -113,6 +113,31 @@ def test_every_problem_is_reported_at_once() -> None:
     assert fields == {"owner", "targets.drills.rto_seconds"}
 
 
+def test_reserved_names_and_anonymized_keys_are_refused() -> None:
+    """A class keyed by ``rk_del`` broke every write; anonymizing a key attribute left an
+    erasure pending for ever (review findings). Both are refused at load, with the field."""
+    text = (ROOT / "policies" / "social-network.yaml").read_text(encoding="utf-8")
+    keyed = text.replace(
+        "    table: profiles\n    partition_key: pk",
+        "    table: profiles\n    partition_key: rk_del",
+    )
+    assert keyed != text
+    with pytest.raises(PolicyError) as info:
+        parse_policy_text(keyed, source="reserved.yaml")
+    (problem,) = info.value.problems
+    assert problem.field == "data_classes.profile.partition_key" and problem.line
+    assert "regionkit's own" in problem.message
+    anonymize = text.replace(
+        "erasure: {action: delete}", "erasure: {action: anonymize, attributes: [body, pk]}"
+    )
+    assert anonymize != text
+    with pytest.raises(PolicyError) as info:
+        parse_policy_text(anonymize, source="anon.yaml")
+    (problem,) = info.value.problems
+    assert problem.field == "data_classes.content.erasure.attributes.1"
+    assert "key attribute" in problem.message
+
+
 # --- derived views ----------------------------------------------------------------------
 
 

@@ -144,16 +144,19 @@ def _unwritable_dir(tmp_path: Path) -> Path:
     ],
     ids=["policy-schema", "audit-run"],
 )
-@pytest.mark.parametrize("where", ["directory", "under-a-file", "read-only"])
+@pytest.mark.parametrize("where", ["directory", "under-a-file", "read-only", "fifo"])
 def test_output_files_are_checked_first(
     argv: list[str], where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("keep me")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no reader: opening it for writing would block for ever
     target = {
         "directory": tmp_path,
         "under-a-file": a_file / "report.json",
         "read-only": _unwritable_dir(tmp_path) / "report.json",
+        "fifo": fifo,
     }[where]
     code, out, err = run_in_process(["--policy", str(MINIMAL), *argv, str(target)], capsys)
     assert code == 2, err

@@ -225,6 +225,22 @@ def test_sign_up_rejects_bad_input(sim: Simulation) -> None:
         router.route("profile")  # a pinned class needs its subject
 
 
+def test_a_user_id_is_ascii_and_whole() -> None:
+    """A trailing newline, a non-ASCII digit or a fullwidth letter is another ID, not this
+    one (review finding: ``\\d`` and ``$`` let them pass, and erasing one said done)."""
+    uid = mint_user_id(EU1)
+    assert parse_user_id(uid).home_hint == EU1
+    for bad in (
+        uid + "\n",
+        uid.replace("-1-", "-\u0661-"),  # ARABIC-INDIC DIGIT ONE
+        uid.replace("-1-", "-\uff11-"),  # FULLWIDTH DIGIT ONE
+        uid[:-1] + "\uff21",  # FULLWIDTH A
+        " " + uid,
+    ):
+        with pytest.raises(MalformedId):
+            parse_user_id(bad)
+
+
 # --- the residency guard ------------------------------------------------------------------
 
 

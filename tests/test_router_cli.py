@@ -247,6 +247,8 @@ def test_users_move_needs_exactly_one_target(
     ("args", "says"),
     [
         (["--since", "yesterday"], "neither an ISO 8601 time"),
+        (["--since", "99999999999999999999d"], "reaches before year 1"),
+        (["--since", "5000000w"], "reaches before year 1"),
         (["--kind", "clash"], "--kind must be one of concurrent, inversion, lost_write"),
         (["--data-class", "photos"], "unknown data class 'photos'"),
     ],

@@ -13,9 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regions.erasure import Eraser
+from regions.ids import mint_user_id
 from regions.local.sim import Simulation, simulation
 from regions.router import RegionRouter
-from residency.errors import StaleWrite, UnassignedUser
+from residency.errors import StaleWrite, UnassignedUser, UnknownSubject
 from residency.policy import load_policy
 
 EU1, EU2, IN1, IN2, US, US2, BR = (
@@ -95,6 +97,40 @@ def test_export_reads_the_subjects_own_data(sim: Simulation) -> None:
     assert out["data"]["content"] == [{"pk": f"export-{uid}", "author_id": uid, "body": "mine"}]
 
 
+def test_export_reads_every_replica_and_only_the_subjects_items(sim: Simulation) -> None:
+    """A post still on its way to the exporter's nearest replica is exported, and a post
+    rewritten under another author is not (review findings: one replica was read, and
+    each item was re-read without checking whose it still was)."""
+    router = sim.routers[EU1]
+    uid, other = sign_up(router, "DE"), sign_up(router, "DE")
+    sim.settle()
+    sim.faults.pause(US, EU1)
+    sim.routers[US].put("content", {"pk": f"far-{uid}", "author_id": uid, "body": "from afar"})
+    sim.routers[EU1].put("content", {"pk": f"mine-{uid}", "author_id": uid, "body": "mine"})
+    sim.step(0.5)
+    assert holders(sim, "content", f"far-{uid}").get(EU1) is None  # not there yet
+    out = router.export_subject(uid)
+    assert sorted(i["pk"] for i in out["data"]["content"]) == [f"far-{uid}", f"mine-{uid}"]
+    sim.faults.resume(US, EU1)
+    sim.settle()
+
+    exporting = router.subjects
+    probe = exporting._probe
+
+    def rewritten_after_the_index_answered(*args: Any, **kwargs: Any) -> Any:
+        found = probe(*args, **kwargs)
+        router.put("content", {"pk": f"mine-{uid}", "author_id": other, "body": "theirs"})
+        sim.settle()
+        return found
+
+    exporting._probe = rewritten_after_the_index_answered  # type: ignore[method-assign]
+    try:
+        out = router.export_subject(uid)
+    finally:
+        del exporting._probe
+    assert [i["pk"] for i in out["data"]["content"]] == [f"far-{uid}"]
+
+
 def test_erase_removes_the_subject_everywhere_and_keeps_a_receipt(sim: Simulation) -> None:
     router = sim.routers[US]
     uid = sign_up(router, "US")
@@ -153,6 +189,54 @@ def test_an_erase_during_an_outage_is_pending_then_done_on_resume(sim: Simulatio
     assert done.status == "done", done.reason
     assert holders(sim, "profiles", uid) == {IN1: "erased", IN2: "erased"}
     assert router.pending_erasures() == []
+
+
+def test_erasing_an_id_nobody_has_is_refused_and_writes_nothing(sim: Simulation) -> None:
+    """A one-character typo of a real ID used to be "done", with a signed receipt, while
+    the real user's profile stayed live (review finding)."""
+    router = sim.routers[US]
+    real = sign_up(router, "US")
+    router.put("profile", {"pk": real, **SECRET})
+    sim.settle()
+    typo = real[:-1] + ("A" if real[-1] != "A" else "B")
+    never = mint_user_id(US)
+    for uid in (typo, never):
+        with pytest.raises(UnknownSubject):
+            router.erase_subject(uid)
+        assert holders(sim, "directory", uid) == {}  # no record, no fence
+    assert holders(sim, "profiles", real) == {US: "live", US2: "live"}
+    # erased before: a second erase is done again (it re-checks), not refused
+    assert router.erase_subject(real).status == "done"
+    assert router.erase_subject(real).status == "done"
+
+
+def test_an_outage_while_the_entry_is_fenced_leaves_the_erasure_pending(
+    sim: Simulation, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The directory fence is the erasure's last step; a replica lost then used to raise
+    (no receipt, nothing for --resume to find). It is pending, and erasing again ends it."""
+    router = sim.routers[EU1]
+    uid = sign_up(router, "DE")
+    router.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    original = Eraser._erase_entry
+
+    def lose_a_replica(self: Eraser, user_id: str, entry: Any) -> None:
+        sim.outage(BR)  # a directory replica, read by nothing before this step
+        original(self, user_id, entry)
+
+    monkeypatch.setattr(Eraser, "_erase_entry", lose_a_replica)
+    try:
+        result = router.erase_subject(uid)
+    finally:
+        monkeypatch.undo()
+        sim.restore(BR)
+    assert result.status == "pending" and BR in result.reason, result.reason
+    assert holders(sim, "profiles", uid) == {EU1: "erased", EU2: "erased"}
+    done = router.erase_subject(uid)
+    assert done.status == "done", done.reason
+    sim.settle()
+    assert set(holders(sim, "directory", uid).values()) == {"erased"}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
