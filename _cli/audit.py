@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from residency.audit import AuditReport, Check
     from residency.policy import Policy
     from residency.settings import Settings
+    from residency.signing import TrustedKey
 
 app = new_app(
     help="Compliance audit: check the deployed tables and the stored data against the policy."
@@ -449,90 +450,55 @@ def audit_run(
 # --- regionkit audit verify, public-key, pseudonym ----------------------------------------
 
 
-def _trusted_keys(settings: Settings, files: list[Path]) -> list[str]:
-    """Public keys `audit verify` trusts: --public-key files, the local key, the KMS key."""
+def _trusted_keys(settings: Settings, files: list[Path]) -> list[TrustedKey]:
+    """Keys `audit verify` trusts: the --public-key files alone when any is given, else
+    the deployment's own (the local key file, the KMS key)."""
     from regions.pool import ClientPool
-    from residency.signing import trusted_keys
+    from residency.signing import TrustedKey, key_fingerprint, trusted_keys
 
-    pems: list[str] = []
+    given = []
     for f in files:
         try:
-            pems.append(f.read_text(encoding="ascii"))
-        except (OSError, UnicodeDecodeError):
-            fail(f"--public-key {f} cannot be read as a PEM file")
-    return trusted_keys(settings, ClientPool(settings).client, pems)
-
-
-def _signed_report(report_file: Path, text: str) -> tuple[Path, dict[str, Any]]:
-    """The signed JSON report ``report_file`` is, or renders (named inside it, kept beside
-    it); exit 1 when it names none, or does not carry that report's digest and signature."""
-    import re
-
-    data: Any = None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        pass
-    if isinstance(data, dict) and "signature" in data:
-        return report_file, data
-    found = re.search(r"audit-[0-9TZ]+-[0-9a-f]+\.json|[\w.-]+\.json", text)
-    ref = re.search(r"signed[ _]json\W[^\n]{0,60}?([\w.-]+\.json)", text, re.IGNORECASE)
-    name = ref.group(1) if ref else (found.group() if found else None)
-    if name is None:
-        fail(f"{report_file} is not a signed JSON report and names none", EXIT_CHECK_FAILED)
-    signed_path = report_file.with_name(name)
-    try:
-        data = json.loads(signed_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        fail(
-            f"{report_file} renders {name}, which is missing or unreadable beside it",
-            EXIT_CHECK_FAILED,
-        )
-    if not isinstance(data, dict):
-        fail(f"{signed_path} is not a JSON report", EXIT_CHECK_FAILED)
-    sig = data.get("signature") or {}
-    if str(data.get("report_sha256")) not in text or str(sig.get("value")) not in text:
-        fail(
-            f"{report_file} does not carry the digest and signature of {signed_path.name}: "
-            "it is not a rendering of that signed report",
-            EXIT_CHECK_FAILED,
-        )
-    return signed_path, data
+            pem = f.read_text(encoding="ascii")
+            key_fingerprint(pem)
+        except (OSError, UnicodeDecodeError, ValueError):
+            fail(f"--public-key {f} cannot be read as a PEM public key")
+        given.append(TrustedKey(pem, f"--public-key {f}"))
+    return trusted_keys(settings, ClientPool(settings).client, given)
 
 
 @app.command("verify")
 def audit_verify(
     report_file: Annotated[
-        Path, typer.Argument(help="A report: the signed JSON, or any format beside it.")
+        Path, typer.Argument(help="A report or receipt: the signed JSON, or a page beside it.")
     ],
     public_key: Annotated[
         list[Path] | None,
-        typer.Option("--public-key", help="Trust this signer's public key (PEM); repeatable."),
+        typer.Option(
+            "--public-key",
+            help="Trust this signer's public key (PEM) and no other; repeatable.",
+        ),
     ] = None,
 ) -> None:
     """Check a report's signature and name the key. Exit 0 when valid, 1 when not.
 
-    A JSON report is checked itself. Any other format names its signed JSON (kept beside
-    it): that file is checked, and this one must carry its digest and signature.
+    A signed JSON is checked itself. Any other format must name its signed JSON (kept
+    beside it), which must verify, and be exactly what that JSON renders to.
     """
-    from residency.audit import verify_report
+    from residency.audit.verifying import check_evidence
 
-    try:
-        text = report_file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        fail(f"{report_file} cannot be read as a text file")
     trusted = _trusted_keys(get_settings(), public_key or [])
-    signed_path, data = _signed_report(report_file, text)
-    result = verify_report(data, trusted=trusted)
+    check = check_evidence(report_file, trusted)
     con = console()
-    if not result:
-        con.print(f"[red]FAILED[/] {esc(signed_path)}: {esc(result.reason)}")
+    if not check:
+        con.print(f"[red]FAILED[/] {esc(report_file)}: {esc(check.reason)}")
         raise typer.Exit(EXIT_CHECK_FAILED)
+    v = check.verification
+    assert v is not None and check.signed_json is not None  # set whenever ok
     con.print(
-        f"[green]OK[/] {esc(signed_path)}: signed by key {esc(result.key_id)} "
-        f"({result.key_fingerprint}, {result.algorithm}); report sha256 "
-        f"{data.get('report_sha256')}"
-        + ("" if signed_path == report_file else f"; {esc(report_file)} renders it")
+        f"[green]OK[/] {esc(check.signed_json)}: {check.kind} signed by {esc(v.key_id)} "
+        f"({v.key_fingerprint}, {v.algorithm}), trusted as {esc(v.key_source)}"
+        + ("" if not check.rendering else f"; {esc(report_file)} is its {check.rendering}")
     )
 
 

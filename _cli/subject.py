@@ -148,23 +148,13 @@ def subject_export(
 
 def _write_receipt(result: ErasureResult, signer: Any, receipts: Path) -> dict[str, Any]:
     """Sign the erasure's receipt; write it as JSON and Markdown into ``receipts``."""
-    from regions.erasure import receipt_markdown
-    from residency.audit.model import report_digest
-    from residency.signing import sign
+    from residency.receipts import write_receipt
 
-    body = result.receipt()
-    sig = sign(body, signer).model_dump()
-    signed = {**body, "report_sha256": report_digest(body), "signature": sig}
-    stem = receipts / f"erasure-{result.user}-{result.finished_at.replace(':', '')}"
-    stem.with_suffix(".json").write_text(json.dumps(signed, indent=2), encoding="utf-8")
-    md = receipt_markdown(body, {**sig, "digest": signed["report_sha256"]})
-    md += f"\nSigned JSON: {stem.with_suffix('.json').name}\n"
-    stem.with_suffix(".md").write_text(md, encoding="utf-8")
     return {
         "subject": result.user,
         "status": result.status,
         "reason": result.reason,
-        "receipt": str(stem.with_suffix(".json")),
+        "receipt": str(write_receipt(result.receipt(), signer, receipts)),
     }
 
 

@@ -45,6 +45,7 @@ from regions.writes import Writer
 from residency.errors import StaleWrite, UnassignedUser, UnknownSubject
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy
+from residency.receipts import RECEIPT_KIND
 
 __all__ = ["Eraser", "ErasureResult"]
 
@@ -59,6 +60,7 @@ PITR_DEFAULT_DAYS = 35
 class ErasureResult:
     user: str  # keyed pseudonym
     status: Literal["done", "pending"]
+    pseudonym_key: str = ""  # the ID of the key that made ``user`` (never the key)
     reason: str = ""
     started_at: str = ""
     finished_at: str = ""
@@ -72,8 +74,9 @@ class ErasureResult:
     def receipt(self) -> dict[str, Any]:
         """The receipt body (JSON-able, no PII): what the CLI signs and renders."""
         return {
-            "kind": "regionkit.erasure-receipt/1",
+            "kind": RECEIPT_KIND,
             "subject": self.user,
+            "pseudonym_key": self.pseudonym_key,
             "status": self.status,
             "reason": self.reason,
             "started_at": self.started_at,
@@ -112,6 +115,7 @@ class Eraser:
         result = ErasureResult(
             user=self.store.pseudonymize(user_id, scope="subject"),
             status="pending",
+            pseudonym_key=self.store.pseudonymize.key_id,
             started_at=self._stamp(),
         )
         entry = self._record(user_id)
@@ -388,47 +392,3 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(
         exc, (BotoCoreError, ClientError, BackendError, RegionUnavailable, StaleWrite)
     )
-
-
-def receipt_markdown(body: dict[str, Any], signature: dict[str, Any] | None = None) -> str:
-    """The receipt for people (Markdown); it refers to the signed JSON beside it."""
-    lines = [
-        "# Erasure receipt",
-        "",
-        f"- subject (keyed pseudonym): `{body['subject']}`",
-        f"- status: **{body['status']}**" + (f" ({body['reason']})" if body.get("reason") else ""),
-        f"- started: {body['started_at']}; finished: {body['finished_at']}",
-        "",
-        "## Erased (tombstones that refuse any later write)",
-        "",
-        "| region / table | data class | items | key pseudonyms |",
-        "|---|---|---|---|",
-    ]
-    for where, e in sorted(body["erased"].items()):
-        keys = ", ".join(f"`{k}`" for k in e["keys"][:5]) + (" …" if len(e["keys"]) > 5 else "")
-        lines.append(f"| {where} | {e['data_class']} | {e['count']} | {keys} |")
-    if not body["erased"]:
-        lines.append("| (none) | | 0 | |")
-    if body["anonymized"]:
-        lines += ["", "## Anonymized", "", "| where | data class | items |", "|---|---|---|"]
-        for where, e in sorted(body["anonymized"].items()):
-            lines.append(f"| {where} | {e['data_class']} | {e['count']} |")
-    if body["kept"]:
-        lines += ["", "## Kept, by policy", "", "| data class | key | reason |", "|---|---|---|"]
-        lines += [f"| {k['data_class']} | `{k['key']}` | {k['reason']} |" for k in body["kept"]]
-    lines += ["", "## Verified clean", "", "| region / table | at |", "|---|---|"]
-    lines += [f"| {w} | {t} |" for w, t in sorted(body["verified_clean"].items())]
-    if body["still_held"]:
-        lines += ["", "**Still held:** " + ", ".join(body["still_held"])]
-    lines += ["", "## Not erasable at once", "", "| what | until | why |", "|---|---|---|"]
-    lines += [f"| {w['what']} | {w['until']} | {w['why']} |" for w in body["not_erased_at_once"]]
-    if signature:
-        lines += [
-            "",
-            "## Signature",
-            "",
-            f"Signed by `{signature.get('key_id', '?')}` ({signature.get('algorithm', '?')}) "
-            f"over the SHA-256 `{signature.get('digest', '?')}` of the canonical JSON in the "
-            "`.json` file beside this one; verify with `regionkit audit verify`.",
-        ]
-    return "\n".join(lines) + "\n"

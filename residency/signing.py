@@ -56,6 +56,7 @@ __all__ = [
     "LocalSigner",
     "Signature",
     "Signer",
+    "TrustedKey",
     "Verification",
     "body_digest",
     "canonical_json",
@@ -140,6 +141,10 @@ class LocalSigner:
     @classmethod
     def load_or_create(cls, path: Path = DEFAULT_KEY_FILE) -> LocalSigner:
         path = Path(path)
+        if path.is_symlink() and not path.exists():
+            raise ValueError(
+                f"{path} is a symbolic link to nothing; remove it or point it at the key"
+            )
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -154,6 +159,12 @@ class LocalSigner:
             with os.fdopen(fd, "wb") as f:
                 f.write(pem)
             return cls(key, path)
+        if path.stat().st_mode & 0o077:
+            # As ssh does: a private key others can read (or replace) signs nothing.
+            raise ValueError(
+                f"{path} is open to other users (mode {path.stat().st_mode & 0o777:o}): "
+                f"chmod 600 {path}"
+            )
         loaded = serialization.load_pem_private_key(data, password=None)
         if not isinstance(loaded, ed25519.Ed25519PrivateKey):
             raise ValueError(f"{path} does not hold an Ed25519 private key")
@@ -233,17 +244,35 @@ def sign(body: Any, signer: Signer) -> Signature:
 
 
 @dataclass(frozen=True)
+class TrustedKey:
+    """A public key a verifier trusts, and where the verifier got it.
+
+    ``name`` is the key's identity when the source knows one (a KMS key's ARN); a PEM
+    file only knows the key itself, named by its fingerprint.
+    """
+
+    pem: str
+    source: str  # "--public-key auditor.pem", "local signing key .regionkit/...", "KMS key ..."
+    name: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        return key_fingerprint(self.pem)
+
+
+@dataclass(frozen=True)
 class Verification:
     """The outcome of :func:`verify`; ``reason`` says what failed, in regionkit's words."""
 
     ok: bool
     reason: str
-    key_id: str = ""
+    key_id: str = ""  # when ok: the identity verified (KMS ARN, else the fingerprint)
     key_fingerprint: str = ""
     algorithm: str = ""
     digest_matches: bool = False
     signature_valid: bool = False
     trusted: bool = False
+    key_source: str = ""  # when ok: where the trusted key came from
 
     def __bool__(self) -> bool:
         return self.ok
@@ -276,9 +305,13 @@ def _check(sig: Signature, digest: bytes) -> bool:
 
 
 def verify(
-    body: Any, signature: Signature | dict[str, Any], *, trusted: Iterable[str] = ()
+    body: Any,
+    signature: Signature | dict[str, Any],
+    *,
+    trusted: Iterable[str | TrustedKey] = (),
 ) -> Verification:
-    """Check ``signature`` over ``body``; ``trusted``: public keys (PEM) the verifier trusts."""
+    """Check ``signature`` over ``body``; ``trusted``: the keys the verifier trusts (PEM
+    text, or :class:`TrustedKey` naming where each came from)."""
     try:
         sig = signature if isinstance(signature, Signature) else Signature.model_validate(signature)
     except ValueError:
@@ -307,19 +340,43 @@ def verify(
     base = replace(base, signature_valid=True)
     if fingerprint != sig.key_fingerprint:
         return replace(base, reason="the key fingerprint does not match the public key it names")
-    trusted_prints = set()
-    for pem in trusted:
-        try:
-            trusted_prints.add(key_fingerprint(pem))
-        except (ValueError, TypeError):
-            continue
-    if fingerprint not in trusted_prints:
+    key = _trusted(fingerprint, trusted)
+    if key is None:
         return replace(
             base,
-            reason=f"validly signed, but by key {sig.key_id} ({fingerprint}), which is not a "
-            "trusted key: pass the signer's public key",
+            reason=f"validly signed, but by key {fingerprint}, which is not a trusted key: "
+            "pass the signer's public key (--public-key)",
         )
-    return replace(base, ok=True, trusted=True, reason=f"signed by {sig.key_id} ({sig.algorithm})")
+    # key_id is a label in the unsigned signature block: it must not name another key.
+    # An Ed25519 key is regionkit's local key, labelled by its fingerprint; a KMS key (ECDSA
+    # or RSA-PSS) by its ARN, which only a trusted KMS key (not a bare PEM) can confirm.
+    known = key.name or fingerprint
+    own_label = sig.algorithm == "ED25519" or bool(key.name) or sig.key_id.startswith("sha256:")
+    if sig.key_id not in (known, fingerprint) and own_label:
+        return replace(
+            base,
+            reason=f"the signature calls its key {sig.key_id!r}, but it was made by {known} "
+            f"({key.source})",
+        )
+    return replace(
+        base,
+        ok=True,
+        trusted=True,
+        key_id=known,
+        key_source=key.source,
+        reason=f"signed by {known} ({sig.algorithm}), trusted as {key.source}",
+    )
+
+
+def _trusted(fingerprint: str, trusted: Iterable[str | TrustedKey]) -> TrustedKey | None:
+    for entry in trusted:
+        key = entry if isinstance(entry, TrustedKey) else TrustedKey(entry, "a given key")
+        try:
+            if key.fingerprint == fingerprint:
+                return key
+        except (ValueError, TypeError):
+            continue
+    return None
 
 
 def deployment_signer(settings: Any, client: Any = None) -> Signer:
@@ -344,19 +401,31 @@ def deployment_signer(settings: Any, client: Any = None) -> Signer:
     return LocalSigner.load_or_create(Path(getattr(settings, "signing_key_file", DEFAULT_KEY_FILE)))
 
 
-def trusted_keys(settings: Any, client: Any = None, extra: Iterable[str] = ()) -> list[str]:
-    """Public keys (PEM) a verifier on this deployment trusts: ``extra`` (kept out of
-    band), the local key file if it exists, and the KMS key in aws mode."""
-    pems = list(extra)
+def trusted_keys(
+    settings: Any, client: Any = None, given: Iterable[TrustedKey] = ()
+) -> list[TrustedKey]:
+    """The keys a verifier trusts: ``given`` (kept out of band) and nothing else when any
+    is given; otherwise this deployment's own, the local key file (if it exists) and the
+    KMS key in aws mode.
+
+    Keys given are exclusive because the deployment's key is found through the working
+    directory (``.env``, the default key path): a report shipped with a key file of its
+    own would otherwise vouch for itself.
+    """
+    keys = list(given)
+    if keys:
+        return keys
     path = Path(getattr(settings, "signing_key_file", DEFAULT_KEY_FILE))
     if path.exists():
         try:
-            pems.append(LocalSigner.load_or_create(path).public_key_pem())
+            signer = LocalSigner.load_or_create(path)
+            keys.append(TrustedKey(signer.public_key_pem(), f"the local signing key {path}"))
         except (OSError, ValueError):
             pass
     if getattr(settings, "mode", "local") == "aws" and getattr(settings, "signing_kms_key", None):
         try:
-            pems.append(deployment_signer(settings, client).public_key_pem())
+            kms = deployment_signer(settings, client)
+            keys.append(TrustedKey(kms.public_key_pem(), f"KMS key {kms.key_id}", kms.key_id))
         except Exception:  # an unreachable key is simply not trusted; verify says so
             pass
-    return pems
+    return keys

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -1085,8 +1086,14 @@ def test_no_value_read_from_an_item_reaches_a_finding_a_format_or_a_log(
     outputs = {fmt: render(report, fmt, show_passed=True) for fmt in FORMATS}
     everything = {**outputs, "logs": repr(logs), "repr": repr(report)}
     for where, text in everything.items():
+        # Digit probes can occur by chance inside a digest, a signature or a pseudonym
+        # (hex and base64 runs, random per run): those tokens are not values read.
+        opaque = re.sub(r"[A-Za-z0-9+/=_-]{20,}", "#", text)
         for probe in MARK_PROBES:
-            assert probe not in text, (where, probe)
+            assert probe not in (opaque if probe.replace(" ", "").isdigit() else text), (
+                where,
+                probe,
+            )
 
     # ... and yet every planted value was found, by name, by value or as a key
     pii_found = {

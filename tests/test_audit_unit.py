@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -702,7 +703,7 @@ def test_cli_audit_run_writes_a_report_file(tmp_path: Path) -> None:
     assert verify_report(data, trusted=[public])
     verified = run_cli("audit", "verify", str(out))  # trusts the tool's own key
     assert verified.returncode == 0, verified.stdout + verified.stderr
-    assert f"signed by key {data['signature']['key_id']}" in verified.stdout
+    assert f"signed by {data['signature']['key_id']}" in verified.stdout
 
     # every other format names the signed JSON written beside it, and verifies through it
     for fmt, name in (
@@ -741,6 +742,104 @@ def test_cli_audit_run_writes_a_report_file(tmp_path: Path) -> None:
     proc = run_cli("audit", "run", "--checks", "policy", "--format", "junit")
     assert proc.stdout.startswith("<?xml")
     assert "signed JSON report" in proc.stderr  # written to the evidence directory
+
+
+def _signed_files(policy: Policy, where: Path, signer: LocalSigner) -> dict[str, Path]:
+    """A policy audit's signed JSON and every rendering of it, as the CLI writes them."""
+    from residency.audit import render
+
+    report = run_audit(policy, NoAws(), policy_path=MINIMAL, checks=["policy"], signer=signer)
+    files = {"json": where / "a.json"}
+    files["json"].write_text(render(report, "json"), encoding="utf-8")
+    for fmt, suffix in (("markdown", ".md"), ("html", ".html"), ("junit", ".xml")):
+        files[fmt] = where / f"a{suffix}"
+        files[fmt].write_text(render(report, fmt, signed_json="a.json"), encoding="utf-8")
+    for fmt, name in (("ocsf", "a.ocsf.json"), ("terminal", "a.txt")):
+        files[fmt] = where / name
+        files[fmt].write_text(render(report, fmt, signed_json="a.json"), encoding="utf-8")
+    return files
+
+
+def test_verify_vouches_only_for_what_the_signed_json_says(policy: Policy, tmp_path: Path) -> None:
+    """Review findings: an edited or made-up page passed if it quoted the digest and the
+    signature; duplicate keys hid a value; a relabelled key_id was shown as the signer."""
+    from residency.audit.verifying import check_evidence
+    from residency.signing import TrustedKey
+
+    signer = LocalSigner.load_or_create(tmp_path / "key.pem")
+    trusted = [TrustedKey(signer.public_key_pem(), "the test's key")]
+    files = _signed_files(policy, tmp_path, signer)
+    for fmt, path in files.items():
+        check = check_evidence(path, trusted)
+        assert check, (fmt, check.reason)
+        assert check.rendering == ("" if fmt == "json" else fmt)
+        assert check.kind == "audit report" and check.signed_json == files["json"]
+    assert not check_evidence(files["markdown"], [])  # no key trusted
+
+    signed = json.loads(files["json"].read_text(encoding="utf-8"))
+    sha, value = signed["report_sha256"], signed["signature"]["value"]
+    forged = {
+        "edited": files["markdown"].read_text(encoding="utf-8").replace("FAIL", "PASS"),
+        "made-up": f"# All passed\n\nsigned JSON: a.json\n{sha}\n{value}\n",
+    }
+    for name, text in forged.items():
+        page = tmp_path / f"{name}.md"
+        page.write_text(text, encoding="utf-8")
+        check = check_evidence(page, trusted)
+        assert not check and "does not say what it says" in check.reason, name
+
+    raw = files["json"].read_text(encoding="utf-8")
+    cases = {
+        "duplicate": raw.replace('"schema":', '"schema": "x", "schema":', 1),
+        "nan": raw.replace('"summary": {', '"summary": {"x": NaN, ', 1),
+        "surrogate": raw.replace('"summary": {', '"summary": {"x": "\\ud800", ', 1),
+        "relabelled": raw.replace(
+            f'"key_id": "{signed["signature"]["key_id"]}"',
+            '"key_id": "arn:aws:kms:eu-west-1:111122223333:key/prod-hsm"',
+        ),
+    }
+    for name, text in cases.items():
+        assert text != raw, name
+        bad = tmp_path / f"{name}.json"
+        bad.write_text(text, encoding="utf-8")
+        check = check_evidence(bad, trusted)
+        assert not check, name
+    assert "appears twice" in check_evidence(tmp_path / "duplicate.json", trusted).reason
+    assert "calls its key" in check_evidence(tmp_path / "relabelled.json", trusted).reason
+
+
+def test_verify_trusts_only_the_public_keys_given(policy: Policy, tmp_path: Path) -> None:
+    """A forger ships a report with a key file of their own where the tool looks for the
+    deployment's; with --public-key the auditor's key alone is trusted (review finding)."""
+    forger = tmp_path / "forger"
+    (forger / ".regionkit").mkdir(parents=True)
+    fake = LocalSigner.load_or_create(forger / ".regionkit" / "signing-key.pem")
+    files = _signed_files(policy, forger, fake)
+    kept = tmp_path / "auditor.pem"
+    kept.write_text(LocalSigner.load_or_create(tmp_path / "real.pem").public_key_pem())
+    env_key = "REGIONKIT_SIGNING_KEY_FILE"
+    proc = subprocess.run(
+        [str(REGIONKIT), "audit", "verify", str(files["json"]), "--public-key", str(kept)],
+        cwd=forger,
+        env={k: v for k, v in os.environ.items() if k != env_key},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "not a trusted key" in proc.stdout and "Traceback" not in proc.stderr
+    proc = subprocess.run(  # without --public-key, the source of the key is named
+        [str(REGIONKIT), "audit", "verify", str(files["markdown"])],
+        cwd=forger,
+        env={k: v for k, v in os.environ.items() if k != env_key},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "trusted as the local signing key .regionkit/signing-key.pem" in proc.stdout
 
 
 def test_drill_journals_written_by_the_drill_runner_are_read(

@@ -28,6 +28,7 @@ CONFIG = {
     "UnknownCountry",
     "MalformedId",
     "UnassignedUser",
+    "UnknownSubject",
     "UnknownName",
 }
 OPERATION = {

@@ -67,6 +67,14 @@ def test_locate_export_and_erase_through_the_cli(
     assert code == 0 and "OK" in text, text
     md = receipt_path.with_suffix(".md").read_text()
     assert "Erasure receipt" in md and "point-in-time-recovery" in md
+    code, text = run(capsys, "audit", "verify", str(receipt_path.with_suffix(".md")))
+    assert code == 0 and "erasure receipt" in text and "is its markdown" in text, text
+    forged = tmp_path / "r" / "forged.md"
+    forged.write_text(md.replace("**done**", "**done** (all replicas, backups too)"))
+    code, text = run(capsys, "audit", "verify", str(forged))
+    assert code == 1 and "does not say what it says" in text, text
+    body = json.loads(receipt)
+    assert body["kind"] == "regionkit.erasure-receipt/2" and body["pseudonym_key"].startswith("pk-")
     code, text = run(capsys, "subject", "locate", uid, "--json")
     after = json.loads(text[text.index("{") :])
     assert not [i for i in after["items"] if i["state"] == "live"]

@@ -46,7 +46,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from residency.signing import Signature, Signer, Verification, body_digest, canonical_json, sign
+from residency.signing import (
+    Signature,
+    Signer,
+    TrustedKey,
+    Verification,
+    body_digest,
+    canonical_json,
+    sign,
+)
 from residency.signing import verify as verify_signature
 
 __all__ = [
@@ -242,7 +250,7 @@ class AuditReport(_Model):
             if f.status != "PASS" and severity_at_least(f.severity, threshold)
         ]
 
-    def verify(self, trusted: Iterable[str] = ()) -> Verification:
+    def verify(self, trusted: Iterable[str | TrustedKey] = ()) -> Verification:
         """Check the digest and the signature; ``trusted``: public keys (PEM) to accept."""
         return verify_report(self.to_dict(), trusted=trusted)
 
@@ -284,7 +292,9 @@ def report_digest(body: dict[str, Any]) -> str:
     return body_digest(body)
 
 
-def verify_report(data: dict[str, Any], *, trusted: Iterable[str] = ()) -> Verification:
+def verify_report(
+    data: dict[str, Any], *, trusted: Iterable[str | TrustedKey] = ()
+) -> Verification:
     """Check a report read back from its JSON: digest, signature, and trust in the key.
 
     The result is truthy only when all hold (``result.reason`` says what failed).
