@@ -327,7 +327,7 @@ def _run_with_progress(
             detector_alarms=settings.mode == "aws",  # the deployed detector's alarms
             progress=on_event,
             table_prefix=settings.table_prefix,
-            pseudonymizer=settings.pseudonymizer(),
+            pseudonymizer=settings.evidence_pseudonymizer(),
             signer=audit_signer(settings, policy),
             **options,
         )
@@ -525,5 +525,5 @@ def audit_pseudonym(
     ] = None,
 ) -> None:
     """The keyed pseudonym reports use for an item (or, without --table, a subject)."""
-    pn = get_settings().pseudonymizer()
+    pn = get_settings().evidence_pseudonymizer()
     typer.echo(pn(value, scope=table) if table else pn(value, scope="subject"))

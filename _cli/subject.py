@@ -38,7 +38,12 @@ def _subject_router() -> tuple[Settings, RegionRouter]:
 
     settings = quick_settings()
     policy = cluster_policy(settings)
-    return settings, RegionRouter(policy, region=settings.region, config=settings)
+    return settings, RegionRouter(
+        policy,
+        region=settings.region,
+        config=settings,
+        pseudonymizer=settings.evidence_pseudonymizer(),  # receipts outlive the process
+    )
 
 
 def _subject_call(

@@ -13,9 +13,12 @@ without identifying anyone. Holders of the secret (the operators) can still
 recompute the pseudonym of a known key and find every line about it.
 
 Where the secret comes from (see :class:`~residency.settings.Settings`):
-``REGIONKIT_PSEUDONYM_KEY`` (hex, at least 16 bytes), or the key file kept
-beside the local cluster's state; a process with neither gets a random key,
-so its pseudonyms are stable within the process only (never guessable).
+``REGIONKIT_PSEUDONYM_KEY`` (hex, at least 16 bytes), else the key file
+``REGIONKIT_PSEUDONYM_KEY_FILE`` (default ``.regionkit/pseudonym-key``, created in
+local mode). A library process given neither gets a random key, so its pseudonyms
+are stable within the process only (never guessable); the CLI refuses to write
+evidence (audit reports, receipts) with such a key in aws mode, since nobody could
+match their pseudonyms afterwards.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import hashlib
 import hmac
 import os
 import threading
+from pathlib import Path
 
 __all__ = ["Pseudonymizer", "default_pseudonymizer", "set_default_pseudonymizer"]
 
 _PREFIX = "pn-"
 _MIN_KEY_BYTES = 16
+_MIN_DISTINCT_BYTES = 6  # 00…00 or abab…ab is a placeholder, not a secret
 
 
 class Pseudonymizer:
@@ -39,6 +44,8 @@ class Pseudonymizer:
     def __init__(self, key: bytes) -> None:
         if len(key) < _MIN_KEY_BYTES:
             raise ValueError(f"a pseudonym key needs at least {_MIN_KEY_BYTES} bytes")
+        if len(set(key)) < _MIN_DISTINCT_BYTES:
+            raise ValueError("the pseudonym key looks like a placeholder (too few distinct bytes)")
         self._key = bytes(key)
         # Names the key in reports (which key made these pseudonyms) without revealing it.
         self.key_id = (
@@ -52,6 +59,32 @@ class Pseudonymizer:
     @classmethod
     def from_hex(cls, text: str) -> Pseudonymizer:
         return cls(bytes.fromhex(text.strip()))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> Pseudonymizer:
+        """The key kept in ``path`` (hex), created (32 random bytes, mode 0600) if missing.
+
+        Created whole or not at all (written aside, then linked into place), so processes
+        starting together agree on one key. A file open to other users is refused, as
+        the signing key is.
+        """
+        if not path.exists():
+            import tempfile
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".pseudonym-key.")
+            try:
+                with os.fdopen(fd, "w", encoding="ascii") as fh:  # mkstemp: mode 0600
+                    fh.write(os.urandom(32).hex() + "\n")
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            finally:
+                os.unlink(tmp)
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise ValueError(f"{path} is open to other users (mode {mode & 0o777:o}): chmod 600")
+        return cls.from_hex(path.read_text(encoding="ascii"))
 
     def __call__(self, value: object, *, scope: str = "") -> str:
         """The pseudonym of ``value`` (its ``str``), optionally within ``scope`` (a table)."""

@@ -409,6 +409,11 @@ class Settings(RouterConfig):
     log_level: Literal["debug", "info", "warning", "error"] = "warning"
     state_file: Path = DEFAULT_STATE_FILE
     drill_history: Path = Path(".regionkit/drills")
+    pseudonym_key_file: Path = Field(
+        default=Path(".regionkit/pseudonym-key"),
+        description="Without REGIONKIT_PSEUDONYM_KEY: the file holding the pseudonym key "
+        "(hex; created in local mode, read in aws mode if present).",
+    )
     signing_key_file: Path = Field(
         default=Path(".regionkit/signing-key.pem"),
         description="Local mode: the Ed25519 key that signs audit reports and receipts "
@@ -452,6 +457,42 @@ class Settings(RouterConfig):
                 fix="set REGIONKIT_REGION (or AWS_REGION) to the region this process runs in",
             )
         return self.region
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        """The deployment's pseudonymizer: ``REGIONKIT_PSEUDONYM_KEY``, else the key file
+        (created in local mode, used in aws mode when present), else a random key."""
+        if self.pseudonym_key is not None:
+            return super().pseudonymizer()
+        path = self.pseudonym_key_file
+        if self.mode == "local" or path.exists():
+            try:
+                return Pseudonymizer.load_or_create(path)
+            except (OSError, ValueError) as exc:
+                raise SettingsError(
+                    setting="REGIONKIT_PSEUDONYM_KEY_FILE",
+                    value=str(path),
+                    reason=str(exc) if isinstance(exc, ValueError) else "cannot be read",
+                    fix="restore the key file (0600), or set REGIONKIT_PSEUDONYM_KEY",
+                ) from None
+        return super().pseudonymizer()
+
+    def evidence_pseudonymizer(self) -> Pseudonymizer:
+        """For what outlives the process (audit reports, erasure receipts, ``audit
+        pseudonym``): refused without a kept key, whose pseudonyms nobody could match."""
+        if (
+            self.pseudonym_key is None
+            and self.mode == "aws"
+            and not self.pseudonym_key_file.exists()
+        ):
+            raise SettingsError(
+                setting="REGIONKIT_PSEUDONYM_KEY",
+                value="(unset)",
+                reason="reports and receipts name items and subjects by keyed pseudonym; with "
+                "a random key per run they could never be matched to anyone",
+                fix="set REGIONKIT_PSEUDONYM_KEY (hex, >= 16 bytes), the same in every process "
+                "of the deployment",
+            )
+        return self.pseudonymizer()
 
 
 def _secret(name: str) -> bool:

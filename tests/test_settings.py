@@ -385,7 +385,7 @@ def test_state_file_source_is_named(tmp_path: Path) -> None:
 def test_secrets_are_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     from residency.settings import explain_settings
 
-    key = "ab" * 32
+    key = "0123456789abcdef" * 4
     monkeypatch.setenv("REGIONKIT_PSEUDONYM_KEY", key)
     rows = explain_settings(load_settings())
     assert all(key not in r.value and key not in r.note for r in rows)
@@ -409,6 +409,34 @@ def test_a_wrong_or_misspelt_secret_is_never_echoed(
         load_settings()
     assert "REGIONKIT_PSEUDONYM_KEY" in str(caught.value)  # the fix: did you mean ...
     assert "abab" not in str(caught.value) and "abab" not in repr(caught.value.__dict__)
+
+
+def test_pseudonyms_stay_the_same_across_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a key set, each run used a random key: two `audit pseudonym` runs disagreed
+    and a receipt could not be tied to its subject (review finding)."""
+    first = load_settings().evidence_pseudonymizer()
+    again = load_settings().evidence_pseudonymizer()  # a later run, the same key file
+    assert first("u-1", scope="subject") == again("u-1", scope="subject")
+    key_file = tmp_path / ".regionkit" / "pseudonym-key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    key_file.chmod(0o644)
+    with pytest.raises(SettingsError, match="open to other users"):
+        load_settings().pseudonymizer()
+    key_file.unlink()
+
+    monkeypatch.setenv("REGIONKIT_MODE", "aws")
+    monkeypatch.setenv("REGIONKIT_REGION", "eu-west-1")
+    aws = load_settings()
+    assert aws.pseudonymizer() is not None  # a service may run with a per-process key...
+    with pytest.raises(SettingsError, match="REGIONKIT_PSEUDONYM_KEY"):
+        aws.evidence_pseudonymizer()  # ...but no evidence is written with one
+    assert not key_file.exists()  # aws mode never creates the file
+    for placeholder in ("00" * 32, "ab" * 32):
+        monkeypatch.setenv("REGIONKIT_PSEUDONYM_KEY", placeholder)
+        with pytest.raises(SettingsError):
+            load_settings()
 
 
 def test_retry_defaults_are_the_fast_failover_ones() -> None:
