@@ -690,6 +690,7 @@ class ConflictDetector:
         """Resolve one conflict and log it; the record if this call created it."""
         ov, nv = Stamp.parse(str(old[VERSION_ATTR])), Stamp.parse(str(new[VERSION_ATTR]))
         winner = old if kind == "inversion" else new
+        loser = new if kind == "inversion" else old
         wv, lv = (ov, nv) if kind == "inversion" else (nv, ov)
         ref = self._item_ref(table, dc, new)
         merge_ref = (
@@ -702,7 +703,7 @@ class ConflictDetector:
             if self.repair:
                 self._merge_into(region, table, dc, data_class, merge_ref, [old, new])
             rec, created = self._record(
-                conflict_id(table, ref.text, str(lv), str(lv)),
+                conflict_id(table, ref.text, str(lv), str(lv), _token(loser)),
                 region,
                 table,
                 data_class,
@@ -724,7 +725,7 @@ class ConflictDetector:
             else "lww"
         )
         rec, created = self._record(
-            conflict_id(table, ref.text, str(lv), str(lv)),
+            conflict_id(table, ref.text, str(lv), str(lv), _token(loser)),
             region,
             table,
             data_class,
@@ -741,7 +742,7 @@ class ConflictDetector:
                 # The HLC winner could not be put back: a write that never had it in its
                 # past replaced it first. The winner is lost.
                 self._record(
-                    conflict_id(table, ref.text, str(wv), str(wv)),
+                    conflict_id(table, ref.text, str(wv), str(wv), _token(winner)),
                     region,
                     table,
                     data_class,
@@ -785,7 +786,7 @@ class ConflictDetector:
         except ValueError:
             return None
         ref = self._item_ref(table, dc, old)
-        cid = conflict_id(table, ref.text, ov, DELETED_WINNER)
+        cid = conflict_id(table, ref.text, ov, DELETED_WINNER, _token(old))
         rec, created = self._record(
             cid, region, table, data_class, ref, "lost_write", None, lv, "lww", False
         )
@@ -971,3 +972,8 @@ class ConflictDetector:
             log.info("repair skipped: the item moved on", region=region, table=table)
             return from_ddb(cast(dict[str, Any] | None, exc.response.get("Item"))) or {}
         return None
+
+
+def _token(item: dict[str, Any]) -> str:
+    """A write's random token: part of its conflict's ID, so the ID reveals nothing."""
+    return str(item.get(TOKEN_ATTR) or "")

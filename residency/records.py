@@ -25,10 +25,16 @@ ConflictKind = Literal["concurrent", "inversion", "lost_write"]
 Resolution = Literal["lww", "merged", "repaired", "superseded"]
 
 
-def conflict_id(table: str, key: str, a: str, b: str) -> str:
-    """The same conflict gets the same ID in every region (that is how it is logged once)."""
+def conflict_id(table: str, key: str, a: str, b: str, token: str = "") -> str:
+    """The same conflict gets the same ID in every region (that is how it is logged once).
+
+    ``token`` is the losing write's random write token (``rk_tok``), which every detector
+    that sees the conflict holds and the conflict log does not: without it, anyone with a
+    record (table, versions, ID) could confirm a guessed item key by hashing the guess.
+    """
     lo, hi = sorted((a, b))
-    return hashlib.sha256(f"{table}\0{key}\0{lo}\0{hi}".encode()).hexdigest()[:32]
+    text = f"{table}\0{key}\0{lo}\0{hi}\0{token}"
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def invalid_fields(exc: ValidationError, model: type[BaseModel]) -> tuple[str, ...]:

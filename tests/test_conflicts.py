@@ -162,6 +162,13 @@ def test_a_conflict_is_logged_by_the_items_pseudonym_never_its_key(sim: Simulati
     assert key not in repr(logs)
     [rec] = conflicts(sim)
     assert rec.item_key() == (key, None)
+    # The ID cannot confirm a guessed key: it covers the losing write's random token,
+    # which the record does not hold (review finding: sha256 of table, key and versions).
+    from residency.records import conflict_id
+
+    guesses = {conflict_id(rec.table, key, rec.loser_version, rec.loser_version)}
+    guesses.add(conflict_id(rec.table, key, rec.loser_version, rec.winner_version or ""))
+    assert rec.conflict_id not in guesses
 
 
 def test_inversion_under_clock_skew_is_repaired_to_the_hlc_winner(sim: Simulation) -> None:
