@@ -37,6 +37,7 @@ from typing import Any, Literal
 from regions.codec import to_ddb
 from regions.directory import DirectoryEntry
 from regions.routing import Route
+from regions.subject_fence import fence_key, is_fence
 from regions.subjects import Found, Subjects
 from regions.tombstones import ERASED
 from regions.users import Users
@@ -205,10 +206,12 @@ class Eraser:
         for name, dc in self.policy.data_classes.items():
             # The bare key is fenced in every region of the jurisdictions even where nothing
             # was found (a stale write must meet it); a class with a sort key has no bare
-            # key: its items are the ones located.
-            if isinstance(dc, PinnedDataClass) and dc.sort_key is None and jurisdictions:
-                k = (name, ((dc.partition_key, user_id),))
-                raw.setdefault(k, {dc.partition_key: user_id})
+            # key: its subject fence refuses every later write (regions.subject_fence).
+            if isinstance(dc, PinnedDataClass) and jurisdictions:
+                bare = {dc.partition_key: user_id} if dc.sort_key is None else None
+                fence = bare or fence_key(dc, user_id)
+                k = (name, tuple(sorted(fence.items())))
+                raw.setdefault(k, fence)
                 newest.setdefault(k, "")
                 for jurisdiction in jurisdictions:
                     where[k] |= set(self.policy.jurisdictions[jurisdiction].regions)
@@ -257,7 +260,8 @@ class Eraser:
         clean = True
         for region, batch in by_region.items():
             for (route, key, _), ok in zip(batch, outcomes[region], strict=True):
-                if ok:
+                dc = self.policy.data_classes[route.data_class]
+                if ok and not is_fence(dc, key):  # the subject fence is no item of theirs
                     self._note(result.erased, region, route.table_name, route.data_class, key)
                 clean = clean and ok
         return clean

@@ -16,10 +16,12 @@ from typing import Any, Literal, cast
 from regions.codec import AT_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb, item_size
 from regions.conditions import condition, keep_reserved, vv_value
 from regions.routing import Route
+from regions.subject_fence import fence_check, fence_key, refuse_reserved
 from regions.tombstones import DELETED, tombstone_body
 from regions.transport import error_code
 from regions.versioned import VersionedStore, Written
 from residency.errors import BackendError, ConfigError, StaleWrite
+from residency.policy import PinnedDataClass
 
 __all__ = ["Transactions"]
 
@@ -67,6 +69,13 @@ class Transactions:
             )
         region = next(iter(regions))
         items = [self._item(i, op, stamp, based_on.get(i), region) for i, op in enumerate(ops)]
+        fences = self._subject_fences(ops, keys)
+        if len(items) + len(fences) > MAX_ITEMS:
+            raise ConfigError(
+                message=f"{len(ops)} items and {len(fences)} subject fence checks exceed "
+                f"DynamoDB's {MAX_ITEMS} per transaction: split it"
+            )
+        items += [check for _, _, check in fences]
         bodies = [action for item in items for action in item.values()]
         size = sum(item_size(a.get("Item") or a.get("Key") or {}) for a in bodies)
         if size > MAX_BYTES:
@@ -84,13 +93,58 @@ class Transactions:
         else:
             return Written(stamp, route)
         i, current = failed
-        raise StaleWrite(
+        raise self._stale(i, current, ops, keys, fences, region, based_on)
+
+    def _stale(
+        self,
+        i: int,
+        current: dict[str, Any],
+        ops: Sequence[Op],
+        keys: list[dict[str, Any]],
+        fences: list[tuple[str, dict[str, Any], dict[str, Any]]],
+        region: str,
+        based_on: dict[int, str],
+    ) -> StaleWrite:
+        """The error of the transaction's failed condition ``i`` (an op, or a fence after them)."""
+        s = self.store
+        if i >= len(ops):  # a subject fence: the subject was erased
+            data_class, fence = fences[i - len(ops)][:2]
+            return StaleWrite(
+                data_class=data_class,
+                key=s.named(data_class, fence),
+                region=region,
+                based_on="(blind write)",
+                current=f"{current.get(VERSION_ATTR, '?')} (erased)",
+            )
+        return StaleWrite(
             data_class=ops[i][1],
             key=s.named(ops[i][1], keys[i]),
             region=region,
             based_on=based_on.get(i, "(blind write)"),
             current=str(current.get(VERSION_ATTR, "(missing)")),
         )
+
+    def _subject_fences(
+        self, ops: Sequence[Op], keys: list[dict[str, Any]]
+    ) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """(class, fence key, ConditionCheck) for each subject written in a pinned class
+        with a sort key: the write must not land once the subject is erased
+        (:mod:`regions.subject_fence`)."""
+        s = self.store
+        out: dict[tuple[str, str], tuple[str, dict[str, Any], dict[str, Any]]] = {}
+        for (kind, data_class, _), key in zip(ops, keys, strict=True):
+            dc = s.policy.data_classes[data_class]
+            if kind == "check" or not isinstance(dc, PinnedDataClass) or dc.sort_key is None:
+                continue
+            refuse_reserved(data_class, dc, key)
+            subject = str(key[dc.partition_key])
+            fence = fence_key(dc, subject)
+            out[(data_class, subject)] = (
+                data_class,
+                fence,
+                fence_check(s.routes.tables[data_class], s.serialize(data_class, fence)),
+            )
+        return list(out.values())
 
     def _item(self, i: int, op: Op, stamp: str, base: str | None, region: str) -> dict[str, Any]:
         s = self.store
@@ -142,5 +196,5 @@ class Transactions:
         for i, reason in enumerate(reasons):
             if reason.get("Code") == "ConditionalCheckFailed":
                 old = from_ddb(reason.get("Item"))
-                return i, keep_reserved(old, keys[i])
+                return i, keep_reserved(old, keys[i] if i < len(keys) else {})
         return None

@@ -26,6 +26,7 @@ from regions.codec import (
 from regions.codec import to_ddb_value as _to_value
 from regions.conditions import condition, keep_reserved, vv_value
 from regions.routing import Route
+from regions.subject_fence import fence_key, fenced_call, refuse_reserved
 from regions.tombstones import (
     DEL_ATTR,
     DELETED,
@@ -39,6 +40,7 @@ from regions.tombstones import (
 from regions.transport import Decide, backend_error, error_code, region_of
 from regions.versioned import MAX_HOPS, VersionedStore, Written
 from residency.errors import BackendError, ConfigError, StaleWrite
+from residency.policy import PinnedDataClass
 
 __all__ = ["MoveSuperseded", "Writer"]
 
@@ -83,7 +85,9 @@ class Writer:
         ddb_body = s.serialize(data_class, body)
         cond, names, values = condition(base, create_only, stamp, token)
 
-        call = _conditional_put(ddb_body, vv, cond, names, values)
+        call = self._fenced(
+            data_class, key, subject, _conditional_put(ddb_body, vv, cond, names, values)
+        )
         return self._write(data_class, key, subject, stamp, base, call, item, decide)
 
     def update(
@@ -142,7 +146,8 @@ class Writer:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
 
-        return self._write(data_class, key, subject, stamp, base, call, None, None)
+        fenced = self._fenced(data_class, key, subject, call)
+        return self._write(data_class, key, subject, stamp, base, fenced, None, None)
 
     def delete(
         self,
@@ -166,8 +171,21 @@ class Writer:
         # is what its retry recognises.
         cond, names, values = condition(base, False, stamp)
 
-        call = _conditional_put(ddb_body, vv, cond, names, values)
+        call = self._fenced(
+            data_class, key, subject, _conditional_put(ddb_body, vv, cond, names, values)
+        )
         return self._write(data_class, key, subject, stamp, base, call, None, None)
+
+    def _fenced(
+        self, data_class: str, key: dict[str, Any], subject: str | None, call: Call
+    ) -> Call:
+        """A pinned class with a sort key: the write also checks the subject's fence
+        (:mod:`regions.subject_fence`), atomically."""
+        dc = self.s.policy.data_classes[data_class]
+        if not isinstance(dc, PinnedDataClass) or dc.sort_key is None or subject is None:
+            return call
+        refuse_reserved(data_class, dc, key)
+        return fenced_call(call, self.s.serialize(data_class, fence_key(dc, subject)))
 
     # --- the common path: send, read a failed condition, follow, merge ---
 
@@ -318,7 +336,14 @@ class Writer:
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
 
-        return self._directed(route, call, epoch) is None
+        # A class with a sort key: the copy also checks the subject fence, so a stalled
+        # move cannot copy an erased user's item into a region the erasure never saw it in.
+        dc_key = s.key_of(route.data_class, item)
+        subject = str(dc_key[s.pk[route.data_class]])
+        return (
+            self._directed(route, self._fenced(route.data_class, dc_key, subject, call), epoch)
+            is None
+        )
 
     def fence_at(
         self,

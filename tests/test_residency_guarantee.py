@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from regions.directory import DirectoryEntry
 from regions.ids import mint_user_id
 from regions.local.sim import Simulation, simulation
 from regions.router import RegionRouter
@@ -350,7 +351,6 @@ def test_a_write_during_a_move_round_is_moved_not_lost(sim: Simulation) -> None:
 
 
 def test_a_move_in_verifying_cannot_be_redirected(sim: Simulation) -> None:
-    from regions.directory import DirectoryEntry
 
     router = sim.routers[EU1]
     uid = sign_up(router, "DE")
@@ -853,10 +853,8 @@ def test_moves_with_replication_lag_inside_a_jurisdiction_lose_nothing(sim: Simu
     assert (fresh.get("profile", {"pk": uid}) or {}).get("email") == "v1@acknowledged.example"
 
 
-def test_an_erasure_of_a_user_with_sort_key_items_finishes(example_policy_path: Any) -> None:
-    """A pinned class with a sort key has no bare partition key to fence: the erasure
-    fences the items it located (it sent a key without its sort key, which DynamoDB
-    refuses, so every round stayed pending and every later move was refused)."""
+def _with_messages(example_policy_path: Any) -> Any:
+    """The example policy plus a pinned class with a sort key (a user's messages)."""
     from residency.policy import parse_policy_text
 
     text = example_policy_path.read_text().replace(
@@ -865,7 +863,48 @@ def test_an_erasure_of_a_user_with_sort_key_items_finishes(example_policy_path: 
         "    sort_key: sk\n    pii_attributes: [body]\n  content:\n",
         1,
     )
-    with simulation(parse_policy_text(text, source="sk.yaml"), seed=3, detect=False) as s:
+    return parse_policy_text(text, source="sk.yaml")
+
+
+def test_a_stale_router_cannot_add_a_sort_key_for_an_erased_user(
+    example_policy_path: Any,
+) -> None:
+    """Review finding: after the erasure said done, a router whose directory cache still
+    held the user wrote a *new* sort key for them (the item fences cover located keys
+    only). The subject fence, checked in the same transaction as every write of the
+    class, refuses it in every region of the jurisdiction."""
+    with simulation(_with_messages(example_policy_path), seed=4, detect=False) as s:
+        router, stale = s.routers[EU1], s.routers[EU2]
+        uid = sign_up(router, "DE")
+        router.put("messages", {"pk": uid, "sk": "m0", "body": "a private message"})
+        s.settle()
+        assert stale.get("messages", {"pk": uid, "sk": "m0"}) is not None  # caches the entry
+        assert router.erase_subject(uid).status == "done"
+        s.settle()
+        for writer in (stale, s.routers[EU1]):
+            writer.directory.put(DirectoryEntry(uid, EU2, "EU", "active"))  # stale, both
+            for new in ({"sk": "m1", "body": "ravi.secret@example.in"}, {"sk": "m0", "body": "x"}):
+                with pytest.raises(StaleWrite):
+                    writer.put("messages", {"pk": uid, **new})
+            with pytest.raises(StaleWrite):
+                writer.update("messages", {"pk": uid, "sk": "m2"}, {"body": "again"})
+            with pytest.raises(StaleWrite, match="erased"):
+                writer.transact([("put", "messages", {"pk": uid, "sk": "m3", "body": "tx"})])
+        s.settle()
+        for region in s.policy.regions:
+            for item in s.items(region, "messages").values():
+                assert "body" not in item, (region, item)
+        us = s.routers[US]
+        other = sign_up(us, "US")
+        with pytest.raises(ConfigError, match="reserved"):
+            us.put("messages", {"pk": other, "sk": "rk#subject-fence", "body": "x"})
+
+
+def test_an_erasure_of_a_user_with_sort_key_items_finishes(example_policy_path: Any) -> None:
+    """A pinned class with a sort key has no bare partition key to fence: the erasure
+    fences the items it located (it sent a key without its sort key, which DynamoDB
+    refuses, so every round stayed pending and every later move was refused)."""
+    with simulation(_with_messages(example_policy_path), seed=3, detect=False) as s:
         router = s.routers[IN1]
         uid = sign_up(router, "IN")
         router.put("profile", {"pk": uid, **SECRET})
