@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DirectoryCache", "DirectoryEntry"]
+__all__ = ["DirectoryCache", "DirectoryEntry", "check_cache_ttl"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +110,18 @@ class DirectoryCache:
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+def check_cache_ttl(tombstone_retention_days: int, ttl_seconds: float) -> None:
+    """A cached home must expire before the fences a move leaves: a router whose entry
+    outlived them would write the user's data in the old jurisdiction again."""
+    from residency.errors import ConfigError
+
+    retention = tombstone_retention_days * 86_400
+    if ttl_seconds >= retention:
+        raise ConfigError(
+            message=f"directory_cache_ttl_seconds ({ttl_seconds:g}) must be shorter than the "
+            f"policy's system.tombstone_retention_days ({retention} s): a cached home must "
+            "expire before the fences a move leaves in the old jurisdiction (fix: lower "
+            "REGIONKIT_DIRECTORY_CACHE_TTL_SECONDS; the default is 300)"
+        )

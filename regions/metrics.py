@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 
-__all__ = ["METRICS", "NAMESPACE", "RequestMetrics", "emf_document", "sink"]
+__all__ = ["METRICS", "NAMESPACE", "RequestMetrics", "emf_document", "router_metrics", "sink"]
 
 NAMESPACE = "regionkit/router"
 METRICS = ("RoutedRequests", "RoutedRequestErrors")
@@ -76,6 +76,13 @@ def sink(kind: str) -> Callable[[str], None] | None:
     """The ``emit`` of a ``REGIONKIT_METRICS`` setting: ``emf-stdout``, ``emf-log`` or
     ``off`` (None: publish nothing)."""
     return {"emf-stdout": _to_stdout, "emf-log": _to_logger, "off": None}[kind]
+
+
+def router_metrics(policy_name: str, region: str | None, setting: str) -> RequestMetrics | None:
+    """A router's request metrics for the ``REGIONKIT_METRICS`` setting (None: off, or no
+    region to publish them for)."""
+    emit = sink(setting)
+    return RequestMetrics(policy_name, region, emit) if emit and region else None
 
 
 class RequestMetrics:

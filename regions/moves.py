@@ -54,15 +54,15 @@ The directory itself (lookups, sign-up, the authority replica) is :mod:`regions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from regions.codec import EPOCH_ATTR, VERSION_ATTR
+from regions.directed import MoveSuperseded
 from regions.directory import DirectoryEntry
 from regions.ids import parse_user_id
+from regions.move_record import Move, MoveOver, MoveResult
 from regions.tombstones import DELETED, ERASED, MOVED, tombstone_kind
 from regions.users import Users
-from regions.writes import MoveSuperseded
 from residency.errors import ConfigError, RegionkitError, StaleWrite, UnassignedUser
 from residency.logs import get_logger
 
@@ -75,29 +75,6 @@ MAX_ROUNDS = 5
 RECHECK_S = 5.0
 
 Items = dict[tuple[Any, ...], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class MoveResult:
-    user_id: str
-    from_region: str
-    to_region: str
-    from_jurisdiction: str
-    to_jurisdiction: str
-    profile_copied: bool
-    steps: list[str] = field(default_factory=list)
-    status: Literal["done", "pending", "superseded"] = "done"
-    """``superseded``: another process finished, replaced or undid this move, or erased
-    the user, while this call ran; it wrote nothing after noticing."""
-    reason: str = ""
-
-
-class _Over(Exception):
-    """This move was finished, replaced or undone by another process (``reason``)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class Moves:
@@ -173,13 +150,13 @@ class Moves:
             epoch = str(entry.version)  # resuming: the record's own stamp is the epoch
         else:  # verifying
             epoch = entry.epoch or str(entry.version)
-        move = _Move(user_id, from_region, target, from_j, to_j, epoch)
+        move = Move(user_id, from_region, target, from_j, to_j, epoch)
         try:
             return self._move_data(move, steps)
         finally:
             self._checked.pop(epoch, None)
 
-    def _move_data(self, move: _Move, steps: list[str]) -> MoveResult:
+    def _move_data(self, move: Move, steps: list[str]) -> MoveResult:
         copied = False
         try:
             for _ in range(MAX_ROUNDS):
@@ -200,7 +177,7 @@ class Moves:
                 return self._pending(move, copied, steps, reason)
             if self._switch(move, "active"):
                 steps.append(f"directory: home is {move.target}")
-        except _Over as over:
+        except MoveOver as over:
             return self._superseded(move, copied, steps, over.reason)
         except Exception as exc:
             if not isinstance(exc, (RegionkitError, *_botocore_errors())):
@@ -216,7 +193,7 @@ class Moves:
         "active": ("verifying", "active"),
     }
 
-    def _fresh(self, move: _Move) -> None:
+    def _fresh(self, move: Move) -> None:
         """Right before each of the move's writes is sent (every attempt): if the last
         directory check is older than :data:`RECHECK_S` (a long pause: GC, a stopped VM,
         a slow network), check again.
@@ -226,7 +203,7 @@ class Moves:
         if self.store.wall() - self._checked.get(move.epoch, float("-inf")) > RECHECK_S:
             self._ours(move, ("moving", "verifying"))
 
-    def _switch(self, move: _Move, status: str) -> bool:
+    def _switch(self, move: Move, status: str) -> bool:
         """Advance the directory to this move's ``status`` record, compare-and-set on the
         move's own record; False if a resumer of the same move already did."""
         current = self._ours(move, self._NEXT[status])
@@ -239,9 +216,9 @@ class Moves:
             return False
         return True
 
-    def _ours(self, move: _Move, states: tuple[str, ...]) -> DirectoryEntry:
+    def _ours(self, move: Move, states: tuple[str, ...]) -> DirectoryEntry:
         """The directory entry, if it is still this move's record in one of ``states``
-        (read at the user's authority replica); else the move is over (``_Over``).
+        (read at the user's authority replica); else the move is over (``MoveOver``).
 
         Checked before every batch of the move's writes, so a move that stalled while
         another process acted on the user stops at its next step; the directory writes
@@ -249,7 +226,7 @@ class Moves:
         now = self.store.wall()
         current = self.users.read_authoritative(move.user_id)
         if current is None:
-            raise _Over("the user was erased meanwhile")
+            raise MoveOver("the user was erased meanwhile")
         mine = (
             current.status == "moving"
             and current.moving_to == move.target
@@ -264,10 +241,10 @@ class Moves:
             self._checked[move.epoch] = now
             return current
         if current.status == "erasing":
-            raise _Over("the user is being erased")
-        raise _Over("another process finished, replaced or undid this move")
+            raise MoveOver("the user is being erased")
+        raise MoveOver("another process finished, replaced or undid this move")
 
-    def _round(self, move: _Move, steps: list[str]) -> tuple[bool, bool]:
+    def _round(self, move: Move, steps: list[str]) -> tuple[bool, bool]:
         """Copy the newest of every item to the target and fence the old regions.
 
         Returns (every fence held, anything copied).
@@ -283,7 +260,7 @@ class Moves:
             steps.append(f"{dc}: fenced in {', '.join(old_regions)}" if fenced else f"{dc}: retry")
         return fenced, copied
 
-    def _newest(self, dc: str, move: _Move, old_regions: list[str]) -> Items:
+    def _newest(self, dc: str, move: Move, old_regions: list[str]) -> Items:
         """The newest version of each of the user's items in the old regions; keys seen
         only as fences, to fence again (and the bare key of a class with no sort key)."""
         seen = {r: self.store.read_at(dc, move.user_id, r, move.from_j) for r in old_regions}
@@ -292,9 +269,9 @@ class Moves:
         for items in seen.values():
             for item in items:
                 if tombstone_kind(item) == ERASED:
-                    raise _Over("the user was erased meanwhile")
+                    raise MoveOver("the user was erased meanwhile")
                 if str(item.get(EPOCH_ATTR, "")) > move.epoch:
-                    raise _Over("a later move wrote the user's data")
+                    raise MoveOver("a later move wrote the user's data")
                 k = self._keytuple(dc, item)
                 keys.setdefault(k, item)
                 if tombstone_kind(item) == MOVED:
@@ -307,7 +284,7 @@ class Moves:
             newest.setdefault((move.user_id,), {self.store.pk[dc]: move.user_id})
         return newest
 
-    def _copy(self, dc: str, newest: Items, move: _Move, steps: list[str]) -> bool:
+    def _copy(self, dc: str, newest: Items, move: Move, steps: list[str]) -> bool:
         """Copy data, and versioned deletes (a stale write must meet them in the new home
         too), keeping their stamps; True if any data was copied."""
         copied = False
@@ -321,13 +298,15 @@ class Moves:
                     route, item, epoch=move.epoch, before_send=lambda: self._fresh(move)
                 )
             except MoveSuperseded as exc:
-                raise _Over(f"a later move or an erasure holds the data in {exc.region}") from None
+                raise MoveOver(
+                    f"a later move or an erasure holds the data in {exc.region}"
+                ) from None
             if written and not tombstone_kind(item):
                 copied = True
                 steps.append(f"{dc}: copied to {move.target}")
         return copied
 
-    def _fence(self, dc: str, newest: Items, old_regions: list[str], move: _Move) -> bool:
+    def _fence(self, dc: str, newest: Items, old_regions: list[str], move: Move) -> bool:
         """A ``moved`` fence on every item in every old region; True if every one held."""
         fenced = True
         for r in old_regions:
@@ -345,7 +324,9 @@ class Moves:
                     )
                 except MoveSuperseded as exc:  # stop at once: fence no other region
                     where = exc.region
-                    raise _Over(f"a later move or an erasure wrote the data in {where}") from None
+                    raise MoveOver(
+                        f"a later move or an erasure wrote the data in {where}"
+                    ) from None
                 fenced = fenced and ok
         return fenced
 
@@ -365,16 +346,16 @@ class Moves:
                     break
         return left
 
-    def _pending(self, move: _Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
+    def _pending(self, move: Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
         return self._stop(move, copied, steps, "pending", reason)
 
-    def _superseded(self, move: _Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
+    def _superseded(self, move: Move, copied: bool, steps: list[str], reason: str) -> MoveResult:
         steps.append(f"stopped: {reason}")
         return self._stop(move, copied, steps, "superseded", reason)
 
     def _stop(
         self,
-        move: _Move,
+        move: Move,
         copied: bool,
         steps: list[str],
         status: Literal["pending", "superseded"],
@@ -401,44 +382,6 @@ class Moves:
         )
         audit_log.info("residency.move.completed", from_jurisdiction=from_j, to_jurisdiction=to_j)
         return MoveResult(user_id, from_region, target, from_j, to_j, copied, steps)
-
-
-@dataclass(frozen=True)
-class _Move:
-    """One move: whose, from where to where, and its epoch (its ``moving`` record's stamp)."""
-
-    user_id: str
-    from_region: str
-    target: str
-    from_j: str
-    to_j: str
-    epoch: str
-
-    def entry(self, status: str) -> DirectoryEntry:
-        """The ``verifying`` or ``active`` directory record of this move."""
-        return DirectoryEntry(
-            self.user_id,
-            self.target,
-            self.to_j,
-            status,
-            moved_from=self.from_region,
-            epoch=self.epoch,
-        )
-
-    def result(
-        self, copied: bool, steps: list[str], status: Literal["pending", "superseded"], reason: str
-    ) -> MoveResult:
-        return MoveResult(
-            self.user_id,
-            self.from_region,
-            self.target,
-            self.from_j,
-            self.to_j,
-            copied,
-            steps,
-            status,
-            reason,
-        )
 
 
 def _botocore_errors() -> tuple[type[BaseException], ...]:

@@ -26,13 +26,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from regions.directory import DirectoryCache, DirectoryEntry
+from regions.directory import DirectoryCache, DirectoryEntry, check_cache_ttl
 from regions.erasure import Eraser, ErasureResult
 from regions.health import RegionHealth
 from regions.hedging import HedgePolicy
 from regions.hlc import HLC, wall_clock_ms
 from regions.merging import MergeFunctions
-from regions.metrics import RequestMetrics, sink
+from regions.metrics import RequestMetrics, router_metrics
 from regions.moves import MoveResult, Moves
 from regions.pool import ClientPool
 from regions.queries import BatchGetResult, BatchWriteResult, Page, Queries, Sort
@@ -46,7 +46,6 @@ from regions.users import Users
 from regions.versioned import VersionedStore, Written
 from regions.writes import Writer
 from residency.clients import ClientProvider
-from residency.errors import ConfigError
 from residency.guard import ResidencyGuard
 from residency.policy import Policy
 from residency.pseudonym import Pseudonymizer
@@ -95,14 +94,11 @@ class RegionRouter:
             max_offset_ms=s.hlc_max_offset_ms,
         )
         cache = directory or DirectoryCache(s.directory_cache_size, s.directory_cache_ttl_seconds)
-        _check_cache_ttl(policy, cache.ttl)
+        check_cache_ttl(policy.system.tombstone_retention_days, cache.ttl)
         self.pseudonymize = pseudonymizer or s.pseudonymizer()
         tables = {n: s.table_name(dc.table) for n, dc in policy.data_classes.items()}
         self.routes = RouteTable(policy, tables, self.guard, self.health)
-        emit = sink(s.metrics)
-        if metrics is None and emit is not None and self.region is not None:
-            metrics = RequestMetrics(policy.name, self.region, emit)
-        self.metrics = metrics
+        self.metrics = metrics or router_metrics(policy.name, self.region, s.metrics)
         self.transport = Transport(
             self.clients,
             self.health,
@@ -126,7 +122,6 @@ class RegionRouter:
         self.writer = Writer(self.store)
         self.users = Users(policy, self.store, self.writer, self.routes, self.health, cache)
         self.moves = Moves(self.users)
-        self._dir_class = policy.system.directory
         for name, ref in self.store.merges.items():  # refuse a bad reference at start-up
             self.merge_function(name, ref)
         self.queries = Queries(self.store, self.writer)
@@ -281,13 +276,6 @@ class RegionRouter:
 
     # --- data access ---
 
-    def _writable(self, data_class: str) -> None:
-        if data_class == self._dir_class:
-            raise ConfigError(
-                message=f"{data_class!r} is the user directory, a system class: change it only "
-                "with router.assign_home(user_id, country=...) or router.move_user(...)"
-            )
-
     def get(
         self,
         data_class: str,
@@ -318,7 +306,7 @@ class RegionRouter:
         StaleWrite, or merges where the data class names a merge function.
         ``expires_at`` (epoch seconds or a datetime) sets the item's TTL.
         """
-        self._writable(data_class)
+        self.users.refuse_writes(data_class)
         if expires_at is not None:
             item = with_expiry(item, expires_at)
         return self.writer.put(data_class, item, subject, based_on, create_only)
@@ -333,7 +321,7 @@ class RegionRouter:
         based_on: str | dict[str, Any] | None = None,
     ) -> Written:
         """Set attributes of one item (stamped, conditional like ``put``)."""
-        self._writable(data_class)
+        self.users.refuse_writes(data_class)
         return self.writer.update(data_class, key, changes, subject, based_on)
 
     def delete(
@@ -345,7 +333,7 @@ class RegionRouter:
         based_on: str | dict[str, Any] | None = None,
     ) -> Written:
         """Delete one item: a versioned tombstone, unless it holds a newer version."""
-        self._writable(data_class)
+        self.users.refuse_writes(data_class)
         return self.writer.delete(data_class, key, subject, based_on)
 
     def query(
@@ -394,28 +382,15 @@ class RegionRouter:
         deletes: Sequence[dict[str, Any]] = (),
     ) -> BatchWriteResult:
         """Stamped, conditional writes, concurrently per region; ``failed`` lists refusals."""
-        self._writable(data_class)
+        self.users.refuse_writes(data_class)
         return self.queries.batch_write(data_class, puts=puts, deletes=deletes)
 
     def transact(self, ops: Sequence[TxOp], *, based_on: dict[int, str] | None = None) -> Written:
         """All or nothing, inside one region (see :mod:`regions.transactions`)."""
         for _, data_class, _ in ops:
-            self._writable(data_class)
+            self.users.refuse_writes(data_class)
         return self.transactions.transact(ops, based_on=based_on)
 
     def observe(self, item: dict[str, Any] | None) -> None:
         """Merge a read item's stamp into our clock, flagging (not adopting) a drifted one."""
         self.store.observe(item)
-
-
-def _check_cache_ttl(policy: Policy, ttl_seconds: float) -> None:
-    """A cached home must expire before the fences a move leaves: a router whose entry
-    outlived them would write the user's data in the old jurisdiction again."""
-    retention = policy.system.tombstone_retention_days * 86_400
-    if ttl_seconds >= retention:
-        raise ConfigError(
-            message=f"directory_cache_ttl_seconds ({ttl_seconds:g}) must be shorter than the "
-            f"policy's system.tombstone_retention_days ({retention} s): a cached home must "
-            "expire before the fences a move leaves in the old jurisdiction (fix: lower "
-            "REGIONKIT_DIRECTORY_CACHE_TTL_SECONDS; the default is 300)"
-        )

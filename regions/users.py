@@ -160,6 +160,14 @@ class Users:
         hint = parse_user_id(user_id).home_hint
         return hint if hint in self._dir_replicas else None
 
+    def refuse_writes(self, data_class: str) -> None:
+        """The directory is written only through sign-up and moves, never as data."""
+        if data_class == self.dir_class:
+            raise ConfigError(
+                message=f"{data_class!r} is the user directory, a system class: change it only "
+                "with router.assign_home(user_id, country=...) or router.move_user(...)"
+            )
+
     def fence_of(self, user_id: str) -> str | None:
         """The tombstone kind (``erased``, ``moved``...) of the user's directory item at its
         authority replica, consistently; None when the item is live or absent."""

@@ -347,6 +347,31 @@ def test_no_module_imports_cli() -> None:
     assert [i for i in GRAPH if _under(i.importer, "_cli") and _under(i.target, "cli")] == []
 
 
+# --- the router in rooms ----------------------------------------------------------------
+
+ROOM_MAX_LINES = 400
+
+
+def test_the_router_and_its_rooms_are_each_at_most_400_lines() -> None:
+    """RegionRouter is a facade over rooms (routing, transport, the versioned protocol,
+    users, moves, erasure ...): every module it reaches inside regions/ stays a module a
+    reviewer can read whole. Transitive, so a room that grows cannot hide in a helper."""
+    graph = _module_graph()
+    rooms, todo = set(), ["regions.router"]
+    while todo:
+        module = todo.pop()
+        if module in rooms or not _under(module, "regions") or module == "regions":
+            continue
+        rooms.add(module)
+        todo += graph[module]
+    assert {"regions.router", "regions.writes", "regions.moves", "regions.erasure"} <= rooms
+    sizes = {}
+    for module in rooms:
+        path = ROOT / (module.replace(".", "/") + ".py")
+        sizes[module] = len(path.read_text(encoding="utf-8").splitlines())
+    assert {m: n for m, n in sizes.items() if n > ROOM_MAX_LINES} == {}
+
+
 # --- the command line only parses arguments and renders ----------------------------------
 #
 # The sub-apps live in the private package _cli beside cli.py (see cli's docstring): one
