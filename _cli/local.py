@@ -85,7 +85,7 @@ TtlSweepOpt = Annotated[
         "--ttl-sweep",
         help="Seconds between runs of the emulated TTL process (expired items are "
         "deleted, and the deletions replicate); 0 turns it off.",
-        min=0,
+        callback=finite("--ttl-sweep", 0, 86_400),
     ),
 ]
 

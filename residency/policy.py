@@ -45,6 +45,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -326,6 +327,13 @@ class Policy(_Model):
     data_classes: dict[Name, DataClass] = Field(min_length=1, max_length=256)
     system: SystemTables = SystemTables()
     targets: Targets
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _integer_version(cls, value: Any) -> Any:
+        if type(value) is not int:  # YAML's true and 1.0 equal 1 in Python
+            raise ValueError("version must be the integer 1")
+        return value
 
     @model_validator(mode="after")
     def _semantics(self, info: ValidationInfo) -> Self:
@@ -938,7 +946,7 @@ def _describe(err: Any, data: Any) -> tuple[Loc, str, str] | None:
     describer = _DESCRIBERS.get(kind)
     if describer is not None:
         return describer(_ErrorView(err, raw, loc, value, got))
-    msg = err["msg"].replace("Input should be", "must be", 1)
+    msg = err["msg"].replace("Input should be", "must be", 1).removeprefix("Value error, ")
     if "input" in err:
         msg = f"{msg}, got {got}"
     return loc, msg, _FIX_SCHEMA

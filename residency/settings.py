@@ -517,7 +517,13 @@ def load_settings(**overrides: Any) -> Settings:
             value=_shown(name, os.environ.get(f"REGIONKIT_{name.upper()}", "")),
             reason=f"{exc} ({exc.__cause__})" if exc.__cause__ else str(exc),
             fix=f"set REGIONKIT_{name.upper()} to JSON, e.g. "
-            '\'{"us-east-1": "http://127.0.0.1:5001"}\'',
+            + (
+                '\'{"us-east-1": "http://127.0.0.1:5001"}\''
+                if name == "endpoints"
+                else "'[\"myservice.merges\"]'"
+                if name == "merge_modules"
+                else "as `regionkit config show` prints it"
+            ),
         ) from None
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]

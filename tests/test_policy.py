@@ -136,6 +136,10 @@ def test_reserved_names_and_anonymized_keys_are_refused() -> None:
     (problem,) = info.value.problems
     assert problem.field == "data_classes.content.erasure.attributes.1"
     assert "key attribute" in problem.message
+    for version in ("true", "1.0"):  # both equal 1 in Python; neither is the version 1
+        with pytest.raises(PolicyError) as info:
+            parse_policy_text(text.replace("version: 1", f"version: {version}", 1), source="v")
+        assert info.value.problems[0].field == "version"
 
 
 # --- derived views ----------------------------------------------------------------------

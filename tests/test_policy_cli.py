@@ -64,6 +64,7 @@ BAD_NUMBERS = [
     (["local", "fault", "lag", "--ms"], "--ms"),
     (["local", "fault", "lag", "--ms", "10", "--jitter-ms"], "--jitter-ms"),
     (["local", "down", "--timeout"], "--timeout"),
+    (["local", "up", "--ttl-sweep"], "--ttl-sweep"),
 ]
 
 
@@ -72,7 +73,7 @@ BAD_NUMBERS = [
 def test_non_finite_or_out_of_range_numbers_are_exit_2(
     argv: list[str], option: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if option in {"--ms", "--jitter-ms", "--timeout"} and value == "0":
+    if option in {"--ms", "--jitter-ms", "--timeout", "--ttl-sweep"} and value == "0":
         pytest.skip("0 is a valid lag, jitter or timeout")
     code, out, err = run_in_process([*argv, value], capsys)
     assert code == 2
