@@ -512,6 +512,12 @@ def audit_public_key() -> None:
     else:
         from residency.signing import LocalSigner
 
+        if not settings.signing_key_file.exists():
+            typer.echo(
+                f"# no signing key at {settings.signing_key_file}: created one; it signs the "
+                "reports written from here on (run this where the audits run)",
+                err=True,
+            )
         signer = LocalSigner.load_or_create(settings.signing_key_file)
     typer.echo(f"# key {signer.key_id}", err=True)
     typer.echo(signer.public_key_pem(), nl=False)
