@@ -31,11 +31,12 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from regions.codec import to_ddb
 from regions.directory import DirectoryEntry
+from regions.ids import parse_user_id
 from regions.routing import Route
 from regions.subject_fence import fence_key, is_fence
 from regions.subjects import Found, Subjects
@@ -46,15 +47,13 @@ from regions.writes import Writer
 from residency.errors import StaleWrite, UnassignedUser, UnknownSubject
 from residency.logs import get_logger
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy
-from residency.receipts import RECEIPT_KIND
+from residency.receipts import RECEIPT_KIND, not_erased_at_once
 
 __all__ = ["Eraser", "ErasureResult"]
 
 audit_log = get_logger("regionkit.audit")
 
 MAX_ROUNDS = 5
-STREAM_RETENTION = timedelta(hours=24)
-PITR_DEFAULT_DAYS = 35
 
 
 @dataclass
@@ -120,7 +119,7 @@ class Eraser:
             started_at=self._stamp(),
         )
         entry = self._record(user_id)
-        jurisdictions = self._jurisdictions(entry)
+        jurisdictions = self._jurisdictions(entry, user_id)
         known = entry is not None or self._was_known(user_id)
         try:
             for _ in range(MAX_ROUNDS):
@@ -130,6 +129,12 @@ class Eraser:
                     # the erasure of somebody who does not exist, and not of the user meant.
                     raise UnknownSubject(user=user_id, action="erase")
                 known = True
+                # Wherever a pinned item was found is fenced too (an entry lost or never
+                # replicated says nothing about where the data went).
+                for f in location.items:
+                    if isinstance(self.policy.data_classes[f.data_class], PinnedDataClass):
+                        j = self.policy.jurisdiction_of_region(f.region)
+                        jurisdictions += [] if j in jurisdictions else [j]
                 if location.unreadable:
                     result.reason = "unreadable: " + ", ".join(location.unreadable)
                     return self._pending(result)
@@ -151,7 +156,7 @@ class Eraser:
             return self._pending(result)
         result.status = "done"
         result.finished_at = self._stamp()
-        result.not_erased_at_once = self._lingering()
+        result.not_erased_at_once = not_erased_at_once(datetime.fromtimestamp(self.now(), UTC))
         audit_log.info("subject.erased", subject=result.user)
         return result
 
@@ -181,12 +186,14 @@ class Eraser:
         """Whether the directory holds a fence for the user (erased before, or moved)."""
         return self.users.fence_of(user_id) is not None
 
-    def _jurisdictions(self, entry: DirectoryEntry | None) -> list[str]:
+    def _jurisdictions(self, entry: DirectoryEntry | None, user_id: str) -> list[str]:
         """Where the user's pinned data may be: the home jurisdiction, and both ends of a
         move under way (a ``move_user`` in another process may still copy into its
-        target; the erasure's fences there make that copy fail)."""
+        target; the erasure's fences there make that copy fail). With no entry (lost, or
+        erased before), the jurisdiction of the home region minted into the ID."""
         if entry is None:
-            return []
+            hint = parse_user_id(user_id).home_hint
+            return [self.policy.jurisdiction_of_region(hint)] if hint in self.policy.regions else []
         regions = [entry.home_region, entry.moving_to, entry.moved_from]
         found = [self.policy.jurisdiction_of_region(r) for r in regions if r]
         return list(dict.fromkeys([entry.jurisdiction, *found]))
@@ -355,33 +362,6 @@ class Eraser:
         result.finished_at = self._stamp()
         audit_log.warning("subject.erase.pending", subject=result.user)
         return result
-
-    def _lingering(self) -> list[dict[str, str]]:
-        until = datetime.fromtimestamp(self.now(), UTC)
-        pitr = (until + timedelta(days=PITR_DEFAULT_DAYS)).date().isoformat()
-        streams = (until + STREAM_RETENTION).isoformat(timespec="seconds")
-        return [
-            {
-                "what": "point-in-time-recovery backups",
-                "until": pitr,
-                "why": "each table's PITR window (35 days unless set lower) rolls off by then",
-            },
-            {
-                "what": "DynamoDB stream records",
-                "until": streams,
-                "why": "streams keep records for 24 hours",
-            },
-            {
-                "what": "exports made earlier",
-                "until": "when their holders delete them",
-                "why": "regionkit subject export files are copies outside DynamoDB",
-            },
-            {
-                "what": "the conflict log",
-                "until": "its retention",
-                "why": "it holds keys and versions of conflicting writes (no attribute values)",
-            },
-        ]
 
 
 def _transient(exc: BaseException) -> bool:

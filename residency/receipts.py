@@ -16,14 +16,51 @@ from __future__ import annotations
 import json
 import os
 import re
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from residency.signing import Signer, body_digest, sign
 
-__all__ = ["RECEIPT_KIND", "receipt_markdown", "sign_receipt", "write_receipt"]
+__all__ = [
+    "RECEIPT_KIND",
+    "not_erased_at_once",
+    "receipt_markdown",
+    "sign_receipt",
+    "write_receipt",
+]
 
 RECEIPT_KIND = "regionkit.erasure-receipt/2"
+STREAM_RETENTION = timedelta(hours=24)
+PITR_DEFAULT_DAYS = 35
+
+
+def not_erased_at_once(erased_at: datetime) -> list[dict[str, str]]:
+    """What an erasure at ``erased_at`` cannot remove at once, and until when it lingers."""
+    pitr = (erased_at + timedelta(days=PITR_DEFAULT_DAYS)).date().isoformat()
+    streams = (erased_at + STREAM_RETENTION).isoformat(timespec="seconds")
+    return [
+        {
+            "what": "point-in-time-recovery backups",
+            "until": pitr,
+            "why": "each table's PITR window (35 days unless set lower) rolls off by then",
+        },
+        {
+            "what": "DynamoDB stream records",
+            "until": streams,
+            "why": "streams keep records for 24 hours",
+        },
+        {
+            "what": "exports made earlier",
+            "until": "when their holders delete them",
+            "why": "regionkit subject export files are copies outside DynamoDB",
+        },
+        {
+            "what": "the conflict log",
+            "until": "its retention",
+            "why": "it holds keys and versions of conflicting writes (no attribute values)",
+        },
+    ]
 
 
 def sign_receipt(body: dict[str, Any], signer: Signer) -> dict[str, Any]:

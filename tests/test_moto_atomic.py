@@ -123,6 +123,40 @@ def test_of_concurrent_conditional_creates_exactly_one_wins(ddb: Any) -> None:
     assert outcomes == {"won": 20, "ConditionalCheckFailedException": 140}
 
 
+def test_a_cancelled_transaction_writes_nothing_not_even_a_stream_record(ddb: Any) -> None:
+    """moto applied a transaction's Put, then, on a later failed condition, swapped in a
+    copy of the table taken before: the Put's stream record stayed in the stream the
+    replication emulator reads, so a refused write replicated everywhere (review
+    finding). The conditions are judged first now, as DynamoDB does."""
+    from botocore.exceptions import ClientError
+
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": "fence"}, "rk_del": {"S": "erased"}})
+    before = len(_sequence_numbers(ddb))
+    with pytest.raises(ClientError) as caught:
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": TABLE, "Item": {"pk": {"S": "new"}, "v": {"S": "x"}}}},
+                {
+                    "ConditionCheck": {
+                        "TableName": TABLE,
+                        "Key": {"pk": {"S": "fence"}},
+                        "ConditionExpression": "attribute_not_exists(rk_del)",
+                        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+                    }
+                },
+            ]
+        )
+    reasons = caught.value.response["CancellationReasons"]
+    assert [r["Code"] for r in reasons] == ["None", "ConditionalCheckFailed"]
+    assert reasons[1]["Item"]["rk_del"] == {"S": "erased"}
+    assert "Item" not in ddb.get_item(TableName=TABLE, Key={"pk": {"S": "new"}})
+    assert len(_sequence_numbers(ddb)) == before  # no record of the write that never was
+    ddb.transact_write_items(  # and one whose conditions hold is applied
+        TransactItems=[{"Put": {"TableName": TABLE, "Item": {"pk": {"S": "ok"}}}}]
+    )
+    assert len(_sequence_numbers(ddb)) == before + 1
+
+
 def test_install_is_idempotent_and_names_what_it_wraps() -> None:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard

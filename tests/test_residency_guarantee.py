@@ -900,6 +900,37 @@ def test_a_stale_router_cannot_add_a_sort_key_for_an_erased_user(
             us.put("messages", {"pk": other, "sk": "rk#subject-fence", "body": "x"})
 
 
+def test_an_erasure_with_the_directory_entry_lost_still_fences_the_subject(
+    example_policy_path: Any,
+) -> None:
+    """Review finding (round 2): with the entry gone, the erasure fenced no jurisdiction,
+    and a cached router then wrote new sort keys and a new profile. The jurisdiction of
+    the home minted into the ID, and of every region an item was found in, is fenced."""
+    with simulation(_with_messages(example_policy_path), seed=6, detect=False) as s:
+        router, stale = s.routers[EU1], s.routers[EU2]
+        uid = sign_up(router, "DE")
+        router.put("messages", {"pk": uid, "sk": "m0", "body": "a private message"})
+        s.settle()
+        for region in s.policy.regions:  # the entry is lost (an operator, a bad restore)
+            s.clients.raw(region).delete_item(TableName="directory", Key={"pk": {"S": uid}})
+        assert router.erase_subject(uid).status == "done"
+        s.settle()
+        stale.directory.put(DirectoryEntry(uid, EU1, "EU", "active"))
+        with pytest.raises(StaleWrite):
+            stale.put("messages", {"pk": uid, "sk": "m1", "body": "x"})
+        with pytest.raises(StaleWrite):
+            stale.put("profile", {"pk": uid, **SECRET})
+        s.settle()
+        live = [
+            (region, item)
+            for region in s.policy.regions
+            for table in ("messages", "profiles")
+            for item in s.raw_items(region, table)
+            if item["pk"] == uid and "rk_del" not in item
+        ]
+        assert live == []
+
+
 def test_an_erasure_of_a_user_with_sort_key_items_finishes(example_policy_path: Any) -> None:
     """A pinned class with a sort key has no bare partition key to fence: the erasure
     fences the items it located (it sent a key without its sort key, which DynamoDB

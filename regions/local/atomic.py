@@ -56,6 +56,61 @@ def _locked(method: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+def _condition_failures(backend: Any, transact_items: list[dict[str, Any]]) -> list[Any] | None:
+    """The cancellation reasons of a transaction whose conditions do not all hold, judged
+    on the current state before anything is written; None when they all hold."""
+    from moto.dynamodb.comparisons import get_filter_expression
+
+    reasons: list[Any] = []
+    try:
+        for entry in transact_items:
+            op_type, op = next(iter(entry.items()))
+            table = backend.get_table(op["TableName"])
+            if op_type == "Put":
+                key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                if table.range_key_attr is not None:
+                    key[table.range_key_attr] = op["Item"][table.range_key_attr]
+            else:
+                key = op["Key"]
+            current = backend.get_item(op["TableName"], key)
+            expr = op.get("ConditionExpression")
+            holds = expr is None or get_filter_expression(
+                expr, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+            ).expr(current)
+            if holds:
+                reasons.append((None, None, None))
+                continue
+            old = None
+            if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                old = current.to_json()["Attributes"]
+            reasons.append(("ConditionalCheckFailed", "The conditional request failed", old))
+    except Exception:  # a malformed request: moto's own path answers it
+        return None
+    return reasons if any(code is not None for code, _, _ in reasons) else None
+
+
+def _transact(method: Callable[..., Any]) -> Callable[..., Any]:
+    """moto applies a transaction's writes one by one, and on a failed condition swaps in
+    a deep copy of each table taken before: the stream records of the writes it undid
+    stay in the stream the replication emulator reads (a refused write replicated to
+    every other region). The conditions are judged first, so nothing is written unless
+    all hold, as in DynamoDB."""
+
+    @functools.wraps(method)
+    def run(backend: Any, transact_items: list[dict[str, Any]], *args: Any, **kw: Any) -> Any:
+        with _LOCK:
+            reasons = _condition_failures(backend, transact_items)
+            if reasons is not None:
+                from moto.dynamodb.exceptions import TransactionCanceledException
+
+                raise TransactionCanceledException(reasons)
+            return method(backend, transact_items, *args, **kw)
+
+    setattr(run, _MARK, True)
+    run.lock = _LOCK  # type: ignore[attr-defined]
+    return run
+
+
 def install() -> threading.RLock:
     """Serialise moto's DynamoDB writes and stream appends (idempotent); the lock.
 
@@ -71,5 +126,6 @@ def install() -> threading.RLock:
         for cls, name in targets:
             method = getattr(cls, name)
             if not getattr(method, _MARK, False):
-                setattr(cls, name, _locked(method))
+                wrap = _transact if name == "transact_write_items" else _locked
+                setattr(cls, name, wrap(method))
     return _LOCK

@@ -294,17 +294,23 @@ class Simulation:
     # --- inspection ---
 
     def items(self, region: str, table: str) -> dict[str, dict[str, Any]]:
-        """Every item of a table in a region, by partition key (real state, outages ignored)."""
+        """Every item of a table in a region (real state, outages ignored), by its key:
+        the partition key, then `` / `` and the sort key where the table has one."""
+        client = self.clients.raw(region)
+        schema = client.describe_table(TableName=table)["Table"]["KeySchema"]
+        names = [k["AttributeName"] for k in sorted(schema, key=lambda k: k["KeyType"])]
+        return {" / ".join(str(i.get(n)) for n in names): i for i in self.raw_items(region, table)}
+
+    def raw_items(self, region: str, table: str) -> list[dict[str, Any]]:
+        """Every item of a table in a region, by a raw scan (real state, outages ignored)."""
         from regions.codec import from_ddb
 
         client = self.clients.raw(region)
-        out: dict[str, dict[str, Any]] = {}
+        out: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {"TableName": table}
         while True:
             page = client.scan(**kwargs)
-            for raw in page.get("Items", []):
-                item = from_ddb(raw) or {}
-                out[str(item.get("pk"))] = item
+            out += [from_ddb(raw) or {} for raw in page.get("Items", [])]
             if "LastEvaluatedKey" not in page:
                 return out
             kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
