@@ -128,10 +128,18 @@ def test_a_cancelled_transaction_writes_nothing_not_even_a_stream_record(ddb: An
     copy of the table taken before: the Put's stream record stayed in the stream the
     replication emulator reads, so a refused write replicated everywhere (review
     finding). The conditions are judged first now, as DynamoDB does."""
+    import boto3
     from botocore.exceptions import ClientError
 
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "fence"}, "rk_del": {"S": "erased"}})
     before = len(_sequence_numbers(ddb))
+    # A reader already following the stream, as the replication emulator is.
+    streams = boto3.client("dynamodbstreams", region_name="eu-west-1")
+    arn = ddb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
+    following = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST"
+    )["ShardIterator"]
     with pytest.raises(ClientError) as caught:
         ddb.transact_write_items(
             TransactItems=[
@@ -151,6 +159,7 @@ def test_a_cancelled_transaction_writes_nothing_not_even_a_stream_record(ddb: An
     assert reasons[1]["Item"]["rk_del"] == {"S": "erased"}
     assert "Item" not in ddb.get_item(TableName=TABLE, Key={"pk": {"S": "new"}})
     assert len(_sequence_numbers(ddb)) == before  # no record of the write that never was
+    assert streams.get_records(ShardIterator=following)["Records"] == []  # not even here
     ddb.transact_write_items(  # and one whose conditions hold is applied
         TransactItems=[{"Put": {"TableName": TABLE, "Item": {"pk": {"S": "ok"}}}}]
     )
