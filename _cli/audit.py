@@ -453,6 +453,8 @@ def audit_run(
 def _trusted_keys(settings: Settings, files: list[Path]) -> list[TrustedKey]:
     """Keys `audit verify` trusts: the --public-key files alone when any is given, else
     the deployment's own (the local key file, the KMS key)."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+
     from regions.pool import ClientPool
     from residency.signing import TrustedKey, key_fingerprint, trusted_keys
 
@@ -461,7 +463,7 @@ def _trusted_keys(settings: Settings, files: list[Path]) -> list[TrustedKey]:
         try:
             pem = f.read_text(encoding="ascii")
             key_fingerprint(pem)
-        except (OSError, UnicodeDecodeError, ValueError):
+        except (OSError, UnicodeDecodeError, ValueError, UnsupportedAlgorithm):
             fail(f"--public-key {f} cannot be read as a PEM public key")
         given.append(TrustedKey(pem, f"--public-key {f}"))
     return trusted_keys(settings, ClientPool(settings).client, given)
@@ -493,11 +495,9 @@ def audit_verify(
     if not check:
         con.print(f"[red]FAILED[/] {esc(report_file)}: {esc(check.reason)}")
         raise typer.Exit(EXIT_CHECK_FAILED)
-    v = check.verification
-    assert v is not None and check.signed_json is not None  # set whenever ok
+    assert check.signed_json is not None  # set whenever ok
     con.print(
-        f"[green]OK[/] {esc(check.signed_json)}: {check.kind} signed by {esc(v.key_id)} "
-        f"({v.key_fingerprint}, {v.algorithm}), trusted as {esc(v.key_source)}"
+        f"[green]OK[/] {esc(check.signed_json)}: {check.kind} {esc(check.reason)}"
         + ("" if not check.rendering else f"; {esc(report_file)} is its {check.rendering}")
     )
 
@@ -518,7 +518,10 @@ def audit_public_key() -> None:
                 "reports written from here on (run this where the audits run)",
                 err=True,
             )
-        signer = LocalSigner.load_or_create(settings.signing_key_file)
+        try:
+            signer = LocalSigner.load_or_create(settings.signing_key_file)
+        except (OSError, ValueError) as exc:
+            fail(f"the signing key {settings.signing_key_file} cannot be used: {exc}")
     typer.echo(f"# key {signer.key_id}", err=True)
     typer.echo(signer.public_key_pem(), nl=False)
 

@@ -156,11 +156,12 @@ class Writer(DirectedWriter):
         base, vv = s.causal_past(based_on, stamp)
         body = tombstone_body(key, kind=DELETED, expires_at=s.expires_at())
         body[VERSION_ATTR] = stamp
+        # Its stamp, unique to this writer (regions.hlc), is what its retry recognises;
+        # the token keeps a conflict it loses from being named by guessable parts alone.
+        body[TOKEN_ATTR] = s.new_token()
         if base:
             body[BASE_ATTR] = base
         ddb_body = s.serialize(data_class, body)
-        # A tombstone carries no token: its stamp, unique to this writer (regions.hlc),
-        # is what its retry recognises.
         cond, names, values = condition(base, False, stamp)
 
         call = self._fenced(

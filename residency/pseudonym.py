@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import stat
 import threading
 from pathlib import Path
 
@@ -82,6 +83,8 @@ class Pseudonymizer:
             finally:
                 os.unlink(tmp)
         mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):  # a FIFO would block the read for ever
+            raise ValueError(f"{path} is not a regular file")
         if mode & 0o077:
             raise ValueError(f"{path} is open to other users (mode {mode & 0o777:o}): chmod 600")
         return cls.from_hex(path.read_text(encoding="ascii"))

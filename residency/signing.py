@@ -40,12 +40,14 @@ import base64
 import hashlib
 import json
 import os
+import re
+import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from pydantic import BaseModel, ConfigDict
@@ -70,6 +72,7 @@ __all__ = [
 DEFAULT_KEY_FILE = Path(".regionkit/signing-key.pem")
 
 Algorithm = Literal["ED25519", "ECDSA_SHA_256", "RSASSA_PSS_SHA_256"]
+_KMS_KEY_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}")
 
 
 def canonical_json(data: Any) -> str:
@@ -145,6 +148,8 @@ class LocalSigner:
             raise ValueError(
                 f"{path} is a symbolic link to nothing; remove it or point it at the key"
             )
+        if path.exists() and not stat.S_ISREG(path.stat().st_mode):
+            raise ValueError(f"{path} is not a regular file")
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -330,7 +335,7 @@ def verify(
     try:
         valid = _check(sig, bytes.fromhex(hex_digest))
         fingerprint = key_fingerprint(sig.public_key)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, UnsupportedAlgorithm):
         return replace(base, reason="the signature or its public key cannot be decoded")
     if not valid:
         return replace(
@@ -349,22 +354,27 @@ def verify(
         )
     # key_id is a label in the unsigned signature block: it must not name another key.
     # An Ed25519 key is regionkit's local key, labelled by its fingerprint; a KMS key (ECDSA
-    # or RSA-PSS) by its ARN, which only a trusted KMS key (not a bare PEM) can confirm.
+    # or RSA-PSS) by its key ARN, which only a trusted KMS key can confirm: with a bare
+    # PEM, a key ARN is accepted as a label this verifier could not check (and said so).
     known = key.name or fingerprint
-    own_label = sig.algorithm == "ED25519" or bool(key.name) or sig.key_id.startswith("sha256:")
-    if sig.key_id not in (known, fingerprint) and own_label:
+    label = sig.key_id
+    unchecked = (
+        not key.name and sig.algorithm != "ED25519" and _KMS_KEY_ARN.fullmatch(label) is not None
+    )
+    if label not in (known, fingerprint) and not unchecked:
         return replace(
             base,
-            reason=f"the signature calls its key {sig.key_id!r}, but it was made by {known} "
+            reason=f"the signature calls its key {label!r}, but it was made by {known} "
             f"({key.source})",
         )
+    note = f"; it calls itself {label}, which this key file cannot confirm" if unchecked else ""
     return replace(
         base,
         ok=True,
         trusted=True,
         key_id=known,
         key_source=key.source,
-        reason=f"signed by {known} ({sig.algorithm}), trusted as {key.source}",
+        reason=f"signed by {known} ({sig.algorithm}), trusted as {key.source}{note}",
     )
 
 
@@ -374,7 +384,7 @@ def _trusted(fingerprint: str, trusted: Iterable[str | TrustedKey]) -> TrustedKe
         try:
             if key.fingerprint == fingerprint:
                 return key
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, UnsupportedAlgorithm):
             continue
     return None
 

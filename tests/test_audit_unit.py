@@ -808,6 +808,91 @@ def test_verify_vouches_only_for_what_the_signed_json_says(policy: Policy, tmp_p
     assert "calls its key" in check_evidence(tmp_path / "relabelled.json", trusted).reason
 
 
+def test_verify_refuses_odd_labels_files_and_keys(policy: Policy, tmp_path: Path) -> None:
+    """Round-2 review findings: a KMS-style signature's label could name any key; the page
+    was compared with a second read of the JSON (swappable in between); a FIFO or
+    /dev/zero hung or exhausted memory; a PEM of an unknown algorithm raised a traceback."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from residency.audit.model import AuditReport
+    from residency.audit.verifying import check_evidence
+    from residency.signing import TrustedKey, sign
+
+    class Ecdsa:  # signs as KMS does (ECDSA_SHA_256 over the digest), labelled by ARN
+        algorithm = "ECDSA_SHA_256"
+        key_id = "arn:aws:kms:eu-west-1:111122223333:key/0f8e7d6c-5b4a-4938-8271-605f4e3d2c1b"
+
+        def __init__(self) -> None:
+            self._key = ec.generate_private_key(ec.SECP256R1())
+
+        def public_key_pem(self) -> str:
+            return (
+                self._key.public_key()
+                .public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+                .decode()
+            )
+
+        def sign_digest(self, digest: bytes) -> bytes:
+            from cryptography.hazmat.primitives import hashes
+
+            return self._key.sign(digest, ec.ECDSA(hashes.SHA256()))
+
+    kms = Ecdsa()
+    report = run_audit(policy, NoAws(), policy_path=MINIMAL, checks=["policy"], signer=kms)  # type: ignore[arg-type]
+    assert isinstance(report, AuditReport) and sign is not None
+    good = tmp_path / "kms.json"
+    good.write_text(json.dumps(report.to_dict()), encoding="utf-8")
+    pem_only = [TrustedKey(kms.public_key_pem(), "--public-key kept.pem")]
+    check = check_evidence(good, pem_only)
+    assert check and "cannot confirm" in check.reason  # an ARN label: said to be unchecked
+    data = json.loads(good.read_text(encoding="utf-8"))
+    for label in ("alias/prod-audit", "SHA256:" + "0" * 32, "arn:aws:kms:eu-west-1:1:key/x"):
+        data["signature"]["key_id"] = label
+        bad = tmp_path / "relabelled.json"
+        bad.write_text(json.dumps(data), encoding="utf-8")
+        assert not check_evidence(bad, pem_only), label
+    named = [TrustedKey(kms.public_key_pem(), "KMS key", "arn:aws:kms:eu-west-1:1:key/other")]
+    assert not check_evidence(good, named)  # a trusted KMS key's own ARN is checked
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    assert "not a regular file" in check_evidence(fifo, pem_only).reason
+    odd = tmp_path / "odd.pem"  # a well-formed PEM of an algorithm cryptography lacks
+    odd.write_text(
+        "-----BEGIN PUBLIC KEY-----\nMBQwDwYLKwYBBAGCN2UBAQEDAQA=\n-----END PUBLIC KEY-----\n"
+    )
+    assert not check_evidence(good, [TrustedKey(odd.read_text(), "odd")])
+
+
+def test_verify_compares_the_page_with_the_json_it_verified(
+    policy: Policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The JSON is read once: swapping it after the signature check changes nothing."""
+    from residency.audit import verifying
+    from residency.signing import TrustedKey
+
+    signer = LocalSigner.load_or_create(tmp_path / "key.pem")
+    files = _signed_files(policy, tmp_path, signer)
+    genuine = files["json"].read_text(encoding="utf-8")
+    reads = []
+    real_read = verifying._read
+
+    def read_then_swap(path: Path) -> str:
+        text = real_read(path)
+        reads.append(path.name)
+        if path == files["json"]:  # a writer replaces the JSON right after it is read
+            path.write_text(genuine.replace('"FAIL"', '"PASS"'), encoding="utf-8")
+        return text
+
+    monkeypatch.setattr(verifying, "_read", read_then_swap)
+    trusted = [TrustedKey(signer.public_key_pem(), "test")]
+    assert verifying.check_evidence(files["markdown"], trusted)
+    assert reads.count("a.json") == 1
+
+
 def test_verify_trusts_only_the_public_keys_given(policy: Policy, tmp_path: Path) -> None:
     """A forger ships a report with a key file of their own where the tool looks for the
     deployment's; with --public-key the auditor's key alone is trusted (review finding)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,10 @@ def load_strict_json(text: str) -> Any:
 
 def _read(path: Path) -> str:
     try:
-        if path.stat().st_size > _MAX_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, /dev/zero never end
+            raise _Unreadable("not a regular file")
+        if info.st_size > _MAX_BYTES:
             raise _Unreadable(f"larger than {_MAX_BYTES // 2**20} MiB")
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
@@ -100,19 +104,20 @@ def _kind(data: Any) -> str:
     return KINDS.get(str(data.get("schema") or data.get("kind") or ""), "")
 
 
-def _verify_signed(path: Path, trusted: Sequence[TrustedKey]) -> EvidenceCheck:
-    """``path`` as a signed JSON: strictly parsed, of a known kind, validly signed."""
+def _verify_signed(path: Path, trusted: Sequence[TrustedKey]) -> tuple[EvidenceCheck, Any]:
+    """``path`` as a signed JSON: strictly parsed, of a known kind, validly signed; and
+    the data read (what a page is compared against: never a second read of the file)."""
     try:
         data = load_strict_json(_read(path))
     except _Unreadable as exc:
-        return EvidenceCheck(False, f"{path.name}: {exc}", path, path)
+        return EvidenceCheck(False, f"{path.name}: {exc}", path, path), None
     kind = _kind(data)
     if not kind:
         return EvidenceCheck(
             False, f"{path.name} is neither a regionkit audit report nor a receipt", path, path
-        )
+        ), None
     result = verify_report(data, trusted=trusted)
-    return EvidenceCheck(result.ok, result.reason, path, path, kind, "", result)
+    return EvidenceCheck(result.ok, result.reason, path, path, kind, "", result), data
 
 
 def _renderings(data: dict[str, Any], kind: str, json_name: str) -> dict[str, set[str]]:
@@ -142,7 +147,7 @@ def check_evidence(path: Path, trusted: Sequence[TrustedKey]) -> EvidenceCheck:
         except _Unreadable as exc:
             return EvidenceCheck(False, f"{path.name}: {exc}", path, path)
         if isinstance(data, dict) and "signature" in data:
-            return _verify_signed(path, trusted)
+            return _verify_signed(path, trusted)[0]
     names = [n for n in dict.fromkeys(_JSON_NAME.findall(text)) if n != path.name]
     candidates = [path.with_name(n) for n in names if path.with_name(n).is_file()]
     if not candidates:
@@ -154,11 +159,10 @@ def check_evidence(path: Path, trusted: Sequence[TrustedKey]) -> EvidenceCheck:
         )
     last = EvidenceCheck(False, f"{path.name}: no signed JSON it names verifies", path)
     for signed in candidates:
-        check = _verify_signed(signed, trusted)
+        check, data = _verify_signed(signed, trusted)
         if not check.ok:
             last = check
             continue
-        data = load_strict_json(_read(signed))
         for fmt, texts in _renderings(data, check.kind, signed.name).items():
             if text in texts:
                 return EvidenceCheck(
