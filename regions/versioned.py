@@ -232,11 +232,12 @@ class VersionedStore(CausalHistory):
         """The live item (None when absent or a tombstone); with ``tombstones`` and a
         ``decide``, whatever the replica holds, tombstones included."""
         ddb_key = self.serialize(data_class, key)
+        # Eventually consistent is DynamoDB's default: the flag is sent only when set
+        # (a smaller request to build, sign and parse on every read).
+        extra = {"ConsistentRead": True} if consistent else {}
 
         def call(route: Route, client: Any) -> Any:
-            return client.get_item(
-                TableName=route.table_name, Key=ddb_key, ConsistentRead=consistent
-            ).get("Item")
+            return client.get_item(TableName=route.table_name, Key=ddb_key, **extra).get("Item")
 
         for _ in range(MAX_HOPS):
             raw, _route = self.transport.call(
