@@ -36,7 +36,6 @@ from typing import Any, Literal
 
 from regions.codec import to_ddb
 from regions.directory import DirectoryEntry
-from regions.ids import parse_user_id
 from regions.routing import Route
 from regions.subject_fence import fence_key, is_fence
 from regions.subjects import Found, Subjects
@@ -190,10 +189,11 @@ class Eraser:
         """Where the user's pinned data may be: the home jurisdiction, and both ends of a
         move under way (a ``move_user`` in another process may still copy into its
         target; the erasure's fences there make that copy fail). With no entry (lost, or
-        erased before), the jurisdiction of the home region minted into the ID."""
+        erased before), every jurisdiction."""
         if entry is None:
-            hint = parse_user_id(user_id).home_hint
-            return [self.policy.jurisdiction_of_region(hint)] if hint in self.policy.regions else []
+            # No record of where the user lives (lost, or erased before): their data may
+            # be in any jurisdiction (a move the entry no longer shows), so all are fenced.
+            return list(self.policy.jurisdictions)
         regions = [entry.home_region, entry.moving_to, entry.moved_from]
         found = [self.policy.jurisdiction_of_region(r) for r in regions if r]
         return list(dict.fromkeys([entry.jurisdiction, *found]))

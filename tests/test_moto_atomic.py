@@ -166,6 +166,43 @@ def test_a_cancelled_transaction_writes_nothing_not_even_a_stream_record(ddb: An
     assert len(_sequence_numbers(ddb)) == before + 1
 
 
+def test_a_transaction_failing_otherwise_leaves_the_stream_as_it_was(ddb: Any) -> None:
+    """Round 3: a failure that is no condition (an item too large, a bad update) still had
+    moto write the earlier ops and swap in a copy of the table; the follower saw the
+    undone write and then nothing more (it kept reading the old stream)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    streams = boto3.client("dynamodbstreams", region_name="eu-west-1")
+    arn = ddb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
+    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
+    following = streams.get_shard_iterator(
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST"
+    )["ShardIterator"]
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": "text"}, "s": {"S": "a string"}})
+    following = streams.get_records(ShardIterator=following)["NextShardIterator"]
+    with pytest.raises(ClientError):  # op 1 is written before op 2 fails, inside moto
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": TABLE, "Item": {"pk": {"S": "undone"}}}},
+                {
+                    "Update": {
+                        "TableName": TABLE,
+                        "Key": {"pk": {"S": "text"}},
+                        "UpdateExpression": "ADD s :one",
+                        "ExpressionAttributeValues": {":one": {"N": "1"}},
+                    }
+                },
+            ]
+        )
+    assert "Item" not in ddb.get_item(TableName=TABLE, Key={"pk": {"S": "undone"}})
+    page = streams.get_records(ShardIterator=following)
+    assert page["Records"] == []  # not the write moto undid
+    ddb.put_item(TableName=TABLE, Item={"pk": {"S": "later"}})
+    seen = streams.get_records(ShardIterator=page["NextShardIterator"])["Records"]
+    assert [r["dynamodb"]["Keys"]["pk"]["S"] for r in seen] == ["later"]  # and not stuck
+
+
 def test_install_is_idempotent_and_names_what_it_wraps() -> None:
     from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import StreamShard

@@ -930,6 +930,21 @@ def test_an_erasure_with_the_directory_entry_lost_still_fences_the_subject(
             if item["pk"] == uid and "rk_del" not in item
         ]
         assert live == []
+        # Round 3: a user who moved EU -> US before the entry was lost, with no pinned
+        # item to show where: every jurisdiction is fenced, the US included.
+        moved = sign_up(router, "DE")
+        assert router.move_user(moved, country="US").status == "done"
+        s.settle()
+        for region in s.policy.regions:
+            s.clients.raw(region).delete_item(TableName="directory", Key={"pk": {"S": moved}})
+        assert router.erase_subject(moved).status == "done"
+        s.settle()
+        us = s.routers[US]
+        us.directory.put(DirectoryEntry(moved, US, "US", "active"))
+        with pytest.raises(StaleWrite):
+            us.put("messages", {"pk": moved, "sk": "m1", "body": "x"})
+        with pytest.raises(StaleWrite):
+            us.put("profile", {"pk": moved, **SECRET})
 
 
 def test_an_erasure_of_a_user_with_sort_key_items_finishes(example_policy_path: Any) -> None:

@@ -62,6 +62,7 @@ def _condition_failures(backend: Any, transact_items: list[dict[str, Any]]) -> l
     from moto.dynamodb.comparisons import get_filter_expression
 
     reasons: list[Any] = []
+    seen: set[str] = set()
     try:
         for entry in transact_items:
             op_type, op = next(iter(entry.items()))
@@ -72,6 +73,10 @@ def _condition_failures(backend: Any, transact_items: list[dict[str, Any]]) -> l
                     key[table.range_key_attr] = op["Item"][table.range_key_attr]
             else:
                 key = op["Key"]
+            one = f"{op['TableName']}\0{sorted(key.items())}"
+            if one in seen:
+                return None  # two ops on one item: a ValidationException, moto's to answer
+            seen.add(one)
             current = backend.get_item(op["TableName"], key)
             expr = op.get("ConditionExpression")
             holds = expr is None or get_filter_expression(
@@ -90,11 +95,13 @@ def _condition_failures(backend: Any, transact_items: list[dict[str, Any]]) -> l
 
 
 def _transact(method: Callable[..., Any]) -> Callable[..., Any]:
-    """moto applies a transaction's writes one by one, and on a failed condition swaps in
-    a deep copy of each table taken before: the stream records of the writes it undid
-    stay in the stream the replication emulator reads (a refused write replicated to
-    every other region). The conditions are judged first, so nothing is written unless
-    all hold, as in DynamoDB."""
+    """moto applies a transaction's writes one by one, and when one fails swaps in a deep
+    copy of each table taken before: the stream records of the writes it undid stay in
+    the stream the replication emulator reads (a refused write replicated to every other
+    region), and the emulator keeps reading a stream the table no longer writes to. So
+    the conditions are judged first (nothing is written unless all hold, as in
+    DynamoDB), and any other failure (an item too large, a bad update) has its records
+    dropped and the stream object kept."""
 
     @functools.wraps(method)
     def run(backend: Any, transact_items: list[dict[str, Any]], *args: Any, **kw: Any) -> Any:
@@ -104,11 +111,43 @@ def _transact(method: Callable[..., Any]) -> Callable[..., Any]:
                 from moto.dynamodb.exceptions import TransactionCanceledException
 
                 raise TransactionCanceledException(reasons)
-            return method(backend, transact_items, *args, **kw)
+            streams = _stream_marks(backend, transact_items)
+            try:
+                return method(backend, transact_items, *args, **kw)
+            except Exception:
+                _roll_back_streams(backend, streams)
+                raise
 
     setattr(run, _MARK, True)
     run.lock = _LOCK  # type: ignore[attr-defined]
     return run
+
+
+def _stream_marks(backend: Any, transact_items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each table a transaction touches, with its stream's length before it runs."""
+    marks: dict[str, Any] = {}
+    for entry in transact_items:
+        op: dict[str, Any] = next(iter(entry.values()), {})
+        name = str(op.get("TableName", ""))
+        table = backend.tables.get(name)
+        if table is not None and name not in marks:
+            shard = table.stream_shard
+            marks[name] = (table, shard, len(shard.items) if shard is not None else 0)
+    return marks
+
+
+def _roll_back_streams(backend: Any, marks: dict[str, Any]) -> None:
+    """After moto undid a failed transaction (swapping in copies of its tables, taken
+    before): drop the stream records of the writes it undid, and keep the stream object
+    readers already follow (the copy's own stream would leave them reading the old one)."""
+    for name, (table, shard, length) in marks.items():
+        if shard is None:
+            continue
+        del shard.items[length:]
+        now = backend.tables.get(name)
+        if now is not None and now is not table:
+            now.stream_shard = shard
+            shard.table = now
 
 
 def install() -> threading.RLock:
