@@ -461,6 +461,8 @@ def _trusted_keys(settings: Settings, files: list[Path]) -> list[TrustedKey]:
     given = []
     for f in files:
         try:
+            if not f.is_file() or f.stat().st_size > 64 * 1024:  # a FIFO would hang
+                raise ValueError("not a regular file of at most 64 KiB")
             pem = f.read_text(encoding="ascii")
             key_fingerprint(pem)
         except (OSError, UnicodeDecodeError, ValueError, UnsupportedAlgorithm):

@@ -13,7 +13,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal, cast
 
-from regions.codec import AT_ATTR, RESERVED, VERSION_ATTR, VV_ATTR, from_ddb, item_size
+from regions.codec import (
+    AT_ATTR,
+    RESERVED,
+    TOKEN_ATTR,
+    VERSION_ATTR,
+    VV_ATTR,
+    from_ddb,
+    item_size,
+)
 from regions.conditions import condition, keep_reserved, vv_value
 from regions.routing import Route
 from regions.subject_fence import fence_check, fence_key, refuse_reserved
@@ -167,7 +175,9 @@ class Transactions:
             body = tombstone_body(
                 s.key_of(data_class, body), kind=DELETED, expires_at=s.expires_at()
             )
-        item = s.serialize(data_class, {**body, VERSION_ATTR: stamp})
+        # A token as single writes carry: a conflict this write loses is then named by
+        # unguessable parts (residency.records.conflict_id).
+        item = s.serialize(data_class, {**body, VERSION_ATTR: stamp, TOKEN_ATTR: s.new_token()})
         item[AT_ATTR] = {"S": region}
         item[VV_ATTR] = vv_value({base.rsplit(".", 1)[-1]: base} if base else {})
         cond, names, values = condition(base, False, stamp)

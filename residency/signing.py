@@ -72,7 +72,12 @@ __all__ = [
 DEFAULT_KEY_FILE = Path(".regionkit/signing-key.pem")
 
 Algorithm = Literal["ED25519", "ECDSA_SHA_256", "RSASSA_PSS_SHA_256"]
-_KMS_KEY_ARN = re.compile(r"arn:aws(?:-cn|-us-gov)?:kms:[a-z0-9-]+:\d{12}:key/[0-9a-f-]{36}")
+# A KMS key ARN: key/<uuid>, or key/mrk-<32 hex> for a multi-Region key (some tools
+# write the multi-Region ID with the dashes of a UUID).
+_KMS_KEY_ARN = re.compile(
+    r"arn:aws(?:-cn|-us-gov)?:kms:[a-z0-9-]+:[0-9]{12}:key/(?:mrk-)?[0-9a-f]{8}-?[0-9a-f]{4}-?"
+    r"[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}"
+)
 
 
 def canonical_json(data: Any) -> str:

@@ -857,9 +857,20 @@ def test_verify_refuses_odd_labels_files_and_keys(policy: Policy, tmp_path: Path
     named = [TrustedKey(kms.public_key_pem(), "KMS key", "arn:aws:kms:eu-west-1:1:key/other")]
     assert not check_evidence(good, named)  # a trusted KMS key's own ARN is checked
 
+    mrk = json.loads(good.read_text(encoding="utf-8"))  # a multi-Region key's ARN
+    mrk["signature"]["key_id"] = "arn:aws:kms:eu-west-1:111122223333:key/mrk-" + "0a" * 16
+    (tmp_path / "mrk.json").write_text(json.dumps(mrk), encoding="utf-8")
+    assert "cannot confirm" in check_evidence(tmp_path / "mrk.json", pem_only).reason
+
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
     assert "not a regular file" in check_evidence(fifo, pem_only).reason
+    deep = tmp_path / "deep.json"  # round 3: a RecursionError traceback
+    deep.write_text('{"signature": ' + "[" * 100_000 + "]" * 100_000 + "}", encoding="utf-8")
+    assert "nested too deeply" in check_evidence(deep, pem_only).reason
+    long_name = tmp_path / "long.md"  # round 3: names a file the file system refuses
+    long_name.write_text("signed JSON: " + "a" * 300 + ".json\n", encoding="utf-8")
+    assert not check_evidence(long_name, pem_only)
     odd = tmp_path / "odd.pem"  # a well-formed PEM of an algorithm cryptography lacks
     odd.write_text(
         "-----BEGIN PUBLIC KEY-----\nMBQwDwYLKwYBBAGCN2UBAQEDAQA=\n-----END PUBLIC KEY-----\n"

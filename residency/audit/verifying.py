@@ -33,6 +33,7 @@ __all__ = ["EvidenceCheck", "check_evidence", "load_strict_json"]
 KINDS = {REPORT_SCHEMA: "audit report", RECEIPT_KIND: "erasure receipt"}
 _JSON_NAME = re.compile(r"[\w.+-]+\.json")
 _MAX_BYTES = 256 * 1024 * 1024
+_MAX_NAME = 255  # bytes in a file name on every common file system
 
 
 class _Unreadable(ValueError):
@@ -79,10 +80,14 @@ def load_strict_json(text: str) -> Any:
         raise
     except ValueError as exc:
         raise _Unreadable(f"not valid JSON (line {getattr(exc, 'lineno', '?')})") from None
+    except RecursionError:
+        raise _Unreadable("nested too deeply to be a report") from None
     try:
         canonical_json(data).encode("utf-8")
     except UnicodeEncodeError:
         raise _Unreadable("it holds text that is not valid Unicode (a lone surrogate)") from None
+    except RecursionError:
+        raise _Unreadable("nested too deeply to be a report") from None
     return data
 
 
@@ -96,6 +101,13 @@ def _read(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         raise _Unreadable("cannot be read as UTF-8 text") from None
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name the file system refuses
+        return False
 
 
 def _kind(data: Any) -> str:
@@ -149,7 +161,9 @@ def check_evidence(path: Path, trusted: Sequence[TrustedKey]) -> EvidenceCheck:
         if isinstance(data, dict) and "signature" in data:
             return _verify_signed(path, trusted)[0]
     names = [n for n in dict.fromkeys(_JSON_NAME.findall(text)) if n != path.name]
-    candidates = [path.with_name(n) for n in names if path.with_name(n).is_file()]
+    candidates = [
+        path.with_name(n) for n in names if len(n) <= _MAX_NAME and _is_file(path.with_name(n))
+    ]
     if not candidates:
         return EvidenceCheck(
             False,
