@@ -913,27 +913,22 @@ def test_verify_trusts_only_the_public_keys_given(policy: Policy, tmp_path: Path
     files = _signed_files(policy, forger, fake)
     kept = tmp_path / "auditor.pem"
     kept.write_text(LocalSigner.load_or_create(tmp_path / "real.pem").public_key_pem())
-    env_key = "REGIONKIT_SIGNING_KEY_FILE"
-    proc = subprocess.run(
-        [str(REGIONKIT), "audit", "verify", str(files["json"]), "--public-key", str(kept)],
-        cwd=forger,
-        env={k: v for k, v in os.environ.items() if k != env_key},
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def verify_in_forgers_directory(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(REGIONKIT), "audit", "verify", *args],
+            cwd=forger,
+            env={k: v for k, v in os.environ.items() if k != "REGIONKIT_SIGNING_KEY_FILE"},
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    proc = verify_in_forgers_directory(str(files["json"]), "--public-key", str(kept))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "not a trusted key" in proc.stdout and "Traceback" not in proc.stderr
-    proc = subprocess.run(  # without --public-key, the source of the key is named
-        [str(REGIONKIT), "audit", "verify", str(files["markdown"])],
-        cwd=forger,
-        env={k: v for k, v in os.environ.items() if k != env_key},
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = verify_in_forgers_directory(str(files["markdown"]))  # names the key's source
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "trusted as the local signing key .regionkit/signing-key.pem" in proc.stdout
 

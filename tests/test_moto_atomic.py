@@ -52,16 +52,22 @@ def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
             sys.setswitchinterval(old)
 
 
-def _sequence_numbers(client: Any) -> list[int]:
-    """Every record's sequence number, in the order the stream lists them (raw boto3)."""
+def _follow(client: Any, start: str) -> tuple[Any, str]:
+    """(a streams client, a shard iterator of the table's stream from ``start``): raw boto3."""
     import boto3
 
     streams = boto3.client("dynamodbstreams", region_name="eu-west-1")
     arn = client.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
     shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
     it = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType=start
     )["ShardIterator"]
+    return streams, it
+
+
+def _sequence_numbers(client: Any) -> list[int]:
+    """Every record's sequence number, in the order the stream lists them (raw boto3)."""
+    streams, it = _follow(client, "TRIM_HORIZON")
     out: list[int] = []
     for _ in range(100):
         page = streams.get_records(ShardIterator=it, Limit=1000)
@@ -128,18 +134,12 @@ def test_a_cancelled_transaction_writes_nothing_not_even_a_stream_record(ddb: An
     copy of the table taken before: the Put's stream record stayed in the stream the
     replication emulator reads, so a refused write replicated everywhere (review
     finding). The conditions are judged first now, as DynamoDB does."""
-    import boto3
     from botocore.exceptions import ClientError
 
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "fence"}, "rk_del": {"S": "erased"}})
     before = len(_sequence_numbers(ddb))
     # A reader already following the stream, as the replication emulator is.
-    streams = boto3.client("dynamodbstreams", region_name="eu-west-1")
-    arn = ddb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
-    following = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST"
-    )["ShardIterator"]
+    streams, following = _follow(ddb, "LATEST")
     with pytest.raises(ClientError) as caught:
         ddb.transact_write_items(
             TransactItems=[
@@ -170,15 +170,9 @@ def test_a_transaction_failing_otherwise_leaves_the_stream_as_it_was(ddb: Any) -
     """Round 3: a failure that is no condition (an item too large, a bad update) still had
     moto write the earlier ops and swap in a copy of the table; the follower saw the
     undone write and then nothing more (it kept reading the old stream)."""
-    import boto3
     from botocore.exceptions import ClientError
 
-    streams = boto3.client("dynamodbstreams", region_name="eu-west-1")
-    arn = ddb.describe_table(TableName=TABLE)["Table"]["LatestStreamArn"]
-    shard = streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"][0]
-    following = streams.get_shard_iterator(
-        StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="LATEST"
-    )["ShardIterator"]
+    streams, following = _follow(ddb, "LATEST")
     ddb.put_item(TableName=TABLE, Item={"pk": {"S": "text"}, "s": {"S": "a string"}})
     following = streams.get_records(ShardIterator=following)["NextShardIterator"]
     with pytest.raises(ClientError):  # op 1 is written before op 2 fails, inside moto
