@@ -18,9 +18,10 @@ import os
 import re
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from residency.signing import Signer, body_digest, sign
+if TYPE_CHECKING:
+    from residency.signing import Signer
 
 __all__ = [
     "RECEIPT_KIND",
@@ -65,6 +66,10 @@ def not_erased_at_once(erased_at: datetime) -> list[dict[str, str]]:
 
 def sign_receipt(body: dict[str, Any], signer: Signer) -> dict[str, Any]:
     """The receipt as stored: the body, its digest and the signature over it."""
+    # Imported here: the router imports this module (through regions.erasure), and
+    # signing loads `cryptography`, 15 MB that the detector Lambda's package would carry.
+    from residency.signing import body_digest, sign
+
     return {
         **body,
         "report_sha256": body_digest(body),

@@ -90,13 +90,13 @@ def test_public_errors_belong_to_the_error_tree() -> None:
 HEAVY = frozenset({"aws_cdk", "moto", "constructs", "cdk_nag", "jsii"})
 
 
-def _modules_loaded_by(statement: str) -> list[str]:
-    """The heavy top-level packages a fresh interpreter has loaded after ``statement``."""
+def _modules_loaded_by(statement: str, heavy: frozenset[str] = HEAVY) -> list[str]:
+    """The ``heavy`` top-level packages a fresh interpreter has loaded after ``statement``."""
     code = "\n".join(
         [
             "import json, sys",
             statement,
-            f"heavy = set({sorted(HEAVY)!r})",
+            f"heavy = set({sorted(heavy)!r})",
             "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & heavy)))",
         ]
     )
@@ -120,6 +120,13 @@ def _modules_loaded_by(statement: str) -> list[str]:
 )
 def test_importing_does_not_pull_in_aws_cdk_or_moto(statement: str) -> None:
     assert _modules_loaded_by(statement) == []
+
+
+@pytest.mark.parametrize("statement", ["import regions", "import regions.detector_lambda"])
+def test_the_router_and_the_detector_do_not_load_cryptography(statement: str) -> None:
+    # Only signing, query cursors and key derivation need it, each imported where used:
+    # the detector's Lambda package would otherwise carry 15 MB it never runs.
+    assert _modules_loaded_by(statement, frozenset({"cryptography", "_cffi_backend"})) == []
 
 
 # --- the import graph -------------------------------------------------------------------
