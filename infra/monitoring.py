@@ -1,12 +1,22 @@
-"""ReplicationLatency alarms: one per replica pair, plus one composite per region.
+"""ReplicationLatency alarms: one per table and source region, plus one composite per region.
 
 DynamoDB emits ``ReplicationLatency`` (milliseconds) in the *source* region, with
-the dimensions ``TableName`` and ``ReceivingRegion``. So the alarms of a pair
-live in the regional stack of the source region, one per (table, receiving
-region). AWS's guidance is to alarm when the average stays high; the level is
-the policy's ``targets.replication_latency_alarm_ms``.
+the dimensions ``TableName`` and ``ReceivingRegion``. So a table's alarms live in
+the regional stack of each source region: one metric-math alarm per (table, source)
+reads the metric of every receiving region and watches the highest,
+``MAX(METRICS())``. AWS's guidance is to alarm when the average stays high; the level
+is the policy's ``targets.replication_latency_alarm_ms``. Each metric is labelled
+with its receiving region, so the alarm's page shows which link lags.
 
-A composite alarm per region (``ALARM`` of any of that region's pair alarms)
+One alarm per replica *pair* would make a regional stack grow with tables times regions
+(174 alarms for the example policy; with 12 regions and 50 global tables, 550 alarms
+in each regional stack, past CloudFormation's 500 resources per stack). Grouped, it
+grows with tables: 34 alarms here. The alarm fires when, for five minutes running, some link out
+of the region is over the level, which covers each pair's own alarm. CloudWatch lets
+one alarm read 10 metrics: a table with more receiving regions gets one alarm per ten
+(:meth:`infra.plan.DeploymentPlan.latency_alarms`).
+
+A composite alarm per region (``ALARM`` of any of that region's alarms)
 summarises them for operators. It is **not** the FIS stop condition: a pause
 degrades exactly this metric, so it would stop every drill at once. The stop
 condition is :class:`CustomerHarmAlarm`, the error rate of the requests the routers
@@ -22,7 +32,7 @@ from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
 from infra.fis_template import customer_harm_alarm
-from infra.plan import DeploymentPlan
+from infra.plan import DeploymentPlan, LatencyAlarm
 from residency import names as naming
 
 __all__ = ["CustomerHarmAlarm", "ReplicationAlarms"]
@@ -33,7 +43,7 @@ _RULE_LIMIT = 10_240  # CloudWatch's limit on a composite alarm rule
 
 
 class ReplicationAlarms(Construct):
-    """The ReplicationLatency alarms of every replica pair whose source is ``region``."""
+    """The ReplicationLatency alarms of every table replicated out of ``region``."""
 
     def __init__(
         self, scope: Construct, construct_id: str, *, plan: DeploymentPlan, region: str
@@ -43,35 +53,12 @@ class ReplicationAlarms(Construct):
         self.composite: cloudwatch.CfnCompositeAlarm | None = None
         threshold = plan.replication_latency_alarm_ms
         names: list[str] = []
-        for spec, receiving in plan.alarm_pairs(region):
+        for spec in plan.latency_alarms(region):
             name = naming.replication_alarm_name(
-                plan.policy_name, spec.table_name, region, receiving
+                plan.policy_name, spec.table.table_name, region, spec.part
             )
-            alarm = cloudwatch.CfnAlarm(
-                self,
-                f"{spec.key}-to-{receiving}",
-                alarm_name=name,
-                alarm_description=(
-                    f"Replication of {spec.table_name} from {region} to {receiving} has "
-                    f"averaged over {threshold} ms for {EVALUATION_MINUTES} minutes"
-                ),
-                namespace="AWS/DynamoDB",
-                metric_name="ReplicationLatency",
-                dimensions=[
-                    cloudwatch.CfnAlarm.DimensionProperty(name="TableName", value=spec.table_name),
-                    cloudwatch.CfnAlarm.DimensionProperty(name="ReceivingRegion", value=receiving),
-                ],
-                statistic="Average",
-                unit="Milliseconds",
-                period=60,
-                evaluation_periods=EVALUATION_MINUTES,
-                datapoints_to_alarm=EVALUATION_MINUTES,
-                threshold=threshold,
-                comparison_operator="GreaterThanThreshold",
-                # No writes, no metric: an idle table is not a lagging one.
-                treat_missing_data="notBreaching",
-            )
-            self.alarms.append(alarm)
+            alarm_id = spec.table.key if spec.part is None else f"{spec.table.key}-{spec.part}"
+            self.alarms.append(_latency_alarm(self, alarm_id, name, spec, threshold))
             names.append(name)
         if not names:
             return
@@ -96,14 +83,66 @@ class ReplicationAlarms(Construct):
             "Composite",
             alarm_name=naming.composite_alarm_name(plan.policy_name, region),
             alarm_description=(
-                f"Any replica pair sourced in {region} lags over {threshold} ms; "
-                "the stop condition of the region's FIS pause-replication experiment"
+                f"Replication out of {region} lags over {threshold} ms on some link "
+                "(any of the region's ReplicationLatency alarms)"
             ),
             alarm_rule=" OR ".join(groups[0]),
         )
         # The rule names the alarms; CloudFormation must create them first. One call for
         # all of them: each jsii call is a round trip to the Node process.
         self.composite.node.add_dependency(*members)
+
+
+def _latency_alarm(
+    scope: Construct, construct_id: str, name: str, spec: LatencyAlarm, threshold: int
+) -> cloudwatch.CfnAlarm:
+    table = spec.table.table_name
+    metrics = [
+        cloudwatch.CfnAlarm.MetricDataQueryProperty(
+            id=f"m{i}",
+            label=f"{spec.source} to {receiving}",
+            return_data=False,
+            metric_stat=cloudwatch.CfnAlarm.MetricStatProperty(
+                metric=cloudwatch.CfnAlarm.MetricProperty(
+                    namespace="AWS/DynamoDB",
+                    metric_name="ReplicationLatency",
+                    dimensions=[
+                        cloudwatch.CfnAlarm.DimensionProperty(name="TableName", value=table),
+                        cloudwatch.CfnAlarm.DimensionProperty(
+                            name="ReceivingRegion", value=receiving
+                        ),
+                    ],
+                ),
+                period=60,
+                stat="Average",
+                unit="Milliseconds",
+            ),
+        )
+        for i, receiving in enumerate(spec.receiving)
+    ]
+    slowest = cloudwatch.CfnAlarm.MetricDataQueryProperty(
+        id="slowest",
+        expression="MAX(METRICS())",
+        label=f"slowest link of {table} out of {spec.source}",
+        return_data=True,
+    )
+    return cloudwatch.CfnAlarm(
+        scope,
+        construct_id,
+        alarm_name=name,
+        alarm_description=(
+            f"Replication of {table} from {spec.source} to one of "
+            f"{', '.join(spec.receiving)} has averaged over {threshold} ms for "
+            f"{EVALUATION_MINUTES} minutes (each link is a metric of this alarm)"
+        ),
+        metrics=[*metrics, slowest],
+        evaluation_periods=EVALUATION_MINUTES,
+        datapoints_to_alarm=EVALUATION_MINUTES,
+        threshold=threshold,
+        comparison_operator="GreaterThanThreshold",
+        # No writes, no metric: an idle table is not a lagging one.
+        treat_missing_data="notBreaching",
+    )
 
 
 def _chunk(terms: list[str]) -> list[list[str]]:

@@ -33,7 +33,18 @@ from residency.errors import ConfigError
 from residency.policy import GlobalDataClass, Policy
 from residency.tables import LINEAGE
 
-__all__ = ["FIS_UNAVAILABLE", "DeploymentPlan", "TableSpec", "fis_available", "plan_deployment"]
+__all__ = [
+    "FIS_UNAVAILABLE",
+    "MAX_ALARM_METRICS",
+    "DeploymentPlan",
+    "LatencyAlarm",
+    "TableSpec",
+    "fis_available",
+    "plan_deployment",
+]
+
+#: CloudWatch's hard limit on the metrics one metric-math alarm reads.
+MAX_ALARM_METRICS = 10
 
 GLOBAL_SCOPE = "global"
 CONFLICT_LOG_KEY = "conflict-log"
@@ -108,6 +119,18 @@ class TableSpec:
 
 
 @dataclass(frozen=True)
+class LatencyAlarm:
+    """One ReplicationLatency alarm: the highest lag of ``table`` from ``source`` to any
+    of ``receiving`` (at most :data:`MAX_ALARM_METRICS` regions; ``part`` numbers the
+    alarms of a table with more receiving regions than that, else it is ``None``)."""
+
+    table: TableSpec
+    source: str
+    receiving: tuple[str, ...]
+    part: int | None = None
+
+
+@dataclass(frozen=True)
 class DeploymentPlan:
     policy_name: str
     table_prefix: str
@@ -146,6 +169,21 @@ class DeploymentPlan:
             for source, receiving in t.replica_pairs()
             if source == region
         ]
+
+    def latency_alarms(self, region: str) -> list[LatencyAlarm]:
+        """The ReplicationLatency alarms of ``region``: one per table replicated from it,
+        covering every receiving region (:meth:`alarm_pairs`, grouped by table)."""
+        out: list[LatencyAlarm] = []
+        for table in self.tables_in(region):
+            receiving = tuple(r for s, r in table.replica_pairs() if s == region)
+            chunks = [
+                receiving[i : i + MAX_ALARM_METRICS]
+                for i in range(0, len(receiving), MAX_ALARM_METRICS)
+            ]
+            for i, chunk in enumerate(chunks):
+                part = i + 1 if len(chunks) > 1 else None
+                out.append(LatencyAlarm(table=table, source=region, receiving=chunk, part=part))
+        return out
 
     def conflict_log(self, region: str) -> TableSpec | None:
         """The conflict-log table of ``region`` (one per region, never replicated)."""

@@ -102,9 +102,11 @@ def key_alias(policy: str, table: str) -> str:
     return "alias/regionkit/" + re.sub(r"[^A-Za-z0-9/_-]", "_", f"{policy}/{table}")
 
 
-def replication_alarm_name(policy: str, table: str, source: str, receiving: str) -> str:
-    """The ReplicationLatency alarm of one replica pair (emitted in ``source``)."""
-    return _bounded(f"regionkit-{policy}-{table}-replication-latency-{source}-to-{receiving}", 255)
+def replication_alarm_name(policy: str, table: str, source: str, part: int | None = None) -> str:
+    """The ReplicationLatency alarm of ``table``'s replication out of ``source`` (to every
+    receiving region; ``part`` when they take more than one alarm)."""
+    suffix = "" if part is None else f"-{part}"
+    return _bounded(f"regionkit-{policy}-{table}-replication-latency-from-{source}{suffix}", 255)
 
 
 def composite_alarm_name(policy: str, region: str) -> str:

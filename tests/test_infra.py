@@ -297,24 +297,46 @@ def test_replication_latency_alarms_cover_every_replica_pair(example: Synth) -> 
         for receiving in regions
         if source != receiving
     }
-    actual = set()
+    actual: list[tuple[str, str, str]] = []
     latency = [
         (stack, alarm)
         for stack, alarm in example.resources("AWS::CloudWatch::Alarm")
-        if alarm["Properties"].get("MetricName") == "ReplicationLatency"
+        if "ReplicationLatency" in json.dumps(alarm["Properties"].get("Metrics", []))
     ]
     for stack, alarm in latency:
         props = alarm["Properties"]
-        assert props["Namespace"] == "AWS/DynamoDB"
-        assert props["MetricName"] == "ReplicationLatency"
-        assert props["Statistic"] == "Average"
         assert props["Threshold"] == threshold
         assert props["ComparisonOperator"] == "GreaterThanThreshold"
-        dims = {d["Name"]: d["Value"] for d in props["Dimensions"]}
-        assert set(dims) == {"TableName", "ReceivingRegion"}
-        actual.add((example.regions[stack], dims["TableName"], dims["ReceivingRegion"]))
-    assert actual == expected
-    # One composite per region names every pair alarm sourced there, and is created
+        assert props["EvaluationPeriods"] == props["DatapointsToAlarm"] == 5
+        *reads, watched = props["Metrics"]
+        # the alarm watches the slowest of its links, and reads at most ten (CloudWatch's limit)
+        assert watched == {
+            "Id": "slowest",
+            "Expression": "MAX(METRICS())",
+            "Label": watched["Label"],
+            "ReturnData": True,
+        }
+        assert 1 <= len(reads) <= 10
+        tables = set()
+        for query in reads:
+            assert query["ReturnData"] is False
+            stat = query["MetricStat"]
+            assert (stat["Stat"], stat["Period"], stat["Unit"]) == ("Average", 60, "Milliseconds")
+            metric = stat["Metric"]
+            assert (metric["Namespace"], metric["MetricName"]) == (
+                "AWS/DynamoDB",
+                "ReplicationLatency",
+            )
+            dims = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+            assert set(dims) == {"TableName", "ReceivingRegion"}
+            tables.add(dims["TableName"])
+            actual.append((example.regions[stack], dims["TableName"], dims["ReceivingRegion"]))
+        assert len(tables) == 1  # one table per alarm: its name says which
+    assert len(actual) == len(set(actual))  # no link is watched twice
+    assert set(actual) == expected
+    # one alarm per table replicated out of a region (none here has over ten links)
+    assert len(latency) == len({(region, name) for region, name, _ in actual})
+    # One composite per region names every latency alarm sourced there, and is created
     # after each alarm its rule names (CloudFormation refuses a rule naming none).
     for stack, composite in example.resources("AWS::CloudWatch::CompositeAlarm"):
         names = {a["Properties"]["AlarmName"] for st, a in latency if st == stack}

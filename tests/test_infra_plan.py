@@ -13,12 +13,15 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from infra import access
 from infra.asset import stage_detector_code
 from infra.fis_template import ACTION_ID, TARGET_TYPE, experiment_template
-from infra.plan import FIS_UNAVAILABLE, plan_deployment
+from infra.plan import FIS_UNAVAILABLE, MAX_ALARM_METRICS, plan_deployment
 from residency import names as naming
+from residency.aws_regions import AWS_REGIONS
 from residency.errors import ConfigError
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy, load_policy
 
@@ -130,6 +133,49 @@ def test_alarm_pairs_are_every_ordered_pair_sourced_in_the_region(social: Policy
     assert sum(len(plan.alarm_pairs(r)) for r in social.regions) == sum(
         len(t.regions) * (len(t.regions) - 1) for t in plan.tables
     )
+
+
+def _wide_policy(social: Policy, replicas: int) -> tuple[Policy, list[str]]:
+    """``social`` plus an APAC jurisdiction, and a global class with ``replicas`` replicas."""
+    data = social.model_dump(mode="json")
+    extra = [r for r in sorted(AWS_REGIONS) if r.startswith("ap-") and r not in data["regions"]]
+    data["jurisdictions"]["APAC"] = {
+        "law": "test",
+        "countries": ["JP", "KR", "AU", "SG"],
+        "regions": extra,
+        "home_regions": extra[:1],
+    }
+    data["regions"] += extra
+    data["data_classes"]["directory"]["replicas"] = data["regions"]
+    wide = data["regions"][:replicas]
+    data["data_classes"]["wide"] = {"kind": "global", "table": "wide", "replicas": wide}
+    return Policy.model_validate(data), wide
+
+
+@settings(max_examples=25, deadline=None)
+@given(replicas=st.integers(min_value=1, max_value=16))
+def test_latency_alarms_cover_each_pair_once_and_read_at_most_ten_metrics(
+    social: Policy, replicas: int
+) -> None:
+    policy, wide = _wide_policy(social, replicas)
+    plan = plan_deployment(policy)
+    for region in policy.regions:
+        alarms = plan.latency_alarms(region)
+        covered = [(a.table.key, r) for a in alarms for r in a.receiving]
+        assert sorted(covered) == sorted((t.key, r) for t, r in plan.alarm_pairs(region))
+        for alarm in alarms:
+            assert alarm.source == region and 1 <= len(alarm.receiving) <= MAX_ALARM_METRICS
+        for key in {a.table.key for a in alarms}:
+            parts = [a.part for a in alarms if a.table.key == key]
+            assert parts == ([None] if len(parts) == 1 else list(range(1, len(parts) + 1)))
+        names = [
+            naming.replication_alarm_name(policy.name, a.table.table_name, region, a.part)
+            for a in alarms
+        ]
+        assert len(set(names)) == len(names)
+    if len(wide) > 1:
+        parts = [a for a in plan.latency_alarms(wide[0]) if a.table.key == "wide"]
+        assert len(parts) == -(-(len(wide) - 1) // MAX_ALARM_METRICS)
 
 
 def test_names_fit_aws_limits() -> None:
