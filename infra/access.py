@@ -74,6 +74,11 @@ WILDCARD_REASONS = {
     "ListStreams": (
         "dynamodb:ListStreams has no resource-level permissions; the Lambda stream poller needs it."
     ),
+    "PauseReplication": (
+        "FIS's pause adds its deny statement to each target table's stream policy too, and a "
+        "stream ARN ends in a label (its creation time) that exists only after deploy; the "
+        "wildcard covers the streams of the named tables in one region."
+    ),
     "ResolveTargetsByTag": (
         "tag:GetResources, which FIS uses to resolve tag-selected targets, has no "
         "resource-level permissions; the DynamoDB actions name each table."
@@ -222,16 +227,19 @@ def detector_statements(
 def fis_statements(
     plan: DeploymentPlan, region: str, *, partition: str, account: str
 ) -> list[Statement]:
-    """Least privilege for ``aws:dynamodb:global-table-pause-replication`` in ``region``."""
+    """Least privilege for ``aws:dynamodb:global-table-pause-replication`` in ``region``.
+
+    For a multi-Region eventually consistent table, FIS appends its deny statement to
+    the table's resource policy *and* to its stream's (FIS actions reference), so the
+    resource-policy actions cover ``table/<name>/stream/*`` as well.
+    """
+    tables = [table_arn(partition, region, account, t.table_name) for t in plan.fis_targets(region)]
     return [
         {
             "Sid": "PauseReplication",
             "Effect": "Allow",
             "Action": FIS_PAUSE_REPLICATION,
-            "Resource": [
-                table_arn(partition, region, account, t.table_name)
-                for t in plan.fis_targets(region)
-            ],
+            "Resource": [r for arn in tables for r in (arn, f"{arn}/stream/*")],
         },
         {
             # FIS resolves tag-selected targets through the Resource Groups Tagging

@@ -123,7 +123,7 @@ def customer_harm_alarm(plan: DeploymentPlan, region: str) -> dict[str, Any]:
             metric("errors", HARM_METRICS[1]),
             {
                 "Id": "rate",
-                "Expression": "100 * errors / MAX([requests, 1])",
+                "Expression": "IF(requests > 0, 100 * errors / requests, 0)",
                 "Label": "routed request error rate (%)",
                 "ReturnData": True,
             },

@@ -16,6 +16,13 @@ of the region is over the level, which covers each pair's own alarm. CloudWatch 
 one alarm read 10 metrics: a table with more receiving regions gets one alarm per ten
 (:meth:`infra.plan.DeploymentPlan.latency_alarms`).
 
+What these alarms cannot see: CloudWatch treats missing data of ``AWS/DynamoDB``
+metrics as ``ignore`` whatever the alarm says, so an alarm keeps its state while a
+table takes no writes; and ``ReplicationLatency`` is measured when an item *arrives*,
+so a link that has stopped replicating altogether emits nothing until it resumes. The
+alarms see lag; a full stall shows when it ends (a drill measures it directly: its
+canary reads its own writes back from every replica).
+
 A composite alarm per region (``ALARM`` of any of that region's alarms)
 summarises them for operators. It is **not** the FIS stop condition: a pause
 degrades exactly this metric, so it would stop every drill at once. The stop
@@ -39,7 +46,8 @@ __all__ = ["CustomerHarmAlarm", "ReplicationAlarms"]
 
 #: Minutes the one-minute average must stay above the level before the alarm fires.
 EVALUATION_MINUTES = 5
-_RULE_LIMIT = 10_240  # CloudWatch's limit on a composite alarm rule
+_RULE_LIMIT = 10_240  # CloudWatch's limits on a composite alarm rule: its characters,
+_RULE_ALARMS = 100  # and the alarms it names
 
 
 class ReplicationAlarms(Construct):
@@ -62,8 +70,9 @@ class ReplicationAlarms(Construct):
             names.append(name)
         if not names:
             return
-        # A rule holds at most 10,240 characters: past that, OR the alarms in groups,
-        # each group a composite of its own, and the region's composite ORs the groups.
+        # A rule names at most 100 alarms in at most 10,240 characters: past that, OR the
+        # alarms in groups, each group a composite of its own, and the region's composite
+        # ORs the groups.
         groups = _chunk([f'ALARM("{n}")' for n in names])
         members: list[cloudwatch.CfnAlarm | cloudwatch.CfnCompositeAlarm] = list(self.alarms)
         if len(groups) > 1:
@@ -140,7 +149,8 @@ def _latency_alarm(
         datapoints_to_alarm=EVALUATION_MINUTES,
         threshold=threshold,
         comparison_operator="GreaterThanThreshold",
-        # No writes, no metric: an idle table is not a lagging one.
+        # Asked for, but CloudWatch ignores missing data of AWS/DynamoDB metrics whatever
+        # this says (see the module docstring).
         treat_missing_data="notBreaching",
     )
 
@@ -149,7 +159,8 @@ def _chunk(terms: list[str]) -> list[list[str]]:
     groups: list[list[str]] = [[]]
     size = 0
     for term in terms:
-        if groups[-1] and size + len(term) + 4 > _RULE_LIMIT:
+        full = len(groups[-1]) == _RULE_ALARMS or size + len(term) + 4 > _RULE_LIMIT
+        if groups[-1] and full:
             groups.append([])
             size = 0
         groups[-1].append(term)

@@ -99,7 +99,8 @@ def key_alias(policy: str, table: str) -> str:
     KMS keys are regional, so the alias names one key per region. Alias names allow
     letters, digits, ``/``, ``_`` and ``-``; other table-name characters become ``_``.
     """
-    return "alias/regionkit/" + re.sub(r"[^A-Za-z0-9/_-]", "_", f"{policy}/{table}")
+    alias = "alias/regionkit/" + re.sub(r"[^A-Za-z0-9/_-]", "_", f"{policy}/{table}")
+    return _bounded(alias, 256)  # KMS: 1 to 256 characters
 
 
 def replication_alarm_name(policy: str, table: str, source: str, part: int | None = None) -> str:

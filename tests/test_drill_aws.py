@@ -188,6 +188,55 @@ def test_interrupt_stops_the_experiment_and_removes_a_left_statement() -> None:
     assert j.verdict == "error"
 
 
+class _PolicyStore:
+    """DynamoDB's resource-policy calls over a dict of policies by ARN (moto keeps no
+    policy on a stream ARN), and DescribeTable naming each table's stream."""
+
+    class PolicyNotFoundException(Exception):
+        pass
+
+    def __init__(self, policies: dict[str, dict[str, Any]]) -> None:
+        self.policies = policies
+
+    def describe_table(self, TableName: str) -> dict[str, Any]:
+        arn = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{TableName}"
+        return {"Table": {"TableArn": arn, "LatestStreamArn": f"{arn}/stream/2026-12-01T00:00:00"}}
+
+    def get_resource_policy(self, ResourceArn: str) -> dict[str, Any]:
+        if ResourceArn not in self.policies:
+            raise self.PolicyNotFoundException(ResourceArn)
+        return {"Policy": json.dumps(self.policies[ResourceArn]), "RevisionId": "1"}
+
+    def put_resource_policy(self, ResourceArn: str, Policy: str, **_: Any) -> None:
+        self.policies[ResourceArn] = json.loads(Policy)
+
+    def delete_resource_policy(self, ResourceArn: str, **_: Any) -> None:
+        del self.policies[ResourceArn]
+
+
+def test_a_statement_left_on_a_stream_policy_is_found_and_removed() -> None:
+    # FIS adds its deny to the table's policy and to its stream's: a leftover on either
+    # would keep the replica REPLICATION_NOT_AUTHORIZED.
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/content"
+    stream = f"{table}/stream/2026-12-01T00:00:00"
+    keep = {"Sid": "Theirs", "Effect": "Allow", "Principal": "*", "Action": "dynamodb:GetItem"}
+    store = _PolicyStore(
+        {stream: {"Version": "2012-10-17", "Statement": [keep, _deny()]}, table: {"Statement": []}}
+    )
+    fault = FisFault(
+        object(),
+        "EXT1",
+        duration=1.0,
+        ddb=lambda region: store,
+        tables=[(REGION, table)],
+        now=lambda: 0.0,
+        sleep=lambda s: None,
+    )
+    assert fault.leftovers() == []
+    assert store.policies[stream]["Statement"] == [keep]  # only FIS's statement went
+    assert [n for n in fault.notes if stream in n and "REMOVED 1" in n]
+
+
 def test_deadline_comes_from_the_experiment_duration() -> None:
     assert duration_seconds("PT10M") == 600 and duration_seconds("PT1H30S") == 3630
     fault = FisFault(

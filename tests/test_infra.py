@@ -18,6 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import example as hypothesis_example
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from residency.names import TAG_POLICY
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy, load_policy
@@ -648,3 +651,19 @@ def test_a_new_region_adds_exactly_the_expected_replicas(
         "regionkit-minimal-tables-eu-north-1",  # its conflict log
         "regionkit-minimal-region-eu-north-1",
     }
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(min_value=1, max_value=300), max_size=400))
+@hypothesis_example(lengths=[40] * 250)  # short names: the count limit binds first
+@hypothesis_example(lengths=[255] * 60)  # the longest alarm names: the length limit binds first
+def test_composite_rules_stay_within_cloudwatchs_limits(lengths: list[int]) -> None:
+    # A composite alarm's rule names at most 100 alarms in at most 10,240 characters.
+    from infra.monitoring import _chunk
+
+    terms = [f'ALARM("{i:04d}{"x" * n}")' for i, n in enumerate(lengths)]
+    groups = _chunk(terms)
+    assert [t for g in groups for t in g] == terms  # every alarm, once, in order
+    for group in groups:
+        assert len(group) <= 100
+        assert len(" OR ".join(group)) <= 10_240

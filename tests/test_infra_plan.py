@@ -184,6 +184,10 @@ def test_names_fit_aws_limits() -> None:
     assert len(naming.detector_function_name(long, "ap-southeast-7")) <= 64
     assert len(naming.regional_stack_name(long, "ap-southeast-7")) <= 128
     assert naming.fis_role_name(long, "a-1") != naming.fis_role_name(long, "a-2")
+    # a KMS alias holds at most 256 characters: long policy and table names still fit
+    alias = naming.key_alias(long, "staging." + "t" * 240)
+    assert len(alias) <= 256 and alias.startswith("alias/regionkit/")
+    assert alias != naming.key_alias(long, "staging." + "t" * 239 + "u")
     assert naming.keys_stack_name("my_policy", "us-east-1") == "regionkit-my-policy-keys-us-east-1"
 
 
@@ -213,6 +217,22 @@ def test_statements_pack_under_the_managed_policy_limit(social: Policy) -> None:
     for g in groups:
         size = sum(len(json.dumps(stmts[i], separators=(",", ":"))) for i in g)
         assert size <= 1500 or len(g) == 1
+
+
+def test_fis_role_may_edit_the_resource_policies_of_the_targets_and_their_streams(
+    social: Policy,
+) -> None:
+    # FIS adds its deny statement to a target's stream policy as well as to its table's
+    plan = plan_deployment(social)
+    for region in ("eu-west-1", "us-east-1"):
+        pause = access.fis_statements(plan, region, partition="aws", account="111122223333")[0]
+        tables = [
+            f"arn:aws:dynamodb:{region}:111122223333:table/{t.table_name}"
+            for t in plan.fis_targets(region)
+        ]
+        assert tables
+        assert sorted(pause["Resource"]) == sorted([*tables, *(f"{t}/stream/*" for t in tables)])
+        assert "dynamodb:PutResourcePolicy" in pause["Action"]
 
 
 def test_fis_template_pauses_tagged_tables_in_one_region(social: Policy) -> None:

@@ -97,13 +97,20 @@ def pause_statements(policy: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def remove_pause_statements(ddb: Any, table_arn: str) -> int:
-    """Remove pause statements left in a table's resource policy; how many were removed."""
+def _not_found(exc: Exception, code: str) -> bool:
+    return code in type(exc).__name__ or code in str(exc)
+
+
+def remove_pause_statements(ddb: Any, arn: str) -> int:
+    """Remove pause statements left in a resource policy (a table's or a stream's); how
+    many were removed."""
     try:
-        got = ddb.get_resource_policy(ResourceArn=table_arn)
+        got = ddb.get_resource_policy(ResourceArn=arn)
     except Exception as exc:  # no policy at all is the normal case
-        if "PolicyNotFound" in type(exc).__name__ or "PolicyNotFound" in str(exc):
+        if _not_found(exc, "PolicyNotFound"):
             return 0
+        if "/stream/" in arn and _not_found(exc, "ResourceNotFound"):
+            return 0  # a stream replaced since it was described has no policy to clean
         raise
     policy = json.loads(got.get("Policy") or "{}")
     found = pause_statements(policy)
@@ -113,13 +120,13 @@ def remove_pause_statements(ddb: Any, table_arn: str) -> int:
     revision = got.get("RevisionId")
     if rest:
         ddb.put_resource_policy(
-            ResourceArn=table_arn,
+            ResourceArn=arn,
             Policy=json.dumps({**policy, "Statement": rest}),
             **({"ExpectedRevisionId": revision} if revision else {}),
         )
     else:
         ddb.delete_resource_policy(
-            ResourceArn=table_arn, **({"ExpectedRevisionId": revision} if revision else {})
+            ResourceArn=arn, **({"ExpectedRevisionId": revision} if revision else {})
         )
     return len(found)
 
@@ -215,22 +222,40 @@ class FisFault:
         return self.state
 
     def leftovers(self, remove: bool = True) -> list[str]:
-        """Pause statements still in the tables' resource policies (removed if ``remove``)."""
-        left = []
-        for region, arn in self.tables:
-            try:
-                n = remove_pause_statements(self.ddb(region), arn) if remove else 0
-            except Exception as exc:
-                left.append(f"could not check {arn} ({type(exc).__name__}): check it by hand")
-                continue
-            if n:
-                msg = (
-                    f"REMOVED {n} replication-pause statement(s) FIS left in the resource "
-                    f"policy of {arn}"
-                )
-                self.notes.append(msg)
-                log.error("pause statement left behind", resource=arn, removed=n)
+        """Pause statements still in the resource policies of the tables and of their
+        streams (FIS adds its statement to both; removed if ``remove``)."""
+        left: list[str] = []
+        for region, table in self.tables:
+            for arn in self._policies_of(region, table, left):
+                try:
+                    n = remove_pause_statements(self.ddb(region), arn) if remove else 0
+                except Exception as exc:
+                    left.append(f"could not check {arn} ({type(exc).__name__}): check it by hand")
+                    continue
+                if n:
+                    msg = (
+                        f"REMOVED {n} replication-pause statement(s) FIS left in the resource "
+                        f"policy of {arn}"
+                    )
+                    self.notes.append(msg)
+                    log.error("pause statement left behind", resource=arn, removed=n)
         return left
+
+    def _policies_of(self, region: str, table_arn: str, left: list[str]) -> list[str]:
+        """The table's ARN and its stream's, if it has one."""
+        name = table_arn.split(":table/", 1)[1]
+        try:
+            described = self.ddb(region).describe_table(TableName=name)["Table"]
+        except Exception as exc:
+            left.append(
+                f"could not find the stream of {table_arn} ({type(exc).__name__}): check "
+                "its stream policy by hand"
+            )
+            return [table_arn]
+        stream = described.get("LatestStreamArn")
+        if not stream:
+            return [table_arn]
+        return [table_arn, str(stream)]
 
 
 def require_account(sts: Any, confirm: str | None) -> str:
