@@ -9,8 +9,18 @@ so a profile value cannot reach a log even if a caller logs a whole item.
 regionkit's own code never logs item values in the first place; the redactor is
 the safety net, and the host application cannot switch it off: when a service
 configures structlog its own way, regionkit's loggers still run the redactor
-first, in front of the service's chain. An exception attached to an event is
-formatted *before* redaction, so a traceback's text is cleaned too.
+first, in front of the service's chain; when it configures only the standard
+library's logging, regionkit hands it finished text, never an exception to format.
+The PII attributes of every policy the process holds are redacted (a
+:class:`~residency.policy.Policy` registers them when it is built), whether or not
+:func:`configure_logging` ran.
+
+An exception attached to an event is formatted by regionkit *before* redaction: its
+frames (file, line, function, source line) as Python prints them, and the message
+of a regionkit error (which never quotes a value), but not the message of any other
+exception, which may quote one (botocore's parameter errors do, so may a
+``KeyError``): that line names the exception's type and says the message was
+withheld.
 
 The library never configures logging on import. The CLI calls
 :func:`configure_logging`; a service may call it too.
@@ -18,9 +28,12 @@ The library never configures logging on import. The CLI calls
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
+import threading
+import traceback
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -28,7 +41,14 @@ import structlog
 
 from residency.names import normalize_name
 
-__all__ = ["REDACTED", "PiiRedactor", "configure_logging", "get_logger", "redaction_processor"]
+__all__ = [
+    "REDACTED",
+    "PiiRedactor",
+    "configure_logging",
+    "get_logger",
+    "redact_attributes",
+    "redaction_processor",
+]
 
 REDACTED = "[redacted]"
 
@@ -78,11 +98,20 @@ class PiiRedactor:
 
 
 _redactor = PiiRedactor()
+_lock = threading.Lock()
 
 
 def redaction_processor() -> PiiRedactor:
     """The process-wide redactor, for services that build their own structlog chain."""
     return _redactor
+
+
+def redact_attributes(names: Iterable[str]) -> None:
+    """Withhold the values of attributes called ``names`` from every regionkit log line,
+    from now on. Names are only ever added: redaction never narrows."""
+    global _redactor
+    with _lock:
+        _redactor = _redactor.with_attributes(names)
 
 
 def configure_logging(
@@ -96,8 +125,7 @@ def configure_logging(
 
     Logs go to standard error, so command output on standard output stays clean.
     """
-    global _redactor
-    _redactor = PiiRedactor(pii_attributes)
+    redact_attributes(pii_attributes)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if log_format == "json"
@@ -121,12 +149,53 @@ def configure_logging(
 
 
 def _redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
-    if event_dict.get("exc_info"):  # format it now, so the traceback text is redacted too
-        event_dict = structlog.processors.format_exc_info(logger, method_name, event_dict)
-        text = event_dict.get("exception")
-        if isinstance(text, str):
-            event_dict["exception"] = _scrub_text(text)
+    exc_info = event_dict.pop("exc_info", None)
+    exc = _exception_of(exc_info)
+    if exc is not None:  # formatted here, so no later processor sees the exception itself
+        event_dict["exception"] = _scrub_text(_exception_text(exc))
     return _redactor(logger, method_name, event_dict)
+
+
+def _exception_of(exc_info: Any) -> BaseException | None:
+    if isinstance(exc_info, BaseException):
+        return exc_info
+    if isinstance(exc_info, tuple):
+        return exc_info[1] if len(exc_info) > 1 else None
+    return sys.exc_info()[1] if exc_info else None
+
+
+def _exception_text(exc: BaseException) -> str:
+    """A traceback as Python prints one, chained causes included, with the message of
+    every exception that is not a regionkit error withheld."""
+    from residency.errors import RegionkitError
+
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    link = ""
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append((current, link))
+        if current.__cause__ is not None:
+            current, link = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, link = current.__context__, _CONTEXT
+        else:
+            current = None
+    parts: list[str] = []
+    for e, link_text in reversed(chain):
+        kind = f"{type(e).__module__}.{type(e).__qualname__}"
+        message = str(e) if isinstance(e, RegionkitError) else _WITHHELD
+        frames = "".join(traceback.format_tb(e.__traceback__))
+        parts.append(f"Traceback (most recent call last):\n{frames}{kind}: {message}\n")
+        if link_text:
+            parts.append(link_text)
+    return "".join(parts).rstrip("\n")
+
+
+_WITHHELD = "(message withheld: it may quote a data value)"
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 
 
 def _scrub_text(text: str) -> str:
@@ -161,6 +230,10 @@ class _Logger:
             ],
             wrapper_class=structlog.stdlib.BoundLogger,
         )
+        if method == "exception":
+            # The standard library's Logger.exception would append the raw traceback to
+            # the finished line: log at error level, the traceback already redacted in it.
+            return functools.partial(fallback.error, exc_info=True)
         return getattr(fallback, method)
 
 

@@ -57,6 +57,7 @@ from residency.errors import (
     UnknownDataClass,
     UnknownRegion,
 )
+from residency.logs import redact_attributes
 from residency.names import RESERVED_PREFIX, normalize_name
 from residency.yamlmarks import (
     MarkedYaml,
@@ -446,6 +447,11 @@ class Policy(_Model):
             if isinstance(dc, PinnedDataClass):
                 names.update(dc.pii_attributes)
         return frozenset(names)
+
+    def model_post_init(self, context: Any, /) -> None:
+        # A process holding this policy withholds its PII attributes' values from every
+        # regionkit log line, whether or not anyone configured regionkit's logging.
+        redact_attributes(self.pii_attributes())
 
 
 # --- semantic checks -----------------------------------------------------------

@@ -225,3 +225,50 @@ def test_a_host_configured_structlog_cannot_bypass_the_redactor(
         for handler in root_handlers:
             root.addHandler(handler)
         root.setLevel(root_level)
+
+
+def test_a_policy_makes_its_pii_attributes_redacted_without_any_configuration(
+    example_policy_path: Any,
+) -> None:
+    from residency.policy import load_policy
+
+    policy = load_policy(example_policy_path)
+    from residency.names import normalize_name
+
+    names = {normalize_name(n) for n in policy.pii_attributes()}
+    assert names and names <= logs.redaction_processor().names
+
+
+def test_logged_tracebacks_withhold_the_messages_of_foreign_exceptions() -> None:
+    from residency.errors import ConfigError
+
+    value = " ".join(["Jane", "Q.", "Public"])  # built, so no source line quotes it
+    try:
+        try:
+            raise KeyError(value)
+        except KeyError as inner:
+            raise ConfigError(message="profile.display_name is not a string") from inner
+    except ConfigError as exc:
+        text = logs._exception_text(exc)
+    assert "Jane" not in text
+    assert "builtins.KeyError: (message withheld" in text
+    assert "profile.display_name is not a string" in text  # regionkit's own message: no value
+    assert "direct cause" in text
+    assert text.index("KeyError") < text.index("ConfigError")  # printed as Python prints it
+    assert "raise KeyError(value)" in text  # the source line, as code
+
+
+def test_a_host_with_only_stdlib_logging_gets_no_raw_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert not structlog.is_configured()
+    with caplog.at_level(logging.WARNING, logger="regionkit.fallback"):
+        value = " ".join(["Jane", "Q.", "Public"])
+        try:
+            raise RuntimeError(f"cannot serialize the profile of {value}")
+        except RuntimeError:
+            get_logger("regionkit.fallback").exception("failed", path="/fault")
+    (record,) = [r for r in caplog.records if r.name == "regionkit.fallback"]
+    assert record.exc_info is None  # the standard library is given finished text
+    assert "Jane" not in caplog.text
+    assert "RuntimeError: (message withheld" in json.loads(record.getMessage())["exception"]
