@@ -28,8 +28,9 @@ writes next; one broken clock (a year ahead) would drag every stamp with it for
 good. The cost is availability: while one writer is ``d`` > ``max_offset_ms``
 ahead, every write based on a version it wrote is refused elsewhere (measured in
 ``tests/test_conflicts_skew.py``: 100% at 5 s). An operator who knows the
-skew is bounded (say, an NTP step after a VM pause) sets ``adopt_drift_ms`` (or
-``REGIONKIT_HLC_ADOPT_DRIFT_MS`` in the environment of a router): a remote stamp up
+skew is bounded (say, an NTP step after a VM pause) sets ``adopt_drift_ms`` (a
+router's ``RouterConfig(hlc_adopt_drift_ms=...)``, ``REGIONKIT_HLC_ADOPT_DRIFT_MS``
+for ``RegionRouter.from_env()`` and the CLI): a remote stamp up
 to that far ahead is then adopted, with a ``clock drift adopted`` warning logged
 and counted (``drift_adopted``), and causally later writes keep working (0%
 refused at 5 s with 10 s allowed, no causally later write lost). Beyond it the
@@ -38,7 +39,6 @@ stamp is still refused. The offset bound then holds at ``adopt_drift_ms``.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 import threading
@@ -51,7 +51,6 @@ from residency.errors import MalformedId, OperationError, describe_value
 from residency.logs import get_logger
 
 log = get_logger("regionkit.hlc")
-ADOPT_ENV = "REGIONKIT_HLC_ADOPT_DRIFT_MS"
 
 __all__ = ["HLC", "ClockDriftError", "Stamp", "new_node_id", "wall_clock_ms"]
 
@@ -143,7 +142,7 @@ class HLC:
         physical: Callable[[], int] = wall_clock_ms,
         max_offset_ms: int = 500,
         node: str | None = None,
-        adopt_drift_ms: int | None = None,
+        adopt_drift_ms: int = 0,
     ) -> None:
         if node is not None and not _NODE.match(node):
             raise MalformedId(
@@ -151,13 +150,6 @@ class HLC:
             )
         self.region = region
         self.node = node if node is not None else new_node_id()
-        if adopt_drift_ms is None:
-            try:
-                adopt_drift_ms = int(os.environ.get(ADOPT_ENV, "0"))
-            except ValueError:
-                raise MalformedId(
-                    kind=ADOPT_ENV, value="(not an integer)", reason="milliseconds, e.g. 10000"
-                ) from None
         self.adopt_drift_ms = max(0, adopt_drift_ms)
         self.drift_adopted = 0
         self.physical = physical

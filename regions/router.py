@@ -92,6 +92,7 @@ class RegionRouter:
             self.region or policy.regions[0],
             physical=physical_clock or wall_clock_ms,
             max_offset_ms=s.hlc_max_offset_ms,
+            adopt_drift_ms=s.hlc_adopt_drift_ms,
         )
         cache = directory or DirectoryCache(s.directory_cache_size, s.directory_cache_ttl_seconds)
         check_cache_ttl(policy.system.tombstone_retention_days, cache.ttl)

@@ -289,6 +289,13 @@ class RouterConfig(BaseSettings):
     directory_cache_size: int = Field(default=100_000, ge=0)
     directory_cache_ttl_seconds: float = Field(default=300.0, ge=0)
     hlc_max_offset_ms: int = Field(default=500, gt=0)
+    hlc_adopt_drift_ms: int = Field(
+        default=0,
+        ge=0,
+        description="How far ahead of this clock a remote stamp may be and still be adopted "
+        "(an operator's bound on clock skew, e.g. 10000); 0 refuses any stamp over "
+        "hlc_max_offset_ms ahead.",
+    )
     merge_modules: list[
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")]
     ] = Field(

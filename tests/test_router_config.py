@@ -63,6 +63,7 @@ def _bogus(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REGIONKIT_ENDPOINTS", "not json")
     monkeypatch.setenv("REGIONKIT_CONNECT_TIMEOUT", "-1")
     monkeypatch.setenv("REGIONKIT_METRICS", "bogus")
+    monkeypatch.setenv("REGIONKIT_HLC_ADOPT_DRIFT_MS", "not a number")
 
 
 def test_an_explicit_config_ignores_the_environment_dotenv_and_state_file(
@@ -76,7 +77,10 @@ def test_an_explicit_config_ignores_the_environment_dotenv_and_state_file(
         assert (router.config.table_prefix, router.config.read_timeout) == ("mine_", 1.0)
         assert router.config.endpoints == {}  # not the state file's
         assert router.config.hlc_max_offset_ms == 500  # not the .env's
+        assert router.clock.adopt_drift_ms == 0  # not the environment's
         assert router.routes.tables["content"] == "mine_content"
+    with RegionRouter(load_policy(MINIMAL), config=RouterConfig(hlc_adopt_drift_ms=10_000)) as r:
+        assert r.clock.adopt_drift_ms == 10_000
 
 
 def test_a_router_given_nothing_reads_nothing(
@@ -98,8 +102,12 @@ def test_router_config_itself_reads_nothing(
     assert RouterConfig(_env_file=".env").hlc_max_offset_ms == 500  # type: ignore[call-arg]
 
 
-def test_from_env_honours_the_environment_dotenv_and_state_file(environment: Path) -> None:
+def test_from_env_honours_the_environment_dotenv_and_state_file(
+    environment: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REGIONKIT_HLC_ADOPT_DRIFT_MS", "60000")
     with RegionRouter.from_env() as router:
+        assert router.clock.adopt_drift_ms == 60_000
         config = router.config
         assert isinstance(config, Settings)  # a Settings is a RouterConfig
         assert router.policy.name == load_policy(MINIMAL).name  # REGIONKIT_POLICY
