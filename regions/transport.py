@@ -135,6 +135,10 @@ def backend_error(op: str, region: str, exc: BaseException, reason: str) -> Back
     return cls(operation=op, region=region, code=error_code(exc), reason=reason)
 
 
+def _still_throttled(op: str, exc: BaseException) -> BackendError:
+    return backend_error(op, region_of(exc, "?"), exc, "still throttled after the retries")
+
+
 def error_code(exc: BaseException) -> str:
     resp = getattr(exc, "response", None)
     if isinstance(resp, dict):
@@ -309,15 +313,24 @@ class Transport(HedgedReads):
         self, decide: Decide, op: Op, fn: Callable[[Route, Any], T], *, hedge: bool = False
     ) -> tuple[T, Route]:
         """:meth:`_call`, counted in :attr:`metrics` (a request; an error if no region served
-        it)."""
+        it). Throttling that outlasts the retries is :class:`Throttled`, reads and writes
+        alike, with DynamoDB's error as ``__cause__``."""
         if self.metrics is None:
-            return self._call(decide, op, fn, hedge=hedge)
+            try:
+                return self._call(decide, op, fn, hedge=hedge)
+            except Exception as exc:
+                if is_throttle(exc):
+                    raise _still_throttled(op, exc) from exc
+                raise
         try:
             out = self._call(decide, op, fn, hedge=hedge)
         except (RegionUnavailable, BackendError):
             self.metrics.record(failed=True)
             raise
-        except Exception:
+        except Exception as exc:
+            if is_throttle(exc):
+                self.metrics.record(failed=True)
+                raise _still_throttled(op, exc) from exc
             self.metrics.record(failed=False)  # an answer (a failed condition ...): served
             raise
         self.metrics.record(failed=False)
@@ -348,7 +361,12 @@ class Transport(HedgedReads):
 
     def call_at(self, route: Route, fn: Callable[[Route, Any], T]) -> T:
         """One request to one named region, no failover (moves, erasure, verification)."""
-        return self._send(route, fn)
+        try:
+            return self._send(route, fn)
+        except Exception as exc:
+            if is_throttle(exc):
+                raise _still_throttled("request", exc) from exc
+            raise
 
     def _failover(
         self,

@@ -16,7 +16,7 @@ from regions.health import BreakerState, RegionHealth
 from regions.pool import ClientPool
 from regions.routing import Route
 from regions.transport import HedgePolicy, RetryPolicy, Transport, classify, region_of
-from residency.errors import BackendError, RegionUnavailable
+from residency.errors import BackendError, RegionUnavailable, Throttled
 from residency.settings import RouterConfig
 
 A, B, C = "eu-west-1", "eu-central-1", "us-east-1"
@@ -92,11 +92,15 @@ def test_throttling_is_retried_in_the_same_region_with_backoff() -> None:
 def test_throttling_that_persists_is_the_callers_not_a_failover() -> None:
     t, health, _ = transport(policy=RetryPolicy(throttle_attempts=2))
     fn = Script(eu_west_1=[client_error("ThrottlingException")] * 2)
-    with pytest.raises(ClientError) as info:
+    with pytest.raises(Throttled) as info:  # typed, reads as writes, DynamoDB's as the cause
         t.call(decider(A, B), "read", fn)
     assert fn.calls == [A, A]
-    assert region_of(info.value, "?") == A
+    assert (info.value.region, info.value.code) == (A, "ThrottlingException")
+    assert isinstance(info.value.__cause__, ClientError)
     assert health.status(A).breaker is BreakerState.CLOSED  # throttling proves it alive
+    fn = Script(eu_west_1=[client_error("ThrottlingException")] * 2)
+    with pytest.raises(Throttled):  # one named region, no failover: the same
+        t.call_at(decider(A, B)(()), fn)
 
 
 def test_an_answer_after_throttling_carries_no_chained_throttle() -> None:
