@@ -47,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Self
 
-from residency.errors import MalformedId, OperationError, describe_value
+from residency.errors import ClockDriftError, MalformedId, describe_value
 from residency.logs import get_logger
 
 log = get_logger("regionkit.hlc")
@@ -61,15 +61,6 @@ _NODE = re.compile(r"^[0-9a-f]{8}$")
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class ClockDriftError(OperationError):
-    """A remote stamp is further ahead of our physical clock than the allowed offset."""
-
-    fmt = (
-        "remote stamp {stamp} from {region} is {ahead_ms} ms ahead of this clock "
-        "(max offset {max_offset_ms} ms); check NTP on the writer"
-    )
 
 
 def new_node_id() -> str:

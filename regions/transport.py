@@ -7,7 +7,8 @@ every retry decision is taken here, from the kind of answer:
 answer                 what the transport does
 =====================  =================================================================
 throttling             retry **in the same region**, with jittered exponential backoff,
-                       up to ``RetryPolicy.throttle_attempts``; it proves the region alive
+                       up to ``RetryPolicy.throttle_attempts``, then raise ``Throttled``
+                       (the last answer as its cause); it proves the region alive
 timeout, connection    record a failure in :class:`~regions.health.RegionHealth` and fail
 error, HTTP 5xx        over through tenacity to the next candidate the decision offers
                        (excluding the regions that just failed)
@@ -27,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from tenacity import (
@@ -198,13 +199,7 @@ class Transport(HedgedReads):
         self.health = health
         policy = policy or RetryPolicy()
         if failover_attempts is not None:
-            policy = RetryPolicy(
-                throttle_attempts=policy.throttle_attempts,
-                throttle_base_s=policy.throttle_base_s,
-                throttle_max_s=policy.throttle_max_s,
-                failover_attempts=failover_attempts,
-                failover_wait_max_s=policy.failover_wait_max_s,
-            )
+            policy = replace(policy, failover_attempts=failover_attempts)
         self.policy = policy
         self._throttle_wait = wait_random_exponential(
             multiplier=policy.throttle_base_s, max=policy.throttle_max_s
@@ -315,25 +310,20 @@ class Transport(HedgedReads):
         """:meth:`_call`, counted in :attr:`metrics` (a request; an error if no region served
         it). Throttling that outlasts the retries is :class:`Throttled`, reads and writes
         alike, with DynamoDB's error as ``__cause__``."""
-        if self.metrics is None:
-            try:
-                return self._call(decide, op, fn, hedge=hedge)
-            except Exception as exc:
-                if is_throttle(exc):
-                    raise _still_throttled(op, exc) from exc
-                raise
+        metrics = self.metrics
         try:
             out = self._call(decide, op, fn, hedge=hedge)
-        except (RegionUnavailable, BackendError):
-            self.metrics.record(failed=True)
-            raise
         except Exception as exc:
-            if is_throttle(exc):
-                self.metrics.record(failed=True)
+            throttled = is_throttle(exc)
+            if metrics is not None:  # an answer (a failed condition ...) was served
+                metrics.record(
+                    failed=throttled or isinstance(exc, (RegionUnavailable, BackendError))
+                )
+            if throttled:
                 raise _still_throttled(op, exc) from exc
-            self.metrics.record(failed=False)  # an answer (a failed condition ...): served
             raise
-        self.metrics.record(failed=False)
+        if metrics is not None:
+            metrics.record(failed=False)
         return out
 
     def _call(

@@ -22,13 +22,16 @@ There are two branches, and the CLI maps each to an exit code::
         │                           (a pinned item abroad, or a PII attribute in a global class)
         ├── RegionUnavailable       no allowed region is healthy
         ├── StaleWrite              a conditional write lost to a newer version
+        ├── ClockDriftError         a remote HLC stamp is further ahead of this clock than
+        │                           the allowed offset (check NTP on the writer)
         ├── CorruptRecord           a stored record regionkit reads (a directory entry)
         │                           holds a value it never writes (named by field only)
         ├── BackendError            DynamoDB (or the local cluster) failed; wraps the cause
         │   ├── RegionTimeout       no answer in time (connect or read timeout)
         │   ├── RegionUnreachable   refused, reset, or a server fault (5xx)
         │   └── Throttled           still throttled after the retries in the same region
-        └── ClusterError            the embedded local cluster could not start or was lost
+        ├── ClusterError            the embedded local cluster could not start or was lost
+        └── ExportFailed            a DynamoDB export to S3 for the audit failed or was refused
 
 Like botocore's exceptions, each class builds its message from a template and
 keeps the facts as attributes (``err.region``, ``err.data_class`` ...), so code
@@ -53,9 +56,11 @@ from typing import Any, ClassVar
 
 __all__ = [
     "BackendError",
+    "ClockDriftError",
     "ClusterError",
     "ConfigError",
     "CorruptRecord",
+    "ExportFailed",
     "MalformedId",
     "OperationError",
     "PolicyError",
@@ -255,6 +260,21 @@ class Throttled(BackendError):
 
 class ClusterError(OperationError):
     fmt = "local cluster: {message}"
+
+
+class ClockDriftError(OperationError):
+    """A remote stamp is further ahead of our physical clock than the allowed offset."""
+
+    fmt = (
+        "remote stamp {stamp} from {region} is {ahead_ms} ms ahead of this clock "
+        "(max offset {max_offset_ms} ms); check NTP on the writer"
+    )
+
+
+class ExportFailed(OperationError):
+    """A DynamoDB export to S3 (the audit's data scan of a large table) failed."""
+
+    fmt = "export {what}: {reason}"
 
 
 def _rebuild(cls: type[RegionkitError], facts: dict[str, Any]) -> RegionkitError:

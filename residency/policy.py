@@ -1256,6 +1256,9 @@ class _Refused(Exception):
         super().__init__(message)
         self.message, self.fix = message, fix
 
+    def __reduce__(self) -> tuple[object, ...]:  # pickles like every regionkit error
+        return (type(self), (self.message, self.fix))
+
 
 def _builtin_merges() -> ModuleType:
     """regions.merges, without running ``regions/__init__`` (which loads the router and

@@ -32,6 +32,8 @@ CONFIG = {
     "UnknownName",
 }
 OPERATION = {
+    "ClockDriftError",
+    "ExportFailed",
     "ResidencyViolation",
     "RegionUnavailable",
     "StaleWrite",
@@ -242,3 +244,18 @@ def test_transport_failures_are_typed_with_the_original_as_cause(example_policy_
         with pytest.raises(cls) as err:
             router.put("content", {"pk": "p", "body": "x"})
         assert err.value.__cause__ is cause and isinstance(err.value, errors.BackendError)
+
+
+def test_the_private_exceptions_pickle_too() -> None:
+    # Raised inside the policy loader and the strict validator, both of which can run in
+    # a worker process: they cross process boundaries like the public ones.
+    import copy
+    import pickle
+
+    from regions.local.strict import _Invalid
+    from residency.policy import _Refused
+
+    for err in (_Refused("module x is not allowed", "list it"), _Invalid("rule", "detail")):
+        for clone in (pickle.loads(pickle.dumps(err)), copy.copy(err), copy.deepcopy(err)):
+            assert type(clone) is type(err) and vars(clone) == vars(err)
+            assert str(clone) == str(err)

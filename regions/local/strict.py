@@ -163,6 +163,9 @@ class _Invalid(Exception):
         self.rule = rule
         self.detail = detail
 
+    def __reduce__(self) -> tuple[object, ...]:  # pickles like every regionkit error
+        return (type(self), (self.rule, self.detail))
+
 
 # --- the rules -------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from residency.errors import ConfigError, OperationError
+from residency.errors import ConfigError, ExportFailed
 
 __all__ = [
     "ExportFailed",
@@ -42,10 +42,6 @@ __all__ = [
     "start_export",
     "wait_for_export",
 ]
-
-
-class ExportFailed(OperationError):
-    fmt = "export {what}: {reason}"
 
 
 def bucket_region(s3: Any, bucket: str) -> str:
