@@ -124,21 +124,18 @@ def subject_export(
 
     parse_user_id(user_id)
     writable_file(out, "--out")
+    from residency.errors import ResidencyViolation
+
     settings, router = _subject_router()
-    entry = _subject_call(settings, "export failed", lambda: router.home_of(user_id))
-    here = settings.region
-    inside = here is not None and router.policy.jurisdiction_of_region(here) == entry.jurisdiction
-    if not inside and not transfer_basis:
-        fail(
-            f"the subject's data is in {entry.jurisdiction}, and this process runs in "
-            f"{here or 'no declared region (REGIONKIT_REGION)'}: writing the export here is a "
-            "transfer; run it from inside the jurisdiction, or name the basis with "
-            "--transfer-basis"
+    try:
+        data = _subject_call(
+            settings,
+            "export failed",
+            lambda: router.export_subject(user_id, transfer_basis=transfer_basis),
         )
-    data = _subject_call(settings, "export failed", lambda: router.export_subject(user_id))
+    except ResidencyViolation as exc:  # run from the wrong place: the operator's to fix
+        fail(f"{exc} (this process's region is REGIONKIT_REGION)")
     data["exported_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    data["written_in"] = here
-    data["transfer_basis"] = transfer_basis
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -237,9 +237,10 @@ class RegionRouter:
         """Every item of the subject in every region and class (keys only, pseudonymized)."""
         return self.subjects.locate(user_id, scan=scan)
 
-    def export_subject(self, user_id: str) -> dict[str, Any]:
-        """The subject's own data, read from inside their jurisdiction."""
-        return self.subjects.export(user_id)
+    def export_subject(self, user_id: str, *, transfer_basis: str | None = None) -> dict[str, Any]:
+        """The subject's own data, read from inside their jurisdiction; refused to a router
+        outside it unless ``transfer_basis`` names the transfer's legal basis."""
+        return self.subjects.export(user_id, transfer_basis=transfer_basis)
 
     def erase_subject(self, user_id: str) -> ErasureResult:
         """Erase the subject everywhere (resumable; see :mod:`regions.erasure`)."""

@@ -16,9 +16,10 @@ region, table, key pseudonym, version and state. It never reads a value.
 
 **Export** returns the subject's own data (GDPR Art. 15/20), read through the
 router, so pinned data is read inside the subject's jurisdiction. The export is
-itself a copy of personal data: writing it to a file in another jurisdiction is a
-transfer, which is why ``regionkit subject export`` refuses to run from outside the
-subject's jurisdiction unless the operator names the transfer's legal basis.
+itself a copy of personal data: handing it to a process in another jurisdiction is a
+transfer, so :meth:`Subjects.export` refuses unless the router's region is inside the
+subject's jurisdiction or the caller names the transfer's legal basis (recorded in
+the export); ``regionkit subject export --transfer-basis`` passes it on.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from regions.routing import Route
 from regions.tombstones import DEL_ATTR, tombstone_kind
 from regions.users import Users
 from regions.versioned import VersionedStore, directed
+from residency.errors import ResidencyViolation
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy
 from residency.tables import SUBJECT_INDEX
 
@@ -183,9 +185,27 @@ class Subjects:
 
     # --- export ---
 
-    def export(self, user_id: str) -> dict[str, Any]:
-        """The subject's own data, read through the router (pinned: inside the jurisdiction)."""
+    def export(self, user_id: str, *, transfer_basis: str | None = None) -> dict[str, Any]:
+        """The subject's own data, read through the router (pinned: inside the jurisdiction).
+
+        The copy is returned to this process, so it is refused unless the router's own
+        region (where this process runs) is in the subject's jurisdiction, or the caller
+        names the transfer's legal basis, which the export records.
+        """
         entry = self.users.home_for(user_id, "read")
+        here = self.store.region
+        inside = here is not None and self.policy.jurisdiction_of_region(here) == entry.jurisdiction
+        if not inside and not (transfer_basis or "").strip():
+            raise ResidencyViolation(
+                op="export",
+                data_class="(every class holding the subject's data)",
+                jurisdiction=entry.jurisdiction,
+                region=here or "(this router declares no region)",
+                allowed=", ".join(self.policy.jurisdictions[entry.jurisdiction].regions),
+                reason="an export is a copy of personal data handed to this process: run it "
+                "from inside the jurisdiction, or name the transfer's legal basis "
+                "(transfer_basis; the CLI's --transfer-basis)",
+            )
         data: dict[str, list[dict[str, Any]]] = {}
         for name, dc in self.policy.data_classes.items():
             if isinstance(dc, PinnedDataClass):
@@ -199,6 +219,8 @@ class Subjects:
             "subject": user_id,
             "jurisdiction": entry.jurisdiction,
             "home_region": entry.home_region,
+            "exported_in": here,
+            "transfer_basis": transfer_basis if not inside else None,
             "data": data,
         }
 

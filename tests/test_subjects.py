@@ -17,7 +17,7 @@ from regions.erasure import Eraser
 from regions.ids import mint_user_id
 from regions.local.sim import Simulation, simulation
 from regions.router import RegionRouter
-from residency.errors import StaleWrite, UnassignedUser, UnknownSubject
+from residency.errors import ResidencyViolation, StaleWrite, UnassignedUser, UnknownSubject
 from residency.policy import load_policy
 
 EU1, EU2, IN1, IN2, US, US2, BR = (
@@ -95,6 +95,25 @@ def test_export_reads_the_subjects_own_data(sim: Simulation) -> None:
     assert out["jurisdiction"] == "EU"
     assert out["data"]["profile"] == [{"pk": uid, **SECRET}]
     assert out["data"]["content"] == [{"pk": f"export-{uid}", "author_id": uid, "body": "mine"}]
+
+
+def test_an_export_outside_the_jurisdiction_needs_a_transfer_basis(sim: Simulation) -> None:
+    """The export is handed to the calling process: a router in another jurisdiction (or
+    in no declared region) gets it only by naming the transfer's legal basis."""
+    uid = sign_up(sim.routers[EU1], "DE")
+    sim.routers[EU1].put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    us = sim.routers[US]
+    for basis in (None, "", "   "):
+        with pytest.raises(ResidencyViolation) as info:
+            us.export_subject(uid, transfer_basis=basis)
+        assert info.value.jurisdiction == "EU" and info.value.region == US  # type: ignore[attr-defined]
+        assert "ravi" not in str(info.value)
+    out = us.export_subject(uid, transfer_basis="SCCs, art. 46(2)(c) GDPR")
+    assert (out["exported_in"], out["transfer_basis"]) == (US, "SCCs, art. 46(2)(c) GDPR")
+    assert out["data"]["profile"] == [{"pk": uid, **SECRET}]  # read inside the EU all the same
+    inside = sim.routers[EU2].export_subject(uid)
+    assert (inside["exported_in"], inside["transfer_basis"]) == (EU2, None)
 
 
 def test_export_reads_every_replica_and_only_the_subjects_items(sim: Simulation) -> None:
