@@ -43,6 +43,7 @@ KINDS = {
     "merges",
     "structure",
 }
+# CPU seconds one file may cost (process time: a loaded machine does not inflate it)
 MAX_SECONDS, MAX_RSS_MB = 2.0, 100.0
 PWNED = Path("/tmp/regionkit-pwned")  # what the !!python/object/apply case would create
 
@@ -123,13 +124,13 @@ def test_worst_case_time_and_memory(corpus: Path) -> None:
         base = peak_mb()
         times = {}
         for path in sorted(Path(sys.argv[1]).glob("*.yaml")):
-            t = time.perf_counter()
+            t = time.process_time()
             try:
                 load_policy(path)
                 outcome = "valid"
             except PolicyError:
                 outcome = "PolicyError"
-            times[path.stem] = (time.perf_counter() - t, outcome)
+            times[path.stem] = (time.process_time() - t, outcome)
         peak = peak_mb()
         print(json.dumps({"times": times, "base_rss_mb": base, "peak_rss_mb": peak}))
     """)
@@ -261,10 +262,10 @@ def test_special_files_neither_hang_nor_crash(tmp_path: Path) -> None:
         (tmp_path, "cannot read the file"),
         (tmp_path / "missing.yaml", "cannot read the file"),
     ]:
-        start = time.perf_counter()
+        start = time.process_time()
         with pytest.raises(PolicyError, match=text):
             load_policy(path)
-        assert time.perf_counter() - start < MAX_SECONDS
+        assert time.process_time() - start < MAX_SECONDS
 
 
 def test_the_cli_over_the_whole_corpus_stays_bounded(corpus: Path) -> None:
@@ -273,13 +274,13 @@ def test_the_cli_over_the_whole_corpus_stays_bounded(corpus: Path) -> None:
     code = textwrap.dedent(f"""
         import atexit, json, sys, time
         from pathlib import Path
-        start = time.perf_counter()
+        start = time.process_time()
 
         def report():
             hwm = next(l for l in Path("/proc/self/status").read_text().splitlines()
                        if l.startswith("VmHWM:"))
             sys.stderr.write("PEAK=" + json.dumps({{"rss_mb": int(hwm.split()[1]) / 1024,
-                             "seconds": time.perf_counter() - start}}) + "\\n")
+                             "seconds": time.process_time() - start}}) + "\\n")
 
         atexit.register(report)
         import cli
@@ -322,10 +323,10 @@ def test_without_libyaml_only_small_flat_files_are_parsed(
         ("long-scalar", "at most 10000"),
         ("billion-laughs", "anchor"),
     ]:
-        start = time.perf_counter()
+        start = time.process_time()
         with pytest.raises(PolicyError, match=text):
             load_policy(corpus / f"social-network-{name}.yaml")
-        assert time.perf_counter() - start < MAX_SECONDS
+        assert time.process_time() - start < MAX_SECONDS
     # the example policies still load, and hostile ones still fail as PolicyError
     load_policy(BASES["social-network"])
     with pytest.raises(PolicyError, match="not allowed"):
