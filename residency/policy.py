@@ -27,8 +27,6 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
-import importlib.machinery
-import importlib.util
 import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -1248,7 +1246,6 @@ def parse_policy_text(
 
 MergeFunction = Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
 _REF = re.compile(r"^(?P<module>[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):(?P<name>[A-Za-z_]\w*)$")
-_private_modules: dict[str, ModuleType] = {}
 
 
 class _Refused(Exception):
@@ -1261,29 +1258,11 @@ class _Refused(Exception):
 
 
 def _builtin_merges() -> ModuleType:
-    """regions.merges, without running ``regions/__init__`` (which loads the router and
-    boto3) when the package is not imported yet: residency never imports ``regions``."""
-    import sys
+    """The built-in merge functions: :mod:`residency.merges`, which policies name
+    ``regions.merges`` (re-exported there); residency never imports ``regions``."""
+    import residency.merges
 
-    loaded = sys.modules.get(BUILTIN_MERGE_MODULE)
-    if loaded is not None:
-        return loaded
-    if "regions" in sys.modules:  # the package is loaded already (the router): import it
-        return importlib.import_module(BUILTIN_MERGE_MODULE)
-    if BUILTIN_MERGE_MODULE in _private_modules:
-        return _private_modules[BUILTIN_MERGE_MODULE]
-    package = importlib.util.find_spec("regions")  # a top-level name: nothing is imported
-    locations = package.submodule_search_locations if package else None
-    spec = importlib.machinery.PathFinder.find_spec(BUILTIN_MERGE_MODULE, locations)
-    if spec is None or spec.loader is None:
-        raise _Refused(
-            f"{BUILTIN_MERGE_MODULE} is not installed",
-            "reinstall regionkit",
-        )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _private_modules[BUILTIN_MERGE_MODULE] = module
-    return module
+    return residency.merges
 
 
 def _merge_module(module_name: str) -> ModuleType:
@@ -1340,7 +1319,7 @@ def _merge_target(ref: str, allowed: Sequence[str]) -> MergeFunction:
             f"{name!r} is not exported by {module_name} (its __all__)",
             f"use one of: {', '.join(sorted(public))}",
         )
-    if getattr(fn, "__module__", None) != module_name:
+    if getattr(fn, "__module__", None) != module.__name__:
         raise _Refused(
             f"{name!r} is imported into {module_name}, not defined there",
             "name the function in the module that defines it (and is allowed)",
