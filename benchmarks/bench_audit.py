@@ -49,8 +49,9 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -358,7 +359,31 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def main() -> None:
+class _Pass(NamedTuple):
+    """One pass over the large dataset: items read, wall seconds, CPU seconds (client + servers)."""
+
+    n: int
+    t: float
+    c: float
+
+
+@dataclass
+class _Measured:
+    """What the cluster runs measured, for the report."""
+
+    full: _Pass  # naive sequential scan, whole items
+    proj: _Pass  # naive sequential scan, projected
+    audit: _Pass  # audit data scan, auto segments
+    audit2: _Pass  # audit data scan, fixed segments
+    deep: _Pass  # audit data scan, --deep
+    tables: int  # tables read
+    segs: list[int]  # the segment counts the auto run chose
+    findings: int  # FAIL/ERROR findings of the first audit run
+    values: Any  # the audit's PII value sample rate (1 item in ``values``)
+    rss: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=100_000)
     ap.add_argument("--small", type=int, default=10_000)
@@ -373,86 +398,94 @@ def main() -> None:
         help="service time per page in the latency model (0: skip the model)",
     )
     ap.add_argument("--model-page", type=int, default=1000, help="items per page in the model")
-    args = ap.parse_args()
-    if args.rss_child:
-        rss_child(json.loads(args.rss_child), args.prefix)
-        return
+    return ap.parse_args()
 
-    os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
-    from regions.local.cluster import LocalCluster
+
+def _load_datasets(policy: Any, cluster: Any, clients: Clients, items: int, small: int) -> None:
+    """Provision the big- and small- tables and load both datasets, printing the load times."""
     from regions.local.provision import provision
-    from residency.policy import load_policy
 
-    policy = load_policy(ROOT / "policies" / "minimal.yaml")
-    print(
-        f"cores: {os.cpu_count()}; regions: {', '.join(REGIONS)} (one moto server each); "
-        f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    for prefix in ("big-", "small-"):
+        provision(policy, cluster.clients, table_prefix=prefix)
+    t_big = load(clients, "big-", items)
+    print(f"loaded {items:,} items in {t_big:.1f} s ({items / t_big:,.0f} items/s)")
+    t_small = load(clients, "small-", small)
+    print(f"loaded {small:,} items in {t_small:.1f} s")
+
+
+def _timed(pids: list[int], fn: Any, *a: Any) -> tuple[Any, float, float]:
+    """``fn(*a)``, its wall seconds and the CPU seconds it cost (this process + the servers)."""
+    c0, t0 = _cpu_seconds(pids), time.perf_counter()
+    out = fn(*a)
+    return out, time.perf_counter() - t0, _cpu_seconds(pids) - c0
+
+
+def _measure_scans(clients: Clients, pids: list[int], segments: int) -> _Measured:
+    """The three audit runs, then the two naive scans of the tables the audit read."""
+    # the audit first (the tables it reads define the naive scan's targets)
+    (report, _), t_audit, c_audit = _timed(pids, run_data_audit, clients, "big-", None)
+    scanned = [
+        (e.region, e.table, e.items_scanned or 0)
+        for e in report.inventory
+        if e.items_scanned is not None
+    ]
+    n_audit = sum(n for *_, n in scanned)
+    segs = sorted({e.segments for e in report.inventory if e.segments})
+    bad = report.failing("low")
+    (report2, _), t_audit2, c_audit2 = _timed(pids, run_data_audit, clients, "big-", segments)
+    n_audit2 = sum(e.items_scanned or 0 for e in report2.inventory)
+    (report3, _), t_deep, c_deep = _timed(pids, run_data_audit, clients, "big-", None, True)
+    n_deep = sum(e.items_scanned or 0 for e in report3.inventory)
+    values = report.parameters["value_sample_every"]
+    targets = [(r, t) for r, t, _ in scanned]
+    projection: dict[str, list[str] | None] = {
+        "big-profiles": ["pk", "rk_del"],  # pinned: the key (and the tombstone marker)
+        "big-content": None,  # global: whole items (PII names at any depth, values)
+        "big-directory": None,
+        "big-regionkit-conflicts": None,
+    }
+    (n_proj, _), t_proj, c_proj = _timed(pids, naive_scan, clients, targets, projection)
+    (n_full, _), t_full, c_full = _timed(pids, naive_scan, clients, targets, None)
+    return _Measured(
+        full=_Pass(n_full, t_full, c_full),
+        proj=_Pass(n_proj, t_proj, c_proj),
+        audit=_Pass(n_audit, t_audit, c_audit),
+        audit2=_Pass(n_audit2, t_audit2, c_audit2),
+        deep=_Pass(n_deep, t_deep, c_deep),
+        tables=len(targets),
+        segs=segs,
+        findings=len(bad),
+        values=values,
     )
-    with LocalCluster(policy, replicate=False) as cluster:
-        clients = Clients(cluster.endpoints)
-        for prefix in ("big-", "small-"):
-            provision(policy, cluster.clients, table_prefix=prefix)
-        t_big = load(clients, "big-", args.items)
-        print(f"loaded {args.items:,} items in {t_big:.1f} s ({args.items / t_big:,.0f} items/s)")
-        t_small = load(clients, "small-", args.small)
-        print(f"loaded {args.small:,} items in {t_small:.1f} s")
 
-        pids = list(cluster.pids.values())
 
-        def timed(fn: Any, *a: Any) -> tuple[Any, float, float]:
-            c0, t0 = _cpu_seconds(pids), time.perf_counter()
-            out = fn(*a)
-            return out, time.perf_counter() - t0, _cpu_seconds(pids) - c0
-
-        # the audit first (the tables it reads define the naive scan's targets)
-        (report, _), t_audit, c_audit = timed(run_data_audit, clients, "big-", None)
-        scanned = [
-            (e.region, e.table, e.items_scanned or 0)
-            for e in report.inventory
-            if e.items_scanned is not None
-        ]
-        n_audit = sum(n for *_, n in scanned)
-        segs = sorted({e.segments for e in report.inventory if e.segments})
-        bad = report.failing("low")
-        (report2, _), t_audit2, c_audit2 = timed(run_data_audit, clients, "big-", args.segments)
-        n_audit2 = sum(e.items_scanned or 0 for e in report2.inventory)
-        (report3, _), t_deep, c_deep = timed(run_data_audit, clients, "big-", None, True)
-        n_deep = sum(e.items_scanned or 0 for e in report3.inventory)
-        values = report.parameters["value_sample_every"]
-        targets = [(r, t) for r, t, _ in scanned]
-        projection: dict[str, list[str] | None] = {
-            "big-profiles": ["pk", "rk_del"],  # pinned: the key (and the tombstone marker)
-            "big-content": None,  # global: whole items (PII names at any depth, values)
-            "big-directory": None,
-            "big-regionkit-conflicts": None,
-        }
-        (n_proj, _), t_proj, c_proj = timed(naive_scan, clients, targets, projection)
-        (n_full, _), t_full, c_full = timed(naive_scan, clients, targets, None)
-        rss: dict[str, dict[str, Any]] = {}
-        if not args.skip_rss:
-            rss["small"] = measure_rss(cluster.endpoints, "small-")
-            rss["big"] = measure_rss(cluster.endpoints, "big-")
-
+def _report_scans(m: _Measured, segments: int) -> None:
+    """The throughput table, the speed-up and its goal."""
+    n_audit, t_audit, c_audit = m.audit
+    n_audit2, t_audit2, c_audit2 = m.audit2
+    n_deep, t_deep, c_deep = m.deep
+    n_proj, t_proj, c_proj = m.proj
+    n_full, t_full, c_full = m.full
     rate_audit = n_audit / t_audit
     rate_audit2 = n_audit2 / t_audit2
     rate_proj = n_proj / t_proj
     rate_full = n_full / t_full
     best = max(rate_audit, rate_audit2)
     print()
-    print(f"tables read: {len(targets)} ({len(REGIONS)} regions); items per pass: {n_audit:,}")
+    print(f"tables read: {m.tables} ({len(REGIONS)} regions); items per pass: {n_audit:,}")
     print(f"{'':<38} {'items':>8} {'wall s':>8} {'items/s':>10} {'CPU s':>8} (client + servers)")
     rows = [
         ("naive sequential scan, whole items", n_full, t_full, c_full),
         ("naive sequential scan, projected", n_proj, t_proj, c_proj),
-        (f"audit data scan, auto segments {segs}", n_audit, t_audit, c_audit),
-        (f"audit data scan, {args.segments} segments", n_audit2, t_audit2, c_audit2),
+        (f"audit data scan, auto segments {m.segs}", n_audit, t_audit, c_audit),
+        (f"audit data scan, {segments} segments", n_audit2, t_audit2, c_audit2),
         ("audit data scan, --deep (every value)", n_deep, t_deep, c_deep),
     ]
     for name, n, t, c in rows:
         print(f"{name:<38} {n:>8,} {t:>8.1f} {n / t:>10,.0f} {c:>8.1f} ({c / t:.2f} cores busy)")
-    print(f"FAIL/ERROR findings of the audit: {len(bad)}")
+    print(f"FAIL/ERROR findings of the audit: {m.findings}")
     print(
-        f"PII value detection: 1 item in {values} (default) in the first two audit runs, "
+        f"PII value detection: 1 item in {m.values} (default) in the first two audit runs, "
         f"every item with --deep: {n_deep / t_deep:,.0f} items/s"
     )
     eff_audit = max(n_audit / c_audit, n_audit2 / c_audit2)
@@ -470,25 +503,56 @@ def main() -> None:
         f"{', '.join(f'{x:.1f}' for x in os.getloadavg())}"
     )
 
+
+def _report_rss(rss: dict[str, dict[str, Any]]) -> None:
+    """Peak RSS at 10k and at 100k items, and the growth goal."""
+    small, big = rss["small"], rss["big"]
+    mb = 1024.0
+    growth = (big["peak_kb"] - small["peak_kb"]) / mb
+    for name, r in (("10k", small), ("100k", big)):
+        print(
+            f"peak RSS at {name:>4} ({r['items']:>7,} items read): "
+            f"{r['peak_kb'] / mb:6.1f} MB (after imports {r['base_kb'] / mb:.1f} MB; "
+            f"audit {r['seconds']:.1f} s)"
+        )
+    print(
+        f"peak RSS growth 10k -> 100k: {growth:.1f} MB; goal <= {GOAL_RSS_GROWTH_MB:g} MB: "
+        f"{verdict(growth <= GOAL_RSS_GROWTH_MB)}"
+    )
+
+
+def main() -> None:
+    args = _parse_args()
+    if args.rss_child:
+        rss_child(json.loads(args.rss_child), args.prefix)
+        return
+
+    os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
+    from regions.local.cluster import LocalCluster
+    from residency.policy import load_policy
+
+    policy = load_policy(ROOT / "policies" / "minimal.yaml")
+    print(
+        f"cores: {os.cpu_count()}; regions: {', '.join(REGIONS)} (one moto server each); "
+        f"load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    with LocalCluster(policy, replicate=False) as cluster:
+        clients = Clients(cluster.endpoints)
+        _load_datasets(policy, cluster, clients, args.items, args.small)
+        measured = _measure_scans(clients, list(cluster.pids.values()), args.segments)
+        if not args.skip_rss:
+            measured.rss["small"] = measure_rss(cluster.endpoints, "small-")
+            measured.rss["big"] = measure_rss(cluster.endpoints, "big-")
+
+    _report_scans(measured, args.segments)
+
     if args.model_latency_ms > 0:
         print()
         latency_model(args.items, args.model_latency_ms / 1000, args.model_page, args.segments)
 
-    if rss:
+    if measured.rss:
         print()
-        small, big = rss["small"], rss["big"]
-        mb = 1024.0
-        growth = (big["peak_kb"] - small["peak_kb"]) / mb
-        for name, r in (("10k", small), ("100k", big)):
-            print(
-                f"peak RSS at {name:>4} ({r['items']:>7,} items read): "
-                f"{r['peak_kb'] / mb:6.1f} MB (after imports {r['base_kb'] / mb:.1f} MB; "
-                f"audit {r['seconds']:.1f} s)"
-            )
-        print(
-            f"peak RSS growth 10k -> 100k: {growth:.1f} MB; goal <= {GOAL_RSS_GROWTH_MB:g} MB: "
-            f"{verdict(growth <= GOAL_RSS_GROWTH_MB)}"
-        )
+        _report_rss(measured.rss)
 
 
 if __name__ == "__main__":

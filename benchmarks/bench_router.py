@@ -39,7 +39,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,20 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _warm_up(variants: Mapping[str, Callable[[], object]], times: int) -> None:
+    """Call every variant ``times`` times, untimed."""
+    for fn in variants.values():
+        for _ in range(times):
+            fn()
+
+
 # --- (a) cached decisions ----------------------------------------------------------------
 
 
-def bench_decisions(policy: Policy, batches: int, size: int) -> dict[str, tuple[float, float]]:
-    router = RegionRouter(policy, clients=_NoClients(), config=_settings())
-    ids = _users(policy, router, size)
-    table = {uid: i for i, uid in enumerate(ids)}
+def _decision_variants(
+    router: RegionRouter, ids: list[str], table: dict[str, int]
+) -> dict[str, Callable[[], int]]:
+    """One batch per variant: a decision (or a dict lookup) for every id; each returns its ns."""
     route = router.route
     clock = time.perf_counter_ns
 
@@ -129,15 +136,29 @@ def bench_decisions(policy: Policy, batches: int, size: int) -> dict[str, tuple[
         "global with subject": global_subject,
         "dict lookup": dict_lookup,
     }
-    for fn in variants.values():  # warm-up
-        for _ in range(20):
-            fn()
+    return variants
+
+
+def _batch_means(
+    variants: dict[str, Callable[[], int]], batches: int, size: int
+) -> dict[str, list[float]]:
+    """Per variant, the ns per call of each batch, the variants interleaved batch by batch."""
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(batches):  # interleaved, so drift and noise hit all alike
         for name, fn in variants.items():
             samples[name].append(fn() / size)
+    return samples
+
+
+def bench_decisions(policy: Policy, batches: int, size: int) -> dict[str, tuple[float, float]]:
+    router = RegionRouter(policy, clients=_NoClients(), config=_settings())
+    ids = _users(policy, router, size)
+    table = {uid: i for i, uid in enumerate(ids)}
+    variants = _decision_variants(router, ids, table)
+    _warm_up(variants, 20)
+    samples = _batch_means(variants, batches, size)
     hits_before = router.directory.hits
-    pinned()
+    variants["pinned (profile)"]()
     assert router.directory.hits - hits_before == size  # every decision was a cache hit
     return {name: (statistics.median(v), _pct(v, 0.99)) for name, v in samples.items()}
 
@@ -179,10 +200,81 @@ def _create_table(client: Any, name: str) -> None:
     )
 
 
-def bench_io(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
+def _moto_environment() -> None:
+    """Fake credentials and no account-id endpoints for in-process moto (unless already set)."""
     os.environ.setdefault("AWS_ACCOUNT_ID_ENDPOINT_MODE", "disabled")
     for k, v in {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}.items():
         os.environ.setdefault(k, v)
+
+
+def _io_variants(
+    policy: Policy, router: RegionRouter, client: Any, table: str, calls: int
+) -> dict[str, Callable[[], None]]:
+    """The routed and raw puts and gets to compare, on ``table`` (its read keys written)."""
+    body = "x" * 200
+    counter = iter(range(10**9))
+
+    def router_put() -> None:
+        router.put("content", {"pk": f"r{next(counter)}", "body": body})
+
+    template = _captured_put(policy, body)
+
+    def raw_same_put() -> None:
+        # Exactly what the router sends (captured from router.put once, before timing:
+        # stamp, version vector, every attribute, the condition), under a new key.
+        item = dict(template["Item"])
+        item["pk"] = {"S": f"s{next(counter)}"}
+        client.put_item(**{**template, "TableName": table, "Item": item})
+
+    def raw_plain_put() -> None:
+        k = f"p{next(counter)}"
+        client.put_item(TableName=table, Item={"pk": {"S": k}, "body": {"S": body}})
+
+    read_keys = [f"g{i}" for i in range(calls)]
+    for k in read_keys:
+        router.put("content", {"pk": k, "body": body})
+    reads = iter(range(10**9))
+
+    def router_get() -> None:
+        router.get("content", {"pk": read_keys[next(reads) % calls]})
+
+    def raw_get() -> None:
+        client.get_item(TableName=table, Key={"pk": {"S": read_keys[next(reads) % calls]}})
+
+    variants: dict[str, Callable[[], None]] = {
+        "router put": router_put,
+        "raw put, same request": raw_same_put,
+        "raw put, plain": raw_plain_put,
+        "router get": router_get,
+        "raw get": raw_get,
+    }
+    return variants
+
+
+def _time_each_call(
+    variants: dict[str, Callable[[], None]], rounds: int, calls: int
+) -> dict[str, list[float]]:
+    """Per variant, the ns of each call, the variants interleaved call by call."""
+    # Interleaved call by call (rotating who goes first), each call timed on its own:
+    # a 1-2 ms call dwarfs the timer, and load changes on a busy machine hit every
+    # variant alike instead of whichever block happened to run then.
+    per_call: dict[str, list[float]] = {name: [] for name in variants}
+    names = list(variants)
+    clock = time.perf_counter_ns
+    for r in range(rounds):
+        gc.collect()
+        for i in range(calls):
+            shift = (r + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn = variants[name]
+                t0 = clock()
+                fn()
+                per_call[name].append(clock() - t0)
+    return per_call
+
+
+def bench_io(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
+    _moto_environment()
     from moto import mock_aws
 
     with mock_aws():
@@ -192,62 +284,10 @@ def bench_io(policy: Policy, rounds: int, calls: int) -> dict[str, Any]:
         client = pool.client("dynamodb", REGION)  # the very client the router uses
         table = settings.table_name(policy.data_classes["content"].table)
         _create_table(client, table)
-        body = "x" * 200
-        counter = iter(range(10**9))
-
-        def router_put() -> None:
-            router.put("content", {"pk": f"r{next(counter)}", "body": body})
-
-        template = _captured_put(policy, body)
-
-        def raw_same_put() -> None:
-            # Exactly what the router sends (captured from router.put once, before timing:
-            # stamp, version vector, every attribute, the condition), under a new key.
-            item = dict(template["Item"])
-            item["pk"] = {"S": f"s{next(counter)}"}
-            client.put_item(**{**template, "TableName": table, "Item": item})
-
-        def raw_plain_put() -> None:
-            k = f"p{next(counter)}"
-            client.put_item(TableName=table, Item={"pk": {"S": k}, "body": {"S": body}})
-
-        read_keys = [f"g{i}" for i in range(calls)]
-        for k in read_keys:
-            router.put("content", {"pk": k, "body": body})
-        reads = iter(range(10**9))
-
-        def router_get() -> None:
-            router.get("content", {"pk": read_keys[next(reads) % calls]})
-
-        def raw_get() -> None:
-            client.get_item(TableName=table, Key={"pk": {"S": read_keys[next(reads) % calls]}})
-
-        variants: dict[str, Callable[[], None]] = {
-            "router put": router_put,
-            "raw put, same request": raw_same_put,
-            "raw put, plain": raw_plain_put,
-            "router get": router_get,
-            "raw get": raw_get,
-        }
-        for fn in variants.values():  # warm-up: botocore's caches, moto's code paths
-            for _ in range(max(20, calls // 10)):
-                fn()
+        variants = _io_variants(policy, router, client, table, calls)
+        _warm_up(variants, max(20, calls // 10))  # botocore's caches, moto's code paths
         created = pool.created
-        # Interleaved call by call (rotating who goes first), each call timed on its own:
-        # a 1-2 ms call dwarfs the timer, and load changes on a busy machine hit every
-        # variant alike instead of whichever block happened to run then.
-        per_call: dict[str, list[float]] = {name: [] for name in variants}
-        names = list(variants)
-        clock = time.perf_counter_ns
-        for r in range(rounds):
-            gc.collect()
-            for i in range(calls):
-                shift = (r + i) % len(names)
-                for name in names[shift:] + names[:shift]:
-                    fn = variants[name]
-                    t0 = clock()
-                    fn()
-                    per_call[name].append(clock() - t0)
+        per_call = _time_each_call(variants, rounds, calls)
         assert pool.created == created, "a client was built after warm-up"
 
         in_situ = _in_situ(policy, settings, client, table, calls)

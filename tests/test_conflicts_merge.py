@@ -24,7 +24,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from regions.local.sim import simulation
+from regions.local.sim import Simulation, simulation
 from regions.merges import total
 from residency.errors import RegionkitError
 from residency.policy import Policy, load_policy
@@ -63,6 +63,51 @@ _op = st.one_of(
 )
 
 
+def _increment(sim: Simulation, region: str, key: str, count: int) -> bool:
+    """The writer in ``region`` sets its component of ``key`` to ``count + 1``.
+
+    True when the write was acknowledged.
+    """
+    router = sim.routers[region]
+    try:
+        cur = router.get("reactions", {"pk": key}) or {}
+    except RegionkitError:
+        return False  # nothing readable: the writer does not increment
+    counts = dict(cur.get("counts") or {})
+    counts[f"like#{region}"] = Decimal(count + 1)
+    try:
+        router.put("reactions", {"pk": key, "counts": counts}, based_on=cur or None)
+    except RegionkitError:
+        return False  # not acknowledged (refused, or every replica down)
+    return True
+
+
+def _apply(
+    sim: Simulation,
+    op: tuple[str, str, str],
+    own: dict[tuple[str, str], int],
+    acked: dict[str, int],
+) -> None:
+    """Run one generated operation; count an acknowledged increment in ``own`` and ``acked``."""
+    kind, a, b = op
+    if kind == "inc":
+        if _increment(sim, a, b, own[(a, b)]):
+            own[(a, b)] += 1
+            acked[b] += 1
+    elif kind == "pause" and a != b:
+        sim.faults.pause(a, b)
+    elif kind == "resume":
+        sim.faults.resume(a, b)
+    elif kind == "down" and len(sim.clients.down) < len(REGIONS) - 1:
+        sim.outage(a)
+    elif kind == "up" and a in sim.clients.down:
+        sim.restore(a)
+    elif kind == "wait":
+        sim.advance(float(a))
+    elif kind == "step":
+        sim.step()
+
+
 @pytest.mark.slow
 @settings(
     max_examples=EXAMPLES,
@@ -79,33 +124,8 @@ def test_every_acknowledged_increment_survives_pauses_and_outages(
         sim.settle()
         own = {(r, k): 0 for r in REGIONS for k in KEYS}
         acked = dict.fromkeys(KEYS, 0)
-        for op, a, b in ops:
-            if op == "inc":
-                router = sim.routers[a]
-                try:
-                    cur = router.get("reactions", {"pk": b}) or {}
-                except RegionkitError:
-                    continue  # nothing readable: the writer does not increment
-                counts = dict(cur.get("counts") or {})
-                counts[f"like#{a}"] = Decimal(own[(a, b)] + 1)
-                try:
-                    router.put("reactions", {"pk": b, "counts": counts}, based_on=cur or None)
-                except RegionkitError:
-                    continue  # not acknowledged (refused, or every replica down)
-                own[(a, b)] += 1
-                acked[b] += 1
-            elif op == "pause" and a != b:
-                sim.faults.pause(a, b)
-            elif op == "resume":
-                sim.faults.resume(a, b)
-            elif op == "down" and len(sim.clients.down) < len(REGIONS) - 1:
-                sim.outage(a)
-            elif op == "up" and a in sim.clients.down:
-                sim.restore(a)
-            elif op == "wait":
-                sim.advance(float(a))
-            elif op == "step":
-                sim.step()
+        for op in ops:
+            _apply(sim, op, own, acked)
         for region in list(sim.clients.down):
             sim.restore(region)
         sim.faults.heal()

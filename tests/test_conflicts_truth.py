@@ -91,6 +91,51 @@ class Score:
         )
 
 
+def _settle_and_drain(sim: Simulation, drain: Callable[[], int] | None) -> None:
+    """Settle the simulation until the per-region detectors (if any) have nothing waiting."""
+    sim.settle()
+    for _ in range(100):
+        if drain is None or not drain():
+            break
+        sim.settle()
+    else:
+        raise AssertionError("per-region detectors still wait on lineage entries")
+
+
+def _conflict_records(sim: Simulation, keys: list[str]) -> list[dict[str, Any]]:
+    """The conflict log's records about ``keys``, the same in every region (raw scans)."""
+    logs = []
+    for region in REGIONS:
+        page: dict[str, Any] = {"TableName": "regionkit-conflicts"}
+        items: list[dict[str, Any]] = []
+        while True:
+            got = sim.clients.raw(region).scan(**page)
+            items.extend(from_ddb(i) or {} for i in got.get("Items", []))
+            if "LastEvaluatedKey" not in got:
+                break
+            page["ExclusiveStartKey"] = got["LastEvaluatedKey"]
+        logs.append({str(i["pk"]): i for i in items if str(i["key"]) in keys})
+    assert all(set(log) == set(logs[0]) for log in logs), "the log differs between regions"
+    return list(logs[0].values())
+
+
+def _true_pairs_and_lost(t: Truth, finals: dict[str, str]) -> tuple[set[frozenset[str]], set[str]]:
+    """The truly concurrent version pairs, and the versions lost (not in a final's past)."""
+    by_key: dict[str, list[str]] = {}
+    for v, k in t.key_of.items():
+        by_key.setdefault(k, []).append(v)
+    true_pairs: set[frozenset[str]] = set()
+    lost: set[str] = set()
+    for key, versions in by_key.items():
+        for i, a in enumerate(versions):
+            if not t.ancestor_or_self(a, finals[key]):
+                lost.add(a)
+            for b in versions[i + 1 :]:
+                if not t.ancestor_or_self(a, b) and not t.ancestor_or_self(b, a):
+                    true_pairs.add(frozenset((a, b)))
+    return true_pairs, lost
+
+
 class Harness:
     def __init__(
         self, sim: Simulation, prefix: str, drain: Callable[[], int] | None = None
@@ -137,44 +182,15 @@ class Harness:
 
     def score(self, workload: str) -> Score:
         sim = self.sim
-        sim.settle()
-        for _ in range(100):
-            if self.drain is None or not self.drain():
-                break
-            sim.settle()
-        else:
-            raise AssertionError("per-region detectors still wait on lineage entries")
+        _settle_and_drain(sim, self.drain)
         finals: dict[str, str] = {}
         for key in self.keys:
             versions = {str((self.raw(r, key) or {}).get(VERSION_ATTR)) for r in REGIONS}
             assert len(versions) == 1, f"{key}: replicas differ"
             finals[key] = versions.pop()
-        logs = []
-        for region in REGIONS:
-            page: dict[str, Any] = {"TableName": "regionkit-conflicts"}
-            items: list[dict[str, Any]] = []
-            while True:
-                got = sim.clients.raw(region).scan(**page)
-                items.extend(from_ddb(i) or {} for i in got.get("Items", []))
-                if "LastEvaluatedKey" not in got:
-                    break
-                page["ExclusiveStartKey"] = got["LastEvaluatedKey"]
-            logs.append({str(i["pk"]): i for i in items if str(i["key"]) in self.keys})
-        assert all(set(log) == set(logs[0]) for log in logs), "the log differs between regions"
-        records = list(logs[0].values())
+        records = _conflict_records(sim, self.keys)
         t = self.truth
-        by_key: dict[str, list[str]] = {}
-        for v, k in t.key_of.items():
-            by_key.setdefault(k, []).append(v)
-        true_pairs: set[frozenset[str]] = set()
-        lost: set[str] = set()
-        for key, versions in by_key.items():
-            for i, a in enumerate(versions):
-                if not t.ancestor_or_self(a, finals[key]):
-                    lost.add(a)
-                for b in versions[i + 1 :]:
-                    if not t.ancestor_or_self(a, b) and not t.ancestor_or_self(b, a):
-                        true_pairs.add(frozenset((a, b)))
+        true_pairs, lost = _true_pairs_and_lost(t, finals)
         logged_pairs = [frozenset((r["winner_version"], r["loser_version"])) for r in records]
         losers = [str(r["loser_version"]) for r in records]
         foreign = sum(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-import residency.errors as errors
+from residency import errors
 from residency.errors import (
     ConfigError,
     OperationError,

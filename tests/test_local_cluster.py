@@ -221,7 +221,7 @@ def test_servers_started_from_a_short_lived_thread_survive_it() -> None:
 def test_start_failure_quotes_the_server_stderr(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import regions.local.servers as servers
+    from regions.local import servers
 
     broken = tmp_path / "broken.py"
     broken.write_text("import sys\nsys.stderr.write('boom: no moto here\\n')\nsys.exit(3)\n")
@@ -238,7 +238,7 @@ def test_start_failure_quotes_the_server_stderr(
 def test_start_timeout_is_bounded_and_kills_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import regions.local.servers as servers
+    from regions.local import servers
 
     hung = tmp_path / "hung.py"
     pid_file = tmp_path / "pid"
