@@ -18,44 +18,33 @@ from _cli.common import (
     print_json,
     quick_settings,
 )
-from residency.errors import OperationError, RegionkitError
+from residency.errors import OperationError
 
 if TYPE_CHECKING:
     from datetime import datetime
 
 app = new_app(help="The conflict log: concurrent cross-region writes found by the detector.")
 
-_CONFLICT_KINDS = ("concurrent", "inversion", "lost_write")
-
 
 def _read_conflict_log() -> tuple[str, Any, Any]:
     """The conflict log (a ``ConflictLogScan``) from the nearest region that answers
     (settings.region first), where it was read, and how it names items."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
+    from regions.conflict_reading import read_nearest
     from regions.conflicts import ConflictLog
     from regions.pool import ClientPool
 
     settings = quick_settings()
-    policy = cluster_policy(settings)
-    start = policy.check_region(settings.region) if settings.region else policy.regions[0]
-    order = [start, *(r for r in policy.nearest_first(start, list(policy.regions)) if r != start)]
     log = ConflictLog(
-        policy,
+        cluster_policy(settings),
         ClientPool(settings, retries="botocore"),
         table_prefix=settings.table_prefix,
         pseudonymize=settings.pseudonymizer(),
     )
-    errors: list[str] = []
-    for region in order:
-        try:
-            return region, log.read(region), log.pseudonymize
-        except (RegionkitError, BotoCoreError, ClientError) as exc:
-            errors.append(f"{region}: {type(exc).__name__}")
-    raise OperationError(
-        message=f"cannot read the conflict log: no region answered ({'; '.join(errors)})"
-        f"{backend_hint(settings)}"
-    )
+    try:
+        region, scan = read_nearest(log, settings.region)
+    except OperationError as exc:
+        raise OperationError(message=f"{exc}{backend_hint(settings)}") from None
+    return region, scan, log.pseudonymize
 
 
 def _parse_since(text: str) -> datetime:
@@ -129,21 +118,16 @@ def conflicts_list(
 
     ``--json`` adds the versions (HLC stamps) of winner and loser and where each was detected.
     """
-    if kind is not None and kind not in _CONFLICT_KINDS:
-        fail(f"--kind must be one of {', '.join(_CONFLICT_KINDS)}, not {kind!r}")
+    from regions.conflict_reading import CONFLICT_KINDS, ConflictFilter
+
+    if kind is not None and kind not in CONFLICT_KINDS:
+        fail(f"--kind must be one of {', '.join(CONFLICT_KINDS)}, not {kind!r}")
     after = _parse_since(since) if since is not None else None
     if data_class is not None:
         get_policy().data_class(data_class)  # UnknownDataClass: exit 2, naming the known ones
     region, found, pn = _read_conflict_log()
     records = found.records
-    shown = [
-        r
-        for r in records
-        if (after is None or r.occurred_at >= after)
-        and (data_class is None or r.data_class == data_class)
-        and (kind is None or r.kind == kind)
-        and (key is None or r.item_key()[0] == key)
-    ]
+    shown = ConflictFilter(since=after, data_class=data_class, kind=kind, key=key).select(records)
     unreadable = [{"record": u.record, "fields": list(u.fields)} for u in found.unreadable]
     if as_json:
         print_json(
@@ -181,24 +165,11 @@ def conflicts_stats(
     as_json: JsonOpt = False,
 ) -> None:
     """Conflict counts by kind, data class, resolution and region pair."""
-    from collections import Counter
+    from regions.conflict_reading import summarize
 
     region, found, _ = _read_conflict_log()
     records = found.records
-    stats: dict[str, Any] = {
-        "region": region,
-        "total": len(records),
-        "unreadable": [u.record for u in found.unreadable],
-        "by_kind": dict(Counter(r.kind for r in records).most_common()),
-        "by_data_class": dict(Counter(r.data_class for r in records).most_common()),
-        "by_resolution": dict(Counter(r.resolution for r in records).most_common()),
-        "by_regions": dict(
-            Counter(f"{r.winner_region} > {r.loser_region}" for r in records).most_common()
-        ),
-        "repaired": sum(1 for r in records if r.repaired),
-        "first": records[0].occurred_at.isoformat() if records else None,
-        "last": records[-1].occurred_at.isoformat() if records else None,
-    }
+    stats: dict[str, Any] = {"region": region, **summarize(found)}
     if as_json:
         print_json(stats)
         return
