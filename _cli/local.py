@@ -23,7 +23,6 @@ from _cli.common import (
     require_extra,
     split_regions,
 )
-from residency.errors import RegionkitError
 
 if TYPE_CHECKING:
     from regions.local.cluster import LocalCluster
@@ -147,37 +146,9 @@ def local_up(
 
 
 def _read_status(path: Path) -> dict[str, Any]:
-    """The cluster's own status, or what the state file says when its control is silent."""
-    from regions.local.control import ControlClient
-    from regions.local.state import pid_alive, read_state
-    from residency.errors import ClusterError
+    from regions.local.recorded import recorded_status
 
-    state = read_state(path)
-    if state is None:
-        raise ClusterError(message=f"no local cluster is running (no state file at {path})")
-    try:
-        status: dict[str, Any] = ControlClient.from_state(state, timeout=5).status()
-        status["control"] = {"url": state.get("control"), "answering": True}
-    except RegionkitError as exc:
-        servers = state.get("pids", {}).get("servers", {})
-        status = {
-            "policy": state.get("policy"),
-            "running": False,
-            "servers": {
-                r: {
-                    "url": state["endpoints"].get(r),
-                    "pid": pid,
-                    "alive": pid_alive(pid),
-                    "state": "unknown",
-                }
-                for r, pid in servers.items()
-            },
-            "links": [],
-            "clock_skew_ms": state.get("clock_skew_ms", {}),
-            "control": {"url": state.get("control"), "answering": False, "error": str(exc)},
-        }
-    status["state_file"] = str(path)
-    return status
+    return recorded_status(path)
 
 
 def _servers_table(status: dict[str, Any], path: Path) -> Any:
@@ -283,42 +254,6 @@ def local_status(state_file: StateFileOpt = None, as_json: JsonOpt = False) -> N
         raise typer.Exit(EXIT_CHECK_FAILED)
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return (
-            Path(f"/proc/{pid}/cmdline")
-            .read_bytes()
-            .replace(b"\0", b" ")
-            .decode("utf-8", "replace")
-        )
-    except OSError:
-        return ""
-
-
-def _kill_leftovers(everyone: list[int], owner: int | None) -> list[int]:
-    """SIGKILL the recorded processes still alive, unless their PID was reused."""
-    import os
-    import signal
-
-    from regions.local.state import pid_alive
-
-    killed = []
-    for pid in everyone:
-        if not pid_alive(pid):
-            continue
-        cmd = _cmdline(pid)
-        mine = ("local" in cmd) if pid == owner else ("moto" in cmd or "_server_main" in cmd)
-        if not mine:  # the PID was reused by an unrelated process: leave it alone
-            continue
-        for sig in (signal.SIGCONT, signal.SIGKILL):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-        killed.append(pid)
-    return killed
-
-
 @app.command("down")
 def local_down(
     state_file: StateFileOpt = None,
@@ -330,34 +265,17 @@ def local_down(
     ] = 10.0,
 ) -> None:
     """Stop the running cluster; kill its recorded processes if it does not answer."""
-    import time
-
-    from regions.local.control import ControlClient
-    from regions.local.state import pid_alive, read_state, remove_state
+    from regions.local.recorded import stop_recorded
 
     path = _state_path(state_file)
-    state = read_state(path)
+    stopped = stop_recorded(path, timeout=timeout)
     con = console()
-    if state is None:
+    if stopped is None:
         con.print(f"no local cluster is running (no state file at {esc(path)})")
         return
-    pids = state.get("pids", {})
-    owner = pids.get("owner") if isinstance(pids.get("owner"), int) else None
-    servers = [p for p in pids.get("servers", {}).values() if isinstance(p, int)]
-    try:
-        ControlClient.from_state(state, timeout=2).stop()
-        how = "asked it to stop"
-    except RegionkitError:
-        how = "its control endpoint did not answer"
-    deadline = time.monotonic() + timeout
-    everyone = [p for p in [owner, *servers] if p is not None]
-    while any(pid_alive(p) for p in everyone) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    killed = _kill_leftovers(everyone, owner)
-    remove_state(path)
-    msg = f"local cluster stopped ({how}"
-    msg += f"; killed pids {', '.join(map(str, killed))})" if killed else ")"
-    con.print(msg)
+    how = "asked it to stop" if stopped.asked else "its control endpoint did not answer"
+    killed = f"; killed pids {', '.join(map(str, stopped.killed))}" if stopped.killed else ""
+    con.print(f"local cluster stopped ({how}{killed})")
 
 
 def _link_text(src: str | None, dst: str | None) -> str:
