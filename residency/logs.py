@@ -32,13 +32,13 @@ import functools
 import logging
 import re
 import sys
-import threading
 import traceback
 from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, Literal, TextIO
 
 import structlog
 
+from residency import pii_registry
 from residency.names import normalize_name
 
 __all__ = [
@@ -98,20 +98,21 @@ class PiiRedactor:
 
 
 _redactor = PiiRedactor()
-_lock = threading.Lock()
 
 
 def redaction_processor() -> PiiRedactor:
     """The process-wide redactor, for services that build their own structlog chain."""
+    global _redactor
+    registered = pii_registry.registered()
+    if not registered <= _redactor.names:  # a policy registered names since: widen
+        _redactor = _redactor.with_attributes(registered)
     return _redactor
 
 
 def redact_attributes(names: Iterable[str]) -> None:
     """Withhold the values of attributes called ``names`` from every regionkit log line,
     from now on. Names are only ever added: redaction never narrows."""
-    global _redactor
-    with _lock:
-        _redactor = _redactor.with_attributes(names)
+    pii_registry.register(names)
 
 
 def configure_logging(
@@ -153,7 +154,7 @@ def _redact(logger: Any, method_name: str, event_dict: MutableMapping[str, Any])
     exc = _exception_of(exc_info)
     if exc is not None:  # formatted here, so no later processor sees the exception itself
         event_dict["exception"] = _scrub_text(_exception_text(exc))
-    return _redactor(logger, method_name, event_dict)
+    return redaction_processor()(logger, method_name, event_dict)
 
 
 def _exception_of(exc_info: Any) -> BaseException | None:

@@ -47,6 +47,7 @@ from pydantic import (
     model_validator,
 )
 
+from residency import pii_registry
 from residency.aws_regions import AWS_REGIONS, distance_km
 from residency.errors import (
     PolicyError,
@@ -55,7 +56,6 @@ from residency.errors import (
     UnknownDataClass,
     UnknownRegion,
 )
-from residency.logs import redact_attributes
 from residency.names import RESERVED_PREFIX, normalize_name
 from residency.yamlmarks import (
     MarkedYaml,
@@ -449,7 +449,7 @@ class Policy(_Model):
     def model_post_init(self, context: Any, /) -> None:
         # A process holding this policy withholds its PII attributes' values from every
         # regionkit log line, whether or not anyone configured regionkit's logging.
-        redact_attributes(self.pii_attributes())
+        pii_registry.register(self.pii_attributes())
 
 
 # --- semantic checks -----------------------------------------------------------
