@@ -34,7 +34,7 @@ from regions.routing import Route
 from regions.tombstones import DEL_ATTR, tombstone_kind
 from regions.users import Users
 from regions.versioned import VersionedStore, directed
-from residency.errors import ResidencyViolation
+from residency.errors import ResidencyViolation, UnassignedUser
 from residency.policy import GlobalDataClass, PinnedDataClass, Policy
 from residency.tables import SUBJECT_INDEX
 
@@ -156,15 +156,18 @@ class Subjects:
         }
 
         def call(r: Route, client: Any) -> list[dict[str, Any]]:
+            # A throttled attempt is sent again from the start: the paging is this
+            # attempt's own, never a cursor left behind by the one before.
             out: list[dict[str, Any]] = []
             send = getattr(client, op)
+            page_req = dict(req)
             while True:
                 requests[r.region] += 1
-                page = send(**req)
+                page = send(**page_req)
                 out += page.get("Items", [])
                 if not page.get("LastEvaluatedKey"):
                     return out
-                req["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+                page_req["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
         items = [from_ddb(i) or {} for i in self.store.transport.call_at(route, call)]
         return [self._found(name, region, table, keys, i) for i in items]
@@ -192,7 +195,11 @@ class Subjects:
         region (where this process runs) is in the subject's jurisdiction, or the caller
         names the transfer's legal basis, which the export records.
         """
-        entry = self.users.home_for(user_id, "read")
+        # The authority's consistent answer: not a cached entry, nor a guess from the ID,
+        # decides where the subject's data may go.
+        entry = self.users.read_authoritative(user_id)
+        if entry is None:
+            raise UnassignedUser(user=user_id, data_class="pinned data", op="read")
         here = self.store.region
         inside = here is not None and self.policy.jurisdiction_of_region(here) == entry.jurisdiction
         if not inside and not (transfer_basis or "").strip():

@@ -39,6 +39,7 @@ from residency.errors import (
     CorruptRecord,
     RegionUnavailable,
     StaleWrite,
+    Throttled,
     UnassignedUser,
     UnknownCountry,
 )
@@ -92,8 +93,8 @@ class Users:
             entry = self.read_entry(user_id)
             if entry is None and uid.home_hint in self._dir_replicas:
                 entry = self.read_entry(user_id, region=uid.home_hint, consistent=True)
-        except (RegionUnavailable, BackendError):
-            if op == "write":
+        except (RegionUnavailable, BackendError) as exc:
+            if op == "write" or isinstance(exc, Throttled):  # a throttle is an answer
                 raise
             jid = self.policy.jurisdiction_of_region(uid.home_hint)
             hint = DirectoryEntry(user_id, uid.home_hint, jid, source="id-hint")

@@ -303,3 +303,91 @@ def test_random_writes_deletes_and_pauses_never_resurrect_a_delete(
         assert final is not None and final.get("rk_del") == "deleted"
     elif last == "put":
         assert final is not None and "rk_del" not in final
+
+
+def test_a_throttle_mid_paging_loses_no_page_of_a_locate(sim: Simulation) -> None:
+    """The transport sends a throttled request again; a locate whose paging had moved
+    on must start over, not resume from the cursor the failed attempt left behind."""
+    from botocore.exceptions import ClientError
+
+    router = sim.routers[EU1]
+    uid = sign_up(router, "DE")
+    for i in range(4):
+        router.put("content", {"pk": f"paged-{i}-{uid[-6:]}", "author_id": uid, "body": "x"})
+    sim.settle()
+    real = sim.clients.client
+    sent = {"n": 0}
+
+    class OnePerPage:  # the index answers one item a page, and throttles the third page
+        def __init__(self, client: Any, region: str) -> None:
+            self.client, self.region = client, region
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.client, name)
+            if name != "query" or self.region != EU1:
+                return method
+
+            def query(**kw: Any) -> Any:
+                if not kw.get("IndexName"):
+                    return method(**kw)
+                sent["n"] += 1
+                if sent["n"] == 3:
+                    error = {"Code": "ThrottlingException", "Message": "slow down"}
+                    raise ClientError({"Error": error}, "Query")
+                return method(Limit=1, **kw)
+
+            return query
+
+    sim.clients.client = lambda s, r: OnePerPage(real(s, r), r) if s == "dynamodb" else real(s, r)  # type: ignore[method-assign]
+    try:
+        found = [f for f in router.locate_subject(uid).live() if f.region == EU1]
+    finally:
+        sim.clients.client = real  # type: ignore[method-assign]
+    assert sent["n"] > 3  # the throttle happened, and the paging was sent again
+    assert len([f for f in found if f.data_class == "content"]) == 4
+
+
+def test_a_throttled_directory_never_lets_a_guess_decide_an_export(sim: Simulation) -> None:
+    """The subject moved to the US; with the directory throttled, an EU router must not
+    fall back to the home the ID was minted with (the EU) and export without a basis."""
+    from botocore.exceptions import ClientError
+
+    from residency.errors import Throttled
+
+    eu = sim.routers[EU1]
+    uid = sign_up(eu, "DE")
+    eu.put("profile", {"pk": uid, **SECRET})
+    sim.settle()
+    eu.move_user(uid, country="US")
+    sim.settle()
+    eu.directory.clear()
+    with pytest.raises(ResidencyViolation):
+        eu.export_subject(uid)
+    directory = eu.users.routes.tables["directory"]
+    real = sim.clients.client
+
+    class Throttling:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.client, name)
+
+            def call(**kw: Any) -> Any:
+                if name == "get_item" and kw.get("TableName") == directory:
+                    error = {"Code": "ProvisionedThroughputExceededException", "Message": "x"}
+                    raise ClientError({"Error": error}, "GetItem")
+                return method(**kw)
+
+            return call
+
+    sim.clients.client = lambda s, r: Throttling(real(s, r)) if s == "dynamodb" else real(s, r)  # type: ignore[method-assign]
+    eu.directory.clear()
+    try:
+        with pytest.raises(Throttled):
+            eu.export_subject(uid)
+        with pytest.raises(Throttled):  # nor does a read guess the home: it is told
+            eu.home_of(uid)
+    finally:
+        sim.clients.client = real  # type: ignore[method-assign]
+    assert eu.directory.get(uid) is None  # no guessed entry was cached
