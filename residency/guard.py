@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 
+from residency import pii_registry
 from residency.errors import ResidencyViolation
 from residency.logs import get_logger
 from residency.names import normalize_name
@@ -49,6 +50,7 @@ class ResidencyGuard:
         self._lock = threading.Lock()
         self.refusals = 0
         self.pii_names = frozenset(normalize_name(n) for n in policy.pii_attributes())
+        pii_registry.register(self.pii_names)  # a policy however made (model_copy ...)
 
     def allowed(self, data_class: str, jurisdiction: str | None) -> frozenset[str]:
         dc = self.policy.data_class(data_class)

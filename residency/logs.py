@@ -70,7 +70,7 @@ class PiiRedactor:
     def with_attributes(self, pii_attributes: Iterable[str]) -> PiiRedactor:
         return PiiRedactor(self.names | {normalize_name(a) for a in pii_attributes})
 
-    def _clean(self, value: Any, depth: int = 0) -> Any:
+    def _clean(self, value: Any, names: frozenset[str], depth: int = 0) -> Any:
         if depth > 8:
             return REDACTED
         if isinstance(value, str):
@@ -79,21 +79,29 @@ class PiiRedactor:
             return value
         if isinstance(value, Mapping):
             return {
-                k: (REDACTED if normalize_name(str(k)) in self.names else self._clean(v, depth + 1))
+                k: (
+                    REDACTED
+                    if normalize_name(str(k)) in names
+                    else self._clean(v, names, depth + 1)
+                )
                 for k, v in value.items()
             }
         if isinstance(value, (list, tuple, set, frozenset)):
-            return [self._clean(v, depth + 1) for v in value]
+            return [self._clean(v, names, depth + 1) for v in value]
         return value
 
     def __call__(
         self, logger: Any, method_name: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        # Live: the names of every policy registered since this redactor was built too,
+        # so a host chain holding it from before a policy loaded still redacts them.
+        registered = pii_registry.registered()
+        names = self.names if registered <= self.names else self.names | registered
         for key in list(event_dict):
-            if normalize_name(key) in self.names:
+            if normalize_name(key) in names:
                 event_dict[key] = REDACTED
             else:
-                event_dict[key] = self._clean(event_dict[key])
+                event_dict[key] = self._clean(event_dict[key], names)
         return event_dict
 
 
@@ -161,7 +169,8 @@ def _exception_of(exc_info: Any) -> BaseException | None:
     if isinstance(exc_info, BaseException):
         return exc_info
     if isinstance(exc_info, tuple):
-        return exc_info[1] if len(exc_info) > 1 else None
+        exc = exc_info[1] if len(exc_info) > 1 else None
+        return exc if isinstance(exc, BaseException) else None
     return sys.exc_info()[1] if exc_info else None
 
 
@@ -186,12 +195,19 @@ def _exception_text(exc: BaseException) -> str:
     parts: list[str] = []
     for e, link_text in reversed(chain):
         kind = f"{type(e).__module__}.{type(e).__qualname__}"
-        message = str(e) if isinstance(e, RegionkitError) else _WITHHELD
+        message = _own_message(e) if isinstance(e, RegionkitError) else _WITHHELD
         frames = "".join(traceback.format_tb(e.__traceback__))
         parts.append(f"Traceback (most recent call last):\n{frames}{kind}: {message}\n")
         if link_text:
             parts.append(link_text)
     return "".join(parts).rstrip("\n")
+
+
+def _own_message(e: BaseException) -> str:
+    try:
+        return str(e)
+    except Exception:  # a broken __str__ must not break the log line
+        return "(message unavailable)"
 
 
 _WITHHELD = "(message withheld: it may quote a data value)"
@@ -216,26 +232,28 @@ class _Logger:
         self._name = name
 
     def __getattr__(self, method: str) -> Any:
+        bound: Any
         if structlog.is_configured():
             chain = list(structlog.get_config()["processors"])
             if not chain or chain[0] is not _redact:  # the host's own chain: redact first
                 chain.insert(0, _redact)
             bound = structlog.wrap_logger(None, processors=chain, logger_factory_args=(self._name,))
-            return getattr(bound, method)
-        fallback = structlog.wrap_logger(
-            logging.getLogger(self._name),
-            processors=[
-                _redact,
-                structlog.processors.add_log_level,
-                structlog.processors.JSONRenderer(),
-            ],
-            wrapper_class=structlog.stdlib.BoundLogger,
-        )
+        else:
+            bound = structlog.wrap_logger(
+                logging.getLogger(self._name),
+                processors=[
+                    _redact,
+                    structlog.processors.add_log_level,
+                    structlog.processors.JSONRenderer(),
+                ],
+                wrapper_class=structlog.stdlib.BoundLogger,
+            )
         if method == "exception":
-            # The standard library's Logger.exception would append the raw traceback to
-            # the finished line: log at error level, the traceback already redacted in it.
-            return functools.partial(fallback.error, exc_info=True)
-        return getattr(fallback, method)
+            # A standard-library logger's exception() (the fallback's, or a host's chain
+            # ending in one) would append the raw traceback to the finished line: log at
+            # error level, with the traceback regionkit formatted and redacted in it.
+            return functools.partial(bound.error, exc_info=True)
+        return getattr(bound, method)
 
 
 def get_logger(name: str) -> Any:

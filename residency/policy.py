@@ -451,6 +451,11 @@ class Policy(_Model):
         # regionkit log line, whether or not anyone configured regionkit's logging.
         pii_registry.register(self.pii_attributes())
 
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        # An unpickled policy (a worker process) registers them as a built one does.
+        super().__setstate__(state)
+        pii_registry.register(self.pii_attributes())
+
 
 # --- semantic checks -----------------------------------------------------------
 

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -272,3 +273,78 @@ def test_a_host_with_only_stdlib_logging_gets_no_raw_traceback(
     assert record.exc_info is None  # the standard library is given finished text
     assert "Jane" not in caplog.text
     assert "RuntimeError: (message withheld" in json.loads(record.getMessage())["exception"]
+
+
+def _run_isolated(code: str) -> str:
+    """``code`` in a fresh interpreter (its own logging configuration); its output."""
+    import subprocess
+    import sys
+    import textwrap
+
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout + done.stderr
+
+
+def test_a_host_chain_ending_in_stdlib_logging_gets_no_raw_traceback() -> None:
+    out = _run_isolated(
+        """
+        import logging, sys
+        import structlog
+        logging.basicConfig(stream=sys.stdout, level=logging.INFO)
+        structlog.configure(
+            processors=[structlog.processors.KeyValueRenderer()],
+            logger_factory=structlog.stdlib.LoggerFactory(),
+            wrapper_class=structlog.stdlib.BoundLogger,
+        )
+        from residency.logs import get_logger
+        value = "".join(["dave", "@", "example.com"])
+        try:
+            {}[value]
+        except KeyError:
+            get_logger("regionkit.test").exception("failed")
+        """
+    )
+    assert "dave" not in out
+    assert "builtins.KeyError: (message withheld" in out
+
+
+def test_the_redactor_a_host_took_early_redacts_a_policy_loaded_later() -> None:
+    out = _run_isolated(
+        """
+        from residency.logs import redaction_processor
+        early = redaction_processor()  # a host builds its chain before any policy loads
+        from residency.policy import load_policy
+        load_policy("policies/social-network.yaml")
+        print(early(None, "info", {"display_name": "Ju" + "no", "other": "kept"}))
+        """
+    )
+    assert "Juno" not in out and "kept" in out
+
+
+def test_an_unpickled_policy_registers_its_pii_attributes_in_a_fresh_process(
+    example_policy_path: Any, tmp_path: Path
+) -> None:
+    import pickle
+
+    from residency.policy import load_policy
+
+    blob = tmp_path / "policy.pickle"
+    blob.write_bytes(pickle.dumps(load_policy(example_policy_path)))
+    out = _run_isolated(
+        f"""
+        import pickle
+        from residency import pii_registry
+        pickle.loads(open({str(blob)!r}, "rb").read())
+        print(sorted(pii_registry.registered()))
+        """
+    )
+    assert "displayname" in out and "email" in out
