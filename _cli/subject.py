@@ -133,7 +133,9 @@ def subject_export(
             "export failed",
             lambda: router.export_subject(user_id, transfer_basis=transfer_basis),
         )
-    except ResidencyViolation as exc:  # run from the wrong place: the operator's to fix
+    except ResidencyViolation as exc:
+        if getattr(exc, "op", None) != "export":
+            raise  # the guard's own refusal of a read: not the operator's placement
         fail(f"{exc} (this process's region is REGIONKIT_REGION)")
     data["exported_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     try:

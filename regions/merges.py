@@ -8,6 +8,10 @@ under their documented name.
 
 from __future__ import annotations
 
-from residency.merges import increment_counter, merge_counters, total
+from residency.merges import (
+    increment_counter,
+    merge_counters,
+    total,  # noqa: F401 - a helper for readers, not a merge function
+)
 
-__all__ = ["increment_counter", "merge_counters", "total"]
+__all__ = ["increment_counter", "merge_counters"]

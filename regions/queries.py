@@ -306,15 +306,16 @@ class Queries:
         groups = self._group(data_class, keys, "read")
 
         def read(region: str, wanted: list[dict[str, Any]]) -> tuple[list[Any], list[Any]]:
-            client = s.transport.clients.client("dynamodb", region)
+            # Through the transport (breaker, throttle retries, typed errors); the keys were
+            # routed, guard included, by _group.
+            route = Route(region, table, "batch read", False, data_class)
             found: list[dict[str, Any]] = []
             pending = [s.serialize(data_class, s.key_of(data_class, k)) for k in wanted]
             end, delay = clock() + deadline_s, 0.02
             while pending and clock() < end:
                 chunk, pending = pending[:100], pending[100:]
-                answer = client.batch_get_item(
-                    RequestItems={table: {"Keys": chunk, "ConsistentRead": consistent}}
-                )
+                request = {table: {"Keys": chunk, "ConsistentRead": consistent}}
+                answer: dict[str, Any] = s.transport.call_at(route, _batch_get(request))
                 found += answer.get("Responses", {}).get(table, [])
                 again = answer.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
                 if again:
@@ -379,3 +380,10 @@ class Queries:
             with ThreadPoolExecutor(max_workers=len(by_region)) as pool:
                 list(pool.map(run, by_region.values()))
         return result
+
+
+def _batch_get(request: dict[str, Any]) -> Callable[[Route, Any], dict[str, Any]]:
+    def send(_route: Route, client: Any) -> dict[str, Any]:
+        return dict(client.batch_get_item(RequestItems=request))
+
+    return send

@@ -169,3 +169,45 @@ def test_a_transaction_is_all_or_nothing_inside_one_region(sim: Simulation) -> N
         r.transact([("put", "profile", {"pk": us_user}), ("put", "posts", {"pk": "tx-c"})])
     with pytest.raises(ConfigError, match="twice"):
         r.transact([("put", "posts", {"pk": "tx-d"}), ("delete", "posts", {"pk": "tx-d"})])
+
+
+def test_a_batch_get_goes_through_the_transport_retries_and_typed_errors(
+    sim: Simulation,
+) -> None:
+    from botocore.exceptions import ClientError
+
+    from residency.errors import Throttled
+
+    r = sim.routers[EU2]
+    r.put("posts", {"pk": "bt-0", "body": "x"})
+    real = sim.clients.client
+    throttles = {"left": 1}
+
+    class Throttling:
+        def __init__(self, client: Any) -> None:
+            self.client = client
+
+        def __getattr__(self, name: str) -> Any:
+            method = getattr(self.client, name)
+            if name != "batch_get_item":
+                return method
+
+            def call(**kw: Any) -> Any:
+                if throttles["left"]:
+                    throttles["left"] -= 1
+                    error = {"Code": "ThrottlingException", "Message": "slow down"}
+                    raise ClientError({"Error": error}, "BatchGetItem")
+                return method(**kw)
+
+            return call
+
+    sim.clients.client = lambda s, reg: (
+        Throttling(real(s, reg)) if s == "dynamodb" else real(s, reg)
+    )  # type: ignore[method-assign]
+    try:
+        assert len(r.batch_get("posts", [{"pk": "bt-0"}]).items) == 1  # retried in place
+        throttles["left"] = 10**6
+        with pytest.raises(Throttled):  # throttling that outlasts the retries, typed
+            r.batch_get("posts", [{"pk": "bt-0"}])
+    finally:
+        sim.clients.client = real  # type: ignore[method-assign]
