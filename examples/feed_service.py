@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from regions import RegionRouter, Sort
-from regions.merges import increment_counter, total
+from regions.merges import increment_counter
+from residency.merges import total
 
 
 @dataclass(frozen=True)
