@@ -42,3 +42,30 @@ def test_a_silent_cluster_is_killed_but_a_reused_pid_is_left_alone(tmp_path: Pat
         for p in (server, stranger):
             p.kill()
             p.wait()
+
+
+def test_stopping_never_kills_the_calling_process(tmp_path: Path) -> None:
+    """A cluster started in-process records its owner as the caller itself; stopping it
+    from there must not SIGKILL the caller (whose command line says 'local')."""
+    path = tmp_path / "state.json"
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from regions.local.recorded import stop_recorded\n"
+        "from regions.local.state import write_state\n"
+        f"path = Path({str(path)!r})\n"
+        "write_state(path, {'endpoints': {}, 'control': 'http://127.0.0.1:9/',"
+        " 'pids': {'owner': os.getpid(), 'servers': {}}})\n"
+        "ticks = iter(range(100))\n"
+        "print(stop_recorded(path, timeout=1, sleep=lambda s: None, clock=lambda: next(ticks)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "local"],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr)
+    assert "killed=()" in done.stdout
