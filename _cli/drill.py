@@ -191,7 +191,7 @@ def drill_plan(
                 f"scenario {sc.name} cannot run on AWS: only replication-pause has an FIS "
                 "action (aws:dynamodb:global-table-pause-replication)"
             )
-        from infra.fis_template import experiment_template
+        from residency.fis_template import experiment_template
 
         seconds = max(1, int(duration or 600))
         out["fis_experiment_template"] = experiment_template(
@@ -224,14 +224,12 @@ def _run(
     aws: dict[str, Any],
 ) -> tuple[DrillJournal, int]:
     """Run the drill; on Ctrl-C (130) or SIGTERM (143) the journal of the healed drill."""
-    from _cli.drill_run import run_aws, run_local
+    from _cli.drill_run import run
 
     box: list[Any] = []
     with sigterm_as_exit():
         try:
-            if target == "aws":
-                return run_aws(sc, params, policy, settings, options, box=box, **aws), EXIT_OK
-            return run_local(sc, params, policy, settings, options, box, target), EXIT_OK
+            return run(target, sc, params, policy, settings, options, box, aws), EXIT_OK
         except (KeyboardInterrupt, SystemExit) as exc:
             code = 143 if isinstance(exc, SystemExit) else 130
             if not box:

@@ -121,7 +121,7 @@ def infra_guardrails(
     import re
 
     from infra.guardrails import GAPS, guardrail_policies, minified
-    from infra.plan import plan_deployment
+    from residency.deployment import plan_deployment
 
     if not re.fullmatch(r"aws(-[a-z]+)*", partition):
         fail(f"--partition must be an AWS partition name such as 'aws', not {partition!r}")

@@ -14,7 +14,7 @@ import json
 import re
 from typing import Any
 
-from infra.plan import DeploymentPlan, TableSpec
+from residency.deployment import DeploymentPlan, TableSpec
 
 __all__ = [
     "DATA_READ",

@@ -26,12 +26,12 @@ from pathlib import Path
 import aws_cdk as cdk
 
 from infra.asset import stage_detector_code
-from infra.fis_template import DEFAULT_DURATION
-from infra.plan import DeploymentPlan, plan_deployment
 from infra.stacks import AccessStack, KeysStack, RegionalStack, TablesStack
 from infra.summary import StackSummary, summarize_assembly
 from residency import names as naming
+from residency.deployment import DeploymentPlan, plan_deployment
 from residency.errors import ConfigError, OperationError
+from residency.fis_template import DEFAULT_DURATION
 from residency.policy import Policy, load_policy
 from residency.settings import load_settings
 

@@ -34,9 +34,9 @@ from infra import access
 from infra.asset import POLICY_FILE, lambda_platform
 from infra.iam import policy_document
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge, acknowledge_wildcards
-from infra.plan import DeploymentPlan
 from infra.tokens import partition_and_account
 from residency import names as naming
+from residency.deployment import DeploymentPlan
 
 __all__ = ["HANDLER", "ConflictDetector"]
 

@@ -1,6 +1,6 @@
 """The FIS experiment template of one region: pause global-table replication there.
 
-The template itself comes from :func:`infra.fis_template.experiment_template_for_plan`,
+The template itself comes from :func:`residency.fis_template.experiment_template_for_plan`,
 the same function ``regionkit drill --target aws`` prints, rendered here as an
 ``AWS::FIS::ExperimentTemplate``; this construct adds the role FIS assumes and
 the stack output the drill CLI reads the template id from.
@@ -16,12 +16,12 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from infra import access
-from infra.fis_template import DEFAULT_DURATION, experiment_template_for_plan
 from infra.iam import policy_document
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge_wildcards
-from infra.plan import DeploymentPlan
 from infra.tokens import partition_and_account
 from residency import names as naming
+from residency.deployment import DeploymentPlan
+from residency.fis_template import DEFAULT_DURATION, experiment_template_for_plan
 
 __all__ = ["PauseReplicationExperiment"]
 

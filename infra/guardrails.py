@@ -47,8 +47,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from infra.plan import DeploymentPlan, TableSpec
 from residency.aws_regions import AWS_REGIONS
+from residency.deployment import DeploymentPlan, TableSpec
 
 __all__ = [
     "GAPS",

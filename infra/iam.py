@@ -21,8 +21,8 @@ from constructs import Construct
 
 from infra import access
 from infra.nag import NAG_ACCOUNT, NAG_PARTITION, acknowledge_wildcards
-from infra.plan import DeploymentPlan
 from infra.tokens import partition_and_account
+from residency.deployment import DeploymentPlan
 
 __all__ = ["ServiceAccessPolicy", "policy_document"]
 

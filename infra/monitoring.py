@@ -14,7 +14,7 @@ in each regional stack, past CloudFormation's 500 resources per stack). Grouped,
 grows with tables: 34 alarms here. The alarm fires when, for five minutes running, some link out
 of the region is over the level, which covers each pair's own alarm. CloudWatch lets
 one alarm read 10 metrics: a table with more receiving regions gets one alarm per ten
-(:meth:`infra.plan.DeploymentPlan.latency_alarms`).
+(:meth:`residency.deployment.DeploymentPlan.latency_alarms`).
 
 What these alarms cannot see: CloudWatch treats missing data of ``AWS/DynamoDB``
 metrics as ``ignore`` whatever the alarm says, so an alarm keeps its state while a
@@ -38,9 +38,9 @@ from typing import Any
 from aws_cdk import aws_cloudwatch as cloudwatch
 from constructs import Construct
 
-from infra.fis_template import customer_harm_alarm
-from infra.plan import DeploymentPlan, LatencyAlarm
 from residency import names as naming
+from residency.deployment import DeploymentPlan, LatencyAlarm
+from residency.fis_template import customer_harm_alarm
 
 __all__ = ["CustomerHarmAlarm", "ReplicationAlarms"]
 
@@ -195,7 +195,7 @@ def _query(q: dict[str, Any]) -> cloudwatch.CfnAlarm.MetricDataQueryProperty:
 class CustomerHarmAlarm(Construct):
     """The FIS stop condition of ``region``: routed requests failing above 5 %.
 
-    The alarm is :func:`infra.fis_template.customer_harm_alarm`, the same dict
+    The alarm is :func:`residency.fis_template.customer_harm_alarm`, the same dict
     ``regionkit drill run --target aws --create-template`` creates with boto3, so the
     deployed and the CLI-made alarm cannot drift apart.
     """

@@ -31,9 +31,9 @@ from infra.detector import ConflictDetector
 from infra.fis import PauseReplicationExperiment
 from infra.iam import ServiceAccessPolicy
 from infra.monitoring import CustomerHarmAlarm, ReplicationAlarms
-from infra.plan import DeploymentPlan
 from infra.tables import RegionKeys, ReplicatedTable
 from residency import names as naming
+from residency.deployment import DeploymentPlan
 
 __all__ = ["AccessStack", "KeysStack", "RegionalStack", "TablesStack"]
 

@@ -19,9 +19,9 @@ from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from infra.plan import CONFLICT_LOG_KEY, TableSpec
 from infra.tokens import partition_and_account
 from residency import names as naming
+from residency.deployment import CONFLICT_LOG_KEY, TableSpec
 from residency.tables import INDEX_EXTRA, SUBJECT_INDEX, TTL_ATTRIBUTE
 
 __all__ = ["RegionKeys", "ReplicatedTable", "alias_arn"]

@@ -15,7 +15,7 @@ publish the two counts it is made of, per minute:
 
 Both go under the namespace ``regionkit/router`` with the dimensions ``Policy``
 and ``Region`` (the router's own region), which is what the CDK app's
-customer-harm alarm (:func:`infra.fis_template.customer_harm_alarm`) reads.
+customer-harm alarm (:func:`residency.fis_template.customer_harm_alarm`) reads.
 
 EMF is a JSON log line that CloudWatch Logs turns into metrics; no API call, no
 permission, no extra latency. Where the line goes is the application's choice

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from regions.drills import DrillOptions, DrillRunner, get_scenario
+from regions.drills import DrillOptions, get_scenario
 from regions.drills.aws import (
     REPLICATION_ROLE,
     FisBackend,
@@ -20,9 +20,11 @@ from regions.drills.aws import (
     pause_statements,
 )
 from regions.drills.backends import SimBackend, replication_groups
+from regions.drills.launch import open_aws_drill
 from regions.local.sim import Simulation, simulation
 from residency.errors import ConfigError
 from residency.policy import load_policy
+from residency.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 MINIMAL = load_policy(ROOT / "policies" / "minimal.yaml")
@@ -59,6 +61,10 @@ class FakeFis:
             for t, regions in replication_groups(MINIMAL)
             if REGION in regions
         ]
+
+    def list_experiment_templates(self, **_: Any) -> dict[str, Any]:
+        tags = {"regionkit:policy": MINIMAL.name, "regionkit:region": REGION}
+        return {"experimentTemplates": [{"id": "EXT1", "tags": tags}]}
 
     def get_experiment_template(self, id: str) -> dict[str, Any]:
         return {
@@ -109,9 +115,28 @@ class FakeFis:
         return {"experiment": {"id": id, "state": {"status": "stopping"}}}
 
 
+class _Control:
+    """The drill's control plane on the simulation: the fake FIS, a fixed caller
+    identity, and the simulation's own DynamoDB for the resource policies."""
+
+    def __init__(self, sim: Simulation, fis: FakeFis) -> None:
+        self.sim, self.fis = sim, fis
+        self.asked: list[tuple[str, str]] = []
+
+    def get_caller_identity(self) -> dict[str, str]:
+        return {"Account": ACCOUNT, "Arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/sre/drill"}
+
+    def client(self, service: str, region: str) -> Any:
+        self.asked.append((service, region))
+        return {"fis": self.fis, "sts": self, "dynamodb": self.sim.clients.raw(region)}[service]
+
+
 def _aws_drill(
     *, leave: bool = False, lag: float = 0.0, stop_at: str | None = None
 ) -> tuple[Any, FakeFis, Simulation, BaseException | None]:
+    """The whole AWS drill as ``regionkit drill run --target aws`` opens it
+    (:func:`open_aws_drill`), on the simulation's virtual time."""
+
     def hook(name: str, detail: dict[str, Any]) -> None:
         if name == "phase" and detail["name"] == stop_at:
             raise KeyboardInterrupt
@@ -119,31 +144,31 @@ def _aws_drill(
     with simulation(MINIMAL, seed=11) as sim:
         fis = FakeFis(sim, "PT2S", leave_statement=leave)
         data = SimBackend(sim)
-        fault = FisFault(
-            fis,
-            "EXT1",
-            duration=2.0,
-            ddb=sim.clients.raw,
-            tables=fis.tables,
-            now=data.now,
-            sleep=data.sleep,
-            poll=0.5,
-        )
         if lag:
             sim.faults.set_lag(None, None, lag)
         sc = get_scenario("replication-pause")
-        runner = DrillRunner(
-            FisBackend(data, fault),
+        settings = Settings(mode="aws", policy=ROOT / "policies" / "minimal.yaml")
+        options = DrillOptions(duration=9.0, rate=10, recovery=0.5, baseline=1.5, seed=11)
+        err: BaseException | None = None
+        with open_aws_drill(
             sc,
             sc.parse(MINIMAL, {"region": REGION}),
-            options=DrillOptions(duration=2.0, rate=10, recovery=0.5, baseline=1.5, seed=11),
+            MINIMAL,
+            settings,
+            options,
+            confirm_account=ACCOUNT,
+            clients=_Control(sim, fis),
+            data_plane=data,
             on_event=hook,
-        )
-        err: BaseException | None = None
-        try:
-            runner.run()
-        except KeyboardInterrupt as exc:
-            err = exc
+            now=data.now,
+            sleep=data.sleep,
+            poll=0.5,
+        ) as runner:
+            assert runner.opt.duration == 2.0  # the template's own duration, not 9 s
+            try:
+                runner.run()
+            except KeyboardInterrupt as exc:
+                err = exc
         left = [
             arn
             for _, arn in fis.tables
@@ -263,8 +288,8 @@ def test_stop_condition_is_customer_harm_not_replication_latency() -> None:
     """A pause does not fail routed requests by design, so it cannot trip this alarm."""
     from moto import mock_aws
 
-    from infra.fis_template import customer_harm_alarm, experiment_template
-    from infra.plan import plan_deployment
+    from residency.deployment import plan_deployment
+    from residency.fis_template import customer_harm_alarm, experiment_template
 
     harm = customer_harm_alarm(plan_deployment(MINIMAL), REGION)
     names = {m["MetricStat"]["Metric"]["MetricName"] for m in harm["Metrics"] if "MetricStat" in m}

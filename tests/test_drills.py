@@ -224,51 +224,6 @@ def test_aws_drill_refuses_without_a_matching_account() -> None:
         assert require_account(sts, "123456789012") == "123456789012"
 
 
-def test_aws_drill_runs_the_fis_experiment_on_moto() -> None:
-    from moto import mock_aws
-
-    from infra.fis_template import experiment_template
-    from regions.drills.aws import find_template, run_fis_drill
-
-    with mock_aws():
-        import boto3
-
-        fis = boto3.client("fis", region_name="eu-west-1")
-        template = experiment_template(
-            MINIMAL, "eu-west-1", duration="PT1S", account="123456789012"
-        )
-        with pytest.raises(ConfigError, match="no regionkit FIS template"):
-            run_fis_drill(
-                fis,
-                template,
-                policy_name=MINIMAL.name,
-                policy_sha256="x",
-                region="eu-west-1",
-                account="123456789012",
-            )
-        j = run_fis_drill(
-            fis,
-            template,
-            policy_name=MINIMAL.name,
-            policy_sha256="x",
-            region="eu-west-1",
-            account="123456789012",
-            create_template=True,
-            poll=0.0,
-            sleep=lambda s: None,
-        )
-        assert find_template(fis, MINIMAL.name, "eu-west-1") is not None
-        assert j.target == "aws" and [p.name for p in j.phases][:2] == ["plan", "inject"]
-        exp_id = j.phases[1].detail["experiment"]
-        assert fis.get_experiment(id=exp_id)["experiment"]["experimentTemplateId"]
-        assert j.verdict in {"pass", "fail"}
-        template_actions = template["actions"]
-        assert any(
-            a["actionId"] == "aws:dynamodb:global-table-pause-replication"
-            for a in template_actions.values()
-        )
-
-
 # --- on the real local cluster ---------------------------------------------------------
 
 

@@ -24,8 +24,8 @@ from infra.guardrails import (
     minified,
     region_globs,
 )
-from infra.plan import DeploymentPlan, plan_deployment
 from residency.aws_regions import AWS_REGIONS
+from residency.deployment import DeploymentPlan, plan_deployment
 from residency.policy import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.cdk
 
 ACCOUNT = "123456789012"
 DISRUPT = {"Key": "DisruptDynamoDb", "Value": "Allowed"}
-#: Where FIS has no CloudFormation resource type (see infra.plan.FIS_UNAVAILABLE).
+#: Where FIS has no CloudFormation resource type (see residency.deployment.FIS_UNAVAILABLE).
 NO_FIS = {"ap-south-2"}
 
 
@@ -431,7 +431,7 @@ def test_the_lineage_table_is_global_with_ttl_and_shared_by_every_detector(
 
 
 def test_fis_templates_pause_replication_of_tagged_tables(example: Synth) -> None:
-    from infra.fis_template import experiment_template
+    from residency.fis_template import experiment_template
 
     for region in example.policy.regions:
         stack = example.stack("region", region)

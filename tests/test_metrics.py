@@ -1,6 +1,6 @@
 """The router's request metrics: counted per call, published as CloudWatch EMF lines.
 
-The stop alarm of an FIS drill (``infra.fis_template.customer_harm_alarm``) reads
+The stop alarm of an FIS drill (``residency.fis_template.customer_harm_alarm``) reads
 these counts, so what counts as an error decides when a drill stops: only a call no
 region served. Virtual time throughout (an injected clock), no sleeps.
 """
@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from infra.fis_template import HARM_METRICS, HARM_NAMESPACE, customer_harm_alarm
-from infra.plan import plan_deployment
 from regions.local.sim import Simulation, simulation
 from regions.metrics import METRICS, NAMESPACE, RequestMetrics, emf_document, sink
 from regions.router import RegionRouter
+from residency.deployment import plan_deployment
 from residency.errors import RegionUnavailable, StaleWrite
+from residency.fis_template import HARM_METRICS, HARM_NAMESPACE, customer_harm_alarm
 from residency.policy import load_policy
 from residency.settings import RouterConfig
 

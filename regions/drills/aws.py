@@ -1,17 +1,14 @@
 """Drills against real AWS accounts: an FIS experiment that pauses replication.
 
-Two ways to run it:
-
-* :class:`FisBackend` (what ``regionkit drill run replication-pause --target aws``
-  uses): the same :class:`~regions.drills.runner.DrillRunner` as the local
-  drills, so the canary workload runs through the router against the real
-  tables during the experiment and RTO, RPO exposure and convergence come out
-  of the AWS drill too. The fault is the FIS experiment: ``inject`` starts it
-  and waits until it runs; ``heal`` stops it if it still runs and waits for its
-  end; then the tables' resource policies are checked for the pause statement,
-  which is removed, and said loudly, if FIS left it. The runner's ``finally``
-  does the same on Ctrl-C or SIGTERM, so no experiment is left running.
-* :func:`run_fis_drill`: the experiment alone, followed to its end (no workload).
+:class:`FisBackend` runs it with the same :class:`~regions.drills.runner.DrillRunner`
+as the local drills, so the canary workload runs through the router against the real
+tables during the experiment and RTO, RPO exposure and convergence come out of the AWS
+drill too. The fault is the FIS experiment (:class:`FisFault`): ``inject`` starts it
+and waits until it runs; ``heal`` stops it if it still runs and waits for its end;
+then the tables' resource policies are checked for the pause statement, which is
+removed, and said loudly, if FIS left it. The runner's ``finally`` does the same on
+Ctrl-C or SIGTERM, so no experiment is left running.
+:func:`regions.drills.launch.open_aws_drill` sets all of it up.
 
 On AWS, regionkit does not fake faults: it runs the FIS action
 ``aws:dynamodb:global-table-pause-replication`` from the experiment template
@@ -20,9 +17,8 @@ records the experiment's life cycle in a drill journal.
 
 Safety: :func:`require_account` refuses to touch an account unless the caller
 names it explicitly (``--confirm-account``) and it matches the credentials' own
-account. The template dict comes from the caller (the CLI builds it with
-``infra.fis_template``, which imports no ``aws_cdk``), so this module stays
-below ``infra`` in the layering.
+account. The template is the one the CDK app deploys
+(:mod:`residency.fis_template`, in the base layer so the app and the drills share it).
 """
 
 from __future__ import annotations
@@ -32,11 +28,8 @@ import re
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
-from regions.drills.journal import DrillJournal, Phase
-from residency.__about__ import __version__
 from residency.errors import BackendError, ConfigError
 from residency.logs import get_logger
 
@@ -50,7 +43,7 @@ __all__ = [
     "pause_statements",
     "remove_pause_statements",
     "require_account",
-    "run_fis_drill",
+    "require_identity",
     "template_duration",
 ]
 
@@ -260,7 +253,13 @@ class FisFault:
 
 def require_account(sts: Any, confirm: str | None) -> str:
     """The caller's account ID, if and only if ``confirm`` names it."""
-    actual = str(sts.get_caller_identity()["Account"])
+    return require_identity(sts, confirm)[0]
+
+
+def require_identity(sts: Any, confirm: str | None) -> tuple[str, str]:
+    """The caller's account ID and partition, if and only if ``confirm`` names the account."""
+    identity = sts.get_caller_identity()
+    actual = str(identity["Account"])
     if not confirm:
         raise ConfigError(
             message=(
@@ -275,7 +274,9 @@ def require_account(sts: Any, confirm: str | None) -> str:
                 "refusing to run (check AWS_PROFILE and the credentials in use)"
             )
         )
-    return actual
+    arn = str(identity.get("Arn", ""))  # arn:<partition>:sts::<account>:assumed-role/...
+    partition = arn.split(":")[1] if arn.count(":") >= 2 else ""
+    return actual, partition or "aws"
 
 
 def find_template(fis: Any, policy_name: str, region: str) -> str | None:
@@ -293,106 +294,6 @@ def find_template(fis: Any, policy_name: str, region: str) -> str | None:
         token = page.get("nextToken")
         if not token:
             return None
-
-
-def run_fis_drill(
-    fis: Any,
-    template: dict[str, Any],
-    *,
-    policy_name: str,
-    policy_sha256: str,
-    region: str,
-    account: str,
-    create_template: bool = False,
-    timeout: float | None = None,
-    poll: float = 5.0,
-    sleep: Callable[[float], None] = time.sleep,
-    on_event: Callable[[str, dict[str, Any]], None] | None = None,
-) -> DrillJournal:
-    """Start the pause-replication experiment in ``region`` and follow it to its end."""
-
-    def emit(name: str, detail: dict[str, Any]) -> None:
-        if on_event is not None:
-            on_event(name, detail)
-
-    def now() -> datetime:
-        return datetime.now(UTC)
-
-    j = DrillJournal(
-        drill_id=uuid.uuid4().hex[:12],
-        scenario="replication-pause",
-        description="FIS aws:dynamodb:global-table-pause-replication",
-        parameters={"region": region, "account": account},
-        target="aws",
-        policy=policy_name,
-        policy_sha256=policy_sha256,
-        regions=[region],
-        started_at=now(),
-        tool_version=__version__,
-    )
-    plan = Phase(name="plan", started_at=now())
-    j.phases.append(plan)
-    template_id = find_template(fis, policy_name, region)
-    if template_id is None:
-        if not create_template:
-            raise ConfigError(
-                message=(
-                    f"no regionkit FIS template for {region} in account {account}; deploy the CDK "
-                    "app (regionkit infra synth; cdk deploy) or pass --create-template"
-                )
-            )
-        tags = dict(template.get("tags", {}))
-        tags.update({"regionkit:policy": policy_name, "regionkit:region": region})
-        created = fis.create_experiment_template(
-            **{**template, "tags": tags, "clientToken": uuid.uuid4().hex}
-        )
-        template_id = str(created["experimentTemplate"]["id"])
-    plan.ended_at = now()
-    plan.detail = {"experiment_template": template_id}
-    inject = Phase(name="inject", started_at=now())
-    j.phases.append(inject)
-    emit("phase", {"name": "inject"})
-    try:
-        exp = fis.start_experiment(experimentTemplateId=template_id, clientToken=uuid.uuid4().hex)[
-            "experiment"
-        ]
-    except Exception as exc:
-        raise BackendError(
-            operation="fis:StartExperiment", region=region, code=type(exc).__name__, reason=str(exc)
-        ) from exc
-    exp_id = str(exp["id"])
-    inject.ended_at = now()
-    inject.detail = {"experiment": exp_id}
-    watch = Phase(name="workload", started_at=now())
-    j.phases.append(watch)
-    if timeout is None:  # the experiment's own duration, plus FIS's start and stop
-        timeout = template_duration(fis, template_id) * 1.1 + 120.0
-    deadline = time.monotonic() + timeout
-    state = str(exp.get("state", {}).get("status", "pending"))
-    try:
-        while state not in TERMINAL and time.monotonic() < deadline:
-            sleep(poll)
-            state = str(fis.get_experiment(id=exp_id)["experiment"]["state"]["status"])
-            emit("progress", {"phase": "workload", "state": state})
-    finally:  # our deadline, Ctrl-C or SIGTERM: never leave an experiment running
-        if state not in TERMINAL:
-            fis.stop_experiment(id=exp_id)
-            j.cleanup.append(f"stopped experiment {exp_id}")
-            state = "stopped"
-    watch.ended_at = now()
-    watch.detail = {"final_state": state}
-    heal = Phase(
-        name="heal",
-        started_at=now(),
-        ended_at=now(),
-        detail={"how": "FIS removes the deny statement; replication resumes"},
-    )
-    j.phases.append(heal)
-    j.verdict = "pass" if state == "completed" else "fail"
-    if state != "completed":
-        j.reasons.append(f"experiment {exp_id} ended {state}")
-    j.ended_at = now()
-    return j
 
 
 class FisBackend:

@@ -1,8 +1,9 @@
 """The FIS experiment template that pauses global-table replication in one region.
 
-Pure Python (no ``aws_cdk``): ``regionkit drill ... --target aws`` prints or
-creates it with boto3, and the CDK construct (:mod:`infra.fis`) renders the very
-same dict as an ``AWS::FIS::ExperimentTemplate``, so the two cannot drift apart.
+Pure Python (no ``aws_cdk``), in the base layer: ``regionkit drill plan --target aws``
+prints it, an AWS drill creates it when asked (:func:`regions.drills.launch.prepare_fis`),
+and the CDK construct (:mod:`infra.fis`) renders the very same dict as an
+``AWS::FIS::ExperimentTemplate``, so the two cannot drift apart.
 
 The dict has the shape of the FIS ``CreateExperimentTemplate`` request (the boto3
 keyword arguments)::
@@ -32,8 +33,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from infra.plan import DeploymentPlan, fis_available, plan_deployment
 from residency import names as naming
+from residency.deployment import DeploymentPlan, fis_available, plan_deployment
 from residency.errors import ConfigError
 from residency.policy import Policy
 

@@ -1,7 +1,9 @@
 """The deployment plan: which table lives where, derived from the policy.
 
-Pure Python (no ``aws_cdk``). The CDK stacks are built from this plan, and the
-drill CLI, the audit and the tests can read it without a synth.
+Pure Python (no ``aws_cdk``). The CDK stacks (:mod:`infra`) are built from this plan,
+and the AWS drills (:mod:`regions.drills.launch`) and ``regionkit infra plan`` read it
+without a synth: it lives in the base layer because ``regions`` may not import ``infra``.
+The audit's view of the same layout is :func:`residency.tables.plan_tables`.
 
 One :class:`TableSpec` is one DynamoDB global table (one ``AWS::DynamoDB::GlobalTable``
 resource, defined once, in the stack of its primary region):
