@@ -241,8 +241,8 @@ def open_aws_drill(
     """A runner whose fault is the FIS experiment (see :mod:`regions.drills.aws`).
 
     ``clients`` serve the control plane (STS, FIS, CloudWatch, and DynamoDB's resource
-    policies; default: a :class:`~regions.pool.ClientPool` on ``settings``, with
-    botocore's retries);
+    policies; default: a :class:`~regions.pool.ClientPool` on ``settings`` with
+    control-plane timeouts and botocore's retries);
     ``data_plane`` the workload (default: routers on the real tables,
     :class:`~regions.drills.aws.AwsDataPlane`). Both are closed on the way out if
     this call made them. ``now``, ``sleep`` and ``poll`` pace the experiment's polling
@@ -263,7 +263,11 @@ def open_aws_drill(
         if clients is None:
             from regions.pool import ClientPool
 
-            pool = ClientPool(settings, retries="botocore")
+            # control-plane calls are not the router's: no sub-second timeouts
+            control_settings = settings.model_copy(
+                update={"connect_timeout": 5.0, "read_timeout": 30.0}
+            )
+            pool = ClientPool(control_settings, retries="botocore")
             stack.callback(pool.close)
             clients = pool
         setup = prepare_fis(
