@@ -10,6 +10,7 @@ nothing.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -190,10 +191,14 @@ def run_demo(
         f"1/6 starting the local cluster: {len(policy.regions)} moto servers, "
         f"tables provisioned from {policy.name}"
     )
-    with LocalCluster(
-        policy, table_prefix=settings.table_prefix, policy_file=settings.policy
-    ) as cluster:
+    with (
+        contextlib.ExitStack() as stack,
+        LocalCluster(
+            policy, table_prefix=settings.table_prefix, policy_file=settings.policy
+        ) as cluster,
+    ):
         backend = LocalClusterBackend(cluster, settings=cluster.config(settings))
+        stack.callback(backend.close)
         routers = {r: backend.router(r) for r in policy.regions}
         say("2/6 signing up users in every jurisdiction")
         signups = sign_up_users(routers, policy, per_country=users)
@@ -231,14 +236,17 @@ def run_demo(
         ):
             sc = get_scenario(name)
             say(f"{i}/6 drill {name} on {region} under load ({duration:g} s under fault)")
-            j = DrillRunner(
-                LocalClusterBackend(cluster, settings=cluster.config(settings)),
-                sc,
-                sc.parse(policy, {"region": region}),
-                options=DrillOptions(duration=duration, rate=rate),
-                policy_path=settings.policy,
-                on_event=on_event,
-            ).run()
+            with contextlib.closing(
+                LocalClusterBackend(cluster, settings=cluster.config(settings))
+            ) as drill_backend:
+                j = DrillRunner(
+                    drill_backend,
+                    sc,
+                    sc.parse(policy, {"region": region}),
+                    options=DrillOptions(duration=duration, rate=rate),
+                    policy_path=settings.policy,
+                    on_event=on_event,
+                ).run()
             save_journal(j, settings.drill_history)
             paths = write_reports(j, report_dir)
             summary.drills.append(_drill_line(j, paths["html"]))

@@ -46,6 +46,7 @@ __all__ = [
     "HARM_NAMESPACE",
     "TARGET_NAME",
     "TARGET_TYPE",
+    "check_fis_region",
     "customer_harm_alarm",
     "customer_harm_alarm_name",
     "experiment_template",
@@ -137,6 +138,33 @@ def customer_harm_alarm(plan: DeploymentPlan, region: str) -> dict[str, Any]:
     }
 
 
+def check_fis_region(plan: DeploymentPlan, region: str) -> None:
+    """Refuse a region FIS cannot pause replication in: outside the policy, without FIS,
+    or without a replicated table there. Pure: callers check before any AWS call."""
+    if region not in plan.regions:
+        raise ConfigError(
+            message=(
+                f"region {region!r} is not in policy {plan.policy_name!r} "
+                f"(fix: use one of {', '.join(plan.regions)})"
+            )
+        )
+    if not fis_available(region):
+        raise ConfigError(
+            message=(
+                f"AWS FIS (CloudFormation's AWS::FIS::ExperimentTemplate) is not available in "
+                f"{region} (fix: pause replication from a peer region of the same tables; that "
+                f"cuts the link to {region} as well)"
+            )
+        )
+    if not plan.fis_targets(region):
+        raise ConfigError(
+            message=(
+                f"no replicated table of policy {plan.policy_name!r} has a replica in {region}, "
+                "so there is no replication to pause there (fix: pick a region with replicas)"
+            )
+        )
+
+
 def experiment_template_for_plan(
     plan: DeploymentPlan,
     region: str,
@@ -155,29 +183,7 @@ def experiment_template_for_plan(
     resource references instead. A region without any replicated table gets no
     stop alarm (``stop_alarm=""`` forces FIS's ``none`` source as well).
     """
-    if region not in plan.regions:
-        raise ConfigError(
-            message=(
-                f"region {region!r} is not in policy {plan.policy_name!r} "
-                f"(fix: use one of {', '.join(plan.regions)})"
-            )
-        )
-    if not fis_available(region):
-        raise ConfigError(
-            message=(
-                f"AWS FIS (CloudFormation's AWS::FIS::ExperimentTemplate) is not available in "
-                f"{region} (fix: pause replication from a peer region of the same tables; that "
-                f"cuts the link to {region} as well)"
-            )
-        )
-    targets = plan.fis_targets(region)
-    if not targets:
-        raise ConfigError(
-            message=(
-                f"no replicated table of policy {plan.policy_name!r} has a replica in {region}, "
-                "so there is no replication to pause there (fix: pick a region with replicas)"
-            )
-        )
+    check_fis_region(plan, region)
     _check_duration(duration)
     if role_arn is None:
         role_arn = (

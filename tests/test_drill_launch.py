@@ -8,6 +8,7 @@ The whole AWS drill through :func:`open_aws_drill` is in ``test_drill_aws.py``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from regions.drills import get_scenario
 from regions.drills.launch import open_aws_drill, open_local_drill, prepare_fis
 from regions.drills.runner import DrillOptions
 from residency.deployment import plan_deployment
-from residency.errors import ConfigError
+from residency.errors import BackendError, ConfigError
 from residency.fis_template import customer_harm_alarm_name
 from residency.policy import load_policy
 from residency.settings import Settings
@@ -114,6 +115,145 @@ def test_a_region_outside_the_policy_is_refused_before_any_call(moto: _Moto) -> 
     assert moto.asked == []
 
 
+class _Identity:
+    """STS in another partition (moto's is always ``aws``)."""
+
+    def __init__(self, partition: str) -> None:
+        self.partition = partition
+
+    def get_caller_identity(self) -> dict[str, str]:
+        arn = f"arn:{self.partition}:sts::{ACCOUNT}:assumed-role/sre/drill"
+        return {"Account": ACCOUNT, "Arn": arn}
+
+
+@pytest.mark.parametrize("partition", ["aws-cn", "aws-us-gov"])
+def test_the_partition_comes_from_the_caller(moto: _Moto, partition: str) -> None:
+    real = moto.client
+
+    def client(service: str, region: str) -> Any:
+        return _Identity(partition) if service == "sts" else real(service, region)
+
+    moto.client = client  # type: ignore[method-assign]
+    made = prepare_fis(moto, MINIMAL, REGION, confirm_account=ACCOUNT, create_template=True)
+    assert made.partition == partition
+    assert all(arn.startswith(f"arn:{partition}:dynamodb:") for _, arn in made.tables)
+    [listed] = _templates(moto)
+    template = moto.client("fis", REGION).get_experiment_template(id=listed["id"])
+    body = template["experimentTemplate"]
+    assert body["roleArn"].startswith(f"arn:{partition}:iam::{ACCOUNT}:role/")
+    assert body["stopConditions"][0]["value"].startswith(f"arn:{partition}:cloudwatch:")
+
+
+def test_a_region_without_fis_is_refused_before_any_call(moto: _Moto) -> None:
+    social = load_policy(ROOT / "policies" / "social-network.yaml")
+    with pytest.raises(ConfigError, match="not available in ap-south-2"):
+        prepare_fis(moto, social, "ap-south-2", confirm_account=ACCOUNT, create_template=True)
+    assert moto.asked == []
+
+
+class _Denied:
+    """FIS refusing the caller, as botocore raises it (the message quotes the ARN)."""
+
+    def list_experiment_templates(self, **_: Any) -> Any:
+        from botocore.exceptions import ClientError
+
+        error = {"Code": "AccessDeniedException", "Message": "arn:aws:iam::1:user/x is not"}
+        raise ClientError({"Error": error}, "ListExperimentTemplates")
+
+
+def test_a_refused_call_is_a_backend_error_in_regionkit_s_words(moto: _Moto) -> None:
+    real = moto.client
+    moto.client = lambda s, r: _Denied() if s == "fis" else real(s, r)  # type: ignore[method-assign]
+    with pytest.raises(BackendError) as info:
+        prepare_fis(moto, MINIMAL, REGION, confirm_account=ACCOUNT)
+    err = info.value
+    assert (err.operation, err.code) == ("fis:ListExperimentTemplates", "AccessDeniedException")
+    assert "may not do this" in str(err) and "user/x" not in str(err)
+    assert isinstance(err.__cause__, Exception)  # the original stays inspectable
+
+
+def test_the_default_control_plane_ignores_data_plane_endpoints_and_is_closed(
+    moto: _Moto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """STS and FIS at AWS's own endpoints even when the settings point DynamoDB at a
+    VPC endpoint; control-plane timeouts; every pool the call made is closed."""
+    from regions.pool import ClientPool
+
+    made: list[ClientPool] = []
+    closed: list[ClientPool] = []
+    real_init, real_close = ClientPool.__init__, ClientPool.close
+
+    def init(self: ClientPool, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        made.append(self)
+
+    def close(self: ClientPool) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(ClientPool, "__init__", init)
+    monkeypatch.setattr(ClientPool, "close", close)
+    sc = get_scenario("replication-pause")
+    settings = Settings(mode="aws", endpoints={REGION: "https://vpce.example.internal"})
+    with (
+        pytest.raises(ConfigError, match="no regionkit FIS template"),  # moto's FIS answered
+        open_aws_drill(
+            sc,
+            sc.parse(MINIMAL, {"region": REGION}),
+            MINIMAL,
+            settings,
+            DrillOptions(),
+            confirm_account=ACCOUNT,
+        ),
+    ):
+        pytest.fail("the drill opened")
+    assert made and set(map(id, closed)) >= set(map(id, made))
+    assert all(p.config.read_timeout >= 10 and p.retries == "botocore" for p in made)
+    # one pool at AWS's own endpoints (STS, FIS, CloudWatch), one where DynamoDB is reached
+    assert sorted(len(p.config.endpoints) for p in made) == [0, 1]
+
+
+def test_a_local_up_backend_is_closed_after_the_drill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from regions.drills import backends
+    from regions.local import control
+
+    closed: list[str] = []
+
+    class Backend:
+        name = "local"
+        threaded = True
+
+        def __init__(self, policy: Any, settings: Any, client: Any) -> None:
+            self.policy, self.client = policy, client
+
+        def close(self) -> None:
+            closed.append(self.client)
+
+        def __getattr__(self, name: str) -> Any:  # the rest of a backend, never used here
+            return lambda *args, **kwargs: 0.0
+
+    state = tmp_path / "state.json"
+    state.write_text("{}")
+    monkeypatch.setattr(backends, "RemoteClusterBackend", Backend)
+    monkeypatch.setattr(control.ControlClient, "from_state_file", lambda path: "control")
+    sc = get_scenario("region-outage")
+    with (
+        pytest.raises(RuntimeError, match="drill failed"),
+        open_local_drill(
+            sc,
+            sc.parse(MINIMAL, {"region": REGION}),
+            MINIMAL,
+            Settings(mode="local", state_file=state),
+            DrillOptions(),
+        ) as runner,
+    ):
+        assert runner.b.client == "control"
+        raise RuntimeError("drill failed")
+    assert closed == ["control"]
+
+
 def _open_aws(moto: _Moto, scenario: str, options: DrillOptions) -> None:
     sc = get_scenario(scenario)
     with open_aws_drill(
@@ -196,14 +336,60 @@ def test_the_cli_drill_on_aws_is_the_library_s(
 ) -> None:
     """``drill run --target aws`` reaches the library's set-up (on moto) and renders its
     refusal: exit 2, the message, no traceback, and no template left behind."""
-    import cli
     from moto import mock_aws
+
+    import cli
 
     monkeypatch.setenv("REGIONKIT_MODE", "aws")
     monkeypatch.chdir(tmp_path)
     args = ["drill", "run", "replication-pause", "--region", REGION, "--target", "aws", *extra]
-    with mock_aws(), pytest.raises(SystemExit) as info:
-        cli.main(["--policy", str(ROOT / "policies" / "minimal.yaml"), *args])
+    with mock_aws():
+        with pytest.raises(SystemExit) as info:
+            cli.main(["--policy", str(ROOT / "policies" / "minimal.yaml"), *args])
+        made = _Moto()
+        assert _templates(made) == [] and _alarms(made) == []
     err = capsys.readouterr().err
     assert info.value.code == 2, err
     assert needle in " ".join(err.split()) and "Traceback" not in err
+
+
+def test_the_cli_drill_on_aws_needs_aws_mode(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    import cli
+
+    monkeypatch.setenv("REGIONKIT_MODE", "local")
+    monkeypatch.chdir(tmp_path)
+    args = ["drill", "run", "replication-pause", "-r", REGION, "--target", "aws"]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--policy", str(ROOT / "policies" / "minimal.yaml"), *args])
+    err = " ".join(capsys.readouterr().err.split())
+    assert info.value.code == 2 and "REGIONKIT_MODE=aws" in err, err
+
+
+def test_ctrl_c_in_the_cli_saves_the_journal_of_the_healed_drill(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The CLI keeps the runner the library opened, so an interrupt still has a journal."""
+    import cli
+    from _cli import drill_run
+
+    real = drill_run._describe
+
+    def interrupt(name: str, kind: str, detail: dict[str, Any]) -> str | None:
+        if kind == "phase" and detail["name"] == "workload":
+            raise KeyboardInterrupt
+        return real(name, kind, detail)
+
+    monkeypatch.setattr(drill_run, "_describe", interrupt)
+    monkeypatch.chdir(tmp_path)
+    args = ["drill", "run", "region-outage", "-r", REGION, "--target", "sim", "--json"]
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--policy", str(ROOT / "policies" / "minimal.yaml"), *args])
+    out = capsys.readouterr().out
+    assert info.value.code == 130, out
+    [saved] = (tmp_path / ".regionkit" / "drills").glob("*.json")
+    journal = json.loads(saved.read_text())
+    assert journal["verdict"] == "error"
+    assert "workload" in [p["name"] for p in journal["phases"]]
+    assert journal["cleanup"]  # healed before the exit

@@ -278,6 +278,13 @@ class _WallClockBackend:
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
 
+    def close(self) -> None:
+        """Close the routers (their metrics flushed, hedging stopped) and both pools."""
+        for router in self._routers.values():
+            router.close()
+        self._pool.close()
+        self._admin.close()
+
     def router(self, region: str) -> RegionRouter:
         return self._routers[region]
 

@@ -31,11 +31,21 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from regions.drills.aws import find_template, require_identity, template_duration
+from regions.drills.aws import (
+    duration_seconds,
+    find_template,
+    require_identity,
+    template_duration,
+)
 from regions.drills.runner import DrillOptions, DrillRunner, EventHook
 from residency.deployment import DeploymentPlan, plan_deployment
-from residency.errors import ConfigError
-from residency.fis_template import customer_harm_alarm, experiment_template_for_plan
+from residency.errors import BackendError, ConfigError, RegionkitError
+from residency.fis_template import (
+    DEFAULT_DURATION,
+    check_fis_region,
+    customer_harm_alarm,
+    experiment_template_for_plan,
+)
 
 if TYPE_CHECKING:
     from regions.drills.scenarios import Params, Scenario
@@ -46,8 +56,8 @@ if TYPE_CHECKING:
 __all__ = ["FisSetup", "open_aws_drill", "open_local_drill", "prepare_fis"]
 
 #: How long a template created for a drill pauses replication when no duration is given:
-#: the deployed template's own (``residency.fis_template.DEFAULT_DURATION``, PT10M).
-DEFAULT_CREATED_SECONDS = 600
+#: the deployed template's own.
+DEFAULT_CREATED_SECONDS = duration_seconds(DEFAULT_DURATION)
 
 
 def _emit(on_event: EventHook | None, detail: dict[str, Any]) -> None:
@@ -76,15 +86,21 @@ def _local_backend(
 
         _emit(on_event, {"backend": "local-up", "state_file": str(settings.state_file)})
         client = ControlClient.from_state_file(settings.state_file)
-        yield backends.RemoteClusterBackend(policy, settings, client)
+        with contextlib.closing(backends.RemoteClusterBackend(policy, settings, client)) as b:
+            yield b
     else:
         from regions.local.cluster import LocalCluster
 
         _emit(on_event, {"backend": "ephemeral", "regions": len(policy.regions)})
-        with LocalCluster(
-            policy, table_prefix=settings.table_prefix, policy_file=settings.policy
-        ) as cluster:
-            yield backends.LocalClusterBackend(cluster, settings=cluster.config(settings))
+        with (
+            LocalCluster(
+                policy, table_prefix=settings.table_prefix, policy_file=settings.policy
+            ) as cluster,
+            contextlib.closing(
+                backends.LocalClusterBackend(cluster, settings=cluster.config(settings))
+            ) as b,
+        ):
+            yield b
 
 
 @contextlib.contextmanager
@@ -141,6 +157,27 @@ def _paused_tables(
     )
 
 
+def _aws(operation: str, region: str, call: Callable[[], Any]) -> Any:
+    """One control-plane call; a failure is a :class:`BackendError` in regionkit's words
+    (the service's error code, never its message), not a botocore traceback."""
+    try:
+        return call()
+    except RegionkitError:
+        raise
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        denied = "AccessDenied" in code or "Unauthorized" in code
+        raise BackendError(
+            operation=operation,
+            region=region,
+            code=code,
+            reason="the credentials may not do this (fix: grant it, or use the role the CDK "
+            "app deploys for drills)"
+            if denied
+            else "the call failed (check the region, the network and the credentials)",
+        ) from exc
+
+
 def _create_template(
     clients: ClientProvider,
     plan: DeploymentPlan,
@@ -149,9 +186,11 @@ def _create_template(
     partition: str,
     seconds: int,
 ) -> str:
-    """Create the stop alarm and the template, as the CDK app deploys them; the ID."""
-    # the stop condition is customer harm, which a replication pause does not cause
-    clients.client("cloudwatch", region).put_metric_alarm(**customer_harm_alarm(plan, region))
+    """Create the stop alarm, then the template, as the CDK app deploys them; the ID.
+
+    The template is built (and so checked) before either call. Should the template's
+    creation fail, the alarm stays: it is the one the CDK app deploys, and harmless.
+    """
     template = experiment_template_for_plan(
         plan,
         region,
@@ -160,8 +199,19 @@ def _create_template(
         partition=partition,
         stop_on="customer-harm",
     )
-    created = clients.client("fis", region).create_experiment_template(
-        **template, clientToken=uuid.uuid4().hex
+    harm = customer_harm_alarm(plan, region)
+    # the stop condition is customer harm, which a replication pause does not cause
+    _aws(
+        "cloudwatch:PutMetricAlarm",
+        region,
+        lambda: clients.client("cloudwatch", region).put_metric_alarm(**harm),
+    )
+    created = _aws(
+        "fis:CreateExperimentTemplate",
+        region,
+        lambda: clients.client("fis", region).create_experiment_template(
+            **template, clientToken=uuid.uuid4().hex
+        ),
     )
     return str(created["experimentTemplate"]["id"])
 
@@ -184,17 +234,19 @@ def prepare_fis(
     refused rather than silently ignored.
     """
     plan = plan_deployment(policy, table_prefix=table_prefix)
-    if region not in plan.regions:
-        raise ConfigError(
-            message=f"region {region!r} is not in policy {policy.name!r} "
-            f"(fix: use one of {', '.join(plan.regions)})"
-        )
-    account, partition = require_identity(clients.client("sts", region), confirm_account)
+    check_fis_region(plan, region)  # before any call: nothing is touched on bad input
+    sts = clients.client("sts", region)
+    account, partition = _aws(
+        "sts:GetCallerIdentity", region, lambda: require_identity(sts, confirm_account)
+    )
     fis = clients.client("fis", region)
-    template_id = find_template(fis, policy.name, region)
+    template_id = _aws(
+        "fis:ListExperimentTemplates", region, lambda: find_template(fis, policy.name, region)
+    )
     created = template_id is None
     if template_id is not None:
-        seconds = template_duration(fis, template_id)
+        found = template_id
+        seconds = _aws("fis:GetExperimentTemplate", region, lambda: template_duration(fis, found))
         if duration is not None and int(duration) != seconds:
             raise ConfigError(
                 message=f"the deployed FIS template for {region} pauses replication for "
@@ -220,6 +272,31 @@ def prepare_fis(
     )
 
 
+class _ControlPlane:
+    """The AWS drill's control-plane clients, with control-plane timeouts (not the
+    router's sub-second ones) and botocore's retries.
+
+    STS, FIS and CloudWatch are reached at AWS's own endpoints; DynamoDB (the tables'
+    resource policies) where the data plane reaches it, the settings' endpoint override
+    (a VPC endpoint, say) included.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from regions.pool import ClientPool
+
+        base = settings.model_copy(update={"connect_timeout": 5.0, "read_timeout": 30.0})
+        self._dynamodb = ClientPool(base, retries="botocore")
+        self._aws = ClientPool(base.model_copy(update={"endpoints": {}}), retries="botocore")
+
+    def client(self, service: str, region: str) -> Any:
+        pool = self._dynamodb if service == "dynamodb" else self._aws
+        return pool.client(service, region)
+
+    def close(self) -> None:
+        self._dynamodb.close()
+        self._aws.close()
+
+
 @contextlib.contextmanager
 def open_aws_drill(
     scenario: Scenario,
@@ -241,8 +318,8 @@ def open_aws_drill(
     """A runner whose fault is the FIS experiment (see :mod:`regions.drills.aws`).
 
     ``clients`` serve the control plane (STS, FIS, CloudWatch, and DynamoDB's resource
-    policies; default: a :class:`~regions.pool.ClientPool` on ``settings`` with
-    control-plane timeouts and botocore's retries);
+    policies; default: :class:`~regions.pool.ClientPool` s with control-plane timeouts
+    and botocore's retries, STS, FIS and CloudWatch at AWS's own endpoints);
     ``data_plane`` the workload (default: routers on the real tables,
     :class:`~regions.drills.aws.AwsDataPlane`). Both are closed on the way out if
     this call made them. ``now``, ``sleep`` and ``poll`` pace the experiment's polling
@@ -259,17 +336,16 @@ def open_aws_drill(
         raise ConfigError(
             message="a replication lag (--lag) is for local drills: on AWS the lag is the real one"
         )
+    if settings.mode != "aws":
+        raise ConfigError(
+            message="a drill against AWS needs aws mode (fix: set REGIONKIT_MODE=aws); in "
+            "local mode the tables and endpoints are the local cluster's"
+        )
     with contextlib.ExitStack() as stack:
         if clients is None:
-            from regions.pool import ClientPool
-
-            # control-plane calls are not the router's: no sub-second timeouts
-            control_settings = settings.model_copy(
-                update={"connect_timeout": 5.0, "read_timeout": 30.0}
-            )
-            pool = ClientPool(control_settings, retries="botocore")
-            stack.callback(pool.close)
-            clients = pool
+            plane = _ControlPlane(settings)
+            stack.callback(plane.close)
+            clients = plane
         setup = prepare_fis(
             clients,
             policy,
