@@ -4,8 +4,12 @@ Pure Python and in the base layer: the CDK app, the
 drills and the audit find what the CDK app deployed (stacks, outputs, alarms, key
 aliases, the conflict detector's function and its alarms) without a CDK import.
 
-Every name is a function of the policy name, the table prefix and a region, so
-the same policy always deploys the same physical names.
+Every name is a function of the policy name and a region (table names add the
+settings' table prefix), so the same policy always deploys the same physical names.
+It follows that a policy is deployed once per account: two table prefixes of one
+policy in one account would share stacks, alarms, roles and the FIS template (whose
+targets are the tables tagged with the policy). Give a second deployment in the same
+account its own policy name.
 """
 
 from __future__ import annotations

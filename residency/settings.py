@@ -249,7 +249,12 @@ class RouterConfig(BaseSettings):
     endpoints: dict[str, str] = Field(
         default_factory=dict, description="Per-region endpoint URL overrides."
     )
-    table_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,50}$")
+    table_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_.-]{0,50}$",
+        description="Prepended to every table name. Stacks, alarms and the FIS template "
+        "are named by the policy alone: one deployment of a policy per account.",
+    )
     connect_timeout: float = Field(
         default=0.5,
         gt=0,
