@@ -322,7 +322,9 @@ def audit_signer(settings: Settings, policy: Policy) -> Any:
     if settings.mode == "aws" and settings.region is None:
         settings = get_settings(region=policy.regions[0])
     try:
-        return deployment_signer(settings, ClientPool(settings).client)
+        # kms:Sign comes after all the work: control-plane timeouts and botocore's retries
+        kms = settings.model_copy(update={"connect_timeout": 5.0, "read_timeout": 30.0})
+        return deployment_signer(settings, ClientPool(kms, retries="botocore").client)
     except Exception as exc:
         from residency.audit.clients import error_reason
 

@@ -147,17 +147,33 @@ def _stem(body: dict[str, Any]) -> str:
     return f"erasure-{subject}-{when or 'unfinished'}"
 
 
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
 def write_receipt(body: dict[str, Any], signer: Signer, directory: Path) -> Path:
     """Sign ``body`` and write it as ``<stem>.json`` (mode 0600) and ``<stem>.md`` in
-    ``directory``; returns the JSON's path."""
-    signed = sign_receipt(body, signer)
+    ``directory``; returns the JSON's path.
+
+    The erasure it records has already happened and cannot be re-run into the same
+    receipt, so a signing failure keeps the body as ``<stem>.unsigned.json`` (not
+    evidence until signed) and raises :class:`~residency.errors.OperationError` naming it.
+    """
+    from residency.errors import OperationError, RegionkitError
+
     stem = directory / _stem(body)
+    try:
+        signed = sign_receipt(body, signer)
+    except RegionkitError as exc:
+        kept = stem.with_suffix(".unsigned.json")
+        _write_private(kept, json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+        raise OperationError(
+            message=f"the receipt could not be signed ({exc}); the erasure's record is kept "
+            f"unsigned in {kept}: it is not evidence until signed"
+        ) from exc
     json_path = stem.with_suffix(".json")
-    for path, text in (
-        (json_path, json.dumps(signed, indent=2, ensure_ascii=False) + "\n"),
-        (stem.with_suffix(".md"), receipt_markdown(signed, json_path.name)),
-    ):
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    _write_private(json_path, json.dumps(signed, indent=2, ensure_ascii=False) + "\n")
+    _write_private(stem.with_suffix(".md"), receipt_markdown(signed, json_path.name))
     return json_path

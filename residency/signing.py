@@ -204,6 +204,12 @@ class KmsSigner:
         self._arn = str(meta.get("KeyId") or key_id)
         if not self._arn.startswith("arn:") and key_id.startswith("arn:"):
             self._arn = key_id  # AWS answers with the ARN; name the key by it
+        usage = meta.get("KeyUsage")
+        if usage is not None and usage != "SIGN_VERIFY":
+            raise ValueError(
+                f"KMS key {self._arn} has KeyUsage {usage}; evidence needs a SIGN_VERIFY key "
+                "(ECC_NIST_P256 or RSA)"
+            )
         der = meta["PublicKey"]
         self._public = (
             serialization.load_der_public_key(der)
@@ -229,12 +235,26 @@ class KmsSigner:
         return self._public
 
     def sign_digest(self, digest: bytes) -> bytes:
-        out = self._kms.sign(
-            KeyId=self._arn,
-            Message=digest,
-            MessageType="RAW",
-            SigningAlgorithm=self.algorithm,
-        )
+        """``kms:Sign``; a failure is a :class:`~residency.errors.BackendError` naming the
+        service's error code (never its message), so the caller can say what was lost."""
+        try:
+            out = self._kms.sign(
+                KeyId=self._arn,
+                Message=digest,
+                MessageType="RAW",
+                SigningAlgorithm=self.algorithm,
+            )
+        except Exception as exc:
+            from residency.errors import BackendError
+
+            error = getattr(exc, "response", {}).get("Error", {})
+            arn = self._arn.split(":")
+            raise BackendError(
+                operation="kms:Sign",
+                region=arn[3] if len(arn) > 5 and arn[3] else "-",
+                code=str(error.get("Code") or type(exc).__name__),
+                reason=f"KMS key {self._arn} did not sign the evidence",
+            ) from exc
         return bytes(out["Signature"])
 
 

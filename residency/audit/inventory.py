@@ -56,6 +56,7 @@ class TableState:
     pitr_error: str | None = None
     tags: dict[str, str] | None = None
     tags_error: str | None = None
+    sample_error: str | None = None  # an unlisted table's items could not be sampled
     kms_manager: str | None = None
     kms_error: str | None = None
     listed: bool = True  # the policy names this table (False: found by listing)
@@ -216,7 +217,7 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
     if _sibling(ctx, region, name, tags, plans):
         state.classified_by = ("another deployment of this policy (tags, name)",)
         return state
-    sample = _sample(ctx, client, region, name, pk)
+    sample = _sample(ctx, client, state, pk)
     votes = _votes(ctx, name, tags, plans, sample, (pk, sk, types))
     # pinned classes first: a table that looks like personal data is judged as such
     ranked = sorted(
@@ -242,16 +243,21 @@ def _classify(ctx: AuditContext, client: Any, region: str, name: str) -> TableSt
 
 
 def _sample(
-    ctx: AuditContext, client: Any, region: str, name: str, pk: str | None
+    ctx: AuditContext, client: Any, state: TableState, pk: str | None
 ) -> list[dict[str, Any]]:
-    """A few items of an unlisted table (none when it has no key or the region is down)."""
-    if pk is None or ctx.options.inventory_sample <= 0 or ctx.down(region):
+    """A few items of an unlisted table (none when it has no key or the region is down).
+
+    A refused or failed read is kept in ``state.sample_error``: a table that could not be
+    sampled (nor classed otherwise) is unknown, never "other".
+    """
+    if pk is None or ctx.options.inventory_sample <= 0 or ctx.down(state.region):
         return []
     try:
-        page = client.scan(TableName=name, Limit=ctx.options.inventory_sample)
+        page = client.scan(TableName=state.table, Limit=ctx.options.inventory_sample)
         return list(page.get("Items", []))
     except Exception as exc:
-        ctx.note_failure(region, exc)
+        ctx.note_failure(state.region, exc)
+        state.sample_error = error_reason(exc)
         return []
 
 

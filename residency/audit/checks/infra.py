@@ -10,6 +10,7 @@ otherwise left alone.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from residency.audit.context import AuditContext
 from residency.audit.inventory import TableState, inventory_of
@@ -145,6 +146,22 @@ def _unlisted(ctx: AuditContext, st: TableState) -> Iterator[Finding]:
         )
         return
     if st.copy_of is None:
+        unread = [
+            f"{what} ({why})"
+            for what, why in (
+                ("its tags", st.tags_error),
+                ("a sample of its items", st.sample_error),
+            )
+            if why
+        ]
+        if unread and not st.classified_by:  # not a sibling deployment either
+            yield me.error(
+                region=st.region,
+                resource=st.arn,
+                reason=f"unlisted table {st.table} could not be classed: "
+                f"{' and '.join(unread)} could not be read, so it cannot be told apart from "
+                "a copy of personal data",
+            )
         return
     j = ctx.jurisdiction(st.region)
     basis = ", ".join(st.classified_by)
@@ -177,6 +194,36 @@ def _unlisted(ctx: AuditContext, st: TableState) -> Iterator[Finding]:
     )
 
 
+# Replica states in which changes do not flow (or the replica is not there at all).
+_STALLED = frozenset(
+    {
+        "CREATION_FAILED",
+        "REGION_DISABLED",
+        "INACCESSIBLE_ENCRYPTION_CREDENTIALS",
+        "REPLICATION_NOT_AUTHORIZED",
+        "ARCHIVING",
+        "ARCHIVED",
+    }
+)
+
+
+def _replica_status(st: TableState, replicas: list[dict[str, Any]]) -> Iterator[Finding]:
+    """A listed replica that does not replicate: the failover it stands for is not there
+    (``REPLICATION_NOT_AUTHORIZED`` for 20 hours turns it into a one-region table)."""
+    for r in replicas:
+        status = str(r.get("ReplicaStatus") or "ACTIVE")
+        if status in _STALLED:
+            yield replica_sets.failed(
+                region=st.region,
+                resource=st.arn,
+                severity="high",
+                discriminator=f"status-{r['RegionName']}",
+                reason=f"{_what(st)}: its replica in {r['RegionName']} is {status}, so "
+                "changes do not reach it",
+                details={"replica": str(r["RegionName"]), "status": status},
+            )
+
+
 @check(
     id="infra.replica_sets",
     title="Replica sets match the policy",
@@ -201,11 +248,19 @@ def replica_sets(ctx: AuditContext) -> Iterator[Finding]:
 
     def judge(st: TableState) -> Iterator[Finding]:
         desc = st.description or {}
-        described = [
-            str(r["RegionName"]) for r in desc.get("Replicas") or [] if r.get("RegionName")
+        replicas = [r for r in desc.get("Replicas") or [] if r.get("RegionName")]
+        described = [str(r["RegionName"]) for r in replicas]
+        # An MRSC witness holds replicated change data and is listed only here
+        # (never by ListTables): it counts where data may be, not as a failover replica.
+        witnesses = [
+            str(w["RegionName"])
+            for w in desc.get("GlobalTableWitnesses") or []
+            if w.get("RegionName")
         ]
         allowed = st.plan.allowed_replicas(ctx.policy, st.region)
-        if not described:
+        stalled = list(_replica_status(st, replicas))
+        yield from stalled
+        if not described and not witnesses:
             yield me.passed(
                 region=st.region,
                 resource=st.arn,
@@ -215,16 +270,20 @@ def replica_sets(ctx: AuditContext) -> Iterator[Finding]:
             )
             return
         have = set(described) | {st.region}
-        extra = sorted(have - allowed)
+        extra = sorted((have | set(witnesses)) - allowed)
         missing = sorted(allowed - have) if st.plan.kind != "system" else []
         if extra:
+            kinds = [
+                "a witness" if r in witnesses and r not in have else "a replica" for r in extra
+            ]
             yield me.failed(
                 region=st.region,
                 resource=st.arn,
                 discriminator="extra",
-                reason=f"{_what(st)} has replicas in {', '.join(extra)}, outside its allowed "
-                f"set ({', '.join(sorted(allowed)) or 'none'})",
-                details={"replicas": sorted(have), "outside": extra},
+                reason=f"{_what(st)} has replicated data in "
+                + ", ".join(f"{r} ({k})" for r, k in zip(extra, kinds, strict=True))
+                + f", outside its allowed set ({', '.join(sorted(allowed)) or 'none'})",
+                details={"replicas": sorted(have), "witnesses": witnesses, "outside": extra},
             )
         if missing:
             yield me.failed(
@@ -235,7 +294,7 @@ def replica_sets(ctx: AuditContext) -> Iterator[Finding]:
                 reason=f"{_what(st)} lacks replicas in {', '.join(missing)}",
                 details={"replicas": sorted(have), "missing": missing},
             )
-        if not extra and not missing:
+        if not extra and not missing and not stalled:
             yield me.passed(
                 region=st.region,
                 resource=st.arn,

@@ -1,0 +1,258 @@
+"""The audit against what real AWS returns and refuses, where moto does not.
+
+moto answers every call it can and returns no MRSC witness and no replica status, so
+these tests put real AWS's shapes and refusals (as botocore's service models define
+them) in front of in-process moto:
+
+* an unlisted table whose tags and sample cannot be read (an SCP, a resource policy,
+  ``ListTagsOfResource``'s 10 calls a second) is unknown, never silently "other";
+* an MRSC witness outside the jurisdiction is data outside it; a replica that stopped
+  replicating is not a replica;
+* a KMS key that cannot sign is refused before the audit runs, and a failed
+  ``kms:Sign`` is a regionkit error, never a traceback; an erasure's receipt that
+  cannot be signed is kept unsigned, never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from regions.ids import mint_user_id
+from residency.audit import run_audit
+from residency.errors import BackendError, OperationError
+from residency.policy import Policy, load_policy
+from residency.pseudonym import Pseudonymizer
+from residency.receipts import write_receipt
+from residency.signing import KmsSigner, LocalSigner
+
+ROOT = Path(__file__).resolve().parent.parent
+MINIMAL = ROOT / "policies" / "minimal.yaml"
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+def _refused(code: str, operation: str) -> ClientError:
+    # the message quotes what AWS saw, as real ones do; none of it may reach a finding
+    error = {"Code": code, "Message": "User arn:aws:iam::1:user/ada is not authorized"}
+    return ClientError({"Error": error}, operation)
+
+
+class _Shaped:
+    """A moto client with some methods replaced (real AWS's answer or refusal)."""
+
+    def __init__(self, inner: Any, replaced: dict[str, Callable[..., Any]]) -> None:
+        self._inner, self._replaced = inner, replaced
+
+    def __getattr__(self, name: str) -> Any:
+        return self._replaced.get(name) or getattr(self._inner, name)
+
+
+class _Clients:
+    def __init__(self, shape: Callable[[str, str, Any], Any]) -> None:
+        self.shape = shape
+        self._made: dict[tuple[str, str], Any] = {}
+
+    def client(self, service: str, region: str) -> Any:
+        import boto3
+
+        key = (service, region)
+        if key not in self._made:
+            self._made[key] = self.shape(service, region, boto3.client(service, region_name=region))
+        return self._made[key]
+
+
+def _table(region: str, name: str) -> Any:
+    import boto3
+
+    ddb = boto3.client("dynamodb", region_name=region)
+    ddb.create_table(
+        TableName=name,
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return ddb
+
+
+@pytest.fixture
+def policy() -> Iterator[Policy]:
+    from moto import mock_aws
+
+    with mock_aws():
+        p = load_policy(MINIMAL)
+        for name in ("profiles", "content", "directory"):
+            for region in p.regions:
+                _table(region, name)
+        yield p
+
+
+def _audit(policy: Policy, clients: _Clients, checks: list[str], **kw: Any) -> Any:
+    return run_audit(
+        policy,
+        clients,
+        policy_path=MINIMAL,
+        checks=checks,
+        now=NOW,
+        signer=LocalSigner.generate(),
+        pseudonymizer=Pseudonymizer(bytes(range(32))),
+        **kw,
+    )
+
+
+def _copy_in_us_west_2() -> None:
+    """A renamed copy of EU profiles, tagged as one, in a region outside the policy."""
+    ddb = _table("us-west-2", "tmp-2024-q3")
+    arn = ddb.describe_table(TableName="tmp-2024-q3")["Table"]["TableArn"]
+    ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "regionkit:data-class", "Value": "profile"}])
+    for _ in range(3):
+        ddb.put_item(TableName="tmp-2024-q3", Item={"pk": {"S": str(mint_user_id("eu-central-1"))}})
+
+
+def _placement(policy: Policy, shape: Callable[[str, str, Any], Any]) -> list[Any]:
+    report = _audit(policy, _Clients(shape), ["infra.table_placement"], extra_regions=["us-west-2"])
+    return [f for f in report.findings if f.resource.endswith("/tmp-2024-q3")]
+
+
+def test_a_copy_found_is_critical(policy: Policy) -> None:
+    _copy_in_us_west_2()
+    [found] = _placement(policy, lambda service, region, c: c)
+    assert (found.status, found.severity) == ("FAIL", "critical")
+
+
+def test_a_table_that_cannot_be_classed_is_an_error_not_silence(policy: Policy) -> None:
+    _copy_in_us_west_2()
+
+    def refuse(service: str, region: str, c: Any) -> Any:
+        if (service, region) != ("dynamodb", "us-west-2"):
+            return c
+
+        def scan(**_: Any) -> Any:
+            raise _refused("AccessDeniedException", "Scan")
+
+        def list_tags_of_resource(**_: Any) -> Any:
+            raise _refused("ThrottlingException", "ListTagsOfResource")
+
+        return _Shaped(c, {"scan": scan, "list_tags_of_resource": list_tags_of_resource})
+
+    [unknown] = _placement(policy, refuse)
+    assert unknown.status == "ERROR"
+    assert "could not be classed" in unknown.reason
+    assert "its tags" in unknown.reason and "a sample of its items" in unknown.reason
+    assert "ada" not in json.dumps(unknown.model_dump(mode="json"))
+
+
+def _replica_findings(policy: Policy, replicas: dict[str, Any]) -> list[Any]:
+    """infra.replica_sets with ``replicas[(region, table)]`` merged into DescribeTable."""
+
+    def shape(service: str, region: str, c: Any) -> Any:
+        if service != "dynamodb":
+            return c
+
+        def describe_table(**kw: Any) -> Any:
+            out = c.describe_table(**kw)
+            out["Table"].update(replicas.get((region, kw["TableName"]), {}))
+            return out
+
+        return _Shaped(c, {"describe_table": describe_table})
+
+    report = _audit(policy, _Clients(shape), ["infra.replica_sets"])
+    return [
+        f
+        for f in report.findings
+        if (f.region, f.resource.rsplit("/", 1)[1]) in {(r, t) for r, t in replicas}
+    ]
+
+
+def test_an_mrsc_witness_outside_the_jurisdiction_is_data_outside_it(policy: Policy) -> None:
+    [found] = _replica_findings(
+        policy,
+        {
+            ("eu-central-1", "profiles"): {
+                "MultiRegionConsistency": "STRONG",
+                "Replicas": [{"RegionName": "eu-west-1", "ReplicaStatus": "ACTIVE"}],
+                "GlobalTableWitnesses": [{"RegionName": "us-east-1", "WitnessStatus": "ACTIVE"}],
+            }
+        },
+    )
+    assert (found.status, found.severity) == ("FAIL", "critical")
+    assert "us-east-1 (a witness)" in found.reason
+
+
+def test_a_replica_that_stopped_replicating_is_not_a_pass(policy: Policy) -> None:
+    found = _replica_findings(
+        policy,
+        {
+            ("us-east-1", "content"): {
+                "Replicas": [
+                    {"RegionName": "eu-central-1", "ReplicaStatus": "ACTIVE"},
+                    {"RegionName": "eu-west-1", "ReplicaStatus": "REPLICATION_NOT_AUTHORIZED"},
+                ]
+            }
+        },
+    )
+    assert [(f.status, f.severity) for f in found] == [("FAIL", "high")]
+    assert "eu-west-1 is REPLICATION_NOT_AUTHORIZED" in found[0].reason
+
+
+class _Kms:
+    """KMS as real KMS answers (the ARN as KeyId, KeyUsage); ``sign`` refuses if asked."""
+
+    ARN = "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+
+    def __init__(self, usage: str, refuse: str | None = None) -> None:
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        public = ec.generate_private_key(ec.SECP256R1()).public_key()
+        self.der = public.public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.usage, self.refuse = usage, refuse
+
+    def get_public_key(self, KeyId: str) -> dict[str, Any]:
+        answer: dict[str, Any] = {"KeyId": self.ARN, "PublicKey": self.der, "KeyUsage": self.usage}
+        if self.usage == "SIGN_VERIFY":
+            answer["SigningAlgorithms"] = ["ECDSA_SHA_256"]
+        return answer
+
+    def sign(self, **_: Any) -> Any:
+        raise _refused(self.refuse or "KMSInternalException", "Sign")
+
+
+def test_a_kms_key_that_cannot_sign_is_refused_before_the_audit() -> None:
+    with pytest.raises(ValueError, match=r"KeyUsage KEY_AGREEMENT.*SIGN_VERIFY"):
+        KmsSigner(_Kms("KEY_AGREEMENT"), "alias/regionkit-audit")
+
+
+def test_a_failed_kms_sign_is_a_regionkit_error(policy: Policy) -> None:
+    signer = KmsSigner(_Kms("SIGN_VERIFY", refuse="ThrottlingException"), "alias/audit")
+    with pytest.raises(BackendError) as info:
+        run_audit(
+            policy,
+            _Clients(lambda service, region, c: c),
+            policy_path=MINIMAL,
+            checks=["policy.valid"],
+            now=NOW,
+            signer=signer,
+            pseudonymizer=Pseudonymizer(bytes(range(32))),
+        )
+    err = info.value
+    assert (err.operation, err.region, err.code) == ("kms:Sign", "eu-west-1", "ThrottlingException")
+    assert "ada" not in str(err)
+
+
+def test_a_receipt_that_cannot_be_signed_is_kept_unsigned(tmp_path: Path) -> None:
+    body = {"kind": "erasure receipt", "subject": "u-3f2a", "finished_at": "2026-06-01T00:00:00Z"}
+    with pytest.raises(OperationError, match=r"kept unsigned in .*\.unsigned\.json") as info:
+        write_receipt(body, KmsSigner(_Kms("SIGN_VERIFY"), "alias/audit"), tmp_path)
+    [kept] = tmp_path.iterdir()
+    assert kept.name.endswith(".unsigned.json") and str(kept) in str(info.value)
+    assert json.loads(kept.read_text()) == body
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
