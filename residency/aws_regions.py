@@ -53,6 +53,7 @@ ap-southeast-2|Sydney|AU|-33.9|151.2
 ap-southeast-3|Jakarta|ID|-6.2|106.8
 ap-southeast-4|Melbourne|AU|-37.8|145.0
 ap-southeast-5|Malaysia|MY|3.1|101.7
+ap-southeast-6|New Zealand|NZ|-36.8|174.8
 ap-southeast-7|Thailand|TH|13.8|100.5
 """
 

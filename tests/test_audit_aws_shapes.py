@@ -256,3 +256,38 @@ def test_a_receipt_that_cannot_be_signed_is_kept_unsigned(tmp_path: Path) -> Non
     assert kept.name.endswith(".unsigned.json") and str(kept) in str(info.value)
     assert json.loads(kept.read_text()) == body
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+
+
+def test_an_opt_in_region_not_enabled_is_one_low_error_not_a_flood(policy: Policy) -> None:
+    """Every call in a region the account has not enabled is refused with
+    UnrecognizedClientException: one low finding for the region, not one critical
+    finding per policy table; a policy region refused so stays critical."""
+
+    def not_enabled(service: str, region: str, c: Any) -> Any:
+        if region not in ("ap-east-1", "eu-west-1"):
+            return c
+
+        def list_tables(**_: Any) -> Any:
+            raise _refused("UnrecognizedClientException", "ListTables")
+
+        return _Shaped(c, {"list_tables": list_tables})
+
+    report = _audit(
+        policy, _Clients(not_enabled), ["infra.table_placement"], extra_regions=["ap-east-1"]
+    )
+    opt_in = [f for f in report.findings if f.region == "ap-east-1"]
+    assert [(f.status, f.severity) for f in opt_in] == [("ERROR", "low")]
+    assert "opt-in region" in opt_in[0].reason and "ada" not in opt_in[0].reason
+    in_policy = [f for f in report.findings if f.region == "eu-west-1"]
+    assert in_policy and {(f.status, f.severity) for f in in_policy} == {("ERROR", "critical")}
+
+
+def test_every_region_botocore_knows_is_known_here() -> None:
+    """`--extra-regions all` and the region checks cover every commercial DynamoDB region
+    of the installed botocore: a new region fails this test until it is added."""
+    import botocore.session
+
+    from residency.aws_regions import AWS_REGIONS
+
+    known = set(botocore.session.get_session().get_available_regions("dynamodb"))
+    assert known - set(AWS_REGIONS) == set()

@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from residency.audit.clients import error_reason
+from residency.audit.clients import error_code, error_reason
 from residency.audit.context import AuditContext, ProgressEvent
 from residency.audit.safety import USER_ID
 from residency.logs import get_logger
@@ -79,6 +79,7 @@ class RegionInventory:
     region: str
     in_policy: bool
     error: str | None = None
+    error_code: str | None = None  # the AWS error code ListTables failed with, if any
     tables: dict[str, TableState] = field(default_factory=dict)
 
     @property
@@ -150,7 +151,7 @@ def _region(ctx: AuditContext, region: str, aspects: set[str]) -> RegionInventor
         present = _list_tables(client)
     except Exception as exc:
         ctx.note_failure(region, exc)
-        inv.error = error_reason(exc)
+        inv.error, inv.error_code = error_reason(exc), error_code(exc)
         log.warning("audit.inventory.list_failed", region=region, error=inv.error)
         return inv
     for state in inv.tables.values():

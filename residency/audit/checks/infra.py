@@ -20,6 +20,8 @@ from residency.audit.severity import Harm, severity_of
 from residency.tables import expected_tags
 
 _LIST = "dynamodb:ListTables"
+# What every call in an opt-in region the account has not enabled is refused with.
+_NOT_ENABLED = frozenset({"UnrecognizedClientException", "InvalidClientTokenId"})
 _DESCRIBE = "dynamodb:DescribeTable"
 
 
@@ -88,6 +90,18 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
     """
     me = table_placement
     for region, inv in inventory_of(ctx).regions.items():
+        if not inv.listed and not inv.in_policy and inv.error_code in _NOT_ENABLED:
+            yield me.error(
+                region=region,
+                resource=ctx.arn(region, "*"),
+                severity="low",
+                reason=f"{region} refused these credentials ({inv.error}), as AWS does in an "
+                "opt-in region the account has not enabled, where no table can exist; if it "
+                "is enabled, the credentials are refused there",
+                remediation="List only the enabled regions (--extra-regions enabled), or "
+                "enable the region and audit it.",
+            )
+            continue
         if not inv.listed:
             for st in inv.tables.values():
                 if st.expected or not inv.in_policy:
