@@ -198,10 +198,20 @@ def test_the_iam_policy_is_the_union_of_the_checks_permissions(policy: Policy) -
     # classing every table (a renamed copy has no name known in advance) needs these on all
     inventory = next(s for s in export["Statement"] if s["Sid"] == "RegionkitAuditInventory")
     assert inventory["Action"] == [
+        "dynamodb:DescribeContinuousBackups",
+        "dynamodb:DescribeExport",
         "dynamodb:DescribeTable",
+        "dynamodb:ExportTableToPointInTime",
         "dynamodb:ListTagsOfResource",
         "dynamodb:Scan",
     ]
+    assert inventory["Resource"] == [
+        "arn:aws:dynamodb:*:*:table/*",
+        "arn:aws:dynamodb:*:*:table/*/export/*",
+    ]
+    no_export = iam_policy(all_checks(), policy=policy)
+    inventory = next(s for s in no_export["Statement"] if s["Sid"] == "RegionkitAuditInventory")
+    assert "dynamodb:ExportTableToPointInTime" not in inventory["Action"]
     assert inventory["Resource"] == "arn:aws:dynamodb:*:*:table/*"
     data_only = iam_policy(select_checks(["data"]), policy=policy)
     assert "RegionkitAuditInventory" not in {s["Sid"] for s in data_only["Statement"]}
@@ -1043,4 +1053,29 @@ def test_the_iam_policy_names_the_signing_key(policy: Policy) -> None:
     doc = iam_policy(all_checks(), policy=policy, signing_key=arn)
     signing = next(s for s in doc["Statement"] if s["Sid"] == "RegionkitAuditSigning")
     assert signing["Action"] == ["kms:GetPublicKey", "kms:Sign"] and signing["Resource"] == arn
+    assert "Condition" not in signing
     assert "RegionkitAuditSigning" not in {s["Sid"] for s in iam_policy(all_checks())["Statement"]}
+
+
+@pytest.mark.parametrize(
+    ("key", "resource", "alias"),
+    [
+        ("alias/audit", "arn:aws:kms:*:*:key/*", "alias/audit"),
+        (
+            "arn:aws:kms:eu-central-1:123456789012:alias/audit",
+            "arn:aws:kms:*:*:key/*",
+            "alias/audit",
+        ),
+        ("1234abcd-12ab", "arn:aws:kms:*:*:key/1234abcd-12ab", None),
+    ],
+)
+def test_the_iam_policy_names_a_signing_key_the_way_iam_can_match(
+    policy: Policy, key: str, resource: str, alias: str | None
+) -> None:
+    """IAM matches a KMS key by its key ARN only: an alias or an alias ARN in Resource
+    would deny kms:Sign, so an alias becomes the kms:ResourceAliases condition."""
+    doc = iam_policy(all_checks(), policy=policy, signing_key=key)
+    signing = next(s for s in doc["Statement"] if s["Sid"] == "RegionkitAuditSigning")
+    assert signing["Resource"] == resource
+    condition = signing.get("Condition", {}).get("ForAnyValue:StringEquals", {})
+    assert condition.get("kms:ResourceAliases") == alias

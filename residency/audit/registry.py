@@ -291,7 +291,40 @@ _TABLE_ACTIONS = frozenset(
 
 
 # What the inventory calls on every table it finds, to class it.
-_INVENTORY_ACTIONS = ("dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:Scan")
+# What the audit does to a table it must class or judge without knowing its name in
+# advance (a renamed copy): describe, tags, a sample, its backups, and exporting it.
+_INVENTORY_ACTIONS = (
+    "dynamodb:DescribeContinuousBackups",
+    "dynamodb:DescribeExport",
+    "dynamodb:DescribeTable",
+    "dynamodb:ExportTableToPointInTime",
+    "dynamodb:ListTagsOfResource",
+    "dynamodb:Scan",
+)
+_EXPORT_ACTIONS = frozenset({"dynamodb:DescribeExport", "dynamodb:ExportTableToPointInTime"})
+
+
+def _signing_statement(key: str, arn: str) -> dict[str, Any]:
+    """``kms:Sign`` and ``kms:GetPublicKey`` on the signing key.
+
+    IAM names a KMS key only by its key ARN: an alias (name or ARN) or a bare key ID
+    in ``Resource`` matches nothing. An alias becomes the ``kms:ResourceAliases``
+    condition on any key; a key ID, the key's ARN in any region and account.
+    """
+    statement: dict[str, Any] = {
+        "Sid": "RegionkitAuditSigning",
+        "Effect": "Allow",
+        "Action": ["kms:GetPublicKey", "kms:Sign"],
+    }
+    alias = key.split(":", 5)[5] if key.startswith("arn:") and ":alias/" in key else key
+    if alias.startswith("alias/"):
+        statement["Resource"] = f"{arn}:kms:*:*:key/*"
+        statement["Condition"] = {"ForAnyValue:StringEquals": {"kms:ResourceAliases": alias}}
+    elif key.startswith("arn:"):
+        statement["Resource"] = key
+    else:
+        statement["Resource"] = f"{arn}:kms:*:*:key/{key}"
+    return statement
 
 
 _S3_BUCKET_ACTIONS = frozenset({"s3:GetBucketLocation", "s3:ListBucket"})
@@ -346,9 +379,11 @@ def iam_policy(
 
     With the residency ``policy``, table actions are scoped to the policy's tables
     (in any region and account: the audit also looks where tables should not be),
-    except what the inventory needs to class *every* table (``DescribeTable``,
-    ``ListTagsOfResource`` and a small ``Scan`` sample, when ``infra.table_placement``
-    runs): a renamed copy of a pinned table has a name nobody can list in advance.
+    except what the inventory needs to class *every* table and then judge a copy like
+    the class it copies (``DescribeTable``, ``ListTagsOfResource``, a ``Scan``,
+    ``DescribeContinuousBackups`` and, for an export run, the export itself, when
+    ``infra.table_placement`` runs): a renamed copy of a pinned table has a name nobody
+    can list in advance.
     """
     checks = list(checks)
     actions = permissions_for(checks, export=export)
@@ -366,12 +401,18 @@ def iam_policy(
     statements: list[dict[str, Any]] = []
     if table_actions:
         if policy is not None and classify:
+            inventory = sorted(set(table_actions) & set(_INVENTORY_ACTIONS))
             statements.append(
                 {
                     "Sid": "RegionkitAuditInventory",
                     "Effect": "Allow",
-                    "Action": sorted(set(table_actions) & set(_INVENTORY_ACTIONS)),
-                    "Resource": f"{arn}:dynamodb:*:*:table/*",
+                    "Action": inventory,
+                    "Resource": [
+                        f"{arn}:dynamodb:*:*:table/*",
+                        f"{arn}:dynamodb:*:*:table/*/export/*",
+                    ]
+                    if _EXPORT_ACTIONS & set(inventory)
+                    else f"{arn}:dynamodb:*:*:table/*",
                 }
             )
         if policy is not None:
@@ -408,12 +449,5 @@ def iam_policy(
     if s3_actions and export_bucket:
         statements += _s3_statements(s3_actions, arn, export_bucket)
     if signing_key:
-        statements.append(
-            {
-                "Sid": "RegionkitAuditSigning",
-                "Effect": "Allow",
-                "Action": ["kms:GetPublicKey", "kms:Sign"],
-                "Resource": signing_key if signing_key.startswith("arn:") else "*",
-            }
-        )
+        statements.append(_signing_statement(signing_key, arn))
     return {"Version": "2012-10-17", "Statement": statements}
