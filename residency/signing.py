@@ -386,7 +386,7 @@ def verify(
     unchecked = (
         not key.name and sig.algorithm != "ED25519" and _KMS_KEY_ARN.fullmatch(label) is not None
     )
-    if label not in (known, fingerprint) and not unchecked:
+    if label not in (known, fingerprint) and not unchecked and not _same_mrk(label, known):
         return replace(
             base,
             reason=f"the signature calls its key {label!r}, but it was made by {known} "
@@ -434,6 +434,17 @@ def deployment_signer(settings: Any, client: Any = None) -> Signer:
             raise ValueError("name the KMS key by ARN, or set the region")
         return KmsSigner(client("kms", region), str(kms_key))
     return LocalSigner.load_or_create(Path(getattr(settings, "signing_key_file", DEFAULT_KEY_FILE)))
+
+
+_MRK_ARN = re.compile(r"arn:([a-z-]+):kms:[a-z0-9-]+:(\d{12}):key/(mrk-[0-9a-f]{32})")
+
+
+def _same_mrk(a: str, b: str) -> bool:
+    """Two ARNs of one multi-Region key (its replicas share the key material and the
+    ``mrk-`` ID, and differ only by region): a report signed with the replica in one
+    region verifies against the replica in another."""
+    ma, mb = _MRK_ARN.fullmatch(a), _MRK_ARN.fullmatch(b)
+    return ma is not None and mb is not None and ma.groups() == mb.groups()
 
 
 def trusted_keys(

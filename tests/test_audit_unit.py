@@ -871,6 +871,14 @@ def test_verify_refuses_odd_labels_files_and_keys(policy: Policy, tmp_path: Path
     mrk["signature"]["key_id"] = "arn:aws:kms:eu-west-1:111122223333:key/mrk-" + "0a" * 16
     (tmp_path / "mrk.json").write_text(json.dumps(mrk), encoding="utf-8")
     assert "cannot confirm" in check_evidence(tmp_path / "mrk.json", pem_only).reason
+    # its replica in another region is the same key (same material, same mrk- ID) ...
+    replica = "arn:aws:kms:us-east-1:111122223333:key/mrk-" + "0a" * 16
+    assert check_evidence(tmp_path / "mrk.json", [TrustedKey(kms.public_key_pem(), "KMS", replica)])
+    # ... another multi-Region key, or the same ID in another account, is not
+    for other in (replica.replace("0a", "0b"), replica.replace("111122223333", "444455556666")):
+        assert not check_evidence(
+            tmp_path / "mrk.json", [TrustedKey(kms.public_key_pem(), "KMS", other)]
+        )
 
     fifo = tmp_path / "fifo.json"
     os.mkfifo(fifo)
