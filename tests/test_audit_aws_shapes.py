@@ -291,3 +291,34 @@ def test_every_region_botocore_knows_is_known_here() -> None:
 
     known = set(botocore.session.get_session().get_available_regions("dynamodb"))
     assert known - set(AWS_REGIONS) == set()
+
+
+class _GovIdentity:
+    def get_caller_identity(self) -> dict[str, str]:
+        return {"Account": "123456789012", "Arn": "arn:aws-us-gov:sts::123456789012:assumed-role/a"}
+
+
+def test_resources_are_named_in_the_caller_s_partition(policy: Policy) -> None:
+    from residency.audit import render
+
+    def gov(service: str, region: str, c: Any) -> Any:
+        if service == "sts":
+            return _GovIdentity()
+        if service != "dynamodb":
+            return c
+
+        def describe_table(**kw: Any) -> Any:  # as DescribeTable answers in GovCloud
+            out = c.describe_table(**kw)
+            arn = out["Table"]["TableArn"]
+            out["Table"]["TableArn"] = arn.replace("arn:aws:", "arn:aws-us-gov:", 1)
+            return out
+
+        return _Shaped(c, {"describe_table": describe_table})
+
+    report = _audit(policy, _Clients(gov), ["infra.table_placement"])
+    tables = [f.resource for f in report.findings if ":table/" in f.resource]
+    assert tables and all(r.startswith("arn:aws-us-gov:dynamodb:") for r in tables)
+    ocsf = json.loads(render(report, "ocsf"))
+    rows = ocsf if isinstance(ocsf, list) else ocsf.get("findings", [])
+    partitions = {res.get("cloud_partition") for row in rows for res in row.get("resources", [])}
+    assert partitions == {"aws-us-gov"}

@@ -112,6 +112,7 @@ class AuditContext:
         self._memo_locks: dict[str, threading.Lock] = {}
         self.pn = options.pseudonymizer or default_pseudonymizer()
         self.detector = PiiDetector.for_policy(policy)
+        self.partition = "aws"  # the caller's, from STS (aws-cn, aws-us-gov) when asked
         if resolve_account:
             self.account, self.account_source = self._account()
         else:  # policy-only audits make no AWS call at all, STS included
@@ -127,6 +128,9 @@ class AuditContext:
         for region in self.options.regions[:2]:
             try:
                 ident = self.clients.client("sts", region).get_caller_identity()
+                arn = str(ident.get("Arn", "")).split(":")
+                if len(arn) > 2 and arn[1]:
+                    self.partition = arn[1]
                 return str(ident["Account"]), "sts"
             except Exception as exc:  # recorded in the report's parameters
                 last = error_reason(exc)
@@ -134,7 +138,7 @@ class AuditContext:
         return "unknown", f"unavailable ({last})"
 
     def arn(self, region: str, table: str) -> str:
-        return f"arn:aws:dynamodb:{region}:{self.account}:table/{table}"
+        return f"arn:{self.partition}:dynamodb:{region}:{self.account}:table/{table}"
 
     def item(self, table: str, partition: Any, sort: Any = None, *, typed: bool = True) -> str:
         """How a finding names one item of ``table``: its keyed pseudonym."""

@@ -44,8 +44,14 @@ def _ms(iso_time: str) -> int:
     return int(datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+def _partition(resource: str) -> str | None:
+    """The ARN's partition (``aws``, ``aws-cn``, ``aws-us-gov``), or None if no ARN."""
+    parts = resource.split(":", 3)
+    return parts[1] if len(parts) > 2 and parts[0] == "arn" and parts[1] else None
+
+
 def _resource_type(resource: str) -> tuple[str, str]:
-    if resource.startswith("arn:aws:dynamodb:"):
+    if _partition(resource) and resource.split(":", 3)[2] == "dynamodb":
         return (
             ("AWS::DynamoDB::Export", "dynamodb")
             if "/export/" in resource
@@ -96,8 +102,9 @@ def _one(
     }
     if f.region != "global":
         resource["region"] = f.region
-    if f.resource.startswith("arn:aws:"):
-        resource["cloud_partition"] = "aws"
+    partition = _partition(f.resource)
+    if partition:
+        resource["cloud_partition"] = partition
     out: dict[str, Any] = {
         "activity_id": ACTIVITY_CREATE,
         "activity_name": "Create",
