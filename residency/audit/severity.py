@@ -26,7 +26,7 @@ class Harm:
     COPY_INSIDE: Final = "an unlisted copy of a pinned table inside its jurisdiction"
     UNATTRIBUTABLE: Final = "a pinned item whose subject cannot be determined"
     DIRECTORY_BROKEN: Final = "a malformed or self-contradicting directory entry"
-    MISSING: Final = "a missing table or replica"
+    MISSING: Final = "a missing table or replica, or a replica that does not replicate"
     PROTECTION_OFF: Final = "PITR, streams or a customer-managed key missing"
     UNREPAIRED: Final = "an unrepaired inversion"
     MOVE_IN_BOTH: Final = "a move in progress with the data in both jurisdictions"
@@ -37,6 +37,7 @@ class Harm:
     SYSTEM_MISPLACED: Final = "a conflict log outside its region"
     MOVE_TO_FINISH: Final = "a move in progress to resume (its data not yet, or already, copied)"
     TAGS: Final = "regionkit tags missing or wrong"
+    REGION_REFUSED: Final = "an extra region that refuses the credentials (not enabled)"
     FEW_CONFLICTS: Final = "a few conflicts; a one-region jurisdiction"
 
 
@@ -61,6 +62,7 @@ HARMS: dict[str, Severity] = {
     Harm.SYSTEM_MISPLACED: "medium",
     Harm.MOVE_TO_FINISH: "low",
     Harm.TAGS: "low",
+    Harm.REGION_REFUSED: "low",
     Harm.FEW_CONFLICTS: "info",
 }
 

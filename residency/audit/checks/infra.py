@@ -94,7 +94,7 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
             yield me.error(
                 region=region,
                 resource=ctx.arn(region, "*"),
-                severity="low",
+                severity=severity_of(Harm.REGION_REFUSED),
                 reason=f"{region} refused these credentials ({inv.error}), as AWS does in an "
                 "opt-in region the account has not enabled, where no table can exist; if it "
                 "is enabled, the credentials are refused there",
@@ -230,7 +230,7 @@ def _replica_status(st: TableState, replicas: list[dict[str, Any]]) -> Iterator[
             yield replica_sets.failed(
                 region=st.region,
                 resource=st.arn,
-                severity="high",
+                severity=severity_of(Harm.MISSING),
                 discriminator=f"status-{r['RegionName']}",
                 reason=f"{_what(st)}: its replica in {r['RegionName']} is {status}, so "
                 "changes do not reach it",
