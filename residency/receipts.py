@@ -149,6 +149,7 @@ def _stem(body: dict[str, Any]) -> str:
 
 def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that was already there keeps its mode otherwise
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
 

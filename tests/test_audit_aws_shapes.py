@@ -258,13 +258,19 @@ def test_a_receipt_that_cannot_be_signed_is_kept_unsigned(tmp_path: Path) -> Non
     assert stat.S_IMODE(kept.stat().st_mode) == 0o600
 
 
-def test_an_opt_in_region_not_enabled_is_one_low_error_not_a_flood(policy: Policy) -> None:
-    """Every call in a region the account has not enabled is refused with
-    UnrecognizedClientException: one low finding for the region, not one critical
-    finding per policy table; a policy region refused so stays critical."""
+def _refusing(opted_in: bool) -> Callable[[str, str, Any], Any]:
+    """ap-east-1 (an opt-in region) and eu-west-1 refuse the credentials; EC2 says
+    whether the account opted in to ap-east-1."""
 
-    def not_enabled(service: str, region: str, c: Any) -> Any:
-        if region not in ("ap-east-1", "eu-west-1"):
+    def shape(service: str, region: str, c: Any) -> Any:
+        if service == "ec2":
+            status = "opted-in" if opted_in else "not-opted-in"
+            regions = [
+                {"RegionName": "ap-east-1", "OptInStatus": status},
+                {"RegionName": "eu-west-1", "OptInStatus": "opt-in-not-required"},
+            ]
+            return _Shaped(c, {"describe_regions": lambda **_: {"Regions": regions}})
+        if service != "dynamodb" or region not in ("ap-east-1", "eu-west-1"):
             return c
 
         def list_tables(**_: Any) -> Any:
@@ -272,14 +278,29 @@ def test_an_opt_in_region_not_enabled_is_one_low_error_not_a_flood(policy: Polic
 
         return _Shaped(c, {"list_tables": list_tables})
 
-    report = _audit(
-        policy, _Clients(not_enabled), ["infra.table_placement"], extra_regions=["ap-east-1"]
-    )
+    return shape
+
+
+def test_an_opt_in_region_not_enabled_is_one_low_error_not_a_flood(policy: Policy) -> None:
+    """Every call in a region the account has not enabled is refused with
+    UnrecognizedClientException: one low finding for the region, not one critical
+    finding per policy table; a policy region refused so stays critical."""
+    shape = _refusing(opted_in=False)
+    report = _audit(policy, _Clients(shape), ["infra.table_placement"], extra_regions=["ap-east-1"])
     opt_in = [f for f in report.findings if f.region == "ap-east-1"]
     assert [(f.status, f.severity) for f in opt_in] == [("ERROR", "low")]
-    assert "opt-in region" in opt_in[0].reason and "ada" not in opt_in[0].reason
+    assert "has not enabled" in opt_in[0].reason and "ada" not in opt_in[0].reason
     in_policy = [f for f in report.findings if f.region == "eu-west-1"]
     assert in_policy and {(f.status, f.severity) for f in in_policy} == {("ERROR", "critical")}
+
+
+def test_an_enabled_region_that_refuses_the_credentials_stays_critical(policy: Policy) -> None:
+    """The same refusal in a region the account did enable (a v1 STS token, say) could
+    hide a copy of personal data: every table there stays a critical ERROR."""
+    shape = _refusing(opted_in=True)
+    report = _audit(policy, _Clients(shape), ["infra.table_placement"], extra_regions=["ap-east-1"])
+    refused = [f for f in report.findings if f.region == "ap-east-1"]
+    assert len(refused) > 1 and {(f.status, f.severity) for f in refused} == {("ERROR", "critical")}
 
 
 def test_every_region_botocore_knows_is_known_here() -> None:
@@ -322,3 +343,57 @@ def test_resources_are_named_in_the_caller_s_partition(policy: Policy) -> None:
     rows = ocsf if isinstance(ocsf, list) else ocsf.get("findings", [])
     partitions = {res.get("cloud_partition") for row in rows for res in row.get("resources", [])}
     assert partitions == {"aws-us-gov"}
+
+
+def test_a_region_that_stopped_answering_leaves_later_tables_unknown(policy: Policy) -> None:
+    """One connection error marks the region down; every later unlisted table there was
+    not sampled either, so an untagged copy (only its items show it) is an ERROR."""
+    from botocore.exceptions import EndpointConnectionError
+
+    _table("us-west-2", "aaa-scratch")
+    ddb = _table("us-west-2", "tmp-2024-q3")
+    for _ in range(3):
+        ddb.put_item(TableName="tmp-2024-q3", Item={"pk": {"S": str(mint_user_id("eu-central-1"))}})
+
+    def blip(service: str, region: str, c: Any) -> Any:
+        if (service, region) != ("dynamodb", "us-west-2"):
+            return c
+
+        def list_tags_of_resource(**kw: Any) -> Any:
+            if kw["ResourceArn"].endswith("/aaa-scratch"):
+                raise EndpointConnectionError(
+                    endpoint_url="https://dynamodb.us-west-2.amazonaws.com"
+                )
+            return c.list_tags_of_resource(**kw)
+
+        return _Shaped(c, {"list_tags_of_resource": list_tags_of_resource})
+
+    [copy] = _placement(policy, blip)
+    assert copy.status == "ERROR" and "a sample of its items" in copy.reason
+
+
+@pytest.mark.parametrize("status", ["CREATING", "DELETING"])
+def test_a_replica_being_created_or_deleted_is_no_failover_yet(policy: Policy, status: str) -> None:
+    found = _replica_findings(
+        policy,
+        {
+            ("us-east-1", "content"): {
+                "Replicas": [
+                    {"RegionName": "eu-central-1", "ReplicaStatus": "ACTIVE"},
+                    {"RegionName": "eu-west-1", "ReplicaStatus": status},
+                ]
+            }
+        },
+    )
+    assert [(f.status, f.severity) for f in found] == [("FAIL", "high")]
+    assert "lacks replicas in eu-west-1" in found[0].reason
+
+
+def test_a_kept_receipt_is_private_even_over_an_old_file(tmp_path: Path) -> None:
+    body = {"kind": "erasure receipt", "subject": "u-3f2a", "finished_at": "2026-06-01T00:00:00Z"}
+    old = tmp_path / "erasure-u-3f2a-20260601T000000Z.unsigned.json"
+    old.write_text("{}")
+    old.chmod(0o644)
+    with pytest.raises(OperationError):
+        write_receipt(body, KmsSigner(_Kms("SIGN_VERIFY"), "alias/audit"), tmp_path)
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600 and json.loads(old.read_text()) == body

@@ -875,7 +875,12 @@ def test_verify_refuses_odd_labels_files_and_keys(policy: Policy, tmp_path: Path
     replica = "arn:aws:kms:us-east-1:111122223333:key/mrk-" + "0a" * 16
     assert check_evidence(tmp_path / "mrk.json", [TrustedKey(kms.public_key_pem(), "KMS", replica)])
     # ... another multi-Region key, or the same ID in another account, is not
-    for other in (replica.replace("0a", "0b"), replica.replace("111122223333", "444455556666")):
+    others = (
+        replica.replace("0a", "0b"),
+        replica.replace("111122223333", "444455556666"),
+        replica.replace("arn:aws:", "arn:aws-cn:"),
+    )
+    for other in others:
         assert not check_evidence(
             tmp_path / "mrk.json", [TrustedKey(kms.public_key_pem(), "KMS", other)]
         )

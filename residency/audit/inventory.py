@@ -251,7 +251,11 @@ def _sample(
     A refused or failed read is kept in ``state.sample_error``: a table that could not be
     sampled (nor classed otherwise) is unknown, never "other".
     """
-    if pk is None or ctx.options.inventory_sample <= 0 or ctx.down(state.region):
+    down = ctx.down(state.region)
+    if down:  # the region stopped answering: this table was not sampled either
+        state.sample_error = down
+        return []
+    if pk is None or ctx.options.inventory_sample <= 0:
         return []
     try:
         page = client.scan(TableName=state.table, Limit=ctx.options.inventory_sample)

@@ -20,8 +20,29 @@ from residency.audit.severity import Harm, severity_of
 from residency.tables import expected_tags
 
 _LIST = "dynamodb:ListTables"
-# What every call in an opt-in region the account has not enabled is refused with.
+# What every call in an opt-in region the account has not enabled is refused with (and,
+# in an enabled one, a v1 session token from the global STS endpoint: so the account's
+# own word, ec2:DescribeRegions, decides which it is).
 _NOT_ENABLED = frozenset({"UnrecognizedClientException", "InvalidClientTokenId"})
+
+
+def _not_opted_in(ctx: AuditContext) -> frozenset[str]:
+    """The regions the account has not opted in to; empty when that cannot be read
+    (then a refused region stays an ERROR of what it would have found)."""
+
+    def ask() -> frozenset[str]:
+        try:
+            ec2 = ctx.clients.client("ec2", ctx.policy.regions[0])
+            regions = ec2.describe_regions(AllRegions=True).get("Regions", [])
+        except Exception:
+            return frozenset()
+        return frozenset(
+            str(r["RegionName"]) for r in regions if r.get("OptInStatus") == "not-opted-in"
+        )
+
+    return ctx.once("not_opted_in", ask)
+
+
 _DESCRIBE = "dynamodb:DescribeTable"
 
 
@@ -90,14 +111,19 @@ def table_placement(ctx: AuditContext) -> Iterator[Finding]:
     """
     me = table_placement
     for region, inv in inventory_of(ctx).regions.items():
-        if not inv.listed and not inv.in_policy and inv.error_code in _NOT_ENABLED:
+        if (
+            not inv.listed
+            and not inv.in_policy
+            and inv.error_code in _NOT_ENABLED
+            and region in _not_opted_in(ctx)
+        ):
             yield me.error(
                 region=region,
                 resource=ctx.arn(region, "*"),
                 severity=severity_of(Harm.REGION_REFUSED),
-                reason=f"{region} refused these credentials ({inv.error}), as AWS does in an "
-                "opt-in region the account has not enabled, where no table can exist; if it "
-                "is enabled, the credentials are refused there",
+                reason=f"{region} refused these credentials ({inv.error}); it is an opt-in "
+                "region the account has not enabled (ec2:DescribeRegions), so no table can "
+                "exist there",
                 remediation="List only the enabled regions (--extra-regions enabled), or "
                 "enable the region and audit it.",
             )
@@ -208,6 +234,8 @@ def _unlisted(ctx: AuditContext, st: TableState) -> Iterator[Finding]:
     )
 
 
+# Replica states of a replica that is not (yet, or any more) one to fail over to.
+_NOT_SERVING = frozenset({"CREATING", "DELETING"})
 # Replica states in which changes do not flow (or the replica is not there at all).
 _STALLED = frozenset(
     {
@@ -264,6 +292,12 @@ def replica_sets(ctx: AuditContext) -> Iterator[Finding]:
         desc = st.description or {}
         replicas = [r for r in desc.get("Replicas") or [] if r.get("RegionName")]
         described = [str(r["RegionName"]) for r in replicas]
+        # a replica being created or deleted holds data but is no failover yet (or any more)
+        serving = {
+            str(r["RegionName"])
+            for r in replicas
+            if str(r.get("ReplicaStatus") or "ACTIVE") not in _NOT_SERVING
+        }
         # An MRSC witness holds replicated change data and is listed only here
         # (never by ListTables): it counts where data may be, not as a failover replica.
         witnesses = [
@@ -285,7 +319,7 @@ def replica_sets(ctx: AuditContext) -> Iterator[Finding]:
             return
         have = set(described) | {st.region}
         extra = sorted((have | set(witnesses)) - allowed)
-        missing = sorted(allowed - have) if st.plan.kind != "system" else []
+        missing = sorted(allowed - (serving | {st.region})) if st.plan.kind != "system" else []
         if extra:
             kinds = [
                 "a witness" if r in witnesses and r not in have else "a replica" for r in extra
