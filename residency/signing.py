@@ -247,7 +247,8 @@ class KmsSigner:
         except Exception as exc:
             from residency.errors import BackendError
 
-            error = getattr(exc, "response", {}).get("Error", {})
+            response = getattr(exc, "response", None)
+            error = response.get("Error", {}) if isinstance(response, dict) else {}
             arn = self._arn.split(":")
             raise BackendError(
                 operation="kms:Sign",

@@ -165,7 +165,9 @@ def _aws(operation: str, region: str, call: Callable[[], Any]) -> Any:
     except RegionkitError:
         raise
     except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code") or type(exc).__name__
+        response = getattr(exc, "response", None)
+        error = response.get("Error", {}) if isinstance(response, dict) else {}
+        code = str(error.get("Code") or type(exc).__name__)
         denied = "AccessDenied" in code or "Unauthorized" in code
         raise BackendError(
             operation=operation,
