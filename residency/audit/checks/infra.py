@@ -20,6 +20,7 @@ from residency.audit.severity import Harm, severity_of
 from residency.tables import expected_tags
 
 _LIST = "dynamodb:ListTables"
+_DESCRIBE = "dynamodb:DescribeTable"
 # What every call in an opt-in region the account has not enabled is refused with (and,
 # in an enabled one, a v1 session token from the global STS endpoint: so the account's
 # own word, ec2:DescribeRegions, decides which it is).
@@ -41,9 +42,6 @@ def _not_opted_in(ctx: AuditContext) -> frozenset[str]:
         )
 
     return ctx.once("not_opted_in", ask)
-
-
-_DESCRIBE = "dynamodb:DescribeTable"
 
 
 def _tables(
