@@ -320,8 +320,9 @@ def open_aws_drill(
     """A runner whose fault is the FIS experiment (see :mod:`regions.drills.aws`).
 
     ``clients`` serve the control plane (STS, FIS, CloudWatch, and DynamoDB's resource
-    policies; default: :class:`~regions.pool.ClientPool` s with control-plane timeouts
-    and botocore's retries, STS, FIS and CloudWatch at AWS's own endpoints);
+    policies; default: client pools (:class:`~regions.pool.ClientPool`) with
+    control-plane timeouts and botocore's retries, STS, FIS and CloudWatch at AWS's own
+    endpoints);
     ``data_plane`` the workload (default: routers on the real tables,
     :class:`~regions.drills.aws.AwsDataPlane`). Both are closed on the way out if
     this call made them. ``now``, ``sleep`` and ``poll`` pace the experiment's polling
