@@ -316,15 +316,13 @@ def cluster_policy(settings: Settings) -> Policy:
 
 def audit_signer(settings: Settings, policy: Policy) -> Any:
     """The deployment's signing key: KMS in aws mode (when named), else the local key file."""
-    from regions.pool import ClientPool
+    from regions.pool import control_plane_pool
     from residency.signing import deployment_signer
 
     if settings.mode == "aws" and settings.region is None:
         settings = get_settings(region=policy.regions[0])
     try:
-        # kms:Sign comes after all the work: control-plane timeouts and botocore's retries
-        kms = settings.model_copy(update={"connect_timeout": 5.0, "read_timeout": 30.0})
-        return deployment_signer(settings, ClientPool(kms, retries="botocore").client)
+        return deployment_signer(settings, control_plane_pool(settings).client)
     except Exception as exc:
         from residency.audit.clients import error_reason
 

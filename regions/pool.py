@@ -23,7 +23,7 @@ from typing import Any, Literal
 from residency.errors import SettingsError
 from residency.settings import RouterConfig, is_loopback_url
 
-__all__ = ["ClientPool"]
+__all__ = ["ClientPool", "control_plane_pool"]
 
 
 class ClientPool:
@@ -122,3 +122,11 @@ class ClientPool:
             self._clients[(service, region)] = client
             self.created += 1
             return client
+
+
+def control_plane_pool(config: RouterConfig) -> ClientPool:
+    """A pool for control-plane calls (STS, FIS, CloudWatch, KMS, resource policies):
+    seconds-long timeouts and botocore's retries, not the router's fail-fast ones.
+    Such a call comes once, often after all the work (``kms:Sign`` of a report)."""
+    timeouts = {"connect_timeout": 5.0, "read_timeout": 30.0}
+    return ClientPool(config.model_copy(update=timeouts), retries="botocore")

@@ -43,6 +43,7 @@ from regions.health import RegionHealth
 from regions.hedging import HedgedReads, HedgePolicy, LatencyTracker
 from regions.metrics import RequestMetrics
 from regions.routing import Op, Route
+from residency.clients import error_code
 from residency.errors import (
     BackendError,
     RegionTimeout,
@@ -138,13 +139,6 @@ def backend_error(op: str, region: str, exc: BaseException, reason: str) -> Back
 
 def _still_throttled(op: str, exc: BaseException) -> BackendError:
     return backend_error(op, region_of(exc, "?"), exc, "still throttled after the retries")
-
-
-def error_code(exc: BaseException) -> str:
-    resp = getattr(exc, "response", None)
-    if isinstance(resp, dict):
-        return str(resp.get("Error", {}).get("Code", type(exc).__name__))
-    return type(exc).__name__
 
 
 def region_of(exc: BaseException, default: str) -> str:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ClientProvider"]
+__all__ = ["ClientProvider", "error_code"]
 
 
 @runtime_checkable
@@ -27,3 +27,15 @@ class ClientProvider(Protocol):
     """Hands out a boto3-compatible client for a service in a region."""
 
     def client(self, service: str, region: str) -> Any: ...
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a client's error (``ThrottlingException``), else the
+    exception's class name: what regionkit reports instead of the service's message,
+    which may quote a value it was sent."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        if code:
+            return str(code)
+    return type(exc).__name__

@@ -245,15 +245,14 @@ class KmsSigner:
                 SigningAlgorithm=self.algorithm,
             )
         except Exception as exc:
+            from residency.clients import error_code
             from residency.errors import BackendError
 
-            response = getattr(exc, "response", None)
-            error = response.get("Error", {}) if isinstance(response, dict) else {}
             arn = self._arn.split(":")
             raise BackendError(
                 operation="kms:Sign",
                 region=arn[3] if len(arn) > 5 and arn[3] else "-",
-                code=str(error.get("Code") or type(exc).__name__),
+                code=error_code(exc),
                 reason=f"KMS key {self._arn} did not sign the evidence",
             ) from exc
         return bytes(out["Signature"])

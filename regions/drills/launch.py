@@ -38,6 +38,7 @@ from regions.drills.aws import (
     template_duration,
 )
 from regions.drills.runner import DrillOptions, DrillRunner, EventHook
+from residency.clients import error_code
 from residency.deployment import DeploymentPlan, plan_deployment
 from residency.errors import BackendError, ConfigError, RegionkitError
 from residency.fis_template import (
@@ -165,9 +166,7 @@ def _aws(operation: str, region: str, call: Callable[[], Any]) -> Any:
     except RegionkitError:
         raise
     except Exception as exc:
-        response = getattr(exc, "response", None)
-        error = response.get("Error", {}) if isinstance(response, dict) else {}
-        code = str(error.get("Code") or type(exc).__name__)
+        code = error_code(exc)
         denied = "AccessDenied" in code or "Unauthorized" in code
         raise BackendError(
             operation=operation,
@@ -284,11 +283,10 @@ class _ControlPlane:
     """
 
     def __init__(self, settings: Settings) -> None:
-        from regions.pool import ClientPool
+        from regions.pool import control_plane_pool
 
-        base = settings.model_copy(update={"connect_timeout": 5.0, "read_timeout": 30.0})
-        self._dynamodb = ClientPool(base, retries="botocore")
-        self._aws = ClientPool(base.model_copy(update={"endpoints": {}}), retries="botocore")
+        self._dynamodb = control_plane_pool(settings)
+        self._aws = control_plane_pool(settings.model_copy(update={"endpoints": {}}))
 
     def client(self, service: str, region: str) -> Any:
         pool = self._dynamodb if service == "dynamodb" else self._aws

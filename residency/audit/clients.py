@@ -10,6 +10,7 @@ over the local cluster or over in-process moto.
 from __future__ import annotations
 
 from residency.audit.safety import clean_text
+from residency.clients import error_code
 from residency.errors import RegionkitError
 
 __all__ = [
@@ -36,15 +37,6 @@ _THROTTLED = frozenset(
     {"ThrottlingException", "ProvisionedThroughputExceededException", "RequestLimitExceeded"}
 )
 _MISSING = frozenset({"ResourceNotFoundException", "TableNotFoundException", "NoSuchKey"})
-
-
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        if code:
-            return str(code)
-    return type(exc).__name__
 
 
 def is_unreachable(exc: BaseException) -> bool:
